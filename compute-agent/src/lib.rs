@@ -1,0 +1,1 @@
+//! The Kumo compute agent.

@@ -1,0 +1,1 @@
+//! Tenant networks: IPAM, tag-VLAN plumbing over netlink, DHCP, security groups (filled in by the networking work).

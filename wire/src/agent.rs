@@ -1,0 +1,190 @@
+//! The controller-agent protocol (JSON over HTTP).
+//!
+//! The agent calls the controller: `POST /agent/v1/register` once (with the
+//! cluster join token, answered by a per-host token), then `POST /agent/v1/sync`
+//! in a loop. A sync is the heartbeat, the report of what the agent observes and
+//! a long poll for the desired state of the host's instances, all in one. The
+//! controller calls the agent only to read console logs
+//! (`GET /v1/instances/{id}/console`), with the same per-host token.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::{DiskFormat, ImageFileRole, ImageKind};
+use crate::{DesiredPower, HostId, ImageId, InstanceId, ProjectId, Timestamp};
+
+/// Path of the registration endpoint on the controller.
+pub const REGISTER_PATH: &str = "/agent/v1/register";
+/// Path of the sync endpoint on the controller.
+pub const SYNC_PATH: &str = "/agent/v1/sync";
+
+/// What a host offers, as the agent reads it from libvirt and its disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostCapacity {
+    /// Physical CPU threads.
+    pub vcpus: u32,
+    /// Physical memory in MiB.
+    pub memory_mib: u64,
+    /// Space for instance disks in GiB.
+    pub disk_gib: u64,
+}
+
+/// First contact of an agent with the controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// The cluster join token the operator gave the agent.
+    pub join_token: String,
+    /// The host's name (unique in the cluster).
+    pub name: String,
+    /// Where the controller reaches this agent (console logs).
+    pub agent_url: String,
+    /// Resources on offer.
+    pub capacity: HostCapacity,
+    /// The libvirt domain type this host uses: `kvm` or `qemu` (TCG).
+    pub hypervisor: String,
+    /// The availability zone this host belongs to.
+    pub availability_zone: String,
+}
+
+/// The controller's answer to a registration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The host's id (stable across re-registrations under the same name).
+    pub host_id: HostId,
+    /// The per-host credential for every later call. Shown only in this answer.
+    pub host_token: String,
+}
+
+/// Power state of a domain as the agent sees it in libvirt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObservedPower {
+    /// The domain runs.
+    Running,
+    /// The domain is defined but not running.
+    Shutoff,
+    /// Paused or suspended.
+    Paused,
+    /// QEMU crashed.
+    Crashed,
+    /// No domain, disk or console log is left on the host.
+    Absent,
+}
+
+/// One instance as the agent observes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedInstance {
+    /// The instance.
+    pub id: InstanceId,
+    /// The domain's power state.
+    pub power: ObservedPower,
+    /// The newest generation of the desired state the agent has finished carrying out.
+    pub applied_generation: u64,
+    /// Why the agent could not carry out generation `failed_generation`, if it could not.
+    pub error: Option<String>,
+    /// The generation `error` belongs to.
+    pub failed_generation: Option<u64>,
+    /// When the agent observed this (its clock; used to time lifecycle events).
+    pub observed_at: Timestamp,
+}
+
+/// The agent's heartbeat, report and long poll.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// Everything the agent knows of the instances it was given, and adopted domains.
+    pub observed: Vec<ObservedInstance>,
+    /// Names of libvirt domains on the host that the controller does not manage.
+    pub unmanaged_domains: Vec<String>,
+    /// Current capacity (may change when the operator resizes the host).
+    pub capacity: HostCapacity,
+    /// The revision of the desired state the agent already has; the controller
+    /// answers at once when its revision differs, else waits up to `wait_ms`.
+    pub known_revision: Option<String>,
+    /// How long the controller may hold the request when nothing changed.
+    pub wait_ms: u64,
+}
+
+/// The desired state of every instance placed on the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncResponse {
+    /// The host, as the controller knows it.
+    pub host_id: HostId,
+    /// Whether the operator lets the scheduler place new instances here.
+    pub enabled: bool,
+    /// A digest of `instances`; send it back as `known_revision`.
+    pub revision: String,
+    /// Every instance on this host that is not yet confirmed deleted.
+    pub instances: Vec<DesiredInstance>,
+}
+
+/// What the controller wants one instance to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredInstance {
+    /// The instance.
+    pub id: InstanceId,
+    /// Increases with every change of `power` (and with every reboot).
+    pub generation: u64,
+    /// The generation this host last reported as carried out (survives agent restarts).
+    pub applied_generation: u64,
+    /// The target power state.
+    pub power: DesiredPower,
+    /// A reboot was asked for at this generation: carry it out once.
+    pub reboot_generation: Option<u64>,
+    /// What to build.
+    pub spec: InstanceSpec,
+}
+
+/// Everything the agent needs to build the domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    /// The owning project.
+    pub project_id: ProjectId,
+    /// The user-chosen name; also the guest's hostname.
+    pub name: String,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Root disk size in GiB.
+    pub disk_gib: u64,
+    /// The image to boot.
+    pub image: ImageRef,
+    /// User data (startup script), if any.
+    pub user_data: Option<String>,
+    /// The OpenSSH public key to install, if any.
+    pub ssh_public_key: Option<String>,
+}
+
+/// An image as the agent fetches it: from `GET /agent/v1/images/{id}/files/{role}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// The image.
+    pub id: ImageId,
+    /// Disk image or kernel+initrd pair.
+    pub kind: ImageKind,
+    /// For disk images: the format.
+    pub disk_format: Option<DiskFormat>,
+    /// The files, each with its checksum.
+    pub files: Vec<ImageFileRef>,
+}
+
+/// One file of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFileRef {
+    /// What the file is.
+    pub role: ImageFileRole,
+    /// Its size.
+    pub size_bytes: u64,
+    /// Lowercase hex SHA-256 of its content.
+    pub sha256: String,
+}
+
+/// Path on the controller from which an agent downloads one image file.
+pub fn image_file_path(image: &ImageId, role: ImageFileRole) -> String {
+    format!("/agent/v1/images/{image}/files/{}", role.as_str())
+}
+
+/// Path on the agent that serves an instance's console log.
+pub fn console_path(instance: &InstanceId) -> String {
+    format!("/v1/instances/{instance}/console")
+}

@@ -1,0 +1,305 @@
+//! The instance lifecycle: a closed set of states and one transition function.
+//!
+//! Every change of an instance's `state` in the controller goes through
+//! [`InstanceState::apply`]; a new event or state does not compile until
+//! someone decides, in the `match` below, where it may happen.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// What the controller shows as an instance's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Recorded, waiting for the scheduler to place it on a host.
+    Pending,
+    /// Placed on a host; the agent is preparing its disk and starting it.
+    Building,
+    /// The agent confirmed the domain runs.
+    Running,
+    /// A stop was asked for; the agent is shutting it down.
+    Stopping,
+    /// The agent confirmed the domain is shut off.
+    Stopped,
+    /// A reboot was asked for; the agent is restarting it.
+    Rebooting,
+    /// A delete was asked for; the agent is removing domain, disk and console log.
+    Deleting,
+    /// Gone from its host. Kept visible for a while, as EC2 keeps terminated instances.
+    Deleted,
+    /// Something failed; `state_reason` says what. Start, stop, reboot or delete may recover it.
+    Error,
+    /// Its host stopped reporting; the instance may or may not still run.
+    Unknown,
+}
+
+impl InstanceState {
+    /// Every state, in declaration order (for exhaustive tests and docs).
+    pub const ALL: [InstanceState; 10] = [
+        Self::Pending,
+        Self::Building,
+        Self::Running,
+        Self::Stopping,
+        Self::Stopped,
+        Self::Rebooting,
+        Self::Deleting,
+        Self::Deleted,
+        Self::Error,
+        Self::Unknown,
+    ];
+
+    /// The state's lowercase name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Building => "building",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Rebooting => "rebooting",
+            Self::Deleting => "deleting",
+            Self::Deleted => "deleted",
+            Self::Error => "error",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Transitional states carry a deadline after which they become `error`.
+    pub fn is_transitional(self) -> bool {
+        matches!(self, Self::Pending | Self::Building | Self::Stopping | Self::Rebooting | Self::Deleting)
+    }
+
+    /// The state after `event`, or why `event` is not allowed in this state.
+    pub fn apply(self, event: LifecycleEvent) -> Result<InstanceState, IllegalTransition> {
+        use InstanceState as S;
+        use LifecycleEvent as E;
+        let next = match (self, event) {
+            // The scheduler.
+            (S::Pending, E::Placed) => S::Building,
+            (S::Pending, E::NoValidHost) => S::Error,
+            (S::Error, E::Rescheduled) => S::Pending,
+
+            // Users. Repeating a request that is already being carried out is a no-op.
+            (S::Pending, E::DeleteRequested) => S::Deleted,
+            (S::Deleted, E::DeleteRequested) => S::Deleted,
+            (
+                S::Building | S::Running | S::Stopping | S::Stopped | S::Rebooting | S::Deleting | S::Error | S::Unknown,
+                E::DeleteRequested,
+            ) => S::Deleting,
+            (S::Building | S::Running | S::Rebooting | S::Error | S::Unknown, E::StopRequested) => S::Stopping,
+            (S::Stopping, E::StopRequested) => S::Stopping,
+            (S::Stopped, E::StopRequested) => S::Stopped,
+            (S::Stopped | S::Error | S::Unknown, E::StartRequested) => S::Building,
+            (S::Building, E::StartRequested) => S::Building,
+            (S::Running, E::StartRequested) => S::Running,
+            (S::Running | S::Error | S::Unknown, E::RebootRequested) => S::Rebooting,
+            (S::Rebooting, E::RebootRequested) => S::Rebooting,
+
+            // The agent, reporting on the current generation of the desired state.
+            (S::Building | S::Running | S::Rebooting | S::Error | S::Unknown, E::ObservedRunning) => S::Running,
+            (S::Stopping | S::Stopped | S::Error | S::Unknown, E::ObservedStopped) => S::Stopped,
+            (S::Building | S::Running | S::Rebooting | S::Unknown, E::GuestPoweredOff) => S::Stopped,
+            (S::Deleting | S::Error | S::Unknown, E::ObservedGone) => S::Deleted,
+            (
+                S::Building | S::Running | S::Stopping | S::Stopped | S::Rebooting | S::Deleting | S::Unknown,
+                E::AgentFailed,
+            ) => S::Error,
+            (S::Error, E::AgentFailed) => S::Error,
+
+            // The controller's watchdogs.
+            (s, E::DeadlinePassed) if s.is_transitional() => S::Error,
+            (
+                S::Building | S::Running | S::Stopping | S::Stopped | S::Rebooting | S::Deleting | S::Error | S::Unknown,
+                E::HostLost,
+            ) => S::Unknown,
+
+            (from, event) => return Err(IllegalTransition { from, event }),
+        };
+        Ok(next)
+    }
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored state name that is not one of [`InstanceState::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown instance state '{0}'")]
+pub struct UnknownState(pub String);
+
+impl FromStr for InstanceState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// What the tenant wants the instance to be; the agent converges the host to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredPower {
+    /// Defined and running.
+    Running,
+    /// Defined, disk kept, not running.
+    Stopped,
+    /// Domain, disk and console log removed.
+    Deleted,
+}
+
+impl DesiredPower {
+    /// The lowercase name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for DesiredPower {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DesiredPower {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        match s {
+            "running" => Ok(Self::Running),
+            "stopped" => Ok(Self::Stopped),
+            "deleted" => Ok(Self::Deleted),
+            other => Err(UnknownState(other.to_owned())),
+        }
+    }
+}
+
+/// Everything that can move an instance from one state to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleEvent {
+    /// The scheduler claimed capacity on a host.
+    Placed,
+    /// The scheduler found no host with room.
+    NoValidHost,
+    /// A start of an instance that never got a host sends it back to the scheduler.
+    Rescheduled,
+    /// A user asked to stop.
+    StopRequested,
+    /// A user asked to start.
+    StartRequested,
+    /// A user asked to reboot.
+    RebootRequested,
+    /// A user asked to delete.
+    DeleteRequested,
+    /// The agent reports the domain running at the current generation.
+    ObservedRunning,
+    /// The agent reports the domain shut off at the current generation, as desired.
+    ObservedStopped,
+    /// The domain shut off although it should run: the guest powered itself off.
+    GuestPoweredOff,
+    /// The agent reports domain, disk and console log gone.
+    ObservedGone,
+    /// The agent failed to carry out the current generation.
+    AgentFailed,
+    /// A transitional state outlived its deadline.
+    DeadlinePassed,
+    /// The instance's host stopped heartbeating.
+    HostLost,
+}
+
+/// An event that is not allowed in the instance's current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("instance is {from}: {event:?} is not allowed")]
+pub struct IllegalTransition {
+    /// The state the instance was in.
+    pub from: InstanceState,
+    /// The rejected event.
+    pub event: LifecycleEvent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use InstanceState as S;
+    use LifecycleEvent as E;
+
+    const EVENTS: [LifecycleEvent; 14] = [
+        E::Placed,
+        E::NoValidHost,
+        E::Rescheduled,
+        E::StopRequested,
+        E::StartRequested,
+        E::RebootRequested,
+        E::DeleteRequested,
+        E::ObservedRunning,
+        E::ObservedStopped,
+        E::GuestPoweredOff,
+        E::ObservedGone,
+        E::AgentFailed,
+        E::DeadlinePassed,
+        E::HostLost,
+    ];
+
+    /// The whole table, written out: one row per state, one column per event in
+    /// `EVENTS` order; `-` marks an illegal transition.
+    const TABLE: &str = "
+pending   building error - - - - deleted - - - - - error -
+building  - - - stopping building - deleting running - stopped - error error unknown
+running   - - - stopping running rebooting deleting running - stopped - error - unknown
+stopping  - - - stopping - - deleting - stopped - - error error unknown
+stopped   - - - stopped building - deleting - stopped - - error - unknown
+rebooting - - - stopping - rebooting deleting running - stopped - error error unknown
+deleting  - - - - - - deleting - - - deleted error error unknown
+deleted   - - - - - - deleted - - - - - - -
+error     - - pending stopping building rebooting deleting running stopped - deleted error - unknown
+unknown   - - - stopping building rebooting deleting running stopped stopped deleted error - unknown
+";
+
+    #[test]
+    fn every_state_event_pair_matches_the_table() {
+        let rows: Vec<&str> = TABLE.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(rows.len(), S::ALL.len());
+        for row in rows {
+            let mut cells = row.split_whitespace();
+            let from: InstanceState = cells.next().unwrap().parse().unwrap();
+            let cells: Vec<&str> = cells.collect();
+            assert_eq!(cells.len(), EVENTS.len(), "row for {from}");
+            for (event, cell) in EVENTS.iter().zip(cells) {
+                let got = from.apply(*event).map(|s| s.to_string()).unwrap_or_else(|_| "-".into());
+                assert_eq!(got, cell, "{from} + {event:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_transitional_states_time_out() {
+        for s in S::ALL {
+            assert_eq!(s.apply(E::DeadlinePassed).is_ok(), s.is_transitional(), "{s}");
+        }
+    }
+
+    #[test]
+    fn deleted_is_terminal() {
+        for e in EVENTS {
+            if e != E::DeleteRequested {
+                assert!(S::Deleted.apply(e).is_err(), "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in S::ALL {
+            assert_eq!(s.as_str().parse::<InstanceState>(), Ok(s));
+        }
+        assert!("exploded".parse::<InstanceState>().is_err());
+    }
+}
