@@ -18,8 +18,10 @@ die() { echo "build-tiny-image: ERROR: $*" >&2; exit 1; }
 [[ $# -eq 1 ]] || die "usage: $0 OUTDIR"
 OUTDIR=$1
 
-KERNEL=${KERNEL:-$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)}
-[[ -n $KERNEL && -r $KERNEL ]] || die "no readable kernel in /boot (install linux-image-amd64)"
+shopt -s nullglob
+kernels=(/boot/vmlinuz-*)
+KERNEL=${KERNEL:-$( ((${#kernels[@]})) && printf '%s\n' "${kernels[@]}" | sort -V | tail -n 1)}
+[[ -n $KERNEL && -r $KERNEL ]] || die "no readable kernel (${KERNEL:-none in /boot}; install linux-image-amd64)"
 KVER=${KERNEL##*/vmlinuz-}
 MODDIR=/lib/modules/$KVER
 [[ -d $MODDIR ]] || die "$MODDIR missing for kernel $KERNEL"
@@ -31,7 +33,8 @@ ldd "$BUSYBOX" >/dev/null 2>&1 && die "$BUSYBOX is dynamically linked (need busy
 command -v modinfo >/dev/null || die "modinfo missing (install kmod)"
 
 # ACPI power button -> input event -> busybox acpid. Both are modules in Debian.
-MODULES=(button evdev ${EXTRA_MODULES:-})
+read -ra extra <<<"${EXTRA_MODULES:-}"
+MODULES=(button evdev "${extra[@]}")
 
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/kumo-tiny.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT

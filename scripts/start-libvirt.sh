@@ -3,11 +3,11 @@
 # `virsh -c qemu:///system` works. Idempotent: a no-op when already running.
 # Guests run as root without a security driver or cgroups (see
 # shared/ENVIRONMENT.md, "libvirt, started by hand").
-# Env: LIBVIRT_START_TIMEOUT (seconds, default 30).
+# Env: LIBVIRT_START_TIMEOUT (seconds, default 60; the first start probes QEMU, ~8 s).
 set -euo pipefail
 
 URI=qemu:///system
-TIMEOUT=${LIBVIRT_START_TIMEOUT:-30}
+TIMEOUT=${LIBVIRT_START_TIMEOUT:-60}
 QEMU_CONF=/etc/libvirt/qemu.conf
 LOG_DIR=/var/log/libvirt
 MARK_BEGIN="# >>> kumo settings (scripts/start-libvirt.sh) >>>"
@@ -41,13 +41,14 @@ $MARK_END
 EOF
 fi
 
-# running NAME PIDFILE: true if PIDFILE names a live process called NAME.
+# running NAME PIDFILE: true if PIDFILE names a live (not zombie) process NAME.
 running() {
-  local pid
+  local pid stat
   [[ -r $2 ]] || return 1
   pid=$(cat "$2" 2>/dev/null) || return 1
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$1" ]]
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  [[ $stat == "$pid ($1) "[^ZX]* ]]
 }
 
 # Without journald/syslog the daemons would log nowhere; log to files.
@@ -62,12 +63,17 @@ if running libvirtd /run/libvirtd.pid && [[ -S /run/libvirt/libvirt-sock ]]; the
   echo "start-libvirt: libvirtd already running (pid $(cat /run/libvirtd.pid))"
 else
   echo "start-libvirt: starting libvirtd"
-  LIBVIRT_LOG_OUTPUTS="3:file:$LOG_DIR/libvirtd.log" libvirtd -d
+  # Pin libvirtd (not its guests: libvirt gives QEMU all host CPUs) to one CPU.
+  # Its QEMU capability cache is keyed on the host CPUID, whose APIC-ID field
+  # depends on the CPU the daemon happens to run on; unpinned, about every
+  # second start re-probes QEMU (~8 s before the first connection answers).
+  cpu=$(cut -d, -f1 /sys/devices/system/cpu/online | cut -d- -f1)
+  LIBVIRT_LOG_OUTPUTS="3:file:$LOG_DIR/libvirtd.log" taskset -c "$cpu" libvirtd -d
 fi
 
 # Wait until the daemon answers.
 deadline=$((SECONDS + TIMEOUT))
-until timeout 10 virsh -c "$URI" version >/dev/null 2>&1; do
+until timeout 20 virsh -c "$URI" version >/dev/null 2>&1; do
   if ((SECONDS >= deadline)); then
     echo "start-libvirt: ERROR: libvirtd did not answer on $URI within ${TIMEOUT}s" >&2
     echo "--- last lines of $LOG_DIR/libvirtd.log:" >&2

@@ -15,7 +15,7 @@ set -euo pipefail
 die() { echo "start-postgres: ERROR: $*" >&2; exit 1; }
 log() { echo "start-postgres: $*" >&2; }
 [[ $# -eq 2 ]] || die "usage: $0 DATADIR PORT"
-[[ $2 =~ ^[0-9]+$ ]] && (($2 > 0 && $2 < 65536)) || die "bad port: $2"
+if ! [[ $2 =~ ^[0-9]+$ ]] || (($2 < 1 || $2 > 65535)); then die "bad port: $2"; fi
 PORT=$2
 BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 TIMEOUT=${PG_START_TIMEOUT:-60}

@@ -1,1 +1,129 @@
-//! The Kumo controller.
+//! The Kumo controller: the native API, the scheduler, the controller's half of
+//! reconciliation, and the database they share.
+//!
+//! Only this crate knows HTTP routing and SQL; domain types come from
+//! `kumo-wire`. Handlers are thin: they parse, check the caller, and call the
+//! operations in [`instances`], [`scheduler`], [`reconcile`] and [`watchdog`].
+
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod instances;
+pub mod reconcile;
+pub mod routes;
+pub mod scheduler;
+pub mod state;
+pub mod transition;
+pub mod watchdog;
+pub mod workers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kumo_storage::FsImageStore;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::auth::TokenKeys;
+use crate::bootstrap::Bootstrapped;
+use crate::config::ControllerConfig;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::state::{AppState, HostNotifier};
+use crate::workers::Pacing;
+
+/// Errors while starting the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database")]
+    Db(#[from] db::DbError),
+    /// The image store directory could not be created.
+    #[error("image store")]
+    Images(#[from] kumo_storage::ImageStoreError),
+    /// First-start set-up failed.
+    #[error("bootstrap: {0}")]
+    Bootstrap(ApiError),
+}
+
+/// A running controller's state and background workers.
+#[derive(Debug)]
+pub struct Controller {
+    /// Shared state (for the router and tests).
+    pub state: AppState,
+    /// What bootstrap produced.
+    pub bootstrapped: Bootstrapped,
+    shutdown: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Controller {
+    /// Opens the database, bootstraps, and starts the background workers.
+    pub async fn start(config: ControllerConfig) -> Result<Self, StartError> {
+        let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
+        let bootstrapped = bootstrap::bootstrap(&db, &config).await.map_err(StartError::Bootstrap)?;
+        let keys = TokenKeys::load_or_create(&db, config.token_ttl_secs).await?;
+        let images = FsImageStore::open(config.data_dir.join("images"))?;
+        let state = AppState {
+            db,
+            config: Arc::new(config),
+            keys: Arc::new(keys),
+            images,
+            join_token: Arc::new(bootstrapped.join_token.clone()),
+            hosts: Arc::new(HostNotifier::default()),
+            scheduler_wake: Arc::new(Notify::new()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| StartError::Bootstrap(ApiError::Internal(e.to_string())))?,
+        };
+        let (shutdown, rx) = watch::channel(false);
+        let mut workers = Vec::new();
+        let s = state.clone();
+        workers.push(workers::spawn(
+            "scheduler",
+            Pacing { interval: Duration::from_secs(2), wake: Some(state.scheduler_wake.clone()), max_backoff: Duration::from_secs(10) },
+            rx.clone(),
+            move || {
+                let s = s.clone();
+                async move { scheduler::schedule_pending(&s, 100).await }
+            },
+        ));
+        let s = state.clone();
+        workers.push(workers::spawn(
+            "deadlines",
+            Pacing { interval: Duration::from_secs(1), wake: None, max_backoff: Duration::from_secs(10) },
+            rx.clone(),
+            move || {
+                let s = s.clone();
+                async move { watchdog::expire_deadlines(&s).await.map(|_| 0) }
+            },
+        ));
+        let s = state.clone();
+        workers.push(workers::spawn(
+            "host-liveness",
+            Pacing { interval: Duration::from_secs(1), wake: None, max_backoff: Duration::from_secs(10) },
+            rx,
+            move || {
+                let s = s.clone();
+                async move { watchdog::detect_lost_hosts(&s).await.map(|_| 0) }
+            },
+        ));
+        Ok(Self { state, bootstrapped, shutdown, workers })
+    }
+
+    /// The HTTP application.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.state.clone())
+    }
+
+    /// Stops the workers.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for w in self.workers {
+            let _ = w.await;
+        }
+    }
+}

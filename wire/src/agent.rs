@@ -5,7 +5,8 @@
 //! in a loop. A sync is the heartbeat, the report of what the agent observes and
 //! a long poll for the desired state of the host's instances, all in one. The
 //! controller calls the agent only to read console logs
-//! (`GET /v1/instances/{id}/console`), with the same per-host token.
+//! (`GET /v1/instances/{id}/console`), with the `agent_token` it handed out
+//! at registration.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -53,6 +54,10 @@ pub struct RegisterResponse {
     pub host_id: HostId,
     /// The per-host credential for every later call. Shown only in this answer.
     pub host_token: String,
+    /// The credential the controller presents when it calls the agent
+    /// (`Authorization: Bearer`); the agent accepts nothing else.
+    #[serde(default)]
+    pub agent_token: String,
 }
 
 /// Power state of a domain as the agent sees it in libvirt.

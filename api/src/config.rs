@@ -1,0 +1,238 @@
+//! The controller's configuration: defaults, then a TOML file, then
+//! `KUMO_<FIELD>` environment variables. Unknown keys are errors.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file or an environment variable holds something invalid.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// How the scheduler weighs hosts that pass every filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Prefer the host with the most free resources.
+    Spread,
+    /// Prefer the host with the least free resources that still fits.
+    Pack,
+}
+
+impl Strategy {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Spread => "spread",
+            Self::Pack => "pack",
+        }
+    }
+}
+
+/// Everything the controller can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerConfig {
+    /// Address the HTTP server listens on.
+    pub listen: String,
+    /// Where state lives: the image store, the generated join token and admin password.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` (default: `<data_dir>/kumo.db`) or `postgres://...`.
+    pub database_url: Option<String>,
+    /// Largest database pool.
+    pub database_max_connections: u32,
+    /// Lifetime of issued API tokens, in seconds.
+    pub token_ttl_secs: u64,
+    /// Name of the bootstrap admin user created on first start.
+    pub admin_username: String,
+    /// Password of the bootstrap admin; generated into `<data_dir>/admin-password` when unset.
+    pub admin_password: Option<String>,
+    /// Token agents present to register; generated into `<data_dir>/join-token` when unset.
+    pub join_token: Option<String>,
+    /// A host silent for longer than this is `unreachable` and its instances `unknown`.
+    pub host_timeout_secs: u64,
+    /// How the scheduler weighs hosts.
+    pub scheduler_strategy: Strategy,
+    /// Virtual CPUs per physical CPU the scheduler may hand out.
+    pub cpu_allocation_ratio: f64,
+    /// Memory overcommit ratio.
+    pub ram_allocation_ratio: f64,
+    /// Disk overcommit ratio.
+    pub disk_allocation_ratio: f64,
+    /// Seconds an instance may stay `pending` before it becomes `error`.
+    pub pending_deadline_secs: u64,
+    /// Seconds for `building` (includes the first download of an image).
+    pub building_deadline_secs: u64,
+    /// Seconds for `stopping`.
+    pub stopping_deadline_secs: u64,
+    /// Seconds for `rebooting`.
+    pub rebooting_deadline_secs: u64,
+    /// Seconds for `deleting`.
+    pub deleting_deadline_secs: u64,
+    /// How long deleted instances stay visible in lists, in seconds.
+    pub deleted_retention_secs: u64,
+    /// Largest accepted image file, in bytes.
+    pub max_image_bytes: u64,
+    /// Name of the image launched when a run request names none.
+    pub default_image: String,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8774".into(),
+            data_dir: PathBuf::from("/var/lib/kumo/controller"),
+            database_url: None,
+            database_max_connections: 16,
+            token_ttl_secs: 12 * 3600,
+            admin_username: "admin".into(),
+            admin_password: None,
+            join_token: None,
+            host_timeout_secs: 30,
+            scheduler_strategy: Strategy::Spread,
+            cpu_allocation_ratio: 4.0,
+            ram_allocation_ratio: 1.0,
+            disk_allocation_ratio: 1.0,
+            pending_deadline_secs: 120,
+            building_deadline_secs: 900,
+            stopping_deadline_secs: 300,
+            rebooting_deadline_secs: 300,
+            deleting_deadline_secs: 300,
+            deleted_retention_secs: 3600,
+            max_image_bytes: 20 * 1024 * 1024 * 1024,
+            default_image: "tiny".into(),
+        }
+    }
+}
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "KUMO_";
+
+impl ControllerConfig {
+    /// Loads defaults, then `file` (if any), then `KUMO_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let known = toml::Table::try_from(Self::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut known_keys: Vec<String> = known.keys().cloned().collect();
+        // Optional fields serialize to nothing when unset; list them explicitly.
+        known_keys.extend(["database_url", "admin_password", "join_token"].map(String::from));
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let key = key.to_ascii_lowercase();
+            if !known_keys.contains(&key) {
+                // Other Kumo programs share the prefix (KUMO_AGENT_*, KUMO_ENDPOINT for the CLI).
+                continue;
+            }
+            table.insert(key, env_value(&value));
+        }
+        let config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, ratio) in [
+            ("cpu_allocation_ratio", self.cpu_allocation_ratio),
+            ("ram_allocation_ratio", self.ram_allocation_ratio),
+            ("disk_allocation_ratio", self.disk_allocation_ratio),
+        ] {
+            if !(ratio.is_finite() && ratio > 0.0) {
+                return Err(ConfigError::Invalid(format!("{name} must be a positive number, not {ratio}")));
+            }
+        }
+        if self.host_timeout_secs == 0 {
+            return Err(ConfigError::Invalid("host_timeout_secs must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("kumo.db").display()))
+    }
+}
+
+/// An environment value as TOML: numbers and booleans keep their type, the rest is a string.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = raw.parse::<f64>() {
+        return toml::Value::Float(f);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kumo.toml");
+        std::fs::write(&path, "listen = '0.0.0.0:9000'\ncpu_allocation_ratio = 2.0\nscheduler_strategy = 'pack'\n").unwrap();
+        let config =
+            ControllerConfig::load(Some(&path), env(&[("KUMO_LISTEN", "127.0.0.1:1"), ("KUMO_HOST_TIMEOUT_SECS", "5")]))
+                .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:1");
+        assert_eq!(config.cpu_allocation_ratio, 2.0);
+        assert_eq!(config.scheduler_strategy, Strategy::Pack);
+        assert_eq!(config.host_timeout_secs, 5);
+        assert_eq!(config.ram_allocation_ratio, 1.0);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kumo.toml");
+        std::fs::write(&path, "lisen = 'x'\n").unwrap();
+        let err = ControllerConfig::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+        let err = ControllerConfig::load(None, env(&[("KUMO_CPU_ALLOCATION_RATIO", "-1")])).unwrap_err().to_string();
+        assert!(err.contains("cpu_allocation_ratio must be a positive number"), "{err}");
+        let err = ControllerConfig::load(None, env(&[("KUMO_HOST_TIMEOUT_SECS", "soon")])).unwrap_err().to_string();
+        assert!(err.contains("invalid"), "{err}");
+    }
+
+    #[test]
+    fn optional_fields_can_come_from_the_environment() {
+        let config = ControllerConfig::load(None, env(&[("KUMO_DATABASE_URL", "postgres://x/y")])).unwrap();
+        assert_eq!(config.database_url(), "postgres://x/y");
+    }
+}

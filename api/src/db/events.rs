@@ -1,0 +1,79 @@
+//! The event log: who asked what, when, and what happened, per resource.
+//! Billing meters from the `state_changed` events of instances.
+
+use kumo_wire::api::Event;
+use kumo_wire::{ProjectId, Timestamp};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+use super::{Db, DbError, DbResult};
+
+/// An event about to be written.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    /// The owning project, if the resource has one.
+    pub project_id: Option<&'a ProjectId>,
+    /// `instance`, `image`, ...
+    pub resource_type: &'a str,
+    /// The resource's id.
+    pub resource_id: &'a str,
+    /// When it happened.
+    pub at: Timestamp,
+    /// Who did it.
+    pub actor: &'a str,
+    /// What happened.
+    pub action: &'a str,
+    /// Details.
+    pub detail: serde_json::Value,
+}
+
+/// Appends an event inside an ongoing transaction or on the pool.
+pub async fn append<'e, E>(executor: E, event: &NewEvent<'_>) -> DbResult<()>
+where
+    E: Executor<'e, Database = Any>,
+{
+    sqlx::query(
+        "INSERT INTO events (project_id, resource_type, resource_id, at, actor, action, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(event.project_id.map(|p| p.as_str().to_owned()))
+    .bind(event.resource_type)
+    .bind(event.resource_id)
+    .bind(event.at.millis())
+    .bind(event.actor)
+    .bind(event.action)
+    .bind(event.detail.to_string())
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+fn event_of(row: &AnyRow) -> DbResult<Event> {
+    let detail: String = row.try_get("detail")?;
+    Ok(Event {
+        id: row.try_get("id")?,
+        resource_type: row.try_get("resource_type")?,
+        resource_id: row.try_get("resource_id")?,
+        at: Timestamp(row.try_get("at")?),
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        detail: serde_json::from_str(&detail).map_err(|e| DbError::Corrupt(format!("event detail: {e}")))?,
+    })
+}
+
+impl Db {
+    /// Appends one event.
+    pub async fn append_event(&self, event: &NewEvent<'_>) -> DbResult<()> {
+        append(self.pool(), event).await
+    }
+
+    /// A resource's events, oldest first.
+    pub async fn events_of(&self, resource_type: &str, resource_id: &str) -> DbResult<Vec<Event>> {
+        let rows = sqlx::query("SELECT * FROM events WHERE resource_type = $1 AND resource_id = $2 ORDER BY id")
+            .bind(resource_type)
+            .bind(resource_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(event_of).collect()
+    }
+}

@@ -1,0 +1,186 @@
+//! Images and their files.
+
+use kumo_wire::api::{DiskFormat, Image, ImageFile, ImageFileRole, ImageKind, ImageState, Visibility};
+use kumo_wire::{ImageId, ProjectId, Timestamp};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{i64_of, parse_col, parse_opt_col, u64_col, Db, DbError, DbResult};
+
+fn visibility_of(raw: &str) -> DbResult<Visibility> {
+    match raw {
+        "public" => Ok(Visibility::Public),
+        "private" => Ok(Visibility::Private),
+        other => Err(DbError::Corrupt(format!("visibility '{other}'"))),
+    }
+}
+
+fn state_of(raw: &str) -> DbResult<ImageState> {
+    match raw {
+        "queued" => Ok(ImageState::Queued),
+        "active" => Ok(ImageState::Active),
+        other => Err(DbError::Corrupt(format!("image state '{other}'"))),
+    }
+}
+
+impl Db {
+    async fn image_of(&self, row: &AnyRow) -> DbResult<Image> {
+        let id: ImageId = parse_col(row, "id")?;
+        let files = sqlx::query("SELECT * FROM image_files WHERE image_id = $1 ORDER BY role")
+            .bind(id.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|f| {
+                Ok(ImageFile {
+                    role: parse_col(f, "role")?,
+                    size_bytes: u64_col(f, "size_bytes")?,
+                    sha256: f.try_get("sha256")?,
+                })
+            })
+            .collect::<DbResult<Vec<_>>>()?;
+        Ok(Image {
+            id,
+            name: row.try_get("name")?,
+            kind: parse_col(row, "kind")?,
+            disk_format: parse_opt_col(row, "disk_format")?,
+            visibility: visibility_of(&row.try_get::<String, _>("visibility")?)?,
+            state: state_of(&row.try_get::<String, _>("state")?)?,
+            owner_project_id: parse_col(row, "owner_project_id")?,
+            files,
+            created_at: Timestamp(row.try_get("created_at")?),
+        })
+    }
+
+    /// Registers an image (state `queued`, no files yet).
+    pub async fn insert_image(
+        &self,
+        owner: &ProjectId,
+        name: &str,
+        kind: ImageKind,
+        disk_format: Option<DiskFormat>,
+        visibility: Visibility,
+    ) -> DbResult<Image> {
+        let id = ImageId::generate();
+        let now = Timestamp::now();
+        sqlx::query(
+            "INSERT INTO images (id, owner_project_id, name, kind, disk_format, visibility, state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7)",
+        )
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .bind(name)
+        .bind(kind.as_str())
+        .bind(disk_format.map(|f| f.as_str()))
+        .bind(visibility.as_str())
+        .bind(now.millis())
+        .execute(self.pool())
+        .await?;
+        Ok(Image {
+            id,
+            name: name.to_owned(),
+            kind,
+            disk_format,
+            visibility,
+            state: ImageState::Queued,
+            owner_project_id: owner.clone(),
+            files: vec![],
+            created_at: now,
+        })
+    }
+
+    /// Images `project` may see (its own and public ones), newest first.
+    pub async fn list_images(&self, project: &ProjectId) -> DbResult<Vec<Image>> {
+        let rows = sqlx::query(
+            "SELECT * FROM images WHERE (owner_project_id = $1 OR visibility = 'public') AND state <> 'deleted' ORDER BY created_at DESC, id",
+        )
+        .bind(project.as_str())
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.image_of(row).await?);
+        }
+        Ok(out)
+    }
+
+    /// An image `project` may see, by id or name (its own image wins over a public one of the same name).
+    pub async fn find_image(&self, project: &ProjectId, id_or_name: &str) -> DbResult<Option<Image>> {
+        let row = sqlx::query(
+            "SELECT * FROM images WHERE (id = $1 OR name = $1) AND (owner_project_id = $2 OR visibility = 'public') AND state <> 'deleted' \
+             ORDER BY CASE WHEN owner_project_id = $2 THEN 0 ELSE 1 END, created_at DESC LIMIT 1",
+        )
+        .bind(id_or_name)
+        .bind(project.as_str())
+        .fetch_optional(self.pool())
+        .await?;
+        match row {
+            Some(row) => Ok(Some(self.image_of(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// An image by id, whoever owns it (for agents).
+    pub async fn image_by_id(&self, id: &ImageId) -> DbResult<Option<Image>> {
+        let row = sqlx::query("SELECT * FROM images WHERE id = $1 AND state <> 'deleted'").bind(id.as_str()).fetch_optional(self.pool()).await?;
+        match row {
+            Some(row) => Ok(Some(self.image_of(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records an uploaded file and activates the image once every required file is there.
+    pub async fn record_image_file(
+        &self,
+        image: &Image,
+        role: ImageFileRole,
+        size_bytes: u64,
+        sha256: &str,
+    ) -> DbResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM image_files WHERE image_id = $1 AND role = $2")
+            .bind(image.id.as_str())
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO image_files (image_id, role, size_bytes, sha256) VALUES ($1, $2, $3, $4)")
+            .bind(image.id.as_str())
+            .bind(role.as_str())
+            .bind(i64_of(size_bytes))
+            .bind(sha256)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query("SELECT role FROM image_files WHERE image_id = $1")
+            .bind(image.id.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        let have: Vec<String> = rows.iter().map(|r| r.try_get("role")).collect::<Result<_, _>>()?;
+        let complete = image.kind.required_files().iter().all(|r| have.iter().any(|h| h == r.as_str()));
+        if complete {
+            sqlx::query("UPDATE images SET state = 'active' WHERE id = $1")
+                .bind(image.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes an image unless an instance that is not deleted uses it; `Ok(false)` means in use.
+    pub async fn delete_image_unless_used(&self, id: &ImageId) -> DbResult<bool> {
+        let mut tx = self.begin_write().await?;
+        // Deleted instances keep naming their image for history, so images are
+        // soft-deleted: the row stays, the files and every listing lose it.
+        let used = sqlx::query("SELECT COUNT(*) AS n FROM instances WHERE image_id = $1 AND state <> 'deleted'")
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        if used.try_get::<i64, _>("n")? > 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM image_files WHERE image_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+        sqlx::query("UPDATE images SET state = 'deleted' WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

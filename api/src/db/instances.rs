@@ -1,0 +1,330 @@
+//! Instances: the desired state a tenant asked for and the state agents confirmed.
+
+use kumo_wire::api::{Instance, Placement};
+use kumo_wire::{DesiredPower, HostId, ImageId, InstanceId, InstanceState, ProjectId, Timestamp};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{i64_of, parse_col, parse_opt_col, u32_col, u64_col, Db, DbError, DbResult};
+
+/// An instance row with everything the controller tracks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    /// Id.
+    pub id: InstanceId,
+    /// Owner.
+    pub project_id: ProjectId,
+    /// Name and hostname.
+    pub name: String,
+    /// The flavor's name at launch.
+    pub flavor_name: String,
+    /// vCPUs (copied from the flavor).
+    pub vcpus: u32,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// Root disk, GiB.
+    pub disk_gib: u64,
+    /// The image.
+    pub image_id: ImageId,
+    /// The key pair's name at launch.
+    pub key_pair_name: Option<String>,
+    /// The public key installed into the guest.
+    pub ssh_public_key: Option<String>,
+    /// Startup script.
+    pub user_data: Option<String>,
+    /// Where it was placed.
+    pub host_id: Option<HostId>,
+    /// The host's name (joined, read-only).
+    pub host_name: Option<String>,
+    /// Shown state.
+    pub state: InstanceState,
+    /// Why.
+    pub state_reason: Option<String>,
+    /// When a transitional state expires.
+    pub state_deadline: Option<Timestamp>,
+    /// Target.
+    pub desired: DesiredPower,
+    /// Bumped on every change of the desired state.
+    pub generation: u64,
+    /// The newest generation the host confirmed.
+    pub applied_generation: u64,
+    /// The generation at which a reboot was asked for.
+    pub reboot_generation: Option<u64>,
+    /// The scheduler's decision.
+    pub placement: Option<Placement>,
+    /// The user who launched it.
+    pub created_by: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// First confirmed running.
+    pub launched_at: Option<Timestamp>,
+    /// Confirmed gone.
+    pub deleted_at: Option<Timestamp>,
+}
+
+impl InstanceRecord {
+    /// The public view.
+    pub fn to_api(&self) -> Instance {
+        Instance {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            project_id: self.project_id.clone(),
+            state: self.state,
+            state_reason: self.state_reason.clone(),
+            state_deadline: self.state_deadline,
+            desired: self.desired,
+            flavor: self.flavor_name.clone(),
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            disk_gib: self.disk_gib,
+            image_id: self.image_id.clone(),
+            key_pair: self.key_pair_name.clone(),
+            host_name: self.host_name.clone(),
+            placement: self.placement.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            launched_at: self.launched_at,
+            deleted_at: self.deleted_at,
+        }
+    }
+
+    /// Pagination key: newest first, ties broken by id.
+    pub fn seq(&self) -> String {
+        format!("{:015}-{}", self.created_at.millis(), self.id)
+    }
+}
+
+const SELECT: &str = "SELECT i.*, h.name AS host_name FROM instances i LEFT JOIN hosts h ON h.id = i.host_id";
+
+fn opt_u64(row: &AnyRow, col: &str) -> DbResult<Option<u64>> {
+    let v: Option<i64> = row.try_get(col)?;
+    v.map(|v| u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{col} is negative")))).transpose()
+}
+
+fn record_of(row: &AnyRow) -> DbResult<InstanceRecord> {
+    let placement: Option<String> = row.try_get("placement")?;
+    Ok(InstanceRecord {
+        id: parse_col(row, "id")?,
+        project_id: parse_col(row, "project_id")?,
+        name: row.try_get("name")?,
+        flavor_name: row.try_get("flavor_name")?,
+        vcpus: u32_col(row, "vcpus")?,
+        memory_mib: u64_col(row, "memory_mib")?,
+        disk_gib: u64_col(row, "disk_gib")?,
+        image_id: parse_col(row, "image_id")?,
+        key_pair_name: row.try_get("key_pair_name")?,
+        ssh_public_key: row.try_get("ssh_public_key")?,
+        user_data: row.try_get("user_data")?,
+        host_id: parse_opt_col(row, "host_id")?,
+        host_name: row.try_get("host_name")?,
+        state: parse_col(row, "state")?,
+        state_reason: row.try_get("state_reason")?,
+        state_deadline: row.try_get::<Option<i64>, _>("state_deadline_at")?.map(Timestamp),
+        desired: parse_col(row, "desired")?,
+        generation: u64_col(row, "generation")?,
+        applied_generation: u64_col(row, "applied_generation")?,
+        reboot_generation: opt_u64(row, "reboot_generation")?,
+        placement: placement
+            .map(|p| serde_json::from_str(&p).map_err(|e| DbError::Corrupt(format!("placement: {e}"))))
+            .transpose()?,
+        created_by: row.try_get("created_by")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        updated_at: Timestamp(row.try_get("updated_at")?),
+        launched_at: row.try_get::<Option<i64>, _>("launched_at")?.map(Timestamp),
+        deleted_at: row.try_get::<Option<i64>, _>("deleted_at")?.map(Timestamp),
+    })
+}
+
+fn placement_json(p: &Option<Placement>) -> DbResult<Option<String>> {
+    p.as_ref().map(|p| serde_json::to_string(p).map_err(|e| DbError::Corrupt(e.to_string()))).transpose()
+}
+
+/// Filters of an instance listing.
+#[derive(Debug, Clone)]
+pub struct InstanceFilter {
+    /// Only this state.
+    pub state: Option<InstanceState>,
+    /// Name contains.
+    pub name_contains: Option<String>,
+    /// Page size.
+    pub limit: u32,
+    /// Continue after this pagination key.
+    pub after: Option<String>,
+    /// Deleted instances older than this are hidden.
+    pub deleted_visible_since: Timestamp,
+}
+
+/// Inserts a new instance in `tx`.
+pub async fn insert(tx: &mut Transaction<'static, Any>, r: &InstanceRecord) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO instances (id, project_id, name, flavor_name, vcpus, memory_mib, disk_gib, image_id, \
+         key_pair_name, ssh_public_key, user_data, host_id, state, state_reason, state_deadline_at, desired, \
+         generation, applied_generation, reboot_generation, placement, created_by, created_at, updated_at, \
+         launched_at, deleted_at, seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
+         $22, $23, $24, $25, $26)",
+    )
+    .bind(r.id.as_str())
+    .bind(r.project_id.as_str())
+    .bind(&r.name)
+    .bind(&r.flavor_name)
+    .bind(i64::from(r.vcpus))
+    .bind(i64_of(r.memory_mib))
+    .bind(i64_of(r.disk_gib))
+    .bind(r.image_id.as_str())
+    .bind(r.key_pair_name.clone())
+    .bind(r.ssh_public_key.clone())
+    .bind(r.user_data.clone())
+    .bind(r.host_id.as_ref().map(|h| h.as_str().to_owned()))
+    .bind(r.state.as_str())
+    .bind(r.state_reason.clone())
+    .bind(r.state_deadline.map(Timestamp::millis))
+    .bind(r.desired.as_str())
+    .bind(i64_of(r.generation))
+    .bind(i64_of(r.applied_generation))
+    .bind(r.reboot_generation.map(i64_of))
+    .bind(placement_json(&r.placement)?)
+    .bind(&r.created_by)
+    .bind(r.created_at.millis())
+    .bind(r.updated_at.millis())
+    .bind(r.launched_at.map(Timestamp::millis))
+    .bind(r.deleted_at.map(Timestamp::millis))
+    .bind(r.seq())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes `new` over `old` in `tx` if nobody changed the row since `old` was read
+/// (compare-and-swap on state, generations and host). `Ok(false)` means someone did:
+/// read again and decide again.
+pub async fn save(tx: &mut Transaction<'static, Any>, old: &InstanceRecord, new: &InstanceRecord) -> DbResult<bool> {
+    let done = sqlx::query(
+        "UPDATE instances SET host_id = $2, state = $3, state_reason = $4, state_deadline_at = $5, desired = $6, \
+         generation = $7, applied_generation = $8, reboot_generation = $9, placement = $10, updated_at = $11, \
+         launched_at = $12, deleted_at = $13 \
+         WHERE id = $1 AND state = $14 AND generation = $15 AND applied_generation = $16 \
+         AND COALESCE(host_id, '') = $17 AND updated_at = $18",
+    )
+    .bind(new.id.as_str())
+    .bind(new.host_id.as_ref().map(|h| h.as_str().to_owned()))
+    .bind(new.state.as_str())
+    .bind(new.state_reason.clone())
+    .bind(new.state_deadline.map(Timestamp::millis))
+    .bind(new.desired.as_str())
+    .bind(i64_of(new.generation))
+    .bind(i64_of(new.applied_generation))
+    .bind(new.reboot_generation.map(i64_of))
+    .bind(placement_json(&new.placement)?)
+    .bind(new.updated_at.millis())
+    .bind(new.launched_at.map(Timestamp::millis))
+    .bind(new.deleted_at.map(Timestamp::millis))
+    .bind(old.state.as_str())
+    .bind(i64_of(old.generation))
+    .bind(i64_of(old.applied_generation))
+    .bind(old.host_id.as_ref().map(|h| h.as_str().to_owned()).unwrap_or_default())
+    .bind(old.updated_at.millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+impl Db {
+    /// An instance of `project` (another project's id is simply not found).
+    pub async fn instance_in_project(&self, project: &ProjectId, id: &InstanceId) -> DbResult<Option<InstanceRecord>> {
+        let row = sqlx::query(&format!("{SELECT} WHERE i.id = $1 AND i.project_id = $2"))
+            .bind(id.as_str())
+            .bind(project.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(record_of).transpose()
+    }
+
+    /// An instance by id, for the controller's own workers.
+    pub async fn instance(&self, id: &InstanceId) -> DbResult<Option<InstanceRecord>> {
+        let row = sqlx::query(&format!("{SELECT} WHERE i.id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(record_of).transpose()
+    }
+
+    /// One page of a project's instances, newest first.
+    pub async fn list_instances(&self, project: &ProjectId, f: &InstanceFilter) -> DbResult<Vec<InstanceRecord>> {
+        let mut sql = format!(
+            "{SELECT} WHERE i.project_id = $1 AND (i.state <> 'deleted' OR i.deleted_at IS NULL OR i.deleted_at >= $2)"
+        );
+        let mut n = 2;
+        if f.state.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND i.state = ${n}"));
+        }
+        if f.name_contains.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND i.name LIKE ${n}"));
+        }
+        if f.after.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND i.seq < ${n}"));
+        }
+        n += 1;
+        sql.push_str(&format!(" ORDER BY i.seq DESC LIMIT ${n}"));
+        let mut q = sqlx::query(&sql).bind(project.as_str()).bind(f.deleted_visible_since.millis());
+        if let Some(state) = f.state {
+            q = q.bind(state.as_str());
+        }
+        if let Some(name) = &f.name_contains {
+            let escaped = name.replace('%', "").replace('_', "");
+            q = q.bind(format!("%{escaped}%"));
+        }
+        if let Some(after) = &f.after {
+            q = q.bind(after.clone());
+        }
+        let rows = q.bind(i64::from(f.limit)).fetch_all(self.pool()).await?;
+        rows.iter().map(record_of).collect()
+    }
+
+    /// Instances placed on `host` that are not yet confirmed deleted.
+    pub async fn instances_on_host(&self, host: &HostId) -> DbResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query(&format!("{SELECT} WHERE i.host_id = $1 AND i.state <> 'deleted' ORDER BY i.id"))
+            .bind(host.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(record_of).collect()
+    }
+
+    /// Instances waiting for the scheduler, oldest first.
+    pub async fn pending_instances(&self, limit: u32) -> DbResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query(&format!("{SELECT} WHERE i.state = 'pending' ORDER BY i.seq LIMIT $1"))
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(record_of).collect()
+    }
+
+    /// Instances whose transitional state outlived its deadline.
+    pub async fn instances_past_deadline(&self, now: Timestamp) -> DbResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query(&format!(
+            "{SELECT} WHERE i.state_deadline_at IS NOT NULL AND i.state_deadline_at < $1 \
+             AND i.state IN ('pending', 'building', 'stopping', 'rebooting', 'deleting')"
+        ))
+        .bind(now.millis())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(record_of).collect()
+    }
+}
+
+impl Db {
+    /// Records that the host carried out `applied` (never lowers it).
+    pub async fn raise_applied_generation(&self, id: &InstanceId, applied: u64) -> DbResult<()> {
+        sqlx::query("UPDATE instances SET applied_generation = $2 WHERE id = $1 AND applied_generation < $2")
+            .bind(id.as_str())
+            .bind(i64_of(applied))
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

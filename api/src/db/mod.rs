@@ -1,0 +1,213 @@
+//! The database: one schema, one set of queries for SQLite and PostgreSQL
+//! through sqlx's `Any` driver. Queries use `$N` placeholders, which both
+//! backends understand; times are integer milliseconds; flags are integers.
+//!
+//! Write transactions start with [`Db::begin_write`], which takes SQLite's
+//! write lock up front (`BEGIN IMMEDIATE`) so that two writers never deadlock
+//! on a lock upgrade; on PostgreSQL, claims use conditional `UPDATE`s whose
+//! row locks serialize concurrent claims.
+
+pub mod events;
+pub mod flavors;
+pub mod hosts;
+pub mod identity;
+pub mod images;
+pub mod instances;
+pub mod keypairs;
+
+use std::str::FromStr;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+/// Which database server is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One file, zero set-up.
+    Sqlite,
+    /// For several controller replicas.
+    Postgres,
+}
+
+/// Errors of the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names no supported database.
+    #[error("unsupported database URL (expected sqlite://... or postgres://...)")]
+    UnsupportedUrl,
+    /// The server could not be reached or the file opened.
+    #[error("cannot connect to the database")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A uniqueness constraint refused the write.
+    #[error("already exists")]
+    Duplicate,
+    /// A stored value could not be understood (a bug or a hand-edited database).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// Any other query failure.
+    #[error("database query failed")]
+    Query(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => DbError::Duplicate,
+            _ => DbError::Query(e),
+        }
+    }
+}
+
+/// Result of the database layer.
+pub type DbResult<T> = Result<T, DbError>;
+
+/// A handle on the pool; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Db {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str, max_connections: u32) -> DbResult<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(DbError::UnsupportedUrl);
+        };
+        let options = AnyPoolOptions::new().max_connections(max_connections.max(1));
+        let options = match backend {
+            // WAL lets readers run beside the one writer; the busy timeout makes
+            // writers queue instead of failing.
+            Backend::Sqlite => options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => options,
+        };
+        let pool = options.connect(url).await.map_err(DbError::Connect)?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await.map_err(DbError::Migrate)?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The pool, for single statements.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A transaction that will write.
+    pub async fn begin_write(&self) -> DbResult<Transaction<'static, Any>> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    /// Reads a setting.
+    pub async fn setting(&self, key: &str) -> DbResult<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
+        row.map(|r| r.try_get::<String, _>("value")).transpose().map_err(DbError::from)
+    }
+
+    /// Stores `value` under `key` unless the key exists; returns the value that is stored.
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> DbResult<String> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        self.setting(key).await?.ok_or_else(|| DbError::Corrupt(format!("setting {key} vanished")))
+    }
+}
+
+/// Reads a column that holds a parseable value (an id, a state name).
+pub(crate) fn parse_col<T>(row: &AnyRow, col: &str) -> DbResult<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let raw: String = row.try_get(col)?;
+    raw.parse().map_err(|e| DbError::Corrupt(format!("{col}: {e}")))
+}
+
+/// Reads a nullable column that holds a parseable value.
+pub(crate) fn parse_opt_col<T>(row: &AnyRow, col: &str) -> DbResult<Option<T>>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let raw: Option<String> = row.try_get(col)?;
+    raw.map(|r| r.parse().map_err(|e: T::Err| DbError::Corrupt(format!("{col}: {e}")))).transpose()
+}
+
+/// Reads an integer column that must fit a `u64`.
+pub(crate) fn u64_col(row: &AnyRow, col: &str) -> DbResult<u64> {
+    let v: i64 = row.try_get(col)?;
+    u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{col} is negative")))
+}
+
+/// Reads an integer column that must fit a `u32`.
+pub(crate) fn u32_col(row: &AnyRow, col: &str) -> DbResult<u32> {
+    let v: i64 = row.try_get(col)?;
+    u32::try_from(v).map_err(|_| DbError::Corrupt(format!("{col} out of range")))
+}
+
+/// A `u64` as the signed integer both backends store.
+pub(crate) fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Every database test runs against SQLite, and also against PostgreSQL
+    //! when `KUMO_TEST_POSTGRES_URL` names a server (the test command starts one).
+
+    use super::*;
+
+    /// A fresh database per test: a temp SQLite file, and when configured a
+    /// fresh PostgreSQL schema.
+    pub(crate) async fn databases() -> Vec<(Db, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let mut out = vec![(Db::connect(&url, 4).await.expect("sqlite"), Some(dir))];
+        if let Ok(pg) = std::env::var("KUMO_TEST_POSTGRES_URL") {
+            out.push((fresh_postgres(&pg).await, None));
+        }
+        out
+    }
+
+    async fn fresh_postgres(base_url: &str) -> Db {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let name = format!("kumo_test_{}", kumo_wire::InstanceId::generate().as_str().replace('-', "_"));
+        let mut admin = sqlx::AnyConnection::connect(base_url).await.expect("postgres admin connection");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+        let (prefix, _) = base_url.rsplit_once('/').expect("database url has a path");
+        Db::connect(&format!("{prefix}/{name}"), 4).await.expect("postgres")
+    }
+}

@@ -1,0 +1,216 @@
+//! Tenant-facing instance operations: run, stop, start, reboot, delete.
+//! Each records the desired state and returns at once; agents do the work.
+
+use kumo_wire::api::{InstanceAction, RunInstances, MAX_NAME_LEN, MAX_RUN_COUNT};
+use kumo_wire::{DesiredPower, InstanceId, InstanceState, LifecycleEvent, Timestamp};
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::db::events::{self, NewEvent};
+use crate::db::instances::{self, InstanceRecord};
+use crate::db::DbError;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::transition::{self, deadline_for, Change};
+
+/// Largest accepted user data, in bytes.
+pub const MAX_USER_DATA: usize = 64 * 1024;
+
+/// Checks a resource name: 1-63 of `a-z 0-9 -`, starting with a letter, not ending with `-`.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "{kind} name '{}' is invalid: use 1-{MAX_NAME_LEN} lowercase letters, digits and '-', \
+             starting with a letter and not ending with '-'",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+/// Validates a run request and records its instances as `pending`.
+pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result<Vec<InstanceRecord>, ApiError> {
+    let count = req.count.unwrap_or(1);
+    if count == 0 || count > MAX_RUN_COUNT {
+        return Err(ApiError::Invalid(format!("count must be between 1 and {MAX_RUN_COUNT}, not {count}")));
+    }
+    validate_name("instance", &req.name)?;
+    if count > 1 && req.name.len() + 1 + count.to_string().len() > MAX_NAME_LEN {
+        return Err(ApiError::Invalid(format!("instance name '{}' is too long to number {count} instances", req.name)));
+    }
+    if let Some(data) = &req.user_data {
+        if data.len() > MAX_USER_DATA {
+            return Err(ApiError::Invalid(format!(
+                "user data is {} bytes; the limit is {MAX_USER_DATA}",
+                data.len()
+            )));
+        }
+    }
+    let flavor = state
+        .db
+        .find_flavor(&req.flavor)
+        .await?
+        .ok_or_else(|| ApiError::Invalid(format!("flavor '{}' does not exist (see `kumo flavor list`)", req.flavor)))?;
+    let image_ref = req.image.clone().unwrap_or_else(|| state.config.default_image.clone());
+    let image = state
+        .db
+        .find_image(&caller.project_id, &image_ref)
+        .await?
+        .ok_or_else(|| ApiError::Invalid(format!("image '{image_ref}' does not exist (see `kumo image list`)")))?;
+    if image.state != kumo_wire::api::ImageState::Active {
+        return Err(ApiError::Conflict(format!("image '{}' is not active yet: its files are still missing", image.name)));
+    }
+    let key_pair = match &req.key_pair {
+        Some(name) => Some(
+            state
+                .db
+                .find_key_pair(&caller.project_id, name)
+                .await?
+                .ok_or_else(|| ApiError::Invalid(format!("key pair '{name}' does not exist")))?,
+        ),
+        None => None,
+    };
+
+    let now = Timestamp::now();
+    let mut records = Vec::with_capacity(count as usize);
+    for n in 1..=count {
+        let name = if count == 1 { req.name.clone() } else { format!("{}-{n}", req.name) };
+        // Distinct creation instants keep the pagination order stable within one request.
+        let created_at = now.plus_millis(i64::from(n) - 1);
+        records.push(InstanceRecord {
+            id: InstanceId::generate(),
+            project_id: caller.project_id.clone(),
+            name,
+            flavor_name: flavor.name.clone(),
+            vcpus: flavor.vcpus,
+            memory_mib: flavor.memory_mib,
+            disk_gib: flavor.disk_gib,
+            image_id: image.id.clone(),
+            key_pair_name: key_pair.as_ref().map(|k| k.name.clone()),
+            ssh_public_key: key_pair.as_ref().map(|k| k.public_key.clone()),
+            user_data: req.user_data.clone(),
+            host_id: None,
+            host_name: None,
+            state: InstanceState::Pending,
+            state_reason: None,
+            state_deadline: deadline_for(&state.config, InstanceState::Pending, now),
+            desired: DesiredPower::Running,
+            generation: 1,
+            applied_generation: 0,
+            reboot_generation: None,
+            placement: None,
+            created_by: caller.actor(),
+            created_at,
+            updated_at: created_at,
+            launched_at: None,
+            deleted_at: None,
+        });
+    }
+    let mut tx = state.db.begin_write().await?;
+    for rec in &records {
+        instances::insert(&mut tx, rec).await?;
+        events::append(
+            &mut *tx,
+            &NewEvent {
+                project_id: Some(&rec.project_id),
+                resource_type: "instance",
+                resource_id: rec.id.as_str(),
+                at: now,
+                actor: &caller.actor(),
+                action: "run_requested",
+                detail: json!({
+                    "name": rec.name, "flavor": rec.flavor_name, "image": rec.image_id,
+                    "key_pair": rec.key_pair_name, "to": "pending",
+                }),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(DbError::from)?;
+    state.scheduler_wake.notify_one();
+    Ok(records)
+}
+
+/// Loads an instance of the caller's project, 404 otherwise (also for malformed ids).
+pub async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<InstanceRecord, ApiError> {
+    let parsed: InstanceId = id.parse().map_err(|_| ApiError::not_found("instance", id))?;
+    state.db.instance_in_project(&caller.project_id, &parsed).await?.ok_or_else(|| ApiError::not_found("instance", id))
+}
+
+/// Stop, start or reboot.
+pub async fn act(state: &AppState, caller: &Caller, id: &str, action: InstanceAction) -> Result<InstanceRecord, ApiError> {
+    let rec = find(state, caller, id).await?;
+    let (event, desired) = match action {
+        InstanceAction::Stop => (LifecycleEvent::StopRequested, DesiredPower::Stopped),
+        InstanceAction::Start if rec.host_id.is_none() => (LifecycleEvent::Rescheduled, DesiredPower::Running),
+        InstanceAction::Start => (LifecycleEvent::StartRequested, DesiredPower::Running),
+        InstanceAction::Reboot => (LifecycleEvent::RebootRequested, DesiredPower::Running),
+    };
+    let change = Change { event, actor: caller.actor(), at: Timestamp::now(), reason: None };
+    let rebooting = matches!(action, InstanceAction::Reboot);
+    let updated = transition::apply(state, &rec.id, &change, |old, new| {
+        if event == LifecycleEvent::Rescheduled {
+            new.placement = None;
+        }
+        let repeat = new.state == old.state && old.desired == desired;
+        if rebooting && old.state != InstanceState::Rebooting {
+            new.desired = desired;
+            new.generation = old.generation + 1;
+            new.reboot_generation = Some(new.generation);
+        } else if !repeat && old.desired != desired {
+            new.desired = desired;
+            new.generation = old.generation + 1;
+        } else if !repeat && old.state == InstanceState::Error {
+            // Retrying after an error: a new generation makes the agent try again.
+            new.generation = old.generation + 1;
+        }
+    })
+    .await?;
+    Ok(updated)
+}
+
+/// Delete: the agent removes domain, disk and console log; the instance stays
+/// visible as `deleted` for a while.
+pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<InstanceRecord, ApiError> {
+    let rec = find(state, caller, id).await?;
+    let change = Change { event: LifecycleEvent::DeleteRequested, actor: caller.actor(), at: Timestamp::now(), reason: None };
+    let updated = transition::apply(state, &rec.id, &change, |old, new| {
+        if old.desired != DesiredPower::Deleted {
+            new.desired = DesiredPower::Deleted;
+            new.generation = old.generation + 1;
+        }
+    })
+    .await?;
+    if updated.state == InstanceState::Deleting && updated.host_id.is_none() {
+        // Never placed (failed scheduling): nothing exists on any host.
+        let gone = Change {
+            event: LifecycleEvent::ObservedGone,
+            actor: "controller".into(),
+            at: Timestamp::now(),
+            reason: Some("it was never placed on a host".into()),
+        };
+        return Ok(transition::apply(state, &updated.id, &gone, |_, _| {}).await?);
+    }
+    Ok(updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_hostname_rules() {
+        for good in ["web", "web-1", "a", &"a".repeat(63)] {
+            assert!(validate_name("instance", good).is_ok(), "{good}");
+        }
+        for bad in ["", "Web", "1web", "web-", "web_1", "wéb", &"a".repeat(64)] {
+            assert!(validate_name("instance", bad).is_err(), "{bad}");
+        }
+    }
+}

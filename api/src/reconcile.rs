@@ -1,0 +1,185 @@
+//! The controller's half of reconciliation: turn an agent's observations into
+//! lifecycle events, and compute the desired state the agent converges to.
+
+use std::time::Duration;
+
+use kumo_wire::agent::{
+    DesiredInstance, ImageFileRef, ImageRef, InstanceSpec, ObservedInstance, ObservedPower, SyncRequest, SyncResponse,
+};
+use kumo_wire::{DesiredPower, LifecycleEvent, Timestamp};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::db::events::NewEvent;
+use crate::db::hosts::HostRecord;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::transition::{self, Change, TransitionError};
+
+/// The longest an agent's sync may be held open.
+const MAX_WAIT: Duration = Duration::from_secs(25);
+
+/// Which lifecycle event an observation at the current generation means.
+pub fn event_for(desired: DesiredPower, power: ObservedPower) -> Option<(LifecycleEvent, Option<&'static str>)> {
+    match (desired, power) {
+        (DesiredPower::Running, ObservedPower::Running) => Some((LifecycleEvent::ObservedRunning, None)),
+        (DesiredPower::Running, ObservedPower::Shutoff) => {
+            Some((LifecycleEvent::GuestPoweredOff, Some("the guest powered itself off")))
+        }
+        (DesiredPower::Running | DesiredPower::Stopped, ObservedPower::Crashed) => {
+            Some((LifecycleEvent::AgentFailed, Some("the guest crashed")))
+        }
+        (DesiredPower::Stopped, ObservedPower::Shutoff) => Some((LifecycleEvent::ObservedStopped, None)),
+        (DesiredPower::Deleted, ObservedPower::Absent) => Some((LifecycleEvent::ObservedGone, None)),
+        _ => None,
+    }
+}
+
+/// Applies one observation from `host`.
+async fn observe(state: &AppState, host: &HostRecord, obs: &ObservedInstance) -> Result<(), ApiError> {
+    let Some(rec) = state.db.instance(&obs.id).await? else { return Ok(()) };
+    if rec.host_id.as_ref() != Some(&host.host.id) {
+        return Ok(()); // A stale report about an instance this host no longer owns.
+    }
+    let applied = obs.applied_generation.min(rec.generation);
+    state.db.raise_applied_generation(&rec.id, applied).await?;
+    let actor = format!("agent:{}", host.host.name);
+    let change = if let (Some(error), Some(g)) = (&obs.error, obs.failed_generation) {
+        (g == rec.generation).then(|| Change {
+            event: LifecycleEvent::AgentFailed,
+            actor: actor.clone(),
+            at: obs.observed_at,
+            reason: Some(format!("on host {}: {error}", host.host.name)),
+        })
+    } else {
+        None
+    };
+    let change = change.or_else(|| {
+        (applied == rec.generation).then(|| event_for(rec.desired, obs.power)).flatten().map(|(event, reason)| Change {
+            event,
+            actor: actor.clone(),
+            at: obs.observed_at,
+            reason: reason.map(str::to_owned),
+        })
+    });
+    let Some(change) = change else { return Ok(()) };
+    let result = transition::apply(state, &rec.id, &change, |old, new| {
+        new.applied_generation = new.applied_generation.max(applied.min(old.generation));
+        if change.event == LifecycleEvent::GuestPoweredOff {
+            new.desired = DesiredPower::Stopped;
+            new.generation = old.generation + 1;
+        }
+    })
+    .await;
+    match result {
+        Ok(_) | Err(TransitionError::Illegal { .. } | TransitionError::NotFound(_)) => Ok(()),
+        Err(TransitionError::Api(e)) => Err(e),
+    }
+}
+
+/// The desired state of every instance on `host`, with its revision digest.
+pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResponse, ApiError> {
+    let records = state.db.instances_on_host(&host.host.id).await?;
+    let mut instances = Vec::with_capacity(records.len());
+    let mut digest = Sha256::new();
+    for rec in records {
+        let image = state
+            .db
+            .image_by_id(&rec.image_id)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("instance {} uses missing image {}", rec.id, rec.image_id)))?;
+        digest.update(format!("{}:{}:{}:{};", rec.id, rec.generation, rec.applied_generation, rec.desired));
+        instances.push(DesiredInstance {
+            id: rec.id,
+            generation: rec.generation,
+            applied_generation: rec.applied_generation,
+            power: rec.desired,
+            reboot_generation: rec.reboot_generation,
+            spec: InstanceSpec {
+                project_id: rec.project_id,
+                name: rec.name,
+                vcpus: rec.vcpus,
+                memory_mib: rec.memory_mib,
+                disk_gib: rec.disk_gib,
+                image: ImageRef {
+                    id: image.id,
+                    kind: image.kind,
+                    disk_format: image.disk_format,
+                    files: image
+                        .files
+                        .into_iter()
+                        .map(|f| ImageFileRef { role: f.role, size_bytes: f.size_bytes, sha256: f.sha256 })
+                        .collect(),
+                },
+                user_data: rec.user_data,
+                ssh_public_key: rec.ssh_public_key,
+            },
+        });
+    }
+    Ok(SyncResponse {
+        host_id: host.host.id.clone(),
+        enabled: host.host.enabled,
+        revision: hex::encode(&digest.finalize()[..12]),
+        instances,
+    })
+}
+
+/// One agent sync: heartbeat, observations, then the desired state, held
+/// open until it changes or `wait_ms` passes.
+pub async fn sync(state: &AppState, host: HostRecord, req: SyncRequest) -> Result<SyncResponse, ApiError> {
+    let now = Timestamp::now();
+    let came_back = state.db.record_heartbeat(&host.host.id, now, req.capacity, &req.unmanaged_domains).await?;
+    if came_back {
+        state
+            .db
+            .append_event(&NewEvent {
+                project_id: None,
+                resource_type: "host",
+                resource_id: host.host.id.as_str(),
+                at: now,
+                actor: &format!("agent:{}", host.host.name),
+                action: "reachable",
+                detail: json!({ "name": host.host.name }),
+            })
+            .await?;
+    }
+    for obs in &req.observed {
+        observe(state, &host, obs).await?;
+    }
+    let notify = state.hosts.of(&host.host.id);
+    let notified = notify.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let response = desired_for(state, &host).await?;
+    if req.wait_ms == 0 || req.known_revision.as_deref() != Some(response.revision.as_str()) {
+        return Ok(response);
+    }
+    let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
+    let _ = tokio::time::timeout(wait, notified).await;
+    desired_for(state, &host).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_map_to_events_only_where_they_mean_something() {
+        use DesiredPower as D;
+        use ObservedPower as P;
+        let cases = [
+            (D::Running, P::Running, Some(LifecycleEvent::ObservedRunning)),
+            (D::Running, P::Shutoff, Some(LifecycleEvent::GuestPoweredOff)),
+            (D::Running, P::Absent, None),
+            (D::Running, P::Paused, None),
+            (D::Running, P::Crashed, Some(LifecycleEvent::AgentFailed)),
+            (D::Stopped, P::Shutoff, Some(LifecycleEvent::ObservedStopped)),
+            (D::Stopped, P::Running, None),
+            (D::Deleted, P::Absent, Some(LifecycleEvent::ObservedGone)),
+            (D::Deleted, P::Running, None),
+        ];
+        for (desired, power, want) in cases {
+            assert_eq!(event_for(desired, power).map(|(e, _)| e), want, "{desired:?} {power:?}");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `/agent/v1/...`: the controller's side of the agent protocol. Not part of
+//! the public OpenAPI document.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kumo_wire::agent::{RegisterRequest, RegisterResponse, SyncRequest, SyncResponse};
+use kumo_wire::api::ImageFileRole;
+use kumo_wire::{ImageId, Timestamp};
+use serde_json::json;
+use tokio_util::io::ReaderStream;
+
+use crate::auth::{random_secret, sha256_hex, AgentHost};
+use crate::db::events::NewEvent;
+use crate::db::hosts::Registration;
+use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::reconcile;
+use crate::state::AppState;
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(kumo_wire::agent::REGISTER_PATH, post(register))
+        .route(kumo_wire::agent::SYNC_PATH, post(sync))
+        .route("/agent/v1/images/{id}/files/{role}", get(image_file))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn register(State(state): State<AppState>, ApiJson(req): ApiJson<RegisterRequest>) -> ApiResult<Json<RegisterResponse>> {
+    if !constant_time_eq(req.join_token.as_bytes(), state.join_token.as_bytes()) {
+        return Err(ApiError::Unauthorized("wrong join token".into()));
+    }
+    let name_ok = !req.name.is_empty()
+        && req.name.len() <= 253
+        && req.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if !name_ok {
+        return Err(ApiError::Invalid(format!("host name '{}' is invalid", req.name)));
+    }
+    if !matches!(req.hypervisor.as_str(), "kvm" | "qemu") {
+        return Err(ApiError::Invalid(format!("hypervisor must be kvm or qemu, not '{}'", req.hypervisor)));
+    }
+    let host_token = random_secret();
+    let agent_token = random_secret();
+    let host_id = state
+        .db
+        .register_host(&Registration {
+            name: &req.name,
+            token_hash: &sha256_hex(&host_token),
+            agent_token: &agent_token,
+            agent_url: &req.agent_url,
+            hypervisor: &req.hypervisor,
+            availability_zone: &req.availability_zone,
+            capacity: req.capacity,
+        })
+        .await?;
+    state
+        .db
+        .append_event(&NewEvent {
+            project_id: None,
+            resource_type: "host",
+            resource_id: host_id.as_str(),
+            at: Timestamp::now(),
+            actor: &format!("agent:{}", req.name),
+            action: "registered",
+            detail: json!({ "name": req.name, "agent_url": req.agent_url, "capacity": req.capacity }),
+        })
+        .await?;
+    state.scheduler_wake.notify_one();
+    Ok(Json(RegisterResponse { host_id, host_token, agent_token }))
+}
+
+async fn sync(State(state): State<AppState>, AgentHost(host): AgentHost, ApiJson(req): ApiJson<SyncRequest>) -> ApiResult<Json<SyncResponse>> {
+    Ok(Json(reconcile::sync(&state, host, req).await?))
+}
+
+async fn image_file(
+    State(state): State<AppState>,
+    AgentHost(_host): AgentHost,
+    Path((id, role)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let not_found = || ApiError::not_found("image file", &format!("{id}/{role}"));
+    let id: ImageId = id.parse().map_err(|_| not_found())?;
+    let role: ImageFileRole = role.parse().map_err(|_| not_found())?;
+    state.db.image_by_id(&id).await?.ok_or_else(not_found)?;
+    let (file, len) = state.images.open_file(&id, role).await.map_err(|_| not_found())?;
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .body(Body::from_stream(ReaderStream::new(file)))
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}

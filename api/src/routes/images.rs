@@ -1,0 +1,131 @@
+//! `/v1/images`: register images and upload their files.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use futures::TryStreamExt;
+use kumo_storage::ImageStoreError;
+use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, Listing, Visibility};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::state::AppState;
+
+/// Routes of this module.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_images, create_image))
+        .routes(routes!(show_image, delete_image))
+        .routes(routes!(upload_image_file))
+}
+
+fn validate_image_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!("image name '{name}' is invalid: use 1-128 of letters, digits, '-', '_', '.'")))
+    }
+}
+
+async fn find(state: &AppState, caller: &Caller, image: &str) -> ApiResult<Image> {
+    state.db.find_image(&caller.project_id, image).await?.ok_or_else(|| ApiError::not_found("image", image))
+}
+
+fn may_modify(caller: &Caller, image: &Image) -> ApiResult<()> {
+    if image.owner_project_id == caller.project_id || caller.require_admin().is_ok() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!("image '{}' belongs to another project", image.name)))
+    }
+}
+
+/// Lists the images the project may launch: its own and public ones.
+#[utoipa::path(get, path = "/v1/images", tag = "images", responses((status = 200, body = Listing<Image>)))]
+async fn list_images(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Listing<Image>>> {
+    Ok(Json(Listing { items: state.db.list_images(&caller.project_id).await? }))
+}
+
+/// Registers an image; upload its files next with `PUT /v1/images/{id}/files/{role}`.
+#[utoipa::path(post, path = "/v1/images", tag = "images", request_body = CreateImage,
+    responses((status = 201, body = Image), (status = 422, body = kumo_wire::ErrorBody)))]
+async fn create_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateImage>,
+) -> ApiResult<(StatusCode, Json<Image>)> {
+    validate_image_name(&req.name)?;
+    let visibility = req.visibility.unwrap_or(Visibility::Private);
+    if visibility == Visibility::Public {
+        caller.require_admin()?;
+    }
+    match (req.kind, req.disk_format) {
+        (ImageKind::Disk, None) => return Err(ApiError::Invalid("a disk image needs disk_format qcow2 or raw".into())),
+        (ImageKind::Kernel, Some(_)) => {
+            return Err(ApiError::Invalid("a kernel image has no disk_format; it boots a kernel and an initrd".into()))
+        }
+        _ => {}
+    }
+    if state.db.find_image(&caller.project_id, &req.name).await?.is_some_and(|i| i.owner_project_id == caller.project_id) {
+        return Err(ApiError::Conflict(format!("image '{}' already exists in this project", req.name)));
+    }
+    let image = state.db.insert_image(&caller.project_id, &req.name, req.kind, req.disk_format, visibility).await?;
+    Ok((StatusCode::CREATED, Json(image)))
+}
+
+/// Shows an image.
+#[utoipa::path(get, path = "/v1/images/{image}", tag = "images",
+    params(("image" = String, Path, description = "Image id or name")),
+    responses((status = 200, body = Image), (status = 404, body = kumo_wire::ErrorBody)))]
+async fn show_image(State(state): State<AppState>, caller: Caller, Path(image): Path<String>) -> ApiResult<Json<Image>> {
+    Ok(Json(find(&state, &caller, &image).await?))
+}
+
+/// Deletes an image; refused while an instance uses it.
+#[utoipa::path(delete, path = "/v1/images/{image}", tag = "images",
+    params(("image" = String, Path, description = "Image id or name")),
+    responses((status = 204), (status = 404, body = kumo_wire::ErrorBody), (status = 409, body = kumo_wire::ErrorBody)))]
+async fn delete_image(State(state): State<AppState>, caller: Caller, Path(image): Path<String>) -> ApiResult<StatusCode> {
+    let found = find(&state, &caller, &image).await?;
+    may_modify(&caller, &found)?;
+    if !state.db.delete_image_unless_used(&found.id).await? {
+        return Err(ApiError::Conflict(format!("image '{}' is in use by instances; delete them first", found.name)));
+    }
+    state.images.delete_image(&found.id).await.map_err(|e| ApiError::Internal(crate::error::anyhow_chain(&e)))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Uploads one file of an image (the request body, streamed).
+#[utoipa::path(put, path = "/v1/images/{image}/files/{role}", tag = "images",
+    params(("image" = String, Path, description = "Image id or name"), ("role" = ImageFileRole, Path, description = "disk, kernel or initrd")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = Image), (status = 413, body = kumo_wire::ErrorBody), (status = 422, body = kumo_wire::ErrorBody)))]
+async fn upload_image_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((image, role)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult<Json<Image>> {
+    let found = find(&state, &caller, &image).await?;
+    may_modify(&caller, &found)?;
+    let role: ImageFileRole = role.parse().map_err(ApiError::Invalid)?;
+    if !found.kind.required_files().contains(&role) {
+        return Err(ApiError::Invalid(format!("a {} image has no {} file", found.kind.as_str(), role.as_str())));
+    }
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let stored = state.images.put(&found.id, role, stream, state.config.max_image_bytes).await.map_err(|e| match e {
+        ImageStoreError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+        ImageStoreError::UploadInterrupted(_) => ApiError::BadRequest(e.to_string()),
+        other => ApiError::Internal(crate::error::anyhow_chain(&other)),
+    })?;
+    if stored.size_bytes == 0 {
+        return Err(ApiError::Invalid(format!("the {} file is empty", role.as_str())));
+    }
+    state.db.record_image_file(&found, role, stored.size_bytes, &stored.sha256).await?;
+    Ok(Json(find(&state, &caller, found.id.as_str()).await?))
+}

@@ -1,0 +1,160 @@
+//! `/v1/instances`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use kumo_wire::agent::console_path;
+use kumo_wire::api::{
+    ConsoleOutput, ConsoleQuery, Event, Instance, InstanceAction, InstancePage, Listing, ListInstancesQuery,
+    RunInstances, RunInstancesResponse,
+};
+use kumo_wire::Timestamp;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Caller;
+use crate::db::instances::InstanceFilter;
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
+use crate::instances;
+use crate::state::AppState;
+
+/// Default and largest console tail.
+const CONSOLE_DEFAULT: u64 = 64 * 1024;
+const CONSOLE_MAX: u64 = 1024 * 1024;
+
+/// Routes of this module.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_instances, run_instances))
+        .routes(routes!(show_instance, delete_instance))
+        .routes(routes!(instance_action))
+        .routes(routes!(console_output))
+        .routes(routes!(instance_events))
+}
+
+/// Launches instances. Answers at once with them `pending`; follow their state.
+#[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = RunInstances,
+    responses((status = 202, body = RunInstancesResponse), (status = 422, body = kumo_wire::ErrorBody)))]
+async fn run_instances(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<RunInstances>,
+) -> ApiResult<(StatusCode, Json<RunInstancesResponse>)> {
+    let records = instances::run(&state, &caller, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(RunInstancesResponse { instances: records.iter().map(|r| r.to_api()).collect() })))
+}
+
+/// Lists the project's instances, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/instances", tag = "instances", params(ListInstancesQuery),
+    responses((status = 200, body = InstancePage), (status = 400, body = kumo_wire::ErrorBody)))]
+async fn list_instances(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListInstancesQuery>,
+) -> ApiResult<Json<InstancePage>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be 1-1000, not {limit}")));
+    }
+    let retention = i64::try_from(state.config.deleted_retention_secs * 1000).unwrap_or(i64::MAX / 2);
+    let filter = InstanceFilter {
+        state: q.state,
+        name_contains: q.name,
+        limit: limit + 1,
+        after: q.after,
+        deleted_visible_since: Timestamp::now().plus_millis(-retention),
+    };
+    let mut rows = state.db.list_instances(&caller.project_id, &filter).await?;
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.seq())
+    } else {
+        None
+    };
+    Ok(Json(InstancePage { instances: rows.iter().map(|r| r.to_api()).collect(), next }))
+}
+
+/// Shows an instance, with where it was placed and why.
+#[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances",
+    params(("id" = String, Path, description = "Instance id")),
+    responses((status = 200, body = Instance), (status = 404, body = kumo_wire::ErrorBody)))]
+async fn show_instance(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Instance>> {
+    Ok(Json(instances::find(&state, &caller, &id).await?.to_api()))
+}
+
+/// Stops, starts or reboots an instance.
+#[utoipa::path(post, path = "/v1/instances/{id}/actions", tag = "instances", request_body = InstanceAction,
+    params(("id" = String, Path, description = "Instance id")),
+    responses((status = 202, body = Instance), (status = 404, body = kumo_wire::ErrorBody), (status = 409, body = kumo_wire::ErrorBody)))]
+async fn instance_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(action): ApiJson<InstanceAction>,
+) -> ApiResult<(StatusCode, Json<Instance>)> {
+    let rec = instances::act(&state, &caller, &id, action).await?;
+    Ok((StatusCode::ACCEPTED, Json(rec.to_api())))
+}
+
+/// Deletes an instance: domain, disk and console log go; the record stays visible as `deleted` for a while.
+#[utoipa::path(delete, path = "/v1/instances/{id}", tag = "instances",
+    params(("id" = String, Path, description = "Instance id")),
+    responses((status = 202, body = Instance), (status = 404, body = kumo_wire::ErrorBody), (status = 409, body = kumo_wire::ErrorBody)))]
+async fn delete_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Instance>)> {
+    let rec = instances::delete(&state, &caller, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(rec.to_api())))
+}
+
+/// The tail of the guest's serial console log, read from its host.
+#[utoipa::path(get, path = "/v1/instances/{id}/console", tag = "instances", params(("id" = String, Path, description = "Instance id"), ConsoleQuery),
+    responses((status = 200, body = ConsoleOutput), (status = 404, body = kumo_wire::ErrorBody), (status = 503, body = kumo_wire::ErrorBody)))]
+async fn console_output(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ConsoleQuery>,
+) -> ApiResult<Json<ConsoleOutput>> {
+    let rec = instances::find(&state, &caller, &id).await?;
+    let tail = q.tail_bytes.unwrap_or(CONSOLE_DEFAULT).clamp(1, CONSOLE_MAX);
+    let empty = || Json(ConsoleOutput { instance_id: rec.id.clone(), output: String::new(), truncated: false });
+    let Some(host_id) = &rec.host_id else { return Ok(empty()) };
+    let host = state
+        .db
+        .find_host(host_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("host {host_id} of {} vanished", rec.id)))?;
+    let url = format!("{}{}?tail_bytes={tail}", host.agent_url.trim_end_matches('/'), console_path(&rec.id));
+    let unavailable =
+        |e: reqwest::Error| ApiError::Unavailable(format!("cannot read the console from host {}: {e}", host.host.name));
+    let resp = state.http.get(&url).bearer_auth(&host.agent_token).send().await.map_err(unavailable)?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(empty());
+    }
+    if !resp.status().is_success() {
+        return Err(ApiError::Unavailable(format!(
+            "host {} answered {} for the console log",
+            host.host.name,
+            resp.status()
+        )));
+    }
+    let truncated = resp.headers().get("x-kumo-truncated").is_some_and(|v| v.as_bytes() == b"true");
+    let bytes = resp.bytes().await.map_err(unavailable)?;
+    Ok(Json(ConsoleOutput { instance_id: rec.id, output: String::from_utf8_lossy(&bytes).into_owned(), truncated }))
+}
+
+/// The instance's event log, oldest first.
+#[utoipa::path(get, path = "/v1/instances/{id}/events", tag = "instances",
+    params(("id" = String, Path, description = "Instance id")),
+    responses((status = 200, body = Listing<Event>), (status = 404, body = kumo_wire::ErrorBody)))]
+async fn instance_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Listing<Event>>> {
+    let rec = instances::find(&state, &caller, &id).await?;
+    Ok(Json(Listing { items: state.db.events_of("instance", rec.id.as_str()).await? }))
+}

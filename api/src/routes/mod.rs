@@ -1,0 +1,60 @@
+//! The HTTP surface: one module per resource, each with its own `routes()`.
+
+mod agent;
+mod flavors;
+mod hosts;
+mod identity;
+mod images;
+mod instances;
+mod keypairs;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kumo native API", description = "Instances, images, flavors, key pairs and hosts of a Kumo cloud. \
+        Authenticate with POST /v1/auth/tokens and send the token as `Authorization: Bearer`. Errors are `{code, message}`."),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The native API's routes and their OpenAPI document.
+pub fn native() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(identity::routes())
+        .merge(flavors::routes())
+        .merge(images::routes())
+        .merge(keypairs::routes())
+        .merge(instances::routes())
+        .merge(hosts::routes())
+        .split_for_parts()
+}
+
+/// The whole controller: native API, OpenAPI document, agent protocol.
+pub fn router(state: AppState) -> Router {
+    let (native, doc) = native();
+    let doc = Json(doc);
+    native
+        .route("/v1/openapi.json", get(move || async move { doc.clone() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(agent::routes())
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .with_state(state)
+}

@@ -1,0 +1,52 @@
+//! What every handler and worker shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kumo_storage::FsImageStore;
+use kumo_wire::HostId;
+use tokio::sync::Notify;
+
+use crate::auth::TokenKeys;
+use crate::config::ControllerConfig;
+use crate::db::Db;
+
+/// Wakes the long polls of agents whose desired state changed.
+#[derive(Debug, Default)]
+pub struct HostNotifier {
+    hosts: Mutex<HashMap<HostId, Arc<Notify>>>,
+}
+
+impl HostNotifier {
+    /// The notifier of one host (created on first use).
+    pub fn of(&self, host: &HostId) -> Arc<Notify> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts.entry(host.clone()).or_default().clone()
+    }
+
+    /// Wakes the host's waiting sync, if any.
+    pub fn wake(&self, host: &HostId) {
+        self.of(host).notify_waiters();
+    }
+}
+
+/// Shared state of the controller process.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// Settings.
+    pub config: Arc<ControllerConfig>,
+    /// API token signing.
+    pub keys: Arc<TokenKeys>,
+    /// Image files.
+    pub images: FsImageStore,
+    /// The cluster join token agents register with.
+    pub join_token: Arc<String>,
+    /// Per-host wake-ups for agent long polls.
+    pub hosts: Arc<HostNotifier>,
+    /// Wakes the scheduler when instances are waiting.
+    pub scheduler_wake: Arc<Notify>,
+    /// Client for calls to agents.
+    pub http: reqwest::Client,
+}
