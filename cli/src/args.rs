@@ -1,0 +1,506 @@
+//! The command line, as clap derive types. Parsing only: no I/O happens here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kumo_wire::api::{DiskFormat, Role, MAX_RUN_COUNT};
+use kumo_wire::{InstanceId, InstanceState};
+
+/// Command-line client for Kumo, a private IaaS control plane.
+#[derive(Debug, Parser)]
+#[command(name = "kumo", version, propagate_version = true)]
+pub struct Cli {
+    /// Controller URL, e.g. https://kumo.example:8443 (default: the one saved by login).
+    #[arg(long, global = true, env = "KUMO_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Output format: tables for people, the API's JSON bodies for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Config file (default: ~/.config/kumo/config.toml).
+    #[arg(long, global = true, env = "KUMO_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned tables and key/value views.
+    Table,
+    /// The controller's JSON body, pretty-printed.
+    Json,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Get a token and save it with the endpoint in the config file.
+    Login(LoginArgs),
+    /// Forget the saved token.
+    Logout,
+    /// Virtual machines.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// Bootable images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Instance sizes.
+    #[command(subcommand)]
+    Flavor(FlavorCommand),
+    /// SSH key pairs.
+    #[command(subcommand, name = "keypair")]
+    KeyPair(KeyPairCommand),
+    /// Compute hosts (admin).
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Projects (admin).
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Users (admin).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// Where a password comes from; with neither flag, `KUMO_PASSWORD` or a prompt.
+#[derive(Debug, Clone, Args)]
+pub struct PasswordArgs {
+    /// The password (visible to other local users in the process list: prefer --password-stdin).
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `kumo login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// User name.
+    #[arg(long, short = 'u')]
+    pub username: String,
+    /// Password source.
+    #[command(flatten)]
+    pub password: PasswordArgs,
+}
+
+/// `--wait` and `--timeout`, shared by the instance commands that change state.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WaitArgs {
+    /// Wait until the instance reaches its target state, showing its progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600, requires = "wait")]
+    pub timeout: u64,
+}
+
+/// `kumo instance ...`.
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// Launch one or more instances.
+    Run(RunArgs),
+    /// List instances, newest first.
+    List(ListInstancesArgs),
+    /// Show one instance, with where the scheduler put it and why.
+    Show {
+        /// Instance id (i-...).
+        id: InstanceId,
+    },
+    /// Shut an instance down.
+    Stop(ActionArgs),
+    /// Power an instance on.
+    Start(ActionArgs),
+    /// Reboot an instance.
+    Reboot(ActionArgs),
+    /// Delete an instance and its disk.
+    Delete(ActionArgs),
+    /// Print the serial console log.
+    Console(ConsoleArgs),
+    /// Show an instance's event log.
+    Events {
+        /// Instance id (i-...).
+        id: InstanceId,
+    },
+}
+
+/// `kumo instance run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Name (with --count > 1, -1, -2, ... is appended).
+    pub name: String,
+    /// Flavor name or id.
+    #[arg(long)]
+    pub flavor: String,
+    /// Image name or id (default: the controller's default image).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Key pair name, installed for SSH.
+    #[arg(long)]
+    pub key_pair: Option<String>,
+    /// Read user data (a startup script, at most 64 KiB) from this file.
+    #[arg(long, value_name = "PATH", conflicts_with = "user_data")]
+    pub user_data_file: Option<PathBuf>,
+    /// User data given inline.
+    #[arg(long, value_name = "STRING")]
+    pub user_data: Option<String>,
+    /// How many instances to launch.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RUN_COUNT)))]
+    pub count: Option<u32>,
+    /// Waiting for the instances to run.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `kumo instance list`.
+#[derive(Debug, Args)]
+pub struct ListInstancesArgs {
+    /// Only instances in this state.
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<InstanceState>,
+    /// Only instances whose name contains this.
+    #[arg(long, value_name = "SUBSTR")]
+    pub name: Option<String>,
+    /// Page size (1-1000; the controller's default is 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// Start after this cursor (printed when there are more pages).
+    #[arg(long, value_name = "CURSOR", conflicts_with = "all")]
+    pub after: Option<String>,
+    /// Fetch every page.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `kumo instance stop|start|reboot|delete`.
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// Instance id (i-...).
+    pub id: InstanceId,
+    /// Waiting for the target state.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `kumo instance console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Instance id (i-...).
+    pub id: InstanceId,
+    /// How many bytes of the end of the log (the controller's default is 64 KiB, at most 1 MiB).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
+    pub tail_bytes: Option<u64>,
+    /// Keep printing new output every second until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+/// `kumo image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List the images you can see.
+    List,
+    /// Show one image.
+    Show {
+        /// Image id (ami-...) or name.
+        image: String,
+    },
+    /// Register an image and upload its files.
+    Register(RegisterImageArgs),
+    /// Delete an image (refused while instances use it).
+    Delete {
+        /// Image id (ami-...) or name.
+        image: String,
+    },
+}
+
+/// `kumo image register`: a disk image, or a kernel and an initrd.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["kernel", "disk"]))]
+pub struct RegisterImageArgs {
+    /// Image name.
+    #[arg(long)]
+    pub name: String,
+    /// Kernel to boot directly (needs --initrd).
+    #[arg(long, value_name = "FILE", requires = "initrd", conflicts_with = "disk")]
+    pub kernel: Option<PathBuf>,
+    /// Initrd for --kernel.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Bootable disk image (needs --format).
+    #[arg(long, value_name = "FILE", requires = "format")]
+    pub disk: Option<PathBuf>,
+    /// Format of --disk: qcow2 or raw.
+    #[arg(long, value_name = "FORMAT", requires = "disk")]
+    pub format: Option<DiskFormat>,
+    /// Visible to every project (admins only).
+    #[arg(long)]
+    pub public: bool,
+}
+
+/// `kumo flavor ...`.
+#[derive(Debug, Subcommand)]
+pub enum FlavorCommand {
+    /// List flavors.
+    List,
+    /// Create a flavor (admin).
+    Create {
+        /// Flavor name.
+        name: String,
+        /// Virtual CPUs (1-64).
+        #[arg(long)]
+        vcpus: u32,
+        /// Memory in MiB (64-1048576).
+        #[arg(long, value_name = "MIB")]
+        memory_mib: u64,
+        /// Root disk in GiB (1-16384).
+        #[arg(long, value_name = "GIB")]
+        disk_gib: u64,
+    },
+    /// Delete a flavor (admin).
+    Delete {
+        /// Flavor name.
+        name: String,
+    },
+}
+
+/// `kumo keypair ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeyPairCommand {
+    /// Register an existing OpenSSH public key.
+    Import {
+        /// Key pair name.
+        name: String,
+        /// The public key file, e.g. ~/.ssh/id_ed25519.pub.
+        #[arg(long, value_name = "PATH")]
+        public_key_file: PathBuf,
+    },
+    /// Have Kumo generate a key pair; the private key is shown only once.
+    Create {
+        /// Key pair name.
+        name: String,
+        /// Write the private key to this new file (mode 0600) instead of printing it.
+        #[arg(long, value_name = "PATH")]
+        private_key_file: Option<PathBuf>,
+    },
+    /// List key pairs.
+    List,
+    /// Delete a key pair.
+    Delete {
+        /// Key pair name.
+        name: String,
+    },
+}
+
+/// `kumo host ...` (admin).
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// List compute hosts with their usage.
+    List,
+    /// Show one host.
+    Show {
+        /// Host name.
+        name: String,
+    },
+    /// Stop placing new instances on a host.
+    Disable {
+        /// Host name.
+        name: String,
+    },
+    /// Allow placing new instances on a host again.
+    Enable {
+        /// Host name.
+        name: String,
+    },
+}
+
+/// `kumo project ...` (admin).
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project.
+    Create {
+        /// Project name.
+        name: String,
+    },
+    /// List projects.
+    List,
+}
+
+/// `kumo user ...` (admin).
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        /// Login name.
+        name: String,
+        /// Project id or name.
+        #[arg(long)]
+        project: String,
+        /// Role: admin or member (the controller's default is member).
+        #[arg(long)]
+        role: Option<Role>,
+        /// Password source.
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// List users.
+    List,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    const ID: &str = "i-0123456789abcdef0";
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kumo").chain(args.iter().copied()))
+    }
+
+    fn parse_ok(args: &[&str]) -> Cli {
+        parse(args).unwrap_or_else(|e| panic!("{args:?} rejected: {e}"))
+    }
+
+    fn parse_err(args: &[&str]) -> ErrorKind {
+        match parse(args) {
+            Ok(cli) => panic!("{args:?} accepted as {cli:?}"),
+            Err(e) => e.kind(),
+        }
+    }
+
+    #[test]
+    fn command_tree_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn login_takes_global_endpoint_and_password_source() {
+        let cli = parse_ok(&["login", "--endpoint", "http://c:8080", "--username", "alice", "--password-stdin"]);
+        assert_eq!(cli.endpoint.as_deref(), Some("http://c:8080"));
+        let Command::Login(login) = cli.command else { panic!("not login") };
+        assert_eq!(login.username, "alice");
+        assert!(login.password.password_stdin && login.password.password.is_none());
+        assert_eq!(
+            parse_err(&["login", "-u", "a", "--password", "x", "--password-stdin"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(parse_err(&["login"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = parse_ok(&["instance", "list", "-o", "json", "--config", "/tmp/k.toml"]);
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert_eq!(cli.config, Some(PathBuf::from("/tmp/k.toml")));
+        assert_eq!(parse_err(&["instance", "list", "--output", "yaml"]), ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn instance_run() {
+        let cli =
+            parse_ok(&["instance", "run", "--flavor", "small", "--count", "3", "--wait", "--timeout", "30", "web"]);
+        let Command::Instance(InstanceCommand::Run(run)) = cli.command else { panic!("not run") };
+        assert_eq!((run.name.as_str(), run.flavor.as_str(), run.count), ("web", "small", Some(3)));
+        assert!(run.wait.wait);
+        assert_eq!(run.wait.timeout, 30);
+        assert_eq!(parse_err(&["instance", "run", "--flavor", "s", "--count", "0", "w"]), ErrorKind::ValueValidation);
+        assert_eq!(parse_err(&["instance", "run", "--flavor", "s", "--count", "101", "w"]), ErrorKind::ValueValidation);
+        assert_eq!(
+            parse_err(&["instance", "run", "--flavor", "s", "--user-data", "x", "--user-data-file", "f", "w"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            parse_err(&["instance", "run", "--flavor", "s", "--timeout", "5", "w"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(parse_err(&["instance", "run", "w"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn default_timeout_is_ten_minutes() {
+        let cli = parse_ok(&["instance", "stop", ID, "--wait"]);
+        let Command::Instance(InstanceCommand::Stop(stop)) = cli.command else { panic!("not stop") };
+        assert_eq!(stop.id.as_str(), ID);
+        assert!(stop.wait.wait);
+        assert_eq!(stop.wait.timeout, 600);
+    }
+
+    #[test]
+    fn instance_ids_are_checked_locally() {
+        assert_eq!(parse_err(&["instance", "show", "web-1"]), ErrorKind::ValueValidation);
+        assert_eq!(parse_err(&["instance", "delete", "i-123"]), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn instance_list_filters() {
+        let cli = parse_ok(&["instance", "list", "--state", "running", "--name", "web", "--limit", "10", "--all"]);
+        let Command::Instance(InstanceCommand::List(list)) = cli.command else { panic!("not list") };
+        assert_eq!(list.state, Some(InstanceState::Running));
+        assert_eq!((list.name.as_deref(), list.limit, list.all), (Some("web"), Some(10), true));
+        assert_eq!(parse_err(&["instance", "list", "--state", "sleeping"]), ErrorKind::ValueValidation);
+        assert_eq!(parse_err(&["instance", "list", "--all", "--after", "c"]), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn console_flags() {
+        let cli = parse_ok(&["instance", "console", ID, "--tail-bytes", "4096", "--follow"]);
+        let Command::Instance(InstanceCommand::Console(c)) = cli.command else { panic!("not console") };
+        assert_eq!((c.tail_bytes, c.follow), (Some(4096), true));
+    }
+
+    #[test]
+    fn image_register_needs_one_complete_source() {
+        let cli =
+            parse_ok(&["image", "register", "--name", "deb", "--disk", "d.qcow2", "--format", "qcow2", "--public"]);
+        let Command::Image(ImageCommand::Register(r)) = cli.command else { panic!("not register") };
+        assert_eq!((r.format, r.public), (Some(DiskFormat::Qcow2), true));
+        parse_ok(&["image", "register", "--name", "tiny", "--kernel", "vmlinuz", "--initrd", "initrd.img"]);
+        assert_eq!(parse_err(&["image", "register", "--name", "x"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            parse_err(&["image", "register", "--name", "x", "--kernel", "k"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(parse_err(&["image", "register", "--name", "x", "--disk", "d"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            parse_err(&["image", "register", "--name", "x", "--disk", "d", "--format", "vmdk"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse_err(&[
+                "image", "register", "--name", "x", "--disk", "d", "--format", "raw", "--kernel", "k", "--initrd", "i"
+            ]),
+            ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn admin_commands() {
+        let cli = parse_ok(&["flavor", "create", "small", "--vcpus", "1", "--memory-mib", "512", "--disk-gib", "5"]);
+        assert!(matches!(
+            cli.command,
+            Command::Flavor(FlavorCommand::Create { vcpus: 1, memory_mib: 512, disk_gib: 5, .. })
+        ));
+        let cli = parse_ok(&["user", "create", "bob", "--project", "acme", "--role", "admin", "--password-stdin"]);
+        assert!(matches!(cli.command, Command::User(UserCommand::Create { role: Some(Role::Admin), .. })));
+        assert_eq!(
+            parse_err(&["user", "create", "bob", "--project", "p", "--role", "root"]),
+            ErrorKind::ValueValidation
+        );
+        assert!(matches!(parse_ok(&["host", "disable", "node1"]).command, Command::Host(HostCommand::Disable { .. })));
+        assert!(matches!(parse_ok(&["project", "list"]).command, Command::Project(ProjectCommand::List)));
+    }
+
+    #[test]
+    fn keypair_commands() {
+        let cli = parse_ok(&["keypair", "create", "k1", "--private-key-file", "/tmp/k1"]);
+        assert!(matches!(cli.command, Command::KeyPair(KeyPairCommand::Create { private_key_file: Some(_), .. })));
+        assert_eq!(parse_err(&["keypair", "import", "k1"]), ErrorKind::MissingRequiredArgument);
+    }
+}

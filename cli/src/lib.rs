@@ -1,0 +1,46 @@
+//! `kumo`, the command-line client of Kumo's native JSON API.
+//!
+//! The binary is a thin `main`; everything lives here so tests can call it:
+//! [`args`] parses, [`commands`] calls the controller through [`client`] and
+//! prints with [`render`] and [`output`]. Only `main` uses `anyhow`.
+
+pub mod args;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod output;
+pub mod render;
+pub mod wait;
+
+pub use args::Cli;
+pub use error::{error_line, Error};
+
+use args::Command;
+use commands::{admin, auth, image, instance, keypair, Ctx};
+use config::Config;
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    let config_path = match cli.config {
+        Some(path) => path,
+        None => Config::default_path()?,
+    };
+    let ctx = Ctx {
+        output: cli.output,
+        config_path,
+        endpoint: cli.endpoint.filter(|e| !e.is_empty()),
+        env_token: std::env::var("KUMO_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    match cli.command {
+        Command::Login(args) => auth::login(&ctx, args).await,
+        Command::Logout => auth::logout(&ctx),
+        Command::Instance(command) => instance::dispatch(&ctx, command).await,
+        Command::Image(command) => image::dispatch(&ctx, command).await,
+        Command::Flavor(command) => admin::flavor(&ctx, command).await,
+        Command::KeyPair(command) => keypair::dispatch(&ctx, command).await,
+        Command::Host(command) => admin::host(&ctx, command).await,
+        Command::Project(command) => admin::project(&ctx, command).await,
+        Command::User(command) => admin::user(&ctx, command).await,
+    }
+}

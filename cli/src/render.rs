@@ -1,0 +1,369 @@
+//! The table views of each resource. Pure functions from wire types to text,
+//! so they can be tested without a terminal or a controller.
+
+use kumo_wire::api::{CreatedKeyPair, Event, Flavor, Host, Image, Instance, KeyPair, Project, User};
+use kumo_wire::Timestamp;
+
+use crate::output::{ago, bytes, key_values, or_dash, render, table};
+
+/// `kumo instance list` and the instances launched by `run`.
+pub fn instances(items: &[Instance]) -> String {
+    let mut t = table(["ID", "NAME", "STATE", "FLAVOR", "HOST", "CREATED"]);
+    for i in items {
+        t.add_row([
+            i.id.to_string(),
+            i.name.clone(),
+            i.state.to_string(),
+            i.flavor.clone(),
+            or_dash(i.host_name.as_deref()),
+            i.created_at.to_string(),
+        ]);
+    }
+    render(&t)
+}
+
+/// `kumo instance show`: every field, then the scheduler's decision with one
+/// line per host it considered.
+pub fn instance(i: &Instance) -> String {
+    let mut out = key_values(&[
+        ("ID", i.id.to_string()),
+        ("NAME", i.name.clone()),
+        ("PROJECT", i.project_id.to_string()),
+        ("STATE", i.state.to_string()),
+        ("STATE REASON", or_dash(i.state_reason.as_deref())),
+        ("DEADLINE", or_dash(i.state_deadline)),
+        ("DESIRED", i.desired.to_string()),
+        ("FLAVOR", format!("{} ({} vCPU, {} MiB, {} GiB)", i.flavor, i.vcpus, i.memory_mib, i.disk_gib)),
+        ("IMAGE", i.image_id.to_string()),
+        ("KEY PAIR", or_dash(i.key_pair.as_deref())),
+        ("HOST", or_dash(i.host_name.as_deref())),
+        ("CREATED", i.created_at.to_string()),
+        ("UPDATED", i.updated_at.to_string()),
+        ("LAUNCHED", or_dash(i.launched_at)),
+        ("DELETED", or_dash(i.deleted_at)),
+    ]);
+    out.push_str("\n\n");
+    match &i.placement {
+        None => out.push_str("PLACEMENT: not placed yet"),
+        Some(p) => {
+            let chosen = p.host_name.as_deref().or(p.host_id.as_ref().map(|h| h.as_str())).unwrap_or("no host");
+            out.push_str(&format!("PLACEMENT: {chosen} (strategy {}, decided {})\n", p.strategy, p.decided_at));
+            if p.verdicts.is_empty() {
+                out.push_str("no hosts were considered");
+            } else {
+                let mut t = table(["HOST", "VERDICT", "REASON"]);
+                for v in &p.verdicts {
+                    t.add_row([v.host.as_str(), if v.accepted { "accepted" } else { "rejected" }, v.reason.as_str()]);
+                }
+                out.push_str(&render(&t));
+            }
+        }
+    }
+    out
+}
+
+/// `kumo instance events`; the detail as compact JSON.
+pub fn events(items: &[Event]) -> String {
+    let mut t = table(["AT", "ACTOR", "ACTION", "DETAIL"]);
+    for e in items {
+        t.add_row([e.at.to_string(), e.actor.clone(), e.action.clone(), e.detail.to_string()]);
+    }
+    render(&t)
+}
+
+/// `kumo image list`.
+pub fn images(items: &[Image]) -> String {
+    let mut t = table(["ID", "NAME", "KIND", "FORMAT", "VISIBILITY", "STATE", "SIZE", "CREATED"]);
+    for i in items {
+        let size: u64 = i.files.iter().map(|f| f.size_bytes).sum();
+        t.add_row([
+            i.id.to_string(),
+            i.name.clone(),
+            i.kind.as_str().to_owned(),
+            or_dash(i.disk_format.map(|f| f.as_str())),
+            i.visibility.as_str().to_owned(),
+            image_state(i).to_owned(),
+            bytes(size),
+            i.created_at.to_string(),
+        ]);
+    }
+    render(&t)
+}
+
+/// `kumo image show` and the result of `register`.
+pub fn image(i: &Image) -> String {
+    let mut out = key_values(&[
+        ("ID", i.id.to_string()),
+        ("NAME", i.name.clone()),
+        ("KIND", i.kind.as_str().to_owned()),
+        ("FORMAT", or_dash(i.disk_format.map(|f| f.as_str()))),
+        ("VISIBILITY", i.visibility.as_str().to_owned()),
+        ("STATE", image_state(i).to_owned()),
+        ("OWNER", i.owner_project_id.to_string()),
+        ("CREATED", i.created_at.to_string()),
+    ]);
+    out.push_str("\n\n");
+    if i.files.is_empty() {
+        out.push_str("no files uploaded");
+    } else {
+        let mut t = table(["FILE", "SIZE", "SHA256"]);
+        for f in &i.files {
+            t.add_row([f.role.as_str().to_owned(), bytes(f.size_bytes), f.sha256.clone()]);
+        }
+        out.push_str(&render(&t));
+    }
+    out
+}
+
+fn image_state(i: &Image) -> &'static str {
+    match i.state {
+        kumo_wire::api::ImageState::Queued => "queued",
+        kumo_wire::api::ImageState::Active => "active",
+    }
+}
+
+/// `kumo flavor list` (and the flavor just created).
+pub fn flavors(items: &[Flavor]) -> String {
+    let mut t = table(["NAME", "VCPUS", "MEMORY", "DISK", "ID"]);
+    for f in items {
+        t.add_row([
+            f.name.clone(),
+            f.vcpus.to_string(),
+            format!("{} MiB", f.memory_mib),
+            format!("{} GiB", f.disk_gib),
+            f.id.to_string(),
+        ]);
+    }
+    render(&t)
+}
+
+/// `kumo keypair list` (and the pair just created or imported).
+pub fn key_pairs(items: &[KeyPair]) -> String {
+    let mut t = table(["NAME", "TYPE", "FINGERPRINT", "CREATED"]);
+    for k in items {
+        t.add_row([k.name.clone(), k.key_type.clone(), k.fingerprint.clone(), k.created_at.to_string()]);
+    }
+    render(&t)
+}
+
+/// The key pair of a `create` or `import` answer.
+pub fn created_key_pair(created: &CreatedKeyPair) -> String {
+    key_pairs(std::slice::from_ref(&created.key_pair))
+}
+
+/// `kumo host list`; heartbeats as ages relative to `now`.
+pub fn hosts(items: &[Host], now: Timestamp) -> String {
+    let mut t = table(["NAME", "STATUS", "ENABLED", "VCPUS", "MEMORY", "DISK", "INSTANCES", "HEARTBEAT"]);
+    for h in items {
+        t.add_row([
+            h.name.clone(),
+            host_status(h).to_owned(),
+            yes_no(h.enabled).to_owned(),
+            format!("{}/{}", h.used_vcpus, h.vcpus),
+            format!("{}/{} MiB", h.used_memory_mib, h.memory_mib),
+            format!("{}/{} GiB", h.used_disk_gib, h.disk_gib),
+            h.instances.to_string(),
+            h.last_heartbeat_at.map_or_else(|| "never".to_owned(), |at| ago(at, now)),
+        ]);
+    }
+    render(&t)
+}
+
+/// `kumo host show` and the result of `enable`/`disable`.
+pub fn host(h: &Host, now: Timestamp) -> String {
+    let heartbeat = h.last_heartbeat_at.map_or_else(|| "never".to_owned(), |at| format!("{at} ({})", ago(at, now)));
+    let unmanaged = if h.unmanaged_domains.is_empty() { "-".to_owned() } else { h.unmanaged_domains.join(", ") };
+    key_values(&[
+        ("ID", h.id.to_string()),
+        ("NAME", h.name.clone()),
+        ("STATUS", host_status(h).to_owned()),
+        ("ENABLED", yes_no(h.enabled).to_owned()),
+        ("HYPERVISOR", h.hypervisor.clone()),
+        ("ZONE", h.availability_zone.clone()),
+        ("VCPUS", format!("{} used of {}", h.used_vcpus, h.vcpus)),
+        ("MEMORY", format!("{} MiB used of {} MiB", h.used_memory_mib, h.memory_mib)),
+        ("DISK", format!("{} GiB used of {} GiB", h.used_disk_gib, h.disk_gib)),
+        ("INSTANCES", h.instances.to_string()),
+        ("HEARTBEAT", heartbeat),
+        ("UNMANAGED", unmanaged),
+    ])
+}
+
+fn host_status(h: &Host) -> &'static str {
+    match h.status {
+        kumo_wire::api::HostStatus::Up => "up",
+        kumo_wire::api::HostStatus::Unreachable => "unreachable",
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// `kumo project list`.
+pub fn projects(items: &[Project]) -> String {
+    let mut t = table(["ID", "NAME", "CREATED"]);
+    for p in items {
+        t.add_row([p.id.to_string(), p.name.clone(), p.created_at.to_string()]);
+    }
+    render(&t)
+}
+
+/// `kumo user list`.
+pub fn users(items: &[User]) -> String {
+    let mut t = table(["ID", "NAME", "PROJECT", "ROLE", "CREATED"]);
+    for u in items {
+        t.add_row([
+            u.id.to_string(),
+            u.name.clone(),
+            u.project_id.to_string(),
+            u.role.as_str().to_owned(),
+            u.created_at.to_string(),
+        ]);
+    }
+    render(&t)
+}
+
+#[cfg(test)]
+mod tests {
+    use kumo_wire::api::{HostStatus, HostVerdict, Placement};
+    use kumo_wire::{DesiredPower, InstanceState};
+
+    use super::*;
+
+    // 2026-11-18T11:06:40Z and a few seconds later.
+    const T0: Timestamp = Timestamp(1_795_000_000_000);
+
+    fn sample_instance() -> Instance {
+        Instance {
+            id: "i-0123456789abcdef0".parse().expect("id"),
+            name: "web-1".into(),
+            project_id: "prj-00000000000000001".parse().expect("id"),
+            state: InstanceState::Building,
+            state_reason: Some("agent is preparing the disk".into()),
+            state_deadline: Some(T0.plus_millis(300_000)),
+            desired: DesiredPower::Running,
+            flavor: "small".into(),
+            vcpus: 1,
+            memory_mib: 512,
+            disk_gib: 5,
+            image_id: "ami-0000000000000000a".parse().expect("id"),
+            key_pair: None,
+            host_name: Some("node2".into()),
+            placement: Some(Placement {
+                host_id: Some("host-00000000000000002".parse().expect("id")),
+                host_name: Some("node2".into()),
+                strategy: "spread".into(),
+                verdicts: vec![
+                    HostVerdict { host: "node1".into(), accepted: false, reason: "disabled".into() },
+                    HostVerdict { host: "node2".into(), accepted: true, reason: "weight 0.75".into() },
+                    HostVerdict {
+                        host: "node3".into(),
+                        accepted: false,
+                        reason: "not enough memory (256 MiB free)".into(),
+                    },
+                ],
+                decided_at: T0.plus_millis(1_500),
+            }),
+            created_at: T0,
+            updated_at: T0.plus_millis(2_000),
+            launched_at: None,
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn instance_with_placement() {
+        let expected = "\
+ID:           i-0123456789abcdef0
+NAME:         web-1
+PROJECT:      prj-00000000000000001
+STATE:        building
+STATE REASON: agent is preparing the disk
+DEADLINE:     2026-11-18T11:11:40Z
+DESIRED:      running
+FLAVOR:       small (1 vCPU, 512 MiB, 5 GiB)
+IMAGE:        ami-0000000000000000a
+KEY PAIR:     -
+HOST:         node2
+CREATED:      2026-11-18T11:06:40Z
+UPDATED:      2026-11-18T11:06:42Z
+LAUNCHED:     -
+DELETED:      -
+
+PLACEMENT: node2 (strategy spread, decided 2026-11-18T11:06:41.5Z)
+HOST   VERDICT   REASON
+node1  rejected  disabled
+node2  accepted  weight 0.75
+node3  rejected  not enough memory (256 MiB free)";
+        assert_eq!(instance(&sample_instance()), expected);
+    }
+
+    #[test]
+    fn instance_not_placed_yet() {
+        let i = Instance { placement: None, host_name: None, state: InstanceState::Pending, ..sample_instance() };
+        let text = instance(&i);
+        assert!(text.contains("\nHOST:         -\n"), "{text}");
+        assert!(text.ends_with("\n\nPLACEMENT: not placed yet"), "{text}");
+    }
+
+    #[test]
+    fn instance_list_row() {
+        assert_eq!(
+            instances(&[sample_instance()]),
+            "\
+ID                   NAME   STATE     FLAVOR  HOST   CREATED
+i-0123456789abcdef0  web-1  building  small   node2  2026-11-18T11:06:40Z"
+        );
+    }
+
+    #[test]
+    fn events_show_compact_detail() {
+        let e = Event {
+            id: 7,
+            resource_type: "instance".into(),
+            resource_id: "i-0123456789abcdef0".into(),
+            at: T0,
+            actor: "agent:node2".into(),
+            action: "state_changed".into(),
+            detail: serde_json::json!({"from": "building", "to": "running"}),
+        };
+        assert_eq!(
+            events(&[e]),
+            "\
+AT                    ACTOR        ACTION         DETAIL
+2026-11-18T11:06:40Z  agent:node2  state_changed  {\"from\":\"building\",\"to\":\"running\"}"
+        );
+    }
+
+    #[test]
+    fn hosts_show_usage_and_heartbeat_age() {
+        let h = Host {
+            id: "host-00000000000000002".parse().expect("id"),
+            name: "node2".into(),
+            enabled: true,
+            status: HostStatus::Up,
+            hypervisor: "kvm".into(),
+            availability_zone: "az1".into(),
+            vcpus: 16,
+            memory_mib: 65_536,
+            disk_gib: 500,
+            used_vcpus: 3,
+            used_memory_mib: 1_536,
+            used_disk_gib: 15,
+            instances: 3,
+            last_heartbeat_at: Some(T0),
+            unmanaged_domains: vec![],
+        };
+        assert_eq!(
+            hosts(&[h], T0.plus_millis(12_000)),
+            "\
+NAME   STATUS  ENABLED  VCPUS  MEMORY          DISK        INSTANCES  HEARTBEAT
+node2  up      yes      3/16   1536/65536 MiB  15/500 GiB  3          12s ago"
+        );
+    }
+}

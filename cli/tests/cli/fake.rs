@@ -1,0 +1,300 @@
+//! A fake controller: just enough of the native API, with canned wire types,
+//! to drive the real `kumo` binary. It records what it received so tests can
+//! check it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use kumo_wire::api::{
+    CreateImage, CreateKeyPair, CreatedKeyPair, HostVerdict, Image, ImageFile, ImageFileRole, ImageState, Instance,
+    InstancePage, KeyPair, ListInstancesQuery, Placement, Role, RunInstances, RunInstancesResponse, TokenRequest,
+    TokenResponse, Visibility,
+};
+use kumo_wire::{DesiredPower, ErrorBody, ImageId, InstanceId, InstanceState, KeyPairId, Timestamp};
+
+/// The only accepted credentials and the token they get.
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "s3cret-pass";
+pub const TOKEN: &str = "test-token";
+pub const PROJECT: &str = "prj-00000000000000001";
+/// What the fake "generates" for `keypair create`.
+pub const PRIVATE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nZmFrZQ==\n-----END OPENSSH PRIVATE KEY-----\n";
+/// Run an instance with this name and it goes to `error`.
+pub const DOOMED: &str = "doomed";
+pub const DOOMED_REASON: &str = "no valid host: node1 is disabled, node2 has 256 MiB free";
+
+/// One `PUT /v1/images/{id}/files/{role}` as received.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub role: String,
+    pub content_length: Option<u64>,
+    pub content_type: Option<String>,
+    pub chunked: bool,
+    pub body: Vec<u8>,
+}
+
+/// What the fake knows and saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Instances and how many times each was fetched.
+    pub instances: Vec<(Instance, u32)>,
+    pub run_requests: Vec<RunInstances>,
+    pub images: HashMap<String, Image>,
+    pub uploads: Vec<Upload>,
+    pub keypair_requests: Vec<CreateKeyPair>,
+}
+
+/// A running fake controller.
+#[derive(Debug, Clone)]
+pub struct Fake {
+    pub endpoint: String,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Fake {
+    /// Starts a fake on a free loopback port, served by its own thread.
+    pub fn start() -> Self {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let app = router(seen.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                axum::serve(listener, app).await.expect("serve");
+            });
+        });
+        Self { endpoint: format!("http://{addr}"), seen }
+    }
+
+    /// What the fake received so far.
+    pub fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().expect("lock")
+    }
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+fn router(seen: Shared) -> Router {
+    Router::new()
+        .route("/v1/auth/tokens", post(login))
+        .route("/v1/instances", post(run_instances).get(list_instances))
+        .route("/v1/instances/{id}", get(show_instance))
+        .route("/v1/images", post(create_image))
+        .route("/v1/images/{id}/files/{role}", put(upload_file))
+        .route("/v1/keypairs", post(create_keypair))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(seen)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(ErrorBody { code: code.into(), message: message.into() })).into_response()
+}
+
+/// The 401 answer unless the request carries the test token.
+fn unauthorized(headers: &HeaderMap) -> Option<Response> {
+    let expected = format!("Bearer {TOKEN}");
+    match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        Some(value) if value == expected => None,
+        _ => Some(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid token")),
+    }
+}
+
+async fn login(Json(req): Json<TokenRequest>) -> Response {
+    if req.username != USER || req.password != PASSWORD {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong user name or password");
+    }
+    Json(TokenResponse {
+        token: TOKEN.into(),
+        expires_at: Timestamp::now().plus_millis(3_600_000),
+        user_id: "usr-00000000000000001".parse().expect("id"),
+        project_id: PROJECT.parse().expect("id"),
+        role: Role::Member,
+    })
+    .into_response()
+}
+
+/// A canned instance in `pending`.
+pub fn instance(name: &str) -> Instance {
+    let now = Timestamp::now();
+    Instance {
+        id: InstanceId::generate(),
+        name: name.into(),
+        project_id: PROJECT.parse().expect("id"),
+        state: InstanceState::Pending,
+        state_reason: None,
+        state_deadline: Some(now.plus_millis(300_000)),
+        desired: DesiredPower::Running,
+        flavor: "small".into(),
+        vcpus: 1,
+        memory_mib: 512,
+        disk_gib: 5,
+        image_id: "ami-0000000000000000a".parse().expect("id"),
+        key_pair: None,
+        host_name: None,
+        placement: None,
+        created_at: now,
+        updated_at: now,
+        launched_at: None,
+        deleted_at: None,
+    }
+}
+
+async fn run_instances(State(seen): State<Shared>, headers: HeaderMap, Json(req): Json<RunInstances>) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    if req.flavor == "huge" {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "flavor 'huge' does not exist");
+    }
+    let count = req.count.unwrap_or(1);
+    let names: Vec<String> =
+        if count == 1 { vec![req.name.clone()] } else { (1..=count).map(|n| format!("{}-{n}", req.name)).collect() };
+    let instances: Vec<Instance> = names.iter().map(|n| instance(n)).collect();
+    let mut seen = seen.lock().expect("lock");
+    seen.run_requests.push(req);
+    seen.instances.extend(instances.iter().cloned().map(|i| (i, 0)));
+    (StatusCode::ACCEPTED, Json(RunInstancesResponse { instances })).into_response()
+}
+
+/// Each fetch moves an instance along: building, building, then running
+/// (or, for [`DOOMED`], building then error).
+async fn show_instance(State(seen): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    let mut seen = seen.lock().expect("lock");
+    let Some((instance, polls)) = seen.instances.iter_mut().find(|(i, _)| i.id.as_str() == id) else {
+        return error(StatusCode::NOT_FOUND, "not_found", &format!("instance {id} not found"));
+    };
+    *polls += 1;
+    let placed = Placement {
+        host_id: Some("host-00000000000000002".parse().expect("id")),
+        host_name: Some("node2".into()),
+        strategy: "spread".into(),
+        verdicts: vec![
+            HostVerdict { host: "node1".into(), accepted: false, reason: "disabled".into() },
+            HostVerdict { host: "node2".into(), accepted: true, reason: "weight 1.00".into() },
+        ],
+        decided_at: Timestamp::now(),
+    };
+    match (instance.name == DOOMED, *polls) {
+        (true, 1) | (false, 1 | 2) => instance.state = InstanceState::Building,
+        (true, _) => {
+            instance.state = InstanceState::Error;
+            instance.state_reason = Some(DOOMED_REASON.into());
+        }
+        (false, _) => {
+            instance.state = InstanceState::Running;
+            instance.launched_at = Some(Timestamp::now());
+        }
+    }
+    if instance.state != InstanceState::Error {
+        instance.host_name = Some("node2".into());
+        instance.placement = Some(placed);
+    }
+    Json(instance.clone()).into_response()
+}
+
+/// Pages of two, newest first, with the index of the next item as cursor.
+async fn list_instances(
+    State(seen): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<ListInstancesQuery>,
+) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    let seen = seen.lock().expect("lock");
+    let all: Vec<Instance> = seen.instances.iter().rev().map(|(i, _)| i.clone()).collect();
+    let start: usize = q.after.as_deref().and_then(|a| a.parse().ok()).unwrap_or(0);
+    let limit = q.limit.unwrap_or(2) as usize;
+    let end = (start + limit).min(all.len());
+    let next = (end < all.len()).then(|| end.to_string());
+    Json(InstancePage { instances: all[start.min(end)..end].to_vec(), next }).into_response()
+}
+
+async fn create_image(State(seen): State<Shared>, headers: HeaderMap, Json(req): Json<CreateImage>) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    let image = Image {
+        id: ImageId::generate(),
+        name: req.name,
+        kind: req.kind,
+        disk_format: req.disk_format,
+        visibility: req.visibility.unwrap_or(Visibility::Private),
+        state: ImageState::Queued,
+        owner_project_id: PROJECT.parse().expect("id"),
+        files: vec![],
+        created_at: Timestamp::now(),
+    };
+    seen.lock().expect("lock").images.insert(image.id.to_string(), image.clone());
+    (StatusCode::CREATED, Json(image)).into_response()
+}
+
+async fn upload_file(
+    State(seen): State<Shared>,
+    headers: HeaderMap,
+    Path((id, role)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    let Ok(role_parsed) = role.parse::<ImageFileRole>() else {
+        return error(StatusCode::NOT_FOUND, "not_found", &format!("no image file '{role}'"));
+    };
+    let header_str =
+        |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok()).map(str::to_owned);
+    let upload = Upload {
+        role: role.clone(),
+        content_length: header_str(header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+        content_type: header_str(header::CONTENT_TYPE),
+        chunked: header_str(header::TRANSFER_ENCODING).is_some_and(|v| v.contains("chunked")),
+        body: body.to_vec(),
+    };
+    let mut seen = seen.lock().expect("lock");
+    let Some(image) = seen.images.get_mut(&id) else {
+        return error(StatusCode::NOT_FOUND, "not_found", &format!("image {id} not found"));
+    };
+    image.files.retain(|f| f.role != role_parsed);
+    image.files.push(ImageFile {
+        role: role_parsed,
+        size_bytes: body.len() as u64,
+        sha256: format!("{:064x}", body.len()),
+    });
+    if image.kind.required_files().iter().all(|r| image.files.iter().any(|f| f.role == *r)) {
+        image.state = ImageState::Active;
+    }
+    let image = image.clone();
+    seen.uploads.push(upload);
+    Json(image).into_response()
+}
+
+async fn create_keypair(State(seen): State<Shared>, headers: HeaderMap, Json(req): Json<CreateKeyPair>) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    let generated = req.public_key.is_none();
+    let key_pair = KeyPair {
+        id: KeyPairId::generate(),
+        name: req.name.clone(),
+        key_type: "ssh-ed25519".into(),
+        fingerprint: "SHA256:fakefakefakefakefakefakefakefakefakefakefak".into(),
+        public_key: req.public_key.clone().unwrap_or_else(|| "ssh-ed25519 AAAAfake".into()),
+        created_at: Timestamp::now(),
+    };
+    seen.lock().expect("lock").keypair_requests.push(req);
+    let private_key = generated.then(|| PRIVATE_KEY.to_owned());
+    (StatusCode::CREATED, Json(CreatedKeyPair { key_pair, private_key })).into_response()
+}

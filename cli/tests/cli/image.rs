@@ -1,0 +1,51 @@
+//! image register streams each file with its length.
+
+use crate::Env;
+
+/// Deterministic bytes that are not all alike.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
+}
+
+#[test]
+fn register_kernel_image_uploads_both_files_intact() {
+    let env = Env::logged_in();
+    // Larger than the client's read size, so the body arrives in several chunks.
+    let kernel = pattern(1_500_000, 7);
+    let initrd = pattern(70_001, 3);
+    std::fs::write(env.path("vmlinuz"), &kernel).expect("write");
+    std::fs::write(env.path("initrd.img"), &initrd).expect("write");
+
+    let out = env.kumo(&[
+        "image",
+        "register",
+        "--name",
+        "tiny",
+        "--kernel",
+        env.path("vmlinuz").to_str().expect("utf-8"),
+        "--initrd",
+        env.path("initrd.img").to_str().expect("utf-8"),
+    ]);
+    let stdout = out.ok();
+    assert!(stdout.contains("STATE:      active"), "{stdout}");
+    assert!(stdout.contains("kernel  1.4 MiB"), "{stdout}");
+
+    let seen = env.fake.seen();
+    let uploads = &seen.uploads;
+    assert_eq!(uploads.iter().map(|u| u.role.as_str()).collect::<Vec<_>>(), ["kernel", "initrd"]);
+    for (upload, expected) in uploads.iter().zip([&kernel, &initrd]) {
+        assert_eq!(upload.body.len(), expected.len(), "{} length", upload.role);
+        assert!(upload.body == *expected, "{} bytes differ", upload.role);
+        assert_eq!(upload.content_length, Some(expected.len() as u64), "{} content-length", upload.role);
+        assert!(!upload.chunked, "{} was sent chunked", upload.role);
+        assert_eq!(upload.content_type.as_deref(), Some("application/octet-stream"));
+    }
+}
+
+#[test]
+fn missing_files_are_refused_before_registering() {
+    let env = Env::logged_in();
+    let out = env.kumo(&["image", "register", "--name", "d", "--disk", "/no/such/disk.qcow2", "--format", "qcow2"]);
+    assert_eq!(out.failed(), "error: cannot read /no/such/disk.qcow2: No such file or directory (os error 2)");
+    assert!(env.fake.seen().images.is_empty());
+}

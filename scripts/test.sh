@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs and starts what the tests need
+# (libvirtd, PostgreSQL), builds the tiny guest image, then runs every test on
+# SQLite and PostgreSQL, including the end-to-end tests that boot real TCG guests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+bash scripts/install-system-deps.sh
+bash scripts/start-libvirt.sh
+
+WORK=$(mktemp -d /tmp/kumo-test.XXXXXX)
+chmod 755 "$WORK"
+PGDATA_DIR="$WORK/pg"
+cleanup() {
+    bash "$ROOT/scripts/stop-postgres.sh" "$PGDATA_DIR" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+PG_PORT=${KUMO_TEST_PG_PORT:-55433}
+KUMO_TEST_POSTGRES_URL=$(bash scripts/start-postgres.sh "$PGDATA_DIR" "$PG_PORT")
+export KUMO_TEST_POSTGRES_URL
+
+bash scripts/build-tiny-image.sh "$WORK/tiny-image" >/dev/null
+export KUMO_TEST_IMAGE_DIR="$WORK/tiny-image"
+export KUMO_E2E=1
+
+cargo build --workspace --bins
+cargo test --workspace --no-fail-fast -- --test-threads="${KUMO_TEST_THREADS:-2}"
