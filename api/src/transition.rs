@@ -17,16 +17,21 @@ use crate::state::AppState;
 /// How often a compare-and-swap conflict is retried before giving up.
 const CAS_ATTEMPTS: usize = 8;
 
+/// How long `state` may last, if it is transitional.
+pub fn deadline_secs(config: &ControllerConfig, state: InstanceState) -> Option<u64> {
+    match state {
+        InstanceState::Pending => Some(config.pending_deadline_secs),
+        InstanceState::Building => Some(config.building_deadline_secs),
+        InstanceState::Stopping => Some(config.stopping_deadline_secs),
+        InstanceState::Rebooting => Some(config.rebooting_deadline_secs),
+        InstanceState::Deleting => Some(config.deleting_deadline_secs),
+        _ => None,
+    }
+}
+
 /// The deadline of `state` entered at `now`, if it is transitional.
 pub fn deadline_for(config: &ControllerConfig, state: InstanceState, now: Timestamp) -> Option<Timestamp> {
-    let secs = match state {
-        InstanceState::Pending => config.pending_deadline_secs,
-        InstanceState::Building => config.building_deadline_secs,
-        InstanceState::Stopping => config.stopping_deadline_secs,
-        InstanceState::Rebooting => config.rebooting_deadline_secs,
-        InstanceState::Deleting => config.deleting_deadline_secs,
-        _ => return None,
-    };
+    let secs = deadline_secs(config, state)?;
     Some(now.plus_millis(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX / 2)))
 }
 

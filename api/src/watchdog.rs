@@ -22,7 +22,7 @@ pub async fn expire_deadlines(state: &AppState) -> Result<usize, ApiError> {
     let now = Timestamp::now();
     let expired = state.db.instances_past_deadline(now).await?;
     for rec in &expired {
-        let waited = rec.state_deadline.map_or(0, |d| (d.millis() - rec.updated_at.millis()) / 1000);
+        let waited = transition::deadline_secs(&state.config, rec.state).unwrap_or_default();
         let reason = match (&rec.host_name, rec.state) {
             (_, InstanceState::Pending) => format!("timed out after {waited}s waiting for the scheduler"),
             (Some(host), state) => format!(

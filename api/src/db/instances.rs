@@ -276,7 +276,7 @@ impl Db {
             q = q.bind(state.as_str());
         }
         if let Some(name) = &f.name_contains {
-            let escaped = name.replace('%', "").replace('_', "");
+            let escaped = name.replace(['%', '_'], "");
             q = q.bind(format!("%{escaped}%"));
         }
         if let Some(after) = &f.after {

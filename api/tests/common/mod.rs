@@ -1,0 +1,234 @@
+//! A controller in the test process, driven through its router without a socket,
+//! with a fake agent that speaks the real agent protocol.
+
+#![allow(dead_code, clippy::unwrap_used)] // Shared by several test binaries; each uses a part.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use kumo_api::config::ControllerConfig;
+use kumo_api::Controller;
+use kumo_wire::agent::{HostCapacity, ObservedInstance, ObservedPower, RegisterRequest, SyncRequest, SyncResponse};
+use kumo_wire::{InstanceId, Timestamp};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// The databases every test runs against.
+pub fn backends() -> Vec<&'static str> {
+    let mut b = vec!["sqlite"];
+    if std::env::var("KUMO_TEST_POSTGRES_URL").is_ok() {
+        b.push("postgres");
+    }
+    b
+}
+
+/// A fresh database URL for `backend`.
+pub async fn fresh_db_url(backend: &str, dir: &std::path::Path) -> String {
+    match backend {
+        "sqlite" => format!("sqlite://{}?mode=rwc", dir.join("kumo.db").display()),
+        _ => {
+            use sqlx::Connection;
+            sqlx::any::install_default_drivers();
+            let base = std::env::var("KUMO_TEST_POSTGRES_URL").unwrap();
+            let name = format!("kumo_t_{}", InstanceId::generate().as_str().replace('-', "_"));
+            let mut admin = sqlx::AnyConnection::connect(&base).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+            let (prefix, _) = base.rsplit_once('/').unwrap();
+            format!("{prefix}/{name}")
+        }
+    }
+}
+
+/// A running controller with an admin token.
+pub struct Cloud {
+    pub controller: Controller,
+    pub router: axum::Router,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    pub db_url: String,
+}
+
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+/// Starts a controller; `tweak` adjusts the configuration.
+pub async fn cloud(backend: &str, tweak: impl FnOnce(&mut ControllerConfig)) -> Cloud {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = fresh_db_url(backend, dir.path()).await;
+    cloud_on(dir, db_url, tweak).await
+}
+
+/// Starts a controller on an existing database.
+pub async fn cloud_on(dir: tempfile::TempDir, db_url: String, tweak: impl FnOnce(&mut ControllerConfig)) -> Cloud {
+    let mut config = ControllerConfig {
+        data_dir: dir.path().join("data"),
+        database_url: Some(db_url.clone()),
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        join_token: Some("join-secret".into()),
+        ..ControllerConfig::default()
+    };
+    tweak(&mut config);
+    let controller = Controller::start(config).await.unwrap();
+    let router = controller.router();
+    let mut cloud = Cloud { controller, router, admin: String::new(), dir, db_url };
+    cloud.admin = cloud.login("admin", ADMIN_PASSWORD).await;
+    cloud
+}
+
+impl Cloud {
+    /// Sends a request; returns the status and the JSON body (Null when empty).
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())).unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        self.send(req).await
+    }
+
+    /// Sends a prepared request.
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Logs in; panics on failure.
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let (status, body) =
+            self.call(Method::POST, "/v1/auth/tokens", None, Some(json!({"username": user, "password": password}))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a project with a member user; returns the member's token.
+    pub async fn tenant(&self, name: &str) -> String {
+        let (s, b) = self.post("/v1/projects", &self.admin, json!({"name": name})).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let user = format!("{name}-user");
+        let (s, b) = self
+            .post("/v1/users", &self.admin, json!({"name": user, "password": "password-123", "project": name}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        self.login(&user, "password-123").await
+    }
+
+    /// Registers a public kernel image named `name` with tiny files.
+    pub async fn kernel_image(&self, name: &str) -> String {
+        let (s, img) = self
+            .post("/v1/images", &self.admin, json!({"name": name, "kind": "kernel", "visibility": "public"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{img}");
+        let id = img["id"].as_str().unwrap().to_owned();
+        for role in ["kernel", "initrd"] {
+            let req = Request::builder()
+                .method(Method::PUT)
+                .uri(format!("/v1/images/{id}/files/{role}"))
+                .header("authorization", format!("Bearer {}", self.admin))
+                .header("content-type", "application/octet-stream")
+                .body(Body::from(format!("{role} bytes")))
+                .unwrap();
+            let (s, b) = self.send(req).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+        }
+        id
+    }
+
+    /// Runs one instance; returns its JSON.
+    pub async fn run(&self, token: &str, name: &str, flavor: &str) -> Value {
+        let (s, b) = self.post("/v1/instances", token, json!({"name": name, "flavor": flavor})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        b["instances"][0].clone()
+    }
+
+    /// Polls an instance until `pred` holds (or panics after ~10 s).
+    pub async fn wait_for(&self, token: &str, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            let (_, inst) = self.get(&format!("/v1/instances/{id}"), token).await;
+            if pred(&inst) {
+                return inst;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (_, inst) = self.get(&format!("/v1/instances/{id}"), token).await;
+        panic!("instance {id} never became {what}: {inst:#}");
+    }
+
+    pub async fn wait_state(&self, token: &str, id: &str, state: &str) -> Value {
+        self.wait_for(token, id, state, |i| i["state"] == state).await
+    }
+}
+
+/// A fake compute agent: real protocol, no libvirt.
+pub struct FakeAgent {
+    pub host_token: String,
+    pub host_id: String,
+}
+
+pub const CAPACITY: HostCapacity = HostCapacity { vcpus: 2, memory_mib: 4096, disk_gib: 100 };
+
+impl FakeAgent {
+    pub async fn register(cloud: &Cloud, name: &str, capacity: HostCapacity) -> Self {
+        let req = RegisterRequest {
+            join_token: "join-secret".into(),
+            name: name.into(),
+            agent_url: "http://127.0.0.1:9".into(),
+            capacity,
+            hypervisor: "qemu".into(),
+            availability_zone: "zone-1".into(),
+        };
+        let (s, b) = cloud.call(Method::POST, "/agent/v1/register", None, Some(serde_json::to_value(req).unwrap())).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        FakeAgent { host_token: b["host_token"].as_str().unwrap().into(), host_id: b["host_id"].as_str().unwrap().into() }
+    }
+
+    /// One sync without waiting; returns the desired state.
+    pub async fn sync(&self, cloud: &Cloud, observed: Vec<ObservedInstance>) -> SyncResponse {
+        let req = SyncRequest { observed, unmanaged_domains: vec![], capacity: CAPACITY, known_revision: None, wait_ms: 0 };
+        let (s, b) = cloud.call(Method::POST, "/agent/v1/sync", Some(&self.host_token), Some(serde_json::to_value(req).unwrap())).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        serde_json::from_value(b).unwrap()
+    }
+
+    /// Syncs, then reports every desired instance as converged to its generation.
+    pub async fn converge(&self, cloud: &Cloud) -> SyncResponse {
+        let desired = self.sync(cloud, vec![]).await;
+        let observed = desired
+            .instances
+            .iter()
+            .map(|d| ObservedInstance {
+                id: d.id.clone(),
+                power: match d.power {
+                    kumo_wire::DesiredPower::Running => ObservedPower::Running,
+                    kumo_wire::DesiredPower::Stopped => ObservedPower::Shutoff,
+                    kumo_wire::DesiredPower::Deleted => ObservedPower::Absent,
+                },
+                applied_generation: d.generation,
+                error: None,
+                failed_generation: None,
+                observed_at: Timestamp::now(),
+            })
+            .collect();
+        self.sync(cloud, observed).await
+    }
+}
