@@ -43,6 +43,15 @@ pub enum StartError {
     /// The image store directory could not be created.
     #[error("image store")]
     Images(#[from] kumo_storage::ImageStoreError),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// First-start set-up failed.
     #[error("bootstrap: {0}")]
     Bootstrap(ApiError),
@@ -62,6 +71,10 @@ pub struct Controller {
 impl Controller {
     /// Opens the database, bootstraps, and starts the background workers.
     pub async fn start(config: ControllerConfig) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
         let bootstrapped = bootstrap::bootstrap(&db, &config).await.map_err(StartError::Bootstrap)?;
         let keys = TokenKeys::load_or_create(&db, config.token_ttl_secs).await?;

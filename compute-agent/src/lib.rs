@@ -1,1 +1,41 @@
-//! The Kumo compute agent.
+//! The Kumo compute agent: runs on every KVM host, converges the host's libvirt
+//! domains to the controller's desired state and reports what it observes.
+//!
+//! Map: [`config`] (settings) → [`agent`] (wiring) runs the [`worker`] (sync
+//! loop), which uses [`client`] (controller HTTP), [`ledger`] (per-instance
+//! bookkeeping), [`observe`] (reports, leak sweeps) and [`converge`] (one
+//! instance's desired state, through [`hypervisor`], [`domain_xml`] and the
+//! storage crate). [`console`] serves console logs. This crate holds the only
+//! code in Kumo that talks to libvirt.
+
+pub mod agent;
+pub mod capacity;
+pub mod client;
+pub mod config;
+pub mod console;
+pub mod converge;
+pub mod credentials;
+pub mod domain_xml;
+pub mod hypervisor;
+pub mod ledger;
+pub mod observe;
+pub mod status;
+pub mod worker;
+
+#[cfg(test)]
+mod testing;
+
+pub use agent::{Agent, AgentError};
+pub use config::AgentConfig;
+
+/// An error and its sources, joined by `": "` (for reports and logs).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

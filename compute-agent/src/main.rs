@@ -1,1 +1,57 @@
-fn main() {}
+//! `kumo-agent --config FILE`: the compute agent daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kumo_agent::{Agent, AgentConfig};
+use tokio_util::sync::CancellationToken;
+
+/// The Kumo compute agent.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The TOML configuration file (settings may also come from KUMO_AGENT_* variables).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kumo-agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = AgentConfig::load(args.config.as_deref(), std::env::vars()).context("loading the configuration")?;
+    let agent = Agent::start(config).await?;
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping (domains keep running)");
+        signals.cancel();
+    });
+    agent.run(shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

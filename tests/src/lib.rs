@@ -1,1 +1,316 @@
-//! Helpers for the end-to-end tests: spawn the binaries, wait for states.
+//! Helpers for the end-to-end tests: start the real `kumo-api` and `kumo-agent`
+//! binaries against real libvirtd, drive them with the real `kumo` CLI, and
+//! look at what the guests print. Logs stay in the test's temp dir, and are
+//! printed when a test fails.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// Whether the end-to-end tests should run (`scripts/test.sh` sets this after
+/// starting libvirtd and building the tiny image).
+pub fn enabled() -> bool {
+    if std::env::var("KUMO_E2E").is_ok_and(|v| v == "1") {
+        return true;
+    }
+    eprintln!("end-to-end test skipped: run scripts/test.sh (it sets KUMO_E2E=1 after starting libvirtd)");
+    false
+}
+
+/// Where cargo put the workspace's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug").join(name)
+}
+
+/// The tiny image built by `scripts/build-tiny-image.sh`.
+pub fn tiny_image_dir() -> PathBuf {
+    PathBuf::from(std::env::var("KUMO_TEST_IMAGE_DIR").unwrap_or_else(|_| "/var/lib/kumo/tiny-image".into()))
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A child process that is ended (by its PID) when dropped.
+#[derive(Debug)]
+pub struct Process {
+    /// The child.
+    pub child: Child,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Process {
+    fn spawn(mut cmd: Command, log: PathBuf) -> Result<Self> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        cmd.stdout(out.try_clone()?).stderr(out).stdin(Stdio::null());
+        let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+        Ok(Self { child, log })
+    }
+
+    /// Sends a signal to this process only.
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -{sig} {} failed", self.child.id());
+        }
+        Ok(())
+    }
+
+    /// Ends the process and waits for it.
+    pub fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.signal("CONT");
+            let _ = self.signal("TERM");
+            for _ in 0..50 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A controller and one agent on this machine, with a logged-in CLI.
+#[derive(Debug)]
+pub struct Stack {
+    /// Holds configs, state and logs.
+    pub dir: tempfile::TempDir,
+    /// The controller's URL.
+    pub endpoint: String,
+    /// The controller process.
+    pub api: Process,
+    /// The agent process.
+    pub agent: Option<Process>,
+    /// The agent's host name (unique per test).
+    pub host_name: String,
+    /// The agent's state directory.
+    pub agent_state: PathBuf,
+    agent_config: PathBuf,
+    api_config: PathBuf,
+    instances: Vec<String>,
+}
+
+/// Extra controller settings (TOML lines).
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// `database_url`, when not SQLite.
+    pub database_url: Option<String>,
+    /// Seconds of silence before a host is unreachable.
+    pub host_timeout_secs: Option<u64>,
+}
+
+impl Stack {
+    /// Starts the controller and the agent, logs the CLI in as admin.
+    pub fn start(opts: Options) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("kumo-e2e-").tempdir_in("/var/tmp")?;
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let api_port = free_port()?;
+        let agent_port = free_port()?;
+        let endpoint = format!("http://127.0.0.1:{api_port}");
+        let data = dir.path().join("controller");
+        let mut api_toml = format!(
+            "listen = '127.0.0.1:{api_port}'\ndata_dir = '{}'\nadmin_password = 'e2e-admin-pass'\njoin_token = 'e2e-join'\n\
+             stopping_deadline_secs = 120\nrebooting_deadline_secs = 120\n",
+            data.display()
+        );
+        if let Some(url) = &opts.database_url {
+            api_toml.push_str(&format!("database_url = '{url}'\n"));
+        }
+        if let Some(t) = opts.host_timeout_secs {
+            api_toml.push_str(&format!("host_timeout_secs = {t}\n"));
+        }
+        let api_config = dir.path().join("controller.toml");
+        std::fs::write(&api_config, api_toml)?;
+        let api = spawn_api(&api_config, dir.path())?;
+        wait_http(&format!("{endpoint}/healthz"), Duration::from_secs(60)).context("controller did not come up")?;
+
+        let host_name = format!("e2e-{}", &kumo_wire::HostId::generate().as_str()[5..13]);
+        let agent_state = dir.path().join("agent");
+        let agent_config = dir.path().join("agent.toml");
+        std::fs::write(
+            &agent_config,
+            format!(
+                "controller_url = '{endpoint}'\njoin_token = 'e2e-join'\nname = '{host_name}'\n\
+                 listen = '127.0.0.1:{agent_port}'\nlibvirt_uri = 'qemu:///system'\ndomain_type = 'qemu'\n\
+                 state_dir = '{}'\nshutdown_timeout_secs = 30\ndisk_gib = 50\n",
+                agent_state.display()
+            ),
+        )?;
+        let mut stack = Self {
+            dir,
+            endpoint,
+            api,
+            agent: None,
+            host_name,
+            agent_state,
+            agent_config,
+            api_config,
+            instances: Vec::new(),
+        };
+        stack.start_agent()?;
+        stack.kumo_ok(&["login", "--endpoint", &stack.endpoint.clone(), "--username", "admin", "--password", "e2e-admin-pass"])?;
+        stack.wait_until(Duration::from_secs(60), "the host to register", |s| {
+            let hosts = s.kumo_json(&["host", "list"])?;
+            Ok(hosts["items"].as_array().is_some_and(|h| h.iter().any(|h| h["name"] == s.host_name.as_str())))
+        })?;
+        Ok(stack)
+    }
+
+    /// Starts (or restarts) the agent process.
+    pub fn start_agent(&mut self) -> Result<()> {
+        let mut cmd = Command::new(bin("kumo-agent"));
+        cmd.arg("--config").arg(&self.agent_config).env("RUST_LOG", "info,kumo_agent=debug").env("KUMO_LOG", "info,kumo_agent=debug");
+        self.agent = Some(Process::spawn(cmd, self.dir.path().join("agent.log"))?);
+        Ok(())
+    }
+
+    /// Stops the controller, runs `while_down`, and starts it again.
+    pub fn restart_api(&mut self, while_down: impl FnOnce(&Self)) -> Result<()> {
+        self.api.stop();
+        while_down(self);
+        self.api = spawn_api(&self.api_config, self.dir.path())?;
+        wait_http(&format!("{}/healthz", self.endpoint), Duration::from_secs(60)).context("controller did not come back")
+    }
+
+    /// Runs the CLI; returns its output whatever the exit code.
+    pub fn kumo(&self, args: &[&str]) -> Result<Output> {
+        Command::new(bin("kumo"))
+            .args(args)
+            .env("KUMO_CONFIG", self.dir.path().join("cli.toml"))
+            .env_remove("KUMO_ENDPOINT")
+            .env_remove("KUMO_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .context("running kumo")
+    }
+
+    /// Runs the CLI and fails unless it exits 0; returns stdout.
+    pub fn kumo_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.kumo(args)?;
+        if !out.status.success() {
+            bail!("kumo {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs the CLI with `--output json` and parses stdout.
+    pub fn kumo_json(&self, args: &[&str]) -> Result<Value> {
+        let mut full = vec!["--output", "json"];
+        full.extend_from_slice(args);
+        let out = self.kumo_ok(&full)?;
+        serde_json::from_str(&out).with_context(|| format!("kumo {args:?} printed no JSON: {out}"))
+    }
+
+    /// Registers the tiny image as the public default image `tiny`.
+    pub fn register_tiny_image(&self) -> Result<Value> {
+        let dir = tiny_image_dir();
+        let kernel = dir.join("vmlinuz");
+        let initrd = dir.join("initrd.img");
+        self.kumo_json(&[
+            "image", "register", "--name", "tiny", "--kernel", &kernel.to_string_lossy(), "--initrd",
+            &initrd.to_string_lossy(), "--public",
+        ])
+    }
+
+    /// Records an instance id so that it is cleaned up even if the test fails.
+    pub fn track(&mut self, id: &str) {
+        self.instances.push(id.to_owned());
+    }
+
+    /// Polls `check` every 500 ms until it returns true.
+    pub fn wait_until(&self, timeout: Duration, what: &str, mut check: impl FnMut(&Self) -> Result<bool>) -> Result<()> {
+        let start = Instant::now();
+        let mut last_err = None;
+        while start.elapsed() < timeout {
+            match check(self) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => last_err = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})")
+    }
+
+    /// The instance's console output.
+    pub fn console(&self, id: &str) -> Result<String> {
+        self.kumo_ok(&["instance", "console", id])
+    }
+
+    /// How many times the guest printed its ready marker.
+    pub fn markers(&self, id: &str) -> Result<usize> {
+        Ok(self.console(id)?.matches(&format!("KUMO-READY instance-id={id} ")).count())
+    }
+
+    /// An instance's JSON.
+    pub fn instance(&self, id: &str) -> Result<Value> {
+        self.kumo_json(&["instance", "show", id])
+    }
+
+    /// `virsh domstate` of an instance's domain, or None when there is no domain.
+    pub fn domstate(&self, id: &str) -> Option<String> {
+        let out = Command::new("virsh").args(["-c", "qemu:///system", "domstate", &format!("kumo-{id}")]).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// The controller's and agent's logs, for failure reports.
+    pub fn logs(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let tail = |s: String| s.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        format!("--- controller.log ---\n{}\n--- agent.log ---\n{}", tail(read("controller.log")), tail(read("agent.log")))
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        if let Some(agent) = &mut self.agent {
+            agent.stop();
+        }
+        self.api.stop();
+        // Whatever the test left behind on the host: only this test's domains.
+        for id in &self.instances {
+            let name = format!("kumo-{id}");
+            let _ = Command::new("virsh").args(["-c", "qemu:///system", "destroy", &name]).output();
+            let _ = Command::new("virsh").args(["-c", "qemu:///system", "undefine", &name]).output();
+        }
+    }
+}
+
+fn spawn_api(config: &Path, dir: &Path) -> Result<Process> {
+    let mut cmd = Command::new(bin("kumo-api"));
+    cmd.arg("--config").arg(config).env("KUMO_LOG", "info,kumo_api=debug");
+    Process::spawn(cmd, dir.join("controller.log"))
+}
+
+fn wait_http(url: &str, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    while start.elapsed() < timeout {
+        if client.get(url).send().is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("{url} did not answer within {timeout:?}")
+}

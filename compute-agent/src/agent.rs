@@ -1,0 +1,130 @@
+//! Wiring: builds the hypervisor, image cache, disk store, converger, console
+//! server and sync loop from the configuration, and runs them until told to stop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kumo_storage::{ImageCache, InstanceDisks, QemuImgDisks};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ControllerClient, HttpImageFetcher};
+use crate::config::AgentConfig;
+use crate::console::{self, ConsoleState};
+use crate::converge::Converger;
+use crate::credentials::{self, CredentialsError, SharedCredentials};
+use crate::hypervisor::{Hypervisor, LibvirtHypervisor};
+use crate::status::StatusHandle;
+use crate::worker::{SyncWorker, WorkerParts};
+
+/// Errors that keep the agent from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The state directory could not be created.
+    #[error("could not create the state directory {path}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The saved credentials could not be read.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// The HTTP server could not listen.
+    #[error("could not listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("the agent's HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A started agent: its server socket is bound, its loops not yet running.
+#[derive(Debug)]
+pub struct Agent {
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    router: axum::Router,
+    worker: SyncWorker,
+}
+
+impl Agent {
+    /// Prepares the agent: state directory, saved credentials, libvirt, server socket.
+    pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        let state_dir = &config.state_dir;
+        for dir in [state_dir.clone(), state_dir.join("instances"), state_dir.join("images")] {
+            std::fs::create_dir_all(&dir).map_err(|source| AgentError::StateDir { path: dir.clone(), source })?;
+        }
+        let creds_path = state_dir.join("host.json");
+        let creds = SharedCredentials::default();
+        creds.set(credentials::load(&creds_path)?);
+        if let Some(c) = creds.get() {
+            tracing::info!(host_id = %c.host_id, "reusing saved host credentials");
+        }
+
+        let hypervisor: Arc<dyn Hypervisor> = Arc::new(LibvirtHypervisor::new(config.libvirt_uri.clone()));
+        match hypervisor.node_resources().await {
+            Ok(node) => {
+                tracing::info!(uri = %config.libvirt_uri, cpus = node.cpus, memory_mib = node.memory_mib, "libvirt connected")
+            }
+            Err(err) => tracing::warn!(error = %err, "libvirt is not reachable yet; will keep trying"),
+        }
+        let client = ControllerClient::new(config.controller_base());
+        let fetcher = Arc::new(HttpImageFetcher::new(client.clone(), creds.clone()));
+        let images = Arc::new(ImageCache::new(state_dir.join("images"), fetcher));
+        let disks: Arc<dyn InstanceDisks> = Arc::new(QemuImgDisks::new(state_dir.join("instances")));
+        let converger = Arc::new(Converger::new(
+            hypervisor.clone(),
+            disks.clone(),
+            images,
+            config.domain_type,
+            std::time::Duration::from_secs(config.shutdown_timeout_secs),
+        ));
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| AgentError::Bind { addr: config.listen, source })?;
+        let status = StatusHandle::default();
+        let router =
+            console::router(ConsoleState { disks: disks.clone(), creds: creds.clone(), status: status.clone() });
+        let agent_url = config.advertise_url.clone().unwrap_or_else(|| format!("http://{local_addr}"));
+        let worker = SyncWorker::new(WorkerParts {
+            config,
+            agent_url,
+            client,
+            creds,
+            creds_path,
+            hypervisor,
+            disks,
+            converger,
+            status,
+        });
+        Ok(Self { listener, local_addr, router, worker })
+    }
+
+    /// The address the agent's HTTP server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves and syncs until `shutdown` is cancelled; domains are left running.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        tracing::info!(listen = %self.local_addr, "agent HTTP server listening");
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let server = tokio::spawn(std::future::IntoFuture::into_future(server));
+        self.worker.run(shutdown.clone()).await;
+        shutdown.cancel();
+        match server.await {
+            Ok(result) => result.map_err(AgentError::Serve),
+            Err(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The agent's settings: defaults, then a TOML file, then `KUMO_AGENT_<FIELD>`
+//! environment variables. Unknown keys and unknown `KUMO_AGENT_*` variables are
+//! errors, so a typo never silently falls back to a default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The prefix of environment variables that override settings.
+pub const ENV_PREFIX: &str = "KUMO_AGENT_";
+
+/// The longest long poll the agent asks for (a minute).
+pub const MAX_SYNC_WAIT_MS: u64 = 60_000;
+
+/// Errors while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("could not read the configuration file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{path} is not valid TOML")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A `KUMO_AGENT_*` variable that names no setting.
+    #[error("unknown environment variable {0} (no such agent setting)")]
+    UnknownVariable(String),
+    /// A numeric setting's variable does not hold a number.
+    #[error("environment variable {var} must be a whole number, got '{value}'")]
+    NotANumber {
+        /// The variable.
+        var: String,
+        /// Its value.
+        value: String,
+    },
+    /// A key is unknown, a value has the wrong type, or a required key is missing.
+    #[error("invalid agent configuration")]
+    Invalid(#[source] toml::de::Error),
+    /// A value is of the right type but not usable.
+    #[error("invalid agent configuration: {0}")]
+    Value(String),
+}
+
+/// A string that never shows up in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// The libvirt domain type the agent's guests use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainType {
+    /// Hardware virtualisation (real hosts).
+    Kvm,
+    /// TCG emulation (nested or test machines; slow but needs no /dev/kvm).
+    Qemu,
+}
+
+impl DomainType {
+    /// The name libvirt uses in `<domain type='...'>`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Qemu => "qemu",
+        }
+    }
+}
+
+/// Everything the agent is told by its operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Base URL of the controller, e.g. `http://127.0.0.1:8774`.
+    pub controller_url: String,
+    /// The cluster join token, used to register (and re-register) this host.
+    pub join_token: Secret,
+    /// This host's name in the cluster (default: the machine's hostname).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Where the agent's own HTTP server (console logs, health) listens.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The URL the controller uses to reach this agent (default: `http://<listen>`).
+    #[serde(default)]
+    pub advertise_url: Option<String>,
+    /// The libvirt connection URI.
+    #[serde(default = "default_libvirt_uri")]
+    pub libvirt_uri: String,
+    /// `kvm` on real hosts, `qemu` for TCG emulation.
+    #[serde(default = "default_domain_type")]
+    pub domain_type: DomainType,
+    /// Where the agent keeps its credentials, image cache and instance files.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The availability zone this host belongs to.
+    #[serde(default = "default_zone")]
+    pub availability_zone: String,
+    /// How long the controller may hold a sync when nothing changed (milliseconds).
+    #[serde(default = "default_sync_wait_ms")]
+    pub sync_wait_ms: u64,
+    /// How long a guest gets to power off after an ACPI shutdown before it is destroyed.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+    /// Memory kept back for the host itself, subtracted from what is offered (MiB).
+    #[serde(default = "default_reserved_memory_mib")]
+    pub reserved_memory_mib: u64,
+    /// Disk space offered for instances in GiB (default: the free space of `state_dir`).
+    #[serde(default)]
+    pub disk_gib: Option<u64>,
+}
+
+fn default_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8775))
+}
+fn default_libvirt_uri() -> String {
+    "qemu:///system".to_owned()
+}
+fn default_domain_type() -> DomainType {
+    DomainType::Kvm
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/kumo/agent")
+}
+fn default_zone() -> String {
+    "zone-1".to_owned()
+}
+fn default_sync_wait_ms() -> u64 {
+    2000
+}
+fn default_shutdown_timeout_secs() -> u64 {
+    60
+}
+fn default_reserved_memory_mib() -> u64 {
+    512
+}
+
+/// Settings whose environment variables hold numbers (all others hold strings).
+const NUMERIC: &[&str] = &["sync_wait_ms", "shutdown_timeout_secs", "reserved_memory_mib", "disk_gib"];
+/// Every setting, for checking `KUMO_AGENT_*` variables.
+const FIELDS: &[&str] = &[
+    "controller_url",
+    "join_token",
+    "name",
+    "listen",
+    "advertise_url",
+    "libvirt_uri",
+    "domain_type",
+    "state_dir",
+    "availability_zone",
+    "sync_wait_ms",
+    "shutdown_timeout_secs",
+    "reserved_memory_mib",
+    "disk_gib",
+];
+
+impl AgentConfig {
+    /// Loads the file at `path` (if any) and applies the `KUMO_AGENT_*` variables in `env`.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                text.parse::<toml::Table>().map_err(|source| ConfigError::Syntax { path: path.to_owned(), source })?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, value) in env {
+            let Some(key) = var.strip_prefix(ENV_PREFIX) else { continue };
+            let key = key.to_ascii_lowercase();
+            if !FIELDS.contains(&key.as_str()) {
+                return Err(ConfigError::UnknownVariable(var));
+            }
+            let value = if NUMERIC.contains(&key.as_str()) {
+                let n: i64 = value.trim().parse().map_err(|_| ConfigError::NotANumber { var, value })?;
+                toml::Value::Integer(n)
+            } else {
+                toml::Value::String(value)
+            };
+            table.insert(key, value);
+        }
+        let config = Self::deserialize(toml::Value::Table(table)).map_err(ConfigError::Invalid)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = reqwest::Url::parse(&self.controller_url)
+            .map_err(|e| ConfigError::Value(format!("controller_url '{}' is not a URL: {e}", self.controller_url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::Value(format!("controller_url '{}' must be http or https", self.controller_url)));
+        }
+        if self.join_token.expose().is_empty() {
+            return Err(ConfigError::Value("join_token is empty".to_owned()));
+        }
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::Value("name is empty".to_owned()));
+        }
+        if self.sync_wait_ms > MAX_SYNC_WAIT_MS {
+            return Err(ConfigError::Value(format!("sync_wait_ms must be at most {MAX_SYNC_WAIT_MS}")));
+        }
+        if self.shutdown_timeout_secs == 0 {
+            return Err(ConfigError::Value("shutdown_timeout_secs must be at least 1".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The URL the controller reaches this agent at.
+    pub fn advertise_url(&self) -> String {
+        self.advertise_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    /// The controller's base URL without a trailing slash.
+    pub fn controller_base(&self) -> &str {
+        self.controller_url.trim_end_matches('/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<AgentConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).expect("write");
+        AgentConfig::load(Some(&path), env(vars))
+    }
+
+    const MINIMAL: &str = "controller_url = \"http://127.0.0.1:8774\"\njoin_token = \"s3cret\"\n";
+
+    #[test]
+    fn defaults_fill_everything_but_the_controller_and_token() {
+        let c = load_text(MINIMAL, &[("PATH", "/bin")]).expect("valid");
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.advertise_url(), "http://127.0.0.1:8775");
+        assert_eq!(c.libvirt_uri, "qemu:///system");
+        assert_eq!(c.domain_type, DomainType::Kvm);
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/kumo/agent"));
+        assert_eq!(c.availability_zone, "zone-1");
+        assert_eq!((c.sync_wait_ms, c.shutdown_timeout_secs, c.reserved_memory_mib), (2000, 60, 512));
+        assert_eq!(c.disk_gib, None);
+        assert!(!c.name.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load_text(
+            &format!("{MINIMAL}domain_type = \"kvm\"\nsync_wait_ms = 5\n"),
+            &[("KUMO_AGENT_DOMAIN_TYPE", "qemu"), ("KUMO_AGENT_SYNC_WAIT_MS", "750"), ("KUMO_AGENT_NAME", "h1")],
+        )
+        .expect("valid");
+        assert_eq!((c.domain_type, c.sync_wait_ms, c.name.as_str()), (DomainType::Qemu, 750, "h1"));
+    }
+
+    #[test]
+    fn works_from_the_environment_alone() {
+        let c = AgentConfig::load(
+            None,
+            env(&[("KUMO_AGENT_CONTROLLER_URL", "http://localhost:1/"), ("KUMO_AGENT_JOIN_TOKEN", "t")]),
+        )
+        .expect("valid");
+        assert_eq!(c.controller_base(), "http://localhost:1");
+    }
+
+    #[test]
+    fn user_errors_are_reported_clearly() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (MINIMAL, &[("KUMO_AGENT_SYNC_WAIT", "1")], "unknown environment variable KUMO_AGENT_SYNC_WAIT"),
+            (
+                MINIMAL,
+                &[("KUMO_AGENT_DISK_GIB", "lots")],
+                "environment variable KUMO_AGENT_DISK_GIB must be a whole number",
+            ),
+            ("controller_url = \"http://x\"\njoin_token = \"t\"\ncolour = 1\n", &[], "unknown field `colour`"),
+            ("join_token = \"t\"\n", &[], "missing field `controller_url`"),
+            (&format!("{MINIMAL}domain_type = \"xen\"\n"), &[], "unknown variant `xen`"),
+            (&format!("{MINIMAL}listen = \"nowhere\"\n"), &[], "invalid socket address"),
+            ("controller_url = \"ftp://x\"\njoin_token = \"t\"\n", &[], "must be http or https"),
+            ("controller_url = \"http://x\"\njoin_token = \"\"\n", &[], "join_token is empty"),
+            (&format!("{MINIMAL}shutdown_timeout_secs = 0\n"), &[], "shutdown_timeout_secs must be at least 1"),
+            (&format!("{MINIMAL}sync_wait_ms = 600000\n"), &[], "sync_wait_ms must be at most 60000"),
+            ("controller_url = ", &[], "is not valid TOML"),
+        ];
+        for (text, vars, expected) in cases {
+            let err = load_text(text, vars).expect_err(expected);
+            let chain = crate::error_chain(&err);
+            assert!(chain.contains(expected), "{chain:?} does not contain {expected:?}");
+        }
+        let err = AgentConfig::load(Some(Path::new("/nonexistent/agent.toml")), env(&[])).expect_err("missing");
+        assert_eq!(err.to_string(), "could not read the configuration file /nonexistent/agent.toml");
+    }
+
+    #[test]
+    fn the_join_token_is_redacted_in_debug_output() {
+        let c = load_text(MINIMAL, &[]).expect("valid");
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,229 @@
+//! Carrying out one instance's desired state on this host: fetch its image,
+//! build its root disk, define its domain and start, stop, reboot or delete
+//! it. Every step is idempotent, so a task that failed halfway (or an agent
+//! that died halfway) is simply run again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kumo_storage::{BackingImage, DiskError, ImageCache, ImageCacheError, InstanceDisks};
+use kumo_wire::agent::{DesiredInstance, ImageFileRef, ImageRef, ObservedPower};
+use kumo_wire::api::{ImageFileRole, ImageKind};
+use kumo_wire::{DesiredPower, ImageId, InstanceId};
+
+use crate::config::DomainType;
+use crate::domain_xml::{domain_name, render, Boot, DomainSpec};
+use crate::hypervisor::{Hypervisor, HypervisorError};
+
+/// The file name of an instance's serial console log inside its directory.
+pub const CONSOLE_LOG_FILE: &str = "console.log";
+
+/// Why an instance could not be converged. The message is what the user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergeError {
+    /// Fetching or verifying an image file failed.
+    #[error(transparent)]
+    Image(#[from] ImageCacheError),
+    /// Building the root disk failed.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// libvirt refused.
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+    /// The image does not list a file its kind needs.
+    #[error("image {image} has no {role} file")]
+    MissingImageFile {
+        /// The image.
+        image: ImageId,
+        /// The missing file.
+        role: &'static str,
+    },
+    /// A disk image without a format.
+    #[error("image {0} is a disk image without a disk format")]
+    MissingDiskFormat(ImageId),
+}
+
+/// Carries out desired states with a hypervisor, a disk store and an image cache.
+pub struct Converger {
+    hypervisor: Arc<dyn Hypervisor>,
+    disks: Arc<dyn InstanceDisks>,
+    images: Arc<ImageCache>,
+    domain_type: DomainType,
+    shutdown_timeout: Duration,
+    poll_interval: Duration,
+}
+
+impl std::fmt::Debug for Converger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Converger")
+            .field("domain_type", &self.domain_type)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Converger {
+    /// A converger; guests get `shutdown_timeout` to power off before they are destroyed.
+    pub fn new(
+        hypervisor: Arc<dyn Hypervisor>,
+        disks: Arc<dyn InstanceDisks>,
+        images: Arc<ImageCache>,
+        domain_type: DomainType,
+        shutdown_timeout: Duration,
+    ) -> Self {
+        Self { hypervisor, disks, images, domain_type, shutdown_timeout, poll_interval: Duration::from_millis(250) }
+    }
+
+    /// The instance's console log (whether or not it exists).
+    pub fn console_log(&self, id: &InstanceId) -> PathBuf {
+        self.disks.instance_dir(id).join(CONSOLE_LOG_FILE)
+    }
+
+    /// Brings the instance to `desired` and returns the power state it is left in.
+    pub async fn apply(&self, desired: &DesiredInstance) -> Result<ObservedPower, ConvergeError> {
+        let name = domain_name(&desired.id);
+        match desired.power {
+            DesiredPower::Running => {
+                self.ensure_defined(desired).await?;
+                let power = self.power(&name).await?;
+                let reboot = desired.reboot_generation == Some(desired.generation);
+                if reboot && matches!(power, ObservedPower::Running | ObservedPower::Paused) {
+                    tracing::info!(instance = %desired.id, "rebooting (ACPI, then destroy after the timeout)");
+                    self.stop(&name).await?;
+                    self.hypervisor.start(&name).await?;
+                } else if !matches!(power, ObservedPower::Running | ObservedPower::Paused) {
+                    self.hypervisor.start(&name).await?;
+                    tracing::info!(instance = %desired.id, "domain started");
+                }
+                Ok(ObservedPower::Running)
+            }
+            DesiredPower::Stopped => {
+                self.ensure_defined(desired).await?;
+                self.stop(&name).await?;
+                Ok(ObservedPower::Shutoff)
+            }
+            DesiredPower::Deleted => {
+                self.delete(&desired.id).await?;
+                Ok(ObservedPower::Absent)
+            }
+        }
+    }
+
+    async fn power(&self, name: &str) -> Result<ObservedPower, ConvergeError> {
+        Ok(self.hypervisor.domain(name).await?.map_or(ObservedPower::Absent, |d| d.power))
+    }
+
+    /// Fetches the image, creates the root disk if missing and (re)defines the domain.
+    async fn ensure_defined(&self, desired: &DesiredInstance) -> Result<(), ConvergeError> {
+        let spec = &desired.spec;
+        let image = &spec.image;
+        let (disk, kernel_files) = match image.kind {
+            ImageKind::Disk => {
+                let file = self.images.ensure(&image.id, required(image, ImageFileRole::Disk)?).await?;
+                let format = image.disk_format.ok_or_else(|| ConvergeError::MissingDiskFormat(image.id.clone()))?;
+                let backing = BackingImage { path: file, format };
+                (self.disks.ensure_root_disk(&desired.id, Some(&backing), spec.disk_gib).await?, None)
+            }
+            ImageKind::Kernel => {
+                let kernel = self.images.ensure(&image.id, required(image, ImageFileRole::Kernel)?).await?;
+                let initrd = self.images.ensure(&image.id, required(image, ImageFileRole::Initrd)?).await?;
+                (self.disks.ensure_root_disk(&desired.id, None, spec.disk_gib).await?, Some((kernel, initrd)))
+            }
+        };
+        let console_log = self.console_log(&desired.id);
+        let boot = match &kernel_files {
+            Some((kernel, initrd)) => Boot::Kernel { kernel, initrd },
+            None => Boot::Disk,
+        };
+        let xml = render(&DomainSpec {
+            domain_type: self.domain_type,
+            instance: &desired.id,
+            project: &spec.project_id,
+            generation: desired.generation,
+            hostname: &spec.name,
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            root_disk: &disk,
+            console_log: &console_log,
+            boot,
+        });
+        self.hypervisor.define(&xml).await?;
+        Ok(())
+    }
+
+    /// Powers the domain off: ACPI first, destroy once the timeout has passed.
+    /// A domain that is missing or already off is left as it is.
+    async fn stop(&self, name: &str) -> Result<(), ConvergeError> {
+        let Some(domain) = self.hypervisor.domain(name).await? else { return Ok(()) };
+        match domain.power {
+            ObservedPower::Running => {}
+            // A paused guest cannot react to ACPI.
+            ObservedPower::Paused => return self.destroy(name).await,
+            ObservedPower::Shutoff | ObservedPower::Crashed | ObservedPower::Absent => return Ok(()),
+        }
+        if let Err(err) = self.hypervisor.shutdown(name).await {
+            tracing::warn!(domain = name, error = %err, "ACPI shutdown failed; destroying");
+            return self.destroy(name).await;
+        }
+        let deadline = Instant::now() + self.shutdown_timeout;
+        loop {
+            if !matches!(self.power(name).await?, ObservedPower::Running | ObservedPower::Paused) {
+                tracing::info!(domain = name, "guest powered off");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        }
+        tracing::warn!(
+            domain = name,
+            timeout_s = self.shutdown_timeout.as_secs(),
+            "guest ignored ACPI shutdown; destroying"
+        );
+        self.destroy(name).await
+    }
+
+    /// Destroys a running domain; one that stopped meanwhile is fine too.
+    async fn destroy(&self, name: &str) -> Result<(), ConvergeError> {
+        match self.hypervisor.destroy(name).await {
+            Ok(()) | Err(HypervisorError::NoSuchDomain(_)) => Ok(()),
+            Err(err) => match self.power(name).await? {
+                ObservedPower::Running | ObservedPower::Paused => Err(err.into()),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Removes the domain, its disk and its console log.
+    async fn delete(&self, id: &InstanceId) -> Result<(), ConvergeError> {
+        let name = domain_name(id);
+        if let Some(domain) = self.hypervisor.domain(&name).await? {
+            if matches!(domain.power, ObservedPower::Running | ObservedPower::Paused) {
+                self.destroy(&name).await?;
+            }
+            match self.hypervisor.undefine(&name).await {
+                Ok(()) | Err(HypervisorError::NoSuchDomain(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+            tracing::info!(instance = %id, "domain destroyed and undefined");
+        }
+        if self.disks.remove(id).await? {
+            tracing::info!(instance = %id, "instance disk and console log removed");
+        }
+        Ok(())
+    }
+}
+
+fn required(image: &ImageRef, role: ImageFileRole) -> Result<&ImageFileRef, ConvergeError> {
+    image
+        .files
+        .iter()
+        .find(|f| f.role == role)
+        .ok_or_else(|| ConvergeError::MissingImageFile { image: image.id.clone(), role: role.as_str() })
+}
+
+#[cfg(test)]
+#[path = "converge_tests.rs"]
+mod tests;

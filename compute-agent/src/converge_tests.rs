@@ -1,0 +1,194 @@
+//! Convergence against libvirt's test driver with real qemu-img disks.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use kumo_storage::InstanceDisks as _;
+use kumo_wire::api::DiskFormat;
+
+use super::*;
+use crate::hypervisor::{DomainInfo, NodeResources};
+use crate::testing::{desired, instance_id, Harness};
+
+fn state(h: &Harness, id: &InstanceId) -> Option<ObservedPower> {
+    let rt = tokio::runtime::Handle::current();
+    let name = domain_name(id);
+    tokio::task::block_in_place(|| rt.block_on(h.libvirt.domain(&name))).expect("lookup").map(|d| d.power)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_kernel_image_is_fetched_built_defined_and_started() {
+    let h = Harness::new();
+    let image = h.fetcher.kernel_image(1);
+    let id = instance_id(1);
+    let want = desired(&id, 1, DesiredPower::Running, &image);
+    assert_eq!(h.converger.apply(&want).await.expect("apply"), ObservedPower::Running);
+    assert_eq!(state(&h, &id), Some(ObservedPower::Running));
+    assert!(h.disks.root_disk(&id).exists());
+    assert!(h.dir.path().join("images").join(image.id.as_str()).join("kernel").exists());
+    assert!(h.dir.path().join("images").join(image.id.as_str()).join("initrd").exists());
+    // Applying again changes nothing and fetches nothing.
+    assert_eq!(h.converger.apply(&want).await.expect("again"), ObservedPower::Running);
+    assert_eq!(h.fetcher.fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_start_reboot_and_delete() {
+    let h = Harness::new();
+    let image = h.fetcher.kernel_image(2);
+    let id = instance_id(2);
+    h.converger.apply(&desired(&id, 1, DesiredPower::Running, &image)).await.expect("run");
+    std::fs::write(h.converger.console_log(&id), b"boot log").expect("log");
+
+    assert_eq!(
+        h.converger.apply(&desired(&id, 2, DesiredPower::Stopped, &image)).await.expect("stop"),
+        ObservedPower::Shutoff
+    );
+    assert_eq!(state(&h, &id), Some(ObservedPower::Shutoff));
+    assert!(h.disks.root_disk(&id).exists(), "a stopped instance keeps its disk");
+
+    h.converger.apply(&desired(&id, 3, DesiredPower::Running, &image)).await.expect("start");
+    assert_eq!(state(&h, &id), Some(ObservedPower::Running));
+
+    let mut reboot = desired(&id, 4, DesiredPower::Running, &image);
+    reboot.reboot_generation = Some(4);
+    assert_eq!(h.converger.apply(&reboot).await.expect("reboot"), ObservedPower::Running);
+    assert_eq!(state(&h, &id), Some(ObservedPower::Running));
+
+    assert_eq!(
+        h.converger.apply(&desired(&id, 5, DesiredPower::Deleted, &image)).await.expect("delete"),
+        ObservedPower::Absent
+    );
+    assert_eq!(state(&h, &id), None);
+    assert!(!h.disks.instance_dir(&id).exists(), "disk and console log are gone");
+    // Deleting what is gone is fine.
+    h.converger.apply(&desired(&id, 5, DesiredPower::Deleted, &image)).await.expect("delete again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stopped_instance_is_defined_but_not_started() {
+    let h = Harness::new();
+    let image = h.fetcher.kernel_image(3);
+    let id = instance_id(3);
+    h.converger.apply(&desired(&id, 1, DesiredPower::Stopped, &image)).await.expect("stop");
+    assert_eq!(state(&h, &id), Some(ObservedPower::Shutoff));
+}
+
+/// libvirt's test driver, except that guests ignore the ACPI power button.
+#[derive(Debug)]
+struct DeafGuests(Arc<crate::hypervisor::LibvirtHypervisor>);
+
+#[async_trait]
+impl Hypervisor for DeafGuests {
+    async fn node_resources(&self) -> Result<NodeResources, HypervisorError> {
+        self.0.node_resources().await
+    }
+    async fn list_domains(&self) -> Result<Vec<DomainInfo>, HypervisorError> {
+        self.0.list_domains().await
+    }
+    async fn domain(&self, name: &str) -> Result<Option<DomainInfo>, HypervisorError> {
+        self.0.domain(name).await
+    }
+    async fn define(&self, xml: &str) -> Result<(), HypervisorError> {
+        self.0.define(xml).await
+    }
+    async fn start(&self, name: &str) -> Result<(), HypervisorError> {
+        self.0.start(name).await
+    }
+    async fn shutdown(&self, _name: &str) -> Result<(), HypervisorError> {
+        Ok(())
+    }
+    async fn destroy(&self, name: &str) -> Result<(), HypervisorError> {
+        self.0.destroy(name).await
+    }
+    async fn undefine(&self, name: &str) -> Result<(), HypervisorError> {
+        self.0.undefine(name).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_ignores_acpi_is_destroyed_after_the_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let libvirt = Arc::new(crate::hypervisor::LibvirtHypervisor::new(
+        crate::hypervisor::test_node_uri(dir.path()).expect("node"),
+    ));
+    let h = Harness::with_hypervisor(dir, libvirt.clone(), Arc::new(DeafGuests(libvirt)));
+    let image = h.fetcher.kernel_image(4);
+    let id = instance_id(4);
+    h.converger.apply(&desired(&id, 1, DesiredPower::Running, &image)).await.expect("run");
+    let started = Instant::now();
+    h.converger.apply(&desired(&id, 2, DesiredPower::Stopped, &image)).await.expect("stop");
+    assert!(started.elapsed() >= Duration::from_millis(600), "waited for the guest first");
+    assert_eq!(state(&h, &id), Some(ObservedPower::Shutoff));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_image_fails_with_a_readable_reason_and_defines_nothing() {
+    let h = Harness::new();
+    let mut image = h.fetcher.kernel_image(5);
+    image.files[1].sha256 = "00".repeat(32);
+    let id = instance_id(5);
+    let err = h.converger.apply(&desired(&id, 1, DesiredPower::Running, &image)).await.expect_err("corrupt");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "image {} initrd: checksum mismatch: expected sha256 {}, got ",
+            image.id,
+            "00".repeat(32)
+        )),
+        "{msg}"
+    );
+    assert_eq!(state(&h, &id), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_problems_are_reported() {
+    let h = Harness::new();
+    let id = instance_id(6);
+
+    let mut no_initrd = h.fetcher.kernel_image(6);
+    no_initrd.files.retain(|f| f.role == ImageFileRole::Kernel);
+    let err = h.converger.apply(&desired(&id, 1, DesiredPower::Running, &no_initrd)).await.expect_err("no initrd");
+    assert_eq!(err.to_string(), format!("image {} has no initrd file", no_initrd.id));
+
+    let mut unformatted = h.fetcher.disk_image(7, b"raw bytes".to_vec(), DiskFormat::Raw);
+    unformatted.disk_format = None;
+    let err = h.converger.apply(&desired(&id, 1, DesiredPower::Running, &unformatted)).await.expect_err("format");
+    assert_eq!(err.to_string(), format!("image {} is a disk image without a disk format", unformatted.id));
+
+    let mut gone = h.fetcher.kernel_image(8);
+    gone.id = "ami-000000000000000ff".parse().expect("id");
+    let err = h.converger.apply(&desired(&id, 1, DesiredPower::Running, &gone)).await.expect_err("404");
+    assert_eq!(
+        crate::error_chain(&err),
+        "image ami-000000000000000ff kernel: download failed: the controller answered 404: no such image file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_images_boot_from_an_overlay_and_must_fit_the_flavor() {
+    let h = Harness::new();
+    let base = h.dir.path().join("base.qcow2");
+    let status = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("2G")
+        .status()
+        .expect("qemu-img");
+    assert!(status.success());
+    let image = h.fetcher.disk_image(9, std::fs::read(&base).expect("read"), DiskFormat::Qcow2);
+
+    let id = instance_id(9);
+    let mut big = desired(&id, 1, DesiredPower::Running, &image);
+    big.spec.disk_gib = 3;
+    h.converger.apply(&big).await.expect("run");
+    assert_eq!(state(&h, &id), Some(ObservedPower::Running));
+
+    let small_id = instance_id(10);
+    let err = h.converger.apply(&desired(&small_id, 1, DesiredPower::Running, &image)).await.expect_err("too small");
+    assert_eq!(
+        err.to_string(),
+        "the requested root disk of 1 GiB is smaller than the image's virtual size of 2147483648 bytes"
+    );
+    assert_eq!(state(&h, &small_id), None);
+}

@@ -1,0 +1,307 @@
+//! The libvirt domain XML of an instance, and the naming rules that let the
+//! agent recognise its own domains after a restart: the domain is called
+//! `kumo-<instance-id>`, its UUID is derived from the instance id, and its
+//! `<metadata>` carries the instance id, project and generation under
+//! [`METADATA_NS`].
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use kumo_wire::{InstanceId, ProjectId};
+use sha2::{Digest, Sha256};
+
+use crate::config::DomainType;
+
+/// The XML namespace of the agent's domain metadata.
+pub const METADATA_NS: &str = "urn:kumo:domain:1";
+/// The prefix of every domain the agent creates.
+pub const DOMAIN_PREFIX: &str = "kumo-";
+
+/// How the guest boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boot<'a> {
+    /// From its root disk (disk images).
+    Disk,
+    /// Direct kernel boot (kernel+initrd images); the root disk is blank.
+    Kernel {
+        /// The cached kernel.
+        kernel: &'a Path,
+        /// The cached initrd.
+        initrd: &'a Path,
+    },
+}
+
+/// Everything that goes into an instance's domain XML.
+#[derive(Debug, Clone, Copy)]
+pub struct DomainSpec<'a> {
+    /// `kvm` or `qemu`.
+    pub domain_type: DomainType,
+    /// The instance.
+    pub instance: &'a InstanceId,
+    /// Its project.
+    pub project: &'a ProjectId,
+    /// The desired-state generation the domain is defined for.
+    pub generation: u64,
+    /// The guest's hostname (the instance's name).
+    pub hostname: &'a str,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// The root disk (qcow2).
+    pub root_disk: &'a Path,
+    /// Where the serial console is written.
+    pub console_log: &'a Path,
+    /// Disk or kernel boot.
+    pub boot: Boot<'a>,
+}
+
+/// The domain name of an instance.
+pub fn domain_name(instance: &InstanceId) -> String {
+    format!("{DOMAIN_PREFIX}{instance}")
+}
+
+/// The instance a domain name belongs to, if it is one of ours.
+pub fn instance_of(domain_name: &str) -> Option<InstanceId> {
+    domain_name.strip_prefix(DOMAIN_PREFIX)?.parse().ok()
+}
+
+/// The instance id in the agent's metadata element, as libvirt returns it.
+pub fn instance_of_metadata(metadata_xml: &str) -> Option<InstanceId> {
+    ['"', '\''].into_iter().find_map(|quote| {
+        let key = format!(" id={quote}");
+        let start = metadata_xml.find(&key)? + key.len();
+        let len = metadata_xml[start..].find(quote)?;
+        metadata_xml[start..start + len].parse().ok()
+    })
+}
+
+/// A stable, name-based UUID for an instance's domain, so a redefinition
+/// always matches the existing domain.
+pub fn domain_uuid(instance: &InstanceId) -> String {
+    let digest = Sha256::digest(format!("kumo-domain:{instance}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50; // version 5 (name-based)
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Escapes text for XML content and attribute values.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn path(p: &Path) -> String {
+    esc(&p.to_string_lossy())
+}
+
+/// The hostname as it can stand in a kernel command line (no spaces or quotes).
+fn cmdline_hostname(name: &str) -> String {
+    let cleaned: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
+    if cleaned.is_empty() {
+        "instance".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+/// Renders the full domain XML.
+pub fn render(spec: &DomainSpec<'_>) -> String {
+    let id = spec.instance.as_str();
+    let mut x = String::with_capacity(2048);
+    // Writing to a String cannot fail.
+    let _ = writeln!(x, "<domain type='{}'>", spec.domain_type.as_str());
+    let _ = writeln!(x, "  <name>{}</name>", esc(&domain_name(spec.instance)));
+    let _ = writeln!(x, "  <uuid>{}</uuid>", domain_uuid(spec.instance));
+    let _ = writeln!(x, "  <metadata>");
+    let _ = writeln!(
+        x,
+        "    <kumo:instance xmlns:kumo='{METADATA_NS}' id='{}' project='{}' generation='{}'/>",
+        esc(id),
+        esc(spec.project.as_str()),
+        spec.generation
+    );
+    let _ = writeln!(x, "  </metadata>");
+    let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", spec.memory_mib);
+    let _ = writeln!(x, "  <vcpu>{}</vcpu>", spec.vcpus);
+    let _ = writeln!(x, "  <sysinfo type='smbios'>");
+    let _ = writeln!(x, "    <system>");
+    let _ = writeln!(x, "      <entry name='manufacturer'>Kumo</entry>");
+    let _ = writeln!(x, "      <entry name='product'>Kumo Compute</entry>");
+    let _ = writeln!(x, "      <entry name='serial'>{}</entry>", esc(id));
+    let _ = writeln!(x, "    </system>");
+    let _ = writeln!(x, "  </sysinfo>");
+    let _ = writeln!(x, "  <os>");
+    let _ = writeln!(x, "    <type arch='x86_64' machine='pc'>hvm</type>");
+    match spec.boot {
+        Boot::Disk => {
+            let _ = writeln!(x, "    <boot dev='hd'/>");
+        }
+        Boot::Kernel { kernel, initrd } => {
+            let _ = writeln!(x, "    <kernel>{}</kernel>", path(kernel));
+            let _ = writeln!(x, "    <initrd>{}</initrd>", path(initrd));
+            let cmdline =
+                format!("console=ttyS0 kumo.instance_id={id} kumo.hostname={}", cmdline_hostname(spec.hostname));
+            let _ = writeln!(x, "    <cmdline>{}</cmdline>", esc(&cmdline));
+        }
+    }
+    let _ = writeln!(x, "    <smbios mode='sysinfo'/>");
+    let _ = writeln!(x, "  </os>");
+    let _ = writeln!(x, "  <features>");
+    let _ = writeln!(x, "    <acpi/>");
+    let _ = writeln!(x, "  </features>");
+    let _ = writeln!(x, "  <on_poweroff>destroy</on_poweroff>");
+    let _ = writeln!(x, "  <on_reboot>restart</on_reboot>");
+    let _ = writeln!(x, "  <on_crash>destroy</on_crash>");
+    let _ = writeln!(x, "  <devices>");
+    let _ = writeln!(x, "    <disk type='file' device='disk'>");
+    let _ = writeln!(x, "      <driver name='qemu' type='qcow2'/>");
+    let _ = writeln!(x, "      <source file='{}'/>", path(spec.root_disk));
+    let _ = writeln!(x, "      <target dev='vda' bus='virtio'/>");
+    let _ = writeln!(x, "    </disk>");
+    let log = path(spec.console_log);
+    let _ = writeln!(x, "    <serial type='file'>");
+    let _ = writeln!(x, "      <source path='{log}' append='on'/>");
+    let _ = writeln!(x, "      <target port='0'/>");
+    let _ = writeln!(x, "    </serial>");
+    let _ = writeln!(x, "    <console type='file'>");
+    let _ = writeln!(x, "      <source path='{log}' append='on'/>");
+    let _ = writeln!(x, "      <target type='serial' port='0'/>");
+    let _ = writeln!(x, "    </console>");
+    let _ = writeln!(x, "    <memballoon model='none'/>");
+    let _ = writeln!(x, "  </devices>");
+    let _ = writeln!(x, "</domain>");
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    fn ids() -> (InstanceId, ProjectId) {
+        ("i-0123456789abcdef0".parse().expect("id"), "prj-00000000000000001".parse().expect("id"))
+    }
+
+    #[test]
+    fn kernel_boot_domain_xml() {
+        let (instance, project) = ids();
+        let spec = DomainSpec {
+            domain_type: DomainType::Qemu,
+            instance: &instance,
+            project: &project,
+            generation: 3,
+            hostname: "web 1<&>",
+            vcpus: 2,
+            memory_mib: 512,
+            root_disk: Path::new("/var/lib/kumo/agent/instances/i-0123456789abcdef0/disk.qcow2"),
+            console_log: Path::new("/var/lib/kumo/agent/instances/i-0123456789abcdef0/console.log"),
+            boot: Boot::Kernel {
+                kernel: Path::new("/var/lib/kumo/agent/images/ami-00000000000000002/kernel"),
+                initrd: Path::new("/var/lib/kumo/agent/images/ami-00000000000000002/initrd"),
+            },
+        };
+        expect![[r#"
+            <domain type='qemu'>
+              <name>kumo-i-0123456789abcdef0</name>
+              <uuid>c418bfe3-38af-5d8b-9728-9c5337e5acc6</uuid>
+              <metadata>
+                <kumo:instance xmlns:kumo='urn:kumo:domain:1' id='i-0123456789abcdef0' project='prj-00000000000000001' generation='3'/>
+              </metadata>
+              <memory unit='MiB'>512</memory>
+              <vcpu>2</vcpu>
+              <sysinfo type='smbios'>
+                <system>
+                  <entry name='manufacturer'>Kumo</entry>
+                  <entry name='product'>Kumo Compute</entry>
+                  <entry name='serial'>i-0123456789abcdef0</entry>
+                </system>
+              </sysinfo>
+              <os>
+                <type arch='x86_64' machine='pc'>hvm</type>
+                <kernel>/var/lib/kumo/agent/images/ami-00000000000000002/kernel</kernel>
+                <initrd>/var/lib/kumo/agent/images/ami-00000000000000002/initrd</initrd>
+                <cmdline>console=ttyS0 kumo.instance_id=i-0123456789abcdef0 kumo.hostname=web-1---</cmdline>
+                <smbios mode='sysinfo'/>
+              </os>
+              <features>
+                <acpi/>
+              </features>
+              <on_poweroff>destroy</on_poweroff>
+              <on_reboot>restart</on_reboot>
+              <on_crash>destroy</on_crash>
+              <devices>
+                <disk type='file' device='disk'>
+                  <driver name='qemu' type='qcow2'/>
+                  <source file='/var/lib/kumo/agent/instances/i-0123456789abcdef0/disk.qcow2'/>
+                  <target dev='vda' bus='virtio'/>
+                </disk>
+                <serial type='file'>
+                  <source path='/var/lib/kumo/agent/instances/i-0123456789abcdef0/console.log' append='on'/>
+                  <target port='0'/>
+                </serial>
+                <console type='file'>
+                  <source path='/var/lib/kumo/agent/instances/i-0123456789abcdef0/console.log' append='on'/>
+                  <target type='serial' port='0'/>
+                </console>
+                <memballoon model='none'/>
+              </devices>
+            </domain>
+        "#]]
+        .assert_eq(&render(&spec));
+    }
+
+    #[test]
+    fn disk_boot_has_no_kernel_and_paths_are_escaped() {
+        let (instance, project) = ids();
+        let spec = DomainSpec {
+            domain_type: DomainType::Kvm,
+            instance: &instance,
+            project: &project,
+            generation: 1,
+            hostname: "db",
+            vcpus: 1,
+            memory_mib: 256,
+            root_disk: Path::new("/srv/o'brien&co/disk.qcow2"),
+            console_log: Path::new("/srv/<x>/console.log"),
+            boot: Boot::Disk,
+        };
+        let xml = render(&spec);
+        assert!(xml.starts_with("<domain type='kvm'>\n"));
+        assert!(!xml.contains("<kernel>") && !xml.contains("<cmdline>"));
+        assert!(xml.contains("    <boot dev='hd'/>\n"));
+        assert!(xml.contains("<source file='/srv/o&apos;brien&amp;co/disk.qcow2'/>"));
+        assert!(xml.contains("<source path='/srv/&lt;x&gt;/console.log' append='on'/>"));
+    }
+
+    #[test]
+    fn names_uuids_and_metadata_map_back_to_the_instance() {
+        let (instance, _) = ids();
+        assert_eq!(domain_name(&instance), "kumo-i-0123456789abcdef0");
+        assert_eq!(instance_of("kumo-i-0123456789abcdef0"), Some(instance.clone()));
+        assert_eq!(instance_of("kumo-nope"), None);
+        assert_eq!(instance_of("i-0123456789abcdef0"), None);
+        let uuid = domain_uuid(&instance);
+        assert_eq!(uuid, domain_uuid(&instance));
+        assert_eq!((uuid.len(), &uuid[14..15]), (36, "5"));
+        let meta =
+            "<instance xmlns=\"urn:kumo:domain:1\" id=\"i-0123456789abcdef0\" project=\"prj-x\" generation=\"3\"/>";
+        assert_eq!(instance_of_metadata(meta), Some(instance.clone()));
+        assert_eq!(instance_of_metadata(&meta.replace('"', "'")), Some(instance));
+        assert_eq!(instance_of_metadata("<instance/>"), None);
+    }
+}

@@ -1,0 +1,289 @@
+//! [`Hypervisor`] on libvirt through the `virt` crate. Each call runs on the
+//! blocking thread pool; the connection is opened lazily and reopened when
+//! libvirt reports it dead (e.g. after libvirtd restarted).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use kumo_wire::agent::ObservedPower;
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainShutoffReason, DomainState, DomainStateReason};
+use virt::enumutil::Enum;
+use virt::error::ErrorNumber;
+
+use super::{DomainInfo, Hypervisor, HypervisorError, NodeResources};
+use crate::domain_xml::{instance_of, instance_of_metadata, METADATA_NS};
+
+/// A libvirt connection (`qemu:///system` on hosts, `test:///...` in tests).
+#[derive(Clone)]
+pub struct LibvirtHypervisor {
+    uri: String,
+    conn: Arc<Mutex<Option<Connect>>>,
+}
+
+impl std::fmt::Debug for LibvirtHypervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibvirtHypervisor").field("uri", &self.uri).finish_non_exhaustive()
+    }
+}
+
+/// Writes a description of a small node (4 CPUs, 8 GiB) for libvirt's test
+/// driver into `dir` and returns its URI: a private, daemon-less libvirt for
+/// tests and simulations, isolated from every other connection.
+pub fn test_node_uri(dir: &Path) -> std::io::Result<String> {
+    let file = dir.join("libvirt-test-node.xml");
+    std::fs::write(
+        &file,
+        "<node>\n  <cpu><mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets>\
+         <cores>4</cores><threads>1</threads></cpu>\n  <memory>8388608</memory>\n</node>\n",
+    )?;
+    Ok(format!("test://{}", std::path::absolute(&file)?.display()))
+}
+
+fn call<'a>(action: &'static str, target: &'a str) -> impl FnOnce(virt::error::Error) -> HypervisorError + 'a {
+    move |e| {
+        if e.code().is(ErrorNumber::NoDomain) {
+            HypervisorError::NoSuchDomain(target.to_owned())
+        } else {
+            HypervisorError::Call { action, target: target.to_owned(), message: e.message().to_owned() }
+        }
+    }
+}
+
+fn power_of(domain: &Domain) -> Result<ObservedPower, virt::error::Error> {
+    let (state, reason) = domain.state()?;
+    Ok(match state.known() {
+        Some(DomainState::Running | DomainState::Blocked | DomainState::Shutdown) => ObservedPower::Running,
+        Some(DomainState::Paused | DomainState::PMSuspended) => ObservedPower::Paused,
+        Some(DomainState::Crashed) => ObservedPower::Crashed,
+        // With `<on_crash>destroy</on_crash>` a crashed guest ends up shut off
+        // "because it crashed": that is a crash, not a guest that powered off.
+        Some(DomainState::Shutoff)
+            if matches!(reason, Enum::Known(DomainStateReason::Shutoff(Enum::Known(DomainShutoffReason::Crashed)))) =>
+        {
+            ObservedPower::Crashed
+        }
+        Some(DomainState::Shutoff) => ObservedPower::Shutoff,
+        Some(DomainState::NoState) | None => {
+            if domain.is_active()? {
+                ObservedPower::Running
+            } else {
+                ObservedPower::Shutoff
+            }
+        }
+    })
+}
+
+fn info_of(domain: &Domain) -> Result<DomainInfo, virt::error::Error> {
+    let name = domain.name()?;
+    let metadata = domain.metadata(virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(METADATA_NS), 0).ok();
+    let instance = metadata.as_deref().and_then(instance_of_metadata).or_else(|| instance_of(&name));
+    Ok(DomainInfo { uuid: domain.uuid_string()?, power: power_of(domain)?, instance, name })
+}
+
+impl LibvirtHypervisor {
+    /// A hypervisor at `uri`; the connection is opened on first use.
+    pub fn new(uri: impl Into<String>) -> Self {
+        // libvirt prints every error to stderr by default; ours go through tracing.
+        virt::error::clear_error_callback();
+        Self { uri: uri.into(), conn: Arc::new(Mutex::new(None)) }
+    }
+
+    /// The connection URI.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn connection(&self) -> Result<Connect, HypervisorError> {
+        let mut slot = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(conn) = slot.as_ref() {
+            if conn.is_alive().unwrap_or(false) {
+                return Ok(conn.clone());
+            }
+            tracing::warn!(uri = %self.uri, "libvirt connection lost; reconnecting");
+        }
+        let conn = Connect::open(Some(&self.uri))
+            .map_err(|e| HypervisorError::Connect { uri: self.uri.clone(), message: e.message().to_owned() })?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Runs `f` with a live connection on the blocking thread pool.
+    async fn with<T, F>(&self, f: F) -> Result<T, HypervisorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connect) -> Result<T, HypervisorError> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this.connection()?)).await.map_err(|_| HypervisorError::Aborted)?
+    }
+
+    /// Runs `op` on the domain called `name`.
+    async fn on_domain<T, F>(&self, name: &str, action: &'static str, op: F) -> Result<T, HypervisorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Domain) -> Result<T, virt::error::Error> + Send + 'static,
+    {
+        let name = name.to_owned();
+        self.with(move |conn| {
+            let domain = conn.lookup_domain_by_name(&name).map_err(call(action, &name))?;
+            op(&domain).map_err(call(action, &name))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Hypervisor for LibvirtHypervisor {
+    async fn node_resources(&self) -> Result<NodeResources, HypervisorError> {
+        self.with(|conn| {
+            let info = conn.node_info().map_err(call("node info", "node"))?;
+            Ok(NodeResources { cpus: info.cpus, memory_mib: info.memory / 1024 })
+        })
+        .await
+    }
+
+    async fn list_domains(&self) -> Result<Vec<DomainInfo>, HypervisorError> {
+        self.with(|conn| {
+            let domains = conn.list_all_domains(0).map_err(call("list", "domains"))?;
+            let mut infos = Vec::with_capacity(domains.len());
+            for domain in &domains {
+                match info_of(domain) {
+                    Ok(info) => infos.push(info),
+                    // It went away between the listing and the look.
+                    Err(e) if e.code().is(ErrorNumber::NoDomain) => {}
+                    Err(e) => return Err(call("inspect", "domains")(e)),
+                }
+            }
+            infos.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(infos)
+        })
+        .await
+    }
+
+    async fn domain(&self, name: &str) -> Result<Option<DomainInfo>, HypervisorError> {
+        match self.on_domain(name, "inspect", info_of).await {
+            Ok(info) => Ok(Some(info)),
+            Err(HypervisorError::NoSuchDomain(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn define(&self, xml: &str) -> Result<(), HypervisorError> {
+        let xml = xml.to_owned();
+        self.with(move |conn| {
+            conn.define_domain_xml(&xml).map(drop).map_err(|e| HypervisorError::Call {
+                action: "define",
+                target: "domain".to_owned(),
+                message: e.message().to_owned(),
+            })
+        })
+        .await
+    }
+
+    async fn start(&self, name: &str) -> Result<(), HypervisorError> {
+        self.on_domain(name, "start", |d| d.create()).await
+    }
+
+    async fn shutdown(&self, name: &str) -> Result<(), HypervisorError> {
+        self.on_domain(name, "shutdown", |d| d.shutdown()).await
+    }
+
+    async fn destroy(&self, name: &str) -> Result<(), HypervisorError> {
+        self.on_domain(name, "destroy", |d| d.destroy()).await
+    }
+
+    async fn undefine(&self, name: &str) -> Result<(), HypervisorError> {
+        let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
+        self.on_domain(name, "undefine", move |d| d.undefine_flags(flags)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DomainType;
+    use crate::domain_xml::{domain_name, render, Boot, DomainSpec};
+    use kumo_wire::InstanceId;
+
+    fn hypervisor() -> (tempfile::TempDir, LibvirtHypervisor) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uri = test_node_uri(dir.path()).expect("node file");
+        (dir, LibvirtHypervisor::new(uri))
+    }
+
+    fn xml_for(instance: &InstanceId) -> String {
+        let project = "prj-00000000000000001".parse().expect("id");
+        render(&DomainSpec {
+            domain_type: DomainType::Qemu,
+            instance,
+            project: &project,
+            generation: 1,
+            hostname: "t",
+            vcpus: 1,
+            memory_mib: 128,
+            root_disk: Path::new("/nonexistent/disk.qcow2"),
+            console_log: Path::new("/nonexistent/console.log"),
+            boot: Boot::Disk,
+        })
+    }
+
+    #[tokio::test]
+    async fn reads_node_resources() {
+        let (_dir, hv) = hypervisor();
+        assert_eq!(hv.node_resources().await.expect("node"), NodeResources { cpus: 4, memory_mib: 8192 });
+    }
+
+    #[tokio::test]
+    async fn walks_a_domain_through_its_lifecycle() {
+        let (_dir, hv) = hypervisor();
+        let id: InstanceId = "i-00000000000000abc".parse().expect("id");
+        let name = domain_name(&id);
+        assert_eq!(hv.domain(&name).await.expect("lookup"), None);
+        hv.define(&xml_for(&id)).await.expect("define");
+        hv.define(&xml_for(&id)).await.expect("redefine keeps the same uuid");
+        let info = hv.domain(&name).await.expect("lookup").expect("exists");
+        assert_eq!((info.power, info.instance.as_ref()), (ObservedPower::Shutoff, Some(&id)));
+        assert_eq!(info.uuid, crate::domain_xml::domain_uuid(&id));
+        hv.start(&name).await.expect("start");
+        assert_eq!(hv.list_domains().await.expect("list")[0].power, ObservedPower::Running);
+        let err = hv.start(&name).await.expect_err("already running");
+        assert!(
+            matches!(&err, HypervisorError::Call { action: "start", message, .. } if message.contains("already running")),
+            "{err}"
+        );
+        hv.shutdown(&name).await.expect("acpi");
+        assert_eq!(hv.domain(&name).await.expect("lookup").map(|d| d.power), Some(ObservedPower::Shutoff));
+        hv.start(&name).await.expect("start again");
+        hv.destroy(&name).await.expect("destroy");
+        hv.undefine(&name).await.expect("undefine");
+        assert!(hv.list_domains().await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_domains_bad_xml_and_bad_uris_are_clear_errors() {
+        let (_dir, hv) = hypervisor();
+        assert_eq!(hv.start("kumo-nothing").await, Err(HypervisorError::NoSuchDomain("kumo-nothing".into())));
+        assert_eq!(hv.destroy("kumo-nothing").await, Err(HypervisorError::NoSuchDomain("kumo-nothing".into())));
+        let err = hv.define("<domain type='qemu'><name>x</name></domain>").await.expect_err("invalid");
+        assert!(err.to_string().starts_with("libvirt define of domain failed: "), "{err}");
+        let bad = LibvirtHypervisor::new("test:///nonexistent/node.xml");
+        let err = bad.list_domains().await.expect_err("no such file");
+        assert!(err.to_string().starts_with("could not connect to libvirt at test:///nonexistent/node.xml: "), "{err}");
+    }
+
+    #[tokio::test]
+    async fn foreign_domains_are_listed_without_an_instance() {
+        let (_dir, hv) = hypervisor();
+        hv.define(
+            "<domain type='test'><name>someone-elses</name><memory>1024</memory>\
+             <os><type>hvm</type></os></domain>",
+        )
+        .await
+        .expect("define");
+        let domains = hv.list_domains().await.expect("list");
+        assert_eq!(domains.len(), 1);
+        assert_eq!((domains[0].name.as_str(), domains[0].instance.as_ref()), ("someone-elses", None));
+    }
+}

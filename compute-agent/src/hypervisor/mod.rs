@@ -1,0 +1,86 @@
+//! What the agent needs from a hypervisor, cut to its capabilities: read the
+//! node's resources, list domains, and define/start/stop/undefine one domain.
+//! [`LibvirtHypervisor`] is the only implementation; tests run it against
+//! libvirt's `test:///` driver instead of a hand-written mock.
+
+mod libvirt;
+
+use async_trait::async_trait;
+use kumo_wire::agent::ObservedPower;
+use kumo_wire::InstanceId;
+
+pub use libvirt::{test_node_uri, LibvirtHypervisor};
+
+/// A libvirt domain as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainInfo {
+    /// The domain's name.
+    pub name: String,
+    /// Its UUID.
+    pub uuid: String,
+    /// Its power state.
+    pub power: ObservedPower,
+    /// The Kumo instance it belongs to (from the agent's metadata or its name), if any.
+    pub instance: Option<InstanceId>,
+}
+
+/// CPU and memory of the node, as the hypervisor reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeResources {
+    /// CPU threads.
+    pub cpus: u32,
+    /// Physical memory in MiB.
+    pub memory_mib: u64,
+}
+
+/// Errors of hypervisor calls. `message` is the hypervisor's own text, fit to
+/// show to a user as the reason an instance failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HypervisorError {
+    /// The connection to the hypervisor could not be opened.
+    #[error("could not connect to libvirt at {uri}: {message}")]
+    Connect {
+        /// The connection URI.
+        uri: String,
+        /// libvirt's message.
+        message: String,
+    },
+    /// No domain of that name exists.
+    #[error("no libvirt domain named {0}")]
+    NoSuchDomain(String),
+    /// A call failed.
+    #[error("libvirt {action} of {target} failed: {message}")]
+    Call {
+        /// What was attempted (`define`, `start`, ...).
+        action: &'static str,
+        /// The domain (or `node`).
+        target: String,
+        /// libvirt's message.
+        message: String,
+    },
+    /// A blocking call's thread panicked or was cancelled (a bug).
+    #[error("libvirt call was aborted")]
+    Aborted,
+}
+
+/// The hypervisor operations the agent uses. Every call may block on the
+/// hypervisor; implementations keep that off the async executor.
+#[async_trait]
+pub trait Hypervisor: Send + Sync + std::fmt::Debug {
+    /// The node's CPUs and memory.
+    async fn node_resources(&self) -> Result<NodeResources, HypervisorError>;
+    /// Every domain, running or not.
+    async fn list_domains(&self) -> Result<Vec<DomainInfo>, HypervisorError>;
+    /// One domain by name; `None` when it does not exist.
+    async fn domain(&self, name: &str) -> Result<Option<DomainInfo>, HypervisorError>;
+    /// Defines (or redefines) a persistent domain from its XML.
+    async fn define(&self, xml: &str) -> Result<(), HypervisorError>;
+    /// Starts a defined domain.
+    async fn start(&self, name: &str) -> Result<(), HypervisorError>;
+    /// Asks the guest to power off (ACPI power button); returns at once.
+    async fn shutdown(&self, name: &str) -> Result<(), HypervisorError>;
+    /// Pulls the plug.
+    async fn destroy(&self, name: &str) -> Result<(), HypervisorError>;
+    /// Removes a (stopped) domain's definition.
+    async fn undefine(&self, name: &str) -> Result<(), HypervisorError>;
+}

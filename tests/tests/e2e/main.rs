@@ -1,0 +1,7 @@
+//! End-to-end tests: real controller and agent processes, real libvirtd, real
+//! TCG guests, driven through the `kumo` CLI as a user would.
+
+#![allow(clippy::unwrap_used)]
+
+mod lifecycle;
+mod resilience;
