@@ -39,6 +39,19 @@ fn free_under_ratio(total: u64, ratio: f64, used: u64) -> f64 {
     total as f64 * ratio - used as f64
 }
 
+/// What is free of one resource after the ratio, or why `need` does not fit.
+fn fits(what: &str, unit: &str, need: f64, total: u64, ratio: f64, used: u64) -> Result<f64, String> {
+    let free = free_under_ratio(total, ratio, used);
+    if need > free {
+        let physical = if unit.is_empty() { " physical" } else { unit };
+        return Err(format!(
+            "not enough {what}: needs {need}{unit}, {}{unit} free ({total}{physical} x {ratio} ratio, {used}{unit} used)",
+            free.max(0.0).floor()
+        ));
+    }
+    Ok(free)
+}
+
 /// Why `host` cannot take `claim`, or its weight (higher is better) if it can.
 pub fn weigh(host: &Host, claim: Claim, policy: &Policy, now: Timestamp) -> Result<f64, String> {
     if !host.enabled {
@@ -52,39 +65,9 @@ pub fn weigh(host: &Host, claim: Claim, policy: &Policy, now: Timestamp) -> Resu
         });
     }
     let r = policy.ratios;
-    let free_cpu = free_under_ratio(u64::from(host.vcpus), r.cpu, u64::from(host.used_vcpus));
-    if f64::from(claim.vcpus) > free_cpu {
-        return Err(format!(
-            "not enough vCPUs: needs {}, {} free ({} physical x {} ratio, {} used)",
-            claim.vcpus,
-            free_cpu.max(0.0).floor(),
-            host.vcpus,
-            r.cpu,
-            host.used_vcpus
-        ));
-    }
-    let free_ram = free_under_ratio(host.memory_mib, r.ram, host.used_memory_mib);
-    if claim.memory_mib as f64 > free_ram {
-        return Err(format!(
-            "not enough memory: needs {} MiB, {} MiB free ({} MiB x {} ratio, {} MiB used)",
-            claim.memory_mib,
-            free_ram.max(0.0).floor(),
-            host.memory_mib,
-            r.ram,
-            host.used_memory_mib
-        ));
-    }
-    let free_disk = free_under_ratio(host.disk_gib, r.disk, host.used_disk_gib);
-    if claim.disk_gib as f64 > free_disk {
-        return Err(format!(
-            "not enough disk: needs {} GiB, {} GiB free ({} GiB x {} ratio, {} GiB used)",
-            claim.disk_gib,
-            free_disk.max(0.0).floor(),
-            host.disk_gib,
-            r.disk,
-            host.used_disk_gib
-        ));
-    }
+    let free_cpu = fits("vCPUs", "", f64::from(claim.vcpus), u64::from(host.vcpus), r.cpu, u64::from(host.used_vcpus))?;
+    let free_ram = fits("memory", " MiB", claim.memory_mib as f64, host.memory_mib, r.ram, host.used_memory_mib)?;
+    fits("disk", " GiB", claim.disk_gib as f64, host.disk_gib, r.disk, host.used_disk_gib)?;
     // The share of memory and CPU left after placing, averaged: spread wants it
     // high (emptiest host), pack wants it low (fullest host that fits).
     let cap_ram = host.memory_mib as f64 * r.ram;

@@ -21,8 +21,11 @@ pub fn enabled() -> bool {
     false
 }
 
-/// Where cargo put the workspace's binaries.
+/// Where cargo put the workspace's binaries (`KUMO_BIN_DIR` overrides, e.g. for release builds).
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("KUMO_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));

@@ -1,0 +1,457 @@
+//! `kumo-bench`: prints the foundation's performance figures.
+//!
+//! ```text
+//! kumo-bench scheduler [--postgres URL]   place 10,000 instances onto 1,000 simulated hosts
+//! kumo-bench api-reads                    GET /v1/instances (100 instances) at concurrency 1 and 32, idle RSS
+//! kumo-bench launch                       API call -> guest marker, beside the same guest started by libvirt
+//! ```
+//! Build with `cargo build --release --workspace --bins` and run with
+//! `KUMO_BIN_DIR=target/release` so the processes it starts are release builds.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kumo_api::auth::TokenKeys;
+use kumo_api::config::ControllerConfig;
+use kumo_api::db::hosts::Registration;
+use kumo_api::db::instances::{self, InstanceRecord};
+use kumo_api::db::Db;
+use kumo_api::state::{AppState, HostNotifier};
+use kumo_tests::{bin, free_port, Options, Process, Stack};
+use kumo_wire::agent::HostCapacity;
+use kumo_wire::api::{ImageKind, Visibility};
+use kumo_wire::{DesiredPower, InstanceId, InstanceState, Timestamp};
+use serde_json::{json, Value};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Runtime::new()?;
+    match args.first().map(String::as_str) {
+        Some("scheduler") => {
+            let url = args.iter().position(|a| a == "--postgres").and_then(|i| args.get(i + 1)).cloned();
+            rt.block_on(scheduler(url))
+        }
+        Some("api-reads") => rt.block_on(api_reads()),
+        Some("launch") => launch(),
+        _ => bail!("usage: kumo-bench scheduler [--postgres URL] | api-reads | launch"),
+    }
+}
+
+// ------------------------------------------------------------------ scheduler
+
+async fn scheduler(postgres: Option<String>) -> Result<()> {
+    const HOSTS: usize = 1_000;
+    const INSTANCES: usize = 10_000;
+    let dir = tempfile::tempdir()?;
+    let url = match &postgres {
+        Some(base) => {
+            let name = format!("kumo_bench_{}", &InstanceId::generate().as_str()[2..]);
+            let status = Command::new("psql").args([base.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")]).status()?;
+            if !status.success() {
+                bail!("cannot create database {name}");
+            }
+            let (prefix, _) = base.rsplit_once('/').context("postgres URL without database")?;
+            format!("{prefix}/{name}")
+        }
+        None => format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()),
+    };
+    let config = ControllerConfig {
+        data_dir: dir.path().join("data"),
+        database_url: Some(url.clone()),
+        host_timeout_secs: 24 * 3600,
+        ..ControllerConfig::default()
+    };
+    let db = Db::connect(&url, 8).await?;
+    let boot = kumo_api::bootstrap::bootstrap(&db, &config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let project = db.find_project("admin").await?.context("admin project")?;
+    let image = db.insert_image(&project.id, "bench", ImageKind::Kernel, None, Visibility::Public).await?;
+    for i in 0..HOSTS {
+        db.register_host(&Registration {
+            name: &format!("host-{i:04}"),
+            token_hash: &format!("{i:064}"),
+            agent_token: "x",
+            agent_url: "http://127.0.0.1:9",
+            hypervisor: "qemu",
+            availability_zone: "zone-1",
+            capacity: HostCapacity { vcpus: 32, memory_mib: 131_072, disk_gib: 4_000 },
+        })
+        .await?;
+    }
+    let now = Timestamp::now();
+    for chunk in 0..(INSTANCES / 500) {
+        let mut tx = db.begin_write().await?;
+        for n in 0..500 {
+            let created = now.plus_millis((chunk * 500 + n) as i64);
+            let rec = InstanceRecord {
+                id: InstanceId::generate(),
+                project_id: project.id.clone(),
+                name: format!("b{}", chunk * 500 + n),
+                flavor_name: "small".into(),
+                vcpus: 1,
+                memory_mib: 1024,
+                disk_gib: 10,
+                image_id: image.id.clone(),
+                key_pair_name: None,
+                ssh_public_key: None,
+                user_data: None,
+                host_id: None,
+                host_name: None,
+                state: InstanceState::Pending,
+                state_reason: None,
+                state_deadline: Some(now.plus_millis(3_600_000)),
+                desired: DesiredPower::Running,
+                generation: 1,
+                applied_generation: 0,
+                reboot_generation: None,
+                placement: None,
+                created_by: "bench".into(),
+                created_at: created,
+                updated_at: created,
+                launched_at: None,
+                deleted_at: None,
+            };
+            instances::insert(&mut tx, &rec).await?;
+        }
+        tx.commit().await?;
+    }
+    let state = AppState {
+        db: db.clone(),
+        config: Arc::new(config),
+        keys: Arc::new(TokenKeys::from_secret(b"bench", 60)),
+        images: kumo_storage::FsImageStore::open(dir.path().join("images"))?,
+        join_token: Arc::new(boot.join_token),
+        hosts: Arc::new(HostNotifier::default()),
+        scheduler_wake: Arc::new(tokio::sync::Notify::new()),
+        http: reqwest::Client::new(),
+    };
+    let start = Instant::now();
+    let mut placed = 0;
+    loop {
+        let n = kumo_api::scheduler::schedule_pending(&state, 500).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if n == 0 {
+            break;
+        }
+        placed += n;
+    }
+    let wall = start.elapsed();
+    let hosts = db.list_hosts().await?;
+    let used: u64 = hosts.iter().map(|h| u64::from(h.host.used_vcpus)).sum();
+    let busiest = hosts.iter().map(|h| h.host.instances).max().unwrap_or(0);
+    let backend = if postgres.is_some() { "postgres" } else { "sqlite" };
+    println!(
+        "scheduler[{backend}]: placed {placed} instances on {HOSTS} hosts in {:.2} s ({:.0} placements/s, {:.0} us each); \
+         vCPUs claimed {used}; most instances on one host {busiest}",
+        wall.as_secs_f64(),
+        placed as f64 / wall.as_secs_f64(),
+        wall.as_micros() as f64 / placed.max(1) as f64
+    );
+    if placed != INSTANCES || used != INSTANCES as u64 {
+        bail!("expected {INSTANCES} placements");
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ api reads
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn load(client: &reqwest::Client, url: &str, token: &str, concurrency: usize, total: usize) -> Result<()> {
+    let per_task = total / concurrency;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t = Instant::now();
+                let resp = client.get(&url).bearer_auth(&token).send().await?;
+                if !resp.status().is_success() {
+                    bail!("status {}", resp.status());
+                }
+                let body = resp.bytes().await?;
+                if body.len() < 1000 {
+                    bail!("short body");
+                }
+                lat.push(t.elapsed());
+            }
+            Ok(lat)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let wall = start.elapsed();
+    all.sort();
+    println!(
+        "api-reads: GET /v1/instances (100 instances), concurrency {concurrency:>2}: {:>6.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} requests)",
+        all.len() as f64 / wall.as_secs_f64(),
+        percentile(&all, 0.50).as_secs_f64() * 1000.0,
+        percentile(&all, 0.99).as_secs_f64() * 1000.0,
+        all.len()
+    );
+    Ok(())
+}
+
+async fn api_reads() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = '127.0.0.1:{port}'\ndata_dir = '{}'\nadmin_password = 'bench-pass'\njoin_token = 'bench-join'\n",
+            dir.path().join("data").display()
+        ),
+    )?;
+    let mut cmd = Command::new(bin("kumo-api"));
+    cmd.arg("--config").arg(&config).env("KUMO_LOG", "warn");
+    let api = spawn(cmd, &dir.path().join("api.log"))?;
+    let client = reqwest::Client::new();
+    wait_up(&client, &endpoint).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = rss_kib(api.child.id())?;
+
+    let token = client
+        .post(format!("{endpoint}/v1/auth/tokens"))
+        .json(&json!({"username": "admin", "password": "bench-pass"}))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?["token"]
+        .as_str()
+        .context("token")?
+        .to_owned();
+    let reg: Value = client
+        .post(format!("{endpoint}/agent/v1/register"))
+        .json(&json!({"join_token": "bench-join", "name": "bench-host", "agent_url": "http://127.0.0.1:9",
+            "capacity": {"vcpus": 64, "memory_mib": 262144, "disk_gib": 10000}, "hypervisor": "qemu", "availability_zone": "z"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let host_token = reg["host_token"].as_str().context("host token")?.to_owned();
+    let img: Value = client
+        .post(format!("{endpoint}/v1/images"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "tiny", "kind": "kernel", "visibility": "public"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let image_id = img["id"].as_str().context("image id")?;
+    for role in ["kernel", "initrd"] {
+        client.put(format!("{endpoint}/v1/images/{image_id}/files/{role}")).bearer_auth(&token).body("bytes").send().await?;
+    }
+    let run = client
+        .post(format!("{endpoint}/v1/instances"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "web", "flavor": "mini", "count": 100}))
+        .send()
+        .await?;
+    if !run.status().is_success() {
+        bail!("run: {}", run.text().await?);
+    }
+    // Play the agent: confirm every instance running.
+    let capacity = json!({"vcpus": 64, "memory_mib": 262144, "disk_gib": 10000});
+    for _ in 0..50 {
+        let desired: Value = client
+            .post(format!("{endpoint}/agent/v1/sync"))
+            .bearer_auth(&host_token)
+            .json(&json!({"observed": [], "unmanaged_domains": [], "capacity": capacity, "known_revision": null, "wait_ms": 0}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let list = desired["instances"].as_array().cloned().unwrap_or_default();
+        if list.len() == 100 {
+            let observed: Vec<Value> = list
+                .iter()
+                .map(|d| json!({"id": d["id"], "power": "running", "applied_generation": d["generation"],
+                    "error": null, "failed_generation": null, "observed_at": Timestamp::now().to_string()}))
+                .collect();
+            client
+                .post(format!("{endpoint}/agent/v1/sync"))
+                .bearer_auth(&host_token)
+                .json(&json!({"observed": observed, "unmanaged_domains": [], "capacity": capacity, "known_revision": null, "wait_ms": 0}))
+                .send()
+                .await?;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = format!("{endpoint}/v1/instances?limit=100");
+    let page: Value = client.get(&url).bearer_auth(&token).send().await?.json().await?;
+    let running = page["instances"].as_array().map_or(0, |a| a.iter().filter(|i| i["state"] == "running").count());
+    println!("api-reads: {running} of 100 instances running; page size {} bytes", page.to_string().len());
+    load(&client, &url, &token, 1, 2_000).await?;
+    load(&client, &url, &token, 32, 10_000).await?;
+    let after_rss = rss_kib(api.child.id())?;
+    println!("memory: idle controller RSS {} MiB at start, {} MiB after the load", idle_rss / 1024, after_rss / 1024);
+    Ok(())
+}
+
+fn spawn(cmd: Command, log: &Path) -> Result<Process> {
+    let mut cmd = cmd;
+    let out = std::fs::File::create(log)?;
+    cmd.stdout(out.try_clone()?).stderr(out);
+    Ok(Process { child: cmd.spawn()?, log: log.to_owned() })
+}
+
+async fn wait_up(client: &reqwest::Client, endpoint: &str) -> Result<()> {
+    for _ in 0..200 {
+        if client.get(format!("{endpoint}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("controller did not start")
+}
+
+// ------------------------------------------------------------------ launch
+
+fn wait_marker(log: &Path, marker: &str, start: Instant, timeout: Duration) -> Result<Duration> {
+    while start.elapsed() < timeout {
+        if std::fs::read_to_string(log).is_ok_and(|s| s.contains(marker)) {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!("no '{marker}' in {} after {timeout:?}", log.display())
+}
+
+fn virsh(args: &[&str]) -> Result<String> {
+    let out = Command::new("virsh").arg("-c").arg("qemu:///system").args(args).output()?;
+    if !out.status.success() {
+        bail!("virsh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn launch() -> Result<()> {
+    const RUNS: usize = 3;
+    let mut s = Stack::start(Options::default())?;
+    s.register_tiny_image()?;
+    let http = reqwest::blocking::Client::new();
+    let token = http
+        .post(format!("{}/v1/auth/tokens", s.endpoint))
+        .json(&json!({"username": "admin", "password": "e2e-admin-pass"}))
+        .send()?
+        .json::<Value>()?["token"]
+        .as_str()
+        .context("token")?
+        .to_owned();
+    let mut kumo_times = Vec::new();
+    let mut last_id = String::new();
+    for n in 0..=RUNS {
+        let start = Instant::now();
+        let resp: Value = http
+            .post(format!("{}/v1/instances", s.endpoint))
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("bench{n}"), "flavor": "mini"}))
+            .send()?
+            .json()?;
+        let id = resp["instances"][0]["id"].as_str().context("id")?.to_owned();
+        s.track(&id);
+        let log = s.agent_state.join("instances").join(&id).join("console.log");
+        let t = wait_marker(&log, &format!("KUMO-READY instance-id={id}"), start, Duration::from_secs(120))?;
+        if n == 0 {
+            println!("launch: first launch (cold image cache) API call -> marker {:.2} s", t.as_secs_f64());
+        } else {
+            kumo_times.push(t);
+        }
+        if !last_id.is_empty() {
+            s.kumo_ok(&["instance", "delete", "--wait", &last_id])?;
+        }
+        last_id = id;
+    }
+    let agent_rss = rss_kib(s.agent.as_ref().context("agent")?.child.id())?;
+    let api_rss = rss_kib(s.api.child.id())?;
+
+    // The same guest, defined and started directly through libvirt.
+    let xml = virsh(&["dumpxml", &format!("kumo-{last_id}")])?;
+    s.kumo_ok(&["instance", "delete", "--wait", &last_id])?;
+    let dir = s.dir.path().join("direct");
+    std::fs::create_dir_all(&dir)?;
+    let mut direct_times = Vec::new();
+    for n in 0..RUNS {
+        let name = format!("kumo-bench-direct-{n}");
+        let disk = dir.join(format!("{name}.qcow2"));
+        let console = dir.join(format!("{name}.log"));
+        let status = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&disk).arg("1G").status()?;
+        if !status.success() {
+            bail!("qemu-img create failed");
+        }
+        let mut doc = xml.clone();
+        doc = replace_between(&doc, "<name>", "</name>", &name);
+        doc = remove_between(&doc, "<uuid>", "</uuid>\n");
+        doc = replace_attr_paths(&doc, "console.log", &console.to_string_lossy());
+        doc = replace_attr_paths(&doc, "disk.qcow2", &disk.to_string_lossy());
+        let file = dir.join(format!("{name}.xml"));
+        std::fs::write(&file, doc)?;
+        virsh(&["define", &file.to_string_lossy()])?;
+        let start = Instant::now();
+        virsh(&["start", &name])?;
+        let t = wait_marker(&console, "KUMO-READY", start, Duration::from_secs(120));
+        let _ = virsh(&["destroy", &name]);
+        let _ = virsh(&["undefine", &name]);
+        direct_times.push(t?);
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let k = median(&mut kumo_times);
+    let d = median(&mut direct_times);
+    println!(
+        "launch: API call -> guest marker {:.2} s (median of {RUNS}, warm cache); libvirt define+start -> marker {:.2} s; \
+         ratio {:.2}; Kumo adds {:.0} ms",
+        k.as_secs_f64(),
+        d.as_secs_f64(),
+        k.as_secs_f64() / d.as_secs_f64(),
+        (k.as_secs_f64() - d.as_secs_f64()) * 1000.0
+    );
+    println!("memory: agent RSS {} MiB, controller RSS {} MiB (after the launches)", agent_rss / 1024, api_rss / 1024);
+    Ok(())
+}
+
+fn replace_between(doc: &str, open: &str, close: &str, with: &str) -> String {
+    match (doc.find(open), doc.find(close)) {
+        (Some(a), Some(b)) if a < b => format!("{}{open}{with}{}", &doc[..a], &doc[b..]),
+        _ => doc.to_owned(),
+    }
+}
+
+fn remove_between(doc: &str, open: &str, close: &str) -> String {
+    match (doc.find(open), doc.find(close)) {
+        (Some(a), Some(b)) if a < b => format!("{}{}", &doc[..a], &doc[b + close.len()..]),
+        _ => doc.to_owned(),
+    }
+}
+
+/// Replaces every quoted path that ends in `suffix` by `with`.
+fn replace_attr_paths(doc: &str, suffix: &str, with: &str) -> String {
+    let mut out = String::with_capacity(doc.len());
+    let mut rest = doc;
+    while let Some(end) = rest.find(&format!("{suffix}'")) {
+        let start = rest[..end].rfind('\'').map_or(0, |i| i + 1);
+        out.push_str(&rest[..start]);
+        out.push_str(with);
+        rest = &rest[end + suffix.len()..];
+    }
+    out.push_str(rest);
+    out
+}
