@@ -29,11 +29,14 @@ pub struct Policy {
 /// The outcome of judging every host for one instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
-    /// Indexes into the host slice of the hosts that fit, best first.
-    pub ranked: Vec<usize>,
-    /// One verdict per host, in the slice's order.
-    pub verdicts: Vec<HostVerdict>,
+    /// Hosts that fit, as (index into the host slice, weight), best first.
+    pub ranked: Vec<(usize, f64)>,
+    /// Hosts that do not, as (index, reason), in slice order.
+    pub rejected: Vec<(usize, String)>,
 }
+
+/// How many hosts a placement lists by name; the rest are summed up.
+pub const MAX_VERDICTS: usize = 20;
 
 fn free_under_ratio(total: u64, ratio: f64, used: u64) -> f64 {
     total as f64 * ratio - used as f64
@@ -81,29 +84,108 @@ pub fn weigh(host: &Host, claim: Claim, policy: &Policy, now: Timestamp) -> Resu
 
 /// Judges every host for `claim`.
 pub fn judge(hosts: &[Host], claim: Claim, policy: &Policy, now: Timestamp) -> Judgement {
-    let mut scored = Vec::new();
-    let verdicts = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, host)| match weigh(host, claim, policy, now) {
-            Ok(weight) => {
-                scored.push((i, weight));
-                HostVerdict { host: host.name.clone(), accepted: true, reason: format!("fits; weight {weight:.3}") }
-            }
-            Err(reason) => HostVerdict { host: host.name.clone(), accepted: false, reason },
-        })
-        .collect();
+    let mut ranked = Vec::new();
+    let mut rejected = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        match weigh(host, claim, policy, now) {
+            Ok(weight) => ranked.push((i, weight)),
+            Err(reason) => rejected.push((i, reason)),
+        }
+    }
     // Best weight first; equal weights keep name order so decisions are reproducible.
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    Judgement { ranked: scored.into_iter().map(|(i, _)| i).collect(), verdicts }
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    Judgement { ranked, rejected }
 }
 
-/// Sums up why nothing fits, host by host.
-pub fn no_valid_host_reason(verdicts: &[HostVerdict]) -> String {
-    if verdicts.is_empty() {
+/// The kind of a rejection: its text up to the first ':' (e.g. `not enough memory`).
+fn kind_of(reason: &str) -> &str {
+    reason.split([':', '(']).next().unwrap_or(reason).trim()
+}
+
+/// Counts of `reasons` by kind, most common first: `975 fit, 5 disabled by an operator`.
+fn tally<'a>(reasons: impl Iterator<Item = &'a str>) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for r in reasons {
+        match counts.iter_mut().find(|(k, _)| *k == r) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((r, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    counts.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The verdict lines kept with a placement: the chosen host, the best
+/// alternatives, then rejections, at most [`MAX_VERDICTS`], and a summary of the rest.
+/// `lost` are hosts that fit but whose capacity another request claimed first.
+pub fn explain(hosts: &[Host], j: &Judgement, chosen: Option<usize>, lost: &[usize]) -> (Vec<HostVerdict>, Option<String>) {
+    let mut lines: Vec<(usize, HostVerdict)> = Vec::new();
+    let accepted = |i: usize, reason: String| HostVerdict { host: hosts[i].name.clone(), accepted: true, reason };
+    if let Some(c) = chosen {
+        let weight = j.ranked.iter().find(|(i, _)| *i == c).map_or(0.0, |(_, w)| *w);
+        lines.push((c, accepted(c, format!("chosen; weight {weight:.3}"))));
+    }
+    for &(i, weight) in &j.ranked {
+        if Some(i) == chosen {
+            continue;
+        }
+        let verdict = if lost.contains(&i) {
+            HostVerdict { host: hosts[i].name.clone(), accepted: false, reason: "lost the race for its last free capacity".into() }
+        } else {
+            accepted(i, format!("fits; weight {weight:.3}"))
+        };
+        lines.push((i, verdict));
+    }
+    for (i, reason) in &j.rejected {
+        lines.push((*i, HostVerdict { host: hosts[*i].name.clone(), accepted: false, reason: reason.clone() }));
+    }
+    // Keep the chosen host, then as many alternatives and rejections as fit, alternatives first
+    // but never crowding out every rejection.
+    let alternatives = lines.iter().filter(|(_, v)| v.accepted).count();
+    let keep_rejected = j.rejected.len().min(MAX_VERDICTS / 2).max(MAX_VERDICTS.saturating_sub(alternatives));
+    let keep_accepted = MAX_VERDICTS.saturating_sub(keep_rejected.min(j.rejected.len()));
+    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+    let (mut n_acc, mut n_rej) = (0, 0);
+    for (_, v) in lines {
+        let keep = if v.accepted {
+            n_acc += 1;
+            n_acc <= keep_accepted
+        } else {
+            n_rej += 1;
+            n_rej <= keep_rejected
+        };
+        if keep {
+            kept.push(v);
+        } else {
+            dropped.push(v);
+        }
+    }
+    let omitted = (!dropped.is_empty()).then(|| {
+        let kinds = dropped.iter().map(|v| if v.accepted { "fit" } else { kind_of(&v.reason) });
+        format!("{} more hosts: {}", dropped.len(), tally(kinds))
+    });
+    (kept, omitted)
+}
+
+/// Sums up why nothing fits: every host by name when there are few, else by kind.
+pub fn no_valid_host_reason(hosts: &[Host], j: &Judgement) -> String {
+    if hosts.is_empty() {
         return "no host can take it: no compute host is registered".into();
     }
-    let parts: Vec<String> = verdicts.iter().map(|v| format!("{}: {}", v.host, v.reason)).collect();
+    if j.rejected.len() <= MAX_VERDICTS {
+        let parts: Vec<String> = j.rejected.iter().map(|(i, r)| format!("{}: {r}", hosts[*i].name)).collect();
+        return format!("no host can take it: {}", parts.join("; "));
+    }
+    let mut kinds: Vec<(&str, usize, &str)> = Vec::new();
+    for (i, r) in &j.rejected {
+        let kind = kind_of(r);
+        match kinds.iter_mut().find(|(k, _, _)| *k == kind) {
+            Some((_, n, _)) => *n += 1,
+            None => kinds.push((kind, 1, hosts[*i].name.as_str())),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    let parts: Vec<String> = kinds.iter().map(|(k, n, example)| format!("{n} hosts {k} (e.g. {example})")).collect();
     format!("no host can take it: {}", parts.join("; "))
 }
 
@@ -139,32 +221,25 @@ async fn place_one(state: &AppState, old: &InstanceRecord, hosts: &mut [Host], p
     let claim = Claim { vcpus: old.vcpus, memory_mib: old.memory_mib, disk_gib: old.disk_gib };
     let now = Timestamp::now();
     let judgement = judge(hosts, claim, policy, now);
-    let mut verdicts = judgement.verdicts.clone();
-    for &i in &judgement.ranked {
-        let change = Change {
-            event: LifecycleEvent::Placed,
-            actor: "scheduler".into(),
-            at: now,
-            reason: None,
-        };
-        let mut new = match transition::prepare(&state.config, old, &change) {
-            Ok(new) => new,
-            Err(_) => return Ok(false),
-        };
+    let mut lost = Vec::new();
+    let change = Change { event: LifecycleEvent::Placed, actor: "scheduler".into(), at: now, reason: None };
+    for &(i, _) in &judgement.ranked {
+        let Ok(mut new) = transition::prepare(&state.config, old, &change) else { return Ok(false) };
+        let (verdicts, omitted) = explain(hosts, &judgement, Some(i), &lost);
         let host = &hosts[i];
         new.host_id = Some(host.id.clone());
         new.placement = Some(Placement {
             host_id: Some(host.id.clone()),
             host_name: Some(host.name.clone()),
             strategy: policy.strategy.as_str().into(),
-            verdicts: verdicts.clone(),
+            verdicts,
+            omitted,
             decided_at: now,
         });
         let mut tx = state.db.begin_write().await?;
         if !claim_capacity(&mut tx, &host.id, claim, policy.ratios).await? {
             // Another request (or controller) claimed the room first.
-            verdicts[i].accepted = false;
-            verdicts[i].reason = "lost the race for its last free capacity".into();
+            lost.push(i);
             continue;
         }
         if !transition::commit(&mut tx, old, &mut new, &change).await? {
@@ -179,14 +254,15 @@ async fn place_one(state: &AppState, old: &InstanceRecord, hosts: &mut [Host], p
         transition::wake(state, &new);
         return Ok(true);
     }
-    let reason = no_valid_host_reason(&verdicts);
-    let placement = Placement {
-        host_id: None,
-        host_name: None,
-        strategy: policy.strategy.as_str().into(),
-        verdicts,
-        decided_at: now,
-    };
+    let mut judgement = judgement;
+    for i in lost {
+        judgement.ranked.retain(|(r, _)| *r != i);
+        judgement.rejected.push((i, "lost the race for its last free capacity".into()));
+    }
+    let reason = no_valid_host_reason(hosts, &judgement);
+    let (verdicts, omitted) = explain(hosts, &judgement, None, &[]);
+    let placement =
+        Placement { host_id: None, host_name: None, strategy: policy.strategy.as_str().into(), verdicts, omitted, decided_at: now };
     let change = Change { event: LifecycleEvent::NoValidHost, actor: "scheduler".into(), at: now, reason: Some(reason) };
     let result = transition::apply(state, &old.id, &change, |_, new| new.placement = Some(placement.clone())).await;
     match result {
@@ -231,8 +307,9 @@ mod tests {
     #[test]
     fn spread_prefers_the_emptiest_host_and_pack_the_fullest() {
         let hosts = [host("a", 4, 8192, 0, 6144), host("b", 4, 8192, 0, 0)];
-        assert_eq!(judge(&hosts, SMALL, &policy(Strategy::Spread), NOW).ranked, vec![1, 0]);
-        assert_eq!(judge(&hosts, SMALL, &policy(Strategy::Pack), NOW).ranked, vec![0, 1]);
+        let order = |s| judge(&hosts, SMALL, &policy(s), NOW).ranked.iter().map(|(i, _)| *i).collect::<Vec<_>>();
+        assert_eq!(order(Strategy::Spread), vec![1, 0]);
+        assert_eq!(order(Strategy::Pack), vec![0, 1]);
     }
 
     #[test]
@@ -243,9 +320,10 @@ mod tests {
         silent.last_heartbeat_at = Some(Timestamp(NOW.millis() - 45_000));
         let full_ram = host("full-ram", 4, 8192, 0, 7680);
         let full_cpu = host("full-cpu", 1, 8192, 4, 0);
-        let j = judge(&[disabled, silent, full_ram, full_cpu], SMALL, &policy(Strategy::Spread), NOW);
+        let hosts = [disabled, silent, full_ram, full_cpu];
+        let j = judge(&hosts, SMALL, &policy(Strategy::Spread), NOW);
         assert!(j.ranked.is_empty());
-        let reasons: Vec<&str> = j.verdicts.iter().map(|v| v.reason.as_str()).collect();
+        let reasons: Vec<&str> = j.rejected.iter().map(|(_, r)| r.as_str()).collect();
         assert_eq!(
             reasons,
             [
@@ -255,8 +333,33 @@ mod tests {
                 "not enough vCPUs: needs 1, 0 free (1 physical x 4 ratio, 4 used)",
             ]
         );
-        let reason = no_valid_host_reason(&j.verdicts);
+        let reason = no_valid_host_reason(&hosts, &j);
         assert!(reason.starts_with("no host can take it: off: disabled by an operator; silent: unreachable"), "{reason}");
+    }
+
+    #[test]
+    fn a_thousand_hosts_are_summed_up_not_listed() {
+        let mut hosts: Vec<Host> = (0..1000).map(|i| host(&format!("h{i:04}"), 4, 8192, 0, 0)).collect();
+        for h in hosts.iter_mut().take(5) {
+            h.enabled = false;
+        }
+        let j = judge(&hosts, SMALL, &policy(Strategy::Spread), NOW);
+        let chosen = j.ranked[0].0;
+        let (verdicts, omitted) = explain(&hosts, &j, Some(chosen), &[]);
+        assert_eq!(verdicts.len(), MAX_VERDICTS);
+        assert!(verdicts[0].reason.starts_with("chosen; weight"), "{:?}", verdicts[0]);
+        assert_eq!(verdicts.iter().filter(|v| !v.accepted).count(), 5, "every rejection fits in the list");
+        assert_eq!(omitted.as_deref(), Some("980 more hosts: 980 fit"));
+        for h in &mut hosts {
+            h.used_memory_mib = 8000;
+        }
+        hosts[7].enabled = false;
+        let j = judge(&hosts, SMALL, &policy(Strategy::Spread), NOW);
+        let reason = no_valid_host_reason(&hosts, &j);
+        assert_eq!(
+            reason,
+            "no host can take it: 994 hosts not enough memory (e.g. h0005); 6 hosts disabled by an operator (e.g. h0000)"
+        );
     }
 
     #[test]

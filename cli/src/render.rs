@@ -57,6 +57,9 @@ pub fn instance(i: &Instance) -> String {
                 }
                 out.push_str(&render(&t));
             }
+            if let Some(omitted) = &p.omitted {
+                out.push_str(&format!("\n{omitted}"));
+            }
         }
     }
     out
@@ -267,6 +270,7 @@ mod tests {
                         reason: "not enough memory (256 MiB free)".into(),
                     },
                 ],
+                omitted: None,
                 decided_at: T0.plus_millis(1_500),
             }),
             created_at: T0,

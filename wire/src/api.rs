@@ -451,8 +451,11 @@ pub struct Placement {
     pub host_name: Option<String>,
     /// The weigher: `spread` or `pack`.
     pub strategy: String,
-    /// One line per host considered.
+    /// The chosen host first, then the best alternatives, then rejections (at most 20 lines).
     pub verdicts: Vec<HostVerdict>,
+    /// What happened to the hosts not listed in `verdicts`, e.g. `980 more hosts: 975 fit, 5 disabled by an operator`.
+    #[serde(default)]
+    pub omitted: Option<String>,
     /// When the decision was taken.
     pub decided_at: Timestamp,
 }

@@ -185,6 +185,7 @@ async fn show_instance(State(seen): State<Shared>, headers: HeaderMap, Path(id):
             HostVerdict { host: "node1".into(), accepted: false, reason: "disabled".into() },
             HostVerdict { host: "node2".into(), accepted: true, reason: "weight 1.00".into() },
         ],
+        omitted: None,
         decided_at: Timestamp::now(),
     };
     match (instance.name == DOOMED, *polls) {
