@@ -104,7 +104,12 @@ fn opt_u64(row: &AnyRow, col: &str) -> DbResult<Option<u64>> {
 }
 
 fn record_of(row: &AnyRow) -> DbResult<InstanceRecord> {
-    let placement: Option<String> = row.try_get("placement")?;
+    record_with(row, true)
+}
+
+/// A row as a record; lists leave out the placement, which only `show` needs.
+fn record_with(row: &AnyRow, with_placement: bool) -> DbResult<InstanceRecord> {
+    let placement: Option<String> = if with_placement { row.try_get("placement")? } else { None };
     Ok(InstanceRecord {
         id: parse_col(row, "id")?,
         project_id: parse_col(row, "project_id")?,
@@ -283,7 +288,7 @@ impl Db {
             q = q.bind(after.clone());
         }
         let rows = q.bind(i64::from(f.limit)).fetch_all(self.pool()).await?;
-        rows.iter().map(record_of).collect()
+        rows.iter().map(|r| record_with(r, false)).collect()
     }
 
     /// Instances placed on `host` that are not yet confirmed deleted.

@@ -44,7 +44,7 @@ async fn run_instances(
     Ok((StatusCode::ACCEPTED, Json(RunInstancesResponse { instances: records.iter().map(|r| r.to_api()).collect() })))
 }
 
-/// Lists the project's instances, newest first, a page at a time.
+/// Lists the project's instances, newest first, a page at a time (without placements: see `GET /v1/instances/{id}`).
 #[utoipa::path(get, path = "/v1/instances", tag = "instances", params(ListInstancesQuery),
     responses((status = 200, body = InstancePage), (status = 400, body = kumo_wire::ErrorBody)))]
 async fn list_instances(

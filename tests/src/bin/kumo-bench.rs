@@ -215,7 +215,7 @@ async fn api_reads() -> Result<()> {
         format!(
             "listen = '127.0.0.1:{port}'\ndata_dir = '{}'\nadmin_password = 'bench-pass'\njoin_token = 'bench-join'\n",
             dir.path().join("data").display()
-        ),
+        ) + &std::env::var("KUMO_BENCH_DATABASE_URL").map(|u| format!("database_url = '{u}'\n")).unwrap_or_default(),
     )?;
     let mut cmd = Command::new(bin("kumo-api"));
     cmd.arg("--config").arg(&config).env("KUMO_LOG", "warn");
