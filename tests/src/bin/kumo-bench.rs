@@ -425,6 +425,9 @@ fn launch() -> Result<()> {
         (k.as_secs_f64() - d.as_secs_f64()) * 1000.0
     );
     println!("memory: agent RSS {} MiB, controller RSS {} MiB (after the launches)", agent_rss / 1024, api_rss / 1024);
+    if std::env::var("KUMO_BENCH_LOGS").is_ok() {
+        println!("{}", s.logs());
+    }
     Ok(())
 }
 
