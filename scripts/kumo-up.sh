@@ -25,7 +25,7 @@ bash scripts/start-libvirt.sh
 
 echo "kumo-up: building (release)"
 cargo build --release --bins --quiet
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 ln -sf "$BIN/kumo" /usr/local/bin/kumo
 
 mkdir -p "$KUMO_HOME" "$ETC" "$LOGS" /run/kumo
