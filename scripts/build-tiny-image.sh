@@ -10,6 +10,16 @@
 #   KUMO-READY instance-id=<id> hostname=<hostname>   once userspace is up
 #   KUMO-SHUTDOWN                                     on ACPI power button / poweroff
 #   KUMO-REBOOT                                       when it reboots itself
+# and watches its virtio disks (checked every second, hot-plugged ones included):
+#   KUMO-DISK-ADDED <dev> size=<bytes> serial=<serial>  a disk appeared (vda at boot)
+#   KUMO-DISK-MARKER <dev> <text>                     the disk carries a marker (sector 0)
+#   KUMO-DISK-WROTE <dev> written-by=<instance-id>    it carried none: the guest wrote one
+#   KUMO-DISK-REMOVED <dev>                           a disk went away (hot-unplug)
+#   KUMO-DISK-COUNTERS vda a=<n> b=<m>                at boot: the root disk's write counters
+# A marker is one 512-byte sector at offset 0: "KUMO-MARKER:<text>\n", NUL-padded.
+# While it runs, the guest keeps writing a counter to sectors 8 (a) then 16 (b)
+# of vda, each write flushed: a point-in-time copy of the disk always has
+# b == a or b == a - 1 (a torn copy would not).
 # Env: KERNEL (default: newest /boot/vmlinuz-*), BUSYBOX (default: /bin/busybox),
 #      EXTRA_MODULES (space-separated module names to insmod at boot, deps resolved).
 set -euo pipefail
@@ -33,8 +43,9 @@ ldd "$BUSYBOX" >/dev/null 2>&1 && die "$BUSYBOX is dynamically linked (need busy
 command -v modinfo >/dev/null || die "modinfo missing (install kmod)"
 
 # ACPI power button -> input event -> busybox acpid. Both are modules in Debian.
+# virtio_pci + virtio_blk: the root disk and hot-plugged volumes.
 read -ra extra <<<"${EXTRA_MODULES:-}"
-MODULES=(button evdev "${extra[@]}")
+MODULES=(button evdev virtio_pci virtio_blk "${extra[@]}")
 
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/kumo-tiny.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
@@ -120,6 +131,54 @@ trap 'echo KUMO-REBOOT; sync; reboot -f' TERM INT
 
 echo "KUMO-READY instance-id=$id hostname=$hn"
 echo "KUMO-UPTIME $(cut -d' ' -f1 /proc/uptime)s"
+
+# The disk watcher (see the header of build-tiny-image.sh for what it prints).
+read_sector() { # DEV SECTOR PREFIX -> the text after PREFIX in that sector, if any
+  dd if="/dev/$1" bs=512 skip="$2" count=1 2>/dev/null | tr -d '\000' | sed -n "s/^$3//p" | head -n 1
+}
+write_sector() { # DEV SECTOR TEXT
+  printf '%s\n' "$3" | dd of="/dev/$1" bs=512 seek="$2" count=1 conv=sync,fsync 2>/dev/null
+}
+disk_added() {
+  n=$1
+  size=$(( $(cat "/sys/block/$n/size") * 512 ))
+  serial=$(cat "/sys/block/$n/serial" 2>/dev/null)
+  echo "KUMO-DISK-ADDED $n size=$size serial=${serial:--}"
+  m=$(read_sector "$n" 0 KUMO-MARKER:)
+  if [ -n "$m" ]; then
+    echo "KUMO-DISK-MARKER $n $m"
+  elif write_sector "$n" 0 "KUMO-MARKER:written-by=$id"; then
+    echo "KUMO-DISK-WROTE $n written-by=$id"
+  else
+    echo "KUMO-DISK-WRITE-FAILED $n"
+  fi
+  if [ "$n" = vda ]; then
+    a=$(read_sector vda 8 KUMO-COUNT:) b=$(read_sector vda 16 KUMO-COUNT:)
+    echo "KUMO-DISK-COUNTERS vda a=${a:-0} b=${b:-0}"
+    count=${a:-0}
+    ( while :; do
+        count=$((count + 1))
+        write_sector vda 8 "KUMO-COUNT:$count" && write_sector vda 16 "KUMO-COUNT:$count"
+        sleep 1
+      done ) &
+  fi
+}
+( known=" "
+  while :; do
+    for d in /sys/block/vd*; do
+      [ -e "$d" ] || continue
+      n=${d##*/}
+      case $known in *" $n "*) continue ;; esac
+      known="$known$n "
+      disk_added "$n"
+    done
+    for n in $known; do
+      [ -e "/sys/block/$n" ] && continue
+      echo "KUMO-DISK-REMOVED $n"
+      known=$(echo "$known" | sed "s/ $n / /")
+    done
+    sleep 1
+  done ) &
 
 # Idle forever; `wait` returns early when a trapped signal arrives.
 while :; do

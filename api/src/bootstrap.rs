@@ -57,6 +57,11 @@ pub async fn bootstrap(db: &Db, config: &ControllerConfig) -> Result<Bootstrappe
         write_secret(&config.data_dir.join("admin-password"), &password)
             .map_err(|e| ApiError::Internal(format!("cannot write admin-password: {e}")))?;
         new_admin_password = Some(password);
+        // The operator's own project is not limited; tenants get the defaults.
+        let unlimited: Vec<_> = kumo_wire::storage::QuotaResource::ALL.map(|r| (r, kumo_wire::storage::UNLIMITED)).to_vec();
+        let mut tx = db.begin_write().await?;
+        crate::db::quotas::set_limits(&mut tx, project.id.as_str(), &unlimited, &[]).await?;
+        tx.commit().await.map_err(DbError::from)?;
         for (name, vcpus, mem, disk) in DEFAULT_FLAVORS {
             match db.insert_flavor(name, vcpus, mem, disk).await {
                 Ok(_) | Err(DbError::Duplicate) => {}
@@ -64,5 +69,6 @@ pub async fn bootstrap(db: &Db, config: &ControllerConfig) -> Result<Bootstrappe
             }
         }
     }
+    crate::billing::seed(db, config).await?;
     Ok(Bootstrapped { join_token, new_admin_password })
 }

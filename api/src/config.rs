@@ -88,6 +88,26 @@ pub struct ControllerConfig {
     pub max_image_bytes: u64,
     /// Name of the image launched when a run request names none.
     pub default_image: String,
+    /// The currency of prices and invoices (ISO 4217 code; JPY bills whole yen).
+    pub billing_currency: String,
+    /// Tax on invoices in basis points (1000 = 10%, Japan's consumption tax).
+    pub billing_tax_rate_bp: u32,
+    /// The length of a billing hour in seconds: 3600. Tests shorten it (it must
+    /// divide 3600) so that hours close in seconds.
+    pub billing_hour_secs: u64,
+    /// Billing days and months begin at local midnight of this UTC offset in hours (Japan: 9).
+    pub billing_utc_offset_hours: i64,
+    /// How often the billing worker looks for hours to close, in seconds.
+    pub billing_close_interval_secs: u64,
+    /// An hour is closed only this many seconds after it ended, so that agents'
+    /// reports about it have arrived; later reports become adjustments.
+    pub billing_close_grace_secs: u64,
+    /// The backend of volumes created without naming one: `local` or `shared`.
+    pub default_volume_backend: kumo_wire::storage::VolumeBackendKind,
+    /// Seconds a volume may stay `creating`, `attaching`, `detaching`, `extending` or `deleting`.
+    pub volume_deadline_secs: u64,
+    /// Seconds a snapshot may stay `creating` or `deleting` (copying a large disk takes a while).
+    pub snapshot_deadline_secs: u64,
 }
 
 impl Default for ControllerConfig {
@@ -114,6 +134,15 @@ impl Default for ControllerConfig {
             deleted_retention_secs: 3600,
             max_image_bytes: 20 * 1024 * 1024 * 1024,
             default_image: "tiny".into(),
+            billing_currency: "JPY".into(),
+            billing_tax_rate_bp: 1000,
+            billing_hour_secs: 3600,
+            billing_utc_offset_hours: 9,
+            billing_close_interval_secs: 60,
+            billing_close_grace_secs: 120,
+            default_volume_backend: kumo_wire::storage::VolumeBackendKind::Local,
+            volume_deadline_secs: 300,
+            snapshot_deadline_secs: 1800,
         }
     }
 }
@@ -168,7 +197,27 @@ impl ControllerConfig {
         if self.host_timeout_secs == 0 {
             return Err(ConfigError::Invalid("host_timeout_secs must be at least 1".into()));
         }
+        self.billing().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.billing_tax_rate_bp > 10_000 {
+            return Err(ConfigError::Invalid(format!(
+                "billing_tax_rate_bp must be 0-10000 (basis points), not {}",
+                self.billing_tax_rate_bp
+            )));
+        }
+        if self.billing_close_interval_secs == 0 {
+            return Err(ConfigError::Invalid("billing_close_interval_secs must be at least 1".into()));
+        }
         Ok(())
+    }
+
+    /// The billing calendar, currency and tax rate.
+    pub fn billing(&self) -> Result<crate::db::billing::BillingSettings, kumo_billing::BillingError> {
+        let hour_secs = i64::try_from(self.billing_hour_secs).unwrap_or(0);
+        Ok(crate::db::billing::BillingSettings {
+            calendar: kumo_billing::Calendar::new(hour_secs, self.billing_utc_offset_hours)?,
+            currency: self.billing_currency.parse()?,
+            tax_rate_bp: self.billing_tax_rate_bp,
+        })
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.
@@ -228,6 +277,18 @@ mod tests {
         assert!(err.contains("cpu_allocation_ratio must be a positive number"), "{err}");
         let err = ControllerConfig::load(None, env(&[("KUMO_HOST_TIMEOUT_SECS", "soon")])).unwrap_err().to_string();
         assert!(err.contains("invalid"), "{err}");
+    }
+
+    #[test]
+    fn billing_settings_are_checked() {
+        let config = ControllerConfig::load(None, env(&[("KUMO_BILLING_HOUR_SECS", "2")])).unwrap();
+        assert_eq!(config.billing().unwrap().calendar.hour_secs(), 2);
+        let err = ControllerConfig::load(None, env(&[("KUMO_BILLING_HOUR_SECS", "7")])).unwrap_err().to_string();
+        assert!(err.contains("must divide 3600"), "{err}");
+        let err = ControllerConfig::load(None, env(&[("KUMO_BILLING_CURRENCY", "XYZ")])).unwrap_err().to_string();
+        assert!(err.contains("unknown currency 'XYZ'"), "{err}");
+        let err = ControllerConfig::load(None, env(&[("KUMO_BILLING_TAX_RATE_BP", "20000")])).unwrap_err().to_string();
+        assert!(err.contains("billing_tax_rate_bp must be 0-10000"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 409: not allowed in the resource's current state, or a name is taken.
     #[error("{0}")]
     Conflict(String),
+    /// 403: the request would exceed one of the project's quotas.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// 413: a body over the limit.
     #[error("{0}")]
     TooLarge(String),
@@ -53,6 +56,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),

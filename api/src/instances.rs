@@ -2,6 +2,7 @@
 //! Each records the desired state and returns at once; agents do the work.
 
 use kumo_wire::api::{InstanceAction, RunInstances, MAX_NAME_LEN, MAX_RUN_COUNT};
+use kumo_wire::storage::QuotaResource;
 use kumo_wire::{DesiredPower, InstanceId, InstanceState, LifecycleEvent, Timestamp};
 use serde_json::json;
 
@@ -66,6 +67,26 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
     if image.state != kumo_wire::api::ImageState::Active {
         return Err(ApiError::Conflict(format!("image '{}' is not active yet: its files are still missing", image.name)));
     }
+    if let Some(virtual_size) = image.virtual_size_bytes {
+        if virtual_size > flavor.disk_gib.saturating_mul(1 << 30) {
+            return Err(ApiError::Invalid(format!(
+                "image '{}' has a virtual size of {virtual_size} bytes, larger than flavor {}'s {} GiB disk",
+                image.name, flavor.name, flavor.disk_gib
+            )));
+        }
+    }
+    if !req.volumes.is_empty() && count != 1 {
+        return Err(ApiError::Invalid("volumes attach to one instance: launch with count 1".into()));
+    }
+    let mut vols = Vec::with_capacity(req.volumes.len());
+    for v in &req.volumes {
+        let vol = crate::volumes::find(state, caller, v).await?;
+        if vols.iter().any(|o: &crate::db::volumes::VolumeRecord| o.id == vol.id) {
+            return Err(ApiError::Invalid(format!("volume {} is named twice", vol.name)));
+        }
+        vols.push(vol);
+    }
+    let required_host_id = crate::volumes::required_host(&vols)?;
     let key_pair = match &req.key_pair {
         Some(name) => Some(
             state
@@ -96,6 +117,7 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
             ssh_public_key: key_pair.as_ref().map(|k| k.public_key.clone()),
             user_data: req.user_data.clone(),
             host_id: None,
+            required_host_id: required_host_id.clone(),
             host_name: None,
             state: InstanceState::Pending,
             state_reason: None,
@@ -113,8 +135,18 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
         });
     }
     let mut tx = state.db.begin_write().await?;
+    let (vcpus, ram) = (u64::from(flavor.vcpus) * u64::from(count), flavor.memory_mib * u64::from(count));
+    crate::quotas::check(
+        &mut tx,
+        &caller.project_id,
+        &[(QuotaResource::Instances, u64::from(count)), (QuotaResource::Vcpus, vcpus), (QuotaResource::RamMib, ram)],
+    )
+    .await?;
     for rec in &records {
         instances::insert(&mut tx, rec).await?;
+        if !vols.is_empty() {
+            crate::volumes::attach_at_launch(&mut tx, state, &vols, &rec.id, &caller.actor()).await?;
+        }
         events::append(
             &mut *tx,
             &NewEvent {
@@ -126,7 +158,8 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
                 action: "run_requested",
                 detail: json!({
                     "name": rec.name, "flavor": rec.flavor_name, "image": rec.image_id,
-                    "key_pair": rec.key_pair_name, "to": "pending",
+                    "key_pair": rec.key_pair_name, "volumes": vols.iter().map(|v| &v.id).collect::<Vec<_>>(),
+                    "to": "pending",
                 }),
             },
         )
@@ -134,6 +167,11 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
     }
     tx.commit().await.map_err(DbError::from)?;
     state.scheduler_wake.notify_one();
+    for vol in &vols {
+        if let Some(host) = &vol.host_id {
+            state.hosts.wake(host);
+        }
+    }
     Ok(records)
 }
 
@@ -187,6 +225,7 @@ pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Insta
         }
     })
     .await?;
+    crate::volumes::detach_all_from(state, &updated.id).await?;
     if updated.state == InstanceState::Deleting && updated.host_id.is_none() {
         // Never placed (failed scheduling): nothing exists on any host.
         let gone = Change {

@@ -6,16 +6,21 @@
 //! operations in [`instances`], [`scheduler`], [`reconcile`] and [`watchdog`].
 
 pub mod auth;
+pub mod billing;
 pub mod bootstrap;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod image_uploads;
 pub mod instances;
+pub mod quotas;
 pub mod reconcile;
 pub mod routes;
 pub mod scheduler;
+pub mod snapshots;
 pub mod state;
 pub mod transition;
+pub mod volumes;
 pub mod watchdog;
 pub mod workers;
 
@@ -112,6 +117,59 @@ impl Controller {
             move || {
                 let s = s.clone();
                 async move { watchdog::expire_deadlines(&s).await.map(|_| 0) }
+            },
+        ));
+        let s = state.clone();
+        workers.push(workers::spawn(
+            "billing",
+            Pacing {
+                interval: Duration::from_secs(state.config.billing_close_interval_secs),
+                wake: None,
+                max_backoff: Duration::from_secs(300),
+            },
+            rx.clone(),
+            move || {
+                let s = s.clone();
+                async move { billing::close_due(&s).await }
+            },
+        ));
+        let s = state.clone();
+        workers.push(workers::spawn(
+            "storage-deadlines",
+            Pacing { interval: Duration::from_secs(1), wake: None, max_backoff: Duration::from_secs(10) },
+            rx.clone(),
+            move || {
+                let s = s.clone();
+                // Report zero: one pass per interval is enough, even when it touched something.
+                async move {
+                    volumes::watchdog(&s).await?;
+                    snapshots::watchdog(&s).await?;
+                    Ok(0)
+                }
+            },
+        ));
+        let s = state.clone();
+        workers.push(workers::spawn(
+            "image-store-sweep",
+            Pacing { interval: Duration::from_secs(600), wake: None, max_backoff: Duration::from_secs(600) },
+            rx.clone(),
+            move || {
+                let s = s.clone();
+                async move { image_uploads::sweep_store(&s).await.map(|_| 0) }
+            },
+        ));
+        let s = state.clone();
+        workers.push(workers::spawn(
+            "billing",
+            Pacing {
+                interval: Duration::from_secs(state.config.billing_close_interval_secs),
+                wake: None,
+                max_backoff: Duration::from_secs(300),
+            },
+            rx.clone(),
+            move || {
+                let s = s.clone();
+                async move { billing::close_due(&s).await }
             },
         ));
         let s = state.clone();

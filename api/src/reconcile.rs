@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use kumo_wire::agent::{
-    DesiredInstance, ImageFileRef, ImageRef, InstanceSpec, ObservedInstance, ObservedPower, SyncRequest, SyncResponse,
+    AttachedVolume, DesiredInstance, DesiredSnapshot, DesiredVolume, ImageFileRef, ImageRef, InstanceSpec,
+    ObservedInstance, ObservedPower, SnapshotRef, SnapshotSource, SyncRequest, SyncResponse, VolumeAttachment,
 };
+use kumo_wire::storage::SnapshotKind;
 use kumo_wire::{DesiredPower, LifecycleEvent, Timestamp};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -82,7 +84,18 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
     let records = state.db.instances_on_host(&host.host.id).await?;
     let mut instances = Vec::with_capacity(records.len());
     let mut digest = Sha256::new();
+    let volumes = state.db.volumes_on_host(&host.host.id).await?;
     for rec in records {
+        let attached: Vec<AttachedVolume> = state
+            .db
+            .volumes_attached_to(&rec.id)
+            .await?
+            .into_iter()
+            .filter_map(|v| Some(AttachedVolume { id: v.id, backend: v.backend, device: v.device? }))
+            .collect();
+        for v in &attached {
+            digest.update(format!("{}@{}:{};", v.id, rec.id, v.device));
+        }
         let image = state
             .db
             .image_by_id(&rec.image_id)
@@ -114,6 +127,45 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
                 user_data: rec.user_data,
                 ssh_public_key: rec.ssh_public_key,
             },
+            volumes: attached,
+        });
+    }
+    let volumes: Vec<DesiredVolume> = volumes
+        .into_iter()
+        .map(|v| {
+            digest.update(format!("{}:{}:{}:{};", v.id, v.generation, v.applied_generation, v.present));
+            DesiredVolume {
+                id: v.id.clone(),
+                backend: v.backend,
+                generation: v.generation,
+                applied_generation: v.applied_generation,
+                present: v.present,
+                size_gib: v.size_gib,
+                source: v.source_snapshot_id.clone().map(|id| SnapshotRef { id, backend: v.backend }),
+                attach: v.instance_id.clone().zip(v.device.clone()).map(|(instance, device)| VolumeAttachment { instance, device }),
+            }
+        })
+        .collect();
+    let mut snapshots = Vec::new();
+    for s in state.db.snapshots_on_host(&host.host.id).await? {
+        let source = match s.kind {
+            SnapshotKind::Volume => {
+                let Some(volume) = s.volume_id.clone() else { continue };
+                let attached_to = state.db.volume(&volume).await?.and_then(|v| v.instance_id);
+                SnapshotSource::Volume { volume, backend: s.backend.unwrap_or(kumo_wire::storage::VolumeBackendKind::Local), attached_to }
+            }
+            SnapshotKind::Instance => {
+                let (Some(instance), Some(image)) = (s.instance_id.clone(), s.image_id.clone()) else { continue };
+                SnapshotSource::Instance { instance, image }
+            }
+        };
+        digest.update(format!("{}:{}:{}:{};", s.id, s.generation, s.applied_generation, s.present));
+        snapshots.push(DesiredSnapshot {
+            id: s.id,
+            generation: s.generation,
+            applied_generation: s.applied_generation,
+            present: s.present,
+            source,
         });
     }
     Ok(SyncResponse {
@@ -121,6 +173,8 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
         enabled: host.host.enabled,
         revision: hex::encode(&digest.finalize()[..12]),
         instances,
+        volumes,
+        snapshots,
     })
 }
 
@@ -143,8 +197,15 @@ pub async fn sync(state: &AppState, host: HostRecord, req: SyncRequest) -> Resul
             })
             .await?;
     }
+    state.db.set_host_volume_backends(&host.host.id, &req.volume_backends).await?;
     for obs in &req.observed {
         observe(state, &host, obs).await?;
+    }
+    for obs in &req.observed_volumes {
+        crate::volumes::observe(state, &host, obs).await?;
+    }
+    for obs in &req.observed_snapshots {
+        crate::snapshots::observe(state, &host, obs).await?;
     }
     let notify = state.hosts.of(&host.host.id);
     let notified = notify.notified();

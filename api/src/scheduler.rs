@@ -184,9 +184,20 @@ pub fn no_valid_host_reason(hosts: &[Host], j: &Judgement) -> String {
             None => kinds.push((kind, 1, hosts[*i].name.as_str())),
         }
     }
-    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     let parts: Vec<String> = kinds.iter().map(|(k, n, example)| format!("{n} hosts {k} (e.g. {example})")).collect();
     format!("no host can take it: {}", parts.join("; "))
+}
+
+/// Rejects every host but `required` (where the instance's local volumes are).
+pub fn pin_to_host(hosts: &[Host], judgement: &mut Judgement, required: &kumo_wire::HostId) {
+    let name = hosts.iter().find(|h| h.id == *required).map_or_else(|| required.to_string(), |h| h.name.clone());
+    let (keep, move_out): (Vec<_>, Vec<_>) = judgement.ranked.drain(..).partition(|(i, _)| hosts[*i].id == *required);
+    judgement.ranked = keep;
+    for (i, _) in move_out {
+        judgement.rejected.push((i, format!("not the host of the instance's local volumes ({name})")));
+    }
+    judgement.rejected.sort_by_key(|(i, _)| *i);
 }
 
 /// The policy from the controller's settings.
@@ -220,7 +231,10 @@ pub async fn schedule_pending(state: &AppState, batch: u32) -> Result<usize, Api
 async fn place_one(state: &AppState, old: &InstanceRecord, hosts: &mut [Host], policy: &Policy) -> Result<bool, ApiError> {
     let claim = Claim { vcpus: old.vcpus, memory_mib: old.memory_mib, disk_gib: old.disk_gib };
     let now = Timestamp::now();
-    let judgement = judge(hosts, claim, policy, now);
+    let mut judgement = judge(hosts, claim, policy, now);
+    if let Some(required) = &old.required_host_id {
+        pin_to_host(hosts, &mut judgement, required);
+    }
     let mut lost = Vec::new();
     let change = Change { event: LifecycleEvent::Placed, actor: "scheduler".into(), at: now, reason: None };
     for &(i, _) in &judgement.ranked {
@@ -246,6 +260,8 @@ async fn place_one(state: &AppState, old: &InstanceRecord, hosts: &mut [Host], p
             // Someone else scheduled or deleted it meanwhile; the rollback frees the claim.
             return Ok(false);
         }
+        // Shared volumes attached at launch are served by the instance's host.
+        crate::db::volumes::follow_instance(&mut tx, &old.id, &host.id).await?;
         tx.commit().await.map_err(DbError::from)?;
         let host = &mut hosts[i];
         host.used_vcpus += claim.vcpus;
@@ -254,7 +270,6 @@ async fn place_one(state: &AppState, old: &InstanceRecord, hosts: &mut [Host], p
         transition::wake(state, &new);
         return Ok(true);
     }
-    let mut judgement = judgement;
     for i in lost {
         judgement.ranked.retain(|(r, _)| *r != i);
         judgement.rejected.push((i, "lost the race for its last free capacity".into()));
@@ -303,6 +318,16 @@ mod tests {
 
     const NOW: Timestamp = Timestamp(1_010_000);
     const SMALL: Claim = Claim { vcpus: 1, memory_mib: 1024, disk_gib: 10 };
+
+    #[test]
+    fn an_instance_with_local_volumes_only_goes_to_their_host() {
+        let hosts = [host("a", 4, 8192, 0, 0), host("b", 4, 8192, 0, 6144)];
+        let mut j = judge(&hosts, SMALL, &policy(Strategy::Spread), NOW);
+        assert_eq!(j.ranked[0].0, 0);
+        pin_to_host(&hosts, &mut j, &hosts[1].id);
+        assert_eq!(j.ranked.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(j.rejected, vec![(0, "not the host of the instance's local volumes (b)".to_owned())]);
+    }
 
     #[test]
     fn spread_prefers_the_emptiest_host_and_pack_the_fullest() {

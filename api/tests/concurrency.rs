@@ -15,6 +15,10 @@ async fn two_controllers_racing_for_the_last_capacity_never_overcommit() {
         let b = cloud_on(tempfile::tempdir().unwrap(), a.db_url.clone(), |_| {}).await;
         let ta = a.tenant("acme").await;
         let tb = b.login("acme-user", "password-123").await;
+        // 20 instances are more than a tenant's default quota; this test is about host capacity.
+        let unlimited = json!({"instances": -1, "vcpus": -1, "ram_mib": -1});
+        let (s, body) = a.call(axum::http::Method::PUT, "/v1/projects/acme/quotas", Some(&a.admin), Some(unlimited)).await;
+        assert!(s.is_success(), "{body}");
         a.kernel_image("tiny").await;
         // 4096 MiB of memory at ratio 1.0: room for exactly 8 `mini` (512 MiB) instances.
         let _agent = FakeAgent::register(&a, "host-a", CAPACITY).await;

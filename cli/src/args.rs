@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kumo_wire::api::{DiskFormat, Role, MAX_RUN_COUNT};
+use kumo_wire::storage::{QuotaResource, VolumeBackendKind, MAX_VOLUME_GIB};
 use kumo_wire::{InstanceId, InstanceState};
 
 /// Command-line client for Kumo, a private IaaS control plane.
@@ -34,6 +35,8 @@ pub enum OutputFormat {
     Table,
     /// The controller's JSON body, pretty-printed.
     Json,
+    /// Comma-separated values (only `kumo billing invoice`).
+    Csv,
 }
 
 /// The top-level commands.
@@ -64,6 +67,18 @@ pub enum Command {
     /// Users (admin).
     #[command(subcommand)]
     User(UserCommand),
+    /// Block volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Snapshots of volumes and instances.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Per-project limits.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+    /// Usage, invoices, estimates and prices.
+    #[command(subcommand)]
+    Billing(BillingCommand),
 }
 
 /// Where a password comes from; with neither flag, `KUMO_PASSWORD` or a prompt.
@@ -151,6 +166,10 @@ pub struct RunArgs {
     /// How many instances to launch.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RUN_COUNT)))]
     pub count: Option<u32>,
+    /// A volume (id or name) to attach at launch; repeat for more. The
+    /// instance is placed on the host of its local volumes.
+    #[arg(long = "volume", value_name = "VOLUME")]
+    pub volumes: Vec<String>,
     /// Waiting for the instances to run.
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -211,6 +230,9 @@ pub enum ImageCommand {
     },
     /// Register an image and upload its files.
     Register(RegisterImageArgs),
+    /// Upload a disk image (qcow2 or raw) in one streamed request; it is
+    /// inspected before it is accepted.
+    Upload(UploadImageArgs),
     /// Delete an image (refused while instances use it).
     Delete {
         /// Image id (ami-...) or name.
@@ -240,6 +262,202 @@ pub struct RegisterImageArgs {
     /// Visible to every project (admins only).
     #[arg(long)]
     pub public: bool,
+}
+
+/// `kumo image upload`.
+#[derive(Debug, Args)]
+pub struct UploadImageArgs {
+    /// The disk image file.
+    pub file: PathBuf,
+    /// Image name.
+    #[arg(long)]
+    pub name: String,
+    /// qcow2 or raw (detected when left out).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<DiskFormat>,
+    /// Visible to every project (admins only).
+    #[arg(long)]
+    pub public: bool,
+}
+
+/// `--wait` and `--timeout` for volume and snapshot commands.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct StorageWaitArgs {
+    /// Wait until the change is carried out, showing its progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600, requires = "wait")]
+    pub timeout: u64,
+}
+
+/// `kumo volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume, empty or from a volume snapshot.
+    Create {
+        /// Volume name.
+        name: String,
+        /// Size in GiB (with --snapshot: at least the snapshot's size, which is the default).
+        #[arg(long, value_name = "GIB", value_parser = clap::value_parser!(u64).range(1..=MAX_VOLUME_GIB))]
+        size: Option<u64>,
+        /// A volume snapshot (id or name) to copy.
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// local (on one host) or shared (on a directory every host mounts); the controller's default when left out.
+        #[arg(long, value_name = "BACKEND")]
+        backend: Option<VolumeBackendKind>,
+        /// Attach it to this instance as soon as it exists.
+        #[arg(long, value_name = "INSTANCE")]
+        attach_to: Option<InstanceId>,
+        /// Waiting for it.
+        #[command(flatten)]
+        wait: StorageWaitArgs,
+    },
+    /// List volumes.
+    List {
+        /// Also list deleted volumes.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one volume.
+    Show {
+        /// Volume id (vol-...) or name.
+        volume: String,
+    },
+    /// Attach a volume to an instance (hot-plugged as a virtio disk).
+    Attach {
+        /// Volume id or name.
+        volume: String,
+        /// Instance id (i-...).
+        #[arg(long)]
+        instance: InstanceId,
+        /// Waiting for it.
+        #[command(flatten)]
+        wait: StorageWaitArgs,
+    },
+    /// Detach a volume from its instance.
+    Detach {
+        /// Volume id or name.
+        volume: String,
+        /// Waiting for it.
+        #[command(flatten)]
+        wait: StorageWaitArgs,
+    },
+    /// Grow a volume.
+    Extend {
+        /// Volume id or name.
+        volume: String,
+        /// The new size in GiB.
+        #[arg(long, value_name = "GIB")]
+        size: u64,
+        /// Waiting for it.
+        #[command(flatten)]
+        wait: StorageWaitArgs,
+    },
+    /// Delete a volume (refused while attached); its space is freed in the background.
+    Delete {
+        /// Volume id or name.
+        volume: String,
+        /// Waiting for it.
+        #[command(flatten)]
+        wait: StorageWaitArgs,
+    },
+    /// Show a volume's event log.
+    Events {
+        /// Volume id or name.
+        volume: String,
+    },
+}
+
+/// `kumo snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot of a volume, or of a running instance (which becomes an image).
+    Create {
+        /// Snapshot name (an instance snapshot's image gets it too).
+        name: String,
+        /// The volume (id or name).
+        #[arg(long, conflicts_with = "instance", required_unless_present = "instance")]
+        volume: Option<String>,
+        /// The instance (id).
+        #[arg(long)]
+        instance: Option<InstanceId>,
+        /// Waiting for it.
+        #[command(flatten)]
+        wait: StorageWaitArgs,
+    },
+    /// List snapshots.
+    List {
+        /// Also list deleted snapshots.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one snapshot.
+    Show {
+        /// Snapshot id (snap-...) or name.
+        snapshot: String,
+    },
+    /// Delete a snapshot (an instance snapshot's image too).
+    Delete {
+        /// Snapshot id or name.
+        snapshot: String,
+        /// Waiting for it.
+        #[command(flatten)]
+        wait: StorageWaitArgs,
+    },
+}
+
+/// `kumo quota ...`.
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Show the quotas of your project (or, as admin, of another project, or the defaults).
+    Show {
+        /// A project (id or name; admin).
+        #[arg(long, conflicts_with = "defaults")]
+        project: Option<String>,
+        /// The cloud-wide defaults.
+        #[arg(long)]
+        defaults: bool,
+    },
+    /// Set limits (admin): a project's own, or the defaults. -1 is unlimited.
+    Set(SetQuotaArgs),
+}
+
+/// `kumo quota set`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("scope").required(true).args(["project", "defaults"]))]
+pub struct SetQuotaArgs {
+    /// The project (id or name).
+    #[arg(long)]
+    pub project: Option<String>,
+    /// The cloud-wide defaults.
+    #[arg(long)]
+    pub defaults: bool,
+    /// Instances.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub instances: Option<i64>,
+    /// Virtual CPUs.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub vcpus: Option<i64>,
+    /// Memory in MiB.
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
+    pub ram_mib: Option<i64>,
+    /// Volumes.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub volumes: Option<i64>,
+    /// Volume size in GiB.
+    #[arg(long, value_name = "GIB", allow_negative_numbers = true)]
+    pub volume_gib: Option<i64>,
+    /// Snapshots.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub snapshots: Option<i64>,
+    /// Floating IPs.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub floating_ips: Option<i64>,
+    /// Drop the project's own limit for these quotas (e.g. --reset instances), so the defaults apply.
+    #[arg(long, value_name = "QUOTA", conflicts_with = "defaults")]
+    pub reset: Vec<QuotaResource>,
 }
 
 /// `kumo flavor ...`.
@@ -349,6 +567,96 @@ pub enum UserCommand {
     },
     /// List users.
     List,
+}
+
+/// `kumo billing ...`.
+#[derive(Debug, Subcommand)]
+pub enum BillingCommand {
+    /// This month's charges so far, by resource, with where each stands against its caps.
+    Usage {
+        /// Month, YYYY-MM (default: this month).
+        #[arg(long, value_name = "YYYY-MM")]
+        month: Option<String>,
+        /// Another project's usage (admin), by name or id.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// A month's invoice: lines, subtotal, tax and total (`-o json` or `-o csv` for files).
+    Invoice {
+        /// Month, YYYY-MM.
+        #[arg(long, value_name = "YYYY-MM")]
+        month: String,
+        /// Another project's invoice (admin), by name or id.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// What running an instance (or storage) would cost, caps and tax included.
+    Estimate(EstimateArgs),
+    /// The price list.
+    #[command(subcommand)]
+    Price(PriceCommand),
+    /// Every project's charges this month (admin).
+    Projects {
+        /// Month, YYYY-MM (default: this month).
+        #[arg(long, value_name = "YYYY-MM")]
+        month: Option<String>,
+    },
+    /// Close every billing hour that is due now (admin; the controller does this on its own).
+    Close,
+}
+
+/// `kumo billing estimate`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["flavor", "item"]))]
+pub struct EstimateArgs {
+    /// Flavor of the instance.
+    #[arg(long)]
+    pub flavor: Option<String>,
+    /// Or a price item: volume, snapshot, image, floating-ip.
+    #[arg(long)]
+    pub item: Option<String>,
+    /// GiB for storage items.
+    #[arg(long, value_name = "N", requires = "item")]
+    pub quantity: Option<u64>,
+    /// Hours of continuous running (720 is a 30-day month).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8784))]
+    pub hours: u32,
+}
+
+/// `kumo billing price ...`.
+#[derive(Debug, Subcommand)]
+pub enum PriceCommand {
+    /// Every version of every price item.
+    List,
+    /// Add a price version (admin): it takes effect at the next hour, or at --effective-from.
+    Set(PriceSetArgs),
+}
+
+/// `kumo billing price set`.
+#[derive(Debug, Args)]
+pub struct PriceSetArgs {
+    /// flavor:<name>, volume, snapshot, image or floating-ip.
+    pub item: String,
+    /// Price per hour (per GiB-hour for storage), e.g. 5 or 0.05.
+    #[arg(long, value_name = "AMOUNT")]
+    pub unit_price: String,
+    /// Most one resource pays in a day.
+    #[arg(long, value_name = "AMOUNT")]
+    pub daily_cap: Option<String>,
+    /// Most one resource pays in a month.
+    #[arg(long, value_name = "AMOUNT")]
+    pub monthly_cap: Option<String>,
+    /// Charge stopped instances too.
+    #[arg(long)]
+    pub charge_stopped: bool,
+    /// When it takes effect: the start of a future hour (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub effective_from: Option<kumo_wire::Timestamp>,
+}
+
+fn parse_time(s: &str) -> Result<kumo_wire::Timestamp, String> {
+    kumo_wire::Timestamp::parse_rfc3339(s)
+        .ok_or_else(|| format!("'{s}' is not an RFC 3339 time such as 2026-12-01T00:00:00Z"))
 }
 
 #[cfg(test)]
@@ -481,6 +789,35 @@ mod tests {
     }
 
     #[test]
+    fn storage_commands() {
+        let cli = parse_ok(&["image", "upload", "disk.qcow2", "--name", "deb", "--format", "qcow2", "--public"]);
+        let Command::Image(ImageCommand::Upload(u)) = cli.command else { panic!("not upload") };
+        assert_eq!((u.file, u.format, u.public), (PathBuf::from("disk.qcow2"), Some(DiskFormat::Qcow2), true));
+        let cli = parse_ok(&["volume", "create", "data", "--size", "10", "--backend", "shared", "--wait"]);
+        assert!(matches!(
+            cli.command,
+            Command::Volume(VolumeCommand::Create { size: Some(10), backend: Some(VolumeBackendKind::Shared), .. })
+        ));
+        assert_eq!(parse_err(&["volume", "create", "data", "--size", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(parse_err(&["volume", "attach", "data", "--instance", "web"]), ErrorKind::ValueValidation);
+        parse_ok(&["volume", "attach", "data", "--instance", ID, "--wait", "--timeout", "60"]);
+        parse_ok(&["volume", "extend", "data", "--size", "20"]);
+        assert_eq!(parse_err(&["snapshot", "create", "s"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            parse_err(&["snapshot", "create", "s", "--volume", "v", "--instance", ID]),
+            ErrorKind::ArgumentConflict
+        );
+        let cli = parse_ok(&["quota", "set", "--project", "acme", "--instances", "-1", "--reset", "vcpus"]);
+        let Command::Quota(QuotaCommand::Set(q)) = cli.command else { panic!("not set") };
+        assert_eq!((q.instances, q.reset), (Some(-1), vec![QuotaResource::Vcpus]));
+        assert_eq!(parse_err(&["quota", "set", "--instances", "3"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(parse_err(&["quota", "set", "--defaults", "--reset", "vcpus"]), ErrorKind::ArgumentConflict);
+        let cli = parse_ok(&["instance", "run", "--flavor", "mini", "--volume", "a", "--volume", "b", "db"]);
+        let Command::Instance(InstanceCommand::Run(run)) = cli.command else { panic!("not run") };
+        assert_eq!(run.volumes, ["a", "b"]);
+    }
+
+    #[test]
     fn admin_commands() {
         let cli = parse_ok(&["flavor", "create", "small", "--vcpus", "1", "--memory-mib", "512", "--disk-gib", "5"]);
         assert!(matches!(
@@ -495,6 +832,43 @@ mod tests {
         );
         assert!(matches!(parse_ok(&["host", "disable", "node1"]).command, Command::Host(HostCommand::Disable { .. })));
         assert!(matches!(parse_ok(&["project", "list"]).command, Command::Project(ProjectCommand::List)));
+    }
+
+    #[test]
+    fn billing_commands() {
+        let cli = parse_ok(&["billing", "invoice", "--month", "2026-11", "-o", "csv"]);
+        assert_eq!(cli.output, OutputFormat::Csv);
+        assert!(
+            matches!(cli.command, Command::Billing(BillingCommand::Invoice { ref month, project: None }) if month == "2026-11")
+        );
+        let cli = parse_ok(&["billing", "estimate", "--flavor", "small", "--hours", "720"]);
+        assert!(matches!(cli.command, Command::Billing(BillingCommand::Estimate(EstimateArgs { hours: 720, .. }))));
+        assert_eq!(parse_err(&["billing", "estimate", "--hours", "720"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(parse_err(&["billing", "estimate", "--flavor", "s", "--hours", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(
+            parse_err(&["billing", "estimate", "--flavor", "s", "--item", "volume", "--hours", "1"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(parse_err(&["billing", "invoice"]), ErrorKind::MissingRequiredArgument);
+        let cli = parse_ok(&[
+            "billing",
+            "price",
+            "set",
+            "flavor:small",
+            "--unit-price",
+            "6",
+            "--daily-cap",
+            "120",
+            "--charge-stopped",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Command::Billing(BillingCommand::Price(PriceCommand::Set(PriceSetArgs { charge_stopped: true, .. })))
+        ));
+        assert_eq!(
+            parse_err(&["billing", "price", "set", "volume", "--unit-price", "1", "--effective-from", "soon"]),
+            ErrorKind::ValueValidation
+        );
     }
 
     #[test]

@@ -66,6 +66,14 @@ impl Client {
         decode(&url, self.send(req, &url).await?)
     }
 
+    /// `GET` a body that is not JSON (an invoice as CSV), as text.
+    pub async fn get_text(&self, segments: &[&str], query: &impl Serialize) -> Result<String, Error> {
+        let url = self.url(segments);
+        let req = self.request(Method::GET, url.clone()).query(query);
+        let body = self.send(req, &url).await?;
+        String::from_utf8(body).map_err(|_| Error::Invalid(format!("{url} answered with text that is not UTF-8")))
+    }
+
     /// `POST` a JSON body.
     pub async fn post<T: DeserializeOwned>(&self, segments: &[&str], body: &impl Serialize) -> Result<Reply<T>, Error> {
         let url = self.url(segments);
@@ -162,6 +170,40 @@ fn decode<T: DeserializeOwned>(url: &Url, raw: Vec<u8>) -> Result<Reply<T>, Erro
     match serde_json::from_slice(&raw) {
         Ok(value) => Ok(Reply { value, raw }),
         Err(source) => Err(Error::Decode { url: url.to_string(), source }),
+    }
+}
+
+impl Client {
+    /// `POST` the file at `path` as the raw body with `query`, streamed from
+    /// disk with its length declared up front; `progress` advances by the bytes sent.
+    pub async fn post_file<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &impl Serialize,
+        path: &Path,
+        progress: ProgressBar,
+    ) -> Result<Reply<T>, Error> {
+        let read_err = |source| Error::Read { path: path.to_owned(), source };
+        let file = tokio::fs::File::open(path).await.map_err(read_err)?;
+        let len = file.metadata().await.map_err(read_err)?.len();
+        progress.set_length(len);
+        let stream =
+            ReaderStream::with_capacity(file, UPLOAD_CHUNK).inspect_ok(move |chunk| progress.inc(chunk.len() as u64));
+        let url = self.url(segments);
+        let req = self
+            .authorize(self.http.request(Method::POST, url.clone()))
+            .query(query)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream));
+        decode(&url, self.send(req, &url).await?)
+    }
+
+    /// `PUT` a JSON body.
+    pub async fn put<T: DeserializeOwned>(&self, segments: &[&str], body: &impl Serialize) -> Result<Reply<T>, Error> {
+        let url = self.url(segments);
+        let req = self.request(Method::PUT, url.clone()).json(body);
+        decode(&url, self.send(req, &url).await?)
     }
 }
 

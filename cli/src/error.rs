@@ -122,6 +122,15 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A volume or snapshot that `--wait` was waiting for went to `error`.
+    #[error("{what} went to error: {reason}")]
+    Failed {
+        /// The resource, e.g. `volume data (vol-...)`.
+        what: String,
+        /// Its `state_reason`.
+        reason: String,
+    },
+
     /// `--wait` gave up.
     #[error("timed out after {secs}s waiting for {what}")]
     WaitTimeout {

@@ -17,7 +17,7 @@ pub use args::Cli;
 pub use error::{error_line, Error};
 
 use args::Command;
-use commands::{admin, auth, image, instance, keypair, Ctx};
+use commands::{admin, auth, billing, image, instance, keypair, quota, snapshot, volume, Ctx};
 use config::Config;
 
 /// Runs one parsed command line.
@@ -32,6 +32,11 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         endpoint: cli.endpoint.filter(|e| !e.is_empty()),
         env_token: std::env::var("KUMO_TOKEN").ok().filter(|t| !t.is_empty()),
     };
+    if cli.output == args::OutputFormat::Csv
+        && !matches!(cli.command, Command::Billing(args::BillingCommand::Invoice { .. }))
+    {
+        return Err(Error::Invalid("--output csv is available for kumo billing invoice only".into()));
+    }
     match cli.command {
         Command::Login(args) => auth::login(&ctx, args).await,
         Command::Logout => auth::logout(&ctx),
@@ -42,5 +47,9 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Host(command) => admin::host(&ctx, command).await,
         Command::Project(command) => admin::project(&ctx, command).await,
         Command::User(command) => admin::user(&ctx, command).await,
+        Command::Billing(command) => billing::dispatch(&ctx, command).await,
+        Command::Volume(command) => volume::dispatch(&ctx, command).await,
+        Command::Snapshot(command) => snapshot::dispatch(&ctx, command).await,
+        Command::Quota(command) => quota::dispatch(&ctx, command).await,
     }
 }

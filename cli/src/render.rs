@@ -5,6 +5,7 @@ use kumo_wire::api::{CreatedKeyPair, Event, Flavor, Host, Image, Instance, KeyPa
 use kumo_wire::Timestamp;
 
 use crate::output::{ago, bytes, key_values, or_dash, render, table};
+use kumo_wire::storage::{ProjectQuotas, QuotaDefaults, Snapshot, Volume};
 
 /// `kumo instance list` and the instances launched by `run`.
 pub fn instances(items: &[Instance]) -> String {
@@ -103,6 +104,7 @@ pub fn image(i: &Image) -> String {
         ("VISIBILITY", i.visibility.as_str().to_owned()),
         ("STATE", image_state(i).to_owned()),
         ("OWNER", i.owner_project_id.to_string()),
+        ("VIRTUAL SIZE", or_dash(i.virtual_size_bytes.map(bytes))),
         ("CREATED", i.created_at.to_string()),
     ]);
     out.push_str("\n\n");
@@ -123,6 +125,128 @@ fn image_state(i: &Image) -> &'static str {
         kumo_wire::api::ImageState::Queued => "queued",
         kumo_wire::api::ImageState::Active => "active",
     }
+}
+
+/// `kumo volume list`.
+pub fn volumes(items: &[Volume]) -> String {
+    let mut t = table(["ID", "NAME", "SIZE", "STATE", "BACKEND", "ATTACHED TO", "HOST", "CREATED"]);
+    for v in items {
+        let attached = match (&v.attached_to, &v.device) {
+            (Some(i), Some(d)) => format!("{i} ({d})"),
+            (Some(i), None) => i.to_string(),
+            _ => "-".to_owned(),
+        };
+        t.add_row([
+            v.id.to_string(),
+            v.name.clone(),
+            format!("{} GiB", v.size_gib),
+            v.state.to_string(),
+            v.backend.to_string(),
+            attached,
+            or_dash(v.host_name.as_deref()),
+            v.created_at.to_string(),
+        ]);
+    }
+    render(&t)
+}
+
+/// `kumo volume show` and the answers of volume commands.
+pub fn volume(v: &Volume) -> String {
+    key_values(&[
+        ("ID", v.id.to_string()),
+        ("NAME", v.name.clone()),
+        ("PROJECT", v.project_id.to_string()),
+        ("SIZE", format!("{} GiB", v.size_gib)),
+        ("STATE", v.state.to_string()),
+        ("STATE REASON", or_dash(v.state_reason.as_deref())),
+        ("DEADLINE", or_dash(v.state_deadline)),
+        ("BACKEND", v.backend.to_string()),
+        ("HOST", or_dash(v.host_name.as_deref())),
+        ("ATTACHED TO", or_dash(v.attached_to.as_ref())),
+        ("DEVICE", or_dash(v.device.as_deref())),
+        ("SNAPSHOT", or_dash(v.source_snapshot_id.as_ref())),
+        ("CREATED", v.created_at.to_string()),
+        ("UPDATED", v.updated_at.to_string()),
+        ("DELETED", or_dash(v.deleted_at)),
+    ])
+}
+
+fn snapshot_source(s: &Snapshot) -> String {
+    match (&s.volume_id, &s.instance_id) {
+        (Some(v), _) => format!("volume {v}"),
+        (None, Some(i)) => format!("instance {i}"),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// `kumo snapshot list`.
+pub fn snapshots(items: &[Snapshot]) -> String {
+    let mut t = table(["ID", "NAME", "KIND", "STATE", "SOURCE", "SIZE", "IMAGE", "CREATED"]);
+    for s in items {
+        t.add_row([
+            s.id.to_string(),
+            s.name.clone(),
+            s.kind.as_str().to_owned(),
+            s.state.to_string(),
+            snapshot_source(s),
+            format!("{} GiB", s.size_gib),
+            or_dash(s.image_id.as_ref()),
+            s.created_at.to_string(),
+        ]);
+    }
+    render(&t)
+}
+
+/// `kumo snapshot show` and the answers of snapshot commands.
+pub fn snapshot(s: &Snapshot) -> String {
+    key_values(&[
+        ("ID", s.id.to_string()),
+        ("NAME", s.name.clone()),
+        ("PROJECT", s.project_id.to_string()),
+        ("KIND", s.kind.as_str().to_owned()),
+        ("STATE", s.state.to_string()),
+        ("STATE REASON", or_dash(s.state_reason.as_deref())),
+        ("DEADLINE", or_dash(s.state_deadline)),
+        ("SOURCE", snapshot_source(s)),
+        ("IMAGE", or_dash(s.image_id.as_ref())),
+        ("SIZE", format!("{} GiB", s.size_gib)),
+        ("STORED", or_dash(s.stored_bytes.map(bytes))),
+        ("BACKEND", or_dash(s.backend)),
+        ("HOST", or_dash(s.host_name.as_deref())),
+        ("CREATED", s.created_at.to_string()),
+        ("DELETED", or_dash(s.deleted_at)),
+    ])
+}
+
+fn limit(n: i64) -> String {
+    if n < 0 {
+        "unlimited".to_owned()
+    } else {
+        n.to_string()
+    }
+}
+
+/// `kumo quota show`.
+pub fn quotas(q: &ProjectQuotas) -> String {
+    let mut t = table(["QUOTA", "IN USE", "LIMIT", "SOURCE"]);
+    for u in &q.quotas {
+        t.add_row([
+            u.resource.as_str().to_owned(),
+            u.in_use.to_string(),
+            limit(u.limit),
+            if u.overridden { "project" } else { "default" }.to_owned(),
+        ]);
+    }
+    format!("PROJECT: {}\n{}", q.project_id, render(&t))
+}
+
+/// `kumo quota show --defaults`.
+pub fn quota_defaults(d: &QuotaDefaults) -> String {
+    let mut t = table(["QUOTA", "DEFAULT LIMIT"]);
+    for q in &d.defaults {
+        t.add_row([q.resource.as_str().to_owned(), limit(q.limit)]);
+    }
+    render(&t)
 }
 
 /// `kumo flavor list` (and the flavor just created).

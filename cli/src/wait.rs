@@ -149,3 +149,41 @@ fn plural(n: usize) -> &'static str {
         "the instances"
     }
 }
+
+/// Polls one resource with `fetch` until `judge` finds it done (returns it)
+/// or failed, or `timeout` passes; the spinner shows `describe`.
+pub async fn until<T, F, Fut>(
+    timeout: Duration,
+    mut fetch: F,
+    judge: impl Fn(&T) -> Progress,
+    describe: impl Fn(&T) -> String,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let started = Instant::now();
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let result = loop {
+        let current = match fetch().await {
+            Ok(current) => current,
+            Err(e) => break Err(e),
+        };
+        spinner.set_message(describe(&current));
+        match judge(&current) {
+            Progress::Done => break Ok(current),
+            Progress::Failed(reason) => break Err(Error::Failed { what: describe(&current), reason }),
+            Progress::Waiting if started.elapsed() >= timeout => {
+                break Err(Error::WaitTimeout { secs: timeout.as_secs(), what: describe(&current) })
+            }
+            Progress::Waiting => tokio::time::sleep(POLL_INTERVAL).await,
+        }
+    };
+    spinner.finish_and_clear();
+    result
+}

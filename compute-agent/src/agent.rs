@@ -5,16 +5,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kumo_storage::{ImageCache, InstanceDisks, QemuImgDisks};
+use kumo_storage::{FileVolumeBackend, ImageCache, InstanceDisks, QemuImgDisks};
+use kumo_wire::storage::VolumeBackendKind;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ControllerClient, HttpImageFetcher};
+use crate::client::{ControllerClient, HttpImageFetcher, HttpSnapshotUploader};
 use crate::config::AgentConfig;
 use crate::console::{self, ConsoleState};
 use crate::converge::Converger;
 use crate::credentials::{self, CredentialsError, SharedCredentials};
 use crate::hypervisor::{Hypervisor, LibvirtHypervisor};
+use crate::locks::InstanceLocks;
+use crate::snapshots::SnapshotWork;
 use crate::status::StatusHandle;
+use crate::volumes::{Backends, VolumeWork};
 use crate::worker::{SyncWorker, WorkerParts};
 
 /// Errors that keep the agent from starting or running.
@@ -62,6 +66,16 @@ impl Agent {
         for dir in [state_dir.clone(), state_dir.join("instances"), state_dir.join("images")] {
             std::fs::create_dir_all(&dir).map_err(|source| AgentError::StateDir { path: dir.clone(), source })?;
         }
+        // Paths go into domain definitions and are compared with what libvirt reports: absolute.
+        let absolute = |dir: &std::path::Path| {
+            std::path::absolute(dir).map_err(|source| AgentError::StateDir { path: dir.to_owned(), source })
+        };
+        let state_dir = &absolute(state_dir)?;
+        let mut backends = Backends::default().with(Arc::new(FileVolumeBackend::new(VolumeBackendKind::Local, state_dir.clone())));
+        if let Some(shared) = &config.shared_volume_dir {
+            std::fs::create_dir_all(shared).map_err(|source| AgentError::StateDir { path: shared.clone(), source })?;
+            backends = backends.with(Arc::new(FileVolumeBackend::new(VolumeBackendKind::Shared, absolute(shared)?)));
+        }
         let creds_path = state_dir.join("host.json");
         let creds = SharedCredentials::default();
         creds.set(credentials::load(&creds_path)?);
@@ -80,12 +94,26 @@ impl Agent {
         let fetcher = Arc::new(HttpImageFetcher::new(client.clone(), creds.clone()));
         let images = Arc::new(ImageCache::new(state_dir.join("images"), fetcher));
         let disks: Arc<dyn InstanceDisks> = Arc::new(QemuImgDisks::new(state_dir.join("instances")));
-        let converger = Arc::new(Converger::new(
+        let locks = Arc::new(InstanceLocks::default());
+        let converger = Arc::new(
+            Converger::new(
+                hypervisor.clone(),
+                disks.clone(),
+                images.clone(),
+                config.domain_type,
+                std::time::Duration::from_secs(config.shutdown_timeout_secs),
+            )
+            .with_storage(locks.clone(), backends.clone()),
+        );
+        let volumes = Arc::new(VolumeWork::new(hypervisor.clone(), backends.clone(), locks.clone()));
+        let uploader = Arc::new(HttpSnapshotUploader::new(client.clone(), creds.clone()));
+        let snapshots = Arc::new(SnapshotWork::new(
             hypervisor.clone(),
+            backends,
+            locks,
             disks.clone(),
-            images,
-            config.domain_type,
-            std::time::Duration::from_secs(config.shutdown_timeout_secs),
+            state_dir.join("snapshot-work"),
+            uploader,
         ));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -105,6 +133,9 @@ impl Agent {
             hypervisor,
             disks,
             converger,
+            volumes,
+            snapshots,
+            images,
             status,
         });
         Ok(Self { listener, local_addr, router, worker })

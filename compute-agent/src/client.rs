@@ -7,10 +7,11 @@ use async_trait::async_trait;
 use futures::TryStreamExt as _;
 use kumo_storage::{ByteStream, FetchError, ImageFetcher};
 use kumo_wire::agent::{
-    image_file_path, RegisterRequest, RegisterResponse, SyncRequest, SyncResponse, REGISTER_PATH, SYNC_PATH,
+    image_file_path, snapshot_upload_path, RegisterRequest, RegisterResponse, SyncRequest, SyncResponse,
+    REGISTER_PATH, SYNC_PATH,
 };
 use kumo_wire::api::ImageFileRole;
-use kumo_wire::{ErrorBody, ImageId};
+use kumo_wire::{ErrorBody, ImageId, SnapshotId};
 use serde::de::DeserializeOwned;
 
 use crate::credentials::SharedCredentials;
@@ -136,6 +137,49 @@ impl ControllerClient {
         let url = self.url(&image_file_path(image, role));
         let req = self.http.get(&url).bearer_auth(host_token);
         self.send(&url, req).await
+    }
+}
+
+impl ControllerClient {
+    /// Uploads the disk of an instance snapshot, streamed from `file`.
+    pub async fn upload_snapshot(&self, host_token: &str, snapshot: &SnapshotId, file: &std::path::Path) -> Result<(), ClientError> {
+        let url = self.url(&snapshot_upload_path(snapshot));
+        let body = tokio::fs::File::open(file).await.map_err(|e| ClientError::Status {
+            status: 0,
+            message: format!("cannot open {}: {e}", file.display()),
+        })?;
+        let len = body.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let stream = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
+        let req = self
+            .http
+            .put(&url)
+            .bearer_auth(host_token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream));
+        self.send(&url, req).await.map(drop)
+    }
+}
+
+/// Uploads instance snapshots to the controller with the host token.
+#[derive(Debug, Clone)]
+pub struct HttpSnapshotUploader {
+    client: ControllerClient,
+    creds: SharedCredentials,
+}
+
+impl HttpSnapshotUploader {
+    /// An uploader that authenticates with whatever credentials `creds` holds at the time.
+    pub fn new(client: ControllerClient, creds: SharedCredentials) -> Self {
+        Self { client, creds }
+    }
+}
+
+#[async_trait]
+impl crate::snapshots::SnapshotUploader for HttpSnapshotUploader {
+    async fn upload(&self, snapshot: &SnapshotId, file: &std::path::Path) -> Result<(), crate::snapshots::UploadError> {
+        let creds = self.creds.get().ok_or(ClientError::NotRegistered)?;
+        Ok(self.client.upload_snapshot(&creds.host_token, snapshot, file).await?)
     }
 }
 

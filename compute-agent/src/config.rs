@@ -133,6 +133,18 @@ pub struct AgentConfig {
     /// Disk space offered for instances in GiB (default: the free space of `state_dir`).
     #[serde(default)]
     pub disk_gib: Option<u64>,
+    /// A directory every host mounts at the same path (e.g. over NFS) for
+    /// `shared` volumes; unset, this host serves only `local` volumes (kept in `state_dir`).
+    #[serde(default)]
+    pub shared_volume_dir: Option<PathBuf>,
+    /// How often files nobody wants (instance directories, local volumes and
+    /// snapshots the controller no longer lists) are looked for, in seconds.
+    #[serde(default = "default_sweep_interval_secs")]
+    pub sweep_interval_secs: u64,
+    /// How long a cached image that no instance on this host uses any more is
+    /// kept (seconds) before a sweep removes it; 0 removes it at the next sweep.
+    #[serde(default = "default_image_cache_ttl_secs")]
+    pub image_cache_ttl_secs: u64,
 }
 
 fn default_name() -> String {
@@ -166,9 +178,16 @@ fn default_shutdown_timeout_secs() -> u64 {
 fn default_reserved_memory_mib() -> u64 {
     512
 }
+fn default_image_cache_ttl_secs() -> u64 {
+    24 * 3600
+}
+fn default_sweep_interval_secs() -> u64 {
+    crate::worker::RECONCILE_INTERVAL.as_secs()
+}
 
 /// Settings whose environment variables hold numbers (all others hold strings).
-const NUMERIC: &[&str] = &["sync_wait_ms", "shutdown_timeout_secs", "reserved_memory_mib", "disk_gib"];
+const NUMERIC: &[&str] =
+    &["sync_wait_ms", "shutdown_timeout_secs", "reserved_memory_mib", "disk_gib", "sweep_interval_secs", "image_cache_ttl_secs"];
 /// Every setting, for checking `KUMO_AGENT_*` variables.
 const FIELDS: &[&str] = &[
     "controller_url",
@@ -184,6 +203,9 @@ const FIELDS: &[&str] = &[
     "shutdown_timeout_secs",
     "reserved_memory_mib",
     "disk_gib",
+    "shared_volume_dir",
+    "sweep_interval_secs",
+    "image_cache_ttl_secs",
 ];
 
 impl AgentConfig {
@@ -233,6 +255,9 @@ impl AgentConfig {
         }
         if self.shutdown_timeout_secs == 0 {
             return Err(ConfigError::Value("shutdown_timeout_secs must be at least 1".to_owned()));
+        }
+        if self.sweep_interval_secs == 0 {
+            return Err(ConfigError::Value("sweep_interval_secs must be at least 1".to_owned()));
         }
         Ok(())
     }

@@ -13,8 +13,10 @@ use kumo_wire::api::{ImageFileRole, ImageKind};
 use kumo_wire::{DesiredPower, ImageId, InstanceId};
 
 use crate::config::DomainType;
-use crate::domain_xml::{domain_name, render, Boot, DomainSpec};
+use crate::domain_xml::{domain_name, render, Boot, DomainSpec, VolumeDisk};
 use crate::hypervisor::{Hypervisor, HypervisorError};
+use crate::locks::InstanceLocks;
+use crate::volumes::{Backends, VolumeWorkError};
 
 /// The file name of an instance's serial console log inside its directory.
 pub const CONSOLE_LOG_FILE: &str = "console.log";
@@ -42,6 +44,9 @@ pub enum ConvergeError {
     /// A disk image without a format.
     #[error("image {0} is a disk image without a disk format")]
     MissingDiskFormat(ImageId),
+    /// An attached volume's backend is not served here.
+    #[error(transparent)]
+    Volume(#[from] VolumeWorkError),
 }
 
 /// Carries out desired states with a hypervisor, a disk store and an image cache.
@@ -52,6 +57,8 @@ pub struct Converger {
     domain_type: DomainType,
     shutdown_timeout: Duration,
     poll_interval: Duration,
+    locks: Arc<InstanceLocks>,
+    backends: Backends,
 }
 
 impl std::fmt::Debug for Converger {
@@ -72,7 +79,24 @@ impl Converger {
         domain_type: DomainType,
         shutdown_timeout: Duration,
     ) -> Self {
-        Self { hypervisor, disks, images, domain_type, shutdown_timeout, poll_interval: Duration::from_millis(250) }
+        Self {
+            hypervisor,
+            disks,
+            images,
+            domain_type,
+            shutdown_timeout,
+            poll_interval: Duration::from_millis(250),
+            locks: Arc::default(),
+            backends: Backends::default(),
+        }
+    }
+
+    /// Shares the per-instance locks with volume and snapshot work, and
+    /// resolves attached volumes through `backends`.
+    pub fn with_storage(mut self, locks: Arc<InstanceLocks>, backends: Backends) -> Self {
+        self.locks = locks;
+        self.backends = backends;
+        self
     }
 
     /// The instance's console log (whether or not it exists).
@@ -82,6 +106,7 @@ impl Converger {
 
     /// Brings the instance to `desired` and returns the power state it is left in.
     pub async fn apply(&self, desired: &DesiredInstance) -> Result<ObservedPower, ConvergeError> {
+        let _guard = self.locks.lock(&desired.id).await;
         let name = domain_name(&desired.id);
         match desired.power {
             DesiredPower::Running => {
@@ -128,9 +153,25 @@ impl Converger {
             ImageKind::Kernel => {
                 let kernel = self.images.ensure(&image.id, required(image, ImageFileRole::Kernel)?).await?;
                 let initrd = self.images.ensure(&image.id, required(image, ImageFileRole::Initrd)?).await?;
-                (self.disks.ensure_root_disk(&desired.id, None, spec.disk_gib).await?, Some((kernel, initrd)))
+                // A kernel image made by an instance snapshot carries the root disk's content.
+                let backing = match image.files.iter().find(|f| f.role == ImageFileRole::Disk) {
+                    Some(file) => Some(BackingImage {
+                        path: self.images.ensure(&image.id, file).await?,
+                        format: image.disk_format.unwrap_or(kumo_wire::api::DiskFormat::Qcow2),
+                    }),
+                    None => None,
+                };
+                (self.disks.ensure_root_disk(&desired.id, backing.as_ref(), spec.disk_gib).await?, Some((kernel, initrd)))
             }
         };
+        let volumes = desired
+            .volumes
+            .iter()
+            .map(|v| {
+                let path = self.backends.get(v.backend)?.volume_source(&v.id).path().to_owned();
+                Ok(VolumeDisk { id: v.id.clone(), path, device: v.device.clone() })
+            })
+            .collect::<Result<Vec<_>, VolumeWorkError>>()?;
         let console_log = self.console_log(&desired.id);
         let boot = match &kernel_files {
             Some((kernel, initrd)) => Boot::Kernel { kernel, initrd },
@@ -147,6 +188,7 @@ impl Converger {
             root_disk: &disk,
             console_log: &console_log,
             boot,
+            volumes: &volumes,
         });
         self.hypervisor.define(&xml).await?;
         Ok(())

@@ -104,6 +104,21 @@ impl Hypervisor for DeafGuests {
     async fn undefine(&self, name: &str) -> Result<(), HypervisorError> {
         self.0.undefine(name).await
     }
+    async fn domain_xml(&self, name: &str, inactive: bool) -> Result<String, HypervisorError> {
+        self.0.domain_xml(name, inactive).await
+    }
+    async fn attach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HypervisorError> {
+        self.0.attach_device(name, xml, live, config).await
+    }
+    async fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HypervisorError> {
+        self.0.detach_device(name, xml, live, config).await
+    }
+    async fn resize_disk(&self, name: &str, device: &str, bytes: u64) -> Result<(), HypervisorError> {
+        self.0.resize_disk(name, device, bytes).await
+    }
+    async fn backup_disk(&self, name: &str, device: &str, target: &std::path::Path) -> Result<(), HypervisorError> {
+        self.0.backup_disk(name, device, target).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

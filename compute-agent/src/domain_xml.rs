@@ -5,9 +5,9 @@
 //! [`METADATA_NS`].
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use kumo_wire::{InstanceId, ProjectId};
+use kumo_wire::{InstanceId, ProjectId, VolumeId};
 use sha2::{Digest, Sha256};
 
 use crate::config::DomainType;
@@ -54,6 +54,78 @@ pub struct DomainSpec<'a> {
     pub console_log: &'a Path,
     /// Disk or kernel boot.
     pub boot: Boot<'a>,
+    /// Volumes attached as further virtio disks.
+    pub volumes: &'a [VolumeDisk],
+}
+
+/// A volume as a disk of a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeDisk {
+    /// The volume (its id, without the dash, is the disk's serial: at most 20 characters fit).
+    pub id: VolumeId,
+    /// The qcow2 file.
+    pub path: PathBuf,
+    /// The device name, e.g. `vdb`.
+    pub device: String,
+}
+
+/// The serial number a volume's disk shows the guest (`/sys/block/vdX/serial`).
+pub fn volume_serial(id: &VolumeId) -> String {
+    id.as_str().replace('-', "")
+}
+
+/// The `<disk>` element of a volume (for `render` and for hot-plugging).
+pub fn volume_disk_xml(disk: &VolumeDisk) -> String {
+    format!(
+        "<disk type='file' device='disk'>\n  <driver name='qemu' type='qcow2'/>\n  <source file='{}'/>\n  \
+         <target dev='{}' bus='virtio'/>\n  <serial>{}</serial>\n</disk>\n",
+        path(&disk.path),
+        esc(&disk.device),
+        esc(&volume_serial(&disk.id))
+    )
+}
+
+/// A `<disk>` of a domain's XML: its target device and source file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskEntry {
+    /// e.g. `vdb`.
+    pub target: String,
+    /// The file, for file-backed disks.
+    pub source: Option<PathBuf>,
+}
+
+/// The value of attribute `name` in the start tag at the beginning of `tag`.
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let end = tag.find('>').unwrap_or(tag.len());
+    let tag = &tag[..end];
+    ['\'', '"'].into_iter().find_map(|quote| {
+        let key = format!(" {name}={quote}");
+        let start = tag.find(&key)? + key.len();
+        let len = tag[start..].find(quote)?;
+        Some(unesc(&tag[start..start + len]))
+    })
+}
+
+fn unesc(s: &str) -> String {
+    s.replace("&apos;", "'").replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+}
+
+/// The disks of a domain XML as libvirt prints it, in order.
+pub fn disks_of(xml: &str) -> Vec<DiskEntry> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find("<disk ") {
+        let body = &rest[start..];
+        let end = body.find("</disk>").unwrap_or(body.len());
+        let disk = &body[..end];
+        let target = disk.find("<target ").and_then(|i| attr(&disk[i..], "dev"));
+        let source = disk.find("<source ").and_then(|i| attr(&disk[i..], "file")).map(PathBuf::from);
+        if let Some(target) = target {
+            out.push(DiskEntry { target, source });
+        }
+        rest = &body[end..];
+    }
+    out
 }
 
 /// The domain name of an instance.
@@ -173,6 +245,11 @@ pub fn render(spec: &DomainSpec<'_>) -> String {
     let _ = writeln!(x, "      <source file='{}'/>", path(spec.root_disk));
     let _ = writeln!(x, "      <target dev='vda' bus='virtio'/>");
     let _ = writeln!(x, "    </disk>");
+    for volume in spec.volumes {
+        for line in volume_disk_xml(volume).lines() {
+            let _ = writeln!(x, "    {line}");
+        }
+    }
     let log = path(spec.console_log);
     let _ = writeln!(x, "    <serial type='file'>");
     let _ = writeln!(x, "      <source path='{log}' append='on'/>");
@@ -214,6 +291,7 @@ mod tests {
                 kernel: Path::new("/var/lib/kumo/agent/images/ami-00000000000000002/kernel"),
                 initrd: Path::new("/var/lib/kumo/agent/images/ami-00000000000000002/initrd"),
             },
+            volumes: &[],
         };
         expect![[r#"
             <domain type='qemu'>
@@ -279,6 +357,7 @@ mod tests {
             root_disk: Path::new("/srv/o'brien&co/disk.qcow2"),
             console_log: Path::new("/srv/<x>/console.log"),
             boot: Boot::Disk,
+            volumes: &[],
         };
         let xml = render(&spec);
         assert!(xml.starts_with("<domain type='kvm'>\n"));
@@ -303,5 +382,60 @@ mod tests {
         assert_eq!(instance_of_metadata(meta), Some(instance.clone()));
         assert_eq!(instance_of_metadata(&meta.replace('"', "'")), Some(instance));
         assert_eq!(instance_of_metadata("<instance/>"), None);
+    }
+
+    #[test]
+    fn volumes_are_virtio_disks_with_their_id_as_serial_and_can_be_read_back() {
+        let (instance, project) = ids();
+        let volumes = [VolumeDisk {
+            id: "vol-0000000000000000b".parse().expect("id"),
+            path: PathBuf::from("/srv/nfs/volumes/vol-0000000000000000b.qcow2"),
+            device: "vdb".into(),
+        }];
+        let spec = DomainSpec {
+            domain_type: DomainType::Qemu,
+            instance: &instance,
+            project: &project,
+            generation: 1,
+            hostname: "db",
+            vcpus: 1,
+            memory_mib: 256,
+            root_disk: Path::new("/var/lib/kumo/agent/instances/i-0123456789abcdef0/disk.qcow2"),
+            console_log: Path::new("/c.log"),
+            boot: Boot::Disk,
+            volumes: &volumes,
+        };
+        let xml = render(&spec);
+        expect![[r#"
+            <disk type='file' device='disk'>
+              <driver name='qemu' type='qcow2'/>
+              <source file='/srv/nfs/volumes/vol-0000000000000000b.qcow2'/>
+              <target dev='vdb' bus='virtio'/>
+              <serial>vol0000000000000000b</serial>
+            </disk>
+        "#]]
+        .assert_eq(&volume_disk_xml(&volumes[0]));
+        assert_eq!(volume_serial(&volumes[0].id).len(), 20, "virtio-blk serials hold 20 bytes");
+        assert_eq!(
+            disks_of(&xml),
+            vec![
+                DiskEntry {
+                    target: "vda".into(),
+                    source: Some(PathBuf::from("/var/lib/kumo/agent/instances/i-0123456789abcdef0/disk.qcow2")),
+                },
+                DiskEntry { target: "vdb".into(), source: Some(volumes[0].path.clone()) },
+            ]
+        );
+        // As libvirt prints a live domain: double quotes and extra attributes.
+        let live = "<domain><devices><disk type=\"file\" device=\"disk\">\n<driver name=\"qemu\" type=\"qcow2\"/>\n\
+            <source file=\"/a&amp;b.qcow2\" index=\"2\"/>\n<backingStore/>\n<target dev=\"vdc\" bus=\"virtio\"/>\n</disk>\
+            <disk type=\"network\"><target dev=\"vdd\"/></disk></devices></domain>";
+        assert_eq!(
+            disks_of(live),
+            vec![
+                DiskEntry { target: "vdc".into(), source: Some(PathBuf::from("/a&b.qcow2")) },
+                DiskEntry { target: "vdd".into(), source: None },
+            ]
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! loop), which uses [`client`] (controller HTTP), [`ledger`] (per-instance
 //! bookkeeping), [`observe`] (reports, leak sweeps) and [`converge`] (one
 //! instance's desired state, through [`hypervisor`], [`domain_xml`] and the
-//! storage crate). [`console`] serves console logs. This crate holds the only
+//! storage crate), [`volumes`] and [`snapshots`] (one volume's or snapshot's
+//! desired state, bookkept by [`work_ledger`], serialized per domain by
+//! [`locks`]). [`console`] serves console logs. This crate holds the only
 //! code in Kumo that talks to libvirt.
 
 pub mod agent;
@@ -18,8 +20,12 @@ pub mod credentials;
 pub mod domain_xml;
 pub mod hypervisor;
 pub mod ledger;
+pub mod locks;
 pub mod observe;
+pub mod snapshots;
 pub mod status;
+pub mod volumes;
+pub mod work_ledger;
 pub mod worker;
 
 #[cfg(test)]

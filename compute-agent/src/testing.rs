@@ -80,6 +80,7 @@ pub fn desired(id: &InstanceId, generation: u64, power: DesiredPower, image: &Im
             user_data: None,
             ssh_public_key: None,
         },
+        volumes: vec![],
     }
 }
 

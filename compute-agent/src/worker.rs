@@ -15,8 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kumo_storage::InstanceDisks;
-use kumo_wire::agent::{DesiredInstance, ObservedPower, RegisterRequest, SyncRequest, SyncResponse};
-use kumo_wire::{InstanceId, Timestamp};
+use kumo_wire::agent::{
+    DesiredInstance, DesiredSnapshot, DesiredVolume, ObservedPower, ObservedWork, RegisterRequest, SyncRequest,
+    SyncResponse,
+};
+use kumo_wire::storage::VolumeBackendKind;
+use kumo_wire::{InstanceId, SnapshotId, Timestamp, VolumeId};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -30,14 +34,31 @@ use crate::error_chain;
 use crate::hypervisor::{DomainInfo, Hypervisor};
 use crate::ledger::{Ledger, Reason};
 use crate::observe::{observe, sweep_leaks};
+use crate::snapshots::SnapshotWork;
 use crate::status::StatusHandle;
+use crate::volumes::VolumeWork;
+use crate::work_ledger::{Outcome, WorkLedger};
 
-/// How often leaked instance files are looked for.
+/// How often leaked instance files are looked for, unless configured otherwise.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-type TaskResult = Result<ObservedPower, String>;
+/// What a task carried out, by kind.
+#[derive(Debug)]
+enum TaskResult {
+    Instance(Result<ObservedPower, String>),
+    Storage(Result<Outcome, String>),
+}
+
+/// What a task works on.
+#[derive(Debug, Clone)]
+enum TaskKey {
+    Instance(InstanceId),
+    Volume(VolumeId),
+    Snapshot(SnapshotId),
+}
+
 type TaskDone = Result<(tokio::task::Id, TaskResult), tokio::task::JoinError>;
 
 /// What ended the wait of a pass.
@@ -67,6 +88,12 @@ pub struct WorkerParts {
     pub disks: Arc<dyn InstanceDisks>,
     /// Carries out desired states.
     pub converger: Arc<Converger>,
+    /// Carries out volumes' desired states.
+    pub volumes: Arc<VolumeWork>,
+    /// Takes and removes snapshots.
+    pub snapshots: Arc<SnapshotWork>,
+    /// The image cache, for eviction of images no instance uses.
+    pub images: Arc<kumo_storage::ImageCache>,
     /// Where the loop shows what it does.
     pub status: StatusHandle,
 }
@@ -77,11 +104,15 @@ pub struct SyncWorker {
     parts: WorkerParts,
     ledger: Ledger,
     desired: Vec<DesiredInstance>,
+    volume_ledger: WorkLedger<VolumeId>,
+    desired_volumes: Vec<DesiredVolume>,
+    snapshot_ledger: WorkLedger<SnapshotId>,
+    desired_snapshots: Vec<DesiredSnapshot>,
     known_revision: Option<String>,
     /// Whether `desired` came from the controller during this run (leak sweeps wait for it).
     synced: bool,
     tasks: JoinSet<TaskResult>,
-    task_ids: HashMap<tokio::task::Id, (InstanceId, u64)>,
+    task_ids: HashMap<tokio::task::Id, (TaskKey, u64)>,
     last_sweep: Option<Instant>,
     backoff: Duration,
 }
@@ -93,6 +124,10 @@ impl SyncWorker {
             parts,
             ledger: Ledger::default(),
             desired: Vec::new(),
+            volume_ledger: WorkLedger::default(),
+            desired_volumes: Vec::new(),
+            snapshot_ledger: WorkLedger::default(),
+            desired_snapshots: Vec::new(),
             known_revision: None,
             synced: false,
             tasks: JoinSet::new(),
@@ -122,7 +157,9 @@ impl SyncWorker {
             Err(err) => return self.fail("cannot observe the host; not syncing", error_chain(&err), shutdown).await,
         };
         self.start_due(&domains);
-        if self.synced && self.last_sweep.is_none_or(|t| t.elapsed() >= RECONCILE_INTERVAL) {
+        self.start_due_storage();
+        let sweep_every = Duration::from_secs(self.parts.config.sweep_interval_secs);
+        if self.synced && self.last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
             self.last_sweep = Some(Instant::now());
             self.reconcile(&domains).await;
         }
@@ -137,7 +174,15 @@ impl SyncWorker {
             Ok(request) => request,
             Err(err) => return self.fail("cannot measure the host", error_chain(&err), shutdown).await,
         };
-        let next_retry = self.ledger.next_retry(Instant::now());
+        let now = Instant::now();
+        let next_retry = [
+            self.ledger.next_retry(now),
+            self.volume_ledger.next_retry(now),
+            self.snapshot_ledger.next_retry(now),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let wake = tokio::select! {
             biased;
             () = shutdown.cancelled() => Wake::Shutdown,
@@ -188,6 +233,7 @@ impl SyncWorker {
             capacity,
             hypervisor: cfg.domain_type.as_str().to_owned(),
             availability_zone: cfg.availability_zone.clone(),
+            volume_backends: self.volume_backends(),
         };
         let response = self.parts.client.register(&request).await?;
         let creds = HostCredentials {
@@ -206,18 +252,36 @@ impl SyncWorker {
         let cfg = &self.parts.config;
         let capacity =
             capacity::measure(&*self.parts.hypervisor, cfg.reserved_memory_mib, cfg.disk_gib, &cfg.state_dir).await?;
-        let (observed, unmanaged_domains) = observe(&self.desired, domains, &self.ledger, Timestamp::now());
+        let now = Timestamp::now();
+        let (observed, unmanaged_domains) = observe(&self.desired, domains, &self.ledger, now);
         self.parts.status.update(|s| {
-            s.tasks_running = self.ledger.busy_count();
+            s.tasks_running = self.ledger.busy_count() + self.volume_ledger.busy_count() + self.snapshot_ledger.busy_count();
             s.unmanaged_domains.clone_from(&unmanaged_domains);
         });
+        let observed_volumes = self
+            .desired_volumes
+            .iter()
+            .map(|d| observed_work(&self.volume_ledger, &d.id, d.generation, d.applied_generation, now))
+            .collect();
+        let observed_snapshots = self
+            .desired_snapshots
+            .iter()
+            .map(|d| observed_work(&self.snapshot_ledger, &d.id, d.generation, d.applied_generation, now))
+            .collect();
         Ok(SyncRequest {
             observed,
             unmanaged_domains,
             capacity,
             known_revision: self.known_revision.clone(),
             wait_ms: cfg.sync_wait_ms,
+            observed_volumes,
+            observed_snapshots,
+            volume_backends: self.volume_backends(),
         })
+    }
+
+    fn volume_backends(&self) -> Vec<VolumeBackendKind> {
+        self.parts.volumes.backends().kinds()
     }
 
     fn accept(&mut self, response: SyncResponse) {
@@ -230,8 +294,12 @@ impl SyncWorker {
         }
         self.known_revision = Some(response.revision);
         self.desired = response.instances;
+        self.desired_volumes = response.volumes;
+        self.desired_snapshots = response.snapshots;
         self.synced = true;
         self.ledger.retain(&self.desired);
+        self.volume_ledger.retain(&self.desired_volumes.iter().map(|d| d.id.clone()).collect());
+        self.snapshot_ledger.retain(&self.desired_snapshots.iter().map(|d| d.id.clone()).collect());
         let count = self.desired.len();
         self.parts.status.update(|s| {
             s.last_sync_at = Some(Timestamp::now());
@@ -251,26 +319,77 @@ impl SyncWorker {
                 power = %desired.power);
             let (id, generation) = (desired.id.clone(), desired.generation);
             let converger = Arc::clone(&self.parts.converger);
-            let handle = self
-                .tasks
-                .spawn(async move { converger.apply(&desired).await.map_err(|e| error_chain(&e)) }.instrument(span));
-            self.task_ids.insert(handle.id(), (id, generation));
+            let handle = self.tasks.spawn(
+                async move { TaskResult::Instance(converger.apply(&desired).await.map_err(|e| error_chain(&e))) }
+                    .instrument(span),
+            );
+            self.task_ids.insert(handle.id(), (TaskKey::Instance(id), generation));
+        }
+    }
+
+    /// Starts the volume and snapshot tasks that are due.
+    fn start_due_storage(&mut self) {
+        let now = Instant::now();
+        let volumes: Vec<_> = self.desired_volumes.iter().map(|d| (d.id.clone(), d.generation, d.applied_generation)).collect();
+        for id in self.volume_ledger.due(&volumes, now) {
+            let Some(desired) = self.desired_volumes.iter().find(|d| d.id == id).cloned() else { continue };
+            self.volume_ledger.start(&id);
+            let span = tracing::info_span!("volume", volume = %id, generation = desired.generation, present = desired.present);
+            let work = Arc::clone(&self.parts.volumes);
+            let generation = desired.generation;
+            let handle = self.tasks.spawn(
+                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }.instrument(span),
+            );
+            self.task_ids.insert(handle.id(), (TaskKey::Volume(id), generation));
+        }
+        let snapshots: Vec<_> =
+            self.desired_snapshots.iter().map(|d| (d.id.clone(), d.generation, d.applied_generation)).collect();
+        for id in self.snapshot_ledger.due(&snapshots, now) {
+            let Some(desired) = self.desired_snapshots.iter().find(|d| d.id == id).cloned() else { continue };
+            self.snapshot_ledger.start(&id);
+            let span = tracing::info_span!("snapshot", snapshot = %id, generation = desired.generation, present = desired.present);
+            let work = Arc::clone(&self.parts.snapshots);
+            let generation = desired.generation;
+            let handle = self.tasks.spawn(
+                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }.instrument(span),
+            );
+            self.task_ids.insert(handle.id(), (TaskKey::Snapshot(id), generation));
         }
     }
 
     fn record(&mut self, done: TaskDone) {
         let (task, result) = match done {
-            Ok((task, result)) => (task, result),
-            Err(err) => (err.id(), Err(format!("internal error: the convergence task failed ({err})"))),
+            Ok((task, result)) => (task, Ok(result)),
+            Err(err) => (err.id(), Err(format!("internal error: the task failed ({err})"))),
         };
-        let Some((id, generation)) = self.task_ids.remove(&task) else { return };
-        match &result {
-            Ok(power) => tracing::info!(instance = %id, generation, ?power, "converged"),
-            Err(message) => {
-                tracing::warn!(instance = %id, generation, error = %message, "convergence failed; will retry")
+        let Some((key, generation)) = self.task_ids.remove(&task) else { return };
+        let now = Instant::now();
+        match key {
+            TaskKey::Instance(id) => {
+                let result = match result {
+                    Ok(TaskResult::Instance(r)) => r,
+                    Ok(TaskResult::Storage(_)) => Err("internal error: a task of the wrong kind".to_owned()),
+                    Err(e) => Err(e),
+                };
+                match &result {
+                    Ok(power) => tracing::info!(instance = %id, generation, ?power, "converged"),
+                    Err(message) => {
+                        tracing::warn!(instance = %id, generation, error = %message, "convergence failed; will retry")
+                    }
+                }
+                self.ledger.finish(&id, generation, result.map(drop), now);
+            }
+            TaskKey::Volume(id) => {
+                let result = storage_result(result);
+                log_storage("volume", id.as_str(), generation, &result);
+                self.volume_ledger.finish(&id, generation, result, now);
+            }
+            TaskKey::Snapshot(id) => {
+                let result = storage_result(result);
+                log_storage("snapshot", id.as_str(), generation, &result);
+                self.snapshot_ledger.finish(&id, generation, result, now);
             }
         }
-        self.ledger.finish(&id, generation, result.map(drop), Instant::now());
     }
 
     /// The periodic pass: report unmanaged domains, remove leaked instance files.
@@ -282,6 +401,80 @@ impl SyncWorker {
         if let Err(err) = sweep_leaks(&*self.parts.disks, &self.desired, domains, &self.ledger).await {
             tracing::warn!(error = %error_chain(&err), "leak sweep failed");
         }
+        self.sweep_storage().await;
+        let keep: HashSet<kumo_wire::ImageId> = self.desired.iter().map(|d| d.spec.image.id.clone()).collect();
+        let ttl = Duration::from_secs(self.parts.config.image_cache_ttl_secs);
+        if let Err(err) = self.parts.images.evict(&keep, ttl).await {
+            tracing::warn!(error = %error_chain(&err), "image cache eviction failed");
+        }
+    }
+
+    /// Removes local volumes, local snapshots and staged instance snapshots
+    /// the controller no longer lists (what a lost delete or a crash left
+    /// behind). Shared backends are left alone: other hosts work there too.
+    async fn sweep_storage(&self) {
+        let volumes: HashSet<&VolumeId> = self.desired_volumes.iter().map(|d| &d.id).collect();
+        let snapshots: HashSet<&SnapshotId> = self.desired_snapshots.iter().map(|d| &d.id).collect();
+        if let Ok(local) = self.parts.volumes.backends().get(VolumeBackendKind::Local) {
+            match local.list().await {
+                Ok((leaked_volumes, leaked_snapshots)) => {
+                    for id in leaked_volumes.iter().filter(|id| !volumes.contains(id) && !self.volume_ledger.is_busy(id)) {
+                        match local.delete_volume(id).await {
+                            Ok(_) => tracing::warn!(volume = %id, "removed a local volume the controller does not list"),
+                            Err(e) => tracing::warn!(volume = %id, error = %error_chain(&e), "could not remove a leaked volume"),
+                        }
+                    }
+                    for id in leaked_snapshots.iter().filter(|id| !snapshots.contains(id) && !self.snapshot_ledger.is_busy(id)) {
+                        match local.delete_snapshot(id).await {
+                            Ok(_) => tracing::warn!(snapshot = %id, "removed a local snapshot the controller does not list"),
+                            Err(e) => tracing::warn!(snapshot = %id, error = %error_chain(&e), "could not remove a leaked snapshot"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %error_chain(&e), "could not list local volumes"),
+            }
+        }
+        let staged = self.parts.snapshots.staged().await;
+        for id in staged.iter().filter(|id| !snapshots.contains(id) && !self.snapshot_ledger.is_busy(id)) {
+            if let Err(e) = self.parts.snapshots.discard(id).await {
+                tracing::warn!(snapshot = %id, error = %error_chain(&e), "could not remove a staged snapshot");
+            }
+        }
+    }
+}
+
+fn storage_result(result: Result<TaskResult, String>) -> Result<Outcome, String> {
+    match result {
+        Ok(TaskResult::Storage(r)) => r,
+        Ok(TaskResult::Instance(_)) => Err("internal error: a task of the wrong kind".to_owned()),
+        Err(e) => Err(e),
+    }
+}
+
+fn log_storage(kind: &str, id: &str, generation: u64, result: &Result<Outcome, String>) {
+    match result {
+        Ok(Outcome::Done { .. }) => tracing::info!(kind, id, generation, "carried out"),
+        Ok(Outcome::Waiting(why)) => tracing::debug!(kind, id, generation, %why, "waiting"),
+        Err(message) => tracing::warn!(kind, id, generation, error = %message, "failed; will retry"),
+    }
+}
+
+/// How the agent left one volume or snapshot.
+fn observed_work<K: Clone + Eq + std::hash::Hash>(
+    ledger: &WorkLedger<K>,
+    id: &K,
+    generation: u64,
+    echo: u64,
+    now: Timestamp,
+) -> ObservedWork<K> {
+    let error = ledger.error(id, generation);
+    ObservedWork {
+        id: id.clone(),
+        applied_generation: ledger.applied(id, echo),
+        error: error.map(|(m, _)| m.to_owned()),
+        failed_generation: error.map(|(_, g)| g),
+        stored_bytes: ledger.stored(id),
+        observed_at: now,
     }
 }
 

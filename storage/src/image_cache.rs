@@ -155,6 +155,39 @@ impl ImageCache {
         Ok(path)
     }
 
+    /// Removes cached images not in `keep` whose files were fetched more than
+    /// `min_age` ago and that no download is using; returns the images removed.
+    /// The caller keeps every image an instance on the host is built on.
+    pub async fn evict(&self, keep: &std::collections::HashSet<ImageId>, min_age: std::time::Duration) -> Result<Vec<ImageId>, ImageCacheError> {
+        let mut entries = match tokio::fs::read_dir(&self.root).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_at(&self.root)(e)),
+        };
+        let now = std::time::SystemTime::now();
+        let mut removed = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(io_at(&self.root))? {
+            let Some(Ok(image)) = entry.file_name().to_str().map(str::parse::<ImageId>) else { continue };
+            if keep.contains(&image) {
+                continue;
+            }
+            let dir = entry.path();
+            let busy = {
+                let locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                locks.iter().any(|(path, lock)| path.starts_with(&dir) && Arc::strong_count(lock) > 1)
+            };
+            let modified = entry.metadata().await.and_then(|m| m.modified()).unwrap_or(now);
+            if busy || now.duration_since(modified).unwrap_or_default() < min_age {
+                continue;
+            }
+            tokio::fs::remove_dir_all(&dir).await.map_err(io_at(&dir))?;
+            self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).retain(|path, _| !path.starts_with(&dir));
+            tracing::info!(%image, "evicted an image no instance on this host uses from the cache");
+            removed.push(image);
+        }
+        Ok(removed)
+    }
+
     async fn download(&self, image: &ImageId, file: &ImageFileRef, path: &Path) -> Result<(), ImageCacheError> {
         let dir = path.parent().unwrap_or(&self.root);
         tokio::fs::create_dir_all(dir).await.map_err(io_at(dir))?;
@@ -369,5 +402,18 @@ mod tests {
         cache.ensure(&image(), &file_ref(ImageFileRole::Initrd, &data)).await.expect("ensure");
         assert_eq!(std::fs::read(&path).expect("read"), data);
         assert_eq!(fetcher.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn unused_images_are_evicted_and_kept_ones_stay() {
+        let data = b"kernel bytes".to_vec();
+        let (dir, _, cache) = cache_with(FakeFetcher { files: HashMap::from([(ImageFileRole::Kernel, data.clone())]), ..Default::default() });
+        let other: ImageId = "ami-0000000000000000f".parse().expect("id");
+        cache.ensure(&image(), &file_ref(ImageFileRole::Kernel, &data)).await.expect("fetch");
+        cache.ensure(&other, &file_ref(ImageFileRole::Kernel, &data)).await.expect("fetch");
+        let keep = std::collections::HashSet::from([image()]);
+        assert!(cache.evict(&keep, Duration::from_secs(3600)).await.expect("evict").is_empty(), "too young");
+        assert_eq!(cache.evict(&keep, Duration::ZERO).await.expect("evict"), vec![other.clone()]);
+        assert_eq!(files_in(&dir.path().join("images")), vec![image().to_string()]);
     }
 }

@@ -43,6 +43,24 @@ pub enum ImageStoreError {
     },
 }
 
+/// Distinguishes concurrent uploads of the same file in one process.
+static STAGE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// An uploaded file waiting to be inspected before it is put in place.
+#[derive(Debug)]
+pub struct Staged {
+    /// Where it is now (hidden from readers).
+    pub tmp_path: PathBuf,
+    final_path: PathBuf,
+    /// Its size and checksum.
+    pub stored: StoredFile,
+}
+
+async fn remove_dir_if_empty(dir: &Path) {
+    // Fails harmlessly when the directory still holds other files.
+    let _ = tokio::fs::remove_dir(dir).await;
+}
+
 /// Size and checksum of a stored file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFile {
@@ -81,16 +99,38 @@ impl FsImageStore {
         &self,
         image: &ImageId,
         role: ImageFileRole,
-        mut body: S,
+        body: S,
         max_bytes: u64,
     ) -> Result<StoredFile, ImageStoreError>
+    where
+        S: Stream<Item = Result<Bytes, io::Error>> + Unpin,
+    {
+        let staged = self.stage(image, role, body, max_bytes).await?;
+        let stored = staged.stored.clone();
+        self.commit(staged).await?;
+        Ok(stored)
+    }
+
+    /// Streams `body` to a temporary file beside the file's final name, hashing
+    /// as it goes, so it can be inspected before [`FsImageStore::commit`] puts
+    /// it in place (or [`FsImageStore::discard`] drops it). A failed or
+    /// oversized upload leaves nothing behind, not even the image's directory
+    /// when it held nothing else.
+    pub async fn stage<S>(
+        &self,
+        image: &ImageId,
+        role: ImageFileRole,
+        mut body: S,
+        max_bytes: u64,
+    ) -> Result<Staged, ImageStoreError>
     where
         S: Stream<Item = Result<Bytes, io::Error>> + Unpin,
     {
         let dir = self.root.join(image.as_str());
         tokio::fs::create_dir_all(&dir).await.map_err(io_at(&dir))?;
         let final_path = dir.join(role.as_str());
-        let tmp_path = dir.join(format!(".{}.partial-{}", role.as_str(), std::process::id()));
+        let unique = STAGE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp_path = dir.join(format!(".{}.partial-{}-{unique}", role.as_str(), std::process::id()));
         let result = async {
             let mut file = tokio::fs::File::create(&tmp_path).await.map_err(io_at(&tmp_path))?;
             let mut hasher = Sha256::new();
@@ -109,15 +149,65 @@ impl FsImageStore {
         }
         .await;
         match result {
-            Ok(stored) => {
-                tokio::fs::rename(&tmp_path, &final_path).await.map_err(io_at(&final_path))?;
-                Ok(stored)
-            }
+            Ok(stored) => Ok(Staged { tmp_path, final_path, stored }),
             Err(err) => {
                 let _ = tokio::fs::remove_file(&tmp_path).await;
+                remove_dir_if_empty(&dir).await;
                 Err(err)
             }
         }
+    }
+
+    /// Puts a staged file in place (replacing an earlier file of the same role).
+    pub async fn commit(&self, staged: Staged) -> Result<(), ImageStoreError> {
+        tokio::fs::rename(&staged.tmp_path, &staged.final_path).await.map_err(io_at(&staged.final_path))
+    }
+
+    /// Drops a staged file (and the image's directory if nothing else is in it).
+    pub async fn discard(&self, staged: Staged) {
+        let _ = tokio::fs::remove_file(&staged.tmp_path).await;
+        if let Some(dir) = staged.tmp_path.parent() {
+            remove_dir_if_empty(dir).await;
+        }
+    }
+
+    /// Copies a stored file of one image to another (snapshot images reuse
+    /// their source's kernel and initrd).
+    pub async fn copy_file(&self, from: &ImageId, to: &ImageId, role: ImageFileRole) -> Result<u64, ImageStoreError> {
+        let src = self.file_path(from, role);
+        let dir = self.root.join(to.as_str());
+        tokio::fs::create_dir_all(&dir).await.map_err(io_at(&dir))?;
+        let dst = self.file_path(to, role);
+        let tmp = dir.join(format!(".{}.copy-{}", role.as_str(), std::process::id()));
+        // A hard link costs nothing; files in the store are never written in place.
+        let _ = tokio::fs::remove_file(&tmp).await;
+        let linked = tokio::fs::hard_link(&src, &tmp).await;
+        if linked.is_err() {
+            tokio::fs::copy(&src, &tmp).await.map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => ImageStoreError::NotFound { image: from.clone(), role: role.as_str() },
+                _ => io_at(&src)(e),
+            })?;
+        }
+        tokio::fs::rename(&tmp, &dst).await.map_err(io_at(&dst))?;
+        Ok(tokio::fs::metadata(&dst).await.map_err(io_at(&dst))?.len())
+    }
+
+    /// The images that have a directory in the store (for garbage collection),
+    /// with the directory's last modification time.
+    pub async fn list(&self) -> Result<Vec<(ImageId, std::time::SystemTime)>, ImageStoreError> {
+        let mut entries = tokio::fs::read_dir(&self.root).await.map_err(io_at(&self.root))?;
+        let mut out = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(io_at(&self.root))? {
+            let Some(Ok(id)) = entry.file_name().to_str().map(str::parse::<ImageId>) else { continue };
+            let modified = entry
+                .metadata()
+                .await
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            out.push((id, modified));
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Opens a stored file for reading, with its size.
@@ -185,8 +275,7 @@ mod tests {
             store.put(&id, ImageFileRole::Disk, big, 15).await,
             Err(ImageStoreError::TooLarge { limit: 15 })
         ));
-        let left: Vec<_> = std::fs::read_dir(dir.path().join(id.as_str())).unwrap().collect();
-        assert!(left.is_empty(), "left behind: {left:?}");
+        assert!(!dir.path().join(id.as_str()).exists(), "the image's directory was left behind");
         assert!(matches!(
             store.open_file(&id, ImageFileRole::Disk).await,
             Err(ImageStoreError::NotFound { .. })
@@ -194,5 +283,26 @@ mod tests {
         store.delete_image(&id).await.unwrap();
         store.delete_image(&id).await.unwrap();
         assert!(!dir.path().join(id.as_str()).exists());
+    }
+
+    #[tokio::test]
+    async fn staged_files_are_invisible_until_committed_and_discarding_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsImageStore::open(dir.path()).unwrap();
+        let id = ImageId::generate();
+        let staged = store.stage(&id, ImageFileRole::Disk, chunks(vec![Ok(b"abc")]), 100).await.unwrap();
+        assert!(staged.tmp_path.exists());
+        assert!(store.open_file(&id, ImageFileRole::Disk).await.is_err());
+        store.discard(staged).await;
+        assert!(!dir.path().join(id.as_str()).exists());
+
+        let staged = store.stage(&id, ImageFileRole::Disk, chunks(vec![Ok(b"abc")]), 100).await.unwrap();
+        store.commit(staged).await.unwrap();
+        assert_eq!(store.open_file(&id, ImageFileRole::Disk).await.unwrap().1, 3);
+        let copy = ImageId::generate();
+        assert_eq!(store.copy_file(&id, &copy, ImageFileRole::Disk).await.unwrap(), 3);
+        let listed: Vec<ImageId> = store.list().await.unwrap().into_iter().map(|(i, _)| i).collect();
+        assert_eq!(listed.len(), 2);
+        assert!(listed.contains(&id) && listed.contains(&copy));
     }
 }

@@ -5,9 +5,14 @@
 //! hands it a way to fetch bytes, the controller hands it a stream to store.
 
 pub mod image_cache;
+pub mod image_inspect;
 pub mod image_store;
 pub mod instance_disk;
+pub mod qemu_img;
+pub mod volume_backend;
 
 pub use image_cache::{ByteStream, FetchError, ImageCache, ImageCacheError, ImageFetcher};
-pub use image_store::{FsImageStore, ImageStoreError, StoredFile};
+pub use image_inspect::{inspect, InspectError, Inspection};
+pub use image_store::{FsImageStore, ImageStoreError, Staged, StoredFile};
+pub use volume_backend::{FileVolumeBackend, VolumeBackend, VolumeError, VolumeSource};
 pub use instance_disk::{BackingImage, DiskError, InstanceDisks, QemuImgDisks};

@@ -118,6 +118,10 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Seconds of silence before a host is unreachable.
     pub host_timeout_secs: Option<u64>,
+    /// More controller settings, as TOML lines.
+    pub controller_extra: String,
+    /// More agent settings, as TOML lines.
+    pub agent_extra: String,
 }
 
 impl Stack {
@@ -140,6 +144,7 @@ impl Stack {
         if let Some(t) = opts.host_timeout_secs {
             api_toml.push_str(&format!("host_timeout_secs = {t}\n"));
         }
+        api_toml.push_str(&opts.controller_extra);
         let api_config = dir.path().join("controller.toml");
         std::fs::write(&api_config, api_toml)?;
         let api = spawn_api(&api_config, dir.path())?;
@@ -153,8 +158,9 @@ impl Stack {
             format!(
                 "controller_url = '{endpoint}'\njoin_token = 'e2e-join'\nname = '{host_name}'\n\
                  listen = '127.0.0.1:{agent_port}'\nlibvirt_uri = 'qemu:///system'\ndomain_type = 'qemu'\n\
-                 state_dir = '{}'\nshutdown_timeout_secs = 30\ndisk_gib = 50\n",
-                agent_state.display()
+                 state_dir = '{}'\nshutdown_timeout_secs = 30\ndisk_gib = 50\n{}",
+                agent_state.display(),
+                opts.agent_extra
             ),
         )?;
         let mut stack = Self {
@@ -258,6 +264,21 @@ impl Stack {
         self.kumo_ok(&["instance", "console", id])
     }
 
+    /// Waits until the instance's console shows `needle`; returns the console.
+    pub fn wait_console(&self, id: &str, needle: &str, timeout: Duration) -> Result<String> {
+        let mut last = String::new();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            last = self.console(id)?;
+            if last.contains(needle) {
+                return Ok(last);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let tail: Vec<&str> = last.lines().rev().take(15).collect();
+        bail!("timed out after {timeout:?} waiting for '{needle}' on the console of {id}; last lines: {tail:?}")
+    }
+
     /// How many times the guest printed its ready marker.
     pub fn markers(&self, id: &str) -> Result<usize> {
         Ok(self.console(id)?.matches(&format!("KUMO-READY instance-id={id} ")).count())
@@ -298,6 +319,22 @@ impl Drop for Stack {
             let _ = Command::new("virsh").args(["-c", "qemu:///system", "undefine", &name]).output();
         }
     }
+}
+
+/// Every file (not directory) under `dir`, recursively; empty when `dir` does not exist.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
 }
 
 fn spawn_api(config: &Path, dir: &Path) -> Result<Process> {

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::{DiskFormat, ImageFileRole, ImageKind};
-use crate::{DesiredPower, HostId, ImageId, InstanceId, ProjectId, Timestamp};
+use crate::storage::VolumeBackendKind;
+use crate::{DesiredPower, HostId, ImageId, InstanceId, ProjectId, SnapshotId, Timestamp, VolumeId};
 
 /// Path of the registration endpoint on the controller.
 pub const REGISTER_PATH: &str = "/agent/v1/register";
@@ -45,6 +46,9 @@ pub struct RegisterRequest {
     pub hypervisor: String,
     /// The availability zone this host belongs to.
     pub availability_zone: String,
+    /// The volume backends this host can serve (older agents send none).
+    #[serde(default)]
+    pub volume_backends: Vec<VolumeBackendKind>,
 }
 
 /// The controller's answer to a registration.
@@ -107,6 +111,15 @@ pub struct SyncRequest {
     pub known_revision: Option<String>,
     /// How long the controller may hold the request when nothing changed.
     pub wait_ms: u64,
+    /// Every volume of the host's desired state, as the agent last handled it.
+    #[serde(default)]
+    pub observed_volumes: Vec<ObservedWork<VolumeId>>,
+    /// Every snapshot of the host's desired state, as the agent last handled it.
+    #[serde(default)]
+    pub observed_snapshots: Vec<ObservedWork<SnapshotId>>,
+    /// The volume backends this host can serve now (older agents send none).
+    #[serde(default)]
+    pub volume_backends: Vec<VolumeBackendKind>,
 }
 
 /// The desired state of every instance placed on the host.
@@ -120,6 +133,12 @@ pub struct SyncResponse {
     pub revision: String,
     /// Every instance on this host that is not yet confirmed deleted.
     pub instances: Vec<DesiredInstance>,
+    /// Every volume this host holds or works on that is not yet confirmed deleted.
+    #[serde(default)]
+    pub volumes: Vec<DesiredVolume>,
+    /// Every snapshot this host takes or keeps that is not yet confirmed deleted.
+    #[serde(default)]
+    pub snapshots: Vec<DesiredSnapshot>,
 }
 
 /// What the controller wants one instance to be.
@@ -137,6 +156,114 @@ pub struct DesiredInstance {
     pub reboot_generation: Option<u64>,
     /// What to build.
     pub spec: InstanceSpec,
+    /// The volumes that should be attached to the domain (also when it is defined anew).
+    #[serde(default)]
+    pub volumes: Vec<AttachedVolume>,
+}
+
+/// A volume as part of an instance's domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedVolume {
+    /// The volume.
+    pub id: VolumeId,
+    /// Where it lives.
+    pub backend: VolumeBackendKind,
+    /// Its device name, e.g. `vdb`.
+    pub device: String,
+}
+
+/// What the controller wants one volume to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredVolume {
+    /// The volume.
+    pub id: VolumeId,
+    /// Where it lives.
+    pub backend: VolumeBackendKind,
+    /// Increases with every change of what is desired.
+    pub generation: u64,
+    /// The generation this host last reported as carried out.
+    pub applied_generation: u64,
+    /// Whether it should exist.
+    pub present: bool,
+    /// Its size in GiB (it only ever grows).
+    pub size_gib: u64,
+    /// The snapshot its content comes from when it is created.
+    pub source: Option<SnapshotRef>,
+    /// The instance it should be attached to, if any.
+    pub attach: Option<VolumeAttachment>,
+}
+
+/// A snapshot file a volume is made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// The backend that holds it.
+    pub backend: VolumeBackendKind,
+}
+
+/// Where a volume should be attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeAttachment {
+    /// The instance (on this host).
+    pub instance: InstanceId,
+    /// The device name, e.g. `vdb`.
+    pub device: String,
+}
+
+/// What the controller wants one snapshot to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredSnapshot {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// 1 while it should be taken and kept, 2 once it should be deleted.
+    pub generation: u64,
+    /// The generation this host last reported as carried out.
+    pub applied_generation: u64,
+    /// Whether it should exist.
+    pub present: bool,
+    /// What to copy.
+    pub source: SnapshotSource,
+}
+
+/// What a snapshot copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SnapshotSource {
+    /// A volume; the copy is kept by the volume's backend.
+    Volume {
+        /// The volume.
+        volume: VolumeId,
+        /// Its backend (which also keeps the snapshot).
+        backend: VolumeBackendKind,
+        /// The instance it is attached to, if any (then the copy is taken live).
+        attached_to: Option<InstanceId>,
+    },
+    /// An instance's root disk; the copy is uploaded to the controller as the
+    /// disk of `image` (`PUT` [`snapshot_upload_path`]) and not kept on the host.
+    Instance {
+        /// The instance.
+        instance: InstanceId,
+        /// The image it becomes.
+        image: ImageId,
+    },
+}
+
+/// How the agent left one volume or snapshot of its desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedWork<Id> {
+    /// The volume or snapshot.
+    pub id: Id,
+    /// The newest generation the agent has carried out.
+    pub applied_generation: u64,
+    /// Why the agent could not carry out generation `failed_generation`, if it could not.
+    pub error: Option<String>,
+    /// The generation `error` belongs to.
+    pub failed_generation: Option<u64>,
+    /// Bytes the volume or snapshot takes on disk, when known.
+    pub stored_bytes: Option<u64>,
+    /// When the agent observed this (its clock).
+    pub observed_at: Timestamp,
 }
 
 /// Everything the agent needs to build the domain.
@@ -187,6 +314,11 @@ pub struct ImageFileRef {
 /// Path on the controller from which an agent downloads one image file.
 pub fn image_file_path(image: &ImageId, role: ImageFileRole) -> String {
     format!("/agent/v1/images/{image}/files/{}", role.as_str())
+}
+
+/// Path on the controller to which an agent uploads the disk of an instance snapshot.
+pub fn snapshot_upload_path(snapshot: &SnapshotId) -> String {
+    format!("/agent/v1/snapshots/{snapshot}/image")
 }
 
 /// Path on the agent that serves an instance's console log.

@@ -200,6 +200,15 @@ impl ImageKind {
         }
     }
 
+    /// Every file an image of this kind may have: the required ones, and for
+    /// kernel images a root disk (instance snapshots of kernel-booted guests).
+    pub fn allowed_files(self) -> &'static [ImageFileRole] {
+        match self {
+            Self::Disk => &[ImageFileRole::Disk],
+            Self::Kernel => &[ImageFileRole::Kernel, ImageFileRole::Initrd, ImageFileRole::Disk],
+        }
+    }
+
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -346,8 +355,24 @@ pub struct Image {
     pub owner_project_id: ProjectId,
     /// Uploaded files.
     pub files: Vec<ImageFile>,
+    /// The disk's virtual size in bytes as `qemu-img info` reads it (disk
+    /// files only); instances need a root disk at least this large.
+    #[serde(default)]
+    pub virtual_size_bytes: Option<u64>,
     /// Creation time.
     pub created_at: Timestamp,
+}
+
+/// Query of `POST /v1/images/upload`: the body is the disk image itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadImageQuery {
+    /// Image name.
+    pub name: String,
+    /// `qcow2` or `raw`; detected (qcow2 or raw only) when left out.
+    pub disk_format: Option<DiskFormat>,
+    /// `private` when left out; `public` needs the admin role.
+    pub visibility: Option<Visibility>,
 }
 
 /// `POST /v1/images`: register an image, then upload its files with
@@ -429,6 +454,10 @@ pub struct RunInstances {
     pub user_data: Option<String>,
     /// How many to launch (1-100); 1 when left out.
     pub count: Option<u32>,
+    /// Volumes (ids or names) to attach at launch (only with `count` 1); the
+    /// scheduler places the instance where its local volumes are.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// How the scheduler judged one host.

@@ -119,6 +119,10 @@ define_id!(/// An SSH key pair.
     KeyPairId, "key", "key pair");
 define_id!(/// A compute host running the agent.
     HostId, "host", "host");
+define_id!(/// A block volume.
+    VolumeId, "vol", "volume");
+define_id!(/// A point-in-time copy of a volume or of an instance's root disk.
+    SnapshotId, "snap", "snapshot");
 
 #[cfg(test)]
 mod tests {

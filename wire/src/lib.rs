@@ -7,9 +7,11 @@
 
 pub mod agent;
 pub mod api;
+pub mod billing;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;
+pub mod storage;
 pub mod time;
 
 pub use error::ErrorBody;

@@ -279,3 +279,37 @@ pub async fn release_capacity(tx: &mut Transaction<'static, Any>, host: &HostId,
     .await?;
     Ok(())
 }
+
+impl Db {
+    /// Records the volume backends a host's agent serves (sent with every sync).
+    pub async fn set_host_volume_backends(
+        &self,
+        host: &HostId,
+        backends: &[kumo_wire::storage::VolumeBackendKind],
+    ) -> DbResult<()> {
+        let mut sorted = backends.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let json = serde_json::to_string(&sorted).map_err(|e| DbError::Corrupt(e.to_string()))?;
+        sqlx::query("UPDATE hosts SET volume_backends = $2 WHERE id = $1 AND volume_backends <> $2")
+            .bind(host.as_str())
+            .bind(json)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Every host with the volume backends it serves, by name.
+    pub async fn hosts_with_volume_backends(
+        &self,
+    ) -> DbResult<Vec<(HostRecord, Vec<kumo_wire::storage::VolumeBackendKind>)>> {
+        let rows = sqlx::query(&format!("SELECT {HOST_COLUMNS} FROM hosts h ORDER BY h.name")).fetch_all(self.pool()).await?;
+        rows.iter()
+            .map(|row| {
+                let raw: String = row.try_get("volume_backends")?;
+                let backends = serde_json::from_str(&raw).map_err(|e| DbError::Corrupt(format!("volume_backends: {e}")))?;
+                Ok((host_of(row)?, backends))
+            })
+            .collect()
+    }
+}

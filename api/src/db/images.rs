@@ -3,7 +3,7 @@
 use kumo_wire::api::{DiskFormat, Image, ImageFile, ImageFileRole, ImageKind, ImageState, Visibility};
 use kumo_wire::{ImageId, ProjectId, Timestamp};
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::{i64_of, parse_col, parse_opt_col, u64_col, Db, DbError, DbResult};
 
@@ -48,6 +48,10 @@ impl Db {
             state: state_of(&row.try_get::<String, _>("state")?)?,
             owner_project_id: parse_col(row, "owner_project_id")?,
             files,
+            virtual_size_bytes: row
+                .try_get::<Option<i64>, _>("virtual_size_bytes")?
+                .map(|v| u64::try_from(v).map_err(|_| DbError::Corrupt("virtual_size_bytes is negative".into())))
+                .transpose()?,
             created_at: Timestamp(row.try_get("created_at")?),
         })
     }
@@ -85,6 +89,7 @@ impl Db {
             state: ImageState::Queued,
             owner_project_id: owner.clone(),
             files: vec![],
+            virtual_size_bytes: None,
             created_at: now,
         })
     }
@@ -129,15 +134,24 @@ impl Db {
         }
     }
 
-    /// Records an uploaded file and activates the image once every required file is there.
+    /// Records an uploaded file (with the disk's virtual size, for disk files)
+    /// and activates the image once every required file is there.
     pub async fn record_image_file(
         &self,
         image: &Image,
         role: ImageFileRole,
         size_bytes: u64,
         sha256: &str,
+        virtual_size: Option<u64>,
     ) -> DbResult<()> {
         let mut tx = self.begin_write().await?;
+        if let Some(v) = virtual_size {
+            sqlx::query("UPDATE images SET virtual_size_bytes = $2 WHERE id = $1")
+                .bind(image.id.as_str())
+                .bind(i64_of(v))
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("DELETE FROM image_files WHERE image_id = $1 AND role = $2")
             .bind(image.id.as_str())
             .bind(role.as_str())
@@ -183,4 +197,74 @@ impl Db {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Records every file of an image at once, with its virtual size, and
+/// activates it (one-shot uploads and instance snapshots), in `tx`.
+pub async fn complete_image(
+    tx: &mut Transaction<'static, Any>,
+    image: &ImageId,
+    files: &[(ImageFileRole, u64, String)],
+    virtual_size: Option<u64>,
+) -> DbResult<()> {
+    for (role, size, sha256) in files {
+        sqlx::query("DELETE FROM image_files WHERE image_id = $1 AND role = $2")
+            .bind(image.as_str())
+            .bind(role.as_str())
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("INSERT INTO image_files (image_id, role, size_bytes, sha256) VALUES ($1, $2, $3, $4)")
+            .bind(image.as_str())
+            .bind(role.as_str())
+            .bind(i64_of(*size))
+            .bind(sha256)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query("UPDATE images SET state = 'active', virtual_size_bytes = $2 WHERE id = $1")
+        .bind(image.as_str())
+        .bind(virtual_size.map(i64_of))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Registers an image in `tx` (state `queued`, no files yet).
+pub async fn insert_image_in(
+    tx: &mut Transaction<'static, Any>,
+    id: &ImageId,
+    owner: &ProjectId,
+    name: &str,
+    kind: ImageKind,
+    disk_format: Option<DiskFormat>,
+    visibility: Visibility,
+) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO images (id, owner_project_id, name, kind, disk_format, visibility, state, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7)",
+    )
+    .bind(id.as_str())
+    .bind(owner.as_str())
+    .bind(name)
+    .bind(kind.as_str())
+    .bind(disk_format.map(|f| f.as_str()))
+    .bind(visibility.as_str())
+    .bind(Timestamp::now().millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Whether `project` owns a (not deleted) image named `name`, in `tx`.
+pub async fn project_has_image_named(
+    tx: &mut Transaction<'static, Any>,
+    project: &ProjectId,
+    name: &str,
+) -> DbResult<bool> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM images WHERE owner_project_id = $1 AND name = $2 AND state <> 'deleted'")
+        .bind(project.as_str())
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get::<i64, _>("n")? > 0)
 }

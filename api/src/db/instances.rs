@@ -34,6 +34,8 @@ pub struct InstanceRecord {
     pub user_data: Option<String>,
     /// Where it was placed.
     pub host_id: Option<HostId>,
+    /// The host it must run on (where its local volumes are), if any.
+    pub required_host_id: Option<HostId>,
     /// The host's name (joined, read-only).
     pub host_name: Option<String>,
     /// Shown state.
@@ -123,6 +125,7 @@ fn record_with(row: &AnyRow, with_placement: bool) -> DbResult<InstanceRecord> {
         ssh_public_key: row.try_get("ssh_public_key")?,
         user_data: row.try_get("user_data")?,
         host_id: parse_opt_col(row, "host_id")?,
+        required_host_id: parse_opt_col(row, "required_host_id")?,
         host_name: row.try_get("host_name")?,
         state: parse_col(row, "state")?,
         state_reason: row.try_get("state_reason")?,
@@ -167,9 +170,9 @@ pub async fn insert(tx: &mut Transaction<'static, Any>, r: &InstanceRecord) -> D
         "INSERT INTO instances (id, project_id, name, flavor_name, vcpus, memory_mib, disk_gib, image_id, \
          key_pair_name, ssh_public_key, user_data, host_id, state, state_reason, state_deadline_at, desired, \
          generation, applied_generation, reboot_generation, placement, created_by, created_at, updated_at, \
-         launched_at, deleted_at, seq) \
+         launched_at, deleted_at, seq, required_host_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-         $22, $23, $24, $25, $26)",
+         $22, $23, $24, $25, $26, $27)",
     )
     .bind(r.id.as_str())
     .bind(r.project_id.as_str())
@@ -197,6 +200,7 @@ pub async fn insert(tx: &mut Transaction<'static, Any>, r: &InstanceRecord) -> D
     .bind(r.launched_at.map(Timestamp::millis))
     .bind(r.deleted_at.map(Timestamp::millis))
     .bind(r.seq())
+    .bind(r.required_host_id.as_ref().map(|h| h.as_str().to_owned()))
     .execute(&mut **tx)
     .await?;
     Ok(())

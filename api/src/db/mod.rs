@@ -7,6 +7,7 @@
 //! on a lock upgrade; on PostgreSQL, claims use conditional `UPDATE`s whose
 //! row locks serialize concurrent claims.
 
+pub mod billing;
 pub mod events;
 pub mod flavors;
 pub mod hosts;
@@ -14,6 +15,9 @@ pub mod identity;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
+pub mod quotas;
+pub mod snapshots;
+pub mod volumes;
 
 use std::str::FromStr;
 

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use kumo_wire::agent::{RegisterRequest, RegisterResponse, SyncRequest, SyncResponse};
 use kumo_wire::api::ImageFileRole;
@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route(kumo_wire::agent::REGISTER_PATH, post(register))
         .route(kumo_wire::agent::SYNC_PATH, post(sync))
         .route("/agent/v1/images/{id}/files/{role}", get(image_file))
+        .route("/agent/v1/snapshots/{id}/image", put(snapshot_image))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -59,6 +60,7 @@ async fn register(State(state): State<AppState>, ApiJson(req): ApiJson<RegisterR
             capacity: req.capacity,
         })
         .await?;
+    state.db.set_host_volume_backends(&host_id, &req.volume_backends).await?;
     state
         .db
         .append_event(&NewEvent {
@@ -94,4 +96,15 @@ async fn image_file(
         .header(header::CONTENT_LENGTH, len)
         .body(Body::from_stream(ReaderStream::new(file)))
         .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The disk of an instance snapshot, streamed from the agent that took it.
+async fn snapshot_image(
+    State(state): State<AppState>,
+    AgentHost(host): AgentHost,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Json<kumo_wire::storage::Snapshot>> {
+    let stream = futures::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other);
+    Ok(Json(crate::snapshots::accept_upload(&state, &host, &id, stream).await?.to_api()))
 }

@@ -2,16 +2,16 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use futures::TryStreamExt;
-use kumo_storage::ImageStoreError;
-use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, Listing, Visibility};
+use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, Listing, UploadImageQuery, Visibility};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
+use crate::image_uploads::{self, validate_image_name};
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -20,17 +20,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_images, create_image))
         .routes(routes!(show_image, delete_image))
         .routes(routes!(upload_image_file))
+        .routes(routes!(upload_image))
 }
 
-fn validate_image_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid(format!("image name '{name}' is invalid: use 1-128 of letters, digits, '-', '_', '.'")))
-    }
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 async fn find(state: &AppState, caller: &Caller, image: &str) -> ApiResult<Image> {
@@ -97,7 +91,29 @@ async fn delete_image(State(state): State<AppState>, caller: Caller, Path(image)
         return Err(ApiError::Conflict(format!("image '{}' is in use by instances; delete them first", found.name)));
     }
     state.images.delete_image(&found.id).await.map_err(|e| ApiError::Internal(crate::error::anyhow_chain(&e)))?;
+    crate::snapshots::image_deleted(&state, &found.id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Uploads a disk image in one request (the body, streamed) and registers it
+/// once the file is complete and inspected: qcow2 or raw (detected when
+/// `disk_format` is left out), no backing or external data file, within the
+/// size limit. Refused uploads leave nothing behind.
+#[utoipa::path(post, path = "/v1/images/upload", tag = "images", params(UploadImageQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = Image), (status = 400, body = kumo_wire::ErrorBody),
+        (status = 409, body = kumo_wire::ErrorBody), (status = 413, body = kumo_wire::ErrorBody),
+        (status = 422, body = kumo_wire::ErrorBody)))]
+async fn upload_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<UploadImageQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Image>)> {
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let image = image_uploads::upload_new(&state, &caller, query, content_length(&headers), stream).await?;
+    Ok((StatusCode::CREATED, Json(image)))
 }
 
 /// Uploads one file of an image (the request body, streamed).
@@ -109,6 +125,7 @@ async fn upload_image_file(
     State(state): State<AppState>,
     caller: Caller,
     Path((image, role)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Image>> {
     let found = find(&state, &caller, &image).await?;
@@ -117,15 +134,13 @@ async fn upload_image_file(
     if !found.kind.required_files().contains(&role) {
         return Err(ApiError::Invalid(format!("a {} image has no {} file", found.kind.as_str(), role.as_str())));
     }
+    image_uploads::check_length(&state, content_length(&headers))?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let stored = state.images.put(&found.id, role, stream, state.config.max_image_bytes).await.map_err(|e| match e {
-        ImageStoreError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
-        ImageStoreError::UploadInterrupted(_) => ApiError::BadRequest(e.to_string()),
-        other => ApiError::Internal(crate::error::anyhow_chain(&other)),
-    })?;
-    if stored.size_bytes == 0 {
-        return Err(ApiError::Invalid(format!("the {} file is empty", role.as_str())));
-    }
-    state.db.record_image_file(&found, role, stored.size_bytes, &stored.sha256).await?;
+    let (staged, virtual_size, _) =
+        image_uploads::stage_and_inspect(&state, &found.id, role, stream, found.disk_format).await?;
+    let stored = staged.stored.clone();
+    state.images.commit(staged).await.map_err(image_uploads::store_error)?;
+    let virtual_size = (role == ImageFileRole::Disk).then_some(virtual_size);
+    state.db.record_image_file(&found, role, stored.size_bytes, &stored.sha256, virtual_size).await?;
     Ok(Json(find(&state, &caller, found.id.as_str()).await?))
 }

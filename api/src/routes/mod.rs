@@ -1,12 +1,16 @@
 //! The HTTP surface: one module per resource, each with its own `routes()`.
 
 mod agent;
+mod billing;
 mod flavors;
 mod hosts;
 mod identity;
 mod images;
 mod instances;
 mod keypairs;
+mod quotas;
+mod snapshots;
+mod volumes;
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -44,6 +48,10 @@ pub fn native() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(keypairs::routes())
         .merge(instances::routes())
         .merge(hosts::routes())
+        .merge(billing::routes())
+        .merge(volumes::routes())
+        .merge(snapshots::routes())
+        .merge(quotas::routes())
         .split_for_parts()
 }
 

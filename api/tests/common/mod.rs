@@ -8,8 +8,11 @@ use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use kumo_api::config::ControllerConfig;
 use kumo_api::Controller;
-use kumo_wire::agent::{HostCapacity, ObservedInstance, ObservedPower, RegisterRequest, SyncRequest, SyncResponse};
-use kumo_wire::{InstanceId, Timestamp};
+use kumo_wire::agent::{
+    HostCapacity, ObservedInstance, ObservedPower, ObservedWork, RegisterRequest, SyncRequest, SyncResponse,
+};
+use kumo_wire::storage::VolumeBackendKind;
+use kumo_wire::{InstanceId, SnapshotId, Timestamp, VolumeId};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -196,6 +199,7 @@ impl FakeAgent {
             capacity,
             hypervisor: "qemu".into(),
             availability_zone: "zone-1".into(),
+            volume_backends: vec![VolumeBackendKind::Local, VolumeBackendKind::Shared],
         };
         let (s, b) = cloud.call(Method::POST, "/agent/v1/register", None, Some(serde_json::to_value(req).unwrap())).await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -204,10 +208,67 @@ impl FakeAgent {
 
     /// One sync without waiting; returns the desired state.
     pub async fn sync(&self, cloud: &Cloud, observed: Vec<ObservedInstance>) -> SyncResponse {
-        let req = SyncRequest { observed, unmanaged_domains: vec![], capacity: CAPACITY, known_revision: None, wait_ms: 0 };
+        self.sync_all(cloud, observed, vec![], vec![]).await
+    }
+
+    /// One sync reporting instances, volumes and snapshots.
+    pub async fn sync_all(
+        &self,
+        cloud: &Cloud,
+        observed: Vec<ObservedInstance>,
+        observed_volumes: Vec<ObservedWork<VolumeId>>,
+        observed_snapshots: Vec<ObservedWork<SnapshotId>>,
+    ) -> SyncResponse {
+        let req = SyncRequest {
+            observed,
+            unmanaged_domains: vec![],
+            capacity: CAPACITY,
+            known_revision: None,
+            wait_ms: 0,
+            observed_volumes,
+            observed_snapshots,
+            volume_backends: vec![VolumeBackendKind::Local, VolumeBackendKind::Shared],
+        };
         let (s, b) = cloud.call(Method::POST, "/agent/v1/sync", Some(&self.host_token), Some(serde_json::to_value(req).unwrap())).await;
         assert_eq!(s, StatusCode::OK, "{b}");
         serde_json::from_value(b).unwrap()
+    }
+
+    /// Syncs, then reports every desired volume and volume snapshot as carried
+    /// out (instance snapshots are confirmed by their upload), or as failed with `error`.
+    pub async fn converge_storage(&self, cloud: &Cloud, error: Option<&str>) -> SyncResponse {
+        fn work<Id>(id: Id, generation: u64, error: Option<&str>) -> ObservedWork<Id> {
+            let failed = error.map(|e| (e.to_owned(), generation));
+            ObservedWork {
+                id,
+                applied_generation: if failed.is_some() { generation - 1 } else { generation },
+                error: failed.as_ref().map(|f| f.0.clone()),
+                failed_generation: failed.map(|f| f.1),
+                stored_bytes: Some(4096),
+                observed_at: Timestamp::now(),
+            }
+        }
+        let desired = self.sync(cloud, vec![]).await;
+        let volumes = desired.volumes.iter().map(|v| work(v.id.clone(), v.generation, error)).collect();
+        let snapshots = desired
+            .snapshots
+            .iter()
+            .filter(|s| matches!(s.source, kumo_wire::agent::SnapshotSource::Volume { .. }) || !s.present)
+            .map(|s| work(s.id.clone(), s.generation, error))
+            .collect();
+        self.sync_all(cloud, vec![], volumes, snapshots).await
+    }
+
+    /// Uploads the disk of an instance snapshot, as the agent does.
+    pub async fn upload_snapshot(&self, cloud: &Cloud, snapshot: &str, disk: Vec<u8>) -> (StatusCode, Value) {
+        let req = axum::http::Request::builder()
+            .method(Method::PUT)
+            .uri(format!("/agent/v1/snapshots/{snapshot}/image"))
+            .header("authorization", format!("Bearer {}", self.host_token))
+            .header("content-type", "application/octet-stream")
+            .body(Body::from(disk))
+            .unwrap();
+        cloud.send(req).await
     }
 
     /// Syncs, then reports every desired instance as converged to its generation.

@@ -4,9 +4,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, Listing, Visibility, MAX_NAME_LEN};
+use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, Listing, UploadImageQuery, Visibility, MAX_NAME_LEN};
 
-use crate::args::{ImageCommand, RegisterImageArgs};
+use crate::args::{ImageCommand, RegisterImageArgs, UploadImageArgs};
 use crate::client::Reply;
 use crate::commands::Ctx;
 use crate::error::Error;
@@ -24,6 +24,7 @@ pub async fn dispatch(ctx: &Ctx, command: ImageCommand) -> Result<(), Error> {
             ctx.show(&reply, render::image)
         }
         ImageCommand::Register(args) => register(ctx, args).await,
+        ImageCommand::Upload(args) => upload(ctx, args).await,
         ImageCommand::Delete { image } => {
             ctx.client()?.delete_no_content(&["v1", "images", &image]).await?;
             ctx.done(&format!("Deleted image {image}."))
@@ -84,6 +85,26 @@ async fn register(ctx: &Ctx, args: RegisterImageArgs) -> Result<(), Error> {
         reply =
             uploaded.map_err(|e| Error::Upload { role: role.as_str(), image: id.to_string(), source: Box::new(e) })?;
     }
+    ctx.show(&reply, render::image)
+}
+
+/// `POST /v1/images/upload`: the file streamed in one request; the
+/// controller registers the image only once it has inspected the whole file.
+async fn upload(ctx: &Ctx, args: UploadImageArgs) -> Result<(), Error> {
+    if args.name.is_empty() || args.name.len() > 128 {
+        return Err(Error::Invalid("the image name must be 1-128 characters".into()));
+    }
+    check_file(&args.file)?;
+    let client = ctx.client()?;
+    let query = UploadImageQuery {
+        name: args.name,
+        disk_format: args.format,
+        visibility: args.public.then_some(Visibility::Public),
+    };
+    let bar = upload_bar(ImageFileRole::Disk, &args.file);
+    let uploaded = client.post_file(&["v1", "images", "upload"], &query, &args.file, bar.clone()).await;
+    bar.finish_and_clear();
+    let reply: Reply<Image> = uploaded?;
     ctx.show(&reply, render::image)
 }
 

@@ -60,6 +60,7 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<(), Error> {
         key_pair: args.key_pair,
         user_data,
         count: args.count,
+        volumes: args.volumes,
     };
     let client = ctx.client()?;
     let reply: Reply<RunInstancesResponse> = client.post(&["v1", "instances"], &request).await?;

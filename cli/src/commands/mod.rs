@@ -3,9 +3,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod billing;
 pub mod image;
 pub mod instance;
 pub mod keypair;
+pub mod quota;
+pub mod snapshot;
+pub mod volume;
 
 use std::path::PathBuf;
 

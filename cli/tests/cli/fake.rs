@@ -91,17 +91,20 @@ fn router(seen: Shared) -> Router {
         .route("/v1/instances/{id}", get(show_instance))
         .route("/v1/images", post(create_image))
         .route("/v1/images/{id}/files/{role}", put(upload_file))
+        .route("/v1/images/upload", post(upload_image))
         .route("/v1/keypairs", post(create_keypair))
+        .route("/v1/billing/invoices/{month}", get(crate::billing::invoice))
+        .route("/v1/billing/estimate", get(crate::billing::estimate))
         .layer(DefaultBodyLimit::disable())
         .with_state(seen)
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(ErrorBody { code: code.into(), message: message.into() })).into_response()
 }
 
 /// The 401 answer unless the request carries the test token.
-fn unauthorized(headers: &HeaderMap) -> Option<Response> {
+pub fn unauthorized(headers: &HeaderMap) -> Option<Response> {
     let expected = format!("Bearer {TOKEN}");
     match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         Some(value) if value == expected => None,
@@ -237,6 +240,7 @@ async fn create_image(State(seen): State<Shared>, headers: HeaderMap, Json(req):
         state: ImageState::Queued,
         owner_project_id: PROJECT.parse().expect("id"),
         files: vec![],
+        virtual_size_bytes: None,
         created_at: Timestamp::now(),
     };
     seen.lock().expect("lock").images.insert(image.id.to_string(), image.clone());
@@ -280,6 +284,49 @@ async fn upload_file(
     let image = image.clone();
     seen.uploads.push(upload);
     Json(image).into_response()
+}
+
+/// `POST /v1/images/upload`: refuses bodies that start with "bad", like the controller's inspection.
+async fn upload_image(
+    State(seen): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    if body.starts_with(b"bad") {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "the qcow2 image refers to a backing file (/etc/shadow); upload a self-contained image (qemu-img convert -O qcow2 IN OUT); nothing was kept",
+        );
+    }
+    let header_str =
+        |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok()).map(str::to_owned);
+    let image = Image {
+        id: ImageId::generate(),
+        name: query.get("name").cloned().unwrap_or_default(),
+        kind: kumo_wire::api::ImageKind::Disk,
+        disk_format: Some(kumo_wire::api::DiskFormat::Raw),
+        visibility: if query.get("visibility").map(String::as_str) == Some("public") { Visibility::Public } else { Visibility::Private },
+        state: ImageState::Active,
+        owner_project_id: PROJECT.parse().expect("id"),
+        files: vec![ImageFile { role: ImageFileRole::Disk, size_bytes: body.len() as u64, sha256: "0".repeat(64) }],
+        virtual_size_bytes: Some(body.len() as u64),
+        created_at: Timestamp::now(),
+    };
+    let mut seen = seen.lock().expect("lock");
+    seen.uploads.push(Upload {
+        role: format!("upload?{}", query.get("disk_format").cloned().unwrap_or_default()),
+        content_length: header_str(header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+        content_type: header_str(header::CONTENT_TYPE),
+        chunked: header_str(header::TRANSFER_ENCODING).is_some_and(|v| v.contains("chunked")),
+        body: body.to_vec(),
+    });
+    seen.images.insert(image.id.to_string(), image.clone());
+    (StatusCode::CREATED, Json(image)).into_response()
 }
 
 async fn create_keypair(State(seen): State<Shared>, headers: HeaderMap, Json(req): Json<CreateKeyPair>) -> Response {

@@ -4,6 +4,7 @@
 mod fake;
 
 mod auth;
+mod billing;
 mod image;
 mod instance;
 mod keypair;

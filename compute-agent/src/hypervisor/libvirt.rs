@@ -13,7 +13,7 @@ use virt::enumutil::Enum;
 use virt::error::ErrorNumber;
 
 use super::{DomainInfo, Hypervisor, HypervisorError, NodeResources};
-use crate::domain_xml::{instance_of, instance_of_metadata, METADATA_NS};
+use crate::domain_xml::{disks_of, instance_of, instance_of_metadata, METADATA_NS};
 
 /// A libvirt connection (`qemu:///system` on hosts, `test:///...` in tests).
 #[derive(Clone)]
@@ -198,6 +198,132 @@ impl Hypervisor for LibvirtHypervisor {
         let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
         self.on_domain(name, "undefine", move |d| d.undefine_flags(flags)).await
     }
+
+    async fn domain_xml(&self, name: &str, inactive: bool) -> Result<String, HypervisorError> {
+        let flags = if inactive { virt::sys::VIR_DOMAIN_XML_INACTIVE } else { 0 };
+        self.on_domain(name, "read the XML", move |d| d.xml_desc(flags)).await
+    }
+
+    async fn attach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HypervisorError> {
+        let Some(flags) = impact(live, config) else { return Ok(()) };
+        let xml = xml.to_owned();
+        self.on_domain(name, "attach a disk to", move |d| d.attach_device_flags(&xml, flags)).await
+    }
+
+    async fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HypervisorError> {
+        let Some(flags) = impact(live, config) else { return Ok(()) };
+        let xml = xml.to_owned();
+        self.on_domain(name, "detach a disk from", move |d| d.detach_device_flags(&xml, flags)).await
+    }
+
+    async fn resize_disk(&self, name: &str, device: &str, bytes: u64) -> Result<(), HypervisorError> {
+        let device = device.to_owned();
+        self.on_domain(name, "resize a disk of", move |d| {
+            d.block_resize(&device, bytes, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+        })
+        .await
+    }
+
+    async fn backup_disk(&self, name: &str, device: &str, target: &Path) -> Result<(), HypervisorError> {
+        let fail = |message: String| HypervisorError::Call { action: "back up a disk of", target: name.to_owned(), message };
+        // Every other disk is left out explicitly, or libvirt would back it up too, next to its source.
+        let live = self.domain_xml(name, false).await?;
+        let others: Vec<String> = disks_of(&live).into_iter().map(|d| d.target).filter(|t| t != device).collect();
+        let xml = backup_xml(device, target, &others);
+        let xml_path = target.with_extension("backup.xml");
+        tokio::fs::write(&xml_path, xml).await.map_err(|e| fail(format!("cannot write {}: {e}", xml_path.display())))?;
+        // The `virt` crate has no binding for virDomainBackupBegin; virsh makes the one call.
+        let out = virsh(&self.uri, &["backup-begin", name, &xml_path.to_string_lossy()]).await;
+        let _ = tokio::fs::remove_file(&xml_path).await;
+        let out = out.map_err(fail)?;
+        if !out.status.success() {
+            return Err(fail(String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("error: ").to_owned()));
+        }
+        let started = std::time::Instant::now();
+        loop {
+            // virDomainGetJobInfo: the `virt` crate's job_stats() cannot take an
+            // empty answer, so only the fixed-size job info is read here.
+            let running = self
+                .on_domain(name, "follow the backup of", |d| {
+                    d.job_info().map(|j| j.r#type != virt::sys::VIR_DOMAIN_JOB_NONE as i32)
+                })
+                .await?;
+            if !running {
+                break;
+            }
+            if started.elapsed() > BACKUP_TIMEOUT {
+                return Err(fail(format!("the backup did not finish within {}s", BACKUP_TIMEOUT.as_secs())));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let out = virsh(&self.uri, &["domjobinfo", name, "--completed"]).await.map_err(fail)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match completed_job(&text) {
+            CompletedJob::Failed(message) => Err(fail(message)),
+            CompletedJob::Completed | CompletedJob::Unknown => match tokio::fs::metadata(target).await {
+                Ok(meta) if meta.len() > 0 => Ok(()),
+                _ => Err(fail(format!("the backup ended without writing {}", target.display()))),
+            },
+        }
+    }
+}
+
+/// What `virsh domjobinfo --completed` says about the last job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CompletedJob {
+    Completed,
+    Failed(String),
+    /// No statistics (already collected, or none kept).
+    Unknown,
+}
+
+fn completed_job(text: &str) -> CompletedJob {
+    let field = |key: &str| {
+        text.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim_start_matches(':').trim().to_owned())
+    };
+    match field("Job type").as_deref() {
+        Some("Completed") => CompletedJob::Completed,
+        Some("Failed" | "Cancelled") => {
+            CompletedJob::Failed(field("Error message").unwrap_or_else(|| "the backup job failed".to_owned()))
+        }
+        _ => CompletedJob::Unknown,
+    }
+}
+
+/// Runs `virsh -c URI ARGS` for at most a minute.
+async fn virsh(uri: &str, args: &[&str]) -> Result<std::process::Output, String> {
+    let run = tokio::process::Command::new("virsh").arg("-c").arg(uri).args(args).kill_on_drop(true).output();
+    match tokio::time::timeout(std::time::Duration::from_secs(60), run).await {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(format!("cannot run virsh: {e}")),
+        Err(_) => Err(format!("virsh {} did not answer within 60s", args.first().copied().unwrap_or_default())),
+    }
+}
+
+/// The longest a live disk copy may take.
+const BACKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// libvirt's flags for changing the running guest and/or its persistent definition.
+fn impact(live: bool, config: bool) -> Option<u32> {
+    let flags = if live { virt::sys::VIR_DOMAIN_AFFECT_LIVE } else { 0 }
+        | if config { virt::sys::VIR_DOMAIN_AFFECT_CONFIG } else { 0 };
+    (flags != 0).then_some(flags)
+}
+
+/// A push-mode backup of `device` into a new qcow2 `target`, every other disk left out.
+pub fn backup_xml(device: &str, target: &Path, others: &[String]) -> String {
+    let esc = |s: &str| s.replace('&', "&amp;").replace('\'', "&apos;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut x = String::from("<domainbackup mode='push'>\n  <disks>\n");
+    for other in others {
+        x.push_str(&format!("    <disk name='{}' backup='no'/>\n", esc(other)));
+    }
+    x.push_str(&format!(
+        "    <disk name='{}' backup='yes' type='file'>\n      <target file='{}'/>\n      <driver type='qcow2'/>\n    </disk>\n",
+        esc(device),
+        esc(&target.to_string_lossy())
+    ));
+    x.push_str("  </disks>\n</domainbackup>\n");
+    x
 }
 
 #[cfg(test)]
@@ -226,6 +352,7 @@ mod tests {
             root_disk: Path::new("/nonexistent/disk.qcow2"),
             console_log: Path::new("/nonexistent/console.log"),
             boot: Boot::Disk,
+            volumes: &[],
         })
     }
 
@@ -285,5 +412,30 @@ mod tests {
         let domains = hv.list_domains().await.expect("list");
         assert_eq!(domains.len(), 1);
         assert_eq!((domains[0].name.as_str(), domains[0].instance.as_ref()), ("someone-elses", None));
+    }
+
+    #[test]
+    fn backups_name_every_other_disk_as_left_out() {
+        expect_test::expect![[r#"
+            <domainbackup mode='push'>
+              <disks>
+                <disk name='vda' backup='no'/>
+                <disk name='vdb' backup='yes' type='file'>
+                  <target file='/snap/snap-1.qcow2.partial'/>
+                  <driver type='qcow2'/>
+                </disk>
+              </disks>
+            </domainbackup>
+        "#]]
+        .assert_eq(&backup_xml("vdb", Path::new("/snap/snap-1.qcow2.partial"), &["vda".to_owned()]));
+    }
+
+    #[test]
+    fn completed_jobs_are_read_from_virsh() {
+        let done = "Job type:         Completed   \nOperation:        Backup      \nTime elapsed:     55           ms\n";
+        assert_eq!(completed_job(done), CompletedJob::Completed);
+        let failed = "Job type:         Failed      \nOperation:        Backup      \nError message:    No space left on device\n";
+        assert_eq!(completed_job(failed), CompletedJob::Failed("No space left on device".into()));
+        assert_eq!(completed_job("Job type:         None        \n"), CompletedJob::Unknown);
     }
 }

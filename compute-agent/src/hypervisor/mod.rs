@@ -83,4 +83,20 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     async fn destroy(&self, name: &str) -> Result<(), HypervisorError>;
     /// Removes a (stopped) domain's definition.
     async fn undefine(&self, name: &str) -> Result<(), HypervisorError>;
+    /// The domain's XML: the running configuration, or with `inactive` the
+    /// persistent one that the next start uses.
+    async fn domain_xml(&self, name: &str, inactive: bool) -> Result<String, HypervisorError>;
+    /// Adds a device (a `<disk>`) to the running guest (`live`, hot-plug) and/or
+    /// to the persistent definition (`config`).
+    async fn attach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HypervisorError>;
+    /// Asks for a device's removal from the running guest (`live`; the guest
+    /// must let go, which can take a moment) and/or from the persistent definition.
+    async fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HypervisorError>;
+    /// Grows a disk of a running guest to `bytes` (the guest sees the new size).
+    async fn resize_disk(&self, name: &str, device: &str, bytes: u64) -> Result<(), HypervisorError>;
+    /// Copies the disk `device` of a running guest, as it is at this instant,
+    /// into a new qcow2 file at `target` while the guest keeps running
+    /// (libvirt's push-mode backup: QEMU copies each block before the guest
+    /// overwrites it). Returns once the copy is complete.
+    async fn backup_disk(&self, name: &str, device: &str, target: &std::path::Path) -> Result<(), HypervisorError>;
 }

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kumo_wire::agent::{
-    DesiredInstance, ImageFileRef, ImageRef, InstanceSpec, ObservedPower, RegisterRequest, RegisterResponse,
-    SyncRequest, SyncResponse,
+    DesiredInstance, DesiredVolume, ImageFileRef, ImageRef, InstanceSpec, ObservedPower, RegisterRequest,
+    RegisterResponse, SyncRequest, SyncResponse,
 };
 use kumo_wire::api::{ImageFileRole, ImageKind};
 use kumo_wire::{DesiredPower, ErrorBody, HostId, ImageId, InstanceId};
@@ -29,6 +29,7 @@ pub struct Inner {
     pub host_token: Option<String>,
     pub registrations: Vec<RegisterRequest>,
     pub desired: Vec<DesiredInstance>,
+    pub volumes: Vec<DesiredVolume>,
     pub revision: u64,
     pub reports: Vec<SyncRequest>,
     pub images: HashMap<(ImageId, ImageFileRole), Vec<u8>>,
@@ -68,6 +69,17 @@ impl FakeController {
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("lock")
+    }
+
+    /// Changes the desired volumes and wakes long polls.
+    pub fn edit_volumes(&self, f: impl FnOnce(&mut Vec<DesiredVolume>)) {
+        let rev = {
+            let mut inner = self.lock();
+            f(&mut inner.volumes);
+            inner.revision += 1;
+            inner.revision
+        };
+        let _ = self.changed.send(rev);
     }
 
     /// Changes the desired state and wakes long polls.
@@ -132,6 +144,7 @@ pub fn desired(id: &InstanceId, generation: u64, power: DesiredPower, image: &Im
             user_data: None,
             ssh_public_key: None,
         },
+        volumes: vec![],
     }
 }
 
@@ -170,6 +183,11 @@ async fn sync(State(fake): State<FakeController>, headers: HeaderMap, Json(req):
                 d.applied_generation = d.applied_generation.max(obs.applied_generation);
             }
         }
+        for obs in &req.observed_volumes {
+            if let Some(v) = inner.volumes.iter_mut().find(|v| v.id == obs.id) {
+                v.applied_generation = v.applied_generation.max(obs.applied_generation);
+            }
+        }
         let before = inner.desired.len();
         inner.desired.retain(|d| {
             !(d.power == DesiredPower::Deleted
@@ -194,6 +212,8 @@ async fn sync(State(fake): State<FakeController>, headers: HeaderMap, Json(req):
         enabled: true,
         revision: inner.revision.to_string(),
         instances: inner.desired.clone(),
+        volumes: inner.volumes.clone(),
+        snapshots: vec![],
     })
     .into_response()
 }

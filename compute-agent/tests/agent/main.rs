@@ -9,7 +9,8 @@ use std::time::Duration;
 use fake_controller::{desired, FakeController, JOIN_TOKEN};
 use kumo_agent::hypervisor::{test_node_uri, Hypervisor, LibvirtHypervisor};
 use kumo_agent::{Agent, AgentConfig, AgentError};
-use kumo_wire::agent::{ObservedPower, SyncRequest};
+use kumo_wire::agent::{DesiredVolume, ObservedPower, SyncRequest};
+use kumo_wire::storage::VolumeBackendKind;
 use kumo_wire::api::ImageFileRole;
 use kumo_wire::{DesiredPower, InstanceId};
 use tokio_util::sync::CancellationToken;
@@ -23,12 +24,23 @@ struct RunningAgent {
 
 impl RunningAgent {
     async fn start(fake: &FakeController, state_dir: &Path, libvirt_uri: &str, join_token: &str) -> Self {
+        Self::start_with(fake, state_dir, libvirt_uri, join_token, |_| {}).await
+    }
+
+    async fn start_with(
+        fake: &FakeController,
+        state_dir: &Path,
+        libvirt_uri: &str,
+        join_token: &str,
+        tweak: impl FnOnce(&mut AgentConfig),
+    ) -> Self {
         let mut config = config_for(fake, state_dir, libvirt_uri, "127.0.0.1:0");
         config.join_token = kumo_agent::config::Secret(join_token.to_owned());
         config.name = "host-a".to_owned();
         config.domain_type = kumo_agent::config::DomainType::Qemu;
         config.shutdown_timeout_secs = 1;
         config.disk_gib = Some(50);
+        tweak(&mut config);
         let agent = Agent::start(config).await.expect("agent starts");
         let url = format!("http://{}", agent.local_addr());
         let shutdown = CancellationToken::new();
@@ -95,6 +107,52 @@ async fn registers_launches_serves_the_console_and_deletes() {
     fake.wait_report("absent", |r| power_of(r, &a) == Some((ObservedPower::Absent, 2))).await;
     fake.wait_report("deletion confirmed", |r| r.observed.is_empty()).await;
     assert!(!agent.instance_dir(&a).exists(), "disk and console log are gone");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn volumes_are_created_and_reported_and_unlisted_ones_are_swept() {
+    let fake = FakeController::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = tempfile::tempdir().expect("tempdir");
+    let uri = test_node_uri(dir.path()).expect("node");
+    let agent = RunningAgent::start_with(&fake, dir.path(), &uri, JOIN_TOKEN, |c| {
+        c.sweep_interval_secs = 1;
+        c.shared_volume_dir = Some(shared.path().to_owned());
+    })
+    .await;
+    let volume = |n: u32, backend| DesiredVolume {
+        id: format!("vol-{n:017x}").parse().expect("id"),
+        backend,
+        generation: 1,
+        applied_generation: 0,
+        present: true,
+        size_gib: 1,
+        source: None,
+        attach: None,
+    };
+    let (local, nfs) = (volume(1, VolumeBackendKind::Local), volume(2, VolumeBackendKind::Shared));
+    fake.edit_volumes(|v| v.extend([local.clone(), nfs.clone()]));
+    let report = fake
+        .wait_report("volumes created", |r| r.observed_volumes.len() == 2 && r.observed_volumes.iter().all(|o| o.applied_generation == 1))
+        .await;
+    assert_eq!(report.volume_backends, [VolumeBackendKind::Local, VolumeBackendKind::Shared]);
+    assert!(report.observed_volumes.iter().all(|o| o.error.is_none() && o.stored_bytes.is_some()), "{report:#?}");
+    let local_file = dir.path().join("volumes").join(format!("{}.qcow2", local.id));
+    let shared_file = shared.path().join("volumes").join(format!("{}.qcow2", nfs.id));
+    assert!(local_file.exists() && shared_file.exists());
+
+    // The controller forgets both (as after a lost delete): the local file is
+    // swept; the shared one is left alone (other hosts work in that directory).
+    fake.edit_volumes(Vec::clear);
+    for _ in 0..100 {
+        if !local_file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!local_file.exists(), "the leaked local volume was swept");
+    assert!(shared_file.exists());
     agent.stop().await;
 }
 

@@ -98,6 +98,7 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
                 ssh_public_key: None,
                 user_data: None,
                 host_id: None,
+                required_host_id: None,
                 host_name: None,
                 state: InstanceState::Pending,
                 state_reason: None,

@@ -3,5 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod billing;
 mod lifecycle;
 mod resilience;
+mod storage;

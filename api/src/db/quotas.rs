@@ -1,0 +1,140 @@
+//! Quota limits and the usage they are checked against.
+//!
+//! A quota check must see every request that committed before it and keep
+//! every later one out until it commits, or two requests racing for the last
+//! slot both pass. [`lock_project`] makes that so: on SQLite the write
+//! transaction (`BEGIN IMMEDIATE`) already holds the database's write lock;
+//! on PostgreSQL it takes the project row's lock with an `UPDATE` that
+//! changes nothing, which a concurrent checker of the same project waits for
+//! until the first one commits (and READ COMMITTED then lets it count what
+//! the first one added).
+
+use std::collections::BTreeMap;
+
+use kumo_wire::storage::QuotaResource;
+use kumo_wire::ProjectId;
+use sqlx::{Any, Executor, Row, Transaction};
+
+use super::{Db, DbError, DbResult};
+
+/// The scope of the cloud-wide defaults.
+pub const DEFAULT_SCOPE: &str = "default";
+
+/// Serializes quota-checked writes of `project`, in `tx`. Call it first.
+pub async fn lock_project(tx: &mut Transaction<'static, Any>, project: &ProjectId) -> DbResult<()> {
+    sqlx::query("UPDATE projects SET name = name WHERE id = $1").bind(project.as_str()).execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn limits_of<'e, E>(executor: E, scope: &str) -> DbResult<BTreeMap<QuotaResource, i64>>
+where
+    E: Executor<'e, Database = Any>,
+{
+    let rows = sqlx::query("SELECT resource, max_value FROM quota_limits WHERE scope = $1")
+        .bind(scope)
+        .fetch_all(executor)
+        .await?;
+    let mut out = BTreeMap::new();
+    for row in &rows {
+        let resource: String = row.try_get("resource")?;
+        let Ok(resource) = resource.parse::<QuotaResource>() else {
+            return Err(DbError::Corrupt(format!("quota resource '{resource}'")));
+        };
+        out.insert(resource, row.try_get::<i64, _>("max_value")?);
+    }
+    Ok(out)
+}
+
+/// What is in use by `project`, by resource (floating IPs: none exist yet).
+pub async fn usage(
+    conn: &mut <Any as sqlx::Database>::Connection,
+    project: &ProjectId,
+) -> DbResult<BTreeMap<QuotaResource, u64>> {
+    let count = |row: &sqlx::any::AnyRow, col: &str| -> DbResult<u64> {
+        let v: i64 = row.try_get(col)?;
+        u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{col} is negative")))
+    };
+    let inst = sqlx::query(
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) AS vcpus, \
+         CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) AS ram FROM instances WHERE project_id = $1 AND state <> 'deleted'",
+    )
+    .bind(project.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let vols = sqlx::query(
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size_gib), 0) AS BIGINT) AS gib FROM volumes \
+         WHERE project_id = $1 AND present = 1 AND deleted_at IS NULL",
+    )
+    .bind(project.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let snaps =
+        sqlx::query("SELECT COUNT(*) AS n FROM snapshots WHERE project_id = $1 AND present = 1 AND deleted_at IS NULL")
+            .bind(project.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(BTreeMap::from([
+        (QuotaResource::Instances, count(&inst, "n")?),
+        (QuotaResource::Vcpus, count(&inst, "vcpus")?),
+        (QuotaResource::RamMib, count(&inst, "ram")?),
+        (QuotaResource::Volumes, count(&vols, "n")?),
+        (QuotaResource::VolumeGib, count(&vols, "gib")?),
+        (QuotaResource::Snapshots, count(&snaps, "n")?),
+        (QuotaResource::FloatingIps, 0),
+    ]))
+}
+
+/// The limits that apply to `project`: (limit, whether it is the project's own).
+pub async fn effective_limits(
+    conn: &mut <Any as sqlx::Database>::Connection,
+    project: &ProjectId,
+) -> DbResult<BTreeMap<QuotaResource, (i64, bool)>> {
+    let defaults = limits_of(&mut *conn, DEFAULT_SCOPE).await?;
+    let own = limits_of(&mut *conn, project.as_str()).await?;
+    Ok(QuotaResource::ALL
+        .into_iter()
+        .map(|r| match own.get(&r) {
+            Some(v) => (r, (*v, true)),
+            None => (r, (defaults.get(&r).copied().unwrap_or_else(|| r.builtin_default()), false)),
+        })
+        .collect())
+}
+
+/// Sets limits in `scope` (`default` or a project id); drops the `reset` ones.
+pub async fn set_limits(
+    tx: &mut Transaction<'static, Any>,
+    scope: &str,
+    limits: &[(QuotaResource, i64)],
+    reset: &[QuotaResource],
+) -> DbResult<()> {
+    for r in reset {
+        sqlx::query("DELETE FROM quota_limits WHERE scope = $1 AND resource = $2")
+            .bind(scope)
+            .bind(r.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    for (r, v) in limits {
+        sqlx::query(
+            "INSERT INTO quota_limits (scope, resource, max_value) VALUES ($1, $2, $3) \
+             ON CONFLICT (scope, resource) DO UPDATE SET max_value = excluded.max_value",
+        )
+        .bind(scope)
+        .bind(r.as_str())
+        .bind(*v)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Db {
+    /// The cloud-wide default limits.
+    pub async fn quota_defaults(&self) -> DbResult<BTreeMap<QuotaResource, i64>> {
+        let set = limits_of(self.pool(), DEFAULT_SCOPE).await?;
+        Ok(QuotaResource::ALL
+            .into_iter()
+            .map(|r| (r, set.get(&r).copied().unwrap_or_else(|| r.builtin_default())))
+            .collect())
+    }
+}

@@ -1,0 +1,144 @@
+//! Per-project quotas: checked inside the write transaction that takes the
+//! resource, after [`db::quotas::lock_project`], so two requests racing for
+//! the last slot are serialized and exactly one of them gets it.
+
+use kumo_wire::storage::{ProjectQuotas, QuotaResource, QuotaUsage, SetQuotas, UNLIMITED};
+use kumo_wire::ProjectId;
+use sqlx::{Any, Transaction};
+
+use crate::db::quotas::{self, DEFAULT_SCOPE};
+use crate::db::DbError;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The largest limit an admin may set.
+const MAX_LIMIT: i64 = 1_000_000_000;
+
+/// Why a request would exceed `resource`: names the quota, the limit, the use and the ask.
+pub fn exceeded_message(resource: QuotaResource, limit: i64, in_use: u64, asked: u64) -> String {
+    let unit = resource.unit();
+    format!(
+        "quota exceeded for {resource}: this request needs {asked}{unit} more, the project uses {in_use}{unit} \
+         of its limit of {limit}{unit} (an admin can raise it with `kumo quota set`)"
+    )
+}
+
+/// The first quota that `asks` would exceed, given `limits` and `usage`.
+pub fn first_excess(
+    asks: &[(QuotaResource, u64)],
+    limit_of: impl Fn(QuotaResource) -> i64,
+    used_of: impl Fn(QuotaResource) -> u64,
+) -> Option<String> {
+    asks.iter().filter(|(_, asked)| *asked > 0).find_map(|&(resource, asked)| {
+        let limit = limit_of(resource);
+        let used = used_of(resource);
+        let over = limit != UNLIMITED && used.saturating_add(asked) > u64::try_from(limit.max(0)).unwrap_or(0);
+        over.then(|| exceeded_message(resource, limit, used, asked))
+    })
+}
+
+/// Locks `project`'s quotas in `tx` and refuses if `asks` would exceed one.
+pub async fn check(
+    tx: &mut Transaction<'static, Any>,
+    project: &ProjectId,
+    asks: &[(QuotaResource, u64)],
+) -> Result<(), ApiError> {
+    quotas::lock_project(tx, project).await?;
+    let limits = quotas::effective_limits(tx, project).await?;
+    let usage = quotas::usage(tx, project).await?;
+    match first_excess(asks, |r| limits.get(&r).map_or(UNLIMITED, |(v, _)| *v), |r| usage.get(&r).copied().unwrap_or(0))
+    {
+        Some(message) => Err(ApiError::QuotaExceeded(message)),
+        None => Ok(()),
+    }
+}
+
+/// A project's quotas with their use.
+pub async fn report(state: &AppState, project: &ProjectId) -> Result<ProjectQuotas, ApiError> {
+    let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
+    let limits = quotas::effective_limits(&mut conn, project).await?;
+    let usage = quotas::usage(&mut conn, project).await?;
+    Ok(ProjectQuotas {
+        project_id: project.clone(),
+        quotas: QuotaResource::ALL
+            .into_iter()
+            .map(|resource| {
+                let (limit, overridden) = limits.get(&resource).copied().unwrap_or((resource.builtin_default(), false));
+                QuotaUsage { resource, limit, in_use: usage.get(&resource).copied().unwrap_or(0), overridden }
+            })
+            .collect(),
+    })
+}
+
+fn validate(set: &SetQuotas) -> Result<Vec<(QuotaResource, i64)>, ApiError> {
+    let limits = set.limits();
+    if let Some((r, v)) = limits.iter().find(|(_, v)| *v < UNLIMITED || *v > MAX_LIMIT) {
+        return Err(ApiError::Invalid(format!(
+            "quota {r} must be -1 (unlimited) or between 0 and {MAX_LIMIT}, not {v}"
+        )));
+    }
+    if limits.is_empty() && set.reset.is_empty() {
+        return Err(ApiError::Invalid("give at least one quota to set (or to reset)".into()));
+    }
+    Ok(limits)
+}
+
+/// Sets a project's own limits (admin).
+pub async fn set_for_project(state: &AppState, project: &ProjectId, set: &SetQuotas) -> Result<(), ApiError> {
+    let limits = validate(set)?;
+    let mut tx = state.db.begin_write().await?;
+    quotas::lock_project(&mut tx, project).await?;
+    quotas::set_limits(&mut tx, project.as_str(), &limits, &set.reset).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(())
+}
+
+/// Sets the cloud-wide defaults (admin).
+pub async fn set_defaults(state: &AppState, set: &SetQuotas) -> Result<(), ApiError> {
+    if !set.reset.is_empty() {
+        return Err(ApiError::Invalid("reset applies to a project's own quotas, not to the defaults".into()));
+    }
+    let limits = validate(set)?;
+    let mut tx = state.db.begin_write().await?;
+    quotas::set_limits(&mut tx, DEFAULT_SCOPE, &limits, &[]).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use QuotaResource as R;
+
+    fn check(asks: &[(QuotaResource, u64)], limit: i64, used: u64) -> Option<String> {
+        first_excess(asks, |_| limit, |_| used)
+    }
+
+    #[test]
+    fn the_first_exceeded_quota_is_named_with_its_use() {
+        assert_eq!(check(&[(R::Instances, 1)], 2, 1), None);
+        assert_eq!(
+            check(&[(R::Instances, 1)], 2, 2).as_deref(),
+            Some(
+                "quota exceeded for instances: this request needs 1 more, the project uses 2 of its limit of 2 \
+                 (an admin can raise it with `kumo quota set`)"
+            )
+        );
+        let msg = check(&[(R::Instances, 0), (R::RamMib, 512)], 1024, 768).expect("over");
+        assert!(msg.starts_with("quota exceeded for ram_mib: this request needs 512 MiB more, the project uses 768 MiB of its limit of 1024 MiB"), "{msg}");
+    }
+
+    #[test]
+    fn unlimited_and_zero_limits() {
+        assert_eq!(check(&[(R::Vcpus, 1_000)], UNLIMITED, 1_000_000), None);
+        assert!(check(&[(R::Snapshots, 1)], 0, 0).is_some());
+        assert_eq!(check(&[(R::Snapshots, 0)], 0, 5), None, "asking for nothing never fails");
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        assert!(validate(&SetQuotas { instances: Some(-2), ..SetQuotas::default() }).is_err());
+        assert!(validate(&SetQuotas::default()).is_err());
+        assert_eq!(validate(&SetQuotas { vcpus: Some(-1), ..SetQuotas::default() }).expect("ok"), vec![(R::Vcpus, -1)]);
+    }
+}
