@@ -479,3 +479,171 @@ async fn billing_appears_in_the_openapi_document() {
     }
     assert!(doc["components"]["schemas"].get("Invoice").is_some());
 }
+
+/// Sets `item`'s price (from the next hour, a second away here) and waits for it.
+async fn price(c: &Cloud, item: &str, unit_price: &str) {
+    let (s, b) = c.post("/v1/billing/prices", &c.admin, json!({"item": item, "unit_price": unit_price})).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+/// (metered seconds, GiB-seconds) of a storage resource from its agent-confirmed
+/// events: metered from `available`/`in-use` at the event's size (or
+/// `size_gib`) until `deleted`; other states keep the meter as it was.
+async fn storage_usage(c: &Cloud, token: &str, path: &str, size_gib: i64) -> (i64, i64) {
+    let (_, events) = c.get(&format!("{path}/events"), token).await;
+    let (mut secs, mut gib_secs, mut since) = (0, 0, None::<(i64, i64)>);
+    for e in events["items"].as_array().unwrap().iter().filter(|e| e["action"] == "state_changed") {
+        let at = Timestamp::parse_rfc3339(e["at"].as_str().unwrap()).unwrap().millis().div_euclid(1000);
+        let size = e["detail"]["size_gib"].as_i64().unwrap_or(size_gib);
+        let to = e["detail"]["to"].as_str().unwrap();
+        if matches!(to, "available" | "in-use" | "deleted") {
+            if let Some((from, q)) = since.take() {
+                secs += at - from;
+                gib_secs += q * (at - from);
+            }
+            if to != "deleted" {
+                since = Some((at, size));
+            }
+        }
+    }
+    assert!(since.is_none(), "{events:#}");
+    (secs, gib_secs)
+}
+
+async fn wait_storage(c: &Cloud, token: &str, path: &str, state: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (_, v) = c.get(path, token).await;
+        if v["state"] == state {
+            return v;
+        }
+        last = v;
+        sleep(30).await;
+    }
+    panic!("{path} never became {state}: {last:#}");
+}
+
+fn usage_row<'a>(usage: &'a Value, resource_id: &str) -> &'a Value {
+    usage["resources"].as_array().unwrap().iter().find(|r| r["resource_id"] == resource_id).unwrap_or_else(|| {
+        panic!("no usage for {resource_id}: {usage:#}");
+    })
+}
+
+#[tokio::test]
+async fn volumes_and_snapshots_are_billed_per_gib_hour_from_confirmation_to_deletion_following_extends() {
+    for backend in backends() {
+        let c = cloud(backend, fast_hours).await;
+        let t = c.tenant("acme").await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        // Whole yen per GiB-second, so every line is exact.
+        price(&c, "volume", "10").await;
+        price(&c, "snapshot", "7").await;
+        sleep(1100).await;
+
+        let (s, vol) = c.post("/v1/volumes", &t, json!({"name": "data", "size_gib": 2})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{vol}");
+        let vid = vol["id"].as_str().unwrap().to_owned();
+        let vpath = format!("/v1/volumes/{vid}");
+        // Not billed while the agent has not confirmed it.
+        sleep(1100).await;
+        agent.converge_storage(&c, None).await;
+        wait_storage(&c, &t, &vpath, "available").await;
+        sleep(1500).await;
+        let (s, v) = c.post(&format!("{vpath}/actions"), &t, json!({"action": "extend", "size_gib": 3})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        sleep(1100).await;
+        agent.converge_storage(&c, None).await;
+        wait_storage(&c, &t, &vpath, "available").await;
+
+        let (s, snap) = c.post("/v1/snapshots", &t, json!({"name": "s1", "volume": "data"})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{snap}");
+        let sid = snap["id"].as_str().unwrap().to_owned();
+        let spath = format!("/v1/snapshots/{sid}");
+        agent.converge_storage(&c, None).await;
+        wait_storage(&c, &t, &spath, "available").await;
+        sleep(1500).await;
+        assert_eq!(c.delete(&spath, &t).await.0, StatusCode::ACCEPTED);
+        agent.converge_storage(&c, None).await;
+        wait_storage(&c, &t, &spath, "deleted").await;
+        assert_eq!(c.delete(&vpath, &t).await.0, StatusCode::ACCEPTED);
+        agent.converge_storage(&c, None).await;
+        wait_storage(&c, &t, &vpath, "deleted").await;
+        sleep(1100).await;
+        close(&c).await;
+
+        let (vsecs, vgib) = storage_usage(&c, &t, &vpath, 0).await;
+        assert!(vsecs >= 3 && vgib > 2 * vsecs, "the extend is billed at 3 GiB: {vsecs} s, {vgib} GiB-s");
+        let (ssecs, sgib) = storage_usage(&c, &t, &spath, 3).await;
+        assert!(ssecs >= 1, "{ssecs}");
+
+        let (s, usage) = c.get("/v1/billing/usage", &t).await;
+        assert_eq!(s, StatusCode::OK, "{usage}");
+        let row = usage_row(&usage, &vid);
+        assert_eq!((row["resource_type"].as_str(), row["item"].as_str()), (Some("volume"), Some("volume")), "{row}");
+        assert_eq!(row["meter"], "gone", "{row}");
+        assert_eq!(row["usage_hours"], vsecs.to_string(), "{row}");
+        assert_eq!(row["amount"], (10 * vgib).to_string(), "{row}");
+        let row = usage_row(&usage, &sid);
+        assert_eq!((row["resource_type"].as_str(), row["item"].as_str()), (Some("snapshot"), Some("snapshot")), "{row}");
+        assert_eq!(row["meter"], "gone", "{row}");
+        assert_eq!(row["usage_hours"], ssecs.to_string(), "{row}");
+        assert_eq!(row["amount"], (7 * sgib).to_string(), "{row}");
+        assert_eq!(usage["total"], (10 * vgib + 7 * sgib).to_string(), "{usage}");
+
+        // The invoice lists both.
+        let (s, inv) = c.get(&format!("/v1/billing/invoices/{}", month_now()), &t).await;
+        assert_eq!(s, StatusCode::OK, "{inv}");
+        let kinds: Vec<&str> = inv["lines"].as_array().unwrap().iter().map(|l| l["resource_type"].as_str().unwrap()).collect();
+        assert!(kinds.contains(&"volume") && kinds.contains(&"snapshot"), "{inv}");
+        assert_eq!(inv["subtotal"], (10 * vgib + 7 * sgib).to_string(), "{inv}");
+
+        // Closing again writes nothing new.
+        close(&c).await;
+        assert_eq!(c.get("/v1/billing/usage", &t).await.1["total"], usage["total"]);
+    }
+}
+
+#[tokio::test]
+async fn a_private_image_is_billed_per_gib_hour_of_its_files_until_deleted() {
+    for backend in backends() {
+        let c = cloud(backend, fast_hours).await;
+        let t = c.tenant("acme").await;
+        price(&c, "image", "10").await;
+        sleep(1100).await;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/images/upload?name=raw-one")
+            .header("authorization", format!("Bearer {t}"))
+            .header("content-type", "application/octet-stream")
+            .header("content-length", 8192)
+            .body(axum::body::Body::from(vec![0u8; 8192]))
+            .unwrap();
+        let (s, img) = c.send(req).await;
+        assert_eq!(s, StatusCode::CREATED, "{img}");
+        let id = img["id"].as_str().unwrap().to_owned();
+        sleep(2200).await;
+        close(&c).await;
+        let (_, usage) = c.get("/v1/billing/usage", &t).await;
+        let row = usage_row(&usage, &id).clone();
+        assert_eq!((row["resource_type"].as_str(), row["item"].as_str()), (Some("image"), Some("image")), "{row}");
+        assert_eq!(row["meter"], "running", "{row}");
+        // 8 KiB of files: 1 GiB.
+        let secs: i64 = row["usage_hours"].as_str().unwrap().parse().unwrap();
+        assert!(secs >= 1, "{row}");
+        assert_eq!(row["amount"], (10 * secs).to_string(), "{row}");
+
+        let (s, b) = c.delete(&format!("/v1/images/{id}"), &t).await;
+        assert!(s.is_success(), "{b}");
+        sleep(1100).await;
+        close(&c).await;
+        let (_, usage) = c.get("/v1/billing/usage", &t).await;
+        let row = usage_row(&usage, &id);
+        assert_eq!(row["meter"], "gone", "{row}");
+        let after: i64 = row["usage_hours"].as_str().unwrap().parse().unwrap();
+        assert!(after >= secs, "{row}");
+        // Gone means no more lines.
+        sleep(1100).await;
+        close(&c).await;
+        assert_eq!(c.get("/v1/billing/usage", &t).await.1["total"], usage["total"]);
+    }
+}

@@ -13,8 +13,9 @@ use std::collections::{HashMap, HashSet};
 
 use kumo_billing::close::{plan_close, Booked, CloseInput, Line, MeterRow, Recompute, Resource, Totals};
 use kumo_billing::invoice::{InvoiceLine, LineKind};
-use kumo_billing::usage::{meter_for, Level, Reading};
+use kumo_billing::usage::{meter_for, Level, Meter, Reading};
 use kumo_billing::{Calendar, Currency, ItemKey, PriceList, PriceVersion, Rate};
+use kumo_wire::storage::{SnapshotState, VolumeState};
 use kumo_wire::{InstanceState, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -133,25 +134,144 @@ fn version_of(row: &AnyRow) -> DbResult<PriceRecord> {
     })
 }
 
-/// The meter an instance event sets, if any.
-fn reading_of(row: &AnyRow) -> DbResult<Option<Reading>> {
-    let detail: String = row.try_get("detail")?;
-    let detail: serde_json::Value =
-        serde_json::from_str(&detail).map_err(|e| DbError::Corrupt(format!("event detail: {e}")))?;
-    let Some(to) = detail.get("to").and_then(|t| t.as_str()) else { return Ok(None) };
-    let state: InstanceState = to.parse().map_err(|e| DbError::Corrupt(format!("event state: {e}")))?;
-    let (at, seq): (i64, i64) = (row.try_get("at")?, row.try_get("id")?);
-    Ok(meter_for(state).map(|meter| Reading { at: secs(at), seq, meter, quantity: 1 }))
+/// The kinds of resource the controller meters: where each one's
+/// `state_changed` events join its table, which price item it is charged
+/// under, and what meter each event sets. The one place that maps a kind's
+/// lifecycle to billing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metered {
+    /// Per hour of its flavor while running (stopped per the price).
+    Instance,
+    /// GiB-hours from the agent confirming it until it is deleted, following extends.
+    Volume,
+    /// GiB-hours while it exists.
+    Snapshot,
+    /// Private images: GiB-hours of their stored files while not deleted.
+    Image,
 }
 
-fn instance_resource(row: &AnyRow) -> DbResult<Resource> {
-    let flavor: String = row.try_get("flavor_name")?;
-    Ok(Resource {
-        kind: "instance".into(),
-        id: row.try_get("resource_id")?,
-        project: row.try_get("project_id")?,
-        item: ItemKey::flavor(&flavor).map_err(|e| DbError::Corrupt(format!("flavor name: {e}")))?,
-    })
+const METERED: [Metered; 4] = [Metered::Instance, Metered::Volume, Metered::Snapshot, Metered::Image];
+
+/// `resource_type IN (...)` over every metered kind.
+const METERED_TYPES: &str = "('instance', 'volume', 'snapshot', 'image')";
+
+impl Metered {
+    fn of(kind: &str) -> Option<Self> {
+        METERED.into_iter().find(|m| m.kind() == kind)
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Instance => "instance",
+            Self::Volume => "volume",
+            Self::Snapshot => "snapshot",
+            Self::Image => "image",
+        }
+    }
+
+    /// The kind's events that may move a meter, each with the resource's
+    /// `project_id`, `flavor_name` (instances) and `size_gib` (the table's,
+    /// used when the event does not carry one).
+    fn events_sql(self) -> &'static str {
+        match self {
+            Self::Instance => {
+                "SELECT e.id, e.resource_id, e.at, e.detail, i.project_id, i.flavor_name, CAST(1 AS BIGINT) AS size_gib \
+                 FROM events e JOIN instances i ON i.id = e.resource_id \
+                 WHERE e.resource_type = 'instance' AND e.action = 'state_changed'"
+            }
+            Self::Volume => {
+                "SELECT e.id, e.resource_id, e.at, e.detail, v.project_id, '' AS flavor_name, v.size_gib \
+                 FROM events e JOIN volumes v ON v.id = e.resource_id \
+                 WHERE e.resource_type = 'volume' AND e.action = 'state_changed'"
+            }
+            Self::Snapshot => {
+                "SELECT e.id, e.resource_id, e.at, e.detail, s.project_id, '' AS flavor_name, s.size_gib \
+                 FROM events e JOIN snapshots s ON s.id = e.resource_id \
+                 WHERE e.resource_type = 'snapshot' AND e.action = 'state_changed'"
+            }
+            // Images that hold an instance snapshot are charged as the snapshot.
+            Self::Image => {
+                "SELECT e.id, e.resource_id, e.at, e.detail, m.owner_project_id AS project_id, '' AS flavor_name, \
+                 CAST(0 AS BIGINT) AS size_gib FROM events e JOIN images m ON m.id = e.resource_id \
+                 WHERE e.resource_type = 'image' AND e.action = 'state_changed' AND m.visibility = 'private' \
+                 AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.image_id = m.id)"
+            }
+        }
+    }
+
+    /// The resource an event row is about.
+    fn resource(self, row: &AnyRow) -> DbResult<Resource> {
+        let item = match self {
+            Self::Instance => {
+                let flavor: String = row.try_get("flavor_name")?;
+                ItemKey::flavor(&flavor).map_err(|e| DbError::Corrupt(format!("flavor name: {e}")))?
+            }
+            other => other.kind().parse().map_err(|e| DbError::Corrupt(format!("price item: {e}")))?,
+        };
+        Ok(Resource {
+            kind: self.kind().into(),
+            id: row.try_get("resource_id")?,
+            project: row.try_get("project_id")?,
+            item,
+        })
+    }
+
+    /// The meter a state sets (`None`: keeps the previous one). Storage
+    /// follows the agent like instances do: billed once it confirmed the
+    /// resource, held through transitional states (an extend is billed at
+    /// the new size once the agent confirms it), gone when deleted.
+    fn meter(self, to: &str) -> DbResult<Option<Meter>> {
+        let corrupt = |e: String| DbError::Corrupt(format!("{} event state: {e}", self.kind()));
+        Ok(match self {
+            Self::Instance => meter_for(to.parse::<InstanceState>().map_err(|e| corrupt(e.to_string()))?),
+            Self::Volume => {
+                let state: VolumeState = to.parse().map_err(corrupt)?;
+                match state {
+                    VolumeState::Available | VolumeState::InUse => Some(Meter::Running),
+                    VolumeState::Deleted => Some(Meter::Gone),
+                    // Error keeps the meter: a volume whose extend failed still holds its space.
+                    VolumeState::Creating
+                    | VolumeState::Attaching
+                    | VolumeState::Detaching
+                    | VolumeState::Extending
+                    | VolumeState::Deleting
+                    | VolumeState::Error => None,
+                }
+            }
+            Self::Snapshot => {
+                let state: SnapshotState =
+                    serde_json::from_value(serde_json::Value::from(to)).map_err(|e| corrupt(e.to_string()))?;
+                match state {
+                    SnapshotState::Available => Some(Meter::Running),
+                    SnapshotState::Deleted => Some(Meter::Gone),
+                    SnapshotState::Creating | SnapshotState::Deleting | SnapshotState::Error => None,
+                }
+            }
+            Self::Image => match to {
+                "active" => Some(Meter::Running),
+                "deleted" => Some(Meter::Gone),
+                _ => None,
+            },
+        })
+    }
+
+    /// The meter an event sets, if any, with its quantity (1, or GiB).
+    fn reading(self, row: &AnyRow) -> DbResult<Option<Reading>> {
+        let detail: String = row.try_get("detail")?;
+        let detail: serde_json::Value =
+            serde_json::from_str(&detail).map_err(|e| DbError::Corrupt(format!("event detail: {e}")))?;
+        let Some(to) = detail.get("to").and_then(|t| t.as_str()) else { return Ok(None) };
+        let Some(meter) = self.meter(to)? else { return Ok(None) };
+        let quantity = match self {
+            Self::Instance => 1,
+            _ => match detail.get("size_gib").and_then(serde_json::Value::as_u64) {
+                Some(size) => size,
+                None => super::u64_col(row, "size_gib")?,
+            },
+        };
+        let (at, seq): (i64, i64) = (row.try_get("at")?, row.try_get("id")?);
+        Ok(Some(Reading { at: secs(at), seq, meter, quantity }))
+    }
 }
 
 fn meter_of(row: &AnyRow) -> DbResult<MeterRow> {
@@ -356,11 +476,6 @@ async fn delete_meters(tx: &mut Transaction<'static, Any>, backend: Backend, gon
     Ok(())
 }
 
-/// The events of instances that move a meter, with each instance's project and flavor.
-const INSTANCE_EVENTS: &str = "SELECT e.id, e.resource_id, e.at, e.detail, i.project_id, i.flavor_name \
-     FROM events e JOIN instances i ON i.id = e.resource_id \
-     WHERE e.resource_type = 'instance' AND e.action = 'state_changed'";
-
 impl Db {
     /// Every price version, oldest first.
     pub async fn price_versions(&self) -> DbResult<Vec<PriceRecord>> {
@@ -468,10 +583,10 @@ impl Db {
         }
 
         // Resources with events that may have arrived after their hour closed.
-        let late_rows = sqlx::query(
-            "SELECT resource_id, MIN(at) AS earliest FROM events WHERE resource_type = 'instance' \
-             AND action = 'state_changed' AND id > $1 AND id <= $2 AND at < $3 GROUP BY resource_id",
-        )
+        let late_rows = sqlx::query(&format!(
+            "SELECT resource_type, resource_id, MIN(at) AS earliest FROM events WHERE resource_type IN {METERED_TYPES} \
+             AND action = 'state_changed' AND id > $1 AND id <= $2 AND at < $3 GROUP BY resource_type, resource_id"
+        ))
         .bind(cursor - LATE_MARGIN)
         .bind(max_id)
         .bind(ms(hour))
@@ -481,18 +596,20 @@ impl Db {
         let mut late: HashSet<String> = HashSet::new();
         for row in &late_rows {
             let id: String = row.try_get("resource_id")?;
+            let kind: String = row.try_get("resource_type")?;
+            let Some(metered) = Metered::of(&kind) else { continue };
             let from = cal.month_start(secs(row.try_get("earliest")?));
             let history_rows =
-                sqlx::query(&format!("{INSTANCE_EVENTS} AND e.resource_id = $1 AND e.id <= $2 ORDER BY e.id"))
+                sqlx::query(&format!("{} AND e.resource_id = $1 AND e.id <= $2 ORDER BY e.id", metered.events_sql()))
                     .bind(id.clone())
                     .bind(max_id)
                     .fetch_all(&mut *tx)
                     .await?;
             let Some(first) = history_rows.first() else { continue };
-            let resource = instance_resource(first)?;
+            let resource = metered.resource(first)?;
             let mut history = Vec::with_capacity(history_rows.len());
             for r in &history_rows {
-                history.extend(reading_of(r)?);
+                history.extend(metered.reading(r)?);
             }
             let booked = sqlx::query(
                 "SELECT usage_hour, CAST(SUM(seconds) AS BIGINT) AS seconds, CAST(SUM(unit_seconds) AS BIGINT) AS unit_seconds, \
@@ -527,28 +644,30 @@ impl Db {
             }
         }
         let mut readings = Vec::new();
-        let window = sqlx::query(&format!("{INSTANCE_EVENTS} AND e.at >= $1 AND e.at < $2 AND e.id <= $3"))
-            .bind(ms(hour))
-            .bind(ms(end))
-            .bind(max_id)
-            .fetch_all(&mut *tx)
-            .await?;
         let mut resources: HashMap<String, Resource> = HashMap::new();
-        for row in &window {
-            let id: String = row.try_get("resource_id")?;
-            if late.contains(&id) {
-                continue;
-            }
-            let Some(reading) = reading_of(row)? else { continue };
-            let resource = match resources.get(&id) {
-                Some(r) => r.clone(),
-                None => {
-                    let r = instance_resource(row)?;
-                    resources.insert(id, r.clone());
-                    r
+        for metered in METERED {
+            let window = sqlx::query(&format!("{} AND e.at >= $1 AND e.at < $2 AND e.id <= $3", metered.events_sql()))
+                .bind(ms(hour))
+                .bind(ms(end))
+                .bind(max_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &window {
+                let id: String = row.try_get("resource_id")?;
+                if late.contains(&id) {
+                    continue;
                 }
-            };
-            readings.push((resource, reading));
+                let Some(reading) = metered.reading(row)? else { continue };
+                let resource = match resources.get(&id) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = metered.resource(row)?;
+                        resources.insert(id, r.clone());
+                        r
+                    }
+                };
+                readings.push((resource, reading));
+            }
         }
 
         let plan = plan_close(CloseInput { calendar: &cal, prices, hour, meters, readings, recompute });

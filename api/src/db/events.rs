@@ -1,5 +1,6 @@
 //! The event log: who asked what, when, and what happened, per resource.
-//! Billing meters from the `state_changed` events of instances.
+//! Billing meters from the `state_changed` events of instances, volumes,
+//! snapshots and images.
 
 use kumo_wire::api::Event;
 use kumo_wire::{ProjectId, Timestamp};

@@ -171,6 +171,7 @@ impl Db {
         let have: Vec<String> = rows.iter().map(|r| r.try_get("role")).collect::<Result<_, _>>()?;
         let complete = image.kind.required_files().iter().all(|r| have.iter().any(|h| h == r.as_str()));
         if complete {
+            log_image_state(&mut tx, image.id.as_str(), "active").await?;
             sqlx::query("UPDATE images SET state = 'active' WHERE id = $1")
                 .bind(image.id.as_str())
                 .execute(&mut *tx)
@@ -192,11 +193,42 @@ impl Db {
         if used.try_get::<i64, _>("n")? > 0 {
             return Ok(false);
         }
+        log_image_state(&mut tx, id.as_str(), "deleted").await?;
         sqlx::query("DELETE FROM image_files WHERE image_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
         sqlx::query("UPDATE images SET state = 'deleted' WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Logs an image moving to state `to` (`active` or `deleted`) with the GiB its
+/// files take, in `tx`, before the state is written: the `state_changed` event
+/// billing meters private images from. Nothing when the state does not change.
+async fn log_image_state(tx: &mut Transaction<'static, Any>, image: &str, to: &str) -> DbResult<()> {
+    let row = sqlx::query(
+        "SELECT owner_project_id, state, CAST(COALESCE((SELECT SUM(size_bytes) FROM image_files f \
+         WHERE f.image_id = i.id), 0) AS BIGINT) AS bytes FROM images i WHERE i.id = $1",
+    )
+    .bind(image)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(()) };
+    let from: String = row.try_get("state")?;
+    if from == to {
+        return Ok(());
+    }
+    let project: Option<ProjectId> = row.try_get::<String, _>("owner_project_id")?.parse().ok();
+    let size_gib = u64_col(&row, "bytes")?.div_ceil(1 << 30);
+    let event = super::events::NewEvent {
+        project_id: project.as_ref(),
+        resource_type: "image",
+        resource_id: image,
+        at: Timestamp::now(),
+        actor: "controller",
+        action: "state_changed",
+        detail: serde_json::json!({ "from": from, "to": to, "size_gib": size_gib }),
+    };
+    super::events::append(&mut **tx, &event).await
 }
 
 /// Records every file of an image at once, with its virtual size, and
@@ -221,6 +253,7 @@ pub async fn complete_image(
             .execute(&mut **tx)
             .await?;
     }
+    log_image_state(tx, image.as_str(), "active").await?;
     sqlx::query("UPDATE images SET state = 'active', virtual_size_bytes = $2 WHERE id = $1")
         .bind(image.as_str())
         .bind(virtual_size.map(i64_of))
