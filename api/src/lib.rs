@@ -98,90 +98,44 @@ impl Controller {
                 .map_err(|e| StartError::Bootstrap(ApiError::Internal(e.to_string())))?,
         };
         let (shutdown, rx) = watch::channel(false);
-        let mut workers = Vec::new();
-        let s = state.clone();
-        workers.push(workers::spawn(
-            "scheduler",
-            Pacing { interval: Duration::from_secs(2), wake: Some(state.scheduler_wake.clone()), max_backoff: Duration::from_secs(10) },
-            rx.clone(),
-            move || {
-                let s = s.clone();
-                async move { scheduler::schedule_pending(&s, 100).await }
-            },
-        ));
-        let s = state.clone();
-        workers.push(workers::spawn(
-            "deadlines",
-            Pacing { interval: Duration::from_secs(1), wake: None, max_backoff: Duration::from_secs(10) },
-            rx.clone(),
-            move || {
-                let s = s.clone();
-                async move { watchdog::expire_deadlines(&s).await.map(|_| 0) }
-            },
-        ));
-        let s = state.clone();
-        workers.push(workers::spawn(
-            "billing",
-            Pacing {
-                interval: Duration::from_secs(state.config.billing_close_interval_secs),
-                wake: None,
-                max_backoff: Duration::from_secs(300),
-            },
-            rx.clone(),
-            move || {
-                let s = s.clone();
-                async move { billing::close_due(&s).await }
-            },
-        ));
-        let s = state.clone();
-        workers.push(workers::spawn(
-            "storage-deadlines",
-            Pacing { interval: Duration::from_secs(1), wake: None, max_backoff: Duration::from_secs(10) },
-            rx.clone(),
-            move || {
-                let s = s.clone();
-                // Report zero: one pass per interval is enough, even when it touched something.
-                async move {
-                    volumes::watchdog(&s).await?;
-                    snapshots::watchdog(&s).await?;
-                    Ok(0)
-                }
-            },
-        ));
-        let s = state.clone();
-        workers.push(workers::spawn(
-            "image-store-sweep",
-            Pacing { interval: Duration::from_secs(600), wake: None, max_backoff: Duration::from_secs(600) },
-            rx.clone(),
-            move || {
-                let s = s.clone();
-                async move { image_uploads::sweep_store(&s).await.map(|_| 0) }
-            },
-        ));
-        let s = state.clone();
-        workers.push(workers::spawn(
-            "billing",
-            Pacing {
-                interval: Duration::from_secs(state.config.billing_close_interval_secs),
-                wake: None,
-                max_backoff: Duration::from_secs(300),
-            },
-            rx.clone(),
-            move || {
-                let s = s.clone();
-                async move { billing::close_due(&s).await }
-            },
-        ));
-        let s = state.clone();
-        workers.push(workers::spawn(
-            "host-liveness",
-            Pacing { interval: Duration::from_secs(1), wake: None, max_backoff: Duration::from_secs(10) },
-            rx,
-            move || {
-                let s = s.clone();
-                async move { watchdog::detect_lost_hosts(&s).await.map(|_| 0) }
-            },
-        ));
+        let secs = Duration::from_secs;
+        let s = &state;
+        // One line per background loop; `work` returns how many items it handled.
+        let workers = vec![
+            workers::spawn_with(
+                "scheduler",
+                Pacing { interval: secs(2), wake: Some(s.scheduler_wake.clone()), max_backoff: secs(10) },
+                rx.clone(),
+                s.clone(),
+                |s| async move { scheduler::schedule_pending(&s, 100).await },
+            ),
+            workers::spawn_with("deadlines", workers::every(secs(1), secs(10)), rx.clone(), s.clone(), |s| async move {
+                watchdog::expire_deadlines(&s).await.map(|_| 0)
+            }),
+            workers::spawn_with("host-liveness", workers::every(secs(1), secs(10)), rx.clone(), s.clone(), |s| async move {
+                watchdog::detect_lost_hosts(&s).await.map(|_| 0)
+            }),
+            // Reports zero: one pass per interval is enough, even when it touched something.
+            workers::spawn_with("storage-deadlines", workers::every(secs(1), secs(10)), rx.clone(), s.clone(), |s| async move {
+                volumes::watchdog(&s).await?;
+                snapshots::watchdog(&s).await?;
+                Ok(0)
+            }),
+            workers::spawn_with(
+                "image-store-sweep",
+                workers::every(secs(600), secs(600)),
+                rx.clone(),
+                s.clone(),
+                |s| async move { image_uploads::sweep_store(&s).await.map(|_| 0) },
+            ),
+            workers::spawn_with(
+                "billing",
+                workers::every(secs(s.config.billing_close_interval_secs), secs(300)),
+                rx,
+                s.clone(),
+                |s| async move { billing::close_due(&s).await },
+            ),
+        ];
         Ok(Self { state, bootstrapped, shutdown, workers })
     }
 

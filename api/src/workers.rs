@@ -65,3 +65,24 @@ where
         tracing::debug!(worker = name, "stopped");
     })
 }
+
+/// Like [`spawn`], for work that needs its own clone of `ctx` on every call.
+pub fn spawn_with<C, F, Fut>(
+    name: &'static str,
+    pacing: Pacing,
+    shutdown: watch::Receiver<bool>,
+    ctx: C,
+    work: F,
+) -> JoinHandle<()>
+where
+    C: Clone + Send + 'static,
+    F: Fn(C) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<usize, ApiError>> + Send,
+{
+    spawn(name, pacing, shutdown, move || work(ctx.clone()))
+}
+
+/// Pacing for a periodic worker that is not woken early.
+pub fn every(interval: Duration, max_backoff: Duration) -> Pacing {
+    Pacing { interval, wake: None, max_backoff }
+}
