@@ -128,6 +128,8 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
                 ssh_public_key: rec.ssh_public_key,
             },
             volumes: attached,
+            ports: Vec::new(),
+            metadata: Default::default(),
         });
     }
     let volumes: Vec<DesiredVolume> = volumes
@@ -175,6 +177,9 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
         instances,
         volumes,
         snapshots,
+        // Networking (issue 3) fills these from the ports of `instances`.
+        networks: Vec::new(),
+        floating_ips: Vec::new(),
     })
 }
 

@@ -81,6 +81,8 @@ pub fn desired(id: &InstanceId, generation: u64, power: DesiredPower, image: &Im
             ssh_public_key: None,
         },
         volumes: vec![],
+        ports: vec![],
+        metadata: Default::default(),
     }
 }
 

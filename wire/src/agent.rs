@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::{DiskFormat, ImageFileRole, ImageKind};
+use crate::network::{DesiredFloatingIp, DesiredNetwork, DesiredPort, InstanceMetadata};
 use crate::storage::VolumeBackendKind;
 use crate::{DesiredPower, HostId, ImageId, InstanceId, ProjectId, SnapshotId, Timestamp, VolumeId};
 
@@ -139,6 +140,13 @@ pub struct SyncResponse {
     /// Every snapshot this host takes or keeps that is not yet confirmed deleted.
     #[serde(default)]
     pub snapshots: Vec<DesiredSnapshot>,
+    /// Every network one of `instances` has a port on; the host plumbs exactly
+    /// these and removes what it plumbed for any other.
+    #[serde(default)]
+    pub networks: Vec<DesiredNetwork>,
+    /// Floating IPs mapped to ports of `instances`.
+    #[serde(default)]
+    pub floating_ips: Vec<DesiredFloatingIp>,
 }
 
 /// What the controller wants one instance to be.
@@ -159,6 +167,12 @@ pub struct DesiredInstance {
     /// The volumes that should be attached to the domain (also when it is defined anew).
     #[serde(default)]
     pub volumes: Vec<AttachedVolume>,
+    /// The instance's NICs, in guest order (the first is `eth0`).
+    #[serde(default)]
+    pub ports: Vec<DesiredPort>,
+    /// What the metadata service and the config drive tell the guest.
+    #[serde(default)]
+    pub metadata: InstanceMetadata,
 }
 
 /// A volume as part of an instance's domain.

@@ -123,6 +123,16 @@ define_id!(/// A block volume.
     VolumeId, "vol", "volume");
 define_id!(/// A point-in-time copy of a volume or of an instance's root disk.
     SnapshotId, "snap", "snapshot");
+define_id!(/// A project's private network (EC2 shows it as `subnet-…` and `vpc-…` with the same digits).
+    NetworkId, "net", "network");
+define_id!(/// An instance's attachment to a network: MAC address and fixed IP (EC2's network interface).
+    PortId, "eni", "port");
+define_id!(/// A set of inbound firewall rules applied to ports.
+    SecurityGroupId, "sg", "security group");
+define_id!(/// One rule of a security group.
+    SecurityGroupRuleId, "sgr", "security group rule");
+define_id!(/// A public address from the floating pool, mapped 1:1 to a port's fixed IP.
+    FloatingIpId, "eipalloc", "floating IP");
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ pub mod billing;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;
+pub mod network;
 pub mod storage;
 pub mod time;
 

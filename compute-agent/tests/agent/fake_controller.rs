@@ -145,6 +145,8 @@ pub fn desired(id: &InstanceId, generation: u64, power: DesiredPower, image: &Im
             ssh_public_key: None,
         },
         volumes: vec![],
+        ports: vec![],
+        metadata: Default::default(),
     }
 }
 
@@ -214,6 +216,8 @@ async fn sync(State(fake): State<FakeController>, headers: HeaderMap, Json(req):
         instances: inner.desired.clone(),
         volumes: inner.volumes.clone(),
         snapshots: vec![],
+        networks: vec![],
+        floating_ips: vec![],
     })
     .into_response()
 }
