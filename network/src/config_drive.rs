@@ -1,0 +1,1 @@
+//! NoCloud config drive (filled in below).

@@ -1,0 +1,1 @@
+//! EC2-compatible instance metadata service (filled in below).
