@@ -55,6 +55,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use kumo_wire::network::{IngressRule, Protocol, METADATA_ADDRESS};
@@ -168,10 +169,16 @@ pub struct FirewallState {
     pub public_interface: Option<String>,
 }
 
-/// Kumo's nftables tables on this host.
+/// Kumo's nftables tables on this host. Clones share the record of what was
+/// last applied, and applies are serialised.
 #[derive(Debug, Clone)]
 pub struct Firewall {
     table: String,
+    /// What the last successful apply left (None: unknown, read it from the
+    /// kernel). Listing 2,000 rules as JSON takes longer than changing one
+    /// port, so steady-state applies trust this record; a failed transaction
+    /// forgets it, and a new `Firewall` (agent restart) reads the kernel.
+    applied: Arc<tokio::sync::Mutex<Option<Existing>>>,
 }
 
 /// The three families Kumo uses, in the order they are written.
@@ -215,7 +222,7 @@ impl Firewall {
     /// `table` names Kumo's nftables tables (production "kumo"; tests use a
     /// unique name). Nothing else is touched.
     pub fn new(table: &str) -> Self {
-        Self { table: table.to_owned() }
+        Self { table: table.to_owned(), applied: Arc::default() }
     }
 
     /// Makes the host's rules match `state`, in ONE nft transaction;
@@ -227,16 +234,26 @@ impl Firewall {
         check_name(&self.table)?;
         let chains = render(state)?;
         enable_br_netfilter()?;
-        let existing = self.existing().await?;
+        let mut applied = self.applied.lock().await;
+        let existing = match applied.take() {
+            Some(e) => e,
+            None => self.existing().await?,
+        };
         let script = self.script(&chains, &existing);
-        if script.is_empty() {
-            return Ok(());
+        if !script.is_empty() {
+            nft_stdin(&script, "apply").await?;
         }
-        nft_stdin(&script, "apply").await
+        *applied = Some(Existing {
+            tables: FAMILIES.iter().map(|f| (*f).to_owned()).collect(),
+            chains: chains.iter().map(|c| ((c.family.to_owned(), c.name.clone()), Some(c.hash()))).collect(),
+        });
+        Ok(())
     }
 
     /// Deletes Kumo's tables (network deleted / tests' clean-up).
     pub async fn remove(&self) -> Result<(), FirewallError> {
+        let mut applied = self.applied.lock().await;
+        *applied = None;
         let existing = self.existing().await?;
         let mut script = String::new();
         for family in FAMILIES {

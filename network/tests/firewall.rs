@@ -29,6 +29,8 @@ struct Vm {
 }
 
 struct Topo {
+    /// One firewall for the test (warm: it remembers what it applied).
+    fw: Firewall,
     host: Netns,
     a: Vm,
     b: Vm,
@@ -68,7 +70,7 @@ fn topo() -> Topo {
     host.ip(&format!("addr add 198.51.100.1/24 dev {PUB}"));
     host.ip(&format!("addr add {FIP}/32 dev {PUB}"));
     outside.ip(&format!("addr add {OUTSIDE}/24 dev eth0"));
-    Topo { host, a, b, c, d, outside }
+    Topo { fw: Firewall::new(TABLE), host, a, b, c, d, outside }
 }
 
 fn allow(protocol: Protocol, ports: Option<(u16, u16)>, source: &str) -> IngressRule {
@@ -102,6 +104,14 @@ impl Topo {
     }
 
     fn apply(&self, state: &FirewallState) -> Result<(), FirewallError> {
+        let state = state.clone();
+        let fw = self.fw.clone();
+        self.host.block_on(move || async move { fw.apply(&state).await })
+    }
+
+    /// Applies with a new `Firewall` (as after an agent restart), which reads
+    /// the kernel's tables.
+    fn apply_cold(&self, state: &FirewallState) -> Result<(), FirewallError> {
         let state = state.clone();
         self.host.block_on(move || async move { Firewall::new(TABLE).apply(&state).await })
     }
@@ -241,6 +251,25 @@ fn apply_is_idempotent_and_remove_leaves_nothing() {
     let first = t.ruleset();
     t.apply(&state).unwrap();
     assert_eq!(t.ruleset(), first, "second apply changes nothing");
+    t.apply_cold(&state).unwrap();
+    assert_eq!(t.ruleset(), first, "nor does a restarted agent's");
+    // A change applied cold leaves the same rules as one applied warm.
+    let listing = |t: &Topo| String::from_utf8(t.host.exec(&["nft", "list", "ruleset"]).stdout).unwrap();
+    let base = state.clone();
+    state.ports[0].ingress = vec![allow(Protocol::Udp, Some((53, 53)), "0.0.0.0/0")];
+    t.apply_cold(&state).unwrap();
+    let cold = listing(&t);
+    assert!(cold.contains("udp dport 53 accept"), "{cold}");
+    t.host.block_on(|| async { Firewall::new(TABLE).remove().await }).unwrap();
+    let warm = Firewall::new(TABLE);
+    let (s1, s2) = (base, state.clone());
+    t.host.block_on(move || async move {
+        warm.apply(&s1).await?;
+        warm.apply(&s2).await
+    })
+    .unwrap();
+    assert_eq!(listing(&t), cold, "warm and cold applies agree");
+    let first = t.ruleset();
     let tables: Vec<String> = first["nftables"]
         .as_array()
         .unwrap()
