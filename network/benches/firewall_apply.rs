@@ -3,6 +3,7 @@
 //! own so the host's tables are untouched. Prints figures; asserts nothing.
 //!
 //! `cargo bench -p kumo-network --bench firewall_apply` (needs root).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/netns/mod.rs"]
 mod netns;
@@ -52,7 +53,11 @@ fn state() -> FirewallState {
         .iter()
         .take(10)
         .enumerate()
-        .map(|(i, p)| FloatingNat { address: Ipv4Addr::new(203, 0, 113, i as u8 + 1), private_ip: p.ip, bridge: p.bridge.clone() })
+        .map(|(i, p)| FloatingNat {
+            address: Ipv4Addr::new(203, 0, 113, i as u8 + 1),
+            private_ip: p.ip,
+            bridge: p.bridge.clone(),
+        })
         .collect();
     FirewallState { bridges, ports, floating_ips, public_interface: Some("kpub0".into()) }
 }
@@ -102,10 +107,16 @@ fn main() {
         fw.remove().await.unwrap();
         (initial, noop, update, add, cold)
     });
-    println!("firewall apply, {PORTS} ports x {RULES} rules = {} ingress rules, {BRIDGES} bridges, medians of {ROUNDS}:", PORTS * RULES);
+    println!(
+        "firewall apply, {PORTS} ports x {RULES} rules = {} ingress rules, {BRIDGES} bridges, medians of {ROUNDS}:",
+        PORTS * RULES
+    );
     println!("  initial apply (empty host):        {:>8.1} ms", median(initial).as_secs_f64() * 1e3);
     println!("  re-apply, nothing changed:         {:>8.1} ms", median(noop).as_secs_f64() * 1e3);
     println!("  one port's 10 rules changed:       {:>8.1} ms", median(update).as_secs_f64() * 1e3);
     println!("  one port added:                    {:>8.1} ms", median(add).as_secs_f64() * 1e3);
-    println!("  one port's rules changed, cold:    {:>8.1} ms  (new Firewall: lists the kernel's tables first)", median(cold).as_secs_f64() * 1e3);
+    println!(
+        "  one port's rules changed, cold:    {:>8.1} ms  (new Firewall: lists the kernel's tables first)",
+        median(cold).as_secs_f64() * 1e3
+    );
 }

@@ -303,8 +303,7 @@ impl Firewall {
             }
         }
         // Chains no longer wanted go last, after the jumps to them were flushed.
-        let wanted: BTreeSet<(String, String)> =
-            chains.iter().map(|c| (c.family.to_owned(), c.name.clone())).collect();
+        let wanted: BTreeSet<(String, String)> = chains.iter().map(|c| (c.family.to_owned(), c.name.clone())).collect();
         for (family, name) in existing.chains.keys() {
             if !wanted.contains(&(family.clone(), name.clone())) {
                 let _ = writeln!(body, "flush chain {family} {t} {name}");
@@ -433,8 +432,11 @@ fn check_mac(mac: &str) -> Result<(), FirewallError> {
 
 /// A chain name for a port (`PortId`s are `eni-<hex>`).
 fn port_chain(prefix: &str, port: &PortId) -> String {
-    let id: String =
-        port.to_string().chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    let id: String = port
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
     format!("{prefix}_{id}")
 }
 

@@ -86,7 +86,7 @@ pub struct MetadataService {
 }
 
 #[derive(Debug)]
-struct ListenerTask(tokio::task::JoinHandle<()>);
+struct ListenerTask(tokio::task::JoinHandle<()>, SocketAddr);
 
 impl Drop for ListenerTask {
     fn drop(&mut self) {
@@ -132,9 +132,8 @@ impl MetadataService {
         inner.bridges.insert(bridge.to_owned(), table);
         // Tokens of instances that left the bridge die with them.
         let Inner { bridges, tokens, .. } = &mut *inner;
-        tokens.retain(|_, t| {
-            bridges.get(&t.bridge).is_some_and(|b| b.values().any(|v| v.instance_id == t.instance_id))
-        });
+        tokens
+            .retain(|_, t| bridges.get(&t.bridge).is_some_and(|b| b.values().any(|v| v.instance_id == t.instance_id)));
     }
 
     /// Stops serving anything on `bridge` (its listener, if any, keeps
@@ -159,7 +158,8 @@ impl MetadataService {
         let err = |source| MetadataError::Listen { bridge: bridge.to_owned(), source };
         let mut inner = self.lock();
         if let Some(task) = inner.listeners.get(bridge).and_then(Weak::upgrade) {
-            return Ok(MetadataListener { _task: task, local: addr.into() });
+            let local = task.1;
+            return Ok(MetadataListener { _task: task, local });
         }
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).map_err(err)?;
         socket.set_reuse_address(true).map_err(err)?;
@@ -177,7 +177,7 @@ impl MetadataService {
                 tracing::warn!(bridge = %name, error = %e, "metadata listener stopped");
             }
         });
-        let task = Arc::new(ListenerTask(handle));
+        let task = Arc::new(ListenerTask(handle, local));
         inner.listeners.insert(bridge.to_owned(), Arc::downgrade(&task));
         Ok(MetadataListener { _task: task, local })
     }
@@ -210,11 +210,7 @@ async fn serve(
 ) -> Response {
     let SocketAddr::V4(peer) = peer else { return not_found() };
     let Some(view) = s.service.instance(&s.bridge, *peer.ip()) else {
-        return if method == Method::PUT {
-            text(StatusCode::FORBIDDEN, "Forbidden")
-        } else {
-            not_found()
-        };
+        return if method == Method::PUT { text(StatusCode::FORBIDDEN, "Forbidden") } else { not_found() };
     };
     let path = uri.path();
     if path == "/latest/api/token" {

@@ -2,6 +2,7 @@
 //! a "host" namespace with two tenant bridges and a public interface, each
 //! "VM" in its own namespace behind a veth standing in for its tap, and an
 //! "outside" namespace on the public interface.
+#![allow(clippy::unwrap_used)]
 
 mod netns;
 
@@ -94,8 +95,16 @@ impl Topo {
         };
         FirewallState {
             bridges: vec![
-                BridgeFilter { name: BR1.into(), cidr: "10.0.0.0/24".parse().unwrap(), gateway: Ipv4Addr::new(10, 0, 0, 1) },
-                BridgeFilter { name: BR2.into(), cidr: "10.1.0.0/24".parse().unwrap(), gateway: Ipv4Addr::new(10, 1, 0, 1) },
+                BridgeFilter {
+                    name: BR1.into(),
+                    cidr: "10.0.0.0/24".parse().unwrap(),
+                    gateway: Ipv4Addr::new(10, 0, 0, 1),
+                },
+                BridgeFilter {
+                    name: BR2.into(),
+                    cidr: "10.1.0.0/24".parse().unwrap(),
+                    gateway: Ipv4Addr::new(10, 1, 0, 1),
+                },
             ],
             ports: vec![port(&self.a), port(&self.b), port(&self.c), port(&self.d)],
             floating_ips: vec![],
@@ -245,7 +254,8 @@ fn floating_ip_maps_one_to_one() {
 fn apply_is_idempotent_and_remove_leaves_nothing() {
     let t = topo();
     let mut state = t.state();
-    state.ports[1].ingress = vec![allow(Protocol::Tcp, Some((22, 22)), "0.0.0.0/0"), allow(Protocol::Icmp, None, "10.0.0.0/24")];
+    state.ports[1].ingress =
+        vec![allow(Protocol::Tcp, Some((22, 22)), "0.0.0.0/0"), allow(Protocol::Icmp, None, "10.0.0.0/24")];
     state.floating_ips = vec![FloatingNat { address: FIP, private_ip: t.b.ip, bridge: BR1.into() }];
     t.apply(&state).unwrap();
     let first = t.ruleset();
@@ -263,11 +273,12 @@ fn apply_is_idempotent_and_remove_leaves_nothing() {
     t.host.block_on(|| async { Firewall::new(TABLE).remove().await }).unwrap();
     let warm = Firewall::new(TABLE);
     let (s1, s2) = (base, state.clone());
-    t.host.block_on(move || async move {
-        warm.apply(&s1).await?;
-        warm.apply(&s2).await
-    })
-    .unwrap();
+    t.host
+        .block_on(move || async move {
+            warm.apply(&s1).await?;
+            warm.apply(&s2).await
+        })
+        .unwrap();
     assert_eq!(listing(&t), cold, "warm and cold applies agree");
     let first = t.ruleset();
     let tables: Vec<String> = first["nftables"]

@@ -1,6 +1,7 @@
 //! The metadata service: every path through the router with fake peers, and
 //! real listeners bound to two "bridges" with overlapping tenant addresses
 //! in a network namespace this test creates.
+#![allow(clippy::unwrap_used)]
 
 mod netns;
 
@@ -44,7 +45,14 @@ fn service() -> MetadataService {
     s
 }
 
-async fn call(s: &MetadataService, bridge: &str, peer: Ipv4Addr, method: Method, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+async fn call(
+    s: &MetadataService,
+    bridge: &str,
+    peer: Ipv4Addr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -135,7 +143,15 @@ async fn an_instance_is_known_by_bridge_and_source_address() {
         assert!(!body.contains("i-"), "{body}");
         assert_eq!(get(&s, "kbr3", A, path).await.0, StatusCode::NOT_FOUND, "unknown bridge {path}");
     }
-    let unknown = call(&s, "kbr1", Ipv4Addr::new(10, 0, 0, 99), Method::PUT, "/latest/api/token", &[("x-aws-ec2-metadata-token-ttl-seconds", "60")]).await;
+    let unknown = call(
+        &s,
+        "kbr1",
+        Ipv4Addr::new(10, 0, 0, 99),
+        Method::PUT,
+        "/latest/api/token",
+        &[("x-aws-ec2-metadata-token-ttl-seconds", "60")],
+    )
+    .await;
     assert_eq!(unknown.0, StatusCode::FORBIDDEN);
     // Replacing a bridge's table and removing a bridge take effect at once.
     s.set_bridge("kbr1", vec![view("i-b", B, false)]);
@@ -239,10 +255,16 @@ fn listeners_answer_per_bridge() {
     let url = "http://169.254.169.254/latest/meta-data/instance-id";
     assert_eq!(curl(&c1, &[url]), (true, "i-one".into()));
     assert_eq!(curl(&c2, &[url]), (true, "i-two".into()));
-    let (ok, t) = curl(&c1, &["-X", "PUT", "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60", "http://169.254.169.254/latest/api/token"]);
+    let (ok, t) = curl(
+        &c1,
+        &["-X", "PUT", "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60", "http://169.254.169.254/latest/api/token"],
+    );
     assert!(ok);
     let header = format!("X-aws-ec2-metadata-token: {t}");
-    assert_eq!(curl(&c1, &["-H", &header, "http://169.254.169.254/latest/user-data"]), (true, "#!/bin/sh\necho hi\n".into()));
+    assert_eq!(
+        curl(&c1, &["-H", &header, "http://169.254.169.254/latest/user-data"]),
+        (true, "#!/bin/sh\necho hi\n".into())
+    );
     assert!(!curl(&c2, &["-H", &header, url]).0, "a token from bridge 1 is worthless on bridge 2");
 
     // Dropping bridge 1's handles stops its listener only.

@@ -2,7 +2,7 @@
 //! test creates is named with a prefix unique to the test run and deleted on
 //! drop; code runs inside one on a thread that entered it (sockets keep the
 //! namespace they were created in).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
