@@ -430,14 +430,16 @@ fn check_mac(mac: &str) -> Result<(), FirewallError> {
     }
 }
 
+/// A chain name: `prefix_` and `name` in nft's unquoted alphabet.
+fn chain_name(prefix: &str, name: &str) -> String {
+    let id: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    format!("{prefix}_{id}")
+}
+
 /// A chain name for a port (`PortId`s are `eni-<hex>`).
 fn port_chain(prefix: &str, port: &PortId) -> String {
-    let id: String = port
-        .to_string()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
-        .collect();
-    format!("{prefix}_{id}")
+    chain_name(prefix, port.as_str())
 }
 
 /// An nft anonymous set of quoted names, or a single quoted name.
@@ -577,8 +579,9 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
             if let (Some(pubif), false) = (public, privs.is_empty()) {
                 fwd.rules.push(format!("iifname \"{n}\" oifname \"{pubif}\" ip saddr {} accept", ip_set(&privs)));
                 fwd.rules.push(format!(
-                    "iifname \"{pubif}\" oifname \"{n}\" ip daddr {} ct status dnat jump in_{n}",
-                    ip_set(&privs)
+                    "iifname \"{pubif}\" oifname \"{n}\" ip daddr {} ct status dnat jump {}",
+                    ip_set(&privs),
+                    chain_name("in", n)
                 ));
             }
             fwd.rules.push(format!("iifname \"{n}\" oifname != \"{n}\" drop"));
@@ -586,7 +589,7 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
         }
         // Same-bridge traffic (bridged, or routed by the host's gateway).
         for b in bridges.values() {
-            fwd.rules.push(format!("oifname \"{0}\" jump in_{0}", b.name));
+            fwd.rules.push(format!("oifname \"{}\" jump {}", b.name, chain_name("in", &b.name)));
         }
 
         input.rules.push(format!("iifname {all} ct state established,related accept"));
@@ -606,7 +609,7 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
     // anything else on the bridge (no such port, IPv6) is dropped.
     let mut in_ports = Vec::new();
     for b in bridges.values() {
-        let mut c = ChainSpec::new("inet", format!("in_{}", b.name), None);
+        let mut c = ChainSpec::new("inet", chain_name("in", &b.name), None);
         let map: Vec<String> = ports
             .iter()
             .filter(|p| p.bridge == b.name)

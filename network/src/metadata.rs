@@ -217,8 +217,13 @@ async fn serve(
         if method != Method::PUT {
             return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
         }
+        // As on EC2: a token request that went through a proxy is refused.
+        if headers.contains_key("x-forwarded-for") {
+            return text(StatusCode::FORBIDDEN, "Forbidden");
+        }
         return new_token(&s, &view, &headers);
     }
+    let Some(path) = latest(path) else { return not_found() };
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
@@ -233,7 +238,29 @@ async fn serve(
             return text(StatusCode::UNAUTHORIZED, "Unauthorized");
         }
     }
-    answer(&view, path)
+    answer(&view, &path)
+}
+
+/// The API versions listed at `/`; cloud-init asks for dated versions
+/// (`/2009-04-04/meta-data/instance-id`), all of which Kumo answers alike.
+const VERSIONS: &str = "1.0\n2009-04-04\n2016-09-02\n2018-09-24\n2021-03-23\nlatest";
+
+/// Maps `/<version>/...` to `/latest/...`; `None` for an unknown version.
+fn latest(path: &str) -> Option<String> {
+    let trimmed = path.trim_start_matches('/');
+    if trimmed.is_empty() {
+        return Some("/".to_owned());
+    }
+    let (version, rest) = trimmed.split_once('/').map_or((trimmed, None), |(v, r)| (v, Some(r)));
+    let dated = version.len() == 10
+        && version.char_indices().all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() });
+    if version != "latest" && version != "1.0" && !dated {
+        return None;
+    }
+    Some(match rest {
+        Some(rest) => format!("/latest/{rest}"),
+        None => "/latest".to_owned(),
+    })
 }
 
 fn new_token(s: &Served, view: &InstanceView, headers: &HeaderMap) -> Response {
@@ -281,7 +308,7 @@ fn answer(view: &InstanceView, path: &str) -> Response {
     // A directory answers with and without its trailing slash.
     let dir = path.trim_end_matches('/');
     match dir {
-        "" => ok("latest".into()),
+        "" => ok(VERSIONS.into()),
         "/latest" => {
             let mut entries = vec!["dynamic", "meta-data"];
             if view.user_data.is_some() {
@@ -298,6 +325,7 @@ fn answer(view: &InstanceView, path: &str) -> Response {
                 "local-hostname",
                 "local-ipv4",
                 "mac",
+                "network/",
                 "placement/",
             ];
             if meta.public_ipv4.is_some() {
@@ -347,8 +375,37 @@ fn answer(view: &InstanceView, path: &str) -> Response {
             });
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
         }
-        _ => public_key(view, dir).unwrap_or_else(not_found),
+        "/latest/meta-data/network" => ok("interfaces/".into()),
+        "/latest/meta-data/network/interfaces" => ok("macs/".into()),
+        "/latest/meta-data/network/interfaces/macs" => ok(format!("{}/", view.mac)),
+        _ => public_key(view, dir).or_else(|| nic(view, dir)).unwrap_or_else(not_found),
     }
+}
+
+/// `/latest/meta-data/network/interfaces/macs/<mac>/...`: the one NIC, as
+/// cloud-init's EC2 datasource reads it to configure networking.
+fn nic(view: &InstanceView, dir: &str) -> Option<Response> {
+    let rest = dir.strip_prefix("/latest/meta-data/network/interfaces/macs/")?;
+    let (mac, leaf) = rest.split_once('/').map_or((rest, None), |(m, l)| (m, Some(l)));
+    if !mac.eq_ignore_ascii_case(&view.mac) {
+        return None;
+    }
+    let public = view.metadata.public_ipv4;
+    let body = match leaf {
+        None => {
+            let mut entries = vec!["device-number", "local-ipv4s", "mac"];
+            if public.is_some() {
+                entries.push("public-ipv4s");
+            }
+            entries.join("\n")
+        }
+        Some("device-number") => "0".to_owned(),
+        Some("local-ipv4s") => view.ip.to_string(),
+        Some("mac") => view.mac.clone(),
+        Some("public-ipv4s") => public?.to_string(),
+        Some(_) => return None,
+    };
+    Some(text(StatusCode::OK, body))
 }
 
 /// `/latest/meta-data/public-keys/N/` and `.../N/openssh-key`.
