@@ -219,12 +219,36 @@ fn two_bridges_cannot_reach_each_other_through_the_host() {
     assert!(!t.a.ns.reaches(t.d.ip, 8080));
     assert!(!t.d.ns.reaches(t.a.ip, 8080));
     assert!(t.b.ns.reaches(t.a.ip, 8080), "same bridge still works");
-    // The host itself answers only DHCP, metadata and ICMP to the gateway.
+}
+
+#[test]
+fn the_host_answers_tenants_only_dhcp_metadata_and_gateway_icmp() {
+    let t = topo();
+    t.host.ip(&format!("addr add 169.254.169.254/32 dev {BR1}"));
     let host_ssh = t.host.echo_server(2222);
-    assert!(!t.a.ns.reaches(Ipv4Addr::new(10, 0, 0, 1), 2222));
-    assert!(host_ssh.lock().unwrap().is_empty());
+    t.host.echo_server(80);
+    let dhcp = t.host.run(|| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:67").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(8))).unwrap();
+        s
+    });
+    assert!(t.a.ns.reaches(Ipv4Addr::new(10, 0, 0, 1), 2222), "precondition: open without the firewall");
+    t.apply(&t.state()).unwrap();
+
+    assert!(!t.a.ns.reaches(Ipv4Addr::new(10, 0, 0, 1), 2222), "other host ports are closed");
+    assert_eq!(host_ssh.lock().unwrap().len(), 1, "only the connection made before the firewall");
+    assert!(t.a.ns.reaches(Ipv4Addr::new(169, 254, 169, 254), 80), "metadata");
     let ping = t.a.ns.exec(&["busybox", "ping", "-c1", "-W1", "10.0.0.1"]);
     assert!(ping.status.success(), "ICMP to the gateway");
+    let ping = t.d.ns.exec(&["busybox", "ping", "-c1", "-W1", "10.0.0.1"]);
+    assert!(!ping.status.success(), "but not to another bridge's gateway");
+
+    // A DHCP discover comes from 0.0.0.0 (udhcpc sends it on a raw socket).
+    let client = t.a.ns.exec(&["busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "2", "-T", "1", "-s", "/bin/true"]);
+    let mut buf = [0u8; 1500];
+    let (len, from) = dhcp.recv_from(&mut buf).expect("the discover reached the host");
+    assert_eq!(from.to_string(), "0.0.0.0:68", "{client:?}");
+    assert!(len >= 240 && buf[0] == 1, "a BOOTREQUEST");
 }
 
 #[test]
