@@ -639,7 +639,11 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
         pre.rules.push(format!("ip daddr {} dnat to {}", f.address, f.private_ip));
         out.rules.push(format!("ip daddr {} dnat to {}", f.address, f.private_ip));
         if let Some(pubif) = public {
-            post.rules.push(format!("oifname \"{pubif}\" ip saddr {} snat to {}", f.private_ip, f.address));
+            // The bridge too: tenants' subnets may overlap.
+            post.rules.push(format!(
+                "iifname \"{}\" oifname \"{pubif}\" ip saddr {} snat to {}",
+                f.bridge, f.private_ip, f.address
+            ));
         }
     }
     for c in [&mut pre, &mut out, &mut post] {

@@ -99,7 +99,7 @@ impl Netns {
             if let Some(from) = from {
                 s.bind(&SocketAddrV4::new(from, 0).into()).ok()?;
             }
-            s.connect_timeout(&SocketAddrV4::new(to, port).into(), Duration::from_millis(800)).ok()?;
+            s.connect_timeout(&SocketAddrV4::new(to, port).into(), Duration::from_millis(1500)).ok()?;
             let s: TcpStream = s.into();
             s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
             Some(s)
