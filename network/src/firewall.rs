@@ -724,4 +724,75 @@ mod tests {
         assert!(flushed[0].contains("in_eni"), "{script}");
         assert!(script.contains("tcp dport 22 accept"), "{script}");
     }
+
+    #[test]
+    fn the_rendered_ruleset() {
+        let mut s = state();
+        s.ports[0].port = "eni-0123456789abcdef0".parse().unwrap();
+        s.ports[0].ingress.push(IngressRule {
+            rule: kumo_wire::SecurityGroupRuleId::generate(),
+            protocol: Protocol::Tcp,
+            ports: Some(kumo_wire::network::PortRange { first: 8000, last: 8080 }),
+            source: "192.0.2.0/24".parse().unwrap(),
+        });
+        s.floating_ips.push(FloatingNat {
+            address: Ipv4Addr::new(203, 0, 113, 5),
+            private_ip: Ipv4Addr::new(10, 0, 0, 5),
+            bridge: "kbr000000000001".into(),
+        });
+        s.public_interface = Some("eth1".into());
+        let script = Firewall::new("kumo").script(&render(&s).unwrap(), &Existing::default());
+        let without_hashes: String =
+            script.lines().map(|l| l.split(" comment \"kumo:").next().unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        expect_test::expect![[r#"
+            add table bridge kumo
+            add table inet kumo
+            add table ip kumo
+            add chain bridge kumo forward { type filter hook forward priority filter; policy accept; }
+            add chain bridge kumo input { type filter hook input priority filter; policy accept; }
+            add chain bridge kumo out_eni_0123456789abcdef0
+            add chain inet kumo forward { type filter hook forward priority filter; policy accept; }
+            add chain inet kumo input { type filter hook input priority filter; policy accept; }
+            add chain inet kumo in_kbr000000000001
+            add chain inet kumo in_eni_0123456789abcdef0
+            add chain ip kumo prerouting { type nat hook prerouting priority dstnat; policy accept; }
+            add chain ip kumo output { type nat hook output priority -100; policy accept; }
+            add chain ip kumo postrouting { type nat hook postrouting priority srcnat; policy accept; }
+            add rule bridge kumo forward iifname vmap { "ktap00000000001" : jump out_eni_0123456789abcdef0 }
+            add rule bridge kumo forward accept
+            add rule bridge kumo input iifname vmap { "ktap00000000001" : jump out_eni_0123456789abcdef0 }
+            add rule bridge kumo input accept
+            add rule bridge kumo out_eni_0123456789abcdef0 ether saddr != 52:54:00:00:00:01 drop
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type arp arp saddr ether != 52:54:00:00:00:01 drop
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type arp arp saddr ip != { 10.0.0.5, 0.0.0.0 } drop
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type ip udp sport 67 drop
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type ip ip saddr != 10.0.0.5 drop
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type ip6 drop
+            add rule bridge kumo out_eni_0123456789abcdef0 return
+            add rule inet kumo forward iifname "kbr000000000001" ct state established,related accept
+            add rule inet kumo forward oifname "kbr000000000001" ct state established,related accept
+            add rule inet kumo forward iifname "kbr000000000001" oifname "eth1" ip saddr 10.0.0.5 accept
+            add rule inet kumo forward iifname "eth1" oifname "kbr000000000001" ip daddr 10.0.0.5 ct status dnat jump in_kbr000000000001
+            add rule inet kumo forward iifname "kbr000000000001" oifname != "kbr000000000001" drop
+            add rule inet kumo forward oifname "kbr000000000001" iifname != "kbr000000000001" drop
+            add rule inet kumo forward oifname "kbr000000000001" jump in_kbr000000000001
+            add rule inet kumo forward accept
+            add rule inet kumo input iifname "kbr000000000001" ct state established,related accept
+            add rule inet kumo input iifname "kbr000000000001" udp dport 67 accept
+            add rule inet kumo input iifname "kbr000000000001" ip daddr 169.254.169.254 tcp dport 80 accept
+            add rule inet kumo input iifname "kbr000000000001" ip daddr 10.0.0.1 icmp type echo-request accept
+            add rule inet kumo input iifname "kbr000000000001" drop
+            add rule inet kumo input accept
+            add rule inet kumo in_kbr000000000001 ip daddr vmap { 10.0.0.5 : jump in_eni_0123456789abcdef0 }
+            add rule inet kumo in_kbr000000000001 drop
+            add rule inet kumo in_eni_0123456789abcdef0 ip saddr 192.0.2.0/24 tcp dport 8000-8080 accept
+            add rule inet kumo in_eni_0123456789abcdef0 drop
+            add rule ip kumo prerouting ip daddr 203.0.113.5 dnat to 10.0.0.5
+            add rule ip kumo prerouting accept
+            add rule ip kumo output ip daddr 203.0.113.5 dnat to 10.0.0.5
+            add rule ip kumo output accept
+            add rule ip kumo postrouting iifname "kbr000000000001" oifname "eth1" ip saddr 10.0.0.5 snat to 203.0.113.5
+            add rule ip kumo postrouting accept"#]].assert_eq(&without_hashes);
+    }
 }
