@@ -233,7 +233,9 @@ impl Firewall {
     pub async fn apply(&self, state: &FirewallState) -> Result<(), FirewallError> {
         check_name(&self.table)?;
         let chains = render(state)?;
-        enable_br_netfilter()?;
+        if !state.bridges.is_empty() {
+            enable_br_netfilter()?;
+        }
         let mut applied = self.applied.lock().await;
         let existing = match applied.take() {
             Some(e) => e,
@@ -252,6 +254,7 @@ impl Firewall {
 
     /// Deletes Kumo's tables (network deleted / tests' clean-up).
     pub async fn remove(&self) -> Result<(), FirewallError> {
+        check_name(&self.table)?;
         let mut applied = self.applied.lock().await;
         *applied = None;
         let existing = self.existing().await?;
@@ -675,6 +678,12 @@ mod tests {
             floating_ips: vec![],
             public_interface: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_bad_table_name_is_refused_before_nft_runs() {
+        let err = Firewall::new("kumo; flush ruleset").apply(&FirewallState::default()).await.unwrap_err();
+        assert!(matches!(err, FirewallError::InvalidName(_)), "{err}");
     }
 
     #[test]
