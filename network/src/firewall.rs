@@ -30,7 +30,8 @@
 //! matching (`ct state`) in the bridge family needs `nf_conntrack_bridge`,
 //! which the kernel of this project's development and CI machines is built
 //! without (Debian 12's stock kernel has it as a module), whereas br_netfilter
-//! exists in both (built in there, `modprobe br_netfilter` here). With
+//! exists in both (built into the CI kernel; a module in Debian's, which
+//! `apply` loads). With
 //! br_netfilter (`net.bridge.bridge-nf-call-iptables = 1`, set by `apply`),
 //! bridged IPv4 traffic also passes the `inet` hooks with conntrack, its
 //! `oifname` being the bridge; since the `bridge` table pins every port to its
