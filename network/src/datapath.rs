@@ -321,7 +321,10 @@ impl Datapath {
             Some(link) if link.kind != Some(InfoKind::Bridge) => {
                 return Err(DatapathError::Conflict { name, problem: "it is not a bridge".into() });
             }
-            Some(link) => link,
+            Some(link) => {
+                check_owner(&link, &net.id)?;
+                link
+            }
             None => {
                 match self.handle.link().add(LinkBridge::new(&name).build()).execute().await {
                     Ok(()) => {}
@@ -435,6 +438,7 @@ impl Datapath {
         let Some(bridge) = links.iter().find(|l| l.name == name && l.kind == Some(InfoKind::Bridge)) else {
             return Ok(());
         };
+        check_owner(bridge, id)?;
         for vlan in links.iter().filter(|l| is_kumo_vlan_port(l, bridge.index)) {
             self.delete(vlan).await?;
         }
@@ -472,6 +476,19 @@ impl Datapath {
             .collect();
         found.sort_by(|a, b| a.bridge.cmp(&b.bridge));
         Ok(found)
+    }
+}
+
+/// A bridge's name carries only 12 of the id's 17 hex digits; its alias holds
+/// the whole id, so two networks whose ids share the prefix never share (or
+/// remove) one bridge.
+fn check_owner(bridge: &Link, id: &NetworkId) -> Result<(), DatapathError> {
+    match bridge.alias.as_deref() {
+        Some(owner) if !owner.is_empty() && owner != id.as_str() => Err(DatapathError::Conflict {
+            name: bridge.name.clone(),
+            problem: format!("it belongs to network {owner}, not {}", id.as_str()),
+        }),
+        _ => Ok(()),
     }
 }
 

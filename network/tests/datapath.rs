@@ -84,6 +84,32 @@ fn host_local_network_is_idempotent_and_removed_cleanly() {
     });
 }
 
+/// Bridge names keep 12 of the 17 hex digits: a second network sharing them
+/// must not be merged into the first one's bridge (nor remove it).
+#[test]
+fn networks_sharing_a_bridge_name_prefix_are_not_merged() {
+    let ns = TestNetns::new("");
+    ns.enter();
+    runtime().block_on(async {
+        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let mut first = network(100);
+        first.id = "net-abcdef012345aaaaa".parse().expect("id");
+        let mut second = network(200);
+        second.id = "net-abcdef012345bbbbb".parse().expect("id");
+        assert_eq!(bridge_name(&first.id), bridge_name(&second.id));
+        let links = dp.ensure_network(&first).await.expect("first");
+        let err = dp.ensure_network(&second).await.expect_err("same bridge name");
+        assert!(matches!(err, DatapathError::Conflict { .. }), "{err}");
+        assert!(err.to_string().contains("belongs to network net-abcdef012345aaaaa"), "{err}");
+        let err = dp.remove_network(&second.id).await.expect_err("not its bridge");
+        assert!(matches!(err, DatapathError::Conflict { .. }), "{err}");
+        assert!(link_names(&ns).contains(&links.bridge));
+        assert_eq!(addresses(&ns, &links.bridge), vec!["10.20.30.1/24".to_owned(), "169.254.169.254/32".to_owned()]);
+        dp.remove_network(&first.id).await.expect("remove");
+        assert!(dp.plumbed_networks().await.expect("list").is_empty());
+    });
+}
+
 #[test]
 fn bad_networks_are_refused_before_anything_is_created() {
     let ns = TestNetns::new("");
