@@ -263,8 +263,15 @@ impl Datapath {
         Ok(messages.iter().filter_map(Link::from_message).collect())
     }
 
+    /// One link by name, filtered by the kernel (a full dump costs more with
+    /// every tap on the host).
     async fn link(&self, name: &str) -> Result<Option<Link>, DatapathError> {
-        Ok(self.links().await?.into_iter().find(|l| l.name == name))
+        let mut answers = self.handle.link().get().match_name(name.to_owned()).execute();
+        match answers.try_next().await {
+            Ok(msg) => Ok(msg.as_ref().and_then(Link::from_message).filter(|l| l.name == name)),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
+            Err(e) => Err(nl(format!("look up {name}"))(e)),
+        }
     }
 
     /// Idempotent. The bridge `bridge_name(id)`, up, holding the gateway
