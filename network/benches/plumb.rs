@@ -54,7 +54,11 @@ fn main() {
             let links = dp.ensure_network(net).await.expect("ensure");
             let plumbed = start.elapsed();
             create.push(plumbed);
-            let host = DhcpHost { mac: "52:54:00:00:00:01".into(), ip: net.gateway.to_bits().wrapping_add(9).into(), hostname: "vm".into() };
+            let host = DhcpHost {
+                mac: "52:54:00:00:00:01".into(),
+                ip: net.gateway.to_bits().wrapping_add(9).into(),
+                hostname: "vm".into(),
+            };
             let t = Instant::now();
             dhcp.ensure(net, &links.bridge, &[host]).await.expect("dhcp");
             dns_start.push(t.elapsed());

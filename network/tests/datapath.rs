@@ -20,8 +20,10 @@ fn network(vlan_id: u16) -> DesiredNetwork {
 /// `ip -o -4 addr show dev BR` as "addr/prefix" strings, sorted.
 fn addresses(ns: &TestNetns, dev: &str) -> Vec<String> {
     let out = ns.ip(&["-o", "-4", "addr", "show", "dev", dev]);
-    let mut addrs: Vec<String> =
-        out.lines().filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(str::to_owned)).collect();
+    let mut addrs: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(str::to_owned))
+        .collect();
     addrs.sort();
     addrs
 }
@@ -132,10 +134,7 @@ fn bad_networks_are_refused_before_anything_is_created() {
 
         let trunked = Datapath::connect(DatapathConfig { trunk: Some("kumo-no-such".into()) }).await.expect("connect");
         let err = trunked.ensure_network(&network(100)).await.expect_err("missing trunk or no 802.1Q");
-        assert!(
-            matches!(err, DatapathError::TrunkNotFound { .. } | DatapathError::VlanUnsupported { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, DatapathError::TrunkNotFound { .. } | DatapathError::VlanUnsupported { .. }), "{err}");
         assert!(dp.plumbed_networks().await.expect("list").is_empty());
         assert!(!link_names(&ns).iter().any(|n| n.starts_with("kbr")));
     });
@@ -165,7 +164,10 @@ fn trunk_mode_follows_the_kernels_8021q_support() {
             let err = result.expect_err("no 802.1Q on this kernel");
             assert!(matches!(err, DatapathError::VlanUnsupported { vlan_id: 100, .. }), "{err}");
             let msg = err.to_string();
-            assert!(msg.contains("no 802.1Q support") && msg.contains("ktrunk0") && msg.contains("nothing was created"), "{msg}");
+            assert!(
+                msg.contains("no 802.1Q support") && msg.contains("ktrunk0") && msg.contains("nothing was created"),
+                "{msg}"
+            );
             assert!(dp.plumbed_networks().await.expect("list").is_empty());
             assert!(!link_names(&ns).iter().any(|n| n.starts_with("kbr") || n.starts_with("kvlan")));
         }

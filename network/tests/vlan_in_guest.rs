@@ -86,10 +86,9 @@ fn vlans_connect_the_same_tag_only_and_tag_frames_on_the_trunk() {
 
     // kumo-netplumb plumbed each VLAN on each host, twice (idempotent).
     for host in ["h1", "h2"] {
-        for (vlan, net, bridge) in [
-            (100, "net-a1000000000000100", "kbra10000000000"),
-            (200, "net-a2000000000000200", "kbra20000000000"),
-        ] {
+        for (vlan, net, bridge) in
+            [(100, "net-a1000000000000100", "kbra10000000000"), (200, "net-a2000000000000200", "kbra20000000000")]
+        {
             for run in [1, 2] {
                 let prefix =
                     format!("KUMO-NETPLUMB ensure network={net} vlan={vlan} bridge={bridge} vlan_link=kvlan{vlan} ");
@@ -113,9 +112,15 @@ fn vlans_connect_the_same_tag_only_and_tag_frames_on_the_trunk() {
     // ARP request goes out tagged 100 and is never answered.
     let dump: Vec<&String> = lines.iter().filter(|l| l.starts_with("KUMO-VLAN-TCPDUMP ")).collect();
     let seen = |parts: &[&str]| dump.iter().any(|l| parts.iter().all(|p| l.contains(p)));
-    assert!(seen(&["vlan 100,", "10.100.0.11 > 10.100.0.12: ICMP echo request"]), "no tagged VLAN 100 ping:\n{console}");
+    assert!(
+        seen(&["vlan 100,", "10.100.0.11 > 10.100.0.12: ICMP echo request"]),
+        "no tagged VLAN 100 ping:\n{console}"
+    );
     assert!(seen(&["vlan 100,", "10.100.0.12 > 10.100.0.11: ICMP echo reply"]), "no tagged VLAN 100 reply:\n{console}");
-    assert!(seen(&["vlan 200,", "10.100.0.14 > 10.100.0.13: ICMP echo request"]), "no tagged VLAN 200 ping:\n{console}");
+    assert!(
+        seen(&["vlan 200,", "10.100.0.14 > 10.100.0.13: ICMP echo request"]),
+        "no tagged VLAN 200 ping:\n{console}"
+    );
     assert!(seen(&["vlan 100,", "who-has 10.100.0.13 tell 10.100.0.11"]), "no cross-VLAN ARP on the trunk:\n{console}");
     assert!(!seen(&["vlan 100,", "Reply 10.100.0.13"]), "VLAN 200's VM answered on VLAN 100:\n{console}");
     assert!(

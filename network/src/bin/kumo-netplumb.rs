@@ -73,11 +73,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Remove { network } => {
             let start = Instant::now();
             datapath.remove_network(&network).await?;
-            println!(
-                "KUMO-NETPLUMB remove network={} elapsed_us={}",
-                network.as_str(),
-                start.elapsed().as_micros()
-            );
+            println!("KUMO-NETPLUMB remove network={} elapsed_us={}", network.as_str(), start.elapsed().as_micros());
         }
         Command::List => {
             for p in datapath.plumbed_networks().await? {
