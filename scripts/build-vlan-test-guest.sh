@@ -14,6 +14,7 @@
 # in 10.100.0.0/24 so that only the VLAN separates them, and prints:
 #   KUMO-NETPLUMB ensure ... elapsed_us=N       kumo-netplumb's own lines (timing)
 #   KUMO-VLAN-LINK <host> <ip -d link line>     e.g. "vlan protocol 802.1Q id 100"
+#   KUMO-VLAN-REFUSED <error>                   kumo-netplumb with a trunk that does not exist
 #   KUMO-VLAN-PING <name> ok|fail               same-vlan-100, same-vlan-200, cross-vlan
 #   KUMO-VLAN-TCPDUMP <line>                    tcpdump -e on h1's trunk during the pings
 #   KUMO-VLAN-LEFT <host> <names>               Kumo links left after kumo-netplumb remove
@@ -119,6 +120,12 @@ for h in h1 h2; do
     nsx $h $IP -o link show kvlan$v | grep -o 'master [^ ]*' | sed "s/^/KUMO-VLAN-PORT $h kvlan$v /"
   done
 done
+
+# A trunk that does not exist: a clear error, and nothing created.
+nsx h1 $PLUMB --trunk nosuch0 ensure --network net-a3000000000000300 --vlan 300 --cidr 10.30.0.0/24 --gateway 10.30.0.1 \
+  >/tmp/refused.out 2>&1 && echo "KUMO-VLAN-ERROR missing trunk accepted"
+echo "KUMO-VLAN-REFUSED $(cat /tmp/refused.out)"
+echo "KUMO-VLAN-REFUSED-LEFT [$(nsx h1 $IP -o link show | grep -o 'kbra3[0-9a-f]*\|kvlan300' | tr '\n' ' ')]"
 
 # "VMs", each in its own namespace (a namespace answers ARP for all of its
 # addresses), all in 10.100.0.0/24: only the VLAN keeps them apart.

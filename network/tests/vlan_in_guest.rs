@@ -103,6 +103,13 @@ fn vlans_connect_the_same_tag_only_and_tag_frames_on_the_trunk() {
         }
     }
 
+    // A missing trunk is refused with a clear error before anything is made.
+    check(
+        "KUMO-VLAN-REFUSED kumo-netplumb: error: trunk interface nosuch0 does not exist on this host; \
+         nothing was created for network net-a3000000000000300",
+    );
+    check("KUMO-VLAN-REFUSED-LEFT []");
+
     // Reachability: only the VLAN separates these VMs (all in 10.100.0.0/24).
     check("KUMO-VLAN-PING same-vlan-100 ok");
     check("KUMO-VLAN-PING same-vlan-200 ok");
