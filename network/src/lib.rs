@@ -1,5 +1,27 @@
-//! Tenant networks: IPAM, tag-VLAN plumbing over netlink, DHCP, security groups (filled in by the networking work).
+//! Tenant networks on a host: the datapath (bridges and 802.1Q links over
+//! rtnetlink), DHCP (one supervised dnsmasq per network), security groups and
+//! floating IPs (nftables), the EC2-style metadata service and the NoCloud
+//! config drive. The controller decides; this crate only makes a host match.
 
 pub mod config_drive;
+pub mod datapath;
+pub mod dhcp;
 pub mod firewall;
 pub mod metadata;
+
+pub use datapath::{
+    bridge_name, kernel_supports_vlan, tap_name, vlan_link_name, Datapath, DatapathConfig, DatapathError, NetworkLinks,
+    PlumbedNetwork,
+};
+pub use dhcp::{Dhcp, DhcpError, DhcpHost};
+
+#[cfg(test)]
+mod tests {
+    /// The agent shares these across tasks (`Arc<...>` in its state).
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<super::Datapath>();
+        check::<super::Dhcp>();
+    }
+}
