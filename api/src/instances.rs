@@ -132,6 +132,7 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
             updated_at: created_at,
             launched_at: None,
             deleted_at: None,
+            config_drive: req.config_drive,
         });
     }
     let mut tx = state.db.begin_write().await?;
