@@ -282,7 +282,9 @@ mod tests {
         let ok = ControllerConfig::load(None, env(&[("KUMO_VLAN_RANGE", "2-4094")])).unwrap();
         assert_eq!(ok.vlan_pool().unwrap(), (2, 4094));
         assert_eq!(ControllerConfig::default().vlan_pool().unwrap(), (100, 3999));
-        for bad in ["0-100", "1-100", "100-4095", "200-100", "100", "a-b", "100-", "-5-10"] {
+        // A bare number is not even a string to TOML.
+        assert!(ControllerConfig::load(None, env(&[("KUMO_VLAN_RANGE", "100")])).is_err());
+        for bad in ["0-100", "1-100", "100-4095", "200-100", "x100", "a-b", "100-", "-5-10"] {
             let err = ControllerConfig::load(None, env(&[("KUMO_VLAN_RANGE", bad)])).unwrap_err();
             assert!(err.to_string().contains("vlan_range"), "{bad}: {err}");
         }

@@ -258,6 +258,18 @@ impl Db {
         row.as_ref().map(record_of).transpose()
     }
 
+    /// The live (not deleted) instances of `project` named `name`.
+    pub async fn instances_named(&self, project: &ProjectId, name: &str) -> DbResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query(&format!(
+            "{SELECT} WHERE i.project_id = $1 AND i.name = $2 AND i.state <> 'deleted' ORDER BY i.seq DESC LIMIT 2"
+        ))
+        .bind(project.as_str())
+        .bind(name)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(record_of).collect()
+    }
+
     /// An instance by id, for the controller's own workers.
     pub async fn instance(&self, id: &InstanceId) -> DbResult<Option<InstanceRecord>> {
         let row = sqlx::query(&format!("{SELECT} WHERE i.id = $1"))
