@@ -475,7 +475,7 @@ pub fn vlan_pool(p: &VlanPool) -> String {
                 yes_no(a.in_pool).to_owned(),
             ]);
         }
-        out.push_str("\n");
+        out.push('\n');
         out.push_str(&render(&t));
     }
     out

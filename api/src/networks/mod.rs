@@ -283,9 +283,9 @@ pub async fn for_launch(state: &AppState, caller: &Caller, names: &[String]) -> 
     }
     let mut out: Vec<NetworkRecord> = Vec::with_capacity(names.len());
     for name in names {
-        let n = find(state, caller, name).await.map_err(|_| {
-            ApiError::Invalid(format!("network '{name}' does not exist (see `kumo network list`)"))
-        })?;
+        let n = find(state, caller, name)
+            .await
+            .map_err(|_| ApiError::Invalid(format!("network '{name}' does not exist (see `kumo network list`)")))?;
         if n.external {
             return Err(ApiError::Invalid(format!(
                 "network '{}' is external: instances get public addresses as floating IPs",

@@ -33,7 +33,11 @@ fn net(req: &CreateNetwork) -> Network {
     }
 }
 
-pub async fn create_network(State(seen): State<Shared>, headers: HeaderMap, Json(req): Json<CreateNetwork>) -> Response {
+pub async fn create_network(
+    State(seen): State<Shared>,
+    headers: HeaderMap,
+    Json(req): Json<CreateNetwork>,
+) -> Response {
     if let Some(denied) = unauthorized(&headers) {
         return denied;
     }
@@ -49,7 +53,8 @@ pub async fn list_networks(headers: HeaderMap) -> Response {
     if let Some(denied) = unauthorized(&headers) {
         return denied;
     }
-    let req = CreateNetwork { name: "default".into(), cidr: "10.0.0.0/24".parse().expect("cidr"), ..Default::default() };
+    let req =
+        CreateNetwork { name: "default".into(), cidr: "10.0.0.0/24".parse().expect("cidr"), ..Default::default() };
     let mut n = net(&req);
     n.default = true;
     n.port_count = 3;
@@ -223,7 +228,15 @@ fn sg_rule_add_parses_ports_and_sources() {
     let rules: Vec<String> = seen
         .rule_requests
         .iter()
-        .map(|(g, r)| format!("{g} {} {:?} {:?} {:?}", r.protocol.as_str(), r.ports.map(|p| (p.first, p.last)), r.cidr.map(|c| c.to_string()), r.source_group))
+        .map(|(g, r)| {
+            format!(
+                "{g} {} {:?} {:?} {:?}",
+                r.protocol.as_str(),
+                r.ports.map(|p| (p.first, p.last)),
+                r.cidr.map(|c| c.to_string()),
+                r.source_group
+            )
+        })
         .collect();
     assert_eq!(
         rules,
@@ -239,9 +252,18 @@ fn sg_rule_add_parses_ports_and_sources() {
 fn sg_rule_bad_input_is_refused_before_any_request() {
     let env = Env::logged_in();
     let bad_port = "error: --port '0' is not a port (1-65535) or a range such as 8000-8080";
-    assert_eq!(env.kumo(&["sg", "rule", "add", "web", "--protocol", "tcp", "--port", "0", "--cidr", "0.0.0.0/0"]).failed(), bad_port);
-    assert!(env.kumo(&["sg", "rule", "add", "web", "--protocol", "tcp", "--port", "90-80", "--cidr", "0.0.0.0/0"]).failed().contains("90-80"));
-    assert!(env.kumo(&["sg", "rule", "add", "web", "--protocol", "tcp", "--port", "70000", "--cidr", "0.0.0.0/0"]).failed().contains("70000"));
+    assert_eq!(
+        env.kumo(&["sg", "rule", "add", "web", "--protocol", "tcp", "--port", "0", "--cidr", "0.0.0.0/0"]).failed(),
+        bad_port
+    );
+    assert!(env
+        .kumo(&["sg", "rule", "add", "web", "--protocol", "tcp", "--port", "90-80", "--cidr", "0.0.0.0/0"])
+        .failed()
+        .contains("90-80"));
+    assert!(env
+        .kumo(&["sg", "rule", "add", "web", "--protocol", "tcp", "--port", "70000", "--cidr", "0.0.0.0/0"])
+        .failed()
+        .contains("70000"));
     assert_eq!(
         env.kumo(&["sg", "rule", "add", "web", "--protocol", "icmp", "--port", "22", "--cidr", "0.0.0.0/0"]).failed(),
         "error: --port does not apply to protocol icmp"
@@ -294,14 +316,27 @@ fn admin_vlans_shows_the_pool() {
 fn instance_run_sends_networks_groups_and_config_drive() {
     let env = Env::logged_in();
     env.kumo(&[
-        "instance", "run", "web", "--flavor", "small", "--network", "a", "--network", "b", "--security-group", "web",
+        "instance",
+        "run",
+        "web",
+        "--flavor",
+        "small",
+        "--network",
+        "a",
+        "--network",
+        "b",
+        "--security-group",
+        "web",
         "--config-drive",
     ])
     .ok();
     env.kumo(&["instance", "run", "plain", "--flavor", "small"]).ok();
     let seen = env.fake.seen();
     let r = &seen.run_requests[0];
-    assert_eq!((r.networks.clone(), r.security_groups.clone(), r.config_drive), (vec!["a".into(), "b".into()], vec!["web".into()], true));
+    assert_eq!(
+        (r.networks.clone(), r.security_groups.clone(), r.config_drive),
+        (vec!["a".into(), "b".into()], vec!["web".into()], true)
+    );
     let plain = &seen.run_requests[1];
     assert!(plain.networks.is_empty() && plain.security_groups.is_empty() && !plain.config_drive);
 }
