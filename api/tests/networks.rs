@@ -575,6 +575,19 @@ async fn the_agent_gets_networks_ports_with_resolved_ingress_floating_ips_and_me
             .collect();
         assert_eq!(listed, vec![second["id"].as_str().unwrap().to_owned()]);
         refused(c.delete(&format!("/v1/floating-ips/{fid}"), &t).await, StatusCode::NOT_FOUND, "not found");
+
+        // Once the agent confirms `back` gone, its address leaves front's rules.
+        c.delete(&format!("/v1/instances/{back}"), &t).await;
+        for _ in 0..3 {
+            agent.converge(&c).await;
+        }
+        c.wait_state(&t, &back, "deleted").await;
+        let d5 = synced(&c, &agent).await;
+        assert_ne!(d5.revision, r0);
+        let f5 = d5.instances.iter().find(|i| i.id.as_str() == front).unwrap();
+        let sources: Vec<String> = f5.ports[0].ingress.iter().map(|r| r.source.to_string()).collect();
+        assert!(!sources.contains(&format!("{}/32", kp.ip)), "{sources:?}");
+        assert!(sources.contains(&format!("{}/32", fp.ip)), "{sources:?}");
     }
 }
 

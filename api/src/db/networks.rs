@@ -603,6 +603,18 @@ pub async fn delete_group(conn: &mut Conn, group: &SecurityGroupId) -> DbResult<
     Ok(done.rows_affected() == 1)
 }
 
+/// The groups the ports of `instance` are in.
+pub async fn groups_of_instance(conn: &mut Conn, instance: &InstanceId) -> DbResult<Vec<SecurityGroupId>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT psg.group_id FROM port_security_groups psg JOIN ports p ON p.id = psg.port_id \
+         WHERE p.instance_id = $1",
+    )
+    .bind(instance.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|r| parse_col(r, "group_id")).collect()
+}
+
 /// Hosts running a member port of `group`, or of a group whose rules name
 /// `group` as source (their resolved addresses change with its members).
 pub async fn hosts_affected_by_group(conn: &mut Conn, group: &SecurityGroupId) -> DbResult<Vec<HostId>> {

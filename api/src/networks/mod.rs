@@ -381,6 +381,23 @@ pub async fn allocate_ports(
     Ok(ports)
 }
 
+/// Hosts whose desired state depends on the ports of `instance` through its
+/// groups (member ports, or rules naming those groups as source).
+pub async fn hosts_seeing(
+    state: &AppState,
+    instance: &kumo_wire::InstanceId,
+) -> Result<Vec<kumo_wire::HostId>, ApiError> {
+    let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
+    let groups = db::groups_of_instance(&mut conn, instance).await?;
+    let mut hosts = Vec::new();
+    for g in &groups {
+        hosts.extend(db::hosts_affected_by_group(&mut conn, g).await?);
+    }
+    hosts.sort();
+    hosts.dedup();
+    Ok(hosts)
+}
+
 /// The instance as the API shows it, with its addresses and groups.
 pub async fn view(state: &AppState, rec: &InstanceRecord) -> Result<Instance, ApiError> {
     let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
