@@ -559,6 +559,35 @@ mod tests {
     }
 
     #[test]
+    fn instance_with_addresses() {
+        let mut i = sample_instance();
+        i.placement = None;
+        i.security_groups = vec!["default".into(), "web".into()];
+        i.config_drive = true;
+        i.addresses = vec![kumo_wire::network::InstanceAddress {
+            port_id: "eni-0000000000000000a".parse().expect("id"),
+            network_id: "net-0000000000000000a".parse().expect("id"),
+            network: "default".into(),
+            ip: "10.0.0.2".parse().expect("ip"),
+            mac: "02:00:00:00:00:01".into(),
+            floating_ip: Some("203.0.113.2".parse().expect("ip")),
+            security_groups: vec!["default".into(), "web".into()],
+        }];
+        let shown = instance(&i);
+        let tail = shown.split_once("DELETED:      -\n\n").expect("fields").1;
+        assert_eq!(
+            tail,
+            "\
+SECURITY GROUPS: default, web
+CONFIG DRIVE: yes
+NETWORK  IP        MAC                FLOATING IP  GROUPS
+default  10.0.0.2  02:00:00:00:00:01  203.0.113.2  default,web
+
+PLACEMENT: not placed yet"
+        );
+    }
+
+    #[test]
     fn instance_with_placement() {
         let expected = "\
 ID:           i-0123456789abcdef0
