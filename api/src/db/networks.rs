@@ -312,22 +312,31 @@ pub async fn release_instance_ports(conn: &mut Conn, instance: &InstanceId) -> D
     Ok(fips)
 }
 
-/// The ports of `instances` (one project's), in NIC order, with each port's group names.
-pub async fn ports_of_project(conn: &mut Conn, project: &ProjectId) -> DbResult<Vec<(PortRecord, Vec<String>)>> {
-    let rows = sqlx::query(&format!("{PORT_SELECT} WHERE p.project_id = $1 ORDER BY p.instance_id, p.device_index"))
-        .bind(project.as_str())
-        .fetch_all(&mut *conn)
-        .await?;
-    let ports = rows.iter().map(port_of).collect::<DbResult<Vec<_>>>()?;
-    let groups = sqlx::query(
+/// The ports of `instances`, in NIC order, with each port's group names.
+pub async fn ports_of_instances(
+    conn: &mut Conn,
+    instances: &[&InstanceId],
+) -> DbResult<Vec<(PortRecord, Vec<String>)>> {
+    if instances.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = (1..=instances.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let sql = format!("{PORT_SELECT} WHERE p.instance_id IN ({list}) ORDER BY p.instance_id, p.device_index");
+    let mut query = sqlx::query(&sql);
+    for id in instances {
+        query = query.bind(id.as_str());
+    }
+    let ports = query.fetch_all(&mut *conn).await?.iter().map(port_of).collect::<DbResult<Vec<_>>>()?;
+    let sql = format!(
         "SELECT psg.port_id, g.name FROM port_security_groups psg JOIN security_groups g ON g.id = psg.group_id \
-         JOIN ports p ON p.id = psg.port_id WHERE p.project_id = $1 ORDER BY g.name",
-    )
-    .bind(project.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
+         JOIN ports p ON p.id = psg.port_id WHERE p.instance_id IN ({list}) ORDER BY g.name"
+    );
+    let mut query = sqlx::query(&sql);
+    for id in instances {
+        query = query.bind(id.as_str());
+    }
     let mut by_port: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
-    for r in &groups {
+    for r in &query.fetch_all(&mut *conn).await? {
         by_port.entry(r.try_get("port_id")?).or_default().push(r.try_get("name")?);
     }
     Ok(ports

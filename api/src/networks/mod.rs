@@ -405,14 +405,15 @@ pub async fn view(state: &AppState, rec: &InstanceRecord) -> Result<Instance, Ap
     Ok(with_ports(rec, &ports))
 }
 
-/// Instances of one project as the API shows them (two queries for the lot).
-pub async fn views(state: &AppState, project: &ProjectId, recs: &[InstanceRecord]) -> Result<Vec<Instance>, ApiError> {
+/// Instances as the API shows them (two queries for the lot).
+pub async fn views(state: &AppState, recs: &[InstanceRecord]) -> Result<Vec<Instance>, ApiError> {
     if recs.is_empty() {
         return Ok(Vec::new());
     }
     let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
     let mut by_instance: HashMap<_, Vec<_>> = HashMap::new();
-    for (port, groups) in db::ports_of_project(&mut conn, project).await? {
+    let ids: Vec<&kumo_wire::InstanceId> = recs.iter().map(|r| &r.id).collect();
+    for (port, groups) in db::ports_of_instances(&mut conn, &ids).await? {
         by_instance.entry(port.instance_id.clone()).or_default().push((port, groups));
     }
     Ok(recs.iter().map(|r| with_ports(r, by_instance.get(&r.id).map_or(&[][..], Vec::as_slice))).collect())
