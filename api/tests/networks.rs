@@ -165,7 +165,9 @@ async fn first_launch_makes_the_default_network_and_group_and_instances_show_the
         let insts = b["instances"].as_array().unwrap().clone();
         let nets = networks(&c, &t).await;
         assert_eq!(nets.len(), 1);
-        assert_eq!((nets[0]["name"].as_str(), nets[0]["cidr"].as_str()), (Some("default"), Some("10.0.0.0/24")));
+        // The first VLAN of the pool (100) gives the default network 10.0.100.0/24.
+        assert_eq!(nets[0]["vlan_id"], 100);
+        assert_eq!((nets[0]["name"].as_str(), nets[0]["cidr"].as_str()), (Some("default"), Some("10.0.100.0/24")));
         assert_eq!(nets[0]["default"], true);
         assert_eq!(nets[0]["port_count"], 2);
         let mut ips = Vec::new();
@@ -178,7 +180,13 @@ async fn first_launch_makes_the_default_network_and_group_and_instances_show_the
             ips.push(addrs[0]["ip"].as_str().unwrap().to_owned());
         }
         ips.sort();
-        assert_eq!(ips, vec!["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(ips, vec!["10.0.100.2", "10.0.100.3"]);
+        // Another project's default network takes the next VLAN and never overlaps.
+        let t2 = c.tenant("globex").await;
+        let (s, b) = c.post("/v1/instances", &t2, json!({"name": "web", "flavor": "mini"})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let other = networks(&c, &t2).await;
+        assert_eq!((other[0]["vlan_id"].as_u64(), other[0]["cidr"].as_str()), (Some(101), Some("10.0.101.0/24")));
         // Show and list carry the same addresses.
         let id = insts[0]["id"].as_str().unwrap();
         let (_, shown) = c.get(&format!("/v1/instances/{id}"), &t).await;

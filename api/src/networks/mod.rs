@@ -34,10 +34,20 @@ use crate::state::AppState;
 pub const MAX_PREFIX_LEN: u8 = 29;
 /// Most DNS servers a network hands out.
 pub const MAX_DNS_SERVERS: usize = 4;
-/// The subnet of a project's default network.
-pub const DEFAULT_CIDR: &str = "10.0.0.0/24";
+/// The subnet of a project's default network: `10.<hi>.<lo>.0/24` from its
+/// VLAN id, so no two default networks in the cloud overlap (every host holds
+/// each plumbed network's gateway in one routing table; see ARCHITECTURE.md).
+pub fn default_cidr(vlan_id: u16) -> Ipv4Net {
+    let [hi, lo] = vlan_id.to_be_bytes();
+    Ipv4Net::new(Ipv4Addr::new(10, hi, lo, 0), 24).expect("/24 is a valid prefix")
+}
 /// The name of a project's default network (and security group).
 pub const DEFAULT_NAME: &str = "default";
+
+/// Whether two subnets share an address.
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
 
 /// Checks a subnet: a network address (no host bits) with room for instances.
 pub fn check_cidr(cidr: Ipv4Net) -> Result<Ipv4Net, ApiError> {
@@ -122,11 +132,13 @@ async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiE
             return Ok(existing);
         }
     }
-    for other in db::project_networks(&mut tx, &new.project_id).await? {
+    let project_networks = db::project_networks(&mut tx, &new.project_id).await?;
+    for other in &project_networks {
         if other.name == new.name {
             return Err(ApiError::Conflict(format!("network '{}' already exists", new.name)));
         }
-        if other.cidr.contains(&new.cidr.network()) || new.cidr.contains(&other.cidr.network()) {
+        // A default network's subnet follows its VLAN id; candidates are checked below.
+        if !new.is_default && overlaps(other.cidr, new.cidr) {
             return Err(ApiError::Conflict(format!(
                 "CIDR {} overlaps network '{}' ({}) of this project",
                 new.cidr, other.name, other.cidr
@@ -171,6 +183,13 @@ async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiE
             let mut stored = false;
             for v in (pool_first..=pool_last).filter(|v| !used.contains(v)) {
                 rec.vlan_id = v;
+                if new.is_default {
+                    rec.cidr = default_cidr(v);
+                    rec.gateway = ipam::first_host(rec.cidr);
+                    if project_networks.iter().any(|other| overlaps(other.cidr, rec.cidr)) {
+                        continue;
+                    }
+                }
                 if db::insert_network(&mut tx, &rec).await? {
                     stored = true;
                     break;
@@ -308,7 +327,8 @@ pub async fn default_network(state: &AppState, caller: &Caller) -> Result<Networ
             return Ok(n);
         }
     }
-    let cidr: Ipv4Net = DEFAULT_CIDR.parse().map_err(|e| ApiError::Internal(format!("{e}")))?;
+    // Placeholder: `insert` picks the subnet from the VLAN id it allocates.
+    let cidr = default_cidr(0);
     let new = NewNetwork {
         project_id: caller.project_id.clone(),
         name: DEFAULT_NAME.into(),
