@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use axum::Json;
 use kumo_billing::{Currency, Money};
 use kumo_wire::billing::{Estimate, Usage};
@@ -97,10 +97,10 @@ pub async fn login(State(panel): State<Panel>, headers: HeaderMap, body: Bytes) 
         Ok(t) => {
             let max_age = (t.expires_at.millis() - Timestamp::now().millis()) / 1000;
             let resp = (
-                [
+                AppendHeaders([
                     (header::SET_COOKIE, set_cookie(SESSION_COOKIE, &t.token, max_age, secure)),
                     (header::SET_COOKIE, set_cookie(LOGIN_CSRF_COOKIE, "", 0, secure)),
-                ],
+                ]),
                 Redirect::to("/ui/"),
             );
             Ok(resp.into_response())
