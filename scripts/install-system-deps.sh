@@ -13,6 +13,8 @@ PACKAGES=(
   postgresql
   # config drives, DHCP, host networking
   genisoimage dnsmasq-base nftables iproute2
+  # control panel browser tests (driven by playwright-core from npm; never a downloaded browser)
+  chromium chromium-driver
   # misc tools used by scripts and tests
   procps util-linux curl ca-certificates python3
 )
