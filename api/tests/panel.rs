@@ -232,6 +232,9 @@ async fn every_page_renders_for_an_admin() {
             ("/ui/volumes", "Create volume"),
             ("/ui/snapshots", "Snapshot volume"),
             ("/ui/keypairs", "Create key pair"),
+            ("/ui/networks", "Create network"),
+            ("/ui/security-groups", "default"),
+            ("/ui/floating-ips", "Allocate floating IP"),
             ("/ui/billing", "Invoices"),
             (&format!("/ui/billing/invoices/{month}"), "Subtotal"),
             ("/ui/admin/hosts", "host-a"),
@@ -355,4 +358,46 @@ async fn a_generated_private_key_is_downloaded_once() {
     let p = b.post(&c, "/ui/keypairs", &[("name", "laptop")]).await;
     assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
     assert!(p.body.contains("class=\"error\""));
+}
+
+#[tokio::test]
+async fn networks_groups_and_rules_through_forms() {
+    let c = cloud("sqlite", |_| {}).await;
+    let _agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+    c.kernel_image("tiny").await;
+    let mut b = Browser::login(&c, "admin", common::ADMIN_PASSWORD).await;
+    b.get(&c, "/ui/networks").await;
+    let p = b.post(&c, "/ui/networks", &[("name", "back"), ("cidr", "10.9.0.0/24"), ("dns_servers", "")]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    // An overlapping subnet: the API's message, the input kept.
+    let p = b.post(&c, "/ui/networks", &[("name", "back2"), ("cidr", "10.9.0.128/25")]).await;
+    assert!(p.status.is_client_error(), "{}", p.body);
+    assert!(p.body.contains("class=\"error\"") && p.body.contains(r#"value="10.9.0.128&#x2F;25""#), "{}", p.body);
+
+    let p = b.post(&c, "/ui/security-groups", &[("name", "web"), ("description", "http in")]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let (_, groups) = c.get("/v1/security-groups", &c.admin).await;
+    let web = groups["items"].as_array().unwrap().iter().find(|g| g["name"] == "web").unwrap()["id"].as_str().unwrap().to_owned();
+    let p = b.post(&c, &format!("/ui/security-groups/{web}/rules"), &[("protocol", "tcp"), ("ports", "ssh"), ("cidr", "0.0.0.0/0")]).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(p.body.contains("ports must be a port or a range") && p.body.contains(r#"value="ssh""#), "{}", p.body);
+    let p = b.post(&c, &format!("/ui/security-groups/{web}/rules"), &[("protocol", "tcp"), ("ports", "80-81"), ("cidr", "0.0.0.0/0")]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let p = b.get(&c, "/ui/security-groups").await;
+    assert!(p.body.contains("80-81") && p.body.contains("0.0.0.0&#x2F;0"), "{}", p.body);
+
+    // Launch on the new network in the new group.
+    b.get(&c, "/ui/instances/new").await;
+    let p = b
+        .post(&c, "/ui/instances", &[("name", "netvm"), ("flavor", "mini"), ("networks", "back"), ("security_groups", "web"), ("count", "1")])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let page = b.get(&c, p.location.as_deref().unwrap()).await;
+    assert!(page.body.contains("10.9.0.") && page.body.contains(" on back"), "{}", page.body);
+    // A refused launch keeps the ticked boxes.
+    let p = b
+        .post(&c, "/ui/instances", &[("name", "netvm-"), ("flavor", "mini"), ("networks", "back"), ("security_groups", "web"), ("count", "1")])
+        .await;
+    assert!(p.status.is_client_error(), "{}", p.body);
+    assert!(p.body.contains(r#"value="back" checked"#) && p.body.contains(r#"value="web" checked"#), "{}", p.body);
 }

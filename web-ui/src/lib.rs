@@ -11,6 +11,7 @@
 mod admin;
 mod client;
 mod error;
+mod net;
 mod pages;
 mod render;
 mod session;
@@ -75,6 +76,13 @@ pub fn routes(api: Router) -> Router {
         .route("/ui/snapshots/{id}/delete", post(pages::snapshot_delete))
         .route("/ui/keypairs", get(pages::keypairs).post(pages::keypair_create))
         .route("/ui/keypairs/{name}/delete", post(pages::keypair_delete))
+        .route("/ui/networks", get(net::networks).post(net::network_create))
+        .route("/ui/networks/{id}/delete", post(net::network_delete))
+        .route("/ui/security-groups", get(net::groups).post(net::group_create))
+        .route("/ui/security-groups/{id}/delete", post(net::group_delete))
+        .route("/ui/security-groups/{id}/rules", post(net::rule_add))
+        .route("/ui/security-groups/{id}/rules/{rule}/delete", post(net::rule_delete))
+        .route("/ui/floating-ips", get(net::fips).post(net::fip_action))
         .route("/ui/billing", get(pages::billing))
         .route("/ui/billing/invoices/{month}", get(pages::invoice))
         .route("/ui/billing/invoices/{month}/csv", get(pages::invoice_csv))

@@ -10,6 +10,7 @@ use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use axum::Json;
 use kumo_billing::{Currency, Money};
 use kumo_wire::billing::{Estimate, Usage};
+use kumo_wire::network::{Network, SecurityGroup};
 use kumo_wire::storage::{ProjectQuotas, Snapshot, Volume};
 use kumo_wire::api::{
     ConsoleOutput, CreatedKeyPair, Event, Flavor, Image, ImageState, Instance, InstancePage, KeyPair, Listing,
@@ -220,24 +221,33 @@ async fn launch_page(panel: &Panel, s: &Session, status: StatusCode, error: Opti
     let images: Listing<Image> = panel.api.get(&s.token, "/v1/images").await?;
     let images: Vec<Image> = images.items.into_iter().filter(|i| i.state == ImageState::Active).collect();
     let keys: Listing<KeyPair> = panel.api.get(&s.token, "/v1/keypairs").await?;
-    let ctx = json!({"flavors": flavors.items, "images": images, "keypairs": keys.items, "error": error, "input": input});
+    let networks: Listing<Network> = panel.api.get(&s.token, "/v1/networks").await?;
+    let networks: Vec<Network> = networks.items.into_iter().filter(|n| !n.external).collect();
+    let groups: Listing<SecurityGroup> = panel.api.get(&s.token, "/v1/security-groups").await?;
+    let ctx = json!({
+        "flavors": flavors.items, "images": images, "keypairs": keys.items, "networks": networks,
+        "groups": groups.items, "error": error, "input": input,
+    });
     Ok(with_status(status, page("launch.html", "instances", s, ctx)))
 }
 
 /// The launch form.
 pub async fn launch_form(State(panel): State<Panel>, s: Session) -> PageResult {
-    launch_page(&panel, &s, StatusCode::OK, None, json!({"count": "1"})).await
+    launch_page(&panel, &s, StatusCode::OK, None, json!({"count": "1", "networks": [], "security_groups": []})).await
 }
 
 /// Launches; on refusal the form comes back with the API's message and the input kept.
 pub async fn launch(State(panel): State<Panel>, Posted { session: s, form }: Posted) -> PageResult {
+    let mut input = form.to_json();
+    input["networks"] = json!(form.all("networks"));
+    input["security_groups"] = json!(form.all("security_groups"));
     let count = match form.opt("count") {
         None => None,
         Some(c) => match c.parse::<u32>() {
             Ok(n) => Some(n),
             Err(_) => {
                 let msg = format!("count must be a whole number, not '{c}'");
-                return launch_page(&panel, &s, StatusCode::BAD_REQUEST, Some(msg), form.to_json()).await;
+                return launch_page(&panel, &s, StatusCode::BAD_REQUEST, Some(msg), input).await;
             }
         },
     };
@@ -249,13 +259,16 @@ pub async fn launch(State(panel): State<Panel>, Posted { session: s, form }: Pos
         user_data: form.0.iter().find(|(k, _)| k == "user_data").map(|(_, v)| v.clone()).filter(|v| !v.trim().is_empty()),
         count,
         volumes: form.all("volumes"),
+        networks: form.all("networks"),
+        security_groups: form.all("security_groups"),
+        config_drive: form.opt("config_drive").is_some(),
     };
     match panel.api.send::<_, RunInstancesResponse>(Some(&s.token), Method::POST, "/v1/instances", &req).await {
         Ok(r) if r.instances.len() == 1 => see_other(&format!("/ui/instances/{}", r.instances[0].id)),
         Ok(_) => see_other("/ui/instances"),
         Err(f) => {
             let (status, msg) = refusal(f)?;
-            launch_page(&panel, &s, status, Some(msg), form.to_json()).await
+            launch_page(&panel, &s, status, Some(msg), input).await
         }
     }
 }
