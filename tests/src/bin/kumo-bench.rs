@@ -97,6 +97,7 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
                 key_pair_name: None,
                 ssh_public_key: None,
                 user_data: None,
+                config_drive: false,
                 host_id: None,
                 required_host_id: None,
                 host_name: None,
