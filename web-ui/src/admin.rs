@@ -4,7 +4,7 @@
 //! does not claim the admin role, and the API refuses the calls anyway (the
 //! claim is unverified in the panel, but a forged token fails every API call).
 
-use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
@@ -34,11 +34,7 @@ fn forbidden() -> PanelError {
     })
 }
 
-impl<S> FromRequestParts<S> for AdminSession
-where
-    Panel: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: Send + Sync> FromRequestParts<S> for AdminSession {
     type Rejection = PanelError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PanelError> {

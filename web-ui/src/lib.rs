@@ -16,8 +16,6 @@ mod pages;
 mod render;
 mod session;
 
-use std::sync::Arc;
-
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -31,9 +29,6 @@ pub use session::{csrf_token, Claims, SESSION_COOKIE};
 #[derive(Clone)]
 pub struct Panel {
     api: ApiClient,
-    /// Key of the CSRF tokens' HMAC; random per process, so a restart asks
-    /// open forms to be submitted again (sessions themselves survive).
-    csrf_key: Arc<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Panel {
@@ -45,7 +40,7 @@ impl std::fmt::Debug for Panel {
 impl Panel {
     /// A panel calling `api` (the native API router, state applied).
     pub fn new(api: Router) -> Self {
-        Self { api: ApiClient::new(api), csrf_key: Arc::new(rand::random()) }
+        Self { api: ApiClient::new(api) }
     }
 }
 

@@ -2,7 +2,7 @@
 //! checks them.
 
 use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use base64::Engine;
@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::error::PanelError;
-use crate::Panel;
 
 /// Name of the cookie holding the JWT.
 pub const SESSION_COOKIE: &str = "kumo_session";
@@ -44,7 +43,15 @@ impl Claims {
     }
 }
 
-/// The CSRF token of a session: HMAC-SHA256 of its JWT under the panel's key.
+/// Domain-separation key of the CSRF tokens. It need not be secret: the
+/// secret is the JWT itself, which only the browser's HttpOnly cookie holds.
+/// Being fixed, every controller replica (and a restarted one) accepts the
+/// tokens of every other's pages.
+pub const CSRF_KEY: &[u8] = b"kumo-panel-csrf-v1";
+
+/// The CSRF token of a session: HMAC-SHA256 of its JWT under `key`
+/// ([`CSRF_KEY`] in the panel). A page's token reveals nothing of the JWT, and
+/// a cross-site attacker, who cannot read the JWT, cannot compute it.
 pub fn csrf_token(key: &[u8], jwt: &str) -> String {
     #[allow(clippy::expect_used)] // HMAC takes keys of any length.
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
@@ -102,21 +109,16 @@ fn now_secs() -> i64 {
     kumo_wire::Timestamp::now().millis() / 1000
 }
 
-impl<S> FromRequestParts<S> for Session
-where
-    Panel: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = PanelError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PanelError> {
-        let panel = Panel::from_ref(state);
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, PanelError> {
         let token = cookie(&parts.headers, SESSION_COOKIE).filter(|t| !t.is_empty()).ok_or(PanelError::LoggedOut)?;
         let claims = Claims::peek(&token).ok_or(PanelError::LoggedOut)?;
         if claims.exp <= now_secs() {
             return Err(PanelError::Expired);
         }
-        let csrf = csrf_token(panel.csrf_key.as_slice(), &token);
+        let csrf = csrf_token(CSRF_KEY, &token);
         Ok(Self { token, claims, csrf })
     }
 }
@@ -169,11 +171,7 @@ pub struct Posted {
     pub form: FormData,
 }
 
-impl<S> FromRequest<S> for Posted
-where
-    Panel: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: Send + Sync> FromRequest<S> for Posted {
     type Rejection = PanelError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, PanelError> {
