@@ -88,6 +88,27 @@ async fn main() {
         .to_owned();
     let token = session.trim_start_matches("kumo_session=").to_owned();
 
+    // The default image `tiny` (a kernel image with two tiny files).
+    let bearer = format!("Bearer {token}");
+    let create = serde_json::json!({"name": "tiny", "kind": "kernel", "visibility": "public"});
+    let req = Request::post("/v1/images")
+        .header(header::AUTHORIZATION, &bearer)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(create.to_string()))
+        .unwrap();
+    let (status, _, body) = call(&router, req).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    let image: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    for role in ["kernel", "initrd"] {
+        let req = Request::put(format!("/v1/images/{}/files/{role}", image["id"].as_str().unwrap()))
+            .header(header::AUTHORIZATION, &bearer)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(Body::from(format!("{role} bytes")))
+            .unwrap();
+        let (status, _, body) = call(&router, req).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+
     // 100 instances in the admin's project (no host: they stay pending, which
     // changes nothing for the list).
     let run = serde_json::json!({"name": "bench", "flavor": "mini", "count": INSTANCES});
