@@ -32,7 +32,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn measure(router: &axum::Router, what: &str, make: impl Fn() -> Request<Body>, needle: &str) {
     let (status, _, body) = call(router, make()).await;
     assert_eq!(status, StatusCode::OK, "{what}: {}", String::from_utf8_lossy(&body));
-    assert!(String::from_utf8_lossy(&body).matches(needle).count() >= INSTANCES as usize, "{what} lists every instance");
+    assert!(
+        String::from_utf8_lossy(&body).matches(needle).count() >= INSTANCES as usize,
+        "{what} lists every instance"
+    );
     let mut times = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         let start = Instant::now();
@@ -128,7 +131,10 @@ async fn main() {
     let live = || Request::get("/ui/instances.json").header(header::COOKIE, &session).body(Body::empty()).unwrap();
     measure(&router, "GET /ui/instances.json (live-state poll)", live, "\"state\"").await;
     let api = || {
-        Request::get("/v1/instances?limit=1000").header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).unwrap()
+        Request::get("/v1/instances?limit=1000")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
     };
     measure(&router, "GET /v1/instances (the API alone)", api, "\"flavor\"").await;
 }

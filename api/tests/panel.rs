@@ -105,11 +105,7 @@ impl Browser {
 }
 
 fn serde_urlencoded_pairs(fields: &[(&str, &str)]) -> String {
-    fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", kumo_web_ui_enc(k), kumo_web_ui_enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    fields.iter().map(|(k, v)| format!("{}={}", kumo_web_ui_enc(k), kumo_web_ui_enc(v))).collect::<Vec<_>>().join("&")
 }
 
 fn kumo_web_ui_enc(s: &str) -> String {
@@ -161,7 +157,12 @@ async fn login_sets_a_strict_session_cookie_and_logout_clears_it() {
     // A login form without the double-submit cookie's token is refused.
     let mut stranger = Browser::default();
     let p = stranger
-        .request(&c, Method::POST, "/ui/login", Some(&[("username", "admin"), ("password", common::ADMIN_PASSWORD), ("csrf", "x")]))
+        .request(
+            &c,
+            Method::POST,
+            "/ui/login",
+            Some(&[("username", "admin"), ("password", common::ADMIN_PASSWORD), ("csrf", "x")]),
+        )
         .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     assert!(stranger.cookies.is_empty());
@@ -171,7 +172,10 @@ async fn login_sets_a_strict_session_cookie_and_logout_clears_it() {
     let p = b.post(&c, "/ui/login", &[("username", "admin"), ("password", common::ADMIN_PASSWORD)]).await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     let session = p.set_cookies.iter().find(|s| s.starts_with("kumo_session=")).unwrap();
-    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Secure"), "{session}");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Secure"),
+        "{session}"
+    );
     let max_age: i64 = session.split("Max-Age=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
     assert!(max_age > 600, "{session}");
     let p = b.get(&c, "/ui/").await;
@@ -274,7 +278,14 @@ async fn forms_without_their_csrf_token_change_nothing() {
     let p = b.request(&c, Method::POST, "/ui/instances", Some(&with_other)).await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     assert_eq!(instance_count(&c, &c.admin).await, 0);
-    let p = b.request(&c, Method::POST, "/ui/admin/flavors", Some(&[("name", "huge"), ("vcpus", "8"), ("memory_mib", "8192"), ("disk_gib", "8")])).await;
+    let p = b
+        .request(
+            &c,
+            Method::POST,
+            "/ui/admin/flavors",
+            Some(&[("name", "huge"), ("vcpus", "8"), ("memory_mib", "8192"), ("disk_gib", "8")]),
+        )
+        .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     let (_, flavors) = c.get("/v1/flavors", &c.admin).await;
     assert!(!flavors.to_string().contains("huge"));
@@ -293,7 +304,11 @@ async fn refused_launch_shows_the_api_message_and_keeps_the_input() {
     let mut b = Browser::login(&c, "admin", common::ADMIN_PASSWORD).await;
     b.get(&c, "/ui/instances/new").await;
     let p = b
-        .post(&c, "/ui/instances", &[("name", "Bad_Name!"), ("flavor", "small"), ("user_data", "#!/bin/sh\necho kept"), ("count", "1")])
+        .post(
+            &c,
+            "/ui/instances",
+            &[("name", "Bad_Name!"), ("flavor", "small"), ("user_data", "#!/bin/sh\necho kept"), ("count", "1")],
+        )
         .await;
     let (status, direct) = c.post("/v1/instances", &c.admin, json!({"name": "Bad_Name!", "flavor": "small"})).await;
     assert_eq!(p.status, status, "the page has the API's status");
@@ -310,7 +325,12 @@ async fn refused_launch_shows_the_api_message_and_keeps_the_input() {
 }
 
 fn tera_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#x27;").replace('/', "&#x2F;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
+        .replace('/', "&#x2F;")
 }
 
 #[tokio::test]
@@ -377,11 +397,26 @@ async fn networks_groups_and_rules_through_forms() {
     let p = b.post(&c, "/ui/security-groups", &[("name", "web"), ("description", "http in")]).await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     let (_, groups) = c.get("/v1/security-groups", &c.admin).await;
-    let web = groups["items"].as_array().unwrap().iter().find(|g| g["name"] == "web").unwrap()["id"].as_str().unwrap().to_owned();
-    let p = b.post(&c, &format!("/ui/security-groups/{web}/rules"), &[("protocol", "tcp"), ("ports", "ssh"), ("cidr", "0.0.0.0/0")]).await;
+    let web = groups["items"].as_array().unwrap().iter().find(|g| g["name"] == "web").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let p = b
+        .post(
+            &c,
+            &format!("/ui/security-groups/{web}/rules"),
+            &[("protocol", "tcp"), ("ports", "ssh"), ("cidr", "0.0.0.0/0")],
+        )
+        .await;
     assert_eq!(p.status, StatusCode::BAD_REQUEST);
     assert!(p.body.contains("ports must be a port or a range") && p.body.contains(r#"value="ssh""#), "{}", p.body);
-    let p = b.post(&c, &format!("/ui/security-groups/{web}/rules"), &[("protocol", "tcp"), ("ports", "80-81"), ("cidr", "0.0.0.0/0")]).await;
+    let p = b
+        .post(
+            &c,
+            &format!("/ui/security-groups/{web}/rules"),
+            &[("protocol", "tcp"), ("ports", "80-81"), ("cidr", "0.0.0.0/0")],
+        )
+        .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     let p = b.get(&c, "/ui/security-groups").await;
     assert!(p.body.contains("80-81") && p.body.contains("0.0.0.0&#x2F;0"), "{}", p.body);
@@ -389,14 +424,22 @@ async fn networks_groups_and_rules_through_forms() {
     // Launch on the new network in the new group.
     b.get(&c, "/ui/instances/new").await;
     let p = b
-        .post(&c, "/ui/instances", &[("name", "netvm"), ("flavor", "mini"), ("networks", "back"), ("security_groups", "web"), ("count", "1")])
+        .post(
+            &c,
+            "/ui/instances",
+            &[("name", "netvm"), ("flavor", "mini"), ("networks", "back"), ("security_groups", "web"), ("count", "1")],
+        )
         .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     let page = b.get(&c, p.location.as_deref().unwrap()).await;
     assert!(page.body.contains("10.9.0.") && page.body.contains(" on back"), "{}", page.body);
     // A refused launch keeps the ticked boxes.
     let p = b
-        .post(&c, "/ui/instances", &[("name", "netvm-"), ("flavor", "mini"), ("networks", "back"), ("security_groups", "web"), ("count", "1")])
+        .post(
+            &c,
+            "/ui/instances",
+            &[("name", "netvm-"), ("flavor", "mini"), ("networks", "back"), ("security_groups", "web"), ("count", "1")],
+        )
         .await;
     assert!(p.status.is_client_error(), "{}", p.body);
     assert!(p.body.contains(r#"value="back" checked"#) && p.body.contains(r#"value="web" checked"#), "{}", p.body);

@@ -8,9 +8,9 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
+use kumo_wire::api::{Flavor, Host, Listing, Project, User};
 use kumo_wire::billing::{PriceListing, PriceVersion};
 use kumo_wire::storage::{ProjectQuotas, QuotaDefaults};
-use kumo_wire::api::{Flavor, Host, Listing, Project, User};
 use kumo_wire::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -84,7 +84,11 @@ pub async fn hosts(State(panel): State<Panel>, AdminSession(s): AdminSession) ->
 }
 
 /// Enables or disables a host.
-pub async fn host_action(State(panel): State<Panel>, Path((id, action)): Path<(String, String)>, posted: Posted) -> PageResult {
+pub async fn host_action(
+    State(panel): State<Panel>,
+    Path((id, action)): Path<(String, String)>,
+    posted: Posted,
+) -> PageResult {
     let (s, _) = admin(posted)?;
     if action != "enable" && action != "disable" {
         return Err(PanelError::NotFound);
@@ -100,7 +104,13 @@ pub async fn host_action(State(panel): State<Panel>, Path((id, action)): Path<(S
 
 // ---------------------------------------------------------------- flavors
 
-async fn flavors_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>, input: Value) -> PageResult {
+async fn flavors_page(
+    panel: &Panel,
+    s: &Session,
+    status: StatusCode,
+    error: Option<String>,
+    input: Value,
+) -> PageResult {
     let flavors: Listing<Flavor> = panel.api.get(&s.token, "/v1/flavors").await?;
     let ctx = json!({"flavors": flavors.items, "error": error, "input": input});
     Ok(with_status(status, page("admin_flavors.html", "admin", s, ctx)))
@@ -160,7 +170,13 @@ pub async fn flavor_delete(State(panel): State<Panel>, Path(id): Path<String>, p
 
 // ---------------------------------------------------------------- prices
 
-async fn prices_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>, input: Value) -> PageResult {
+async fn prices_page(
+    panel: &Panel,
+    s: &Session,
+    status: StatusCode,
+    error: Option<String>,
+    input: Value,
+) -> PageResult {
     let prices: PriceListing = panel.api.get(&s.token, "/v1/billing/prices").await?;
     let ctx = json!({"prices": prices, "error": error, "input": input});
     Ok(with_status(status, page("admin_prices.html", "admin", s, ctx)))
@@ -192,7 +208,13 @@ pub async fn price_create(State(panel): State<Panel>, posted: Posted) -> PageRes
 
 // ---------------------------------------------------------------- projects and users
 
-async fn projects_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>, input: Value) -> PageResult {
+async fn projects_page(
+    panel: &Panel,
+    s: &Session,
+    status: StatusCode,
+    error: Option<String>,
+    input: Value,
+) -> PageResult {
     let projects: Listing<Project> = panel.api.get(&s.token, "/v1/projects").await?;
     let users: Listing<User> = panel.api.get(&s.token, "/v1/users").await?;
     let ctx = json!({"projects": projects.items, "users": users.items, "error": error, "input": input});
@@ -243,7 +265,13 @@ pub struct ProjectParam {
     project: Option<String>,
 }
 
-async fn quotas_page(panel: &Panel, s: &Session, project: Option<String>, status: StatusCode, error: Option<String>) -> PageResult {
+async fn quotas_page(
+    panel: &Panel,
+    s: &Session,
+    project: Option<String>,
+    status: StatusCode,
+    error: Option<String>,
+) -> PageResult {
     let projects: Listing<Project> = panel.api.get(&s.token, "/v1/projects").await?;
     let defaults: QuotaDefaults = panel.api.get(&s.token, "/v1/quotas/defaults").await?;
     let selected = project.or_else(|| projects.items.first().map(|p| p.id.to_string()));
@@ -256,7 +284,11 @@ async fn quotas_page(panel: &Panel, s: &Session, project: Option<String>, status
 }
 
 /// Default limits and one project's limits and use.
-pub async fn quotas(State(panel): State<Panel>, AdminSession(s): AdminSession, Query(q): Query<ProjectParam>) -> PageResult {
+pub async fn quotas(
+    State(panel): State<Panel>,
+    AdminSession(s): AdminSession,
+    Query(q): Query<ProjectParam>,
+) -> PageResult {
     quotas_page(&panel, &s, q.project, StatusCode::OK, None).await
 }
 

@@ -101,7 +101,13 @@ impl ApiClient {
     }
 
     /// `method path` with a JSON body (or none), the answer ignored.
-    pub async fn act<B: Serialize>(&self, token: &str, method: Method, path: &str, body: Option<&B>) -> Result<(), ApiFailure> {
+    pub async fn act<B: Serialize>(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(), ApiFailure> {
         let json = body.map(serde_json::to_vec).transpose().map_err(|e| ApiFailure::internal(e.to_string()))?;
         self.raw(Some(token), method, path, json).await.map(|_| ())
     }

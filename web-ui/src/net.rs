@@ -21,7 +21,13 @@ fn see_other(to: &str) -> PageResult {
 
 // ---------------------------------------------------------------- networks
 
-async fn networks_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>, input: Value) -> PageResult {
+async fn networks_page(
+    panel: &Panel,
+    s: &Session,
+    status: StatusCode,
+    error: Option<String>,
+    input: Value,
+) -> PageResult {
     let networks: Listing<Network> = panel.api.get(&s.token, "/v1/networks").await?;
     let ctx = json!({"networks": networks.items, "error": error, "input": input});
     Ok(with_status(status, page("networks.html", "networks", s, ctx)))
@@ -38,7 +44,8 @@ pub async fn network_create(State(panel): State<Panel>, Posted { session: s, for
     if let Some(g) = form.opt("gateway") {
         body["gateway"] = json!(g);
     }
-    let dns: Vec<String> = form.get("dns_servers").split([',', ' ']).filter(|d| !d.is_empty()).map(str::to_owned).collect();
+    let dns: Vec<String> =
+        form.get("dns_servers").split([',', ' ']).filter(|d| !d.is_empty()).map(str::to_owned).collect();
     if !dns.is_empty() {
         body["dns_servers"] = json!(dns);
     }
@@ -52,7 +59,11 @@ pub async fn network_create(State(panel): State<Panel>, Posted { session: s, for
 }
 
 /// Deletes a network.
-pub async fn network_delete(State(panel): State<Panel>, Path(id): Path<String>, Posted { session: s, .. }: Posted) -> PageResult {
+pub async fn network_delete(
+    State(panel): State<Panel>,
+    Path(id): Path<String>,
+    Posted { session: s, .. }: Posted,
+) -> PageResult {
     match panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/networks/{}", enc(&id)), None).await {
         Ok(()) => see_other("/ui/networks"),
         Err(f) => {
@@ -64,7 +75,13 @@ pub async fn network_delete(State(panel): State<Panel>, Path(id): Path<String>, 
 
 // ---------------------------------------------------------------- security groups
 
-async fn groups_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>, input: Value) -> PageResult {
+async fn groups_page(
+    panel: &Panel,
+    s: &Session,
+    status: StatusCode,
+    error: Option<String>,
+    input: Value,
+) -> PageResult {
     let groups: Listing<SecurityGroup> = panel.api.get(&s.token, "/v1/security-groups").await?;
     let ctx = json!({"groups": groups.items, "error": error, "input": input});
     Ok(with_status(status, page("security_groups.html", "security-groups", s, ctx)))
@@ -88,7 +105,11 @@ pub async fn group_create(State(panel): State<Panel>, Posted { session: s, form 
 }
 
 /// Deletes a security group.
-pub async fn group_delete(State(panel): State<Panel>, Path(id): Path<String>, Posted { session: s, .. }: Posted) -> PageResult {
+pub async fn group_delete(
+    State(panel): State<Panel>,
+    Path(id): Path<String>,
+    Posted { session: s, .. }: Posted,
+) -> PageResult {
     match panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/security-groups/{}", enc(&id)), None).await {
         Ok(()) => see_other("/ui/security-groups"),
         Err(f) => {
@@ -122,7 +143,11 @@ fn rule_body(form: &FormData) -> Result<Value, String> {
 }
 
 /// Adds an inbound rule to a group.
-pub async fn rule_add(State(panel): State<Panel>, Path(id): Path<String>, Posted { session: s, form }: Posted) -> PageResult {
+pub async fn rule_add(
+    State(panel): State<Panel>,
+    Path(id): Path<String>,
+    Posted { session: s, form }: Posted,
+) -> PageResult {
     let input = json!({"rule_group": id, "rule": form.to_json()});
     let body = match rule_body(&form) {
         Ok(b) => b,
@@ -139,7 +164,11 @@ pub async fn rule_add(State(panel): State<Panel>, Path(id): Path<String>, Posted
 }
 
 /// Removes a rule.
-pub async fn rule_delete(State(panel): State<Panel>, Path((id, rule)): Path<(String, String)>, Posted { session: s, .. }: Posted) -> PageResult {
+pub async fn rule_delete(
+    State(panel): State<Panel>,
+    Path((id, rule)): Path<(String, String)>,
+    Posted { session: s, .. }: Posted,
+) -> PageResult {
     let path = format!("/v1/security-groups/{}/rules/{}", enc(&id), enc(&rule));
     match panel.api.act::<()>(&s.token, Method::DELETE, &path, None).await {
         Ok(()) => see_other("/ui/security-groups"),
@@ -175,7 +204,9 @@ pub async fn fip_action(State(panel): State<Panel>, Posted { session: s, form }:
             let body = json!({"instance": form.get("instance")});
             panel.api.act(&s.token, Method::POST, &format!("{path}/associate"), Some(&body)).await
         }
-        "disassociate" => panel.api.act(&s.token, Method::POST, &format!("{path}/disassociate"), Some(&json!({}))).await,
+        "disassociate" => {
+            panel.api.act(&s.token, Method::POST, &format!("{path}/disassociate"), Some(&json!({}))).await
+        }
         "release" => panel.api.act::<()>(&s.token, Method::DELETE, &path, None).await,
         other => return Err(PanelError::BadForm(format!("unknown action '{other}'"))),
     };

@@ -9,13 +9,13 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use axum::Json;
 use kumo_billing::{Currency, Money};
-use kumo_wire::billing::{Estimate, Usage};
-use kumo_wire::network::{Network, SecurityGroup};
-use kumo_wire::storage::{ProjectQuotas, Snapshot, Volume};
 use kumo_wire::api::{
     ConsoleOutput, CreatedKeyPair, Event, Flavor, Image, ImageState, Instance, InstancePage, KeyPair, Listing,
     RunInstances, RunInstancesResponse, TokenRequest, TokenResponse,
 };
+use kumo_wire::billing::{Estimate, Usage};
+use kumo_wire::network::{Network, SecurityGroup};
+use kumo_wire::storage::{ProjectQuotas, Snapshot, Volume};
 use kumo_wire::{InstanceState, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -23,7 +23,9 @@ use serde_json::{json, Value};
 use crate::client::{enc, ApiFailure};
 use crate::error::PanelError;
 use crate::render::{self, page, Bar};
-use crate::session::{cookie, over_tls, same, set_cookie, FormData, Posted, Session, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+use crate::session::{
+    cookie, over_tls, same, set_cookie, FormData, Posted, Session, LOGIN_CSRF_COOKIE, SESSION_COOKIE,
+};
 use crate::Panel;
 
 /// A handler's result.
@@ -93,7 +95,10 @@ pub async fn login(State(panel): State<Panel>, headers: HeaderMap, body: Bytes) 
     if expected.is_empty() || !same(&form.get("csrf"), &expected) {
         return Err(PanelError::Csrf);
     }
-    let req = TokenRequest { username: form.get("username"), password: form.0.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone()).unwrap_or_default() };
+    let req = TokenRequest {
+        username: form.get("username"),
+        password: form.0.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone()).unwrap_or_default(),
+    };
     match panel.api.send::<_, TokenResponse>(None, Method::POST, "/v1/auth/tokens", &req).await {
         Ok(t) => {
             let max_age = (t.expires_at.millis() - Timestamp::now().millis()) / 1000;
@@ -216,7 +221,13 @@ pub async fn instances_json(State(panel): State<Panel>, s: Session) -> Result<Js
     Ok(Json(json!({"items": items})))
 }
 
-async fn launch_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>, input: Value) -> PageResult {
+async fn launch_page(
+    panel: &Panel,
+    s: &Session,
+    status: StatusCode,
+    error: Option<String>,
+    input: Value,
+) -> PageResult {
     let flavors: Listing<Flavor> = panel.api.get(&s.token, "/v1/flavors").await?;
     let images: Listing<Image> = panel.api.get(&s.token, "/v1/images").await?;
     let images: Vec<Image> = images.items.into_iter().filter(|i| i.state == ImageState::Active).collect();
@@ -256,7 +267,12 @@ pub async fn launch(State(panel): State<Panel>, Posted { session: s, form }: Pos
         flavor: form.get("flavor"),
         image: form.opt("image"),
         key_pair: form.opt("key_pair"),
-        user_data: form.0.iter().find(|(k, _)| k == "user_data").map(|(_, v)| v.clone()).filter(|v| !v.trim().is_empty()),
+        user_data: form
+            .0
+            .iter()
+            .find(|(k, _)| k == "user_data")
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.trim().is_empty()),
         count,
         volumes: form.all("volumes"),
         networks: form.all("networks"),
@@ -301,7 +317,8 @@ async fn instance_page(panel: &Panel, s: &Session, id: &str, status: StatusCode,
 
 /// The console's tail, or a note on why it cannot be read now.
 async fn console_text(panel: &Panel, s: &Session, id: &str) -> Result<String, PanelError> {
-    match panel.api.get::<ConsoleOutput>(&s.token, &format!("/v1/instances/{}/console?tail_bytes=65536", enc(id))).await {
+    match panel.api.get::<ConsoleOutput>(&s.token, &format!("/v1/instances/{}/console?tail_bytes=65536", enc(id))).await
+    {
         Ok(c) => Ok(c.output),
         Err(f) if f.status == StatusCode::UNAUTHORIZED => Err(PanelError::Expired),
         Err(f) if f.status == StatusCode::NOT_FOUND || f.status == StatusCode::FORBIDDEN => Err(f.into()),
@@ -315,14 +332,22 @@ pub async fn instance(State(panel): State<Panel>, s: Session, Path(id): Path<Str
 }
 
 /// State and console of one instance, for the detail page's live refresh.
-pub async fn instance_live(State(panel): State<Panel>, s: Session, Path(id): Path<String>) -> Result<Json<Value>, PanelError> {
+pub async fn instance_live(
+    State(panel): State<Panel>,
+    s: Session,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, PanelError> {
     let i: Instance = panel.api.get(&s.token, &format!("/v1/instances/{}", enc(&id))).await?;
     let console = console_text(&panel, &s, &id).await?;
     Ok(Json(json!({"id": i.id, "state": i.state, "reason": i.state_reason, "host": i.host_name, "console": console})))
 }
 
 /// Stop, start, reboot or delete.
-pub async fn instance_action(State(panel): State<Panel>, Path(id): Path<String>, Posted { session: s, form }: Posted) -> PageResult {
+pub async fn instance_action(
+    State(panel): State<Panel>,
+    Path(id): Path<String>,
+    Posted { session: s, form }: Posted,
+) -> PageResult {
     let path = format!("/v1/instances/{}", enc(&id));
     let result = match form.get("action").as_str() {
         "delete" => panel.api.act::<()>(&s.token, Method::DELETE, &path, None).await,
@@ -341,7 +366,11 @@ pub async fn instance_action(State(panel): State<Panel>, Path(id): Path<String>,
 }
 
 /// Snapshots the instance's root disk.
-pub async fn instance_snapshot(State(panel): State<Panel>, Path(id): Path<String>, Posted { session: s, form }: Posted) -> PageResult {
+pub async fn instance_snapshot(
+    State(panel): State<Panel>,
+    Path(id): Path<String>,
+    Posted { session: s, form }: Posted,
+) -> PageResult {
     let body = json!({"name": form.get("name"), "instance": id});
     match panel.api.send::<_, Snapshot>(Some(&s.token), Method::POST, "/v1/snapshots", &body).await {
         Ok(_) => see_other("/ui/snapshots"),
@@ -365,7 +394,11 @@ pub async fn images(State(panel): State<Panel>, s: Session) -> PageResult {
 }
 
 /// Deletes an image.
-pub async fn image_delete(State(panel): State<Panel>, Path(id): Path<String>, Posted { session: s, .. }: Posted) -> PageResult {
+pub async fn image_delete(
+    State(panel): State<Panel>,
+    Path(id): Path<String>,
+    Posted { session: s, .. }: Posted,
+) -> PageResult {
     match panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/images/{}", enc(&id)), None).await {
         Ok(()) => see_other("/ui/images"),
         Err(f) => {
@@ -377,7 +410,13 @@ pub async fn image_delete(State(panel): State<Panel>, Path(id): Path<String>, Po
 
 // ---------------------------------------------------------------- volumes
 
-async fn volumes_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>, input: Value) -> PageResult {
+async fn volumes_page(
+    panel: &Panel,
+    s: &Session,
+    status: StatusCode,
+    error: Option<String>,
+    input: Value,
+) -> PageResult {
     let volumes: Listing<Volume> = panel.api.get(&s.token, "/v1/volumes").await?;
     let instances: Vec<Instance> =
         all_instances(panel, s).await?.into_iter().filter(|i| i.state != InstanceState::Deleted).collect();
@@ -411,7 +450,11 @@ pub async fn volume_create(State(panel): State<Panel>, Posted { session: s, form
 }
 
 /// Attach, detach, extend or delete a volume.
-pub async fn volume_action(State(panel): State<Panel>, Path(id): Path<String>, Posted { session: s, form }: Posted) -> PageResult {
+pub async fn volume_action(
+    State(panel): State<Panel>,
+    Path(id): Path<String>,
+    Posted { session: s, form }: Posted,
+) -> PageResult {
     let path = format!("/v1/volumes/{}", enc(&id));
     let actions = format!("{path}/actions");
     let result = match form.get("action").as_str() {
@@ -422,7 +465,9 @@ pub async fn volume_action(State(panel): State<Panel>, Path(id): Path<String>, P
             panel.api.act(&s.token, Method::POST, &actions, Some(&body)).await
         }
         "extend" => match form.get("size_gib").parse::<u64>() {
-            Ok(n) => panel.api.act(&s.token, Method::POST, &actions, Some(&json!({"action": "extend", "size_gib": n}))).await,
+            Ok(n) => {
+                panel.api.act(&s.token, Method::POST, &actions, Some(&json!({"action": "extend", "size_gib": n}))).await
+            }
             Err(_) => {
                 let msg = format!("size must be a whole number of GiB, not '{}'", form.get("size_gib"));
                 return volumes_page(&panel, &s, StatusCode::BAD_REQUEST, Some(msg), json!({})).await;
@@ -441,7 +486,13 @@ pub async fn volume_action(State(panel): State<Panel>, Path(id): Path<String>, P
 
 // ---------------------------------------------------------------- snapshots
 
-async fn snapshots_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>, input: Value) -> PageResult {
+async fn snapshots_page(
+    panel: &Panel,
+    s: &Session,
+    status: StatusCode,
+    error: Option<String>,
+    input: Value,
+) -> PageResult {
     let snapshots: Listing<Snapshot> = panel.api.get(&s.token, "/v1/snapshots").await?;
     let volumes: Listing<Volume> = panel.api.get(&s.token, "/v1/volumes").await?;
     let ctx = json!({"snapshots": snapshots.items, "volumes": volumes.items, "error": error, "input": input});
@@ -466,7 +517,11 @@ pub async fn snapshot_create(State(panel): State<Panel>, Posted { session: s, fo
 }
 
 /// Deletes a snapshot.
-pub async fn snapshot_delete(State(panel): State<Panel>, Path(id): Path<String>, Posted { session: s, .. }: Posted) -> PageResult {
+pub async fn snapshot_delete(
+    State(panel): State<Panel>,
+    Path(id): Path<String>,
+    Posted { session: s, .. }: Posted,
+) -> PageResult {
     match panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/snapshots/{}", enc(&id)), None).await {
         Ok(()) => see_other("/ui/snapshots"),
         Err(f) => {
@@ -478,7 +533,13 @@ pub async fn snapshot_delete(State(panel): State<Panel>, Path(id): Path<String>,
 
 // ---------------------------------------------------------------- key pairs
 
-async fn keypairs_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>, input: Value) -> PageResult {
+async fn keypairs_page(
+    panel: &Panel,
+    s: &Session,
+    status: StatusCode,
+    error: Option<String>,
+    input: Value,
+) -> PageResult {
     let keys: Listing<KeyPair> = panel.api.get(&s.token, "/v1/keypairs").await?;
     let ctx = json!({"keypairs": keys.items, "error": error, "input": input});
     Ok(with_status(status, page("keypairs.html", "keypairs", s, ctx)))
@@ -496,7 +557,8 @@ pub async fn keypair_create(State(panel): State<Panel>, Posted { session: s, for
     let body = json!({"name": form.get("name"), "public_key": form.opt("public_key")});
     match panel.api.send::<_, CreatedKeyPair>(Some(&s.token), Method::POST, "/v1/keypairs", &body).await {
         Ok(CreatedKeyPair { key_pair, private_key: Some(private) }) => {
-            let file: String = key_pair.name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
+            let file: String =
+                key_pair.name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
             Ok((
                 [
                     (header::CONTENT_TYPE, "application/x-pem-file".to_owned()),
@@ -516,7 +578,11 @@ pub async fn keypair_create(State(panel): State<Panel>, Posted { session: s, for
 }
 
 /// Deletes a key pair.
-pub async fn keypair_delete(State(panel): State<Panel>, Path(name): Path<String>, Posted { session: s, .. }: Posted) -> PageResult {
+pub async fn keypair_delete(
+    State(panel): State<Panel>,
+    Path(name): Path<String>,
+    Posted { session: s, .. }: Posted,
+) -> PageResult {
     match panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/keypairs/{}", enc(&name)), None).await {
         Ok(()) => see_other("/ui/keypairs"),
         Err(f) => {

@@ -54,7 +54,9 @@ static TERA: LazyLock<Tera> = LazyLock::new(|| {
 /// plain error text (it is a bug, caught by the template tests).
 pub fn page_html(name: &str, ctx: &Value) -> Html<String> {
     let mut context = tera::Context::new();
-    for (key, default) in [("nav", Value::from("")), ("error", Value::Null), ("csrf", Value::from("")), ("is_admin", false.into())] {
+    for (key, default) in
+        [("nav", Value::from("")), ("error", Value::Null), ("csrf", Value::from("")), ("is_admin", false.into())]
+    {
         context.insert(key, &default);
     }
     context.extend(tera::Context::from_value(ctx.clone()).unwrap_or_default());
@@ -68,7 +70,10 @@ pub fn page_html(name: &str, ctx: &Value) -> Html<String> {
                 src = s.source();
             }
             tracing::error!(template = name, error = %msg, "panel template failed");
-            Html(format!("<!doctype html><title>Error</title><p>template {name} failed: {}</p>", tera::escape_html(&msg)))
+            Html(format!(
+                "<!doctype html><title>Error</title><p>template {name} failed: {}</p>",
+                tera::escape_html(&msg)
+            ))
         }
     }
 }
@@ -134,7 +139,8 @@ mod tests {
 
     #[test]
     fn every_template_parses_and_the_error_page_escapes() {
-        let html = page_html("error.html", &serde_json::json!({"status": 403, "title": "Forbidden", "message": "<b>no</b>"}));
+        let html =
+            page_html("error.html", &serde_json::json!({"status": 403, "title": "Forbidden", "message": "<b>no</b>"}));
         assert!(html.0.contains("&lt;b&gt;no&lt;&#x2F;b&gt;"), "{}", html.0);
         assert!(html.0.contains("403"));
     }

@@ -27,7 +27,8 @@ fn the_panel_in_a_real_browser() {
         browser_dir.display()
     );
     let mut s = Stack::start(Options {
-        controller_extra: "billing_hour_secs = 2\nbilling_close_grace_secs = 0\nbilling_close_interval_secs = 1\n".into(),
+        controller_extra: "billing_hour_secs = 2\nbilling_close_grace_secs = 0\nbilling_close_interval_secs = 1\n"
+            .into(),
         ..Options::default()
     })
     .unwrap();
