@@ -15,6 +15,8 @@ PACKAGES=(
   genisoimage dnsmasq-base nftables iproute2
   # 802.1Q test guest: shows the VLAN tags on its trunk
   tcpdump
+  # control panel browser tests (driven by playwright-core from npm; never a downloaded browser)
+  chromium chromium-driver
   # misc tools used by scripts and tests
   procps util-linux curl ca-certificates python3
 )

@@ -87,7 +87,7 @@ cat <<MSG
 
 Kumo is running.
   Native API:     $ENDPOINT/v1   (OpenAPI document: $ENDPOINT/v1/openapi.json)
-  Control panel:  not built yet (tracked as its own issue); use the CLI or the API
+  Control panel:  $ENDPOINT/ui/   (log in as admin, or as any user you create)
   Admin login:    admin / password in $KUMO_HOME/controller/admin-password (the CLI is logged in)
   Logs:           $LOGS/
 

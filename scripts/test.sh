@@ -25,5 +25,8 @@ bash scripts/build-tiny-image.sh "$WORK/tiny-image" >/dev/null
 export KUMO_TEST_IMAGE_DIR="$WORK/tiny-image"
 export KUMO_E2E=1
 
+# The control panel's browser test: playwright-core from the lock file, driving /usr/bin/chromium.
+(cd web-ui/tests/browser && npm ci --no-audit --no-fund)
+
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads="${KUMO_TEST_THREADS:-2}"

@@ -13,6 +13,8 @@ mod quotas;
 mod snapshots;
 mod volumes;
 
+use axum::extract::RawQuery;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -57,14 +59,27 @@ pub fn native() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The whole controller: native API, OpenAPI document, agent protocol.
+/// The whole controller: native API, OpenAPI document, agent protocol, and
+/// the control panel under `/ui` (a client of the same router, in-process).
 pub fn router(state: AppState) -> Router {
     let (native, doc) = native();
     let doc = Json(doc);
-    native
+    let api = native
         .route("/v1/openapi.json", get(move || async move { doc.clone() }))
         .route("/healthz", get(|| async { "ok" }))
         .merge(agent::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .with_state(state)
+        .with_state(state);
+    let panel = kumo_web_ui::routes(api.clone());
+    api.route("/", get(root)).merge(panel)
+}
+
+/// `GET /` sends browsers to the panel; a query with `Action=` is an
+/// EC2-style API call, not a browser, and gets the API's 404 until an API claims it.
+async fn root(RawQuery(query): RawQuery) -> Response {
+    let is_action = query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some("Action")));
+    if is_action {
+        return ApiError::NotFound("no such endpoint".into()).into_response();
+    }
+    Redirect::to("/ui/").into_response()
 }

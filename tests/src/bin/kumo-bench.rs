@@ -97,6 +97,7 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
                 key_pair_name: None,
                 ssh_public_key: None,
                 user_data: None,
+                config_drive: false,
                 host_id: None,
                 required_host_id: None,
                 host_name: None,
@@ -113,7 +114,6 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
                 updated_at: created,
                 launched_at: None,
                 deleted_at: None,
-                config_drive: false,
             };
             instances::insert(&mut tx, &rec).await?;
         }

@@ -5,5 +5,6 @@
 
 mod billing;
 mod lifecycle;
+mod panel;
 mod resilience;
 mod storage;

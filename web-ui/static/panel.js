@@ -1,0 +1,77 @@
+// Kumo control panel: a little progressive enhancement. Every form works without it.
+(function () {
+  "use strict";
+
+  // Ask before destructive actions.
+  document.addEventListener("submit", function (ev) {
+    var msg = ev.target.getAttribute && ev.target.getAttribute("data-confirm");
+    if (msg && !window.confirm(msg)) ev.preventDefault();
+  });
+
+  function getJSON(url) {
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } }).then(function (r) {
+      if (r.redirected || r.status === 401) { window.location = "/ui/login?expired=1"; throw new Error("logged out"); }
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      return r.json();
+    });
+  }
+
+  function setState(el, state, reason) {
+    if (el.textContent !== state) {
+      el.textContent = state;
+      el.className = "state state-" + state;
+    }
+    el.title = reason || "";
+  }
+
+  // Instance list: refresh the state cells.
+  var list = document.querySelector("[data-live-list]");
+  if (list) {
+    setInterval(function () {
+      getJSON("/ui/instances.json").then(function (data) {
+        data.items.forEach(function (i) {
+          var el = list.querySelector('[data-state-of="' + i.id + '"]');
+          if (el) setState(el, i.state, i.reason);
+        });
+      }).catch(function () {});
+    }, 2000);
+  }
+
+  // Instance page: refresh state, reason, host and console.
+  var inst = document.querySelector("[data-live-instance]");
+  if (inst) {
+    var id = inst.getAttribute("data-live-instance");
+    setInterval(function () {
+      getJSON("/ui/instances/" + encodeURIComponent(id) + "/live.json").then(function (d) {
+        setState(document.getElementById("state"), d.state, d.reason);
+        document.getElementById("reason").textContent = d.reason || "";
+        document.getElementById("host").textContent = d.host || "—";
+        var con = document.getElementById("console");
+        if (con && con.textContent !== d.console) {
+          var atEnd = con.scrollTop + con.clientHeight >= con.scrollHeight - 4;
+          con.textContent = d.console;
+          if (atEnd) con.scrollTop = con.scrollHeight;
+        }
+      }).catch(function () {});
+    }, 2000);
+  }
+
+  // Launch form: price of the chosen flavor from the billing API.
+  var flavor = document.getElementById("flavor");
+  var out = document.getElementById("estimate");
+  if (flavor && out) {
+    var show = function () {
+      var f = flavor.value;
+      if (!f) return;
+      Promise.all([
+        getJSON("/ui/estimate.json?hours=1&flavor=" + encodeURIComponent(f)),
+        getJSON("/ui/estimate.json?hours=720&flavor=" + encodeURIComponent(f)),
+      ]).then(function (r) {
+        out.textContent = "Price: " + r[0].amount + " " + r[0].currency + " per hour, " +
+          r[1].total + " " + r[1].currency + " for 30 days (caps and tax included).";
+      }).catch(function (e) { out.textContent = "Price: not available (" + e.message + ")."; });
+    };
+    flavor.addEventListener("change", show);
+    show();
+  }
+})();
