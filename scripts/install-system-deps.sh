@@ -14,7 +14,7 @@ PACKAGES=(
   # config drives, DHCP, host networking
   genisoimage dnsmasq-base nftables iproute2
   # misc tools used by scripts and tests
-  procps util-linux curl ca-certificates python3
+  procps util-linux curl ca-certificates python3 python3-venv
 )
 
 missing=()

@@ -25,5 +25,10 @@ bash scripts/build-tiny-image.sh "$WORK/tiny-image" >/dev/null
 export KUMO_TEST_IMAGE_DIR="$WORK/tiny-image"
 export KUMO_E2E=1
 
+# boto3 and the AWS CLI for the EC2 API tests (tests/tests/e2e/ec2.rs), pinned.
+python3 -m venv "$WORK/ec2-venv"
+"$WORK/ec2-venv/bin/pip" install --quiet boto3==1.35.99 awscli==1.36.40
+export KUMO_EC2_VENV="$WORK/ec2-venv"
+
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads="${KUMO_TEST_THREADS:-2}"
