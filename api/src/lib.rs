@@ -15,6 +15,7 @@ pub mod ec2;
 pub mod error;
 pub mod image_uploads;
 pub mod instances;
+pub mod networks;
 pub mod quotas;
 pub mod reconcile;
 pub mod routes;

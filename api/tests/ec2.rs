@@ -275,8 +275,6 @@ async fn xml_shapes_and_client_errors() {
         // Nothing was launched by any of those.
         let (_, list) = c.get("/v1/instances", &t).await;
         assert_eq!(list["instances"].as_array().unwrap().len(), 0, "{list}");
-        ec2.err(&[("Action", "DescribeVpcs")], StatusCode::BAD_REQUEST, "UnsupportedOperation").await;
-        ec2.err(&[("Action", "CreateSecurityGroup"), ("GroupName", "web"), ("GroupDescription", "w")], StatusCode::BAD_REQUEST, "UnsupportedOperation").await;
 
         // Key pairs.
         let public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
@@ -336,6 +334,8 @@ async fn run_instances_is_idempotent_and_the_lifecycle_shows_ec2_states() {
         ec2.err(&changed, StatusCode::BAD_REQUEST, "IdempotentParameterMismatch").await;
         let (_, list) = c.get("/v1/instances", &t).await;
         assert_eq!(list["instances"].as_array().unwrap().len(), 2, "launched once: {list}");
+        c.wait_state(&t, &ids[0], "building").await;
+        c.wait_state(&t, &ids[1], "building").await;
         let desired = agent.sync(&c, vec![]).await;
         assert!(desired.instances.iter().all(|i| i.spec.user_data.as_deref() == Some("#!/bin/sh\necho hi\n")));
 
@@ -446,6 +446,7 @@ async fn volumes_attach_detach_snapshot_and_delete() {
         let ec2 = Ec2::new(&c, &t).await;
         let out = ec2.ok(&[("Action", "RunInstances"), ("ImageId", &image), ("InstanceType", "mini"), ("MinCount", "1"), ("MaxCount", "1")]).await;
         let inst = all(&out, "instanceId")[0].clone();
+        c.wait_state(&t, &inst, "building").await;
         agent.converge(&c).await;
         c.wait_state(&t, &inst, "running").await;
 
@@ -481,5 +482,72 @@ async fn volumes_attach_detach_snapshot_and_delete() {
         ec2.err(&[("Action", "DescribeVolumes"), ("VolumeId.1", "vol-1")], StatusCode::BAD_REQUEST, "InvalidVolumeID.Malformed").await;
         let b = ec2.ok(&[("Action", "DescribeSnapshots")]).await;
         assert!(b.contains("<snapshotSet></snapshotSet>"), "{b}");
+    }
+}
+
+#[tokio::test]
+async fn security_groups_addresses_vpcs_and_subnets_map_onto_kumo_networks() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let image = c.kernel_image("tiny").await;
+        FakeAgent::register(&c, "host-a", CAPACITY).await;
+        let ec2 = Ec2::new(&c, &t).await;
+        let (s, net) = c.post("/v1/networks", &t, serde_json::json!({"name": "back", "cidr": "10.20.0.0/24"})).await;
+        assert_eq!(s, StatusCode::CREATED, "{net}");
+        let hex = net["id"].as_str().unwrap().trim_start_matches("net-").to_owned();
+        let b = ec2.ok(&[("Action", "DescribeVpcs"), ("Filter.1.Name", "cidr"), ("Filter.1.Value.1", "10.20.0.0/24")]).await;
+        assert_eq!(all(&b, "vpcId"), [format!("vpc-{hex}")], "{b}");
+        let b = ec2.ok(&[("Action", "DescribeSubnets"), ("SubnetId.1", &format!("subnet-{hex}"))]).await;
+        assert_eq!(all(&b, "vpcId"), [format!("vpc-{hex}")], "{b}");
+        assert_eq!(all(&b, "cidrBlock"), ["10.20.0.0/24"]);
+        ec2.err(&[("Action", "DescribeSubnets"), ("SubnetId.1", "subnet-0123456789abcdef0")], StatusCode::BAD_REQUEST, "InvalidSubnetID.NotFound").await;
+
+        let b = ec2.ok(&[("Action", "CreateSecurityGroup"), ("GroupName", "web"), ("GroupDescription", "web servers")]).await;
+        let sg = all(&b, "groupId")[0].clone();
+        ec2.err(&[("Action", "CreateSecurityGroup"), ("GroupName", "web"), ("GroupDescription", "again")], StatusCode::BAD_REQUEST, "InvalidGroup.Duplicate").await;
+        let ssh = [("Action", "AuthorizeSecurityGroupIngress"), ("GroupId", sg.as_str()), ("IpPermissions.1.IpProtocol", "tcp"),
+            ("IpPermissions.1.FromPort", "22"), ("IpPermissions.1.ToPort", "22"), ("IpPermissions.1.IpRanges.1.CidrIp", "0.0.0.0/0")];
+        ec2.ok(&ssh).await;
+        ec2.err(&ssh, StatusCode::BAD_REQUEST, "InvalidPermission.Duplicate").await;
+        let b = ec2.ok(&[("Action", "DescribeSecurityGroups"), ("GroupId.1", &sg)]).await;
+        assert!(b.contains("<ipPermissions><item><ipProtocol>tcp</ipProtocol><fromPort>22</fromPort><toPort>22</toPort><groups></groups><ipRanges><item><cidrIp>0.0.0.0/0</cidrIp></item></ipRanges>"), "{b}");
+        ec2.err(&[("Action", "DescribeSecurityGroups"), ("GroupId.1", "sg-nope")], StatusCode::BAD_REQUEST, "InvalidGroupId.Malformed").await;
+
+        // Launch into the subnet with the group.
+        let out = ec2
+            .ok(&[("Action", "RunInstances"), ("ImageId", &image), ("InstanceType", "mini"), ("MinCount", "1"), ("MaxCount", "1"),
+                ("SecurityGroupId.1", &sg), ("SubnetId", &format!("subnet-{hex}"))])
+            .await;
+        let inst = all(&out, "instanceId")[0].clone();
+        let (_, shown) = c.get(&format!("/v1/instances/{inst}"), &t).await;
+        assert_eq!(shown["security_groups"], serde_json::json!(["web"]), "{shown}");
+        ec2.err(&[("Action", "DeleteSecurityGroup"), ("GroupId", &sg)], StatusCode::BAD_REQUEST, "DependencyViolation").await;
+
+        // Elastic IPs need the admin's external network.
+        let (s, b) = c.post("/v1/networks", &c.admin, serde_json::json!({"name": "public", "cidr": "203.0.113.0/29", "external": true})).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let b = ec2.ok(&[("Action", "AllocateAddress"), ("Domain", "vpc")]).await;
+        let alloc = all(&b, "allocationId")[0].clone();
+        assert!(all(&b, "publicIp")[0].starts_with("203.0.113."), "{b}");
+        let b = ec2.ok(&[("Action", "AssociateAddress"), ("AllocationId", &alloc), ("InstanceId", &inst)]).await;
+        let assoc = all(&b, "associationId")[0].clone();
+        let b = ec2.ok(&[("Action", "DescribeAddresses")]).await;
+        assert_eq!((all(&b, "instanceId"), all(&b, "associationId")), (vec![inst.clone()], vec![assoc.clone()]), "{b}");
+        ec2.err(&[("Action", "ReleaseAddress"), ("AllocationId", &alloc)], StatusCode::BAD_REQUEST, "InvalidIPAddress.InUse").await;
+        ec2.ok(&[("Action", "DisassociateAddress"), ("AssociationId", &assoc)]).await;
+        ec2.ok(&[("Action", "ReleaseAddress"), ("AllocationId", &alloc)]).await;
+        assert!(ec2.ok(&[("Action", "DescribeAddresses")]).await.contains("<addressesSet></addressesSet>"));
+
+        // Another project sees none of it.
+        let t2 = c.tenant("rival").await;
+        let other = Ec2::new(&c, &t2).await;
+        other.err(&[("Action", "DescribeSecurityGroups"), ("GroupId.1", &sg)], StatusCode::BAD_REQUEST, "InvalidGroup.NotFound").await;
+        other.err(&[("Action", "DescribeVpcs"), ("VpcId.1", &format!("vpc-{hex}"))], StatusCode::BAD_REQUEST, "InvalidVpcID.NotFound").await;
+
+        let revoke = [("Action", "RevokeSecurityGroupIngress"), ("GroupId", sg.as_str()), ("IpProtocol", "tcp"), ("FromPort", "22"),
+            ("ToPort", "22"), ("CidrIp", "0.0.0.0/0")];
+        ec2.ok(&revoke).await;
+        ec2.err(&revoke, StatusCode::BAD_REQUEST, "InvalidPermission.NotFound").await;
     }
 }

@@ -99,9 +99,16 @@ class Ec2Scenario(unittest.TestCase):
         self.assertEqual(code_of(ec2.import_key_pair, KeyName="e2e-key", PublicKeyMaterial=PUBLIC_KEY)[0],
                          "InvalidKeyPair.Duplicate")
 
-        # Security groups need Kumo's networks: a clear refusal, never a fake success.
-        code, status = code_of(ec2.create_security_group, GroupName="web", Description="web")
-        self.assertEqual((code, status), ("UnsupportedOperation", 400))
+        # A security group (Kumo's own), with an SSH rule.
+        sg = ec2.create_security_group(GroupName="e2e-web", Description="web servers")["GroupId"]
+        ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        groups = ec2.describe_security_groups(GroupIds=[sg])["SecurityGroups"]
+        self.assertEqual(groups[0]["IpPermissions"][0]["FromPort"], 22)
+        self.assertEqual(groups[0]["IpPermissions"][0]["IpRanges"], [{"CidrIp": "0.0.0.0/0"}])
+        vpcs = ec2.describe_vpcs()["Vpcs"]
+        subnets = ec2.describe_subnets()["Subnets"]
+        self.assertEqual(len(vpcs), len(subnets))
 
         # DryRun.
         self.assertEqual(code_of(ec2.run_instances, ImageId=image_id, InstanceType="mini", MinCount=1, MaxCount=1,
@@ -109,7 +116,7 @@ class Ec2Scenario(unittest.TestCase):
 
         # Two instances with user data and a client token; the same token returns them again.
         token = str(uuid.uuid4())
-        run = dict(ImageId=image_id, InstanceType="mini", MinCount=2, MaxCount=2, KeyName="e2e-key",
+        run = dict(ImageId=image_id, InstanceType="mini", MinCount=2, MaxCount=2, KeyName="e2e-key", SecurityGroupIds=[sg],
                    UserData="#!/bin/sh\necho hello from user data\n", ClientToken=token,
                    TagSpecifications=[{"ResourceType": "instance",
                                        "Tags": [{"Key": "Name", "Value": "e2e"}, {"Key": "suite", "Value": "ec2"}]}])
@@ -228,6 +235,16 @@ class Ec2Scenario(unittest.TestCase):
         ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig=WAIT)
         states = {i["State"]["Name"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]}
         self.assertEqual(states, {"terminated"})
+        ec2.revoke_security_group_ingress(GroupId=sg, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        for _ in range(30):
+            try:
+                ec2.delete_security_group(GroupId=sg)
+                break
+            except ClientError as e:
+                self.assertEqual(e.response["Error"]["Code"], "DependencyViolation")
+                time.sleep(2)
+        self.assertEqual(code_of(ec2.describe_security_groups, GroupIds=[sg])[0], "InvalidGroup.NotFound")
         ec2.delete_key_pair(KeyName="e2e-key")
         self.assertEqual(ec2.describe_key_pairs()["KeyPairs"], [])
         self.assertEqual(ec2.describe_volumes()["Volumes"], [])

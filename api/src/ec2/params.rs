@@ -44,6 +44,11 @@ impl Params {
         Self { map: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect() }
     }
 
+    /// Every parameter, as pairs.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        self.map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
     /// One parameter.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.map.get(name).map(String::as_str)

@@ -9,6 +9,7 @@ mod identity;
 mod images;
 mod instances;
 pub(crate) mod keypairs;
+mod networks;
 mod quotas;
 mod snapshots;
 mod volumes;
@@ -54,6 +55,7 @@ pub fn native() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(snapshots::routes())
         .merge(quotas::routes())
         .merge(access_keys::routes())
+        .merge(networks::routes())
         .split_for_parts()
 }
 

@@ -111,6 +111,7 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
                 applied_generation: 0,
                 reboot_generation: None,
                 placement: None,
+                config_drive: false,
                 created_by: "bench".into(),
                 created_at: created,
                 updated_at: created,

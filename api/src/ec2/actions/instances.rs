@@ -242,6 +242,7 @@ fn placeholder(ctx: &Ctx<'_>) -> InstanceRecord {
         applied_generation: 0,
         reboot_generation: None,
         placement: None,
+        config_drive: false,
         created_by: String::new(),
         created_at: now,
         updated_at: now,
@@ -505,10 +506,23 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
             Ec2Error::invalid_value("UserData must decode to text (Kumo passes user data to the guest as a UTF-8 string)")
         })?),
     };
-    if !p.list("SecurityGroupId").is_empty() || !p.list("SecurityGroup").is_empty() || p.get("SubnetId").is_some() {
-        return Err(Ec2Error::unsupported(
-            "SecurityGroupIds, SecurityGroups and SubnetId need Kumo's networks, which this controller does not serve yet",
-        ));
+    // Groups by id (SecurityGroupId.N) or name (SecurityGroup.N); the subnet is a Kumo network.
+    let mut security_groups = p.list("SecurityGroupId");
+    security_groups.extend(p.list("SecurityGroup"));
+    for g in &security_groups {
+        crate::networks::security_groups::find(ctx.state, &ctx.caller, g)
+            .await
+            .map_err(|_| Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{g}' does not exist")))?;
+    }
+    let mut networks = Vec::new();
+    if let Some(subnet) = p.get("SubnetId") {
+        let net = super::network::network_id_of(subnet, "subnet")
+            .filter(|n| n.parse::<kumo_wire::NetworkId>().is_ok())
+            .ok_or_else(|| Ec2Error::client("InvalidSubnetID.NotFound", format!("The subnet ID '{subnet}' is malformed")))?;
+        crate::networks::find(ctx.state, &ctx.caller, &net)
+            .await
+            .map_err(|_| Ec2Error::client("InvalidSubnetID.NotFound", format!("The subnet ID '{subnet}' does not exist")))?;
+        networks.push(net);
     }
     let instance_tags = p.tag_specifications("instance")?;
     tags::validate(&instance_tags)?;
@@ -541,6 +555,9 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         user_data,
         count: Some(u32::try_from(max).unwrap_or(1)),
         volumes: Vec::new(),
+        networks,
+        security_groups,
+        config_drive: false,
     };
     let launched = crate::instances::run(ctx.state, &ctx.caller, req).await;
     let rows = match launched {

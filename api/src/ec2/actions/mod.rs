@@ -13,9 +13,7 @@ use super::errors::{Ec2Error, Ec2Result};
 use super::xml::Xml;
 use super::Ctx;
 
-/// Every action served; the rest answer `InvalidAction`. Networking actions
-/// are listed (EC2 knows them) but answer `UnsupportedOperation` until Kumo's
-/// networks land in this branch.
+/// Every action served; the rest answer `InvalidAction`.
 pub const ACTIONS: &[&str] = &[
     "DescribeRegions",
     "DescribeAvailabilityZones",
@@ -96,7 +94,19 @@ pub async fn dispatch(ctx: &Ctx<'_>, action: &str) -> Ec2Result<String> {
         "CreateTags" => tags::create_tags(ctx, &mut x).await?,
         "DeleteTags" => tags::delete_tags(ctx, &mut x).await?,
         "DescribeTags" => tags::describe_tags(ctx, &mut x).await?,
-        other => return network::unsupported(other),
+        "CreateSecurityGroup" => network::create_security_group(ctx, &mut x).await?,
+        "DescribeSecurityGroups" => network::describe_security_groups(ctx, &mut x).await?,
+        "AuthorizeSecurityGroupIngress" => network::authorize_ingress(ctx, &mut x).await?,
+        "RevokeSecurityGroupIngress" => network::revoke_ingress(ctx, &mut x).await?,
+        "DeleteSecurityGroup" => network::delete_security_group(ctx, &mut x).await?,
+        "AllocateAddress" => network::allocate_address(ctx, &mut x).await?,
+        "AssociateAddress" => network::associate_address(ctx, &mut x).await?,
+        "DisassociateAddress" => network::disassociate_address(ctx, &mut x).await?,
+        "ReleaseAddress" => network::release_address(ctx, &mut x).await?,
+        "DescribeAddresses" => network::describe_addresses(ctx, &mut x).await?,
+        "DescribeVpcs" => network::describe_vpcs(ctx, &mut x).await?,
+        "DescribeSubnets" => network::describe_subnets(ctx, &mut x).await?,
+        other => return Err(Ec2Error::invalid_action(other)),
     }
     Ok(x.finish(action))
 }
