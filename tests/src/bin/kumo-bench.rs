@@ -477,6 +477,16 @@ async fn ec2_bench() -> Result<()> {
     for role in ["kernel", "initrd"] {
         client.put(format!("{endpoint}/v1/images/{image_id}/files/{role}")).bearer_auth(&token).body("bytes").send().await?;
     }
+    // The default /24 holds about 250 instances: launch into a /20.
+    let net: Value = client
+        .post(format!("{endpoint}/v1/networks"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "bench", "cidr": "10.64.0.0/20"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let subnet = format!("subnet-{}", net["id"].as_str().context("network id")?.trim_start_matches("net-"));
     let key: Value = client.post(format!("{endpoint}/v1/access-keys")).bearer_auth(&token).send().await?.json().await?;
     let signer = Ec2Signer {
         url: format!("{endpoint}/"),
@@ -491,7 +501,7 @@ async fn ec2_bench() -> Result<()> {
         let t = Instant::now();
         signer
             .call(&client, &[("Action", "RunInstances"), ("ImageId", &image_id), ("InstanceType", "mini"),
-                ("MinCount", "1"), ("MaxCount", "1"), ("ClientToken", &token)])
+                ("MinCount", "1"), ("MaxCount", "1"), ("ClientToken", &token), ("SubnetId", &subnet)])
             .await?;
         lat.push(t.elapsed());
     }
@@ -508,7 +518,7 @@ async fn ec2_bench() -> Result<()> {
         let token = format!("bulk-{n}");
         signer
             .call(&client, &[("Action", "RunInstances"), ("ImageId", &image_id), ("InstanceType", "mini"),
-                ("MinCount", "100"), ("MaxCount", "100"), ("ClientToken", &token)])
+                ("MinCount", "100"), ("MaxCount", "100"), ("ClientToken", &token), ("SubnetId", &subnet)])
             .await?;
     }
     describe_load(&client, &signer, pid, 1_000, 1, 40).await?;

@@ -568,6 +568,9 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
             }
             return Err(match e {
                 ApiError::QuotaExceeded(m) => Ec2Error::client("InstanceLimitExceeded", m),
+                ApiError::Conflict(m) if m.contains("no free addresses") => {
+                    Ec2Error::client("InsufficientFreeAddressesInSubnet", m)
+                }
                 other => other.into(),
             });
         }
