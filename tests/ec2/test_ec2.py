@@ -212,6 +212,17 @@ class Ec2Scenario(unittest.TestCase):
         status, body = raw_call({"Action": "DescribeRegions"}, when=old)
         self.assertEqual(status, 400, body)
         self.assertIn("<Code>RequestExpired</Code>", body)
+        # A presigned URL (query-string SigV4; botocore signs EC2's for POST) works; a changed expiry does not.
+        url = ec2.generate_presigned_url("describe_regions", ExpiresIn=60)
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30) as resp:
+            self.assertIn(f"<regionName>{REGION}</regionName>", resp.read().decode())
+        forged = url.replace("X-Amz-Expires=60", "X-Amz-Expires=600")
+        try:
+            urllib.request.urlopen(urllib.request.Request(forged, data=b"", method="POST"), timeout=30)
+            self.fail("a presigned URL with a changed expiry was accepted")
+        except urllib.error.HTTPError as e:
+            self.assertEqual(e.code, 401)
+            self.assertIn("<Code>AuthFailure</Code>", e.read().decode())
         status, body = raw_call({"Action": "LaunchRockets"})
         self.assertEqual(status, 400, body)
         self.assertIn("<Code>InvalidAction</Code>", body)
