@@ -239,13 +239,15 @@ pub async fn lookup(db: &Db, data_dir: &Path, id: &str) -> Result<Option<KeyOwne
 /// Records that a key was used (at most one write a minute per key).
 pub async fn touch(db: &Db, id: &str) -> Result<(), ApiError> {
     let now = Timestamp::now();
-    sqlx::query("UPDATE access_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)")
-        .bind(id)
-        .bind(now.millis())
-        .bind(now.plus_millis(-60_000).millis())
-        .execute(db.pool())
-        .await
-        .map_err(DbError::from)?;
+    sqlx::query(
+        "UPDATE access_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)",
+    )
+    .bind(id)
+    .bind(now.millis())
+    .bind(now.plus_millis(-60_000).millis())
+    .execute(db.pool())
+    .await
+    .map_err(DbError::from)?;
     Ok(())
 }
 

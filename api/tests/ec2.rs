@@ -244,16 +244,32 @@ async fn xml_shapes_and_client_errors() {
         assert_eq!(all(&b, "imageState"), ["available"]);
 
         ec2.err(&[("Action", "LaunchRockets")], StatusCode::BAD_REQUEST, "InvalidAction").await;
-        ec2.err(&[("Action", "DescribeInstances"), ("InstanceId.1", "i-nope")], StatusCode::BAD_REQUEST, "InvalidInstanceID.Malformed").await;
+        ec2.err(
+            &[("Action", "DescribeInstances"), ("InstanceId.1", "i-nope")],
+            StatusCode::BAD_REQUEST,
+            "InvalidInstanceID.Malformed",
+        )
+        .await;
         ec2.err(
             &[("Action", "DescribeInstances"), ("InstanceId.1", "i-0123456789abcdef0")],
             StatusCode::BAD_REQUEST,
             "InvalidInstanceID.NotFound",
         )
         .await;
-        ec2.err(&[("Action", "DescribeInstances"), ("Filter.1.Name", "colour"), ("Filter.1.Value.1", "x")], StatusCode::BAD_REQUEST, "InvalidParameterValue").await;
+        ec2.err(
+            &[("Action", "DescribeInstances"), ("Filter.1.Name", "colour"), ("Filter.1.Value.1", "x")],
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValue",
+        )
+        .await;
         let run = |image: &'static str| {
-            [("Action", "RunInstances"), ("ImageId", image), ("InstanceType", "mini"), ("MinCount", "1"), ("MaxCount", "1")]
+            [
+                ("Action", "RunInstances"),
+                ("ImageId", image),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+            ]
         };
         ec2.err(&run("ami-0123456789abcdef0"), StatusCode::BAD_REQUEST, "InvalidAMIID.NotFound").await;
         ec2.err(&run("ami-x"), StatusCode::BAD_REQUEST, "InvalidAMIID.Malformed").await;
@@ -271,7 +287,12 @@ async fn xml_shapes_and_client_errors() {
         no_key[1].1 = &image;
         no_key.push(("KeyName", "absent"));
         ec2.err(&no_key, StatusCode::BAD_REQUEST, "InvalidKeyPair.NotFound").await;
-        ec2.err(&[("Action", "RunInstances"), ("ImageId", &image), ("InstanceType", "mini")], StatusCode::BAD_REQUEST, "MissingParameter").await;
+        ec2.err(
+            &[("Action", "RunInstances"), ("ImageId", &image), ("InstanceType", "mini")],
+            StatusCode::BAD_REQUEST,
+            "MissingParameter",
+        )
+        .await;
         // Nothing was launched by any of those.
         let (_, list) = c.get("/v1/instances", &t).await;
         assert_eq!(list["instances"].as_array().unwrap().len(), 0, "{list}");
@@ -282,12 +303,22 @@ async fn xml_shapes_and_client_errors() {
         let material = base64::engine::general_purpose::STANDARD.encode(public);
         let b = ec2.ok(&[("Action", "ImportKeyPair"), ("KeyName", "alice"), ("PublicKeyMaterial", &material)]).await;
         assert!(all(&b, "keyFingerprint")[0].starts_with("SHA256:"), "{b}");
-        ec2.err(&[("Action", "ImportKeyPair"), ("KeyName", "alice"), ("PublicKeyMaterial", &material)], StatusCode::BAD_REQUEST, "InvalidKeyPair.Duplicate").await;
+        ec2.err(
+            &[("Action", "ImportKeyPair"), ("KeyName", "alice"), ("PublicKeyMaterial", &material)],
+            StatusCode::BAD_REQUEST,
+            "InvalidKeyPair.Duplicate",
+        )
+        .await;
         let b = ec2.ok(&[("Action", "CreateKeyPair"), ("KeyName", "bob")]).await;
         assert!(all(&b, "keyMaterial")[0].contains("BEGIN OPENSSH PRIVATE KEY"), "{b}");
         let b = ec2.ok(&[("Action", "DescribeKeyPairs")]).await;
         assert_eq!(all(&b, "keyName"), ["alice", "bob"]);
-        ec2.err(&[("Action", "DescribeKeyPairs"), ("KeyName.1", "carol")], StatusCode::BAD_REQUEST, "InvalidKeyPair.NotFound").await;
+        ec2.err(
+            &[("Action", "DescribeKeyPairs"), ("KeyName.1", "carol")],
+            StatusCode::BAD_REQUEST,
+            "InvalidKeyPair.NotFound",
+        )
+        .await;
         ec2.ok(&[("Action", "DeleteKeyPair"), ("KeyName", "bob")]).await;
         let b = ec2.ok(&[("Action", "DescribeKeyPairs")]).await;
         assert_eq!(all(&b, "keyName"), ["alice"]);
@@ -340,20 +371,36 @@ async fn run_instances_is_idempotent_and_the_lifecycle_shows_ec2_states() {
         assert!(desired.instances.iter().all(|i| i.spec.user_data.as_deref() == Some("#!/bin/sh\necho hi\n")));
 
         // Filters: tag and state; pagination.
-        let b = ec2.ok(&[("Action", "DescribeInstances"), ("Filter.1.Name", "tag:Name"), ("Filter.1.Value.1", "we*")]).await;
+        let b = ec2
+            .ok(&[("Action", "DescribeInstances"), ("Filter.1.Name", "tag:Name"), ("Filter.1.Value.1", "we*")])
+            .await;
         assert_eq!(all(&b, "instanceId").len(), 2);
-        let b = ec2.ok(&[("Action", "DescribeInstances"), ("Filter.1.Name", "tag:Name"), ("Filter.1.Value.1", "db")]).await;
+        let b =
+            ec2.ok(&[("Action", "DescribeInstances"), ("Filter.1.Name", "tag:Name"), ("Filter.1.Value.1", "db")]).await;
         assert!(all(&b, "instanceId").is_empty());
         agent.converge(&c).await;
         c.wait_state(&t, &ids[0], "running").await;
         c.wait_state(&t, &ids[1], "running").await;
-        let b = ec2.ok(&[("Action", "DescribeInstances"), ("Filter.1.Name", "instance-state-name"), ("Filter.1.Value.1", "running")]).await;
+        let b = ec2
+            .ok(&[
+                ("Action", "DescribeInstances"),
+                ("Filter.1.Name", "instance-state-name"),
+                ("Filter.1.Value.1", "running"),
+            ])
+            .await;
         assert_eq!(all(&b, "instanceId").len(), 2);
         assert!(b.contains("<instanceState><code>16</code><name>running</name></instanceState>"), "{b}");
         assert!(b.contains("<tagSet><item><key>Name</key><value>web</value></item></tagSet>"), "{b}");
         assert!(b.contains("<availabilityZone>zone-1</availabilityZone>"), "{b}");
         for _ in 0..4 {
-            ec2.ok(&[("Action", "RunInstances"), ("ImageId", &image), ("InstanceType", "mini"), ("MinCount", "1"), ("MaxCount", "1")]).await;
+            ec2.ok(&[
+                ("Action", "RunInstances"),
+                ("ImageId", &image),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+            ])
+            .await;
         }
         let mut seen = Vec::new();
         let mut token: Option<String> = None;
@@ -370,7 +417,12 @@ async fn run_instances_is_idempotent_and_the_lifecycle_shows_ec2_states() {
             }
         }
         assert_eq!(seen.len(), 6, "{seen:?}");
-        ec2.err(&[("Action", "DescribeInstances"), ("NextToken", "bogus")], StatusCode::BAD_REQUEST, "InvalidNextToken").await;
+        ec2.err(
+            &[("Action", "DescribeInstances"), ("NextToken", "bogus")],
+            StatusCode::BAD_REQUEST,
+            "InvalidNextToken",
+        )
+        .await;
 
         // Stop, start, reboot, terminate.
         let b = ec2.ok(&[("Action", "StopInstances"), ("InstanceId.1", &ids[0])]).await;
@@ -378,12 +430,22 @@ async fn run_instances_is_idempotent_and_the_lifecycle_shows_ec2_states() {
         agent.converge(&c).await;
         c.wait_state(&t, &ids[0], "stopped").await;
         assert_eq!(state_of(&ec2, &ids[0]).await, "stopped");
-        ec2.err(&[("Action", "RebootInstances"), ("InstanceId.1", &ids[0])], StatusCode::BAD_REQUEST, "IncorrectInstanceState").await;
+        ec2.err(
+            &[("Action", "RebootInstances"), ("InstanceId.1", &ids[0])],
+            StatusCode::BAD_REQUEST,
+            "IncorrectInstanceState",
+        )
+        .await;
         ec2.ok(&[("Action", "StartInstances"), ("InstanceId.1", &ids[0])]).await;
         agent.converge(&c).await;
         c.wait_state(&t, &ids[0], "running").await;
         ec2.ok(&[("Action", "RebootInstances"), ("InstanceId.1", &ids[0])]).await;
-        ec2.err(&[("Action", "StopInstances"), ("InstanceId.1", &ids[0]), ("DryRun", "true")], StatusCode::PRECONDITION_FAILED, "DryRunOperation").await;
+        ec2.err(
+            &[("Action", "StopInstances"), ("InstanceId.1", &ids[0]), ("DryRun", "true")],
+            StatusCode::PRECONDITION_FAILED,
+            "DryRunOperation",
+        )
+        .await;
         agent.converge(&c).await;
         let b = ec2.ok(&[("Action", "TerminateInstances"), ("InstanceId.1", &ids[0]), ("InstanceId.2", &ids[1])]).await;
         assert_eq!(all(&b, "instanceId").len(), 2);
@@ -392,7 +454,10 @@ async fn run_instances_is_idempotent_and_the_lifecycle_shows_ec2_states() {
         c.wait_state(&t, &ids[0], "deleted").await;
         assert_eq!(state_of(&ec2, &ids[0]).await, "terminated", "terminated instances stay visible");
         let b = ec2.ok(&[("Action", "TerminateInstances"), ("InstanceId.1", &ids[0])]).await;
-        assert!(b.contains("<currentState><code>48</code><name>terminated</name></currentState>"), "terminating twice succeeds: {b}");
+        assert!(
+            b.contains("<currentState><code>48</code><name>terminated</name></currentState>"),
+            "terminating twice succeeds: {b}"
+        );
         let b = ec2.ok(&[("Action", "DescribeTags")]).await;
         assert!(!b.contains(&ids[0]), "a terminated instance's tags are not listed: {b}");
     }
@@ -409,7 +474,14 @@ async fn another_projects_keys_see_and_touch_nothing() {
         let a = Ec2::new(&c, &t1).await;
         let b = Ec2::new(&c, &t2).await;
         let out = a
-            .ok(&[("Action", "RunInstances"), ("ImageId", &image), ("InstanceType", "mini"), ("MinCount", "1"), ("MaxCount", "1"), ("ClientToken", "same")])
+            .ok(&[
+                ("Action", "RunInstances"),
+                ("ImageId", &image),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("ClientToken", "same"),
+            ])
             .await;
         let id = all(&out, "instanceId")[0].clone();
         a.ok(&[("Action", "CreateTags"), ("ResourceId.1", &id), ("Tag.1.Key", "owner"), ("Tag.1.Value", "acme")]).await;
@@ -420,18 +492,47 @@ async fn another_projects_keys_see_and_touch_nothing() {
         assert!(seen.contains("<reservationSet></reservationSet>"), "{seen}");
         assert!(b.ok(&[("Action", "DescribeVolumes")]).await.contains("<volumeSet></volumeSet>"));
         assert!(b.ok(&[("Action", "DescribeTags")]).await.contains("<tagSet></tagSet>"));
-        b.err(&[("Action", "DescribeInstances"), ("InstanceId.1", &id)], StatusCode::BAD_REQUEST, "InvalidInstanceID.NotFound").await;
-        b.err(&[("Action", "TerminateInstances"), ("InstanceId.1", &id)], StatusCode::BAD_REQUEST, "InvalidInstanceID.NotFound").await;
-        b.err(&[("Action", "CreateTags"), ("ResourceId.1", &id), ("Tag.1.Key", "x")], StatusCode::BAD_REQUEST, "InvalidInstanceID.NotFound").await;
-        b.err(&[("Action", "DeleteVolume"), ("VolumeId", &vol)], StatusCode::BAD_REQUEST, "InvalidVolume.NotFound").await;
-        b.err(&[("Action", "GetConsoleOutput"), ("InstanceId", &id)], StatusCode::BAD_REQUEST, "InvalidInstanceID.NotFound").await;
+        b.err(
+            &[("Action", "DescribeInstances"), ("InstanceId.1", &id)],
+            StatusCode::BAD_REQUEST,
+            "InvalidInstanceID.NotFound",
+        )
+        .await;
+        b.err(
+            &[("Action", "TerminateInstances"), ("InstanceId.1", &id)],
+            StatusCode::BAD_REQUEST,
+            "InvalidInstanceID.NotFound",
+        )
+        .await;
+        b.err(
+            &[("Action", "CreateTags"), ("ResourceId.1", &id), ("Tag.1.Key", "x")],
+            StatusCode::BAD_REQUEST,
+            "InvalidInstanceID.NotFound",
+        )
+        .await;
+        b.err(&[("Action", "DeleteVolume"), ("VolumeId", &vol)], StatusCode::BAD_REQUEST, "InvalidVolume.NotFound")
+            .await;
+        b.err(
+            &[("Action", "GetConsoleOutput"), ("InstanceId", &id)],
+            StatusCode::BAD_REQUEST,
+            "InvalidInstanceID.NotFound",
+        )
+        .await;
         // The same client token in another project is another launch.
         let theirs = b
-            .ok(&[("Action", "RunInstances"), ("ImageId", &image), ("InstanceType", "mini"), ("MinCount", "1"), ("MaxCount", "1"), ("ClientToken", "same")])
+            .ok(&[
+                ("Action", "RunInstances"),
+                ("ImageId", &image),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("ClientToken", "same"),
+            ])
             .await;
         assert_ne!(all(&theirs, "instanceId")[0], id);
         assert_eq!(state_of(&a, &id).await, "pending", "untouched");
-        let tags = a.ok(&[("Action", "DescribeTags"), ("Filter.1.Name", "resource-id"), ("Filter.1.Value.1", &id)]).await;
+        let tags =
+            a.ok(&[("Action", "DescribeTags"), ("Filter.1.Name", "resource-id"), ("Filter.1.Value.1", &id)]).await;
         assert_eq!(all(&tags, "key"), ["owner"]);
     }
 }
@@ -444,15 +545,35 @@ async fn volumes_attach_detach_snapshot_and_delete() {
         let image = c.kernel_image("tiny").await;
         let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
         let ec2 = Ec2::new(&c, &t).await;
-        let out = ec2.ok(&[("Action", "RunInstances"), ("ImageId", &image), ("InstanceType", "mini"), ("MinCount", "1"), ("MaxCount", "1")]).await;
+        let out = ec2
+            .ok(&[
+                ("Action", "RunInstances"),
+                ("ImageId", &image),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+            ])
+            .await;
         let inst = all(&out, "instanceId")[0].clone();
         c.wait_state(&t, &inst, "building").await;
         agent.converge(&c).await;
         c.wait_state(&t, &inst, "running").await;
 
-        ec2.err(&[("Action", "CreateVolume"), ("AvailabilityZone", "mars-1"), ("Size", "1")], StatusCode::BAD_REQUEST, "InvalidParameterValue").await;
-        let create = [("Action", "CreateVolume"), ("AvailabilityZone", "zone-1"), ("Size", "2"), ("ClientToken", "v1"),
-            ("TagSpecification.1.ResourceType", "volume"), ("TagSpecification.1.Tag.1.Key", "role"), ("TagSpecification.1.Tag.1.Value", "data")];
+        ec2.err(
+            &[("Action", "CreateVolume"), ("AvailabilityZone", "mars-1"), ("Size", "1")],
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValue",
+        )
+        .await;
+        let create = [
+            ("Action", "CreateVolume"),
+            ("AvailabilityZone", "zone-1"),
+            ("Size", "2"),
+            ("ClientToken", "v1"),
+            ("TagSpecification.1.ResourceType", "volume"),
+            ("TagSpecification.1.Tag.1.Key", "role"),
+            ("TagSpecification.1.Tag.1.Value", "data"),
+        ];
         let b = ec2.ok(&create).await;
         let vol = all(&b, "volumeId")[0].clone();
         assert_eq!(all(&b, "status"), ["creating"]);
@@ -461,10 +582,18 @@ async fn volumes_attach_detach_snapshot_and_delete() {
         let b = ec2.ok(&[("Action", "DescribeVolumes"), ("VolumeId.1", &vol)]).await;
         assert_eq!(all(&b, "status"), ["available"], "{b}");
         assert!(b.contains("<attachmentSet></attachmentSet>"), "{b}");
-        let b = ec2.ok(&[("Action", "AttachVolume"), ("VolumeId", &vol), ("InstanceId", &inst), ("Device", "/dev/sdf")]).await;
+        let b = ec2
+            .ok(&[("Action", "AttachVolume"), ("VolumeId", &vol), ("InstanceId", &inst), ("Device", "/dev/sdf")])
+            .await;
         assert_eq!(all(&b, "device"), ["/dev/vdb"], "{b}");
         agent.converge_storage(&c, None).await;
-        let b = ec2.ok(&[("Action", "DescribeVolumes"), ("Filter.1.Name", "attachment.instance-id"), ("Filter.1.Value.1", &inst)]).await;
+        let b = ec2
+            .ok(&[
+                ("Action", "DescribeVolumes"),
+                ("Filter.1.Name", "attachment.instance-id"),
+                ("Filter.1.Value.1", &inst),
+            ])
+            .await;
         assert_eq!(all(&b, "status"), ["in-use", "attached"], "{b}");
         ec2.err(&[("Action", "DeleteVolume"), ("VolumeId", &vol)], StatusCode::BAD_REQUEST, "VolumeInUse").await;
         let b = ec2.ok(&[("Action", "CreateSnapshot"), ("VolumeId", &vol), ("Description", "nightly")]).await;
@@ -472,14 +601,28 @@ async fn volumes_attach_detach_snapshot_and_delete() {
         assert_eq!(all(&b, "status"), ["pending"]);
         agent.converge_storage(&c, None).await;
         let b = ec2.ok(&[("Action", "DescribeSnapshots"), ("Owner.1", "self")]).await;
-        assert_eq!((all(&b, "snapshotId"), all(&b, "status")), (vec![snap.clone()], vec!["completed".to_owned()]), "{b}");
+        assert_eq!(
+            (all(&b, "snapshotId"), all(&b, "status")),
+            (vec![snap.clone()], vec!["completed".to_owned()]),
+            "{b}"
+        );
         ec2.ok(&[("Action", "DetachVolume"), ("VolumeId", &vol)]).await;
         agent.converge_storage(&c, None).await;
         ec2.ok(&[("Action", "DeleteSnapshot"), ("SnapshotId", &snap)]).await;
         ec2.ok(&[("Action", "DeleteVolume"), ("VolumeId", &vol)]).await;
         agent.converge_storage(&c, None).await;
-        ec2.err(&[("Action", "DescribeVolumes"), ("VolumeId.1", &vol)], StatusCode::BAD_REQUEST, "InvalidVolume.NotFound").await;
-        ec2.err(&[("Action", "DescribeVolumes"), ("VolumeId.1", "vol-1")], StatusCode::BAD_REQUEST, "InvalidVolumeID.Malformed").await;
+        ec2.err(
+            &[("Action", "DescribeVolumes"), ("VolumeId.1", &vol)],
+            StatusCode::BAD_REQUEST,
+            "InvalidVolume.NotFound",
+        )
+        .await;
+        ec2.err(
+            &[("Action", "DescribeVolumes"), ("VolumeId.1", "vol-1")],
+            StatusCode::BAD_REQUEST,
+            "InvalidVolumeID.Malformed",
+        )
+        .await;
         let b = ec2.ok(&[("Action", "DescribeSnapshots")]).await;
         assert!(b.contains("<snapshotSet></snapshotSet>"), "{b}");
     }
@@ -496,36 +639,75 @@ async fn security_groups_addresses_vpcs_and_subnets_map_onto_kumo_networks() {
         let (s, net) = c.post("/v1/networks", &t, serde_json::json!({"name": "back", "cidr": "10.20.0.0/24"})).await;
         assert_eq!(s, StatusCode::CREATED, "{net}");
         let hex = net["id"].as_str().unwrap().trim_start_matches("net-").to_owned();
-        let b = ec2.ok(&[("Action", "DescribeVpcs"), ("Filter.1.Name", "cidr"), ("Filter.1.Value.1", "10.20.0.0/24")]).await;
+        let b = ec2
+            .ok(&[("Action", "DescribeVpcs"), ("Filter.1.Name", "cidr"), ("Filter.1.Value.1", "10.20.0.0/24")])
+            .await;
         assert_eq!(all(&b, "vpcId"), [format!("vpc-{hex}")], "{b}");
         let b = ec2.ok(&[("Action", "DescribeSubnets"), ("SubnetId.1", &format!("subnet-{hex}"))]).await;
         assert_eq!(all(&b, "vpcId"), [format!("vpc-{hex}")], "{b}");
         assert_eq!(all(&b, "cidrBlock"), ["10.20.0.0/24"]);
-        ec2.err(&[("Action", "DescribeSubnets"), ("SubnetId.1", "subnet-0123456789abcdef0")], StatusCode::BAD_REQUEST, "InvalidSubnetID.NotFound").await;
+        ec2.err(
+            &[("Action", "DescribeSubnets"), ("SubnetId.1", "subnet-0123456789abcdef0")],
+            StatusCode::BAD_REQUEST,
+            "InvalidSubnetID.NotFound",
+        )
+        .await;
 
-        let b = ec2.ok(&[("Action", "CreateSecurityGroup"), ("GroupName", "web"), ("GroupDescription", "web servers")]).await;
+        let b = ec2
+            .ok(&[("Action", "CreateSecurityGroup"), ("GroupName", "web"), ("GroupDescription", "web servers")])
+            .await;
         let sg = all(&b, "groupId")[0].clone();
-        ec2.err(&[("Action", "CreateSecurityGroup"), ("GroupName", "web"), ("GroupDescription", "again")], StatusCode::BAD_REQUEST, "InvalidGroup.Duplicate").await;
-        let ssh = [("Action", "AuthorizeSecurityGroupIngress"), ("GroupId", sg.as_str()), ("IpPermissions.1.IpProtocol", "tcp"),
-            ("IpPermissions.1.FromPort", "22"), ("IpPermissions.1.ToPort", "22"), ("IpPermissions.1.IpRanges.1.CidrIp", "0.0.0.0/0")];
+        ec2.err(
+            &[("Action", "CreateSecurityGroup"), ("GroupName", "web"), ("GroupDescription", "again")],
+            StatusCode::BAD_REQUEST,
+            "InvalidGroup.Duplicate",
+        )
+        .await;
+        let ssh = [
+            ("Action", "AuthorizeSecurityGroupIngress"),
+            ("GroupId", sg.as_str()),
+            ("IpPermissions.1.IpProtocol", "tcp"),
+            ("IpPermissions.1.FromPort", "22"),
+            ("IpPermissions.1.ToPort", "22"),
+            ("IpPermissions.1.IpRanges.1.CidrIp", "0.0.0.0/0"),
+        ];
         ec2.ok(&ssh).await;
         ec2.err(&ssh, StatusCode::BAD_REQUEST, "InvalidPermission.Duplicate").await;
         let b = ec2.ok(&[("Action", "DescribeSecurityGroups"), ("GroupId.1", &sg)]).await;
         assert!(b.contains("<ipPermissions><item><ipProtocol>tcp</ipProtocol><fromPort>22</fromPort><toPort>22</toPort><groups></groups><ipRanges><item><cidrIp>0.0.0.0/0</cidrIp></item></ipRanges>"), "{b}");
-        ec2.err(&[("Action", "DescribeSecurityGroups"), ("GroupId.1", "sg-nope")], StatusCode::BAD_REQUEST, "InvalidGroupId.Malformed").await;
+        ec2.err(
+            &[("Action", "DescribeSecurityGroups"), ("GroupId.1", "sg-nope")],
+            StatusCode::BAD_REQUEST,
+            "InvalidGroupId.Malformed",
+        )
+        .await;
 
         // Launch into the subnet with the group.
         let out = ec2
-            .ok(&[("Action", "RunInstances"), ("ImageId", &image), ("InstanceType", "mini"), ("MinCount", "1"), ("MaxCount", "1"),
-                ("SecurityGroupId.1", &sg), ("SubnetId", &format!("subnet-{hex}"))])
+            .ok(&[
+                ("Action", "RunInstances"),
+                ("ImageId", &image),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("SecurityGroupId.1", &sg),
+                ("SubnetId", &format!("subnet-{hex}")),
+            ])
             .await;
         let inst = all(&out, "instanceId")[0].clone();
         let (_, shown) = c.get(&format!("/v1/instances/{inst}"), &t).await;
         assert_eq!(shown["security_groups"], serde_json::json!(["web"]), "{shown}");
-        ec2.err(&[("Action", "DeleteSecurityGroup"), ("GroupId", &sg)], StatusCode::BAD_REQUEST, "DependencyViolation").await;
+        ec2.err(&[("Action", "DeleteSecurityGroup"), ("GroupId", &sg)], StatusCode::BAD_REQUEST, "DependencyViolation")
+            .await;
 
         // Elastic IPs need the admin's external network.
-        let (s, b) = c.post("/v1/networks", &c.admin, serde_json::json!({"name": "public", "cidr": "203.0.113.0/29", "external": true})).await;
+        let (s, b) = c
+            .post(
+                "/v1/networks",
+                &c.admin,
+                serde_json::json!({"name": "public", "cidr": "203.0.113.0/29", "external": true}),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let b = ec2.ok(&[("Action", "AllocateAddress"), ("Domain", "vpc")]).await;
         let alloc = all(&b, "allocationId")[0].clone();
@@ -534,7 +716,12 @@ async fn security_groups_addresses_vpcs_and_subnets_map_onto_kumo_networks() {
         let assoc = all(&b, "associationId")[0].clone();
         let b = ec2.ok(&[("Action", "DescribeAddresses")]).await;
         assert_eq!((all(&b, "instanceId"), all(&b, "associationId")), (vec![inst.clone()], vec![assoc.clone()]), "{b}");
-        ec2.err(&[("Action", "ReleaseAddress"), ("AllocationId", &alloc)], StatusCode::BAD_REQUEST, "InvalidIPAddress.InUse").await;
+        ec2.err(
+            &[("Action", "ReleaseAddress"), ("AllocationId", &alloc)],
+            StatusCode::BAD_REQUEST,
+            "InvalidIPAddress.InUse",
+        )
+        .await;
         ec2.ok(&[("Action", "DisassociateAddress"), ("AssociationId", &assoc)]).await;
         ec2.ok(&[("Action", "ReleaseAddress"), ("AllocationId", &alloc)]).await;
         assert!(ec2.ok(&[("Action", "DescribeAddresses")]).await.contains("<addressesSet></addressesSet>"));
@@ -542,11 +729,29 @@ async fn security_groups_addresses_vpcs_and_subnets_map_onto_kumo_networks() {
         // Another project sees none of it.
         let t2 = c.tenant("rival").await;
         let other = Ec2::new(&c, &t2).await;
-        other.err(&[("Action", "DescribeSecurityGroups"), ("GroupId.1", &sg)], StatusCode::BAD_REQUEST, "InvalidGroup.NotFound").await;
-        other.err(&[("Action", "DescribeVpcs"), ("VpcId.1", &format!("vpc-{hex}"))], StatusCode::BAD_REQUEST, "InvalidVpcID.NotFound").await;
+        other
+            .err(
+                &[("Action", "DescribeSecurityGroups"), ("GroupId.1", &sg)],
+                StatusCode::BAD_REQUEST,
+                "InvalidGroup.NotFound",
+            )
+            .await;
+        other
+            .err(
+                &[("Action", "DescribeVpcs"), ("VpcId.1", &format!("vpc-{hex}"))],
+                StatusCode::BAD_REQUEST,
+                "InvalidVpcID.NotFound",
+            )
+            .await;
 
-        let revoke = [("Action", "RevokeSecurityGroupIngress"), ("GroupId", sg.as_str()), ("IpProtocol", "tcp"), ("FromPort", "22"),
-            ("ToPort", "22"), ("CidrIp", "0.0.0.0/0")];
+        let revoke = [
+            ("Action", "RevokeSecurityGroupIngress"),
+            ("GroupId", sg.as_str()),
+            ("IpProtocol", "tcp"),
+            ("FromPort", "22"),
+            ("ToPort", "22"),
+            ("CidrIp", "0.0.0.0/0"),
+        ];
         ec2.ok(&revoke).await;
         ec2.err(&revoke, StatusCode::BAD_REQUEST, "InvalidPermission.NotFound").await;
     }

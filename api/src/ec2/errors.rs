@@ -69,7 +69,10 @@ impl Ec2Error {
 
     /// `<Kind>.Malformed` for an id of the wrong shape.
     pub fn malformed(code: &'static str, what: &str, id: &str) -> Self {
-        Self::client(code, format!("Invalid id: \"{}\" (expecting a {what} id)", id.chars().take(64).collect::<String>()))
+        Self::client(
+            code,
+            format!("Invalid id: \"{}\" (expecting a {what} id)", id.chars().take(64).collect::<String>()),
+        )
     }
 }
 
@@ -80,9 +83,7 @@ impl From<ApiError> for Ec2Error {
         match e {
             ApiError::BadRequest(m) | ApiError::Invalid(m) => Self::invalid_value(m),
             ApiError::Unauthorized(m) => Self::auth_failure(m),
-            ApiError::Forbidden(m) => {
-                Self { code: "UnauthorizedOperation", status: StatusCode::FORBIDDEN, message: m }
-            }
+            ApiError::Forbidden(m) => Self { code: "UnauthorizedOperation", status: StatusCode::FORBIDDEN, message: m },
             ApiError::NotFound(m) => {
                 let code = [
                     ("instance ", "InvalidInstanceID.NotFound"),
@@ -99,7 +100,9 @@ impl From<ApiError> for Ec2Error {
             ApiError::Conflict(m) => Self::client("IncorrectState", m),
             ApiError::QuotaExceeded(m) => Self::client("ResourceLimitExceeded", m),
             ApiError::TooLarge(m) => Self::invalid_value(m),
-            ApiError::Unavailable(m) => Self { code: "Unavailable", status: StatusCode::SERVICE_UNAVAILABLE, message: m },
+            ApiError::Unavailable(m) => {
+                Self { code: "Unavailable", status: StatusCode::SERVICE_UNAVAILABLE, message: m }
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error in an EC2 action");
                 Self {

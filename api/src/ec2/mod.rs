@@ -110,7 +110,10 @@ async fn serve(
     let action = params.get("Action").ok_or_else(|| Ec2Error::missing("Action"))?.to_owned();
     if let Some(v) = params.get("Version") {
         if v != API_VERSION {
-            return Err(Ec2Error::client("InvalidParameterValue", format!("Version {v} is not served; use {API_VERSION}")));
+            return Err(Ec2Error::client(
+                "InvalidParameterValue",
+                format!("Version {v} is not served; use {API_VERSION}"),
+            ));
         }
     }
     let ctx = Ctx { state, caller, params, request_id: request_id.to_owned() };
@@ -120,11 +123,9 @@ async fn serve(
 /// Verifies the signature and returns the key's owner.
 async fn authenticate(state: &AppState, req: &sigv4::Request<'_>) -> Ec2Result<Caller> {
     let sig = sigv4::parse(req).map_err(|e| match e {
-        sigv4::SigError::Missing => Ec2Error {
-            code: "MissingAuthenticationToken",
-            status: StatusCode::UNAUTHORIZED,
-            message: e.to_string(),
-        },
+        sigv4::SigError::Missing => {
+            Ec2Error { code: "MissingAuthenticationToken", status: StatusCode::UNAUTHORIZED, message: e.to_string() }
+        }
         other => Ec2Error::auth_failure(other.to_string()),
     })?;
     let region = &state.config.ec2_region;

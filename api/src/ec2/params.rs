@@ -72,7 +72,9 @@ impl Params {
     /// An integer parameter.
     pub fn int(&self, name: &str) -> Ec2Result<Option<i64>> {
         self.get(name)
-            .map(|v| v.parse::<i64>().map_err(|_| Ec2Error::invalid_value(format!("{name} must be an integer, not '{v}'"))))
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| Ec2Error::invalid_value(format!("{name} must be an integer, not '{v}'")))
+            })
             .transpose()
     }
 

@@ -141,9 +141,8 @@ pub fn parse(req: &Request<'_>) -> Result<Signature, SigError> {
         let signed_headers = signed.ok_or_else(|| malformed("SignedHeaders is missing"))?;
         let signature = hex::decode(sig.ok_or_else(|| malformed("Signature is missing"))?)
             .map_err(|_| malformed("Signature is not hex"))?;
-        let amz_date = header(req.headers, "x-amz-date")
-            .ok_or_else(|| malformed("the X-Amz-Date header is missing"))?
-            .to_owned();
+        let amz_date =
+            header(req.headers, "x-amz-date").ok_or_else(|| malformed("the X-Amz-Date header is missing"))?.to_owned();
         let signed_headers: Vec<String> = signed_headers.split(';').map(str::to_ascii_lowercase).collect();
         if !signed_headers.iter().any(|h| h == "host") {
             return Err(malformed("SignedHeaders must include host"));
@@ -156,7 +155,8 @@ pub fn parse(req: &Request<'_>) -> Result<Signature, SigError> {
     if algorithm != ALGORITHM {
         return Err(malformed(format!("X-Amz-Algorithm must be {ALGORITHM}")));
     }
-    let credential = parse_credential(get("X-Amz-Credential").ok_or_else(|| malformed("X-Amz-Credential is missing"))?)?;
+    let credential =
+        parse_credential(get("X-Amz-Credential").ok_or_else(|| malformed("X-Amz-Credential is missing"))?)?;
     let signed_headers = get("X-Amz-SignedHeaders")
         .ok_or_else(|| malformed("X-Amz-SignedHeaders is missing"))?
         .split(';')
@@ -314,7 +314,13 @@ pub fn format_amz_date(secs: i64) -> String {
 }
 
 /// Checks the date against the clock and the signature against `secret`.
-pub fn verify(sig: &Signature, req: &Request<'_>, secret: &str, now_secs: i64, max_skew_secs: i64) -> Result<(), SigError> {
+pub fn verify(
+    sig: &Signature,
+    req: &Request<'_>,
+    secret: &str,
+    now_secs: i64,
+    max_skew_secs: i64,
+) -> Result<(), SigError> {
     let signed_at = parse_amz_date(&sig.amz_date)
         .ok_or_else(|| malformed(format!("X-Amz-Date '{}' is not YYYYMMDDTHHMMSSZ", sig.amz_date)))?;
     if !sig.amz_date.starts_with(&sig.credential.date) {
@@ -329,7 +335,10 @@ pub fn verify(sig: &Signature, req: &Request<'_>, secret: &str, now_secs: i64, m
             )));
         }
         Some(expires) if now_secs > signed_at + expires || signed_at - now_secs > max_skew_secs => {
-            return Err(SigError::Expired(format!("Request has expired: the presigned URL signed at {} is past its {expires} s", sig.amz_date)));
+            return Err(SigError::Expired(format!(
+                "Request has expired: the presigned URL signed at {} is past its {expires} s",
+                sig.amz_date
+            )));
         }
         _ => {}
     }
@@ -359,7 +368,13 @@ pub fn verify(sig: &Signature, req: &Request<'_>, secret: &str, now_secs: i64, m
 
 /// Signs a request: returns the `Authorization` header value for a request
 /// that carries `host` and `x-amz-date` (and whatever else `signed_headers` names).
-pub fn sign(req: &Request<'_>, credential: &Credential, secret: &str, signed_headers: &[String], amz_date: &str) -> String {
+pub fn sign(
+    req: &Request<'_>,
+    credential: &Credential,
+    secret: &str,
+    signed_headers: &[String],
+    amz_date: &str,
+) -> String {
     let creq = canonical_request(req, signed_headers, &sha256_hex(req.body), false);
     let sts = string_to_sign(amz_date, &credential.scope(), &creq);
     let signature = hex::encode(hmac(&signing_key(secret, credential), sts.as_bytes()));

@@ -76,7 +76,12 @@ impl Xml {
     }
 
     /// `<name><item>…</item>…</name>`, present even when `items` is empty.
-    pub fn set<T>(&mut self, name: &str, items: impl IntoIterator<Item = T>, mut each: impl FnMut(&mut Self, T)) -> &mut Self {
+    pub fn set<T>(
+        &mut self,
+        name: &str,
+        items: impl IntoIterator<Item = T>,
+        mut each: impl FnMut(&mut Self, T),
+    ) -> &mut Self {
         self.open(name);
         for item in items {
             self.open("item");

@@ -20,7 +20,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// Creates an access key for the calling user. The secret is in this answer only.
 #[utoipa::path(post, path = "/v1/access-keys", tag = "access-keys",
     responses((status = 201, body = CreatedAccessKey), (status = 409, body = kumo_wire::ErrorBody)))]
-async fn create_access_key(State(state): State<AppState>, caller: Caller) -> ApiResult<(StatusCode, Json<CreatedAccessKey>)> {
+async fn create_access_key(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<(StatusCode, Json<CreatedAccessKey>)> {
     let created = access_keys::create(&state.db, &state.config.data_dir, &caller).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -35,7 +38,11 @@ async fn list_access_keys(State(state): State<AppState>, caller: Caller) -> ApiR
 #[utoipa::path(delete, path = "/v1/access-keys/{id}", tag = "access-keys",
     params(("id" = String, Path, description = "Access key id (AKIA...)")),
     responses((status = 204), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn delete_access_key(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_access_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     access_keys::delete(&state.db, &caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,7 +10,9 @@ use kumo_tests::{enabled, Options, Stack};
 use serde_json::{json, Value};
 
 fn venv() -> PathBuf {
-    PathBuf::from(std::env::var("KUMO_EC2_VENV").expect("KUMO_EC2_VENV: a venv with boto3 and awscli (scripts/test.sh makes it)"))
+    PathBuf::from(
+        std::env::var("KUMO_EC2_VENV").expect("KUMO_EC2_VENV: a venv with boto3 and awscli (scripts/test.sh makes it)"),
+    )
 }
 
 fn repo_file(rel: &str) -> PathBuf {
@@ -46,7 +48,8 @@ fn boto3_and_the_aws_cli_drive_kumo() {
     let mut s = Stack::start(Options::default()).unwrap();
     s.register_tiny_image().unwrap();
     let key = s.kumo_json(&["access-key", "create"]).unwrap();
-    let (id, secret) = (key["access_key_id"].as_str().unwrap().to_owned(), key["secret_access_key"].as_str().unwrap().to_owned());
+    let (id, secret) =
+        (key["access_key_id"].as_str().unwrap().to_owned(), key["secret_access_key"].as_str().unwrap().to_owned());
     let listed = s.kumo_ok(&["access-key", "list"]).unwrap();
     assert!(listed.contains(&id) && !listed.contains(&secret), "{listed}");
     let (other_id, other_secret) = other_project_key(&s);

@@ -112,7 +112,8 @@ pub async fn create_image(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         ApiError::Conflict(m) => Ec2Error::client("IncorrectInstanceState", m),
         other => other.into(),
     })?;
-    let image = snap.image_id.ok_or_else(|| ApiError::Internal(format!("instance snapshot {} has no image", snap.id)))?;
+    let image =
+        snap.image_id.ok_or_else(|| ApiError::Internal(format!("instance snapshot {} has no image", snap.id)))?;
     tags::tag_new(ctx, image.as_str(), &tags).await?;
     x.leaf("imageId", image);
     Ok(())
@@ -136,11 +137,7 @@ pub async fn deregister_image(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
             format!("image '{}' is in use by instances; terminate them first", image.id),
         ));
     }
-    ctx.state
-        .images
-        .delete_image(&image.id)
-        .await
-        .map_err(|e| ApiError::Internal(crate::error::anyhow_chain(&e)))?;
+    ctx.state.images.delete_image(&image.id).await.map_err(|e| ApiError::Internal(crate::error::anyhow_chain(&e)))?;
     crate::snapshots::image_deleted(ctx.state, &image.id).await?;
     tags::forget(&ctx.state.db, &ctx.caller.project_id, image.id.as_str()).await?;
     x.leaf("return", true);

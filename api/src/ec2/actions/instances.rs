@@ -73,7 +73,8 @@ pub async fn all_instances(ctx: &Ctx<'_>) -> Ec2Result<Vec<InstanceRecord>> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
-        let filter = InstanceFilter { state: None, name_contains: None, limit: 1000, after, deleted_visible_since: since };
+        let filter =
+            InstanceFilter { state: None, name_contains: None, limit: 1000, after, deleted_visible_since: since };
         let page = ctx.state.db.list_instances(&ctx.caller.project_id, &filter).await?;
         let full = page.len() == 1000;
         after = page.last().map(InstanceRecord::seq);
@@ -129,8 +130,7 @@ fn write_state(x: &mut Xml, name: &str, rec: &InstanceRecord) {
 /// One `instancesSet` item, shaped like botocore's `Instance`.
 fn write_instance(x: &mut Xml, rec: &InstanceRecord, look: &Lookups, launch_index: usize, client_token: Option<&str>) {
     let (_, state) = ec2_state(rec);
-    x.leaf("instanceId", &rec.id)
-        .leaf("imageId", &rec.image_id);
+    x.leaf("instanceId", &rec.id).leaf("imageId", &rec.image_id);
     write_state(x, "instanceState", rec);
     x.leaf("privateDnsName", "")
         .leaf("dnsName", "")
@@ -190,11 +190,7 @@ fn filter_value(look: &Lookups, rec: &InstanceRecord, name: &str) -> Option<Vec<
 }
 
 /// Applies `Filter.N` to instances; an unknown filter name is an error.
-fn filter_instances(
-    ctx: &Ctx<'_>,
-    look: &Lookups,
-    rows: Vec<InstanceRecord>,
-) -> Ec2Result<Vec<InstanceRecord>> {
+fn filter_instances(ctx: &Ctx<'_>, look: &Lookups, rows: Vec<InstanceRecord>) -> Ec2Result<Vec<InstanceRecord>> {
     let filters = ctx.params.filters()?;
     for f in &filters {
         let known = f.name.starts_with("tag:")
@@ -210,7 +206,9 @@ fn filter_instances(
         .filter(|rec| {
             filters.iter().all(|f| match tags::tag_filter(f, look.tags(rec.id.as_str())) {
                 Some(m) => m,
-                None => filter_value(look, rec, &f.name).is_some_and(|vals| f.matches_any(vals.iter().map(String::as_str))),
+                None => {
+                    filter_value(look, rec, &f.name).is_some_and(|vals| f.matches_any(vals.iter().map(String::as_str)))
+                }
             })
         })
         .collect())
@@ -367,12 +365,12 @@ pub async fn change_power(ctx: &Ctx<'_>, x: &mut Xml, power: Power) -> Ec2Result
         let updated = match power {
             Power::Terminate if rec.state == InstanceState::Deleted => rec.clone(),
             Power::Terminate => crate::instances::delete(ctx.state, &ctx.caller, &id).await.map_err(instance_error)?,
-            Power::Stop => {
-                crate::instances::act(ctx.state, &ctx.caller, &id, InstanceAction::Stop).await.map_err(instance_error)?
-            }
-            Power::Start => {
-                crate::instances::act(ctx.state, &ctx.caller, &id, InstanceAction::Start).await.map_err(instance_error)?
-            }
+            Power::Stop => crate::instances::act(ctx.state, &ctx.caller, &id, InstanceAction::Stop)
+                .await
+                .map_err(instance_error)?,
+            Power::Start => crate::instances::act(ctx.state, &ctx.caller, &id, InstanceAction::Start)
+                .await
+                .map_err(instance_error)?,
         };
         results.push((rec, updated));
     }
@@ -437,12 +435,11 @@ async fn launched_with_token(ctx: &Ctx<'_>, token: &str) -> Ec2Result<Option<(St
     let Some(row) = row else { return Ok(None) };
     let reservation: String = row.try_get("reservation_id").map_err(DbError::from)?;
     let raw: String = row.try_get("resource_ids").map_err(DbError::from)?;
-    let v: serde_json::Value = serde_json::from_str(&raw).map_err(|e| DbError::Corrupt(format!("client token: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&raw).map_err(|e| DbError::Corrupt(format!("client token: {e}")))?;
     let fp = v["fingerprint"].as_str().unwrap_or_default().to_owned();
-    let ids = v["ids"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|i| i.as_str()?.parse().ok()).collect())
-        .unwrap_or_default();
+    let ids =
+        v["ids"].as_array().map(|a| a.iter().filter_map(|i| i.as_str()?.parse().ok()).collect()).unwrap_or_default();
     Ok(Some((reservation, fp, ids)))
 }
 
@@ -484,7 +481,9 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         .ok_or_else(|| Ec2Error::not_found("InvalidAMIID.NotFound", "image", image_raw))?;
     let flavor = p.required("InstanceType")?;
     if ctx.state.db.find_flavor(flavor).await?.is_none() {
-        return Err(Ec2Error::invalid_value(format!("Invalid value '{flavor}' for InstanceType (see DescribeInstanceTypes)")));
+        return Err(Ec2Error::invalid_value(format!(
+            "Invalid value '{flavor}' for InstanceType (see DescribeInstanceTypes)"
+        )));
     }
     let min = p.int("MinCount")?.ok_or_else(|| Ec2Error::missing("MinCount"))?;
     let max = p.int("MaxCount")?.ok_or_else(|| Ec2Error::missing("MaxCount"))?;
@@ -503,25 +502,29 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let user_data = match p.base64("UserData")? {
         None => None,
         Some(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
-            Ec2Error::invalid_value("UserData must decode to text (Kumo passes user data to the guest as a UTF-8 string)")
+            Ec2Error::invalid_value(
+                "UserData must decode to text (Kumo passes user data to the guest as a UTF-8 string)",
+            )
         })?),
     };
     // Groups by id (SecurityGroupId.N) or name (SecurityGroup.N); the subnet is a Kumo network.
     let mut security_groups = p.list("SecurityGroupId");
     security_groups.extend(p.list("SecurityGroup"));
     for g in &security_groups {
-        crate::networks::security_groups::find(ctx.state, &ctx.caller, g)
-            .await
-            .map_err(|_| Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{g}' does not exist")))?;
+        crate::networks::security_groups::find(ctx.state, &ctx.caller, g).await.map_err(|_| {
+            Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{g}' does not exist"))
+        })?;
     }
     let mut networks = Vec::new();
     if let Some(subnet) = p.get("SubnetId") {
         let net = super::network::network_id_of(subnet, "subnet")
             .filter(|n| n.parse::<kumo_wire::NetworkId>().is_ok())
-            .ok_or_else(|| Ec2Error::client("InvalidSubnetID.NotFound", format!("The subnet ID '{subnet}' is malformed")))?;
-        crate::networks::find(ctx.state, &ctx.caller, &net)
-            .await
-            .map_err(|_| Ec2Error::client("InvalidSubnetID.NotFound", format!("The subnet ID '{subnet}' does not exist")))?;
+            .ok_or_else(|| {
+                Ec2Error::client("InvalidSubnetID.NotFound", format!("The subnet ID '{subnet}' is malformed"))
+            })?;
+        crate::networks::find(ctx.state, &ctx.caller, &net).await.map_err(|_| {
+            Ec2Error::client("InvalidSubnetID.NotFound", format!("The subnet ID '{subnet}' does not exist"))
+        })?;
         networks.push(net);
     }
     let instance_tags = p.tag_specifications("instance")?;
@@ -591,7 +594,10 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         .bind(ctx.caller.project_id.as_str())
         .bind(token)
         .bind(&reservation)
-        .bind(json!({"fingerprint": fingerprint(ctx), "ids": rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()}).to_string())
+        .bind(
+            json!({"fingerprint": fingerprint(ctx), "ids": rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()})
+                .to_string(),
+        )
         .execute(ctx.state.db.pool())
         .await
         .map_err(DbError::from)?;
@@ -633,7 +639,11 @@ async fn wait_for_token(ctx: &Ctx<'_>, x: &mut Xml, token: &str) -> Ec2Result<()
             Some(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
-    Err(Ec2Error { code: "RequestLimitExceeded", status: axum::http::StatusCode::SERVICE_UNAVAILABLE, message: format!("a RunInstances with client token '{token}' is still in progress; retry") })
+    Err(Ec2Error {
+        code: "RequestLimitExceeded",
+        status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        message: format!("a RunInstances with client token '{token}' is still in progress; retry"),
+    })
 }
 
 async fn write_reservation(

@@ -23,18 +23,28 @@ pub fn network_id_of(ec2_id: &str, prefix: &str) -> Option<String> {
     ec2_id.strip_prefix(prefix).and_then(|h| h.strip_prefix('-')).map(|h| format!("net-{h}"))
 }
 
-async fn find_network(ctx: &Ctx<'_>, raw: &str, prefix: &str, code: &'static str, what: &str) -> Ec2Result<NetworkRecord> {
+async fn find_network(
+    ctx: &Ctx<'_>,
+    raw: &str,
+    prefix: &str,
+    code: &'static str,
+    what: &str,
+) -> Ec2Result<NetworkRecord> {
     let net = network_id_of(raw, prefix)
         .filter(|n| n.parse::<kumo_wire::NetworkId>().is_ok())
         .ok_or_else(|| Ec2Error::client(code, format!("The {what} ID '{raw}' is malformed")))?;
-    crate::networks::find(ctx.state, &ctx.caller, &net).await.map_err(|_| Ec2Error::client(code, format!("The {what} ID '{raw}' does not exist")))
+    crate::networks::find(ctx.state, &ctx.caller, &net)
+        .await
+        .map_err(|_| Ec2Error::client(code, format!("The {what} ID '{raw}' does not exist")))
 }
 
 fn net_error(e: ApiError) -> Ec2Error {
     match e {
         ApiError::NotFound(m) if m.starts_with("security group") => Ec2Error::client("InvalidGroup.NotFound", m),
         ApiError::NotFound(m) if m.starts_with("floating") => Ec2Error::client("InvalidAllocationID.NotFound", m),
-        ApiError::Conflict(m) if m.contains("in use") || m.contains("ports") => Ec2Error::client("DependencyViolation", m),
+        ApiError::Conflict(m) if m.contains("in use") || m.contains("ports") => {
+            Ec2Error::client("DependencyViolation", m)
+        }
         ApiError::Conflict(m) => Ec2Error::client("InvalidParameterValue", m),
         ApiError::QuotaExceeded(m) => Ec2Error::client("AddressLimitExceeded", m),
         other => other.into(),
@@ -100,7 +110,11 @@ pub async fn describe_subnets(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
             nets.push(find_network(ctx, id, "subnet", "InvalidSubnetID.NotFound", "subnet").await?);
         }
     }
-    let zone = super::meta::zones(ctx).await?.into_iter().next().unwrap_or_else(|| format!("{}a", ctx.state.config.ec2_region));
+    let zone = super::meta::zones(ctx)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| format!("{}a", ctx.state.config.ec2_region));
     let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
     let none = Vec::new();
     let filters = ctx.params.filters()?;
@@ -157,9 +171,9 @@ async fn group_param(ctx: &Ctx<'_>, p: &Params) -> Ec2Result<GroupRecord> {
         (None, Some(name)) => name,
         (None, None) => return Err(Ec2Error::missing("GroupId")),
     };
-    security_groups::find(ctx.state, &ctx.caller, key).await.map_err(|_| {
-        Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{key}' does not exist"))
-    })
+    security_groups::find(ctx.state, &ctx.caller, key)
+        .await
+        .map_err(|_| Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{key}' does not exist")))
 }
 
 /// `CreateSecurityGroup`.
@@ -240,7 +254,9 @@ async fn permissions(ctx: &Ctx<'_>) -> Ec2Result<Vec<AddRule>> {
             }
             (true, None | Some(-1), None | Some(-1)) => None,
             (true, f, t) => {
-                return Err(Ec2Error::invalid_value(format!("Invalid port range {f:?}-{t:?}: use 1-65535, FromPort <= ToPort")))
+                return Err(Ec2Error::invalid_value(format!(
+                    "Invalid port range {f:?}-{t:?}: use 1-65535, FromPort <= ToPort"
+                )))
             }
             (false, _, _) => None,
         };
@@ -252,7 +268,8 @@ async fn permissions(ctx: &Ctx<'_>) -> Ec2Result<Vec<AddRule>> {
             any = true;
         }
         for g in p.groups("Groups") {
-            let source = g.get("GroupId").or_else(|| g.get("GroupName")).ok_or_else(|| Ec2Error::missing("Groups.N.GroupId"))?;
+            let source =
+                g.get("GroupId").or_else(|| g.get("GroupName")).ok_or_else(|| Ec2Error::missing("Groups.N.GroupId"))?;
             out.push(AddRule { protocol: proto, ports, cidr: None, source_group: Some(source.to_owned()) });
             any = true;
         }
@@ -269,7 +286,10 @@ fn same_rule(rule: &SecurityGroupRule, want: &AddRule) -> bool {
         && rule.cidr == want.cidr
         && match &want.source_group {
             None => rule.source_group_id.is_none(),
-            Some(s) => rule.source_group_id.as_ref().is_some_and(|id| id.as_str() == s) || rule.source_group.as_deref() == Some(s),
+            Some(s) => {
+                rule.source_group_id.as_ref().is_some_and(|id| id.as_str() == s)
+                    || rule.source_group.as_deref() == Some(s)
+            }
         }
 }
 
@@ -278,7 +298,10 @@ pub async fn authorize_ingress(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let g = group_param(ctx, &ctx.params).await?;
     let rules = permissions(ctx).await?;
     if let Some(dup) = rules.iter().find(|r| g.rules.iter().any(|have| same_rule(have, r))) {
-        return Err(Ec2Error::client("InvalidPermission.Duplicate", format!("the rule {dup:?} already exists in {}", g.id)));
+        return Err(Ec2Error::client(
+            "InvalidPermission.Duplicate",
+            format!("the rule {dup:?} already exists in {}", g.id),
+        ));
     }
     for r in &rules {
         security_groups::check_rule(r).map_err(net_error)?;
@@ -371,11 +394,13 @@ pub async fn describe_security_groups(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<(
                 x.set("prefixListIds", Vec::<u8>::new(), |_, _| {});
             })
             .set("ipPermissionsEgress", [()], |x, ()| {
-                x.leaf("ipProtocol", "-1")
-                    .set("groups", Vec::<u8>::new(), |_, _| {})
-                    .set("ipRanges", ["0.0.0.0/0"], |x, c| {
+                x.leaf("ipProtocol", "-1").set("groups", Vec::<u8>::new(), |_, _| {}).set(
+                    "ipRanges",
+                    ["0.0.0.0/0"],
+                    |x, c| {
                         x.leaf("cidrIp", c);
-                    });
+                    },
+                );
             })
             .tags(all_tags.get(g.id.as_str()).unwrap_or(&none));
     });
@@ -390,16 +415,18 @@ async fn find_address(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<FloatingIpRecord> {
     if raw.parse::<kumo_wire::FloatingIpId>().is_err() {
         return Err(Ec2Error::malformed("InvalidAllocationID.Malformed", "allocation", raw));
     }
-    floating_ips::find(ctx.state, &ctx.caller, raw)
-        .await
-        .map_err(|_| Ec2Error::client("InvalidAllocationID.NotFound", format!("The allocation ID '{raw}' does not exist")))
+    floating_ips::find(ctx.state, &ctx.caller, raw).await.map_err(|_| {
+        Ec2Error::client("InvalidAllocationID.NotFound", format!("The allocation ID '{raw}' does not exist"))
+    })
 }
 
 /// `AllocateAddress`: a floating IP from the external network.
 pub async fn allocate_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     dry_run(ctx)?;
     let f = floating_ips::allocate(ctx.state, &ctx.caller).await.map_err(|e| match e {
-        ApiError::Conflict(m) | ApiError::Unavailable(m) | ApiError::Invalid(m) => Ec2Error::client("AddressLimitExceeded", m),
+        ApiError::Conflict(m) | ApiError::Unavailable(m) | ApiError::Invalid(m) => {
+            Ec2Error::client("AddressLimitExceeded", m)
+        }
         other => net_error(other),
     })?;
     x.leaf("publicIp", f.address).leaf("domain", "vpc").leaf("allocationId", &f.id);
@@ -411,10 +438,12 @@ pub async fn associate_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let f = address_param(ctx).await?;
     let inst = super::instances::find_instance(ctx, ctx.params.required("InstanceId")?).await?;
     dry_run(ctx)?;
-    let f = floating_ips::associate(ctx.state, &ctx.caller, f.id.as_str(), inst.id.as_str()).await.map_err(|e| match e {
-        ApiError::Conflict(m) => Ec2Error::client("Resource.AlreadyAssociated", m),
-        other => net_error(other),
-    })?;
+    let f = floating_ips::associate(ctx.state, &ctx.caller, f.id.as_str(), inst.id.as_str()).await.map_err(
+        |e| match e {
+            ApiError::Conflict(m) => Ec2Error::client("Resource.AlreadyAssociated", m),
+            other => net_error(other),
+        },
+    )?;
     x.leaf("return", true).opt("associationId", association_of(&f));
     Ok(())
 }
@@ -444,7 +473,10 @@ pub async fn disassociate_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
                 Ec2Error::client("InvalidAssociationID.NotFound", format!("The association ID '{a}' does not exist"))
             })?;
             if f.instance_id.is_none() {
-                return Err(Ec2Error::client("InvalidAssociationID.NotFound", format!("The association ID '{a}' does not exist")));
+                return Err(Ec2Error::client(
+                    "InvalidAssociationID.NotFound",
+                    format!("The association ID '{a}' does not exist"),
+                ));
             }
             f
         }
@@ -462,7 +494,11 @@ pub async fn release_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     if f.instance_id.is_some() {
         return Err(Ec2Error::client(
             "InvalidIPAddress.InUse",
-            format!("Address {} is associated with {}; disassociate it first", f.address, f.instance_id.as_ref().map(|i| i.as_str()).unwrap_or("")),
+            format!(
+                "Address {} is associated with {}; disassociate it first",
+                f.address,
+                f.instance_id.as_ref().map(|i| i.as_str()).unwrap_or("")
+            ),
         ));
     }
     dry_run(ctx)?;
@@ -482,7 +518,10 @@ pub async fn describe_addresses(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let all = floating_ips::list(ctx.state, &ctx.caller).await.map_err(net_error)?;
     for id in &ids {
         if !all.iter().any(|f| f.id.as_str() == id) {
-            return Err(Ec2Error::client("InvalidAllocationID.NotFound", format!("The allocation ID '{id}' does not exist")));
+            return Err(Ec2Error::client(
+                "InvalidAllocationID.NotFound",
+                format!("The allocation ID '{id}' does not exist"),
+            ));
         }
     }
     let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;

@@ -37,10 +37,12 @@ pub fn resource_type(id: &str) -> Option<&'static str> {
 
 /// Tags of every resource of the project, by resource id.
 pub async fn all_of_project(db: &Db, project: &kumo_wire::ProjectId) -> DbResult<HashMap<String, TagList>> {
-    let rows = sqlx::query("SELECT resource_id, tag_key, tag_value FROM tags WHERE project_id = $1 ORDER BY resource_id, tag_key")
-        .bind(project.as_str())
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(
+        "SELECT resource_id, tag_key, tag_value FROM tags WHERE project_id = $1 ORDER BY resource_id, tag_key",
+    )
+    .bind(project.as_str())
+    .fetch_all(db.pool())
+    .await?;
     let mut out: HashMap<String, TagList> = HashMap::new();
     for r in rows {
         out.entry(r.try_get("resource_id")?).or_default().push((r.try_get("tag_key")?, r.try_get("tag_value")?));

@@ -143,12 +143,9 @@ pub async fn create_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
                 .and_then(|v| v["ids"][0].as_str().map(str::to_owned))
                 .unwrap_or_default();
             dry_run(ctx)?;
-            let v = ctx
-                .state
-                .db
-                .volume_in_project(&ctx.caller.project_id, &id)
-                .await?
-                .ok_or_else(|| Ec2Error::client("IdempotentParameterMismatch", format!("the volume of client token '{token}' is gone")))?;
+            let v = ctx.state.db.volume_in_project(&ctx.caller.project_id, &id).await?.ok_or_else(|| {
+                Ec2Error::client("IdempotentParameterMismatch", format!("the volume of client token '{token}' is gone"))
+            })?;
             let t = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
             write_volume(x, &v, zone, t.get(v.id.as_str()).map_or(&[], Vec::as_slice));
             return Ok(());
@@ -163,7 +160,12 @@ pub async fn create_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         return Err(Ec2Error::missing("Size"));
     }
     let size_gib = size
-        .map(|s| u64::try_from(s).ok().filter(|s| *s >= 1).ok_or_else(|| Ec2Error::invalid_value(format!("Size must be at least 1 GiB, not {s}"))))
+        .map(|s| {
+            u64::try_from(s)
+                .ok()
+                .filter(|s| *s >= 1)
+                .ok_or_else(|| Ec2Error::invalid_value(format!("Size must be at least 1 GiB, not {s}")))
+        })
         .transpose()?;
     let new_tags = p.tag_specifications("volume")?;
     tags::validate(&new_tags)?;
@@ -211,7 +213,8 @@ pub async fn describe_volumes(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         }
     }
     let (zones, default_zone) = host_zones(ctx).await?;
-    let zone_of = |v: &VolumeRecord| v.host_id.as_ref().and_then(|h| zones.get(h)).cloned().unwrap_or(default_zone.clone());
+    let zone_of =
+        |v: &VolumeRecord| v.host_id.as_ref().and_then(|h| zones.get(h)).cloned().unwrap_or(default_zone.clone());
     let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
     let none = Vec::new();
     let filters = ctx.params.filters()?;
@@ -226,7 +229,9 @@ pub async fn describe_volumes(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
                     "status" => f.matches(volume_status(v)),
                     "size" => f.matches(&v.size_gib.to_string()),
                     "availability-zone" => f.matches(&zone_of(v)),
-                    "snapshot-id" => f.matches(&v.source_snapshot_id.as_ref().map(|s| s.to_string()).unwrap_or_default()),
+                    "snapshot-id" => {
+                        f.matches(&v.source_snapshot_id.as_ref().map(|s| s.to_string()).unwrap_or_default())
+                    }
                     "volume-type" => f.matches("standard"),
                     "attachment.instance-id" => v.instance_id.as_ref().is_some_and(|i| f.matches(i.as_str())),
                     "attachment.status" => v.instance_id.is_some() && f.matches(attachment_status(v)),
@@ -290,7 +295,8 @@ pub async fn detach_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         }
     }
     dry_run(ctx)?;
-    let v = crate::volumes::act(ctx.state, &ctx.caller, v.id.as_str(), VolumeAction::Detach).await.map_err(volume_error)?;
+    let v =
+        crate::volumes::act(ctx.state, &ctx.caller, v.id.as_str(), VolumeAction::Detach).await.map_err(volume_error)?;
     write_attachment(x, &v, &inst, "detaching");
     Ok(())
 }
