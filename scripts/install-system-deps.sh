@@ -18,7 +18,7 @@ PACKAGES=(
   # control panel browser tests (driven by playwright-core from npm; never a downloaded browser)
   chromium chromium-driver
   # misc tools used by scripts and tests
-  procps util-linux curl ca-certificates python3
+  procps util-linux curl ca-certificates python3 python3-venv
 )
 
 missing=()

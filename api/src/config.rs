@@ -108,6 +108,11 @@ pub struct ControllerConfig {
     pub volume_deadline_secs: u64,
     /// Seconds a snapshot may stay `creating` or `deleting` (copying a large disk takes a while).
     pub snapshot_deadline_secs: u64,
+    /// The region name of the EC2-compatible API (clients sign requests for it).
+    /// Its availability zones are the zones hosts register with.
+    pub ec2_region: String,
+    /// How far the time of a signed EC2 request may be from the controller's clock, in seconds (AWS: 15 minutes).
+    pub ec2_clock_skew_secs: u64,
     /// The pool of 802.1Q tags networks get when an admin names none:
     /// `FIRST-LAST`, inside 2-4094 (0, 1 and 4095 are never valid).
     pub vlan_range: String,
@@ -146,6 +151,8 @@ impl Default for ControllerConfig {
             default_volume_backend: kumo_wire::storage::VolumeBackendKind::Local,
             volume_deadline_secs: 300,
             snapshot_deadline_secs: 1800,
+            ec2_region: "kumo-1".into(),
+            ec2_clock_skew_secs: 15 * 60,
             vlan_range: "100-3999".into(),
         }
     }

@@ -269,6 +269,42 @@ pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Insta
     Ok(updated)
 }
 
+/// The last `tail` bytes of the guest's serial console log, read from its
+/// host (empty before the instance is placed or once its log is gone).
+pub async fn console_output(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    tail: u64,
+) -> Result<kumo_wire::api::ConsoleOutput, ApiError> {
+    use kumo_wire::api::ConsoleOutput;
+    let rec = find(state, caller, id).await?;
+    let empty = || ConsoleOutput { instance_id: rec.id.clone(), output: String::new(), truncated: false };
+    let Some(host_id) = &rec.host_id else { return Ok(empty()) };
+    let host = state
+        .db
+        .find_host(host_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("host {host_id} of {} vanished", rec.id)))?;
+    let url = format!("{}{}?tail_bytes={tail}", host.agent_url.trim_end_matches('/'), kumo_wire::agent::console_path(&rec.id));
+    let unavailable =
+        |e: reqwest::Error| ApiError::Unavailable(format!("cannot read the console from host {}: {e}", host.host.name));
+    let resp = state.http.get(&url).bearer_auth(&host.agent_token).send().await.map_err(unavailable)?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(empty());
+    }
+    if !resp.status().is_success() {
+        return Err(ApiError::Unavailable(format!(
+            "host {} answered {} for the console log",
+            host.host.name,
+            resp.status()
+        )));
+    }
+    let truncated = resp.headers().get("x-kumo-truncated").is_some_and(|v| v.as_bytes() == b"true");
+    let bytes = resp.bytes().await.map_err(unavailable)?;
+    Ok(ConsoleOutput { instance_id: rec.id, output: String::from_utf8_lossy(&bytes).into_owned(), truncated })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

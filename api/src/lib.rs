@@ -5,11 +5,13 @@
 //! `kumo-wire`. Handlers are thin: they parse, check the caller, and call the
 //! operations in [`instances`], [`scheduler`], [`reconcile`] and [`watchdog`].
 
+pub mod access_keys;
 pub mod auth;
 pub mod billing;
 pub mod bootstrap;
 pub mod config;
 pub mod db;
+pub mod ec2;
 pub mod error;
 pub mod image_uploads;
 pub mod instances;

@@ -55,6 +55,9 @@ pub enum Command {
     /// Instance sizes.
     #[command(subcommand)]
     Flavor(FlavorCommand),
+    /// Access keys for the EC2-compatible API (boto3, the AWS CLI).
+    #[command(subcommand)]
+    AccessKey(crate::commands::access_key::AccessKeyCommand),
     /// SSH key pairs.
     #[command(subcommand, name = "keypair")]
     KeyPair(KeyPairCommand),

@@ -17,7 +17,7 @@ pub use args::Cli;
 pub use error::{error_line, Error};
 
 use args::Command;
-use commands::{admin, auth, billing, image, instance, keypair, network, quota, snapshot, volume, Ctx};
+use commands::{access_key, admin, auth, billing, image, instance, keypair, network, quota, snapshot, volume, Ctx};
 use config::Config;
 
 /// Runs one parsed command line.
@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Image(command) => image::dispatch(&ctx, command).await,
         Command::Flavor(command) => admin::flavor(&ctx, command).await,
         Command::KeyPair(command) => keypair::dispatch(&ctx, command).await,
+        Command::AccessKey(command) => access_key::dispatch(&ctx, command).await,
         Command::Host(command) => admin::host(&ctx, command).await,
         Command::Project(command) => admin::project(&ctx, command).await,
         Command::User(command) => admin::user(&ctx, command).await,

@@ -3,7 +3,6 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_wire::agent::console_path;
 use kumo_wire::api::{
     ConsoleOutput, ConsoleQuery, Event, Instance, InstanceAction, InstancePage, Listing, ListInstancesQuery,
     RunInstances, RunInstancesResponse,
@@ -122,32 +121,8 @@ async fn console_output(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ConsoleQuery>,
 ) -> ApiResult<Json<ConsoleOutput>> {
-    let rec = instances::find(&state, &caller, &id).await?;
     let tail = q.tail_bytes.unwrap_or(CONSOLE_DEFAULT).clamp(1, CONSOLE_MAX);
-    let empty = || Json(ConsoleOutput { instance_id: rec.id.clone(), output: String::new(), truncated: false });
-    let Some(host_id) = &rec.host_id else { return Ok(empty()) };
-    let host = state
-        .db
-        .find_host(host_id.as_str())
-        .await?
-        .ok_or_else(|| ApiError::Internal(format!("host {host_id} of {} vanished", rec.id)))?;
-    let url = format!("{}{}?tail_bytes={tail}", host.agent_url.trim_end_matches('/'), console_path(&rec.id));
-    let unavailable =
-        |e: reqwest::Error| ApiError::Unavailable(format!("cannot read the console from host {}: {e}", host.host.name));
-    let resp = state.http.get(&url).bearer_auth(&host.agent_token).send().await.map_err(unavailable)?;
-    if resp.status() == reqwest::StatusCode::NOT_FOUND {
-        return Ok(empty());
-    }
-    if !resp.status().is_success() {
-        return Err(ApiError::Unavailable(format!(
-            "host {} answered {} for the console log",
-            host.host.name,
-            resp.status()
-        )));
-    }
-    let truncated = resp.headers().get("x-kumo-truncated").is_some_and(|v| v.as_bytes() == b"true");
-    let bytes = resp.bytes().await.map_err(unavailable)?;
-    Ok(Json(ConsoleOutput { instance_id: rec.id, output: String::from_utf8_lossy(&bytes).into_owned(), truncated }))
+    Ok(Json(instances::console_output(&state, &caller, &id, tail).await?))
 }
 
 /// The instance's event log, oldest first.

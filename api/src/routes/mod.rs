@@ -1,5 +1,6 @@
 //! The HTTP surface: one module per resource, each with its own `routes()`.
 
+mod access_keys;
 mod agent;
 mod billing;
 mod flavors;
@@ -7,7 +8,7 @@ mod hosts;
 mod identity;
 mod images;
 mod instances;
-mod keypairs;
+pub(crate) mod keypairs;
 mod networks;
 mod quotas;
 mod snapshots;
@@ -55,6 +56,7 @@ pub fn native() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(volumes::routes())
         .merge(snapshots::routes())
         .merge(quotas::routes())
+        .merge(access_keys::routes())
         .merge(networks::routes())
         .split_for_parts()
 }
@@ -68,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(move || async move { doc.clone() }))
         .route("/healthz", get(|| async { "ok" }))
         .merge(agent::routes())
+        .merge(crate::ec2::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state);
     let panel = kumo_web_ui::routes(api.clone());

@@ -1,6 +1,7 @@
 //! One module per command group; each turns parsed arguments into API calls
 //! and printed output.
 
+pub mod access_key;
 pub mod admin;
 pub mod auth;
 pub mod billing;

@@ -3,6 +3,8 @@
 //! ```text
 //! kumo-bench scheduler [--postgres URL]   place 10,000 instances onto 1,000 simulated hosts
 //! kumo-bench api-reads                    GET /v1/instances (100 instances) at concurrency 1 and 32, idle RSS
+//! kumo-bench ec2                          EC2 API: RunInstances latency; DescribeInstances (100, 1,000 instances)
+//!                                         at concurrency 1 and 32 with per-request controller CPU time
 //! kumo-bench launch                       API call -> guest marker, beside the same guest started by libvirt
 //! ```
 //! Build with `cargo build --release --workspace --bins` and run with
@@ -36,7 +38,8 @@ fn main() -> Result<()> {
         }
         Some("api-reads") => rt.block_on(api_reads()),
         Some("launch") => launch(),
-        _ => bail!("usage: kumo-bench scheduler [--postgres URL] | api-reads | launch"),
+        Some("ec2") => rt.block_on(ec2_bench()),
+        _ => bail!("usage: kumo-bench scheduler [--postgres URL] | api-reads | ec2 | launch"),
     }
 }
 
@@ -321,6 +324,206 @@ async fn wait_up(client: &reqwest::Client, endpoint: &str) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("controller did not start")
+}
+
+// ------------------------------------------------------------------ ec2
+
+/// Signs EC2 Query requests with SigV4, as boto3 does.
+#[derive(Clone)]
+struct Ec2Signer {
+    url: String,
+    key: String,
+    secret: String,
+}
+
+impl Ec2Signer {
+    fn request(&self, client: &reqwest::Client, params: &[(&str, &str)]) -> Result<reqwest::RequestBuilder> {
+        use kumo_api::ec2::sigv4;
+        let mut all = vec![("Version", "2016-11-15")];
+        all.extend_from_slice(params);
+        let body = serde_urlencoded::to_string(&all)?;
+        let amz_date = sigv4::format_amz_date(Timestamp::now().millis() / 1000);
+        let host = self.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("host", host.parse()?);
+        headers.insert("x-amz-date", amz_date.parse()?);
+        headers.insert("content-type", "application/x-www-form-urlencoded; charset=utf-8".parse()?);
+        let signed = ["content-type".to_owned(), "host".to_owned(), "x-amz-date".to_owned()];
+        let cred = sigv4::Credential {
+            access_key_id: self.key.clone(),
+            date: amz_date[..8].to_owned(),
+            region: "kumo-1".into(),
+            service: "ec2".into(),
+        };
+        let req = sigv4::Request { method: "POST", path: "/", query: "", headers: &headers, body: body.as_bytes() };
+        let auth = sigv4::sign(&req, &cred, &self.secret, &signed, &amz_date);
+        Ok(client
+            .post(&self.url)
+            .header("x-amz-date", amz_date)
+            .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+            .header("authorization", auth)
+            .body(body))
+    }
+
+    async fn call(&self, client: &reqwest::Client, params: &[(&str, &str)]) -> Result<String> {
+        let resp = self.request(client, params)?.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("{params:?}: {status} {text}");
+        }
+        Ok(text)
+    }
+}
+
+/// User plus system CPU time of a process, in clock ticks (100 a second on Linux).
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+async fn describe_load(client: &reqwest::Client, signer: &Ec2Signer, pid: u32, n: usize, concurrency: usize, total: usize) -> Result<()> {
+    let per_task = total / concurrency;
+    let cpu_before = cpu_ticks(pid)?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, signer) = (client.clone(), signer.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t = Instant::now();
+                let body = signer.call(&client, &[("Action", "DescribeInstances"), ("MaxResults", "1000")]).await?;
+                if body.len() < 1000 {
+                    bail!("short body");
+                }
+                lat.push(t.elapsed());
+            }
+            Ok(lat)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let wall = start.elapsed();
+    let cpu_ms = (cpu_ticks(pid)? - cpu_before) as f64 * 10.0;
+    all.sort();
+    println!(
+        "ec2: DescribeInstances ({n} instances), concurrency {concurrency:>2}: {:>6.1} req/s, p50 {:.1} ms, p99 {:.1} ms, \
+         controller CPU {:.2} ms/request ({} requests)",
+        all.len() as f64 / wall.as_secs_f64(),
+        percentile(&all, 0.50).as_secs_f64() * 1000.0,
+        percentile(&all, 0.99).as_secs_f64() * 1000.0,
+        cpu_ms / all.len() as f64,
+        all.len()
+    );
+    Ok(())
+}
+
+async fn ec2_bench() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = '127.0.0.1:{port}'\ndata_dir = '{}'\nadmin_password = 'bench-pass'\njoin_token = 'bench-join'\n",
+            dir.path().join("data").display()
+        ) + &std::env::var("KUMO_BENCH_DATABASE_URL").map(|u| format!("database_url = '{u}'\n")).unwrap_or_default(),
+    )?;
+    let mut cmd = Command::new(bin("kumo-api"));
+    cmd.arg("--config").arg(&config).env("KUMO_LOG", "warn");
+    let api = spawn(cmd, &dir.path().join("api.log"))?;
+    let pid = api.child.id();
+    let client = reqwest::Client::new();
+    wait_up(&client, &endpoint).await?;
+    let token = client
+        .post(format!("{endpoint}/v1/auth/tokens"))
+        .json(&json!({"username": "admin", "password": "bench-pass"}))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?["token"]
+        .as_str()
+        .context("token")?
+        .to_owned();
+    client
+        .put(format!("{endpoint}/v1/quotas/defaults"))
+        .bearer_auth(&token)
+        .json(&json!({"instances": 100_000, "vcpus": 100_000, "ram_mib": 100_000_000}))
+        .send()
+        .await?
+        .error_for_status()?;
+    client
+        .post(format!("{endpoint}/agent/v1/register"))
+        .json(&json!({"join_token": "bench-join", "name": "bench-host", "agent_url": "http://127.0.0.1:9",
+            "capacity": {"vcpus": 1024, "memory_mib": 1_048_576, "disk_gib": 100_000}, "hypervisor": "qemu", "availability_zone": "zone-1"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let img: Value = client
+        .post(format!("{endpoint}/v1/images"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "tiny", "kind": "kernel", "visibility": "public"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let image_id = img["id"].as_str().context("image id")?.to_owned();
+    for role in ["kernel", "initrd"] {
+        client.put(format!("{endpoint}/v1/images/{image_id}/files/{role}")).bearer_auth(&token).body("bytes").send().await?;
+    }
+    // The default /24 holds about 250 instances: launch into a /20.
+    let net: Value = client
+        .post(format!("{endpoint}/v1/networks"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "bench", "cidr": "10.64.0.0/20"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let subnet = format!("subnet-{}", net["id"].as_str().context("network id")?.trim_start_matches("net-"));
+    let key: Value = client.post(format!("{endpoint}/v1/access-keys")).bearer_auth(&token).send().await?.json().await?;
+    let signer = Ec2Signer {
+        url: format!("{endpoint}/"),
+        key: key["access_key_id"].as_str().context("key")?.into(),
+        secret: key["secret_access_key"].as_str().context("secret")?.into(),
+    };
+
+    // RunInstances latency: one instance per call, each with its own client token.
+    let mut lat = Vec::new();
+    for n in 0..100 {
+        let token = format!("bench-{n}");
+        let t = Instant::now();
+        signer
+            .call(&client, &[("Action", "RunInstances"), ("ImageId", &image_id), ("InstanceType", "mini"),
+                ("MinCount", "1"), ("MaxCount", "1"), ("ClientToken", &token), ("SubnetId", &subnet)])
+            .await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!(
+        "ec2: RunInstances (1 instance, ClientToken), sequential: p50 {:.1} ms, p99 {:.1} ms ({} calls)",
+        percentile(&lat, 0.50).as_secs_f64() * 1000.0,
+        percentile(&lat, 0.99).as_secs_f64() * 1000.0,
+        lat.len()
+    );
+    describe_load(&client, &signer, pid, 100, 1, 300).await?;
+    describe_load(&client, &signer, pid, 100, 32, 1_600).await?;
+    for n in 0..9 {
+        let token = format!("bulk-{n}");
+        signer
+            .call(&client, &[("Action", "RunInstances"), ("ImageId", &image_id), ("InstanceType", "mini"),
+                ("MinCount", "100"), ("MaxCount", "100"), ("ClientToken", &token), ("SubnetId", &subnet)])
+            .await?;
+    }
+    describe_load(&client, &signer, pid, 1_000, 1, 40).await?;
+    describe_load(&client, &signer, pid, 1_000, 32, 320).await?;
+    Ok(())
 }
 
 // ------------------------------------------------------------------ launch

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod billing;
+mod ec2;
 mod lifecycle;
 mod panel;
 mod resilience;

@@ -1,0 +1,560 @@
+//! Security groups, Elastic IPs, VPCs and subnets over Kumo's networks
+//! (`crate::networks`): each Kumo network is one VPC and one subnet whose ids
+//! carry the network id's hex digits (`net-X` → `vpc-X`, `subnet-X`);
+//! a floating IP is an Elastic IP (`eipalloc-X`, association `eipassoc-X`).
+//! Egress is open in Kumo, so every group shows EC2's allow-all egress rule.
+
+use kumo_wire::network::{AddRule, CreateSecurityGroup, PortRange, Protocol, SecurityGroupRule};
+
+use super::super::errors::{Ec2Error, Ec2Result};
+use super::super::params::Params;
+use super::super::xml::Xml;
+use super::{dry_run, owner_id, tags, Ctx};
+use crate::db::networks::{FloatingIpRecord, GroupRecord, NetworkRecord};
+use crate::error::ApiError;
+use crate::networks::{floating_ips, security_groups};
+
+fn hex_of(id: &str) -> &str {
+    id.split_once('-').map_or(id, |(_, h)| h)
+}
+
+/// `vpc-X`/`subnet-X` → `net-X` (`None` for the wrong prefix).
+pub fn network_id_of(ec2_id: &str, prefix: &str) -> Option<String> {
+    ec2_id.strip_prefix(prefix).and_then(|h| h.strip_prefix('-')).map(|h| format!("net-{h}"))
+}
+
+async fn find_network(
+    ctx: &Ctx<'_>,
+    raw: &str,
+    prefix: &str,
+    code: &'static str,
+    what: &str,
+) -> Ec2Result<NetworkRecord> {
+    let net = network_id_of(raw, prefix)
+        .filter(|n| n.parse::<kumo_wire::NetworkId>().is_ok())
+        .ok_or_else(|| Ec2Error::client(code, format!("The {what} ID '{raw}' is malformed")))?;
+    crate::networks::find(ctx.state, &ctx.caller, &net)
+        .await
+        .map_err(|_| Ec2Error::client(code, format!("The {what} ID '{raw}' does not exist")))
+}
+
+fn net_error(e: ApiError) -> Ec2Error {
+    match e {
+        ApiError::NotFound(m) if m.starts_with("security group") => Ec2Error::client("InvalidGroup.NotFound", m),
+        ApiError::NotFound(m) if m.starts_with("floating") => Ec2Error::client("InvalidAllocationID.NotFound", m),
+        ApiError::Conflict(m) if m.contains("in use") || m.contains("ports") => {
+            Ec2Error::client("DependencyViolation", m)
+        }
+        ApiError::Conflict(m) => Ec2Error::client("InvalidParameterValue", m),
+        ApiError::QuotaExceeded(m) => Ec2Error::client("AddressLimitExceeded", m),
+        other => other.into(),
+    }
+}
+
+/// `DescribeVpcs`.
+pub async fn describe_vpcs(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let ids = ctx.params.list("VpcId");
+    let mut nets = Vec::new();
+    if ids.is_empty() {
+        nets = crate::networks::list(ctx.state, &ctx.caller).await.map_err(net_error)?;
+    } else {
+        for id in &ids {
+            nets.push(find_network(ctx, id, "vpc", "InvalidVpcID.NotFound", "vpc").await?);
+        }
+    }
+    let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
+    let none = Vec::new();
+    let filters = ctx.params.filters()?;
+    let owner = owner_id(ctx);
+    let nets: Vec<NetworkRecord> = nets
+        .into_iter()
+        .filter(|n| {
+            let vpc = format!("vpc-{}", hex_of(n.id.as_str()));
+            let t = all_tags.get(&vpc).unwrap_or(&none);
+            filters.iter().all(|f| match tags::tag_filter(f, t) {
+                Some(m) => m,
+                None => match f.name.as_str() {
+                    "vpc-id" => f.matches(&vpc),
+                    "cidr" | "cidr-block-association.cidr-block" => f.matches(&n.cidr.to_string()),
+                    "is-default" => f.matches(if n.is_default { "true" } else { "false" }),
+                    "state" => f.matches("available"),
+                    "owner-id" => f.matches(&owner),
+                    _ => false,
+                },
+            })
+        })
+        .collect();
+    dry_run(ctx)?;
+    x.set("vpcSet", nets, |x, n| {
+        let vpc = format!("vpc-{}", hex_of(n.id.as_str()));
+        x.leaf("vpcId", &vpc)
+            .leaf("ownerId", &owner)
+            .leaf("state", "available")
+            .leaf("cidrBlock", n.cidr)
+            .leaf("dhcpOptionsId", "default")
+            .tags(all_tags.get(&vpc).unwrap_or(&none))
+            .leaf("instanceTenancy", "default")
+            .leaf("isDefault", n.is_default);
+    });
+    Ok(())
+}
+
+/// `DescribeSubnets`.
+pub async fn describe_subnets(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let ids = ctx.params.list("SubnetId");
+    let mut nets = Vec::new();
+    if ids.is_empty() {
+        nets = crate::networks::list(ctx.state, &ctx.caller).await.map_err(net_error)?;
+    } else {
+        for id in &ids {
+            nets.push(find_network(ctx, id, "subnet", "InvalidSubnetID.NotFound", "subnet").await?);
+        }
+    }
+    let zone = super::meta::zones(ctx)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| format!("{}a", ctx.state.config.ec2_region));
+    let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
+    let none = Vec::new();
+    let filters = ctx.params.filters()?;
+    let owner = owner_id(ctx);
+    let nets: Vec<NetworkRecord> = nets
+        .into_iter()
+        .filter(|n| {
+            let hex = hex_of(n.id.as_str());
+            let subnet = format!("subnet-{hex}");
+            let t = all_tags.get(&subnet).unwrap_or(&none);
+            filters.iter().all(|f| match tags::tag_filter(f, t) {
+                Some(m) => m,
+                None => match f.name.as_str() {
+                    "subnet-id" => f.matches(&subnet),
+                    "vpc-id" => f.matches(&format!("vpc-{hex}")),
+                    "cidr-block" | "cidr" | "cidrBlock" => f.matches(&n.cidr.to_string()),
+                    "availability-zone" => f.matches(&zone),
+                    "default-for-az" => f.matches(if n.is_default { "true" } else { "false" }),
+                    "state" => f.matches("available"),
+                    "owner-id" => f.matches(&owner),
+                    _ => false,
+                },
+            })
+        })
+        .collect();
+    dry_run(ctx)?;
+    x.set("subnetSet", nets, |x, n| {
+        let hex = hex_of(n.id.as_str());
+        let size = 1u64 << (32 - u32::from(n.cidr.prefix_len()));
+        let free = size.saturating_sub(3 + n.port_count);
+        x.leaf("subnetId", format!("subnet-{hex}"))
+            .leaf("state", "available")
+            .leaf("ownerId", &owner)
+            .leaf("vpcId", format!("vpc-{hex}"))
+            .leaf("cidrBlock", n.cidr)
+            .leaf("availableIpAddressCount", free)
+            .leaf("availabilityZone", &zone)
+            .leaf("defaultForAz", n.is_default)
+            .leaf("mapPublicIpOnLaunch", false)
+            .tags(all_tags.get(&format!("subnet-{hex}")).unwrap_or(&none));
+    });
+    Ok(())
+}
+
+/// The group named by `GroupId` or `GroupName`.
+async fn group_param(ctx: &Ctx<'_>, p: &Params) -> Ec2Result<GroupRecord> {
+    let key = match (p.get("GroupId"), p.get("GroupName")) {
+        (Some(id), _) => {
+            if id.parse::<kumo_wire::SecurityGroupId>().is_err() {
+                return Err(Ec2Error::malformed("InvalidGroupId.Malformed", "security group", id));
+            }
+            id
+        }
+        (None, Some(name)) => name,
+        (None, None) => return Err(Ec2Error::missing("GroupId")),
+    };
+    security_groups::find(ctx.state, &ctx.caller, key)
+        .await
+        .map_err(|_| Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{key}' does not exist")))
+}
+
+/// `CreateSecurityGroup`.
+pub async fn create_security_group(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let name = ctx.params.required("GroupName")?;
+    let description = ctx.params.required("GroupDescription")?;
+    if let Some(vpc) = ctx.params.get("VpcId") {
+        find_network(ctx, vpc, "vpc", "InvalidVpcID.NotFound", "vpc").await?;
+    }
+    let new_tags = ctx.params.tag_specifications("security-group")?;
+    tags::validate(&new_tags)?;
+    dry_run(ctx)?;
+    let req = CreateSecurityGroup { name: name.to_owned(), description: description.to_owned() };
+    let g = security_groups::create(ctx.state, &ctx.caller, req).await.map_err(|e| match e {
+        ApiError::Conflict(m) => Ec2Error::client("InvalidGroup.Duplicate", m),
+        other => net_error(other),
+    })?;
+    tags::tag_new(ctx, g.id.as_str(), &new_tags).await?;
+    x.leaf("return", true).leaf("groupId", &g.id).tags(&new_tags);
+    Ok(())
+}
+
+/// `DeleteSecurityGroup`.
+pub async fn delete_security_group(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let g = group_param(ctx, &ctx.params).await?;
+    dry_run(ctx)?;
+    security_groups::delete(ctx.state, &ctx.caller, g.id.as_str()).await.map_err(|e| match e {
+        ApiError::Conflict(m) if m.contains("default") => Ec2Error::client("CannotDelete", m),
+        ApiError::Conflict(m) => Ec2Error::client("DependencyViolation", m),
+        other => net_error(other),
+    })?;
+    tags::forget(&ctx.state.db, &ctx.caller.project_id, g.id.as_str()).await?;
+    x.leaf("return", true).leaf("groupId", &g.id);
+    Ok(())
+}
+
+fn ec2_protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Icmp => "icmp",
+        Protocol::Any => "-1",
+    }
+}
+
+/// The rules `IpPermissions.N` (or the flat legacy parameters) describe.
+async fn permissions(ctx: &Ctx<'_>) -> Ec2Result<Vec<AddRule>> {
+    let mut perms = ctx.params.groups("IpPermissions");
+    if perms.is_empty() && ctx.params.get("IpProtocol").is_some() {
+        let mut p = Params::default();
+        for k in ["IpProtocol", "FromPort", "ToPort"] {
+            if let Some(v) = ctx.params.get(k) {
+                p = Params::from_pairs(p.pairs().into_iter().chain([(k, v)]));
+            }
+        }
+        if let Some(c) = ctx.params.get("CidrIp") {
+            p = Params::from_pairs(p.pairs().into_iter().chain([("IpRanges.1.CidrIp", c)]));
+        }
+        perms.push(p);
+    }
+    if perms.is_empty() {
+        return Err(Ec2Error::missing("IpPermissions"));
+    }
+    let mut out = Vec::new();
+    for p in perms {
+        let proto = match p.required("IpProtocol")?.to_ascii_lowercase().as_str() {
+            "tcp" | "6" => Protocol::Tcp,
+            "udp" | "17" => Protocol::Udp,
+            "icmp" | "1" => Protocol::Icmp,
+            "-1" | "all" => Protocol::Any,
+            other => return Err(Ec2Error::invalid_value(format!("Invalid value '{other}' for IP protocol"))),
+        };
+        let from = p.int("FromPort")?;
+        let to = p.int("ToPort")?;
+        let ports = match (proto.has_ports(), from, to) {
+            (true, Some(f), Some(t)) if (1..=65535).contains(&f) && (f..=65535).contains(&t) => {
+                Some(PortRange { first: u16::try_from(f).unwrap_or(1), last: u16::try_from(t).unwrap_or(65535) })
+            }
+            (true, None | Some(-1), None | Some(-1)) => None,
+            (true, f, t) => {
+                return Err(Ec2Error::invalid_value(format!(
+                    "Invalid port range {f:?}-{t:?}: use 1-65535, FromPort <= ToPort"
+                )))
+            }
+            (false, _, _) => None,
+        };
+        let mut any = false;
+        for r in p.groups("IpRanges") {
+            let cidr = r.required("CidrIp")?;
+            let cidr = cidr.parse().map_err(|_| Ec2Error::invalid_value(format!("CIDR block {cidr} is malformed")))?;
+            out.push(AddRule { protocol: proto, ports, cidr: Some(cidr), source_group: None });
+            any = true;
+        }
+        for g in p.groups("Groups") {
+            let source =
+                g.get("GroupId").or_else(|| g.get("GroupName")).ok_or_else(|| Ec2Error::missing("Groups.N.GroupId"))?;
+            out.push(AddRule { protocol: proto, ports, cidr: None, source_group: Some(source.to_owned()) });
+            any = true;
+        }
+        if !any {
+            return Err(Ec2Error::missing("IpRanges.N.CidrIp"));
+        }
+    }
+    Ok(out)
+}
+
+fn same_rule(rule: &SecurityGroupRule, want: &AddRule) -> bool {
+    rule.protocol == want.protocol
+        && rule.ports == want.ports
+        && rule.cidr == want.cidr
+        && match &want.source_group {
+            None => rule.source_group_id.is_none(),
+            Some(s) => {
+                rule.source_group_id.as_ref().is_some_and(|id| id.as_str() == s)
+                    || rule.source_group.as_deref() == Some(s)
+            }
+        }
+}
+
+/// `AuthorizeSecurityGroupIngress`.
+pub async fn authorize_ingress(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let g = group_param(ctx, &ctx.params).await?;
+    let rules = permissions(ctx).await?;
+    if let Some(dup) = rules.iter().find(|r| g.rules.iter().any(|have| same_rule(have, r))) {
+        return Err(Ec2Error::client(
+            "InvalidPermission.Duplicate",
+            format!("the rule {dup:?} already exists in {}", g.id),
+        ));
+    }
+    for r in &rules {
+        security_groups::check_rule(r).map_err(net_error)?;
+    }
+    dry_run(ctx)?;
+    for r in rules {
+        security_groups::add_rule(ctx.state, &ctx.caller, g.id.as_str(), r).await.map_err(net_error)?;
+    }
+    x.leaf("return", true);
+    Ok(())
+}
+
+/// `RevokeSecurityGroupIngress`.
+pub async fn revoke_ingress(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let g = group_param(ctx, &ctx.params).await?;
+    let rules = permissions(ctx).await?;
+    let mut ids = Vec::new();
+    for want in &rules {
+        let rule = g.rules.iter().find(|have| same_rule(have, want)).ok_or_else(|| {
+            Ec2Error::client("InvalidPermission.NotFound", format!("The specified rule does not exist in {}", g.id))
+        })?;
+        ids.push(rule.id.to_string());
+    }
+    dry_run(ctx)?;
+    for id in ids {
+        security_groups::remove_rule(ctx.state, &ctx.caller, g.id.as_str(), &id).await.map_err(net_error)?;
+    }
+    x.leaf("return", true);
+    Ok(())
+}
+
+/// `DescribeSecurityGroups`.
+pub async fn describe_security_groups(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let ids = ctx.params.list("GroupId");
+    let names = ctx.params.list("GroupName");
+    let all = security_groups::list(ctx.state, &ctx.caller).await.map_err(net_error)?;
+    for id in &ids {
+        if !all.iter().any(|g| g.id.as_str() == id) {
+            if id.parse::<kumo_wire::SecurityGroupId>().is_err() {
+                return Err(Ec2Error::malformed("InvalidGroupId.Malformed", "security group", id));
+            }
+            return Err(Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{id}' does not exist")));
+        }
+    }
+    for n in &names {
+        if !all.iter().any(|g| &g.name == n) {
+            return Err(Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{n}' does not exist")));
+        }
+    }
+    let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
+    let none = Vec::new();
+    let filters = ctx.params.filters()?;
+    let owner = owner_id(ctx);
+    let groups: Vec<GroupRecord> = all
+        .into_iter()
+        .filter(|g| ids.is_empty() || ids.iter().any(|i| i == g.id.as_str()))
+        .filter(|g| names.is_empty() || names.contains(&g.name))
+        .filter(|g| {
+            let t = all_tags.get(g.id.as_str()).unwrap_or(&none);
+            filters.iter().all(|f| match tags::tag_filter(f, t) {
+                Some(m) => m,
+                None => match f.name.as_str() {
+                    "group-id" => f.matches(g.id.as_str()),
+                    "group-name" => f.matches(&g.name),
+                    "description" => f.matches(&g.description),
+                    "owner-id" => f.matches(&owner),
+                    _ => false,
+                },
+            })
+        })
+        .collect();
+    dry_run(ctx)?;
+    x.set("securityGroupInfo", groups, |x, g| {
+        x.leaf("ownerId", &owner)
+            .leaf("groupId", &g.id)
+            .leaf("groupName", &g.name)
+            .leaf("groupDescription", &g.description)
+            .set("ipPermissions", &g.rules, |x, r| {
+                x.leaf("ipProtocol", ec2_protocol(r.protocol));
+                if let Some(p) = r.ports {
+                    x.leaf("fromPort", p.first).leaf("toPort", p.last);
+                }
+                x.set("groups", r.source_group_id.iter(), |x, sg| {
+                    x.leaf("userId", &owner).leaf("groupId", sg);
+                });
+                x.set("ipRanges", r.cidr.iter(), |x, c| {
+                    x.leaf("cidrIp", c);
+                });
+                x.set("ipv6Ranges", Vec::<u8>::new(), |_, _| {});
+                x.set("prefixListIds", Vec::<u8>::new(), |_, _| {});
+            })
+            .set("ipPermissionsEgress", [()], |x, ()| {
+                x.leaf("ipProtocol", "-1").set("groups", Vec::<u8>::new(), |_, _| {}).set(
+                    "ipRanges",
+                    ["0.0.0.0/0"],
+                    |x, c| {
+                        x.leaf("cidrIp", c);
+                    },
+                );
+            })
+            .tags(all_tags.get(g.id.as_str()).unwrap_or(&none));
+    });
+    Ok(())
+}
+
+fn association_of(f: &FloatingIpRecord) -> Option<String> {
+    f.instance_id.as_ref().map(|_| format!("eipassoc-{}", hex_of(f.id.as_str())))
+}
+
+async fn find_address(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<FloatingIpRecord> {
+    if raw.parse::<kumo_wire::FloatingIpId>().is_err() {
+        return Err(Ec2Error::malformed("InvalidAllocationID.Malformed", "allocation", raw));
+    }
+    floating_ips::find(ctx.state, &ctx.caller, raw).await.map_err(|_| {
+        Ec2Error::client("InvalidAllocationID.NotFound", format!("The allocation ID '{raw}' does not exist"))
+    })
+}
+
+/// `AllocateAddress`: a floating IP from the external network.
+pub async fn allocate_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    dry_run(ctx)?;
+    let f = floating_ips::allocate(ctx.state, &ctx.caller).await.map_err(|e| match e {
+        ApiError::Conflict(m) | ApiError::Unavailable(m) | ApiError::Invalid(m) => {
+            Ec2Error::client("AddressLimitExceeded", m)
+        }
+        other => net_error(other),
+    })?;
+    x.leaf("publicIp", f.address).leaf("domain", "vpc").leaf("allocationId", &f.id);
+    Ok(())
+}
+
+/// `AssociateAddress` (by `AllocationId` or `PublicIp`) with an instance.
+pub async fn associate_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let f = address_param(ctx).await?;
+    let inst = super::instances::find_instance(ctx, ctx.params.required("InstanceId")?).await?;
+    dry_run(ctx)?;
+    let f = floating_ips::associate(ctx.state, &ctx.caller, f.id.as_str(), inst.id.as_str()).await.map_err(
+        |e| match e {
+            ApiError::Conflict(m) => Ec2Error::client("Resource.AlreadyAssociated", m),
+            other => net_error(other),
+        },
+    )?;
+    x.leaf("return", true).opt("associationId", association_of(&f));
+    Ok(())
+}
+
+async fn address_param(ctx: &Ctx<'_>) -> Ec2Result<FloatingIpRecord> {
+    if let Some(id) = ctx.params.get("AllocationId") {
+        return find_address(ctx, id).await;
+    }
+    let ip = ctx.params.get("PublicIp").ok_or_else(|| Ec2Error::missing("AllocationId"))?;
+    floating_ips::list(ctx.state, &ctx.caller)
+        .await
+        .map_err(net_error)?
+        .into_iter()
+        .find(|f| f.address.to_string() == ip)
+        .ok_or_else(|| Ec2Error::client("InvalidAddress.NotFound", format!("Address '{ip}' not found")))
+}
+
+/// `DisassociateAddress` (by `AssociationId` or `PublicIp`).
+pub async fn disassociate_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let f = match ctx.params.get("AssociationId") {
+        Some(a) => {
+            let id = a
+                .strip_prefix("eipassoc-")
+                .map(|h| format!("eipalloc-{h}"))
+                .ok_or_else(|| Ec2Error::malformed("InvalidAssociationID.Malformed", "association", a))?;
+            let f = find_address(ctx, &id).await.map_err(|_| {
+                Ec2Error::client("InvalidAssociationID.NotFound", format!("The association ID '{a}' does not exist"))
+            })?;
+            if f.instance_id.is_none() {
+                return Err(Ec2Error::client(
+                    "InvalidAssociationID.NotFound",
+                    format!("The association ID '{a}' does not exist"),
+                ));
+            }
+            f
+        }
+        None => address_param(ctx).await?,
+    };
+    dry_run(ctx)?;
+    floating_ips::disassociate(ctx.state, &ctx.caller, f.id.as_str()).await.map_err(net_error)?;
+    x.leaf("return", true);
+    Ok(())
+}
+
+/// `ReleaseAddress`.
+pub async fn release_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let f = address_param(ctx).await?;
+    if f.instance_id.is_some() {
+        return Err(Ec2Error::client(
+            "InvalidIPAddress.InUse",
+            format!(
+                "Address {} is associated with {}; disassociate it first",
+                f.address,
+                f.instance_id.as_ref().map(|i| i.as_str()).unwrap_or("")
+            ),
+        ));
+    }
+    dry_run(ctx)?;
+    floating_ips::release(ctx.state, &ctx.caller, f.id.as_str()).await.map_err(|e| match e {
+        ApiError::Conflict(m) => Ec2Error::client("InvalidIPAddress.InUse", m),
+        other => net_error(other),
+    })?;
+    tags::forget(&ctx.state.db, &ctx.caller.project_id, f.id.as_str()).await?;
+    x.leaf("return", true);
+    Ok(())
+}
+
+/// `DescribeAddresses`.
+pub async fn describe_addresses(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let ids = ctx.params.list("AllocationId");
+    let ips = ctx.params.list("PublicIp");
+    let all = floating_ips::list(ctx.state, &ctx.caller).await.map_err(net_error)?;
+    for id in &ids {
+        if !all.iter().any(|f| f.id.as_str() == id) {
+            return Err(Ec2Error::client(
+                "InvalidAllocationID.NotFound",
+                format!("The allocation ID '{id}' does not exist"),
+            ));
+        }
+    }
+    let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
+    let none = Vec::new();
+    let filters = ctx.params.filters()?;
+    let rows: Vec<FloatingIpRecord> = all
+        .into_iter()
+        .filter(|f| ids.is_empty() || ids.iter().any(|i| i == f.id.as_str()))
+        .filter(|f| ips.is_empty() || ips.contains(&f.address.to_string()))
+        .filter(|f| {
+            let t = all_tags.get(f.id.as_str()).unwrap_or(&none);
+            filters.iter().all(|flt| match tags::tag_filter(flt, t) {
+                Some(m) => m,
+                None => match flt.name.as_str() {
+                    "allocation-id" => flt.matches(f.id.as_str()),
+                    "public-ip" => flt.matches(&f.address.to_string()),
+                    "instance-id" => f.instance_id.as_ref().is_some_and(|i| flt.matches(i.as_str())),
+                    "association-id" => association_of(f).is_some_and(|a| flt.matches(&a)),
+                    "domain" => flt.matches("vpc"),
+                    _ => false,
+                },
+            })
+        })
+        .collect();
+    dry_run(ctx)?;
+    x.set("addressesSet", rows, |x, f| {
+        x.leaf("publicIp", f.address)
+            .leaf("allocationId", &f.id)
+            .leaf("domain", "vpc")
+            .opt("instanceId", f.instance_id.as_ref())
+            .opt("associationId", association_of(&f))
+            .opt("privateIpAddress", f.private_ip)
+            .tags(all_tags.get(f.id.as_str()).unwrap_or(&none));
+    });
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! Volumes and their snapshots: CreateVolume, DescribeVolumes, AttachVolume,
+//! DetachVolume, DeleteVolume, CreateSnapshot, DescribeSnapshots,
+//! DeleteSnapshot, over [`crate::volumes`] and [`crate::snapshots`].
+//!
+//! Kumo places a volume itself (next to its instance, or on the host with the
+//! most free disk) and names the device: `AvailabilityZone` must be one of the
+//! cloud's zones, and the `Device` of AttachVolume is answered with the device
+//! the volume really gets (`/dev/vdb`…).
+
+use std::collections::HashMap;
+
+use kumo_wire::storage::{CreateSnapshot, CreateVolume, SnapshotKind, SnapshotState, VolumeAction, VolumeState};
+use kumo_wire::{HostId, InstanceId, SnapshotId, Timestamp, VolumeId};
+use serde_json::json;
+use sqlx::Row;
+
+use super::super::errors::{Ec2Error, Ec2Result};
+use super::super::xml::{time, Xml};
+use super::instances::find_instance;
+use super::{dry_run, owner_id, paginate, tags, Ctx};
+use crate::db::snapshots::SnapshotRecord;
+use crate::db::volumes::VolumeRecord;
+use crate::db::DbError;
+use crate::error::ApiError;
+
+fn parse_volume_id(raw: &str) -> Ec2Result<VolumeId> {
+    raw.parse().map_err(|_| Ec2Error::malformed("InvalidVolumeID.Malformed", "volume", raw))
+}
+
+fn parse_snapshot_id(raw: &str) -> Ec2Result<SnapshotId> {
+    raw.parse().map_err(|_| Ec2Error::malformed("InvalidSnapshotID.Malformed", "snapshot", raw))
+}
+
+/// A live volume of the caller's project, by id.
+async fn find_volume(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<VolumeRecord> {
+    let id = parse_volume_id(raw)?;
+    ctx.state
+        .db
+        .volume_in_project(&ctx.caller.project_id, id.as_str())
+        .await?
+        .filter(|v| v.id == id && v.state != VolumeState::Deleted)
+        .ok_or_else(|| Ec2Error::not_found("InvalidVolume.NotFound", "volume", raw))
+}
+
+/// A live snapshot of the caller's project, by id.
+async fn find_snapshot(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<SnapshotRecord> {
+    let id = parse_snapshot_id(raw)?;
+    ctx.state
+        .db
+        .snapshot_in_project(&ctx.caller.project_id, id.as_str())
+        .await?
+        .filter(|s| s.id == id && s.state != SnapshotState::Deleted && s.kind == SnapshotKind::Volume)
+        .ok_or_else(|| Ec2Error::not_found("InvalidSnapshot.NotFound", "snapshot", raw))
+}
+
+fn volume_status(v: &VolumeRecord) -> &'static str {
+    match v.state {
+        VolumeState::Creating => "creating",
+        VolumeState::Available => "available",
+        VolumeState::Attaching | VolumeState::InUse | VolumeState::Detaching => "in-use",
+        VolumeState::Extending if v.instance_id.is_some() => "in-use",
+        VolumeState::Extending => "available",
+        VolumeState::Deleting => "deleting",
+        VolumeState::Deleted => "deleted",
+        VolumeState::Error => "error",
+    }
+}
+
+fn attachment_status(v: &VolumeRecord) -> &'static str {
+    match v.state {
+        VolumeState::Attaching => "attaching",
+        VolumeState::Detaching => "detaching",
+        _ => "attached",
+    }
+}
+
+fn snapshot_status(s: &SnapshotRecord) -> &'static str {
+    match s.state {
+        SnapshotState::Creating => "pending",
+        SnapshotState::Available | SnapshotState::Deleting | SnapshotState::Deleted => "completed",
+        SnapshotState::Error => "error",
+    }
+}
+
+fn device_path(dev: Option<&str>) -> String {
+    dev.map(|d| format!("/dev/{d}")).unwrap_or_default()
+}
+
+async fn host_zones(ctx: &Ctx<'_>) -> Ec2Result<(HashMap<HostId, String>, String)> {
+    let hosts = ctx.state.db.list_hosts().await?;
+    let default = hosts
+        .iter()
+        .map(|h| h.host.availability_zone.clone())
+        .min()
+        .unwrap_or_else(|| format!("{}a", ctx.state.config.ec2_region));
+    Ok((hosts.into_iter().map(|h| (h.host.id, h.host.availability_zone)).collect(), default))
+}
+
+fn write_volume(x: &mut Xml, v: &VolumeRecord, zone: &str, tags: &[(String, String)]) {
+    x.leaf("volumeId", &v.id)
+        .leaf("size", v.size_gib)
+        .leaf("snapshotId", v.source_snapshot_id.as_ref().map(|s| s.to_string()).unwrap_or_default())
+        .leaf("availabilityZone", zone)
+        .leaf("status", volume_status(v))
+        .leaf("createTime", time(v.created_at));
+    let attached = v.instance_id.as_ref().filter(|_| volume_status(v) == "in-use");
+    x.set("attachmentSet", attached, |x, inst| {
+        x.leaf("volumeId", &v.id)
+            .leaf("instanceId", inst)
+            .leaf("device", device_path(v.device.as_deref()))
+            .leaf("status", attachment_status(v))
+            .leaf("attachTime", time(v.updated_at))
+            .leaf("deleteOnTermination", false);
+    });
+    x.tags(tags).leaf("volumeType", "standard").leaf("encrypted", false).leaf("multiAttachEnabled", false);
+}
+
+/// `CreateVolume`: `Size` in GiB or a `SnapshotId`; `ClientToken` makes retries create one volume.
+pub async fn create_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let p = &ctx.params;
+    let zone = p.required("AvailabilityZone")?;
+    let zones = super::meta::zones(ctx).await?;
+    if !zones.iter().any(|z| z == zone) {
+        return Err(Ec2Error::invalid_value(format!(
+            "Invalid availability zone: [{zone}] (this cloud's zones: {})",
+            zones.join(", ")
+        )));
+    }
+    let token = p.get("ClientToken").filter(|t| !t.is_empty());
+    if let Some(token) = token {
+        let row = sqlx::query(
+            "SELECT resource_ids FROM ec2_client_tokens WHERE project_id = $1 AND client_token = $2 AND action = 'CreateVolume'",
+        )
+        .bind(ctx.caller.project_id.as_str())
+        .bind(token)
+        .fetch_optional(ctx.state.db.pool())
+        .await
+        .map_err(DbError::from)?;
+        if let Some(row) = row {
+            let raw: String = row.try_get("resource_ids").map_err(DbError::from)?;
+            let id = serde_json::from_str::<serde_json::Value>(&raw)
+                .ok()
+                .and_then(|v| v["ids"][0].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            dry_run(ctx)?;
+            let v = ctx.state.db.volume_in_project(&ctx.caller.project_id, &id).await?.ok_or_else(|| {
+                Ec2Error::client("IdempotentParameterMismatch", format!("the volume of client token '{token}' is gone"))
+            })?;
+            let t = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
+            write_volume(x, &v, zone, t.get(v.id.as_str()).map_or(&[], Vec::as_slice));
+            return Ok(());
+        }
+    }
+    let size = p.int("Size")?;
+    let snapshot = match p.get("SnapshotId") {
+        Some(raw) => Some(find_snapshot(ctx, raw).await?),
+        None => None,
+    };
+    if size.is_none() && snapshot.is_none() {
+        return Err(Ec2Error::missing("Size"));
+    }
+    let size_gib = size
+        .map(|s| {
+            u64::try_from(s)
+                .ok()
+                .filter(|s| *s >= 1)
+                .ok_or_else(|| Ec2Error::invalid_value(format!("Size must be at least 1 GiB, not {s}")))
+        })
+        .transpose()?;
+    let new_tags = p.tag_specifications("volume")?;
+    tags::validate(&new_tags)?;
+    dry_run(ctx)?;
+    let req = CreateVolume {
+        name: format!("ec2-{}", &VolumeId::generate().as_str()[4..14]),
+        size_gib,
+        snapshot: snapshot.map(|s| s.id.to_string()),
+        backend: None,
+        attach_to: None,
+    };
+    let v = crate::volumes::create(ctx.state, &ctx.caller, req).await.map_err(|e| match e {
+        ApiError::QuotaExceeded(m) => Ec2Error::client("VolumeLimitExceeded", m),
+        other => other.into(),
+    })?;
+    tags::tag_new(ctx, v.id.as_str(), &new_tags).await?;
+    if let Some(token) = token {
+        let stored = sqlx::query(
+            "INSERT INTO ec2_client_tokens (project_id, client_token, action, reservation_id, resource_ids, created_at) \
+             VALUES ($1, $2, 'CreateVolume', '', $3, $4)",
+        )
+        .bind(ctx.caller.project_id.as_str())
+        .bind(token)
+        .bind(json!({"ids": [v.id.as_str()]}).to_string())
+        .bind(Timestamp::now().millis())
+        .execute(ctx.state.db.pool())
+        .await;
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, "cannot record a CreateVolume client token");
+        }
+    }
+    write_volume(x, &v, zone, &new_tags);
+    Ok(())
+}
+
+/// `DescribeVolumes`.
+pub async fn describe_volumes(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let ids = ctx.params.list("VolumeId");
+    let mut rows = Vec::new();
+    if ids.is_empty() {
+        rows = ctx.state.db.list_volumes(&ctx.caller.project_id, None, false).await?;
+    } else {
+        for id in &ids {
+            rows.push(find_volume(ctx, id).await?);
+        }
+    }
+    let (zones, default_zone) = host_zones(ctx).await?;
+    let zone_of =
+        |v: &VolumeRecord| v.host_id.as_ref().and_then(|h| zones.get(h)).cloned().unwrap_or(default_zone.clone());
+    let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
+    let none = Vec::new();
+    let filters = ctx.params.filters()?;
+    let rows: Vec<VolumeRecord> = rows
+        .into_iter()
+        .filter(|v| {
+            let t = all_tags.get(v.id.as_str()).unwrap_or(&none);
+            filters.iter().all(|f| match tags::tag_filter(f, t) {
+                Some(m) => m,
+                None => match f.name.as_str() {
+                    "volume-id" => f.matches(v.id.as_str()),
+                    "status" => f.matches(volume_status(v)),
+                    "size" => f.matches(&v.size_gib.to_string()),
+                    "availability-zone" => f.matches(&zone_of(v)),
+                    "snapshot-id" => {
+                        f.matches(&v.source_snapshot_id.as_ref().map(|s| s.to_string()).unwrap_or_default())
+                    }
+                    "volume-type" => f.matches("standard"),
+                    "attachment.instance-id" => v.instance_id.as_ref().is_some_and(|i| f.matches(i.as_str())),
+                    "attachment.status" => v.instance_id.is_some() && f.matches(attachment_status(v)),
+                    "attachment.device" => f.matches(&device_path(v.device.as_deref())),
+                    "encrypted" => f.matches("false"),
+                    _ => false,
+                },
+            })
+        })
+        .collect();
+    dry_run(ctx)?;
+    let (page, next) = paginate(ctx, rows, (5, 500))?;
+    x.set("volumeSet", page, |x, v| write_volume(x, &v, &zone_of(&v), all_tags.get(v.id.as_str()).unwrap_or(&none)));
+    x.opt("nextToken", next);
+    Ok(())
+}
+
+fn write_attachment(x: &mut Xml, v: &VolumeRecord, instance: &InstanceId, status: &str) {
+    x.leaf("volumeId", &v.id)
+        .leaf("instanceId", instance)
+        .leaf("device", device_path(v.device.as_deref()))
+        .leaf("status", status)
+        .leaf("attachTime", time(v.updated_at))
+        .leaf("deleteOnTermination", false);
+}
+
+fn volume_error(e: ApiError) -> Ec2Error {
+    match e {
+        ApiError::Conflict(m) => Ec2Error::client("IncorrectState", m),
+        other => other.into(),
+    }
+}
+
+/// `AttachVolume`.
+pub async fn attach_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let v = find_volume(ctx, ctx.params.required("VolumeId")?).await?;
+    let inst = find_instance(ctx, ctx.params.required("InstanceId")?).await?;
+    ctx.params.required("Device")?;
+    if v.instance_id.is_some() {
+        return Err(Ec2Error::client("VolumeInUse", format!("{} is already attached to an instance", v.id)));
+    }
+    dry_run(ctx)?;
+    let action = VolumeAction::Attach { instance: inst.id.to_string() };
+    let v = crate::volumes::act(ctx.state, &ctx.caller, v.id.as_str(), action).await.map_err(volume_error)?;
+    write_attachment(x, &v, &inst.id, "attaching");
+    Ok(())
+}
+
+/// `DetachVolume`.
+pub async fn detach_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let v = find_volume(ctx, ctx.params.required("VolumeId")?).await?;
+    let Some(inst) = v.instance_id.clone() else {
+        return Err(Ec2Error::client("IncorrectState", format!("Volume '{}' is in the 'available' state.", v.id)));
+    };
+    if let Some(named) = ctx.params.get("InstanceId") {
+        if named != inst.as_str() {
+            return Err(Ec2Error::client(
+                "InvalidAttachment.NotFound",
+                format!("Volume '{}' is not attached to instance '{named}'", v.id),
+            ));
+        }
+    }
+    dry_run(ctx)?;
+    let v =
+        crate::volumes::act(ctx.state, &ctx.caller, v.id.as_str(), VolumeAction::Detach).await.map_err(volume_error)?;
+    write_attachment(x, &v, &inst, "detaching");
+    Ok(())
+}
+
+/// `DeleteVolume`.
+pub async fn delete_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let v = find_volume(ctx, ctx.params.required("VolumeId")?).await?;
+    if v.instance_id.is_some() {
+        return Err(Ec2Error::client("VolumeInUse", format!("Volume {} is currently attached", v.id)));
+    }
+    dry_run(ctx)?;
+    crate::volumes::delete(ctx.state, &ctx.caller, v.id.as_str()).await.map_err(volume_error)?;
+    tags::forget(&ctx.state.db, &ctx.caller.project_id, v.id.as_str()).await?;
+    x.leaf("return", true);
+    Ok(())
+}
+
+fn write_snapshot(x: &mut Xml, s: &SnapshotRecord, owner: &str, description: &str, tags: &[(String, String)]) {
+    x.leaf("snapshotId", &s.id)
+        .leaf("volumeId", s.volume_id.as_ref().map(|v| v.to_string()).unwrap_or_default())
+        .leaf("status", snapshot_status(s))
+        .leaf("startTime", time(s.created_at))
+        .leaf("progress", if snapshot_status(s) == "completed" { "100%" } else { "0%" })
+        .leaf("ownerId", owner)
+        .leaf("volumeSize", s.size_gib)
+        .leaf("description", description)
+        .leaf("encrypted", false)
+        .leaf("storageTier", "standard")
+        .tags(tags);
+}
+
+/// `CreateSnapshot` of a volume (live when its instance runs).
+pub async fn create_snapshot(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let v = find_volume(ctx, ctx.params.required("VolumeId")?).await?;
+    let new_tags = ctx.params.tag_specifications("snapshot")?;
+    tags::validate(&new_tags)?;
+    dry_run(ctx)?;
+    let req = CreateSnapshot {
+        name: format!("ec2-{}", &SnapshotId::generate().as_str()[5..15]),
+        volume: Some(v.id.to_string()),
+        instance: None,
+    };
+    let s = crate::snapshots::create(ctx.state, &ctx.caller, req).await.map_err(|e| match e {
+        ApiError::QuotaExceeded(m) => Ec2Error::client("SnapshotLimitExceeded", m),
+        other => volume_error(other),
+    })?;
+    tags::tag_new(ctx, s.id.as_str(), &new_tags).await?;
+    write_snapshot(x, &s, &owner_id(ctx), ctx.params.get("Description").unwrap_or(""), &new_tags);
+    Ok(())
+}
+
+/// `DescribeSnapshots`: the project's volume snapshots (instance snapshots are images).
+pub async fn describe_snapshots(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let ids = ctx.params.list("SnapshotId");
+    let mut rows = Vec::new();
+    if ids.is_empty() {
+        rows = ctx.state.db.list_snapshots(&ctx.caller.project_id, false).await?;
+    } else {
+        for id in &ids {
+            rows.push(find_snapshot(ctx, id).await?);
+        }
+    }
+    let owners = ctx.params.list("Owner");
+    let me = owner_id(ctx);
+    let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
+    let none = Vec::new();
+    let filters = ctx.params.filters()?;
+    let rows: Vec<SnapshotRecord> = rows
+        .into_iter()
+        .filter(|s| s.kind == SnapshotKind::Volume && s.state != SnapshotState::Deleted)
+        .filter(|_| owners.is_empty() || owners.iter().any(|o| o == "self" || *o == me))
+        .filter(|s| {
+            let t = all_tags.get(s.id.as_str()).unwrap_or(&none);
+            filters.iter().all(|f| match tags::tag_filter(f, t) {
+                Some(m) => m,
+                None => match f.name.as_str() {
+                    "snapshot-id" => f.matches(s.id.as_str()),
+                    "volume-id" => f.matches(&s.volume_id.as_ref().map(|v| v.to_string()).unwrap_or_default()),
+                    "status" => f.matches(snapshot_status(s)),
+                    "owner-id" => f.matches(&me),
+                    "volume-size" => f.matches(&s.size_gib.to_string()),
+                    "encrypted" => f.matches("false"),
+                    _ => false,
+                },
+            })
+        })
+        .collect();
+    dry_run(ctx)?;
+    let (page, next) = paginate(ctx, rows, (5, 1000))?;
+    x.set("snapshotSet", page, |x, s| write_snapshot(x, &s, &me, "", all_tags.get(s.id.as_str()).unwrap_or(&none)));
+    x.opt("nextToken", next);
+    Ok(())
+}
+
+/// `DeleteSnapshot`.
+pub async fn delete_snapshot(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let s = find_snapshot(ctx, ctx.params.required("SnapshotId")?).await?;
+    dry_run(ctx)?;
+    crate::snapshots::delete(ctx.state, &ctx.caller, s.id.as_str()).await.map_err(|e| match e {
+        ApiError::Conflict(m) => Ec2Error::client("InvalidSnapshot.InUse", m),
+        other => other.into(),
+    })?;
+    tags::forget(&ctx.state.db, &ctx.caller.project_id, s.id.as_str()).await?;
+    x.leaf("return", true);
+    Ok(())
+}

@@ -1,0 +1,269 @@
+"""boto3 against a running Kumo: the scenario of issue 7, end to end.
+
+Started by tests/tests/e2e/ec2.rs with a real controller, agent, libvirtd and
+TCG guests. Environment: KUMO_EC2_ENDPOINT, KUMO_EC2_REGION, KUMO_EC2_KEY_ID,
+KUMO_EC2_SECRET (the first project's key) and KUMO_EC2_OTHER_KEY_ID,
+KUMO_EC2_OTHER_SECRET (a key of another project).
+"""
+
+import datetime
+import os
+import time
+import unittest
+import urllib.error
+import urllib.request
+import uuid
+from unittest import mock
+
+import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+ENDPOINT = os.environ["KUMO_EC2_ENDPOINT"]
+REGION = os.environ.get("KUMO_EC2_REGION", "kumo-1")
+KEY, SECRET = os.environ["KUMO_EC2_KEY_ID"], os.environ["KUMO_EC2_SECRET"]
+OTHER_KEY, OTHER_SECRET = os.environ["KUMO_EC2_OTHER_KEY_ID"], os.environ["KUMO_EC2_OTHER_SECRET"]
+PUBLIC_KEY = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl e2e@kumo"
+WAIT = {"Delay": 3, "MaxAttempts": 100}
+
+
+def client(key=KEY, secret=SECRET):
+    return boto3.client(
+        "ec2",
+        endpoint_url=ENDPOINT,
+        region_name=REGION,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=Config(retries={"max_attempts": 2, "mode": "standard"}),
+    )
+
+
+def code_of(call, *args, **kwargs):
+    """The EC2 error code a call fails with (and the HTTP status)."""
+    try:
+        call(*args, **kwargs)
+    except ClientError as e:
+        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+    raise AssertionError(f"{call.__name__} succeeded")
+
+
+def raw_call(params, key=KEY, secret=SECRET, when=None):
+    """A hand-signed POST (for actions botocore does not know, and old dates)."""
+    body = "&".join(f"{k}={v}" for k, v in {"Version": "2016-11-15", **params}.items())
+    req = AWSRequest(method="POST", url=ENDPOINT, data=body,
+                     headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    auth = SigV4Auth(Credentials(key, secret), "ec2", REGION)
+    if when is None:
+        auth.add_auth(req)
+    else:
+        with mock.patch("botocore.auth.datetime") as dt:
+            dt.datetime.utcnow.return_value = when
+            dt.datetime.now.return_value = when
+            auth.add_auth(req)
+    prepared = req.prepare()
+    r = urllib.request.Request(prepared.url, data=body.encode(), method="POST", headers=dict(prepared.headers))
+    try:
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class Ec2Scenario(unittest.TestCase):
+    def test_scenario(self):
+        ec2 = client()
+        other = client(OTHER_KEY, OTHER_SECRET)
+
+        # What exists.
+        regions = [r["RegionName"] for r in ec2.describe_regions()["Regions"]]
+        self.assertEqual(regions, [REGION])
+        zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]]
+        self.assertTrue(zones, "the agent's zone")
+        zone = zones[0]
+        types = {t["InstanceType"]: t for t in ec2.describe_instance_types()["InstanceTypes"]}
+        self.assertIn("mini", types)
+        self.assertGreaterEqual(types["mini"]["VCpuInfo"]["DefaultVCpus"], 1)
+        images = ec2.describe_images(Filters=[{"Name": "name", "Values": ["tiny"]}])["Images"]
+        self.assertEqual(len(images), 1, images)
+        image_id = images[0]["ImageId"]
+        self.assertTrue(image_id.startswith("ami-"))
+        live_filter = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+        self.assertEqual(ec2.describe_instances(Filters=live_filter)["Reservations"], [])
+
+        # Key pair.
+        kp = ec2.import_key_pair(KeyName="e2e-key", PublicKeyMaterial=PUBLIC_KEY)
+        self.assertTrue(kp["KeyFingerprint"].startswith("SHA256:"))
+        self.assertEqual(code_of(ec2.import_key_pair, KeyName="e2e-key", PublicKeyMaterial=PUBLIC_KEY)[0],
+                         "InvalidKeyPair.Duplicate")
+
+        # A security group (Kumo's own), with an SSH rule.
+        sg = ec2.create_security_group(GroupName="e2e-web", Description="web servers")["GroupId"]
+        ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        groups = ec2.describe_security_groups(GroupIds=[sg])["SecurityGroups"]
+        self.assertEqual(groups[0]["IpPermissions"][0]["FromPort"], 22)
+        self.assertEqual(groups[0]["IpPermissions"][0]["IpRanges"], [{"CidrIp": "0.0.0.0/0"}])
+        vpcs = ec2.describe_vpcs()["Vpcs"]
+        subnets = ec2.describe_subnets()["Subnets"]
+        self.assertEqual(len(vpcs), len(subnets))
+
+        # DryRun.
+        self.assertEqual(code_of(ec2.run_instances, ImageId=image_id, InstanceType="mini", MinCount=1, MaxCount=1,
+                                 DryRun=True), ("DryRunOperation", 412))
+
+        # Two instances with user data and a client token; the same token returns them again.
+        token = str(uuid.uuid4())
+        run = dict(ImageId=image_id, InstanceType="mini", MinCount=2, MaxCount=2, KeyName="e2e-key", SecurityGroupIds=[sg],
+                   UserData="#!/bin/sh\necho hello from user data\n", ClientToken=token,
+                   TagSpecifications=[{"ResourceType": "instance",
+                                       "Tags": [{"Key": "Name", "Value": "e2e"}, {"Key": "suite", "Value": "ec2"}]}])
+        first = ec2.run_instances(**run)
+        ids = sorted(i["InstanceId"] for i in first["Instances"])
+        self.assertEqual(len(ids), 2)
+        again = ec2.run_instances(**run)
+        self.assertEqual(sorted(i["InstanceId"] for i in again["Instances"]), ids)
+        self.assertEqual(again["ReservationId"], first["ReservationId"])
+
+        ec2.get_waiter("instance_running").wait(InstanceIds=ids, WaiterConfig=WAIT)
+        running = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["running"]},
+                                                  {"Name": "tag:suite", "Values": ["ec2"]}])
+        found = sorted(i["InstanceId"] for r in running["Reservations"] for i in r["Instances"])
+        self.assertEqual(found, ids)
+        inst = running["Reservations"][0]["Instances"][0]
+        self.assertEqual(inst["InstanceType"], "mini")
+        self.assertEqual(inst["KeyName"], "e2e-key")
+        self.assertEqual(inst["Placement"]["AvailabilityZone"], zone)
+        self.assertIn({"Key": "Name", "Value": "e2e"}, inst["Tags"])
+        none = ec2.describe_instances(Filters=[{"Name": "tag:suite", "Values": ["other"]}])
+        self.assertEqual(none["Reservations"], [])
+
+        # Tags and pagination.
+        ec2.create_tags(Resources=ids, Tags=[{"Key": f"k{n}", "Value": str(n)} for n in range(4)])
+        pages = list(ec2.get_paginator("describe_tags").paginate(
+            Filters=[{"Name": "resource-type", "Values": ["instance"]}], PaginationConfig={"PageSize": 5}))
+        tags = [t for p in pages for t in p["Tags"]]
+        self.assertEqual(len(tags), 12, tags)
+        self.assertGreaterEqual(len(pages), 3)
+        ec2.delete_tags(Resources=ids, Tags=[{"Key": "k0"}])
+        left = ec2.describe_tags(Filters=[{"Name": "key", "Values": ["k0"]}])["Tags"]
+        self.assertEqual(left, [])
+        listed = [i["InstanceId"] for p in ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "tag:suite", "Values": ["ec2"]}], PaginationConfig={"PageSize": 5})
+                  for r in p["Reservations"] for i in r["Instances"]]
+        self.assertEqual(sorted(listed), ids)
+
+        # The console log: boto3 decodes GetConsoleOutput's base64.
+        target = ids[1]
+        for _ in range(60):
+            out = ec2.get_console_output(InstanceId=target).get("Output", "")
+            if f"KUMO-READY instance-id={target}" in out:
+                break
+            time.sleep(3)
+        else:
+            self.fail(f"no KUMO-READY in the console of {target}: {out[-2000:]}")
+
+        # Stop, start, reboot.
+        ec2.stop_instances(InstanceIds=[ids[0]])
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[ids[0]], WaiterConfig=WAIT)
+        ec2.start_instances(InstanceIds=[ids[0]])
+        ec2.get_waiter("instance_running").wait(InstanceIds=[ids[0]], WaiterConfig=WAIT)
+        ec2.reboot_instances(InstanceIds=[ids[0]])
+        status = ec2.describe_instance_status(InstanceIds=ids)["InstanceStatuses"]
+        self.assertEqual(sorted(s["InstanceId"] for s in status), ids)
+
+        # A volume: create, attach, snapshot, detach, delete.
+        vol = ec2.create_volume(AvailabilityZone=zone, Size=1,
+                                TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "suite", "Value": "ec2"}]}])
+        vol_id = vol["VolumeId"]
+        ec2.get_waiter("volume_available").wait(VolumeIds=[vol_id], WaiterConfig=WAIT)
+        att = ec2.attach_volume(VolumeId=vol_id, InstanceId=target, Device="/dev/sdf")
+        self.assertEqual(att["Device"], "/dev/vdb")
+        ec2.get_waiter("volume_in_use").wait(VolumeIds=[vol_id], WaiterConfig=WAIT)
+        # Like EC2: the volume is in-use at once, its attachment "attaching" until the guest has the disk.
+        for _ in range(60):
+            vols = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [target]}])["Volumes"]
+            self.assertEqual([v["VolumeId"] for v in vols], [vol_id])
+            if vols[0]["Attachments"][0]["State"] == "attached":
+                break
+            time.sleep(2)
+        else:
+            self.fail(f"{vol_id} never attached: {vols}")
+        snap = ec2.create_snapshot(VolumeId=vol_id, Description="e2e")
+        ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap["SnapshotId"]], WaiterConfig=WAIT)
+        ec2.detach_volume(VolumeId=vol_id)
+        ec2.get_waiter("volume_available").wait(VolumeIds=[vol_id], WaiterConfig=WAIT)
+        ec2.delete_snapshot(SnapshotId=snap["SnapshotId"])
+        ec2.delete_volume(VolumeId=vol_id)
+        ec2.get_waiter("volume_deleted").wait(VolumeIds=[vol_id], WaiterConfig=WAIT)
+
+        # An image from an instance.
+        made = ec2.create_image(InstanceId=target, Name="e2e-image")
+        ec2.get_waiter("image_available").wait(ImageIds=[made["ImageId"]], WaiterConfig=WAIT)
+        ec2.deregister_image(ImageId=made["ImageId"])
+        self.assertEqual(code_of(ec2.describe_images, ImageIds=[made["ImageId"]])[0], "InvalidAMIID.NotFound")
+
+        # Negative cases.
+        self.assertEqual(code_of(client(KEY, "x" * 40).describe_instances), ("AuthFailure", 401))
+        self.assertEqual(code_of(client("AKIAAAAAAAAAAAAAAAAA", SECRET).describe_instances), ("AuthFailure", 401))
+        old = datetime.datetime.utcnow() - datetime.timedelta(minutes=20)
+        status, body = raw_call({"Action": "DescribeRegions"}, when=old)
+        self.assertEqual(status, 400, body)
+        self.assertIn("<Code>RequestExpired</Code>", body)
+        # A presigned URL (query-string SigV4; botocore signs EC2's for POST) works; a changed expiry does not.
+        url = ec2.generate_presigned_url("describe_regions", ExpiresIn=60)
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30) as resp:
+            self.assertIn(f"<regionName>{REGION}</regionName>", resp.read().decode())
+        forged = url.replace("X-Amz-Expires=60", "X-Amz-Expires=600")
+        try:
+            urllib.request.urlopen(urllib.request.Request(forged, data=b"", method="POST"), timeout=30)
+            self.fail("a presigned URL with a changed expiry was accepted")
+        except urllib.error.HTTPError as e:
+            self.assertEqual(e.code, 401)
+            self.assertIn("<Code>AuthFailure</Code>", e.read().decode())
+        status, body = raw_call({"Action": "LaunchRockets"})
+        self.assertEqual(status, 400, body)
+        self.assertIn("<Code>InvalidAction</Code>", body)
+        self.assertEqual(code_of(ec2.describe_instances, InstanceIds=["i-bad"])[0], "InvalidInstanceID.Malformed")
+        self.assertEqual(code_of(ec2.describe_instances, InstanceIds=["i-0123456789abcdef0"])[0],
+                         "InvalidInstanceID.NotFound")
+        self.assertEqual(code_of(ec2.run_instances, ImageId="ami-0123456789abcdef0", InstanceType="mini",
+                                 MinCount=1, MaxCount=1)[0], "InvalidAMIID.NotFound")
+
+        # Another project's keys see and touch nothing.
+        self.assertEqual(other.describe_instances()["Reservations"], [])
+        self.assertEqual(other.describe_key_pairs()["KeyPairs"], [])
+        self.assertEqual(other.describe_tags()["Tags"], [])
+        self.assertEqual(code_of(other.terminate_instances, InstanceIds=[ids[0]])[0], "InvalidInstanceID.NotFound")
+        self.assertEqual(code_of(other.create_tags, Resources=[ids[0]], Tags=[{"Key": "x", "Value": "y"}])[0],
+                         "InvalidInstanceID.NotFound")
+        self.assertEqual(code_of(other.get_console_output, InstanceId=ids[0])[0], "InvalidInstanceID.NotFound")
+
+        # Terminate; terminated instances stay visible; every resource is gone.
+        ec2.terminate_instances(InstanceIds=ids)
+        ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig=WAIT)
+        states = {i["State"]["Name"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]}
+        self.assertEqual(states, {"terminated"})
+        ec2.revoke_security_group_ingress(GroupId=sg, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        for _ in range(30):
+            try:
+                ec2.delete_security_group(GroupId=sg)
+                break
+            except ClientError as e:
+                self.assertEqual(e.response["Error"]["Code"], "DependencyViolation")
+                time.sleep(2)
+        self.assertEqual(code_of(ec2.describe_security_groups, GroupIds=[sg])[0], "InvalidGroup.NotFound")
+        ec2.delete_key_pair(KeyName="e2e-key")
+        self.assertEqual(ec2.describe_key_pairs()["KeyPairs"], [])
+        self.assertEqual(ec2.describe_volumes()["Volumes"], [])
+        self.assertEqual(ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"], [])
+        self.assertEqual(ec2.describe_tags()["Tags"], [])
+        self.assertNotIn("e2e-image", [i["Name"] for i in ec2.describe_images(Owners=["self"])["Images"]])
+        self.assertEqual(ec2.describe_instances(Filters=live_filter)["Reservations"], [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
