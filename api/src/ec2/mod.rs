@@ -79,6 +79,9 @@ pub fn error_response(e: &Ec2Error, request_id: &str) -> Response {
 }
 
 async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    if is_browser_visit(&method, &uri, &headers) {
+        return axum::response::Redirect::to("/ui/").into_response();
+    }
     let request_id = new_request_id();
     match serve(&state, &method, &uri, &headers, &body, &request_id).await {
         Ok(body) => xml_response(StatusCode::OK, body),
@@ -87,6 +90,13 @@ async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers
             error_response(&e, &request_id)
         }
     }
+}
+
+/// A plain `GET /` (no `Action`, no signature) is a person opening the
+/// controller's address: send them to the control panel.
+fn is_browser_visit(method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
+    let has_action = uri.query().is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some("Action")));
+    (method == Method::GET || method == Method::HEAD) && !has_action && !headers.contains_key(header::AUTHORIZATION)
 }
 
 async fn serve(

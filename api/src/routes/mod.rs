@@ -14,8 +14,6 @@ mod quotas;
 mod snapshots;
 mod volumes;
 
-use axum::extract::RawQuery;
-use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -73,16 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::ec2::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state);
+    // `/` is the EC2 Query API's; a plain browser visit there is sent to the panel (see `ec2::handle`).
     let panel = kumo_web_ui::routes(api.clone());
-    api.route("/", get(root)).merge(panel)
-}
-
-/// `GET /` sends browsers to the panel; a query with `Action=` is an
-/// EC2-style API call, not a browser, and gets the API's 404 until an API claims it.
-async fn root(RawQuery(query): RawQuery) -> Response {
-    let is_action = query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some("Action")));
-    if is_action {
-        return ApiError::NotFound("no such endpoint".into()).into_response();
-    }
-    Redirect::to("/ui/").into_response()
+    api.merge(panel)
 }
