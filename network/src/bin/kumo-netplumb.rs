@@ -1,0 +1,2 @@
+//! Placeholder; replaced by the VLAN guest test's plumbing tool.
+fn main() {}

@@ -1,0 +1,505 @@
+//! The host datapath over rtnetlink: one Linux bridge per tenant network and,
+//! on a host with a trunk NIC, an 802.1Q VLAN link on that trunk enslaved to
+//! the bridge. Kumo's links are recognised by name (`kbr…`, `kvlan…`), so an
+//! agent that restarts adopts what it finds instead of duplicating it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use futures::TryStreamExt;
+use kumo_wire::network::{DesiredNetwork, MAX_VLAN_ID, MIN_VLAN_ID, METADATA_ADDRESS};
+use kumo_wire::{NetworkId, PortId};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVlan};
+
+/// Prefix of the bridges Kumo owns (`kbr` + the network id's first 12 hex digits).
+pub const BRIDGE_PREFIX: &str = "kbr";
+/// Prefix of the VLAN links Kumo owns (`kvlan` + the VLAN id).
+pub const VLAN_LINK_PREFIX: &str = "kvlan";
+/// Prefix of instance taps (created by libvirt from the domain XML).
+pub const TAP_PREFIX: &str = "ktap";
+/// Hex digits of the network id kept in a bridge's name (15-char IFNAMSIZ limit).
+const BRIDGE_ID_DIGITS: usize = 12;
+/// Hex digits of the port id kept in a tap's name.
+const TAP_ID_DIGITS: usize = 11;
+
+/// How this host connects tenant networks to other hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// The operator's trunk NIC carrying 802.1Q-tagged tenant traffic between
+    /// hosts; `None` = host-local bridges only (a single host, no uplink).
+    pub trunk: Option<String>,
+}
+
+/// What `ensure_network` plumbed for one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkLinks {
+    /// The network's bridge (instance taps join it).
+    pub bridge: String,
+    /// The 802.1Q link on the trunk enslaved to the bridge (trunk mode only).
+    pub vlan_link: Option<String>,
+}
+
+/// A Kumo bridge found on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlumbedNetwork {
+    /// The bridge's name.
+    pub bridge: String,
+    /// The hex digits of the network id the name carries (`bridge` minus `kbr`).
+    pub id_prefix: String,
+    /// The full network id, from the bridge's alias (set by `ensure_network`);
+    /// `None` if the alias is missing or not a network id.
+    pub network: Option<NetworkId>,
+    /// The VLAN link enslaved to the bridge, if any.
+    pub vlan_link: Option<String>,
+}
+
+impl PlumbedNetwork {
+    /// Whether this bridge belongs to `id`.
+    pub fn is_for(&self, id: &NetworkId) -> bool {
+        match &self.network {
+            Some(network) => network == id,
+            None => bridge_name(id) == self.bridge,
+        }
+    }
+}
+
+/// Errors of the host datapath.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// No netlink socket could be opened.
+    #[error("cannot open a netlink route socket")]
+    Connect(#[source] std::io::Error),
+    /// A trunk is configured but the kernel cannot make 802.1Q links.
+    #[error(
+        "network {network} needs an 802.1Q VLAN link (id {vlan_id}) on trunk {trunk}, but this \
+         host's kernel has no 802.1Q support (module 8021q is neither loaded nor loadable); \
+         nothing was created: load 8021q or run the agent without a trunk (host-local networks)"
+    )]
+    VlanUnsupported {
+        /// The network that was refused.
+        network: NetworkId,
+        /// Its VLAN id.
+        vlan_id: u16,
+        /// The configured trunk.
+        trunk: String,
+    },
+    /// The configured trunk NIC does not exist.
+    #[error("trunk interface {trunk} does not exist on this host; nothing was created for network {network}")]
+    TrunkNotFound {
+        /// The configured trunk.
+        trunk: String,
+        /// The network that was refused.
+        network: NetworkId,
+    },
+    /// The network's VLAN id is outside 2-4094.
+    #[error("network {network} has VLAN id {vlan_id}, outside {MIN_VLAN_ID}-{MAX_VLAN_ID}; nothing was created")]
+    InvalidVlanId {
+        /// The network.
+        network: NetworkId,
+        /// The rejected id.
+        vlan_id: u16,
+    },
+    /// The gateway is not a host address inside the network's CIDR.
+    #[error("gateway {gateway} of network {network} is not a host address of {cidr}; nothing was created")]
+    InvalidGateway {
+        /// The network.
+        network: NetworkId,
+        /// The gateway.
+        gateway: Ipv4Addr,
+        /// The network's CIDR.
+        cidr: ipnet::Ipv4Net,
+    },
+    /// A link with Kumo's name exists but is not what Kumo would have made.
+    #[error("interface {name} exists but {problem}; refusing to touch it")]
+    Conflict {
+        /// The link's name.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A netlink request failed.
+    #[error("netlink request failed: {what}")]
+    Netlink {
+        /// What was being done.
+        what: String,
+        /// The kernel's (or the library's) answer.
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> DatapathError {
+    let what = what.into();
+    move |source| DatapathError::Netlink { what, source }
+}
+
+/// The hex digits of an id after its prefix.
+fn id_hex(id: &str) -> &str {
+    id.split_once('-').map_or(id, |(_, hex)| hex)
+}
+
+/// The bridge of network `id` (at most 15 characters).
+pub fn bridge_name(id: &NetworkId) -> String {
+    let hex = id_hex(id.as_str());
+    format!("{BRIDGE_PREFIX}{}", &hex[..BRIDGE_ID_DIGITS.min(hex.len())])
+}
+
+/// The tap of port `port` (at most 15 characters); libvirt creates it from
+/// the domain XML's `<target dev=…>`.
+pub fn tap_name(port: &PortId) -> String {
+    let hex = id_hex(port.as_str());
+    format!("{TAP_PREFIX}{}", &hex[..TAP_ID_DIGITS.min(hex.len())])
+}
+
+/// The 802.1Q link for `vlan_id` on the trunk, e.g. `kvlan100`.
+pub fn vlan_link_name(vlan_id: u16) -> String {
+    format!("{VLAN_LINK_PREFIX}{vlan_id}")
+}
+
+/// Whether the kernel can make 802.1Q links: module 8021q loaded (or built
+/// in), or loadable with `modprobe 8021q`.
+pub fn kernel_supports_vlan() -> bool {
+    let present = || Path::new("/proc/net/vlan/config").exists() || Path::new("/sys/module/8021q").exists();
+    if present() {
+        return true;
+    }
+    let loaded = std::process::Command::new("modprobe")
+        .arg("8021q")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    loaded && present()
+}
+
+/// One link as far as the datapath cares.
+#[derive(Debug, Clone)]
+struct Link {
+    index: u32,
+    name: String,
+    kind: Option<InfoKind>,
+    vlan_id: Option<u16>,
+    /// The lower device (`link`) of a VLAN link.
+    lower: Option<u32>,
+    controller: Option<u32>,
+    alias: Option<String>,
+    up: bool,
+}
+
+impl Link {
+    fn from_message(msg: &LinkMessage) -> Option<Self> {
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            kind: None,
+            vlan_id: None,
+            lower: None,
+            controller: None,
+            alias: None,
+            up: msg.header.flags.contains(LinkFlags::Up),
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(name) => link.name.clone_from(name),
+                LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
+                LinkAttribute::Controller(c) => link.controller = Some(*c),
+                LinkAttribute::Link(l) => link.lower = Some(*l),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(kind) => link.kind = Some(kind.clone()),
+                            LinkInfo::Data(InfoData::Vlan(vlan)) => {
+                                for v in vlan {
+                                    if let InfoVlan::Id(id) = v {
+                                        link.vlan_id = Some(*id);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        (!link.name.is_empty()).then_some(link)
+    }
+}
+
+/// The host datapath: an rtnetlink handle in the caller's network namespace
+/// (the namespace of the thread that called `connect`).
+#[derive(Clone)]
+pub struct Datapath {
+    handle: Handle,
+    config: DatapathConfig,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Datapath {
+    /// Opens a netlink socket; its connection task runs on the current tokio runtime.
+    pub async fn connect(config: DatapathConfig) -> Result<Self, DatapathError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(DatapathError::Connect)?;
+        tokio::spawn(connection);
+        Ok(Self { handle, config })
+    }
+
+    /// The configuration this datapath was opened with.
+    pub fn config(&self) -> &DatapathConfig {
+        &self.config
+    }
+
+    async fn links(&self) -> Result<Vec<Link>, DatapathError> {
+        let messages: Vec<LinkMessage> =
+            self.handle.link().get().execute().try_collect().await.map_err(nl("list links"))?;
+        Ok(messages.iter().filter_map(Link::from_message).collect())
+    }
+
+    async fn link(&self, name: &str) -> Result<Option<Link>, DatapathError> {
+        Ok(self.links().await?.into_iter().find(|l| l.name == name))
+    }
+
+    /// Idempotent. The bridge `bridge_name(id)`, up, holding the gateway
+    /// address (with the CIDR's prefix) and 169.254.169.254/32; with a trunk
+    /// also the VLAN link `vlan_link_name(vlan_id)` on the trunk (which is
+    /// brought up), enslaved to the bridge, up. Every refusal (bad VLAN id,
+    /// gateway outside the CIDR, no 802.1Q in the kernel, missing trunk) comes
+    /// before anything is created.
+    pub async fn ensure_network(&self, net: &DesiredNetwork) -> Result<NetworkLinks, DatapathError> {
+        if !(MIN_VLAN_ID..=MAX_VLAN_ID).contains(&net.vlan_id) {
+            return Err(DatapathError::InvalidVlanId { network: net.id.clone(), vlan_id: net.vlan_id });
+        }
+        let cidr = net.cidr.trunc();
+        let host_address = cidr.prefix_len() >= 31
+            || (net.gateway != cidr.network() && net.gateway != cidr.broadcast());
+        if !cidr.contains(&net.gateway) || !host_address {
+            return Err(DatapathError::InvalidGateway {
+                network: net.id.clone(),
+                gateway: net.gateway,
+                cidr: net.cidr,
+            });
+        }
+        let trunk = match &self.config.trunk {
+            None => None,
+            Some(trunk) => {
+                if !kernel_supports_vlan() {
+                    return Err(DatapathError::VlanUnsupported {
+                        network: net.id.clone(),
+                        vlan_id: net.vlan_id,
+                        trunk: trunk.clone(),
+                    });
+                }
+                let Some(link) = self.link(trunk).await? else {
+                    return Err(DatapathError::TrunkNotFound { trunk: trunk.clone(), network: net.id.clone() });
+                };
+                Some(link)
+            }
+        };
+
+        let bridge = self.ensure_bridge(net).await?;
+        self.ensure_addresses(&bridge, net).await?;
+
+        let vlan_link = match trunk {
+            None => None,
+            Some(trunk) => Some(self.ensure_vlan_link(&trunk, &bridge, net.vlan_id).await?),
+        };
+        Ok(NetworkLinks { bridge: bridge.name, vlan_link })
+    }
+
+    async fn ensure_bridge(&self, net: &DesiredNetwork) -> Result<Link, DatapathError> {
+        let name = bridge_name(&net.id);
+        let existing = self.link(&name).await?;
+        let bridge = match existing {
+            Some(link) if link.kind != Some(InfoKind::Bridge) => {
+                return Err(DatapathError::Conflict { name, problem: "it is not a bridge".into() });
+            }
+            Some(link) => link,
+            None => {
+                match self.handle.link().add(LinkBridge::new(&name).build()).execute().await {
+                    Ok(()) => {}
+                    // Created concurrently: fine, it is ours by name.
+                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_eexist() => {}
+                    Err(e) => return Err(nl(format!("create bridge {name}"))(e)),
+                }
+                self.link(&name).await?.ok_or_else(|| DatapathError::Conflict {
+                    name: name.clone(),
+                    problem: "vanished right after it was created".into(),
+                })?
+            }
+        };
+        if !bridge.up || bridge.alias.as_deref() != Some(net.id.as_str()) {
+            let msg = LinkUnspec::new_with_index(bridge.index)
+                .up()
+                .append_extra_attribute(LinkAttribute::IfAlias(net.id.as_str().to_owned()))
+                .build();
+            self.handle.link().set(msg).execute().await.map_err(nl(format!("set bridge {name} up")))?;
+        }
+        Ok(bridge)
+    }
+
+    async fn ensure_addresses(&self, bridge: &Link, net: &DesiredNetwork) -> Result<(), DatapathError> {
+        let wanted: [(Ipv4Addr, u8); 2] = [(net.gateway, net.cidr.prefix_len()), (METADATA_ADDRESS, 32)];
+        let mut request = self.handle.address().get();
+        request.message_mut().header.index = bridge.index;
+        let current: Vec<AddressMessage> = request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl(format!("list addresses of {}", bridge.name)))?;
+        let mut present = Vec::new();
+        for msg in current.into_iter().filter(|m| m.header.index == bridge.index) {
+            let Some(IpAddr::V4(addr)) = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let entry = (addr, msg.header.prefix_len);
+            if wanted.contains(&entry) {
+                present.push(entry);
+            } else {
+                // An address of an earlier shape of this network (e.g. another gateway).
+                self.handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(nl(format!("remove stale address {addr} from {}", bridge.name)))?;
+            }
+        }
+        for (addr, prefix) in wanted {
+            if present.contains(&(addr, prefix)) {
+                continue;
+            }
+            match self.handle.address().add(bridge.index, IpAddr::V4(addr), prefix).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_eexist() => {}
+                Err(e) => return Err(nl(format!("add {addr}/{prefix} to {}", bridge.name))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_vlan_link(&self, trunk: &Link, bridge: &Link, vlan_id: u16) -> Result<String, DatapathError> {
+        if !trunk.up {
+            self.handle
+                .link()
+                .set(LinkUnspec::new_with_index(trunk.index).up().build())
+                .execute()
+                .await
+                .map_err(nl(format!("set trunk {} up", trunk.name)))?;
+        }
+        let name = vlan_link_name(vlan_id);
+        let link = match self.link(&name).await? {
+            Some(link) => {
+                if link.kind != Some(InfoKind::Vlan) || link.vlan_id != Some(vlan_id) || link.lower != Some(trunk.index) {
+                    return Err(DatapathError::Conflict {
+                        name,
+                        problem: format!("it is not an 802.1Q link with id {vlan_id} on {}", trunk.name),
+                    });
+                }
+                link
+            }
+            None => {
+                let msg = LinkVlan::new(&name, trunk.index, vlan_id).controller(bridge.index).up().build();
+                match self.handle.link().add(msg).execute().await {
+                    Ok(()) => {}
+                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_eexist() => {}
+                    Err(e) => return Err(nl(format!("create VLAN link {name} on {}", trunk.name))(e)),
+                }
+                self.link(&name).await?.ok_or_else(|| DatapathError::Conflict {
+                    name: name.clone(),
+                    problem: "vanished right after it was created".into(),
+                })?
+            }
+        };
+        if link.controller != Some(bridge.index) || !link.up {
+            let msg = LinkUnspec::new_with_index(link.index).controller(bridge.index).up().build();
+            self.handle.link().set(msg).execute().await.map_err(nl(format!("enslave {name} to {}", bridge.name)))?;
+        }
+        Ok(name)
+    }
+
+    /// Idempotent: removes the network's bridge and the VLAN links enslaved to it.
+    pub async fn remove_network(&self, id: &NetworkId) -> Result<(), DatapathError> {
+        let links = self.links().await?;
+        let name = bridge_name(id);
+        let Some(bridge) = links.iter().find(|l| l.name == name && l.kind == Some(InfoKind::Bridge)) else {
+            return Ok(());
+        };
+        for vlan in links.iter().filter(|l| is_kumo_vlan_port(l, bridge.index)) {
+            self.delete(vlan).await?;
+        }
+        self.delete(bridge).await
+    }
+
+    async fn delete(&self, link: &Link) -> Result<(), DatapathError> {
+        match self.handle.link().del(link.index).execute().await {
+            Ok(()) => Ok(()),
+            // Gone already (removed concurrently).
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(()),
+            Err(e) => Err(nl(format!("delete {}", link.name))(e)),
+        }
+    }
+
+    /// Kumo's bridges on this host (recognised by name), for adoption and clean-up.
+    pub async fn plumbed_networks(&self) -> Result<Vec<PlumbedNetwork>, DatapathError> {
+        let links = self.links().await?;
+        let mut found: Vec<PlumbedNetwork> = links
+            .iter()
+            .filter(|l| l.kind == Some(InfoKind::Bridge))
+            .filter_map(|bridge| {
+                let id_prefix = bridge.name.strip_prefix(BRIDGE_PREFIX)?;
+                if id_prefix.len() != BRIDGE_ID_DIGITS || !id_prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
+                let network = bridge
+                    .alias
+                    .as_deref()
+                    .and_then(|a| a.parse::<NetworkId>().ok())
+                    .filter(|id| bridge_name(id) == bridge.name);
+                let vlan_link = links.iter().find(|l| is_kumo_vlan_port(l, bridge.index)).map(|l| l.name.clone());
+                Some(PlumbedNetwork { bridge: bridge.name.clone(), id_prefix: id_prefix.to_owned(), network, vlan_link })
+            })
+            .collect();
+        found.sort_by(|a, b| a.bridge.cmp(&b.bridge));
+        Ok(found)
+    }
+}
+
+fn is_kumo_vlan_port(link: &Link, bridge_index: u32) -> bool {
+    link.controller == Some(bridge_index) && link.kind == Some(InfoKind::Vlan) && link.name.starts_with(VLAN_LINK_PREFIX)
+}
+
+fn libc_eexist() -> i32 {
+    nix::errno::Errno::EEXIST as i32
+}
+
+fn libc_enodev() -> i32 {
+    nix::errno::Errno::ENODEV as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_ifnamsiz_and_carry_the_id() {
+        let net: NetworkId = "net-0123456789abcdef0".parse().expect("id");
+        assert_eq!(bridge_name(&net), "kbr0123456789ab");
+        let port: PortId = "eni-fedcba98765432100".parse().expect("id");
+        assert_eq!(tap_name(&port), "ktapfedcba98765");
+        assert_eq!(vlan_link_name(4094), "kvlan4094");
+        for name in [bridge_name(&net), tap_name(&port), vlan_link_name(4094)] {
+            assert!(name.len() <= 15, "{name}");
+        }
+    }
+}

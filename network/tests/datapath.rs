@@ -1,0 +1,147 @@
+//! The datapath against the real kernel, inside a network namespace the test creates.
+
+mod common;
+
+use common::{runtime, TestNetns};
+use kumo_network::{bridge_name, kernel_supports_vlan, Datapath, DatapathConfig, DatapathError};
+use kumo_wire::network::DesiredNetwork;
+use kumo_wire::NetworkId;
+
+fn network(vlan_id: u16) -> DesiredNetwork {
+    DesiredNetwork {
+        id: NetworkId::generate(),
+        vlan_id,
+        cidr: "10.20.30.0/24".parse().expect("cidr"),
+        gateway: "10.20.30.1".parse().expect("ip"),
+        dns_servers: vec![],
+    }
+}
+
+/// `ip -o -4 addr show dev BR` as "addr/prefix" strings, sorted.
+fn addresses(ns: &TestNetns, dev: &str) -> Vec<String> {
+    let out = ns.ip(&["-o", "-4", "addr", "show", "dev", dev]);
+    let mut addrs: Vec<String> =
+        out.lines().filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(str::to_owned)).collect();
+    addrs.sort();
+    addrs
+}
+
+fn link_names(ns: &TestNetns) -> Vec<String> {
+    ns.ip(&["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_owned()))
+        .collect()
+}
+
+#[test]
+fn host_local_network_is_idempotent_and_removed_cleanly() {
+    let ns = TestNetns::new("");
+    ns.enter();
+    runtime().block_on(async {
+        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let net = network(100);
+        let first = dp.ensure_network(&net).await.expect("ensure");
+        let second = dp.ensure_network(&net).await.expect("ensure again");
+        assert_eq!(first, second);
+        assert_eq!(first.bridge, bridge_name(&net.id));
+        assert_eq!(first.vlan_link, None);
+
+        let bridges: Vec<String> = link_names(&ns).into_iter().filter(|n| n.starts_with("kbr")).collect();
+        assert_eq!(bridges, vec![first.bridge.clone()]);
+        assert_eq!(addresses(&ns, &first.bridge), vec!["10.20.30.1/24".to_owned(), "169.254.169.254/32".to_owned()]);
+        let details = ns.ip(&["-d", "link", "show", "dev", &first.bridge]);
+        assert!(details.contains("state UP") || details.contains(",UP"), "{details}");
+        assert!(details.contains("bridge"), "{details}");
+
+        // A second network, then the listing (adoption after an agent restart: a new handle).
+        let other = network(200);
+        let other_links = dp.ensure_network(&other).await.expect("ensure other");
+        let restarted = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let plumbed = restarted.plumbed_networks().await.expect("list");
+        assert_eq!(plumbed.len(), 2, "{plumbed:?}");
+        for (id, links) in [(&net.id, &first), (&other.id, &other_links)] {
+            let p = plumbed.iter().find(|p| p.bridge == links.bridge).expect("listed");
+            assert_eq!(p.network.as_ref(), Some(id));
+            assert!(p.is_for(id));
+            assert!(id.as_str().contains(&p.id_prefix));
+            assert_eq!(p.vlan_link, None);
+        }
+
+        // A changed gateway converges: the stale address goes.
+        let mut moved = net.clone();
+        moved.gateway = "10.20.30.254".parse().expect("ip");
+        restarted.ensure_network(&moved).await.expect("ensure moved");
+        assert_eq!(addresses(&ns, &first.bridge), vec!["10.20.30.254/24".to_owned(), "169.254.169.254/32".to_owned()]);
+
+        restarted.remove_network(&net.id).await.expect("remove");
+        restarted.remove_network(&net.id).await.expect("remove again");
+        assert!(!link_names(&ns).contains(&first.bridge));
+        let left = restarted.plumbed_networks().await.expect("list");
+        assert_eq!(left.iter().map(|p| p.bridge.clone()).collect::<Vec<_>>(), vec![other_links.bridge.clone()]);
+        restarted.remove_network(&other.id).await.expect("remove other");
+        assert!(restarted.plumbed_networks().await.expect("list").is_empty());
+        assert!(!link_names(&ns).iter().any(|n| n.starts_with("kbr") || n.starts_with("kvlan")));
+    });
+}
+
+#[test]
+fn bad_networks_are_refused_before_anything_is_created() {
+    let ns = TestNetns::new("");
+    ns.enter();
+    runtime().block_on(async {
+        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let mut bad_vlan = network(4095);
+        let err = dp.ensure_network(&bad_vlan).await.expect_err("vlan 4095");
+        assert!(matches!(err, DatapathError::InvalidVlanId { vlan_id: 4095, .. }), "{err}");
+        assert!(err.to_string().contains("outside 2-4094"), "{err}");
+        bad_vlan.vlan_id = 1;
+        assert!(matches!(dp.ensure_network(&bad_vlan).await, Err(DatapathError::InvalidVlanId { .. })));
+
+        let mut bad_gw = network(100);
+        bad_gw.gateway = "10.99.0.1".parse().expect("ip");
+        let err = dp.ensure_network(&bad_gw).await.expect_err("gateway outside");
+        assert!(err.to_string().contains("is not a host address of 10.20.30.0/24"), "{err}");
+        bad_gw.gateway = "10.20.30.0".parse().expect("ip");
+        assert!(matches!(dp.ensure_network(&bad_gw).await, Err(DatapathError::InvalidGateway { .. })));
+
+        let trunked = Datapath::connect(DatapathConfig { trunk: Some("kumo-no-such".into()) }).await.expect("connect");
+        let err = trunked.ensure_network(&network(100)).await.expect_err("missing trunk or no 802.1Q");
+        assert!(
+            matches!(err, DatapathError::TrunkNotFound { .. } | DatapathError::VlanUnsupported { .. }),
+            "{err}"
+        );
+        assert!(dp.plumbed_networks().await.expect("list").is_empty());
+        assert!(!link_names(&ns).iter().any(|n| n.starts_with("kbr")));
+    });
+}
+
+/// On a kernel without 802.1Q (this CI machine), a trunk-mode network is
+/// refused with a clear error and nothing is created; where 802.1Q exists the
+/// VLAN link is made and enslaved (the TCG-guest test covers that for certain).
+#[test]
+fn trunk_mode_follows_the_kernels_8021q_support() {
+    let ns = TestNetns::new("");
+    ns.enter();
+    ns.ip(&["link", "add", "ktrunk0", "type", "veth", "peer", "name", "ktrunk0p"]);
+    runtime().block_on(async {
+        let dp = Datapath::connect(DatapathConfig { trunk: Some("ktrunk0".into()) }).await.expect("connect");
+        let net = network(100);
+        let result = dp.ensure_network(&net).await;
+        if kernel_supports_vlan() {
+            let links = result.expect("ensure with 802.1Q");
+            assert_eq!(links.vlan_link.as_deref(), Some("kvlan100"));
+            let details = ns.ip(&["-d", "link", "show", "dev", "kvlan100"]);
+            assert!(details.contains("vlan protocol 802.1Q id 100"), "{details}");
+            assert!(details.contains(&format!("master {}", links.bridge)), "{details}");
+            dp.remove_network(&net.id).await.expect("remove");
+            assert!(!link_names(&ns).iter().any(|n| n.starts_with("kbr") || n.starts_with("kvlan")));
+        } else {
+            let err = result.expect_err("no 802.1Q on this kernel");
+            assert!(matches!(err, DatapathError::VlanUnsupported { vlan_id: 100, .. }), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("no 802.1Q support") && msg.contains("ktrunk0") && msg.contains("nothing was created"), "{msg}");
+            assert!(dp.plumbed_networks().await.expect("list").is_empty());
+            assert!(!link_names(&ns).iter().any(|n| n.starts_with("kbr") || n.starts_with("kvlan")));
+        }
+    });
+}
