@@ -1,0 +1,701 @@
+//! Security groups and floating IPs in nftables.
+//!
+//! [`Firewall::apply`] makes the host's rules match a [`FirewallState`] in one
+//! atomic `nft -f -` transaction. Kumo owns three tables, all named by the
+//! `table` given to [`Firewall::new`] ("kumo" in production) and touches
+//! nothing else:
+//!
+//! - `bridge <table>`: anti-spoofing. Frames from a port's tap (hooks
+//!   `forward` and `input`, i.e. to other guests and to the host) must carry the
+//!   port's MAC; ARP must claim its MAC and IP (or 0.0.0.0 for probes); IPv4
+//!   packets must come from its IP, except a DHCP discover from 0.0.0.0. A
+//!   guest cannot answer as a DHCP server (udp sport 67). IPv6 is dropped
+//!   (tenant networks are IPv4 only).
+//! - `inet <table>`: per-port inbound filtering, isolation and the host's
+//!   input. Inbound to a port: default deny; replies to its own traffic
+//!   (conntrack established/related) and what its [`IngressRule`]s allow
+//!   (protocol, port range, source CIDR) pass. ARP is never filtered.
+//!   Forwarding between different tenant bridges is dropped (projects are
+//!   isolated even on one host), so is anything between a tenant bridge and a
+//!   non-Kumo interface, except floating-IP traffic via `public_interface`
+//!   (outbound from a private IP that has a floating IP; inbound only when
+//!   DNAT'd). From tenant bridges the host accepts only DHCP (udp 67),
+//!   the metadata service (169.254.169.254 tcp 80), ICMP echo to the bridge's
+//!   gateway and replies to its own traffic.
+//! - `ip <table>`: floating IPs as 1:1 NAT: DNAT address -> private IP in
+//!   prerouting and output, SNAT private IP -> address in postrouting out of
+//!   `public_interface`.
+//!
+//! Why the inbound filter lives in `inet` and not in `bridge`: stateful
+//! matching (`ct state`) in the bridge family needs `nf_conntrack_bridge`,
+//! which Debian 12's kernel (and this project's CI hosts) do not have. With
+//! br_netfilter (`net.bridge.bridge-nf-call-iptables = 1`, set by `apply`),
+//! bridged IPv4 traffic also passes the `inet` hooks with conntrack, its
+//! `oifname` being the bridge; since the `bridge` table pins every port to its
+//! IP, "bridge + destination IP" names the port. The host's own traffic to a
+//! guest (DHCP replies, metadata answers) is trusted and not filtered.
+//!
+//! Incremental updates: the last rule of every chain carries a comment with a
+//! hash of the chain's content. `apply` reads the current tables
+//! (`nft -j list ruleset`) and rewrites (flush + add, in the same transaction)
+//! only chains whose hash differs, adds new chains and deletes chains no
+//! longer wanted. A change to one port's rules rewrites that port's chain
+//! only; conntrack entries are never touched, so open connections of other
+//! ports (and allowed ones of this port) survive. Applying the same state
+//! twice runs no transaction at all.
+//!
+//! Why a rendered nft script rather than the `nftables` crate's JSON: the
+//! script syntax is nftables' primary, documented interface (what `nft list`
+//! prints and operators read), one `nft -f -` is one kernel transaction
+//! either way, and the JSON schema would add a large typed dependency for
+//! rules that are a few lines of text here. JSON is used for reading back
+//! (`nft -j`), where parsing text would be fragile.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+
+use ipnet::Ipv4Net;
+use kumo_wire::network::{IngressRule, Protocol, METADATA_ADDRESS};
+use kumo_wire::PortId;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// The prefix of the hash comment on the last rule of every Kumo chain.
+const HASH_PREFIX: &str = "kumo:";
+
+/// Errors of the nftables firewall.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    /// A name (bridge, tap, interface, table) nftables cannot take safely.
+    #[error("invalid name {0:?} (allowed: 1-15 characters of a-z A-Z 0-9 _ - .)")]
+    InvalidName(String),
+    /// A MAC address that is not `xx:xx:xx:xx:xx:xx`.
+    #[error("invalid MAC address {0:?}")]
+    InvalidMac(String),
+    /// A port named a bridge that the state does not list.
+    #[error("port {port} is on bridge {bridge:?}, which the firewall state does not list")]
+    UnknownBridge {
+        /// The port.
+        port: PortId,
+        /// The bridge it names.
+        bridge: String,
+    },
+    /// A floating IP's private address is not a port on its bridge.
+    #[error("floating IP {address} maps to {private_ip}, which is no port on bridge {bridge:?}")]
+    UnknownPrivateIp {
+        /// The floating address.
+        address: Ipv4Addr,
+        /// The private address.
+        private_ip: Ipv4Addr,
+        /// The bridge named.
+        bridge: String,
+    },
+    /// An ingress rule with a port range on a protocol without ports, or a bad range.
+    #[error("rule {0}: bad port range for its protocol")]
+    BadPortRange(String),
+    /// `nft` could not be started.
+    #[error("cannot run nft")]
+    Spawn(#[source] std::io::Error),
+    /// `nft` failed.
+    #[error("nft {action} failed: {stderr}")]
+    Nft {
+        /// What it was asked to do.
+        action: &'static str,
+        /// Its error output.
+        stderr: String,
+    },
+    /// `nft -j` printed something that is not its JSON.
+    #[error("cannot parse nft's JSON output")]
+    Json(#[source] serde_json::Error),
+    /// A sysctl br_netfilter needs could not be set.
+    #[error("cannot set {0}")]
+    Sysctl(&'static str, #[source] std::io::Error),
+}
+
+/// A tenant bridge on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeFilter {
+    /// The bridge device (`kbr<12hex>`).
+    pub name: String,
+    /// The network's subnet.
+    pub cidr: Ipv4Net,
+    /// The gateway address the bridge holds.
+    pub gateway: Ipv4Addr,
+}
+
+/// One port (tap) to filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortFilter {
+    /// The port.
+    pub port: PortId,
+    /// Its tap device (`ktap<11hex>`).
+    pub tap: String,
+    /// The bridge the tap is enslaved to (one of the state's `bridges`).
+    pub bridge: String,
+    /// Its MAC, `xx:xx:xx:xx:xx:xx`.
+    pub mac: String,
+    /// Its fixed IP.
+    pub ip: Ipv4Addr,
+    /// What inbound traffic it accepts.
+    pub ingress: Vec<IngressRule>,
+}
+
+/// A floating IP: 1:1 NAT between `address` and `private_ip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloatingNat {
+    /// The public address.
+    pub address: Ipv4Addr,
+    /// The port's fixed IP.
+    pub private_ip: Ipv4Addr,
+    /// The bridge that port is on.
+    pub bridge: String,
+}
+
+/// Everything the host's firewall must enforce.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirewallState {
+    /// Every tenant bridge on the host.
+    pub bridges: Vec<BridgeFilter>,
+    /// Every port on the host.
+    pub ports: Vec<PortFilter>,
+    /// Floating IPs of this host's ports.
+    pub floating_ips: Vec<FloatingNat>,
+    /// Where floating IPs live (the agent adds each as a /32 there); without
+    /// it floating IPs get DNAT only and nothing leaves the tenant bridges.
+    pub public_interface: Option<String>,
+}
+
+/// Kumo's nftables tables on this host.
+#[derive(Debug, Clone)]
+pub struct Firewall {
+    table: String,
+}
+
+/// The three families Kumo uses, in the order they are written.
+const FAMILIES: [&str; 3] = ["bridge", "inet", "ip"];
+
+/// One chain as it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChainSpec {
+    family: &'static str,
+    name: String,
+    /// `type ... hook ... priority ...; policy ...;` for base chains.
+    base: Option<&'static str>,
+    rules: Vec<String>,
+}
+
+impl ChainSpec {
+    fn new(family: &'static str, name: impl Into<String>, base: Option<&'static str>) -> Self {
+        Self { family, name: name.into(), base, rules: Vec::new() }
+    }
+
+    fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.base.unwrap_or("").as_bytes());
+        for r in &self.rules {
+            h.update(b"\n");
+            h.update(r.as_bytes());
+        }
+        format!("{HASH_PREFIX}{}", &hex::encode(h.finalize())[..16])
+    }
+}
+
+/// What exists now: per family, whether the table does and its chains' hashes.
+#[derive(Debug, Default)]
+struct Existing {
+    tables: BTreeSet<String>,
+    /// (family, chain) -> comment of its last rule.
+    chains: BTreeMap<(String, String), Option<String>>,
+}
+
+impl Firewall {
+    /// `table` names Kumo's nftables tables (production "kumo"; tests use a
+    /// unique name). Nothing else is touched.
+    pub fn new(table: &str) -> Self {
+        Self { table: table.to_owned() }
+    }
+
+    /// Makes the host's rules match `state`, in ONE nft transaction;
+    /// idempotent; when only some ports' rules changed, only those ports'
+    /// chains are rewritten (established connections of other ports are not
+    /// disturbed). Bad input (names, MACs, port ranges, unknown bridges) is an
+    /// error before anything is changed.
+    pub async fn apply(&self, state: &FirewallState) -> Result<(), FirewallError> {
+        check_name(&self.table)?;
+        let chains = render(state)?;
+        enable_br_netfilter()?;
+        let existing = self.existing().await?;
+        let script = self.script(&chains, &existing);
+        if script.is_empty() {
+            return Ok(());
+        }
+        nft_stdin(&script, "apply").await
+    }
+
+    /// Deletes Kumo's tables (network deleted / tests' clean-up).
+    pub async fn remove(&self) -> Result<(), FirewallError> {
+        let existing = self.existing().await?;
+        let mut script = String::new();
+        for family in FAMILIES {
+            if existing.tables.contains(family) {
+                let _ = writeln!(script, "delete table {family} {}", self.table);
+            }
+        }
+        if script.is_empty() {
+            return Ok(());
+        }
+        nft_stdin(&script, "remove").await
+    }
+
+    /// The transaction turning `existing` into `chains` (empty: nothing to do).
+    fn script(&self, chains: &[ChainSpec], existing: &Existing) -> String {
+        let t = &self.table;
+        let mut head = String::new();
+        let mut body = String::new();
+        for family in FAMILIES {
+            if !existing.tables.contains(family) {
+                let _ = writeln!(head, "add table {family} {t}");
+            }
+        }
+        // Declare every new chain first, so jumps to it resolve; then fill.
+        for c in chains {
+            let key = (c.family.to_owned(), c.name.clone());
+            let hash = c.hash();
+            match existing.chains.get(&key) {
+                Some(Some(h)) if *h == hash => continue,
+                Some(_) => {
+                    let _ = writeln!(body, "flush chain {} {t} {}", c.family, c.name);
+                }
+                None => {
+                    let _ = match c.base {
+                        Some(base) => writeln!(head, "add chain {} {t} {} {{ {base} }}", c.family, c.name),
+                        None => writeln!(head, "add chain {} {t} {}", c.family, c.name),
+                    };
+                }
+            }
+            let last = c.rules.len().saturating_sub(1);
+            for (i, r) in c.rules.iter().enumerate() {
+                if i == last {
+                    let _ = writeln!(body, "add rule {} {t} {} {r} comment \"{hash}\"", c.family, c.name);
+                } else {
+                    let _ = writeln!(body, "add rule {} {t} {} {r}", c.family, c.name);
+                }
+            }
+        }
+        // Chains no longer wanted go last, after the jumps to them were flushed.
+        let wanted: BTreeSet<(String, String)> =
+            chains.iter().map(|c| (c.family.to_owned(), c.name.clone())).collect();
+        for (family, name) in existing.chains.keys() {
+            if !wanted.contains(&(family.clone(), name.clone())) {
+                let _ = writeln!(body, "flush chain {family} {t} {name}");
+                let _ = writeln!(body, "delete chain {family} {t} {name}");
+            }
+        }
+        if body.is_empty() && head.is_empty() {
+            return String::new();
+        }
+        head + &body
+    }
+
+    /// Kumo's tables and chains as the kernel has them.
+    async fn existing(&self) -> Result<Existing, FirewallError> {
+        let out = Command::new("nft")
+            .args(["-j", "list", "ruleset"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(FirewallError::Spawn)?;
+        if !out.status.success() {
+            return Err(FirewallError::Nft {
+                action: "list ruleset",
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        parse_existing(&out.stdout, &self.table)
+    }
+}
+
+/// Reads Kumo's tables out of `nft -j list ruleset`.
+fn parse_existing(json: &[u8], table: &str) -> Result<Existing, FirewallError> {
+    let mut existing = Existing::default();
+    if json.iter().all(u8::is_ascii_whitespace) {
+        return Ok(existing);
+    }
+    let v: serde_json::Value = serde_json::from_slice(json).map_err(FirewallError::Json)?;
+    let items = v.get("nftables").and_then(|n| n.as_array()).cloned().unwrap_or_default();
+    let ours = |o: &serde_json::Value| {
+        o.get("table").and_then(|t| t.as_str()) == Some(table)
+            && o.get("family").and_then(|f| f.as_str()).is_some_and(|f| FAMILIES.contains(&f))
+    };
+    let family = |o: &serde_json::Value| o.get("family").and_then(|f| f.as_str()).unwrap_or("").to_owned();
+    for item in &items {
+        if let Some(t) = item.get("table") {
+            if t.get("name").and_then(|n| n.as_str()) == Some(table) {
+                let f = family(t);
+                if FAMILIES.contains(&f.as_str()) {
+                    existing.tables.insert(f);
+                }
+            }
+        } else if let Some(c) = item.get("chain") {
+            if ours(c) {
+                let name = c.get("name").and_then(|n| n.as_str()).unwrap_or("").to_owned();
+                existing.chains.insert((family(c), name), None);
+            }
+        } else if let Some(r) = item.get("rule") {
+            if ours(r) {
+                let name = r.get("chain").and_then(|n| n.as_str()).unwrap_or("").to_owned();
+                // Rules come in order: the last one's comment wins.
+                let comment = r.get("comment").and_then(|c| c.as_str()).map(str::to_owned);
+                existing.chains.insert((family(r), name), comment);
+            }
+        }
+    }
+    Ok(existing)
+}
+
+/// br_netfilter makes bridged IPv4 traffic pass the `inet` hooks (with
+/// conntrack); Kumo's inbound filter depends on it. The setting is per
+/// network namespace.
+fn enable_br_netfilter() -> Result<(), FirewallError> {
+    const KEY: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    if std::fs::read_to_string(KEY).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    if std::fs::metadata(KEY).is_err() {
+        // br_netfilter is a module on some kernels; try to load it once.
+        let _ = std::process::Command::new("modprobe").arg("br_netfilter").status();
+    }
+    std::fs::write(KEY, "1").map_err(|e| FirewallError::Sysctl("net.bridge.bridge-nf-call-iptables", e))
+}
+
+async fn nft_stdin(script: &str, action: &'static str) -> Result<(), FirewallError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(FirewallError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).await.map_err(FirewallError::Spawn)?;
+    }
+    let out = child.wait_with_output().await.map_err(FirewallError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        tracing::debug!(%script, "nft transaction failed");
+        Err(FirewallError::Nft { action, stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
+    }
+}
+
+/// Interface and table names go into nft scripts quoted; only a safe
+/// alphabet (and the kernel's 15-character limit for interfaces) is allowed.
+fn check_name(name: &str) -> Result<(), FirewallError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FirewallError::InvalidName(name.to_owned()))
+    }
+}
+
+fn check_mac(mac: &str) -> Result<(), FirewallError> {
+    let parts: Vec<&str> = mac.split(':').collect();
+    let ok = parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(FirewallError::InvalidMac(mac.to_owned()))
+    }
+}
+
+/// A chain name for a port (`PortId`s are `eni-<hex>`).
+fn port_chain(prefix: &str, port: &PortId) -> String {
+    let id: String =
+        port.to_string().chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    format!("{prefix}_{id}")
+}
+
+/// An nft anonymous set of quoted names, or a single quoted name.
+fn name_set<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<String> = names.into_iter().map(|n| format!("\"{n}\"")).collect();
+    if names.len() == 1 {
+        names[0].clone()
+    } else {
+        format!("{{ {} }}", names.join(", "))
+    }
+}
+
+fn ip_set(ips: &[Ipv4Addr]) -> String {
+    if ips.len() == 1 {
+        ips[0].to_string()
+    } else {
+        format!("{{ {} }}", ips.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(", "))
+    }
+}
+
+/// The match of one ingress rule (without its verdict).
+fn ingress_match(rule: &IngressRule) -> Result<String, FirewallError> {
+    let mut m = format!("ip saddr {}", rule.source.trunc());
+    if let Some(ports) = rule.ports {
+        if !rule.protocol.has_ports() || ports.first == 0 || ports.first > ports.last {
+            return Err(FirewallError::BadPortRange(rule.rule.to_string()));
+        }
+    }
+    match rule.protocol {
+        Protocol::Tcp | Protocol::Udp => {
+            let p = rule.protocol.as_str();
+            match rule.ports {
+                Some(r) if r.first == r.last => {
+                    let _ = write!(m, " {p} dport {}", r.first);
+                }
+                Some(r) => {
+                    let _ = write!(m, " {p} dport {}-{}", r.first, r.last);
+                }
+                None => {
+                    let _ = write!(m, " meta l4proto {p}");
+                }
+            }
+        }
+        Protocol::Icmp => m.push_str(" meta l4proto icmp"),
+        Protocol::Any => {}
+    }
+    Ok(m)
+}
+
+const BRIDGE_FORWARD: &str = "type filter hook forward priority filter; policy accept;";
+const BRIDGE_INPUT: &str = "type filter hook input priority filter; policy accept;";
+const INET_FORWARD: &str = "type filter hook forward priority filter; policy accept;";
+const INET_INPUT: &str = "type filter hook input priority filter; policy accept;";
+const NAT_PREROUTING: &str = "type nat hook prerouting priority dstnat; policy accept;";
+const NAT_OUTPUT: &str = "type nat hook output priority -100; policy accept;";
+const NAT_POSTROUTING: &str = "type nat hook postrouting priority srcnat; policy accept;";
+
+/// Every chain Kumo wants for `state`, validated.
+fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
+    let mut bridges: BTreeMap<&str, &BridgeFilter> = BTreeMap::new();
+    for b in &state.bridges {
+        check_name(&b.name)?;
+        bridges.insert(&b.name, b);
+    }
+    if let Some(p) = &state.public_interface {
+        check_name(p)?;
+    }
+    let mut ports: Vec<&PortFilter> = state.ports.iter().collect();
+    ports.sort_by(|a, b| a.tap.cmp(&b.tap));
+    let mut port_ips: HashMap<(&str, Ipv4Addr), ()> = HashMap::new();
+    for p in &ports {
+        check_name(&p.tap)?;
+        check_mac(&p.mac)?;
+        if !bridges.contains_key(p.bridge.as_str()) {
+            return Err(FirewallError::UnknownBridge { port: p.port.clone(), bridge: p.bridge.clone() });
+        }
+        port_ips.insert((p.bridge.as_str(), p.ip), ());
+    }
+    let mut fips: Vec<&FloatingNat> = state.floating_ips.iter().collect();
+    fips.sort_by_key(|f| f.address);
+    for f in &fips {
+        if !port_ips.contains_key(&(f.bridge.as_str(), f.private_ip)) {
+            return Err(FirewallError::UnknownPrivateIp {
+                address: f.address,
+                private_ip: f.private_ip,
+                bridge: f.bridge.clone(),
+            });
+        }
+    }
+
+    let mut chains = Vec::new();
+
+    // bridge: anti-spoofing per port, dispatched by tap from forward and input.
+    let mut b_forward = ChainSpec::new("bridge", "forward", Some(BRIDGE_FORWARD));
+    let mut b_input = ChainSpec::new("bridge", "input", Some(BRIDGE_INPUT));
+    let mut out_chains = Vec::new();
+    let mut vmap = Vec::new();
+    for p in &ports {
+        let name = port_chain("out", &p.port);
+        let mac = p.mac.to_ascii_lowercase();
+        let mut c = ChainSpec::new("bridge", &name, None);
+        c.rules.push(format!("ether saddr != {mac} drop"));
+        c.rules.push(format!("ether type arp arp saddr ether != {mac} drop"));
+        c.rules.push(format!("ether type arp arp saddr ip != {{ {}, 0.0.0.0 }} drop", p.ip));
+        c.rules.push(
+            "ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return".to_owned(),
+        );
+        c.rules.push("ether type ip udp sport 67 drop".to_owned());
+        c.rules.push(format!("ether type ip ip saddr != {} drop", p.ip));
+        c.rules.push("ether type ip6 drop".to_owned());
+        c.rules.push("return".to_owned());
+        vmap.push(format!("\"{}\" : jump {name}", p.tap));
+        out_chains.push(c);
+    }
+    if !vmap.is_empty() {
+        let rule = format!("iifname vmap {{ {} }}", vmap.join(", "));
+        b_forward.rules.push(rule.clone());
+        b_input.rules.push(rule);
+    }
+    b_forward.rules.push("accept".to_owned());
+    b_input.rules.push("accept".to_owned());
+    chains.push(b_forward);
+    chains.push(b_input);
+    chains.extend(out_chains);
+
+    // inet: isolation, inbound per port, host input.
+    let public = state.public_interface.as_deref();
+    let mut fwd = ChainSpec::new("inet", "forward", Some(INET_FORWARD));
+    let mut input = ChainSpec::new("inet", "input", Some(INET_INPUT));
+    if !bridges.is_empty() {
+        let all = name_set(bridges.keys().copied());
+        fwd.rules.push(format!("iifname {all} ct state established,related accept"));
+        fwd.rules.push(format!("oifname {all} ct state established,related accept"));
+        for b in bridges.values() {
+            let n = &b.name;
+            let privs: Vec<Ipv4Addr> = fips.iter().filter(|f| f.bridge == *n).map(|f| f.private_ip).collect();
+            if let (Some(pubif), false) = (public, privs.is_empty()) {
+                fwd.rules.push(format!("iifname \"{n}\" oifname \"{pubif}\" ip saddr {} accept", ip_set(&privs)));
+                fwd.rules.push(format!(
+                    "iifname \"{pubif}\" oifname \"{n}\" ip daddr {} ct status dnat jump in_{n}",
+                    ip_set(&privs)
+                ));
+            }
+            fwd.rules.push(format!("iifname \"{n}\" oifname != \"{n}\" drop"));
+            fwd.rules.push(format!("oifname \"{n}\" iifname != \"{n}\" drop"));
+        }
+        // Same-bridge traffic (bridged, or routed by the host's gateway).
+        for b in bridges.values() {
+            fwd.rules.push(format!("oifname \"{0}\" jump in_{0}", b.name));
+        }
+
+        input.rules.push(format!("iifname {all} ct state established,related accept"));
+        input.rules.push(format!("iifname {all} udp dport 67 accept"));
+        input.rules.push(format!("iifname {all} ip daddr {METADATA_ADDRESS} tcp dport 80 accept"));
+        for b in bridges.values() {
+            input.rules.push(format!("iifname \"{}\" ip daddr {} icmp type echo-request accept", b.name, b.gateway));
+        }
+        input.rules.push(format!("iifname {all} drop"));
+    }
+    fwd.rules.push("accept".to_owned());
+    input.rules.push("accept".to_owned());
+    chains.push(fwd);
+    chains.push(input);
+
+    // Per bridge: dispatch by destination IP to the port's inbound chain;
+    // anything else on the bridge (no such port, IPv6) is dropped.
+    let mut in_ports = Vec::new();
+    for b in bridges.values() {
+        let mut c = ChainSpec::new("inet", format!("in_{}", b.name), None);
+        let map: Vec<String> = ports
+            .iter()
+            .filter(|p| p.bridge == b.name)
+            .map(|p| format!("{} : jump {}", p.ip, port_chain("in", &p.port)))
+            .collect();
+        if !map.is_empty() {
+            c.rules.push(format!("ip daddr vmap {{ {} }}", map.join(", ")));
+        }
+        c.rules.push("drop".to_owned());
+        chains.push(c);
+    }
+    for p in &ports {
+        let mut c = ChainSpec::new("inet", port_chain("in", &p.port), None);
+        for rule in &p.ingress {
+            c.rules.push(format!("{} accept", ingress_match(rule)?));
+        }
+        c.rules.push("drop".to_owned());
+        in_ports.push(c);
+    }
+    chains.extend(in_ports);
+
+    // ip: floating IPs.
+    let mut pre = ChainSpec::new("ip", "prerouting", Some(NAT_PREROUTING));
+    let mut out = ChainSpec::new("ip", "output", Some(NAT_OUTPUT));
+    let mut post = ChainSpec::new("ip", "postrouting", Some(NAT_POSTROUTING));
+    for f in &fips {
+        pre.rules.push(format!("ip daddr {} dnat to {}", f.address, f.private_ip));
+        out.rules.push(format!("ip daddr {} dnat to {}", f.address, f.private_ip));
+        if let Some(pubif) = public {
+            post.rules.push(format!("oifname \"{pubif}\" ip saddr {} snat to {}", f.private_ip, f.address));
+        }
+    }
+    for c in [&mut pre, &mut out, &mut post] {
+        c.rules.push("accept".to_owned());
+    }
+    chains.extend([pre, out, post]);
+    Ok(chains)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> FirewallState {
+        FirewallState {
+            bridges: vec![BridgeFilter {
+                name: "kbr000000000001".into(),
+                cidr: "10.0.0.0/24".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 0, 0, 1),
+            }],
+            ports: vec![PortFilter {
+                port: PortId::generate(),
+                tap: "ktap00000000001".into(),
+                bridge: "kbr000000000001".into(),
+                mac: "52:54:00:00:00:01".into(),
+                ip: Ipv4Addr::new(10, 0, 0, 5),
+                ingress: vec![],
+            }],
+            floating_ips: vec![],
+            public_interface: None,
+        }
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_nft_runs() {
+        let mut s = state();
+        s.ports[0].mac = "nope".into();
+        assert!(matches!(render(&s), Err(FirewallError::InvalidMac(_))));
+        let mut s = state();
+        s.ports[0].tap = "bad\"name".into();
+        assert!(matches!(render(&s), Err(FirewallError::InvalidName(_))));
+        let mut s = state();
+        s.ports[0].bridge = "kbrother".into();
+        assert!(matches!(render(&s), Err(FirewallError::UnknownBridge { .. })));
+        let mut s = state();
+        s.floating_ips.push(FloatingNat {
+            address: Ipv4Addr::new(203, 0, 113, 5),
+            private_ip: Ipv4Addr::new(10, 0, 0, 9),
+            bridge: "kbr000000000001".into(),
+        });
+        assert!(matches!(render(&s), Err(FirewallError::UnknownPrivateIp { .. })));
+    }
+
+    #[test]
+    fn unchanged_state_needs_no_transaction() {
+        let fw = Firewall::new("kumo");
+        let base = state();
+        let chains = render(&base).unwrap();
+        let mut existing = Existing::default();
+        for f in FAMILIES {
+            existing.tables.insert(f.to_owned());
+        }
+        for c in &chains {
+            existing.chains.insert((c.family.to_owned(), c.name.clone()), Some(c.hash()));
+        }
+        assert_eq!(fw.script(&chains, &existing), "");
+        // One port's rules change: only its chain is flushed and refilled.
+        let mut s = base.clone();
+        s.ports[0].ingress.push(IngressRule {
+            rule: kumo_wire::SecurityGroupRuleId::generate(),
+            protocol: Protocol::Tcp,
+            ports: Some(kumo_wire::network::PortRange { first: 22, last: 22 }),
+            source: "0.0.0.0/0".parse().unwrap(),
+        });
+        let script = fw.script(&render(&s).unwrap(), &existing);
+        let flushed: Vec<&str> = script.lines().filter(|l| l.starts_with("flush")).collect();
+        assert_eq!(flushed.len(), 1, "{script}");
+        assert!(flushed[0].contains("in_eni"), "{script}");
+        assert!(script.contains("tcp dport 22 accept"), "{script}");
+    }
+}

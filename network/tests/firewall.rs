@@ -1,0 +1,278 @@
+//! The nftables firewall for real, in network namespaces this test creates:
+//! a "host" namespace with two tenant bridges and a public interface, each
+//! "VM" in its own namespace behind a veth standing in for its tap, and an
+//! "outside" namespace on the public interface.
+
+mod netns;
+
+use std::net::Ipv4Addr;
+
+use kumo_network::firewall::{BridgeFilter, Firewall, FirewallError, FirewallState, FloatingNat, PortFilter};
+use kumo_wire::network::{IngressRule, PortRange, Protocol};
+use kumo_wire::{PortId, SecurityGroupRuleId};
+use netns::{veth, Netns};
+
+const TABLE: &str = "kumotest";
+const BR1: &str = "kbr000000000001";
+const BR2: &str = "kbr000000000002";
+const PUB: &str = "kpub0";
+const FIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+struct Vm {
+    ns: Netns,
+    port: PortId,
+    tap: String,
+    mac: String,
+    ip: Ipv4Addr,
+    bridge: &'static str,
+}
+
+struct Topo {
+    host: Netns,
+    a: Vm,
+    b: Vm,
+    c: Vm,
+    d: Vm,
+    outside: Netns,
+}
+
+fn vm(host: &Netns, n: u8, bridge: &'static str, ip: Ipv4Addr, gw: Ipv4Addr) -> Vm {
+    let ns = Netns::new(&format!("vm{n}"));
+    let tap = format!("ktap0000000000{n}");
+    let mac = format!("52:54:00:00:00:0{n}");
+    veth(host, &tap, &ns, "eth0");
+    host.ip(&format!("link set {tap} master {bridge}"));
+    ns.ip(&format!("link set eth0 address {mac}"));
+    ns.ip(&format!("addr add {ip}/24 dev eth0"));
+    ns.ip(&format!("route add default via {gw}"));
+    Vm { ns, port: PortId::generate(), tap, mac, ip, bridge }
+}
+
+fn topo() -> Topo {
+    let host = Netns::new("host");
+    for (br, gw) in [(BR1, "10.0.0.1/24"), (BR2, "10.1.0.1/24")] {
+        host.ip(&format!("link add {br} type bridge"));
+        host.ip(&format!("link set {br} up"));
+        host.ip(&format!("addr add {gw} dev {br}"));
+    }
+    let out = host.exec(&["sysctl", "-w", "net.ipv4.ip_forward=1"]);
+    assert!(out.status.success());
+    let gw1 = Ipv4Addr::new(10, 0, 0, 1);
+    let a = vm(&host, 1, BR1, Ipv4Addr::new(10, 0, 0, 5), gw1);
+    let b = vm(&host, 2, BR1, Ipv4Addr::new(10, 0, 0, 6), gw1);
+    let c = vm(&host, 3, BR1, Ipv4Addr::new(10, 0, 0, 7), gw1);
+    let d = vm(&host, 4, BR2, Ipv4Addr::new(10, 1, 0, 5), Ipv4Addr::new(10, 1, 0, 1));
+    let outside = Netns::new("out");
+    veth(&host, PUB, &outside, "eth0");
+    host.ip(&format!("addr add 198.51.100.1/24 dev {PUB}"));
+    host.ip(&format!("addr add {FIP}/32 dev {PUB}"));
+    outside.ip(&format!("addr add {OUTSIDE}/24 dev eth0"));
+    Topo { host, a, b, c, d, outside }
+}
+
+fn allow(protocol: Protocol, ports: Option<(u16, u16)>, source: &str) -> IngressRule {
+    IngressRule {
+        rule: SecurityGroupRuleId::generate(),
+        protocol,
+        ports: ports.map(|(first, last)| PortRange { first, last }),
+        source: source.parse().unwrap(),
+    }
+}
+
+impl Topo {
+    fn state(&self) -> FirewallState {
+        let port = |v: &Vm| PortFilter {
+            port: v.port.clone(),
+            tap: v.tap.clone(),
+            bridge: v.bridge.to_owned(),
+            mac: v.mac.clone(),
+            ip: v.ip,
+            ingress: vec![],
+        };
+        FirewallState {
+            bridges: vec![
+                BridgeFilter { name: BR1.into(), cidr: "10.0.0.0/24".parse().unwrap(), gateway: Ipv4Addr::new(10, 0, 0, 1) },
+                BridgeFilter { name: BR2.into(), cidr: "10.1.0.0/24".parse().unwrap(), gateway: Ipv4Addr::new(10, 1, 0, 1) },
+            ],
+            ports: vec![port(&self.a), port(&self.b), port(&self.c), port(&self.d)],
+            floating_ips: vec![],
+            public_interface: Some(PUB.into()),
+        }
+    }
+
+    fn apply(&self, state: &FirewallState) -> Result<(), FirewallError> {
+        let state = state.clone();
+        self.host.block_on(move || async move { Firewall::new(TABLE).apply(&state).await })
+    }
+
+    fn ruleset(&self) -> serde_json::Value {
+        let out = self.host.exec(&["nft", "-j", "list", "ruleset"]);
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        let _ = self.host.block_on(|| async { Firewall::new(TABLE).remove().await });
+    }
+}
+
+#[test]
+fn ingress_rules_open_and_close_a_port_live() {
+    let t = topo();
+    t.b.ns.echo_server(8080);
+    let mut state = t.state();
+    t.apply(&state).unwrap();
+    assert!(!t.a.ns.reaches(t.b.ip, 8080), "default deny inbound");
+
+    state.ports[1].ingress = vec![allow(Protocol::Tcp, Some((8000, 8100)), "10.0.0.5/32")];
+    t.apply(&state).unwrap();
+    assert!(t.a.ns.reaches(t.b.ip, 8080), "opened by a rule for A's address");
+    assert!(!t.c.ns.reaches(t.b.ip, 8080), "C's address is not in the rule");
+
+    state.ports[1].ingress.clear();
+    t.apply(&state).unwrap();
+    assert!(!t.a.ns.reaches(t.b.ip, 8080), "closed again");
+    // B's own outbound traffic and its replies pass (A lets everyone in).
+    t.a.ns.echo_server(9090);
+    state.ports[0].ingress = vec![allow(Protocol::Any, None, "0.0.0.0/0")];
+    t.apply(&state).unwrap();
+    assert!(t.b.ns.reaches(t.a.ip, 9090));
+}
+
+#[test]
+fn a_rule_change_for_one_port_keeps_other_ports_connections_and_chains() {
+    let t = topo();
+    t.c.ns.echo_server(7000);
+    let mut state = t.state();
+    state.ports[2].ingress = vec![allow(Protocol::Tcp, Some((7000, 7000)), "10.0.0.0/24")];
+    t.apply(&state).unwrap();
+    let mut open = t.a.ns.connect(t.c.ip, 7000, None).expect("A connects to C");
+    assert!(netns::echo(&mut open));
+    let c_chain = |t: &Topo| {
+        let name = format!("in_{}", t.c.port.as_str().replace('-', "_"));
+        let out = t.host.exec(&["nft", "-j", "list", "chain", "inet", TABLE, &name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before = c_chain(&t);
+
+    state.ports[1].ingress = vec![allow(Protocol::Udp, Some((53, 53)), "0.0.0.0/0")];
+    t.apply(&state).unwrap();
+    assert_eq!(c_chain(&t), before, "C's chain (rule handles included) was not rewritten");
+    assert!(netns::echo(&mut open), "C's open connection survives B's rule change");
+
+    // Even C's own rule change keeps its established connection.
+    state.ports[2].ingress.clear();
+    t.apply(&state).unwrap();
+    assert!(netns::echo(&mut open));
+    assert!(!t.a.ns.reaches(t.c.ip, 7000), "but new connections are refused");
+}
+
+#[test]
+fn a_vm_sending_from_another_address_is_dropped() {
+    let t = topo();
+    t.b.ns.echo_server(8080);
+    let mut state = t.state();
+    state.ports[1].ingress = vec![allow(Protocol::Tcp, None, "0.0.0.0/0")];
+    t.apply(&state).unwrap();
+    t.a.ns.ip("addr add 10.0.0.99/24 dev eth0");
+    assert!(t.a.ns.connect(t.b.ip, 8080, Some(Ipv4Addr::new(10, 0, 0, 5))).is_some_and(|mut s| netns::echo(&mut s)));
+    assert!(t.a.ns.connect(t.b.ip, 8080, Some(Ipv4Addr::new(10, 0, 0, 99))).is_none(), "spoofed source dropped");
+    // A forged MAC is dropped as well.
+    t.a.ns.ip("link set eth0 address 52:54:00:00:00:99");
+    assert!(!t.a.ns.reaches(t.b.ip, 8080), "forged MAC dropped");
+}
+
+#[test]
+fn two_bridges_cannot_reach_each_other_through_the_host() {
+    let t = topo();
+    t.d.ns.echo_server(8080);
+    t.a.ns.echo_server(8080);
+    let mut state = t.state();
+    state.ports[0].ingress = vec![allow(Protocol::Any, None, "0.0.0.0/0")];
+    state.ports[3].ingress = vec![allow(Protocol::Any, None, "0.0.0.0/0")];
+    // Without Kumo's rules the host routes between them.
+    assert!(t.a.ns.reaches(t.d.ip, 8080), "precondition: routed without the firewall");
+    t.apply(&state).unwrap();
+    assert!(!t.a.ns.reaches(t.d.ip, 8080));
+    assert!(!t.d.ns.reaches(t.a.ip, 8080));
+    assert!(t.b.ns.reaches(t.a.ip, 8080), "same bridge still works");
+    // The host itself answers only DHCP, metadata and ICMP to the gateway.
+    let host_ssh = t.host.echo_server(2222);
+    assert!(!t.a.ns.reaches(Ipv4Addr::new(10, 0, 0, 1), 2222));
+    assert!(host_ssh.lock().unwrap().is_empty());
+    let ping = t.a.ns.exec(&["busybox", "ping", "-c1", "-W1", "10.0.0.1"]);
+    assert!(ping.status.success(), "ICMP to the gateway");
+}
+
+#[test]
+fn floating_ip_maps_one_to_one() {
+    let t = topo();
+    t.b.ns.echo_server(8080);
+    let outside_peers = t.outside.echo_server(9000);
+    let mut state = t.state();
+    state.ports[1].ingress = vec![allow(Protocol::Tcp, Some((8080, 8080)), "0.0.0.0/0")];
+    state.floating_ips = vec![FloatingNat { address: FIP, private_ip: t.b.ip, bridge: BR1.into() }];
+    t.apply(&state).unwrap();
+
+    assert!(t.outside.reaches(FIP, 8080), "outside reaches B through its floating IP");
+    assert!(t.b.ns.reaches(OUTSIDE, 9000), "B reaches outside");
+    let peers = outside_peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].ip(), FIP, "B's outbound traffic appears from its floating IP");
+    assert!(!t.a.ns.reaches(OUTSIDE, 9000), "A has no floating IP: nothing leaves");
+    assert!(!t.outside.reaches(t.b.ip, 8080), "private address not reachable from outside");
+
+    state.floating_ips.clear();
+    t.apply(&state).unwrap();
+    assert!(!t.outside.reaches(FIP, 8080), "disassociated at once");
+}
+
+#[test]
+fn apply_is_idempotent_and_remove_leaves_nothing() {
+    let t = topo();
+    let mut state = t.state();
+    state.ports[1].ingress = vec![allow(Protocol::Tcp, Some((22, 22)), "0.0.0.0/0"), allow(Protocol::Icmp, None, "10.0.0.0/24")];
+    state.floating_ips = vec![FloatingNat { address: FIP, private_ip: t.b.ip, bridge: BR1.into() }];
+    t.apply(&state).unwrap();
+    let first = t.ruleset();
+    t.apply(&state).unwrap();
+    assert_eq!(t.ruleset(), first, "second apply changes nothing");
+    let tables: Vec<String> = first["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.get("table"))
+        .map(|t| format!("{} {}", t["family"].as_str().unwrap(), t["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(tables, ["bridge kumotest", "inet kumotest", "ip kumotest"]);
+
+    t.host.block_on(|| async { Firewall::new(TABLE).remove().await }).unwrap();
+    let left = t.ruleset();
+    let items = left["nftables"].as_array().unwrap();
+    assert!(items.iter().all(|i| i.get("metainfo").is_some()), "nothing left: {left}");
+    // Removing again is fine.
+    t.host.block_on(|| async { Firewall::new(TABLE).remove().await }).unwrap();
+}
+
+#[test]
+fn bad_state_is_an_error_and_changes_nothing() {
+    let t = topo();
+    let good = t.state();
+    t.apply(&good).unwrap();
+    let before = t.ruleset();
+    let mut bad = good.clone();
+    bad.ports[0].ingress = vec![allow(Protocol::Tcp, Some((90, 80)), "0.0.0.0/0")];
+    let err = t.apply(&bad).unwrap_err();
+    assert!(matches!(err, FirewallError::BadPortRange(_)), "{err}");
+    let mut bad = good.clone();
+    bad.ports[0].ingress = vec![allow(Protocol::Icmp, Some((80, 80)), "0.0.0.0/0")];
+    assert!(matches!(t.apply(&bad), Err(FirewallError::BadPortRange(_))));
+    let mut bad = good.clone();
+    bad.ports[0].mac = "52:54:00:zz:00:01".into();
+    assert!(matches!(t.apply(&bad), Err(FirewallError::InvalidMac(_))));
+    assert_eq!(t.ruleset(), before);
+}
