@@ -13,6 +13,8 @@ PACKAGES=(
   postgresql
   # config drives, DHCP, host networking
   genisoimage dnsmasq-base nftables iproute2
+  # 802.1Q test guest: shows the VLAN tags on its trunk
+  tcpdump
   # misc tools used by scripts and tests
   procps util-linux curl ca-certificates python3
 )

@@ -7,12 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use futures::TryStreamExt;
-use kumo_wire::network::{DesiredNetwork, MAX_VLAN_ID, MIN_VLAN_ID, METADATA_ADDRESS};
+use kumo_wire::network::{DesiredNetwork, MAX_VLAN_ID, METADATA_ADDRESS, MIN_VLAN_ID};
 use kumo_wire::{NetworkId, PortId};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVlan};
 
 /// Prefix of the bridges Kumo owns (`kbr` + the network id's first 12 hex digits).
@@ -263,8 +261,15 @@ impl Datapath {
         Ok(messages.iter().filter_map(Link::from_message).collect())
     }
 
+    /// One link by name, filtered by the kernel (a full dump costs more with
+    /// every tap on the host).
     async fn link(&self, name: &str) -> Result<Option<Link>, DatapathError> {
-        Ok(self.links().await?.into_iter().find(|l| l.name == name))
+        let mut answers = self.handle.link().get().match_name(name.to_owned()).execute();
+        match answers.try_next().await {
+            Ok(msg) => Ok(msg.as_ref().and_then(Link::from_message).filter(|l| l.name == name)),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
+            Err(e) => Err(nl(format!("look up {name}"))(e)),
+        }
     }
 
     /// Idempotent. The bridge `bridge_name(id)`, up, holding the gateway
@@ -278,8 +283,8 @@ impl Datapath {
             return Err(DatapathError::InvalidVlanId { network: net.id.clone(), vlan_id: net.vlan_id });
         }
         let cidr = net.cidr.trunc();
-        let host_address = cidr.prefix_len() >= 31
-            || (net.gateway != cidr.network() && net.gateway != cidr.broadcast());
+        let host_address =
+            cidr.prefix_len() >= 31 || (net.gateway != cidr.network() && net.gateway != cidr.broadcast());
         if !cidr.contains(&net.gateway) || !host_address {
             return Err(DatapathError::InvalidGateway {
                 network: net.id.clone(),
@@ -321,7 +326,10 @@ impl Datapath {
             Some(link) if link.kind != Some(InfoKind::Bridge) => {
                 return Err(DatapathError::Conflict { name, problem: "it is not a bridge".into() });
             }
-            Some(link) => link,
+            Some(link) => {
+                check_owner(&link, &net.id)?;
+                link
+            }
             None => {
                 match self.handle.link().add(LinkBridge::new(&name).build()).execute().await {
                     Ok(()) => {}
@@ -349,11 +357,8 @@ impl Datapath {
         let wanted: [(Ipv4Addr, u8); 2] = [(net.gateway, net.cidr.prefix_len()), (METADATA_ADDRESS, 32)];
         let mut request = self.handle.address().get();
         request.message_mut().header.index = bridge.index;
-        let current: Vec<AddressMessage> = request
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl(format!("list addresses of {}", bridge.name)))?;
+        let current: Vec<AddressMessage> =
+            request.execute().try_collect().await.map_err(nl(format!("list addresses of {}", bridge.name)))?;
         let mut present = Vec::new();
         for msg in current.into_iter().filter(|m| m.header.index == bridge.index) {
             let Some(IpAddr::V4(addr)) = msg.attributes.iter().find_map(|a| match a {
@@ -400,7 +405,8 @@ impl Datapath {
         let name = vlan_link_name(vlan_id);
         let link = match self.link(&name).await? {
             Some(link) => {
-                if link.kind != Some(InfoKind::Vlan) || link.vlan_id != Some(vlan_id) || link.lower != Some(trunk.index) {
+                if link.kind != Some(InfoKind::Vlan) || link.vlan_id != Some(vlan_id) || link.lower != Some(trunk.index)
+                {
                     return Err(DatapathError::Conflict {
                         name,
                         problem: format!("it is not an 802.1Q link with id {vlan_id} on {}", trunk.name),
@@ -435,6 +441,7 @@ impl Datapath {
         let Some(bridge) = links.iter().find(|l| l.name == name && l.kind == Some(InfoKind::Bridge)) else {
             return Ok(());
         };
+        check_owner(bridge, id)?;
         for vlan in links.iter().filter(|l| is_kumo_vlan_port(l, bridge.index)) {
             self.delete(vlan).await?;
         }
@@ -467,7 +474,12 @@ impl Datapath {
                     .and_then(|a| a.parse::<NetworkId>().ok())
                     .filter(|id| bridge_name(id) == bridge.name);
                 let vlan_link = links.iter().find(|l| is_kumo_vlan_port(l, bridge.index)).map(|l| l.name.clone());
-                Some(PlumbedNetwork { bridge: bridge.name.clone(), id_prefix: id_prefix.to_owned(), network, vlan_link })
+                Some(PlumbedNetwork {
+                    bridge: bridge.name.clone(),
+                    id_prefix: id_prefix.to_owned(),
+                    network,
+                    vlan_link,
+                })
             })
             .collect();
         found.sort_by(|a, b| a.bridge.cmp(&b.bridge));
@@ -475,8 +487,23 @@ impl Datapath {
     }
 }
 
+/// A bridge's name carries only 12 of the id's 17 hex digits; its alias holds
+/// the whole id, so two networks whose ids share the prefix never share (or
+/// remove) one bridge.
+fn check_owner(bridge: &Link, id: &NetworkId) -> Result<(), DatapathError> {
+    match bridge.alias.as_deref() {
+        Some(owner) if !owner.is_empty() && owner != id.as_str() => Err(DatapathError::Conflict {
+            name: bridge.name.clone(),
+            problem: format!("it belongs to network {owner}, not {}", id.as_str()),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn is_kumo_vlan_port(link: &Link, bridge_index: u32) -> bool {
-    link.controller == Some(bridge_index) && link.kind == Some(InfoKind::Vlan) && link.name.starts_with(VLAN_LINK_PREFIX)
+    link.controller == Some(bridge_index)
+        && link.kind == Some(InfoKind::Vlan)
+        && link.name.starts_with(VLAN_LINK_PREFIX)
 }
 
 fn libc_eexist() -> i32 {

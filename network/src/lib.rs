@@ -9,7 +9,18 @@ pub mod firewall;
 pub mod metadata;
 
 pub use datapath::{
-    bridge_name, kernel_supports_vlan, tap_name, vlan_link_name, Datapath, DatapathConfig, DatapathError,
-    NetworkLinks, PlumbedNetwork,
+    bridge_name, kernel_supports_vlan, tap_name, vlan_link_name, Datapath, DatapathConfig, DatapathError, NetworkLinks,
+    PlumbedNetwork,
 };
 pub use dhcp::{Dhcp, DhcpError, DhcpHost};
+
+#[cfg(test)]
+mod tests {
+    /// The agent shares these across tasks (`Arc<...>` in its state).
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<super::Datapath>();
+        check::<super::Dhcp>();
+    }
+}

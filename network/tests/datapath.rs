@@ -20,8 +20,10 @@ fn network(vlan_id: u16) -> DesiredNetwork {
 /// `ip -o -4 addr show dev BR` as "addr/prefix" strings, sorted.
 fn addresses(ns: &TestNetns, dev: &str) -> Vec<String> {
     let out = ns.ip(&["-o", "-4", "addr", "show", "dev", dev]);
-    let mut addrs: Vec<String> =
-        out.lines().filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(str::to_owned)).collect();
+    let mut addrs: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(str::to_owned))
+        .collect();
     addrs.sort();
     addrs
 }
@@ -84,6 +86,32 @@ fn host_local_network_is_idempotent_and_removed_cleanly() {
     });
 }
 
+/// Bridge names keep 12 of the 17 hex digits: a second network sharing them
+/// must not be merged into the first one's bridge (nor remove it).
+#[test]
+fn networks_sharing_a_bridge_name_prefix_are_not_merged() {
+    let ns = TestNetns::new("");
+    ns.enter();
+    runtime().block_on(async {
+        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let mut first = network(100);
+        first.id = "net-abcdef012345aaaaa".parse().expect("id");
+        let mut second = network(200);
+        second.id = "net-abcdef012345bbbbb".parse().expect("id");
+        assert_eq!(bridge_name(&first.id), bridge_name(&second.id));
+        let links = dp.ensure_network(&first).await.expect("first");
+        let err = dp.ensure_network(&second).await.expect_err("same bridge name");
+        assert!(matches!(err, DatapathError::Conflict { .. }), "{err}");
+        assert!(err.to_string().contains("belongs to network net-abcdef012345aaaaa"), "{err}");
+        let err = dp.remove_network(&second.id).await.expect_err("not its bridge");
+        assert!(matches!(err, DatapathError::Conflict { .. }), "{err}");
+        assert!(link_names(&ns).contains(&links.bridge));
+        assert_eq!(addresses(&ns, &links.bridge), vec!["10.20.30.1/24".to_owned(), "169.254.169.254/32".to_owned()]);
+        dp.remove_network(&first.id).await.expect("remove");
+        assert!(dp.plumbed_networks().await.expect("list").is_empty());
+    });
+}
+
 #[test]
 fn bad_networks_are_refused_before_anything_is_created() {
     let ns = TestNetns::new("");
@@ -106,10 +134,7 @@ fn bad_networks_are_refused_before_anything_is_created() {
 
         let trunked = Datapath::connect(DatapathConfig { trunk: Some("kumo-no-such".into()) }).await.expect("connect");
         let err = trunked.ensure_network(&network(100)).await.expect_err("missing trunk or no 802.1Q");
-        assert!(
-            matches!(err, DatapathError::TrunkNotFound { .. } | DatapathError::VlanUnsupported { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, DatapathError::TrunkNotFound { .. } | DatapathError::VlanUnsupported { .. }), "{err}");
         assert!(dp.plumbed_networks().await.expect("list").is_empty());
         assert!(!link_names(&ns).iter().any(|n| n.starts_with("kbr")));
     });
@@ -139,7 +164,10 @@ fn trunk_mode_follows_the_kernels_8021q_support() {
             let err = result.expect_err("no 802.1Q on this kernel");
             assert!(matches!(err, DatapathError::VlanUnsupported { vlan_id: 100, .. }), "{err}");
             let msg = err.to_string();
-            assert!(msg.contains("no 802.1Q support") && msg.contains("ktrunk0") && msg.contains("nothing was created"), "{msg}");
+            assert!(
+                msg.contains("no 802.1Q support") && msg.contains("ktrunk0") && msg.contains("nothing was created"),
+                "{msg}"
+            );
             assert!(dp.plumbed_networks().await.expect("list").is_empty());
             assert!(!link_names(&ns).iter().any(|n| n.starts_with("kbr") || n.starts_with("kvlan")));
         }

@@ -101,7 +101,14 @@ fn dnsmasq_leases_fixed_ips_to_known_macs_only_and_is_adopted() {
         let _guard = StopOnDrop(dhcp.clone(), net.id.clone());
         let pid_file = dhcp.network_dir(&net.id).join("pid");
 
-        dhcp.ensure(&net, &bridge, std::slice::from_ref(&known)).await.expect("start dnsmasq");
+        // Two concurrent ensures (the agent's tasks share one clone of the supervisor).
+        let twin = dhcp.clone();
+        let (a, b) = tokio::join!(
+            dhcp.ensure(&net, &bridge, std::slice::from_ref(&known)),
+            twin.ensure(&net, &bridge, std::slice::from_ref(&known))
+        );
+        a.expect("start dnsmasq");
+        b.expect("start dnsmasq concurrently");
         let pid = dhcp.pid(&net.id).expect("running");
         dhcp.ensure(&net, &bridge, std::slice::from_ref(&known)).await.expect("ensure again");
         assert_eq!(dhcp.pid(&net.id), Some(pid), "ensure twice must not restart dnsmasq");
