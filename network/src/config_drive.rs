@@ -73,7 +73,11 @@ pub fn network_config(view: &InstanceView, net: &DesiredNetwork) -> String {
 /// `meta-data` (instance-id, local-hostname, public-keys), `user-data`,
 /// `network-config` v2 for eth0 with the fixed IP) for cloud-init's NoCloud
 /// datasource. The image replaces `path` atomically.
-pub async fn write_config_drive(path: &Path, view: &InstanceView, net: &DesiredNetwork) -> Result<(), ConfigDriveError> {
+pub async fn write_config_drive(
+    path: &Path,
+    view: &InstanceView,
+    net: &DesiredNetwork,
+) -> Result<(), ConfigDriveError> {
     if !net.cidr.contains(&view.ip) {
         return Err(ConfigDriveError::AddressOutsideNetwork { ip: view.ip, cidr: net.cidr });
     }
@@ -88,7 +92,11 @@ pub async fn write_config_drive(path: &Path, view: &InstanceView, net: &DesiredN
         tokio::fs::write(staging.path().join(name), content).await.map_err(|e| io(name, e))?;
     }
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new().prefix(".cidata").suffix(".iso").tempfile_in(dir).map_err(|e| io("temporary file", e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".cidata")
+        .suffix(".iso")
+        .tempfile_in(dir)
+        .map_err(|e| io("temporary file", e))?;
     let out = Command::new("genisoimage")
         .arg("-output")
         .arg(tmp.path())

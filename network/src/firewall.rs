@@ -28,7 +28,10 @@
 //!
 //! Why the inbound filter lives in `inet` and not in `bridge`: stateful
 //! matching (`ct state`) in the bridge family needs `nf_conntrack_bridge`,
-//! which Debian 12's kernel (and this project's CI hosts) do not have. With
+//! which the kernel of this project's development and CI machines is built
+//! without (Debian 12's stock kernel has it as a module), whereas br_netfilter
+//! exists in both (built into the CI kernel; a module in Debian's, which
+//! `apply` loads). With
 //! br_netfilter (`net.bridge.bridge-nf-call-iptables = 1`, set by `apply`),
 //! bridged IPv4 traffic also passes the `inet` hooks with conntrack, its
 //! `oifname` being the bridge; since the `bridge` table pins every port to its
@@ -55,6 +58,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use kumo_wire::network::{IngressRule, Protocol, METADATA_ADDRESS};
@@ -168,10 +172,16 @@ pub struct FirewallState {
     pub public_interface: Option<String>,
 }
 
-/// Kumo's nftables tables on this host.
+/// Kumo's nftables tables on this host. Clones share the record of what was
+/// last applied, and applies are serialised.
 #[derive(Debug, Clone)]
 pub struct Firewall {
     table: String,
+    /// What the last successful apply left (None: unknown, read it from the
+    /// kernel). Listing 2,000 rules as JSON takes longer than changing one
+    /// port, so steady-state applies trust this record; a failed transaction
+    /// forgets it, and a new `Firewall` (agent restart) reads the kernel.
+    applied: Arc<tokio::sync::Mutex<Option<Existing>>>,
 }
 
 /// The three families Kumo uses, in the order they are written.
@@ -215,7 +225,7 @@ impl Firewall {
     /// `table` names Kumo's nftables tables (production "kumo"; tests use a
     /// unique name). Nothing else is touched.
     pub fn new(table: &str) -> Self {
-        Self { table: table.to_owned() }
+        Self { table: table.to_owned(), applied: Arc::default() }
     }
 
     /// Makes the host's rules match `state`, in ONE nft transaction;
@@ -226,17 +236,30 @@ impl Firewall {
     pub async fn apply(&self, state: &FirewallState) -> Result<(), FirewallError> {
         check_name(&self.table)?;
         let chains = render(state)?;
-        enable_br_netfilter()?;
-        let existing = self.existing().await?;
-        let script = self.script(&chains, &existing);
-        if script.is_empty() {
-            return Ok(());
+        if !state.bridges.is_empty() {
+            enable_br_netfilter()?;
         }
-        nft_stdin(&script, "apply").await
+        let mut applied = self.applied.lock().await;
+        let existing = match applied.take() {
+            Some(e) => e,
+            None => self.existing().await?,
+        };
+        let script = self.script(&chains, &existing);
+        if !script.is_empty() {
+            nft_stdin(&script, "apply").await?;
+        }
+        *applied = Some(Existing {
+            tables: FAMILIES.iter().map(|f| (*f).to_owned()).collect(),
+            chains: chains.iter().map(|c| ((c.family.to_owned(), c.name.clone()), Some(c.hash()))).collect(),
+        });
+        Ok(())
     }
 
     /// Deletes Kumo's tables (network deleted / tests' clean-up).
     pub async fn remove(&self) -> Result<(), FirewallError> {
+        check_name(&self.table)?;
+        let mut applied = self.applied.lock().await;
+        *applied = None;
         let existing = self.existing().await?;
         let mut script = String::new();
         for family in FAMILIES {
@@ -286,8 +309,7 @@ impl Firewall {
             }
         }
         // Chains no longer wanted go last, after the jumps to them were flushed.
-        let wanted: BTreeSet<(String, String)> =
-            chains.iter().map(|c| (c.family.to_owned(), c.name.clone())).collect();
+        let wanted: BTreeSet<(String, String)> = chains.iter().map(|c| (c.family.to_owned(), c.name.clone())).collect();
         for (family, name) in existing.chains.keys() {
             if !wanted.contains(&(family.clone(), name.clone())) {
                 let _ = writeln!(body, "flush chain {family} {t} {name}");
@@ -414,11 +436,16 @@ fn check_mac(mac: &str) -> Result<(), FirewallError> {
     }
 }
 
+/// A chain name: `prefix_` and `name` in nft's unquoted alphabet.
+fn chain_name(prefix: &str, name: &str) -> String {
+    let id: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    format!("{prefix}_{id}")
+}
+
 /// A chain name for a port (`PortId`s are `eni-<hex>`).
 fn port_chain(prefix: &str, port: &PortId) -> String {
-    let id: String =
-        port.to_string().chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
-    format!("{prefix}_{id}")
+    chain_name(prefix, port.as_str())
 }
 
 /// An nft anonymous set of quoted names, or a single quoted name.
@@ -558,8 +585,9 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
             if let (Some(pubif), false) = (public, privs.is_empty()) {
                 fwd.rules.push(format!("iifname \"{n}\" oifname \"{pubif}\" ip saddr {} accept", ip_set(&privs)));
                 fwd.rules.push(format!(
-                    "iifname \"{pubif}\" oifname \"{n}\" ip daddr {} ct status dnat jump in_{n}",
-                    ip_set(&privs)
+                    "iifname \"{pubif}\" oifname \"{n}\" ip daddr {} ct status dnat jump {}",
+                    ip_set(&privs),
+                    chain_name("in", n)
                 ));
             }
             fwd.rules.push(format!("iifname \"{n}\" oifname != \"{n}\" drop"));
@@ -567,7 +595,7 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
         }
         // Same-bridge traffic (bridged, or routed by the host's gateway).
         for b in bridges.values() {
-            fwd.rules.push(format!("oifname \"{0}\" jump in_{0}", b.name));
+            fwd.rules.push(format!("oifname \"{}\" jump {}", b.name, chain_name("in", &b.name)));
         }
 
         input.rules.push(format!("iifname {all} ct state established,related accept"));
@@ -587,7 +615,7 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
     // anything else on the bridge (no such port, IPv6) is dropped.
     let mut in_ports = Vec::new();
     for b in bridges.values() {
-        let mut c = ChainSpec::new("inet", format!("in_{}", b.name), None);
+        let mut c = ChainSpec::new("inet", chain_name("in", &b.name), None);
         let map: Vec<String> = ports
             .iter()
             .filter(|p| p.bridge == b.name)
@@ -617,7 +645,11 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
         pre.rules.push(format!("ip daddr {} dnat to {}", f.address, f.private_ip));
         out.rules.push(format!("ip daddr {} dnat to {}", f.address, f.private_ip));
         if let Some(pubif) = public {
-            post.rules.push(format!("oifname \"{pubif}\" ip saddr {} snat to {}", f.private_ip, f.address));
+            // The bridge too: tenants' subnets may overlap.
+            post.rules.push(format!(
+                "iifname \"{}\" oifname \"{pubif}\" ip saddr {} snat to {}",
+                f.bridge, f.private_ip, f.address
+            ));
         }
     }
     for c in [&mut pre, &mut out, &mut post] {
@@ -649,6 +681,12 @@ mod tests {
             floating_ips: vec![],
             public_interface: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_bad_table_name_is_refused_before_nft_runs() {
+        let err = Firewall::new("kumo; flush ruleset").apply(&FirewallState::default()).await.unwrap_err();
+        assert!(matches!(err, FirewallError::InvalidName(_)), "{err}");
     }
 
     #[test]
@@ -697,5 +735,76 @@ mod tests {
         assert_eq!(flushed.len(), 1, "{script}");
         assert!(flushed[0].contains("in_eni"), "{script}");
         assert!(script.contains("tcp dport 22 accept"), "{script}");
+    }
+
+    #[test]
+    fn the_rendered_ruleset() {
+        let mut s = state();
+        s.ports[0].port = "eni-0123456789abcdef0".parse().unwrap();
+        s.ports[0].ingress.push(IngressRule {
+            rule: kumo_wire::SecurityGroupRuleId::generate(),
+            protocol: Protocol::Tcp,
+            ports: Some(kumo_wire::network::PortRange { first: 8000, last: 8080 }),
+            source: "192.0.2.0/24".parse().unwrap(),
+        });
+        s.floating_ips.push(FloatingNat {
+            address: Ipv4Addr::new(203, 0, 113, 5),
+            private_ip: Ipv4Addr::new(10, 0, 0, 5),
+            bridge: "kbr000000000001".into(),
+        });
+        s.public_interface = Some("eth1".into());
+        let script = Firewall::new("kumo").script(&render(&s).unwrap(), &Existing::default());
+        let without_hashes: String =
+            script.lines().map(|l| l.split(" comment \"kumo:").next().unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        expect_test::expect![[r#"
+            add table bridge kumo
+            add table inet kumo
+            add table ip kumo
+            add chain bridge kumo forward { type filter hook forward priority filter; policy accept; }
+            add chain bridge kumo input { type filter hook input priority filter; policy accept; }
+            add chain bridge kumo out_eni_0123456789abcdef0
+            add chain inet kumo forward { type filter hook forward priority filter; policy accept; }
+            add chain inet kumo input { type filter hook input priority filter; policy accept; }
+            add chain inet kumo in_kbr000000000001
+            add chain inet kumo in_eni_0123456789abcdef0
+            add chain ip kumo prerouting { type nat hook prerouting priority dstnat; policy accept; }
+            add chain ip kumo output { type nat hook output priority -100; policy accept; }
+            add chain ip kumo postrouting { type nat hook postrouting priority srcnat; policy accept; }
+            add rule bridge kumo forward iifname vmap { "ktap00000000001" : jump out_eni_0123456789abcdef0 }
+            add rule bridge kumo forward accept
+            add rule bridge kumo input iifname vmap { "ktap00000000001" : jump out_eni_0123456789abcdef0 }
+            add rule bridge kumo input accept
+            add rule bridge kumo out_eni_0123456789abcdef0 ether saddr != 52:54:00:00:00:01 drop
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type arp arp saddr ether != 52:54:00:00:00:01 drop
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type arp arp saddr ip != { 10.0.0.5, 0.0.0.0 } drop
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type ip udp sport 67 drop
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type ip ip saddr != 10.0.0.5 drop
+            add rule bridge kumo out_eni_0123456789abcdef0 ether type ip6 drop
+            add rule bridge kumo out_eni_0123456789abcdef0 return
+            add rule inet kumo forward iifname "kbr000000000001" ct state established,related accept
+            add rule inet kumo forward oifname "kbr000000000001" ct state established,related accept
+            add rule inet kumo forward iifname "kbr000000000001" oifname "eth1" ip saddr 10.0.0.5 accept
+            add rule inet kumo forward iifname "eth1" oifname "kbr000000000001" ip daddr 10.0.0.5 ct status dnat jump in_kbr000000000001
+            add rule inet kumo forward iifname "kbr000000000001" oifname != "kbr000000000001" drop
+            add rule inet kumo forward oifname "kbr000000000001" iifname != "kbr000000000001" drop
+            add rule inet kumo forward oifname "kbr000000000001" jump in_kbr000000000001
+            add rule inet kumo forward accept
+            add rule inet kumo input iifname "kbr000000000001" ct state established,related accept
+            add rule inet kumo input iifname "kbr000000000001" udp dport 67 accept
+            add rule inet kumo input iifname "kbr000000000001" ip daddr 169.254.169.254 tcp dport 80 accept
+            add rule inet kumo input iifname "kbr000000000001" ip daddr 10.0.0.1 icmp type echo-request accept
+            add rule inet kumo input iifname "kbr000000000001" drop
+            add rule inet kumo input accept
+            add rule inet kumo in_kbr000000000001 ip daddr vmap { 10.0.0.5 : jump in_eni_0123456789abcdef0 }
+            add rule inet kumo in_kbr000000000001 drop
+            add rule inet kumo in_eni_0123456789abcdef0 ip saddr 192.0.2.0/24 tcp dport 8000-8080 accept
+            add rule inet kumo in_eni_0123456789abcdef0 drop
+            add rule ip kumo prerouting ip daddr 203.0.113.5 dnat to 10.0.0.5
+            add rule ip kumo prerouting accept
+            add rule ip kumo output ip daddr 203.0.113.5 dnat to 10.0.0.5
+            add rule ip kumo output accept
+            add rule ip kumo postrouting iifname "kbr000000000001" oifname "eth1" ip saddr 10.0.0.5 snat to 203.0.113.5
+            add rule ip kumo postrouting accept"#]].assert_eq(&without_hashes);
     }
 }

@@ -86,7 +86,7 @@ pub struct MetadataService {
 }
 
 #[derive(Debug)]
-struct ListenerTask(tokio::task::JoinHandle<()>);
+struct ListenerTask(tokio::task::JoinHandle<()>, SocketAddr);
 
 impl Drop for ListenerTask {
     fn drop(&mut self) {
@@ -132,9 +132,8 @@ impl MetadataService {
         inner.bridges.insert(bridge.to_owned(), table);
         // Tokens of instances that left the bridge die with them.
         let Inner { bridges, tokens, .. } = &mut *inner;
-        tokens.retain(|_, t| {
-            bridges.get(&t.bridge).is_some_and(|b| b.values().any(|v| v.instance_id == t.instance_id))
-        });
+        tokens
+            .retain(|_, t| bridges.get(&t.bridge).is_some_and(|b| b.values().any(|v| v.instance_id == t.instance_id)));
     }
 
     /// Stops serving anything on `bridge` (its listener, if any, keeps
@@ -159,7 +158,8 @@ impl MetadataService {
         let err = |source| MetadataError::Listen { bridge: bridge.to_owned(), source };
         let mut inner = self.lock();
         if let Some(task) = inner.listeners.get(bridge).and_then(Weak::upgrade) {
-            return Ok(MetadataListener { _task: task, local: addr.into() });
+            let local = task.1;
+            return Ok(MetadataListener { _task: task, local });
         }
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).map_err(err)?;
         socket.set_reuse_address(true).map_err(err)?;
@@ -177,7 +177,7 @@ impl MetadataService {
                 tracing::warn!(bridge = %name, error = %e, "metadata listener stopped");
             }
         });
-        let task = Arc::new(ListenerTask(handle));
+        let task = Arc::new(ListenerTask(handle, local));
         inner.listeners.insert(bridge.to_owned(), Arc::downgrade(&task));
         Ok(MetadataListener { _task: task, local })
     }
@@ -210,19 +210,20 @@ async fn serve(
 ) -> Response {
     let SocketAddr::V4(peer) = peer else { return not_found() };
     let Some(view) = s.service.instance(&s.bridge, *peer.ip()) else {
-        return if method == Method::PUT {
-            text(StatusCode::FORBIDDEN, "Forbidden")
-        } else {
-            not_found()
-        };
+        return if method == Method::PUT { text(StatusCode::FORBIDDEN, "Forbidden") } else { not_found() };
     };
     let path = uri.path();
     if path == "/latest/api/token" {
         if method != Method::PUT {
             return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
         }
+        // As on EC2: a token request that went through a proxy is refused.
+        if headers.contains_key("x-forwarded-for") {
+            return text(StatusCode::FORBIDDEN, "Forbidden");
+        }
         return new_token(&s, &view, &headers);
     }
+    let Some(path) = latest(path) else { return not_found() };
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
@@ -237,7 +238,29 @@ async fn serve(
             return text(StatusCode::UNAUTHORIZED, "Unauthorized");
         }
     }
-    answer(&view, path)
+    answer(&view, &path)
+}
+
+/// The API versions listed at `/`; cloud-init asks for dated versions
+/// (`/2009-04-04/meta-data/instance-id`), all of which Kumo answers alike.
+const VERSIONS: &str = "1.0\n2009-04-04\n2016-09-02\n2018-09-24\n2021-03-23\nlatest";
+
+/// Maps `/<version>/...` to `/latest/...`; `None` for an unknown version.
+fn latest(path: &str) -> Option<String> {
+    let trimmed = path.trim_start_matches('/');
+    if trimmed.is_empty() {
+        return Some("/".to_owned());
+    }
+    let (version, rest) = trimmed.split_once('/').map_or((trimmed, None), |(v, r)| (v, Some(r)));
+    let dated = version.len() == 10
+        && version.char_indices().all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() });
+    if version != "latest" && version != "1.0" && !dated {
+        return None;
+    }
+    Some(match rest {
+        Some(rest) => format!("/latest/{rest}"),
+        None => "/latest".to_owned(),
+    })
 }
 
 fn new_token(s: &Served, view: &InstanceView, headers: &HeaderMap) -> Response {
@@ -285,7 +308,7 @@ fn answer(view: &InstanceView, path: &str) -> Response {
     // A directory answers with and without its trailing slash.
     let dir = path.trim_end_matches('/');
     match dir {
-        "" => ok("latest".into()),
+        "" => ok(VERSIONS.into()),
         "/latest" => {
             let mut entries = vec!["dynamic", "meta-data"];
             if view.user_data.is_some() {
@@ -302,6 +325,7 @@ fn answer(view: &InstanceView, path: &str) -> Response {
                 "local-hostname",
                 "local-ipv4",
                 "mac",
+                "network/",
                 "placement/",
             ];
             if meta.public_ipv4.is_some() {
@@ -351,8 +375,37 @@ fn answer(view: &InstanceView, path: &str) -> Response {
             });
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
         }
-        _ => public_key(view, dir).unwrap_or_else(not_found),
+        "/latest/meta-data/network" => ok("interfaces/".into()),
+        "/latest/meta-data/network/interfaces" => ok("macs/".into()),
+        "/latest/meta-data/network/interfaces/macs" => ok(format!("{}/", view.mac)),
+        _ => public_key(view, dir).or_else(|| nic(view, dir)).unwrap_or_else(not_found),
     }
+}
+
+/// `/latest/meta-data/network/interfaces/macs/<mac>/...`: the one NIC, as
+/// cloud-init's EC2 datasource reads it to configure networking.
+fn nic(view: &InstanceView, dir: &str) -> Option<Response> {
+    let rest = dir.strip_prefix("/latest/meta-data/network/interfaces/macs/")?;
+    let (mac, leaf) = rest.split_once('/').map_or((rest, None), |(m, l)| (m, Some(l)));
+    if !mac.eq_ignore_ascii_case(&view.mac) {
+        return None;
+    }
+    let public = view.metadata.public_ipv4;
+    let body = match leaf {
+        None => {
+            let mut entries = vec!["device-number", "local-ipv4s", "mac"];
+            if public.is_some() {
+                entries.push("public-ipv4s");
+            }
+            entries.join("\n")
+        }
+        Some("device-number") => "0".to_owned(),
+        Some("local-ipv4s") => view.ip.to_string(),
+        Some("mac") => view.mac.clone(),
+        Some("public-ipv4s") => public?.to_string(),
+        Some(_) => return None,
+    };
+    Some(text(StatusCode::OK, body))
 }
 
 /// `/latest/meta-data/public-keys/N/` and `.../N/openssh-key`.

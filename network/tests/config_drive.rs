@@ -1,4 +1,5 @@
 //! The NoCloud config drive, read back with `isoinfo` (from genisoimage).
+#![allow(clippy::unwrap_used)]
 
 use std::net::Ipv4Addr;
 use std::path::Path;

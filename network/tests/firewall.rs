@@ -2,6 +2,7 @@
 //! a "host" namespace with two tenant bridges and a public interface, each
 //! "VM" in its own namespace behind a veth standing in for its tap, and an
 //! "outside" namespace on the public interface.
+#![allow(clippy::unwrap_used)]
 
 mod netns;
 
@@ -29,6 +30,8 @@ struct Vm {
 }
 
 struct Topo {
+    /// One firewall for the test (warm: it remembers what it applied).
+    fw: Firewall,
     host: Netns,
     a: Vm,
     b: Vm,
@@ -68,7 +71,7 @@ fn topo() -> Topo {
     host.ip(&format!("addr add 198.51.100.1/24 dev {PUB}"));
     host.ip(&format!("addr add {FIP}/32 dev {PUB}"));
     outside.ip(&format!("addr add {OUTSIDE}/24 dev eth0"));
-    Topo { host, a, b, c, d, outside }
+    Topo { fw: Firewall::new(TABLE), host, a, b, c, d, outside }
 }
 
 fn allow(protocol: Protocol, ports: Option<(u16, u16)>, source: &str) -> IngressRule {
@@ -92,8 +95,16 @@ impl Topo {
         };
         FirewallState {
             bridges: vec![
-                BridgeFilter { name: BR1.into(), cidr: "10.0.0.0/24".parse().unwrap(), gateway: Ipv4Addr::new(10, 0, 0, 1) },
-                BridgeFilter { name: BR2.into(), cidr: "10.1.0.0/24".parse().unwrap(), gateway: Ipv4Addr::new(10, 1, 0, 1) },
+                BridgeFilter {
+                    name: BR1.into(),
+                    cidr: "10.0.0.0/24".parse().unwrap(),
+                    gateway: Ipv4Addr::new(10, 0, 0, 1),
+                },
+                BridgeFilter {
+                    name: BR2.into(),
+                    cidr: "10.1.0.0/24".parse().unwrap(),
+                    gateway: Ipv4Addr::new(10, 1, 0, 1),
+                },
             ],
             ports: vec![port(&self.a), port(&self.b), port(&self.c), port(&self.d)],
             floating_ips: vec![],
@@ -102,6 +113,14 @@ impl Topo {
     }
 
     fn apply(&self, state: &FirewallState) -> Result<(), FirewallError> {
+        let state = state.clone();
+        let fw = self.fw.clone();
+        self.host.block_on(move || async move { fw.apply(&state).await })
+    }
+
+    /// Applies with a new `Firewall` (as after an agent restart), which reads
+    /// the kernel's tables.
+    fn apply_cold(&self, state: &FirewallState) -> Result<(), FirewallError> {
         let state = state.clone();
         self.host.block_on(move || async move { Firewall::new(TABLE).apply(&state).await })
     }
@@ -200,12 +219,36 @@ fn two_bridges_cannot_reach_each_other_through_the_host() {
     assert!(!t.a.ns.reaches(t.d.ip, 8080));
     assert!(!t.d.ns.reaches(t.a.ip, 8080));
     assert!(t.b.ns.reaches(t.a.ip, 8080), "same bridge still works");
-    // The host itself answers only DHCP, metadata and ICMP to the gateway.
+}
+
+#[test]
+fn the_host_answers_tenants_only_dhcp_metadata_and_gateway_icmp() {
+    let t = topo();
+    t.host.ip(&format!("addr add 169.254.169.254/32 dev {BR1}"));
     let host_ssh = t.host.echo_server(2222);
-    assert!(!t.a.ns.reaches(Ipv4Addr::new(10, 0, 0, 1), 2222));
-    assert!(host_ssh.lock().unwrap().is_empty());
+    t.host.echo_server(80);
+    let dhcp = t.host.run(|| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:67").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(8))).unwrap();
+        s
+    });
+    assert!(t.a.ns.reaches(Ipv4Addr::new(10, 0, 0, 1), 2222), "precondition: open without the firewall");
+    t.apply(&t.state()).unwrap();
+
+    assert!(!t.a.ns.reaches(Ipv4Addr::new(10, 0, 0, 1), 2222), "other host ports are closed");
+    assert_eq!(host_ssh.lock().unwrap().len(), 1, "only the connection made before the firewall");
+    assert!(t.a.ns.reaches(Ipv4Addr::new(169, 254, 169, 254), 80), "metadata");
     let ping = t.a.ns.exec(&["busybox", "ping", "-c1", "-W1", "10.0.0.1"]);
     assert!(ping.status.success(), "ICMP to the gateway");
+    let ping = t.d.ns.exec(&["busybox", "ping", "-c1", "-W1", "10.0.0.1"]);
+    assert!(!ping.status.success(), "but not to another bridge's gateway");
+
+    // A DHCP discover comes from 0.0.0.0 (udhcpc sends it on a raw socket).
+    let client = t.a.ns.exec(&["busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "2", "-T", "1", "-s", "/bin/true"]);
+    let mut buf = [0u8; 1500];
+    let (len, from) = dhcp.recv_from(&mut buf).expect("the discover reached the host");
+    assert_eq!(from.to_string(), "0.0.0.0:68", "{client:?}");
+    assert!(len >= 240 && buf[0] == 1, "a BOOTREQUEST");
 }
 
 #[test]
@@ -235,12 +278,33 @@ fn floating_ip_maps_one_to_one() {
 fn apply_is_idempotent_and_remove_leaves_nothing() {
     let t = topo();
     let mut state = t.state();
-    state.ports[1].ingress = vec![allow(Protocol::Tcp, Some((22, 22)), "0.0.0.0/0"), allow(Protocol::Icmp, None, "10.0.0.0/24")];
+    state.ports[1].ingress =
+        vec![allow(Protocol::Tcp, Some((22, 22)), "0.0.0.0/0"), allow(Protocol::Icmp, None, "10.0.0.0/24")];
     state.floating_ips = vec![FloatingNat { address: FIP, private_ip: t.b.ip, bridge: BR1.into() }];
     t.apply(&state).unwrap();
     let first = t.ruleset();
     t.apply(&state).unwrap();
     assert_eq!(t.ruleset(), first, "second apply changes nothing");
+    t.apply_cold(&state).unwrap();
+    assert_eq!(t.ruleset(), first, "nor does a restarted agent's");
+    // A change applied cold leaves the same rules as one applied warm.
+    let listing = |t: &Topo| String::from_utf8(t.host.exec(&["nft", "list", "ruleset"]).stdout).unwrap();
+    let base = state.clone();
+    state.ports[0].ingress = vec![allow(Protocol::Udp, Some((53, 53)), "0.0.0.0/0")];
+    t.apply_cold(&state).unwrap();
+    let cold = listing(&t);
+    assert!(cold.contains("udp dport 53 accept"), "{cold}");
+    t.host.block_on(|| async { Firewall::new(TABLE).remove().await }).unwrap();
+    let warm = Firewall::new(TABLE);
+    let (s1, s2) = (base, state.clone());
+    t.host
+        .block_on(move || async move {
+            warm.apply(&s1).await?;
+            warm.apply(&s2).await
+        })
+        .unwrap();
+    assert_eq!(listing(&t), cold, "warm and cold applies agree");
+    let first = t.ruleset();
     let tables: Vec<String> = first["nftables"]
         .as_array()
         .unwrap()

@@ -1,6 +1,7 @@
 //! The metadata service: every path through the router with fake peers, and
 //! real listeners bound to two "bridges" with overlapping tenant addresses
 //! in a network namespace this test creates.
+#![allow(clippy::unwrap_used)]
 
 mod netns;
 
@@ -44,7 +45,14 @@ fn service() -> MetadataService {
     s
 }
 
-async fn call(s: &MetadataService, bridge: &str, peer: Ipv4Addr, method: Method, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+async fn call(
+    s: &MetadataService,
+    bridge: &str,
+    peer: Ipv4Addr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -65,12 +73,16 @@ async fn get(s: &MetadataService, bridge: &str, peer: Ipv4Addr, path: &str) -> (
 async fn every_path_answers_like_ec2() {
     let s = service();
     let cases: &[(&str, &str)] = &[
-        ("/", "latest"),
+        ("/", "1.0\n2009-04-04\n2016-09-02\n2018-09-24\n2021-03-23\nlatest"),
+        // cloud-init asks dated versions first.
+        ("/2009-04-04/meta-data/instance-id", "i-a"),
+        ("/2021-03-23/meta-data/public-keys/0/openssh-key", "ssh-ed25519 AAAAC3Nza mykey\n"),
+        ("/2018-09-24/user-data", "#!/bin/sh\necho hi\n"),
         ("/latest/", "dynamic\nmeta-data\nuser-data"),
         ("/latest", "dynamic\nmeta-data\nuser-data"),
         (
             "/latest/meta-data/",
-            "ami-id\nhostname\ninstance-id\ninstance-type\nlocal-hostname\nlocal-ipv4\nmac\nplacement/\npublic-ipv4\npublic-keys/",
+            "ami-id\nhostname\ninstance-id\ninstance-type\nlocal-hostname\nlocal-ipv4\nmac\nnetwork/\nplacement/\npublic-ipv4\npublic-keys/",
         ),
         ("/latest/meta-data/instance-id", "i-a"),
         ("/latest/meta-data/hostname", "host-i-a"),
@@ -87,6 +99,14 @@ async fn every_path_answers_like_ec2() {
         ("/latest/meta-data/public-keys/0/", "openssh-key"),
         ("/latest/meta-data/public-keys/0/openssh-key", "ssh-ed25519 AAAAC3Nza mykey\n"),
         ("/latest/user-data", "#!/bin/sh\necho hi\n"),
+        ("/latest/meta-data/network/", "interfaces/"),
+        ("/latest/meta-data/network/interfaces/", "macs/"),
+        ("/latest/meta-data/network/interfaces/macs/", "52:54:00:12:34:56/"),
+        ("/latest/meta-data/network/interfaces/macs/52:54:00:12:34:56/", "device-number\nlocal-ipv4s\nmac\npublic-ipv4s"),
+        ("/latest/meta-data/network/interfaces/macs/52:54:00:12:34:56/device-number", "0"),
+        ("/latest/meta-data/network/interfaces/macs/52:54:00:12:34:56/local-ipv4s", "10.0.0.5"),
+        ("/latest/meta-data/network/interfaces/macs/52:54:00:12:34:56/mac", "52:54:00:12:34:56"),
+        ("/latest/meta-data/network/interfaces/macs/52:54:00:12:34:56/public-ipv4s", "198.51.100.10"),
         ("/latest/dynamic/", "instance-identity/"),
         ("/latest/dynamic/instance-identity/", "document"),
     ];
@@ -114,6 +134,10 @@ async fn what_an_instance_lacks_is_404() {
         "/latest/meta-data/public-keys/0/openssh-key",
         "/latest/user-data",
         "/latest/meta-data/nonsense",
+        "/2009-4-4/meta-data/instance-id",
+        "/latest/meta-data/network/interfaces/macs/52:54:00:12:34:56/public-ipv4s",
+        "/latest/meta-data/network/interfaces/macs/52:54:00:00:00:99/",
+        "/v1/meta-data/instance-id",
     ] {
         assert_eq!(get(&s, "kbr1", B, path).await.0, StatusCode::NOT_FOUND, "{path}");
     }
@@ -135,7 +159,15 @@ async fn an_instance_is_known_by_bridge_and_source_address() {
         assert!(!body.contains("i-"), "{body}");
         assert_eq!(get(&s, "kbr3", A, path).await.0, StatusCode::NOT_FOUND, "unknown bridge {path}");
     }
-    let unknown = call(&s, "kbr1", Ipv4Addr::new(10, 0, 0, 99), Method::PUT, "/latest/api/token", &[("x-aws-ec2-metadata-token-ttl-seconds", "60")]).await;
+    let unknown = call(
+        &s,
+        "kbr1",
+        Ipv4Addr::new(10, 0, 0, 99),
+        Method::PUT,
+        "/latest/api/token",
+        &[("x-aws-ec2-metadata-token-ttl-seconds", "60")],
+    )
+    .await;
     assert_eq!(unknown.0, StatusCode::FORBIDDEN);
     // Replacing a bridge's table and removing a bridge take effect at once.
     s.set_bridge("kbr1", vec![view("i-b", B, false)]);
@@ -173,6 +205,16 @@ async fn imdsv2_tokens() {
     for ttl in ["0", "21601", "-5", "abc", ""] {
         assert_eq!(token(&s, "kbr1", A, ttl).await.0, StatusCode::BAD_REQUEST, "ttl {ttl:?}");
     }
+    let proxied = call(
+        &s,
+        "kbr1",
+        A,
+        Method::PUT,
+        "/latest/api/token",
+        &[("X-aws-ec2-metadata-token-ttl-seconds", "60"), ("X-Forwarded-For", "1.2.3.4")],
+    )
+    .await;
+    assert_eq!(proxied.0, StatusCode::FORBIDDEN, "proxied token requests are refused");
     let none = call(&s, "kbr1", A, Method::PUT, "/latest/api/token", &[]).await;
     assert_eq!(none.0, StatusCode::BAD_REQUEST);
     assert!(none.1.contains("21600"), "{}", none.1);
@@ -239,10 +281,16 @@ fn listeners_answer_per_bridge() {
     let url = "http://169.254.169.254/latest/meta-data/instance-id";
     assert_eq!(curl(&c1, &[url]), (true, "i-one".into()));
     assert_eq!(curl(&c2, &[url]), (true, "i-two".into()));
-    let (ok, t) = curl(&c1, &["-X", "PUT", "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60", "http://169.254.169.254/latest/api/token"]);
+    let (ok, t) = curl(
+        &c1,
+        &["-X", "PUT", "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60", "http://169.254.169.254/latest/api/token"],
+    );
     assert!(ok);
     let header = format!("X-aws-ec2-metadata-token: {t}");
-    assert_eq!(curl(&c1, &["-H", &header, "http://169.254.169.254/latest/user-data"]), (true, "#!/bin/sh\necho hi\n".into()));
+    assert_eq!(
+        curl(&c1, &["-H", &header, "http://169.254.169.254/latest/user-data"]),
+        (true, "#!/bin/sh\necho hi\n".into())
+    );
     assert!(!curl(&c2, &["-H", &header, url]).0, "a token from bridge 1 is worthless on bridge 2");
 
     // Dropping bridge 1's handles stops its listener only.

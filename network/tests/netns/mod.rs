@@ -2,7 +2,7 @@
 //! test creates is named with a prefix unique to the test run and deleted on
 //! drop; code runs inside one on a thread that entered it (sockets keep the
 //! namespace they were created in).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -99,7 +99,7 @@ impl Netns {
             if let Some(from) = from {
                 s.bind(&SocketAddrV4::new(from, 0).into()).ok()?;
             }
-            s.connect_timeout(&SocketAddrV4::new(to, port).into(), Duration::from_millis(800)).ok()?;
+            s.connect_timeout(&SocketAddrV4::new(to, port).into(), Duration::from_millis(1500)).ok()?;
             let s: TcpStream = s.into();
             s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
             Some(s)
