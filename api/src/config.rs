@@ -108,6 +108,9 @@ pub struct ControllerConfig {
     pub volume_deadline_secs: u64,
     /// Seconds a snapshot may stay `creating` or `deleting` (copying a large disk takes a while).
     pub snapshot_deadline_secs: u64,
+    /// The pool of 802.1Q tags networks get when an admin names none:
+    /// `FIRST-LAST`, inside 2-4094 (0, 1 and 4095 are never valid).
+    pub vlan_range: String,
 }
 
 impl Default for ControllerConfig {
@@ -143,6 +146,7 @@ impl Default for ControllerConfig {
             default_volume_backend: kumo_wire::storage::VolumeBackendKind::Local,
             volume_deadline_secs: 300,
             snapshot_deadline_secs: 1800,
+            vlan_range: "100-3999".into(),
         }
     }
 }
@@ -207,7 +211,29 @@ impl ControllerConfig {
         if self.billing_close_interval_secs == 0 {
             return Err(ConfigError::Invalid("billing_close_interval_secs must be at least 1".into()));
         }
+        self.vlan_pool()?;
         Ok(())
+    }
+
+    /// The VLAN pool as `(first, last)`, inclusive.
+    pub fn vlan_pool(&self) -> Result<(u16, u16), ConfigError> {
+        use kumo_wire::network::{MAX_VLAN_ID, MIN_VLAN_ID};
+        let bad = |why: &str| {
+            ConfigError::Invalid(format!(
+                "vlan_range '{}' {why}: expected FIRST-LAST with {MIN_VLAN_ID} <= FIRST <= LAST <= {MAX_VLAN_ID}",
+                self.vlan_range
+            ))
+        };
+        let (first, last) = self.vlan_range.split_once('-').ok_or_else(|| bad("has no '-'"))?;
+        let first: u16 = first.trim().parse().map_err(|_| bad("does not start with a number"))?;
+        let last: u16 = last.trim().parse().map_err(|_| bad("does not end with a number"))?;
+        if first < MIN_VLAN_ID || last > MAX_VLAN_ID {
+            return Err(bad("leaves the valid tags (0, 1 and 4095 are never valid)"));
+        }
+        if first > last {
+            return Err(bad("is empty"));
+        }
+        Ok((first, last))
     }
 
     /// The billing calendar, currency and tax rate.
@@ -249,6 +275,19 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn vlan_range_must_stay_inside_the_valid_tags() {
+        let ok = ControllerConfig::load(None, env(&[("KUMO_VLAN_RANGE", "2-4094")])).unwrap();
+        assert_eq!(ok.vlan_pool().unwrap(), (2, 4094));
+        assert_eq!(ControllerConfig::default().vlan_pool().unwrap(), (100, 3999));
+        // A bare number is not even a string to TOML.
+        assert!(ControllerConfig::load(None, env(&[("KUMO_VLAN_RANGE", "100")])).is_err());
+        for bad in ["0-100", "1-100", "100-4095", "200-100", "x100", "a-b", "100-", "-5-10"] {
+            let err = ControllerConfig::load(None, env(&[("KUMO_VLAN_RANGE", bad)])).unwrap_err();
+            assert!(err.to_string().contains("vlan_range"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
         vols.push(vol);
     }
     let required_host_id = crate::volumes::required_host(&vols)?;
+    let networks = crate::networks::for_launch(state, caller, &req.networks).await?;
+    let groups = crate::networks::security_groups::for_launch(state, caller, &req.security_groups).await?;
     let key_pair = match &req.key_pair {
         Some(name) => Some(
             state
@@ -132,6 +134,7 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
             updated_at: created_at,
             launched_at: None,
             deleted_at: None,
+            config_drive: req.config_drive,
         });
     }
     let mut tx = state.db.begin_write().await?;
@@ -142,8 +145,10 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
         &[(QuotaResource::Instances, u64::from(count)), (QuotaResource::Vcpus, vcpus), (QuotaResource::RamMib, ram)],
     )
     .await?;
+    let mut taken = std::collections::HashMap::new();
     for rec in &records {
         instances::insert(&mut tx, rec).await?;
+        crate::networks::allocate_ports(&mut tx, rec, &networks, &groups, &mut taken).await?;
         if !vols.is_empty() {
             crate::volumes::attach_at_launch(&mut tx, state, &vols, &rec.id, &caller.actor()).await?;
         }
@@ -159,6 +164,8 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
                 detail: json!({
                     "name": rec.name, "flavor": rec.flavor_name, "image": rec.image_id,
                     "key_pair": rec.key_pair_name, "volumes": vols.iter().map(|v| &v.id).collect::<Vec<_>>(),
+                    "networks": networks.iter().map(|n| &n.id).collect::<Vec<_>>(),
+                    "security_groups": groups.iter().map(|g| &g.id).collect::<Vec<_>>(),
                     "to": "pending",
                 }),
             },
@@ -167,6 +174,15 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
     }
     tx.commit().await.map_err(DbError::from)?;
     state.scheduler_wake.notify_one();
+    // New members change what rules naming these groups as source resolve to.
+    let mut affected = Vec::new();
+    {
+        let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
+        for g in &groups {
+            affected.extend(crate::db::networks::hosts_affected_by_group(&mut conn, &g.id).await?);
+        }
+    }
+    crate::networks::security_groups::wake(state, &affected);
     for vol in &vols {
         if let Some(host) = &vol.host_id {
             state.hosts.wake(host);
@@ -179,6 +195,20 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
 pub async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<InstanceRecord, ApiError> {
     let parsed: InstanceId = id.parse().map_err(|_| ApiError::not_found("instance", id))?;
     state.db.instance_in_project(&caller.project_id, &parsed).await?.ok_or_else(|| ApiError::not_found("instance", id))
+}
+
+/// An instance of the caller's project by id, or by name among its live
+/// instances (ambiguous names are refused); 404 otherwise.
+pub async fn find_by_id_or_name(state: &AppState, caller: &Caller, key: &str) -> Result<InstanceRecord, ApiError> {
+    if key.parse::<InstanceId>().is_ok() {
+        return find(state, caller, key).await;
+    }
+    let mut found = state.db.instances_named(&caller.project_id, key).await?;
+    match found.len() {
+        0 => Err(ApiError::not_found("instance", key)),
+        1 => Ok(found.remove(0)),
+        _ => Err(ApiError::Conflict(format!("several instances are named '{key}': use the id"))),
+    }
 }
 
 /// Stop, start or reboot.

@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod image_uploads;
 pub mod instances;
+pub mod networks;
 pub mod quotas;
 pub mod reconcile;
 pub mod routes;

@@ -1,18 +1,21 @@
 //! The controller's half of reconciliation: turn an agent's observations into
 //! lifecycle events, and compute the desired state the agent converges to.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use kumo_wire::agent::{
     AttachedVolume, DesiredInstance, DesiredSnapshot, DesiredVolume, ImageFileRef, ImageRef, InstanceSpec,
     ObservedInstance, ObservedPower, SnapshotRef, SnapshotSource, SyncRequest, SyncResponse, VolumeAttachment,
 };
+use kumo_wire::network::{DesiredFloatingIp, DesiredNetwork, DesiredPort, IngressRule, InstanceMetadata};
 use kumo_wire::storage::SnapshotKind;
 use kumo_wire::{DesiredPower, LifecycleEvent, Timestamp};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::db::events::NewEvent;
+use crate::db::networks::HostNetworking;
 use crate::db::hosts::HostRecord;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -85,6 +88,9 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
     let mut instances = Vec::with_capacity(records.len());
     let mut digest = Sha256::new();
     let volumes = state.db.volumes_on_host(&host.host.id).await?;
+    let net = state.db.host_networking(&host.host.id).await?;
+    let mut ports_of = desired_ports(&net);
+    let public_of: HashMap<_, _> = net.floating.iter().filter_map(|(f, _)| Some((f.port_id.clone()?, f.address))).collect();
     for rec in records {
         let attached: Vec<AttachedVolume> = state
             .db
@@ -102,6 +108,16 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
             .await?
             .ok_or_else(|| ApiError::Internal(format!("instance {} uses missing image {}", rec.id, rec.image_id)))?;
         digest.update(format!("{}:{}:{}:{};", rec.id, rec.generation, rec.applied_generation, rec.desired));
+        let ports = ports_of.remove(&rec.id).unwrap_or_default();
+        let metadata = InstanceMetadata {
+            instance_type: rec.flavor_name.clone(),
+            image_id: rec.image_id.to_string(),
+            availability_zone: host.host.availability_zone.clone(),
+            key_name: rec.key_pair_name.clone(),
+            public_ipv4: ports.first().and_then(|p| public_of.get(&p.id).copied()),
+            config_drive: rec.config_drive,
+        };
+        digest_json(&mut digest, &(&ports, &metadata));
         instances.push(DesiredInstance {
             id: rec.id,
             generation: rec.generation,
@@ -128,8 +144,8 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
                 ssh_public_key: rec.ssh_public_key,
             },
             volumes: attached,
-            ports: Vec::new(),
-            metadata: Default::default(),
+            ports,
+            metadata,
         });
     }
     let volumes: Vec<DesiredVolume> = volumes
@@ -170,6 +186,31 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
             source,
         });
     }
+    let networks: Vec<DesiredNetwork> = net
+        .networks
+        .iter()
+        .map(|n| DesiredNetwork {
+            id: n.id.clone(),
+            vlan_id: n.vlan_id,
+            cidr: n.cidr,
+            gateway: n.gateway,
+            dns_servers: n.dns_servers.clone(),
+        })
+        .collect();
+    let floating_ips: Vec<DesiredFloatingIp> = net
+        .floating
+        .iter()
+        .filter_map(|(f, public_cidr)| {
+            Some(DesiredFloatingIp {
+                id: f.id.clone(),
+                address: f.address,
+                public_cidr: *public_cidr,
+                port: f.port_id.clone()?,
+                private_ip: f.private_ip?,
+            })
+        })
+        .collect();
+    digest_json(&mut digest, &(&networks, &floating_ips));
     Ok(SyncResponse {
         host_id: host.host.id.clone(),
         enabled: host.host.enabled,
@@ -177,10 +218,71 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
         instances,
         volumes,
         snapshots,
-        // Networking (issue 3) fills these from the ports of `instances`.
-        networks: Vec::new(),
-        floating_ips: Vec::new(),
+        networks,
+        floating_ips,
     })
+}
+
+/// Feeds a value's JSON into the revision digest.
+fn digest_json(digest: &mut Sha256, value: &impl serde::Serialize) {
+    digest.update(serde_json::to_vec(value).unwrap_or_default());
+    digest.update(b";");
+}
+
+/// The ports of a host's instances with their inbound rules resolved: a rule
+/// naming a CIDR is kept as is, a rule naming a source group becomes one
+/// rule per member port's address (as a /32). Sorted and deduplicated, so
+/// the same model always gives the same digest.
+pub fn desired_ports(net: &HostNetworking) -> HashMap<kumo_wire::InstanceId, Vec<DesiredPort>> {
+    let mut members: HashMap<&kumo_wire::SecurityGroupId, Vec<std::net::Ipv4Addr>> = HashMap::new();
+    for (group, ip) in &net.source_members {
+        members.entry(group).or_default().push(*ip);
+    }
+    let mut rules_of: HashMap<&kumo_wire::SecurityGroupId, Vec<&kumo_wire::network::SecurityGroupRule>> = HashMap::new();
+    for (group, rule) in &net.rules {
+        rules_of.entry(group).or_default().push(rule);
+    }
+    let mut groups_of: HashMap<&kumo_wire::PortId, Vec<&kumo_wire::SecurityGroupId>> = HashMap::new();
+    for (port, group) in &net.memberships {
+        groups_of.entry(port).or_default().push(group);
+    }
+    let mut out: HashMap<kumo_wire::InstanceId, Vec<DesiredPort>> = HashMap::new();
+    for p in &net.ports {
+        let mut ingress: Vec<IngressRule> = Vec::new();
+        for group in groups_of.get(&p.id).into_iter().flatten() {
+            for rule in rules_of.get(group).into_iter().flatten() {
+                let sources: Vec<ipnet::Ipv4Net> = match (&rule.cidr, &rule.source_group_id) {
+                    (Some(cidr), _) => vec![*cidr],
+                    (None, Some(source)) => members
+                        .get(source)
+                        .into_iter()
+                        .flatten()
+                        .map(|ip| ipnet::Ipv4Net::from(*ip))
+                        .collect(),
+                    (None, None) => Vec::new(),
+                };
+                ingress.extend(sources.into_iter().map(|source| IngressRule {
+                    rule: rule.id.clone(),
+                    protocol: rule.protocol,
+                    ports: rule.ports,
+                    source,
+                }));
+            }
+        }
+        ingress.sort_by(|a, b| {
+            (&a.rule, a.source, a.protocol.as_str(), a.ports.map(|r| (r.first, r.last)))
+                .cmp(&(&b.rule, b.source, b.protocol.as_str(), b.ports.map(|r| (r.first, r.last))))
+        });
+        ingress.dedup();
+        out.entry(p.instance_id.clone()).or_default().push(DesiredPort {
+            id: p.id.clone(),
+            network: p.network_id.clone(),
+            mac: p.mac.clone(),
+            ip: p.ip,
+            ingress,
+        });
+    }
+    out
 }
 
 /// One agent sync: heartbeat, observations, then the desired state, held

@@ -129,6 +129,9 @@ pub async fn commit(
             let claim = Claim { vcpus: old.vcpus, memory_mib: old.memory_mib, disk_gib: old.disk_gib };
             release_capacity(tx, host, claim).await?;
         }
+        // The agent confirmed the domain gone: its addresses and MACs are free
+        // again and its floating IPs stay with the project, unmapped.
+        crate::db::networks::release_instance_ports(tx, &old.id).await?;
     }
     let action = if new.state != old.state { "state_changed" } else { "requested" };
     let detail = json!({

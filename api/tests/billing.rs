@@ -647,3 +647,40 @@ async fn a_private_image_is_billed_per_gib_hour_of_its_files_until_deleted() {
         assert_eq!(c.get("/v1/billing/usage", &t).await.1["total"], usage["total"]);
     }
 }
+
+#[tokio::test]
+async fn a_floating_ip_is_billed_per_hour_from_allocation_to_release() {
+    for backend in backends() {
+        let c = cloud(backend, fast_hours).await;
+        let t = c.tenant("acme").await;
+        let (s, b) = c.post("/v1/networks", &c.admin, json!({"name": "public", "cidr": "203.0.113.0/28", "external": true})).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let (s, fip) = c.post("/v1/floating-ips", &t, json!({})).await;
+        assert_eq!(s, StatusCode::CREATED, "{fip}");
+        let allocated = Timestamp::now().millis();
+        let id = fip["id"].as_str().unwrap().to_owned();
+        sleep(2500).await;
+        let (s, b) = c.delete(&format!("/v1/floating-ips/{id}"), &t).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let released = Timestamp::now().millis();
+        sleep(1100).await;
+        close(&c).await;
+        let (s, usage) = c.get("/v1/billing/usage", &t).await;
+        assert_eq!(s, StatusCode::OK, "{usage}");
+        let rows = usage["resources"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{usage}");
+        let row = &rows[0];
+        assert_eq!((row["resource_id"].as_str(), row["item"].as_str()), (Some(id.as_str()), Some("floating-ip")), "{row}");
+        assert_eq!(row["meter"], "gone", "{row}");
+        // 1 JPY per hour (a second here), from allocation to release.
+        let secs: i64 = row["usage_hours"].as_str().unwrap().parse().unwrap();
+        let held = (released - allocated) / 1000;
+        assert!((held..=held + 1).contains(&secs), "{row}: held {held} s");
+        assert_eq!(row["amount"], secs.to_string(), "{row}");
+        // Released, it costs nothing more.
+        sleep(1100).await;
+        close(&c).await;
+        let (_, again) = c.get("/v1/billing/usage", &t).await;
+        assert_eq!(again["resources"][0]["amount"], row["amount"], "{again}");
+    }
+}

@@ -170,6 +170,15 @@ pub struct RunArgs {
     /// instance is placed on the host of its local volumes.
     #[arg(long = "volume", value_name = "VOLUME")]
     pub volumes: Vec<String>,
+    /// Network (name or id) for a NIC; repeat for several NICs (default: the project's default network).
+    #[arg(long = "network", value_name = "NETWORK")]
+    pub networks: Vec<String>,
+    /// Security group (name or id) of every NIC; repeatable (default: the project's `default` group).
+    #[arg(long = "security-group", value_name = "GROUP")]
+    pub security_groups: Vec<String>,
+    /// Also attach a NoCloud config drive (`cidata`).
+    #[arg(long)]
+    pub config_drive: bool,
     /// Waiting for the instances to run.
     #[command(flatten)]
     pub wait: WaitArgs,

@@ -401,6 +401,9 @@ mod tests {
             updated_at: T0.plus_millis(2_000),
             launched_at: None,
             deleted_at: None,
+            addresses: Vec::new(),
+            security_groups: Vec::new(),
+            config_drive: false,
         }
     }
 

@@ -458,6 +458,17 @@ pub struct RunInstances {
     /// scheduler places the instance where its local volumes are.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// Networks (names or ids), one NIC each in this order; the project's
+    /// default network (made on first use) when empty.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// Security groups (names or ids) of every NIC; the project's `default`
+    /// group (made on first use) when empty.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// Also attach a NoCloud `cidata` config drive.
+    #[serde(default)]
+    pub config_drive: bool,
 }
 
 /// How the scheduler judged one host.
@@ -530,6 +541,15 @@ pub struct Instance {
     pub launched_at: Option<Timestamp>,
     /// When the agent confirmed it gone.
     pub deleted_at: Option<Timestamp>,
+    /// Its NICs in guest order: network, fixed IP, MAC, floating IP, groups.
+    #[serde(default)]
+    pub addresses: Vec<crate::network::InstanceAddress>,
+    /// The security groups of its NICs (names).
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// Whether a NoCloud config drive is attached.
+    #[serde(default)]
+    pub config_drive: bool,
 }
 
 /// `POST /v1/instances` answer.

@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{FloatingIpId, NetworkId, PortId, SecurityGroupRuleId};
+use crate::{FloatingIpId, InstanceId, NetworkId, PortId, ProjectId, SecurityGroupId, SecurityGroupRuleId, Timestamp};
 
 /// The lowest VLAN id a network may carry (0 means "untagged" and 1 is the
 /// default VLAN of most switches; neither is ever used).
@@ -145,4 +145,214 @@ pub struct InstanceMetadata {
     pub public_ipv4: Option<Ipv4Addr>,
     /// Whether to attach a NoCloud `cidata` ISO as well.
     pub config_drive: bool,
+}
+
+// ---------------------------------------------------------------- native API
+
+/// A tenant network (`/v1/networks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Network {
+    /// Id.
+    pub id: NetworkId,
+    /// Name, unique in the project.
+    pub name: String,
+    /// Owning project.
+    pub project_id: ProjectId,
+    /// IPv4 subnet.
+    #[schema(value_type = String, example = "10.0.0.0/24")]
+    pub cidr: Ipv4Net,
+    /// Gateway address (inside `cidr`).
+    #[schema(value_type = String, example = "10.0.0.1")]
+    pub gateway: Ipv4Addr,
+    /// DNS servers handed out by DHCP.
+    #[schema(value_type = Vec<String>)]
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// The 802.1Q tag.
+    pub vlan_id: u16,
+    /// The public network whose addresses are the floating-IP pool.
+    pub external: bool,
+    /// The project's default network (made on the first launch that names none).
+    pub default: bool,
+    /// Ports on it now.
+    pub port_count: u64,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// `POST /v1/networks`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNetwork {
+    /// Name (1-63 of `a-z0-9-`, starting with a letter).
+    pub name: String,
+    /// IPv4 subnet, prefix /29 or larger (e.g. `10.1.0.0/24`).
+    #[schema(value_type = String, example = "10.1.0.0/24")]
+    pub cidr: Ipv4Net,
+    /// Gateway; the subnet's first host address when left out.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub gateway: Option<Ipv4Addr>,
+    /// DNS servers for DHCP.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// The 802.1Q tag (admins only); taken from the pool when left out.
+    #[serde(default)]
+    pub vlan_id: Option<u16>,
+    /// Make it the cloud's public network for floating IPs (admins only).
+    #[serde(default)]
+    pub external: bool,
+}
+
+/// One address of an instance (one port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceAddress {
+    /// The port.
+    pub port_id: PortId,
+    /// Its network.
+    pub network_id: NetworkId,
+    /// The network's name.
+    pub network: String,
+    /// Fixed IP.
+    #[schema(value_type = String)]
+    pub ip: Ipv4Addr,
+    /// MAC address.
+    pub mac: String,
+    /// The floating IP mapped to this port, if any.
+    #[schema(value_type = Option<String>)]
+    pub floating_ip: Option<Ipv4Addr>,
+    /// The port's security groups (names).
+    pub security_groups: Vec<String>,
+}
+
+/// A set of inbound rules (`/v1/security-groups`). Inbound traffic not
+/// allowed by a rule of one of a port's groups is dropped; outbound is open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecurityGroup {
+    /// Id.
+    pub id: SecurityGroupId,
+    /// Name, unique in the project.
+    pub name: String,
+    /// Owning project.
+    pub project_id: ProjectId,
+    /// Free text.
+    pub description: String,
+    /// The project's default group (allows inbound from its own members).
+    pub default: bool,
+    /// Rules.
+    pub rules: Vec<SecurityGroupRule>,
+    /// Ports in the group now.
+    pub port_count: u64,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// One inbound rule: protocol, ports, and a CIDR or a source group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecurityGroupRule {
+    /// Id.
+    pub id: SecurityGroupRuleId,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Destination ports (TCP/UDP; `None` = all).
+    pub ports: Option<PortRange>,
+    /// Allowed source addresses.
+    #[schema(value_type = Option<String>)]
+    pub cidr: Option<Ipv4Net>,
+    /// Allowed source group (its members' addresses).
+    pub source_group_id: Option<SecurityGroupId>,
+    /// That group's name.
+    pub source_group: Option<String>,
+}
+
+/// `POST /v1/security-groups`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecurityGroup {
+    /// Name (1-63 of `a-z0-9-`, starting with a letter; not `default`).
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `POST /v1/security-groups/{id}/rules`: exactly one of `cidr` and `source_group`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddRule {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Destination ports, TCP/UDP only (`None` = all ports).
+    #[serde(default)]
+    pub ports: Option<PortRange>,
+    /// Allowed source addresses, e.g. `0.0.0.0/0`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub cidr: Option<Ipv4Net>,
+    /// Allowed source group (id or name, same project).
+    #[serde(default)]
+    pub source_group: Option<String>,
+}
+
+/// A public address from the external network (`/v1/floating-ips`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FloatingIp {
+    /// Id.
+    pub id: FloatingIpId,
+    /// Owning project.
+    pub project_id: ProjectId,
+    /// The public address.
+    #[schema(value_type = String)]
+    pub address: Ipv4Addr,
+    /// The external network it comes from.
+    pub network_id: NetworkId,
+    /// The instance it maps to, if associated.
+    pub instance_id: Option<InstanceId>,
+    /// The port it maps to, if associated.
+    pub port_id: Option<PortId>,
+    /// That port's fixed IP.
+    #[schema(value_type = Option<String>)]
+    pub private_ip: Option<Ipv4Addr>,
+    /// Allocation time (billing runs from here until release).
+    pub created_at: Timestamp,
+}
+
+/// `POST /v1/floating-ips/{id}/associate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssociateFloatingIp {
+    /// Instance id or name (its first port gets the address).
+    pub instance: String,
+}
+
+/// One VLAN in use (`GET /v1/admin/vlans`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VlanAllocation {
+    /// The tag.
+    pub vlan_id: u16,
+    /// The network that carries it.
+    pub network_id: NetworkId,
+    /// Its name.
+    pub network: String,
+    /// Its project.
+    pub project_id: ProjectId,
+    /// Whether the tag lies inside the configured pool (admins may pick others).
+    pub in_pool: bool,
+}
+
+/// The VLAN pool's use (`GET /v1/admin/vlans`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VlanPool {
+    /// First tag of the configured pool.
+    pub first: u16,
+    /// Last tag of the configured pool.
+    pub last: u16,
+    /// Tags in the pool.
+    pub size: u64,
+    /// Pool tags in use.
+    pub used: u64,
+    /// Pool tags free.
+    pub free: u64,
+    /// Every tag in use, in or outside the pool, by tag.
+    pub allocations: Vec<VlanAllocation>,
 }

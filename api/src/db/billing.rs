@@ -148,12 +148,16 @@ enum Metered {
     Snapshot,
     /// Private images: GiB-hours of their stored files while not deleted.
     Image,
+    /// Floating IPs: per hour from allocation to release. The row is deleted
+    /// at release, so the events carry everything (project in `events.project_id`).
+    FloatingIp,
 }
 
-const METERED: [Metered; 4] = [Metered::Instance, Metered::Volume, Metered::Snapshot, Metered::Image];
+const METERED: [Metered; 5] =
+    [Metered::Instance, Metered::Volume, Metered::Snapshot, Metered::Image, Metered::FloatingIp];
 
 /// `resource_type IN (...)` over every metered kind.
-const METERED_TYPES: &str = "('instance', 'volume', 'snapshot', 'image')";
+const METERED_TYPES: &str = "('instance', 'volume', 'snapshot', 'image', 'floating_ip')";
 
 impl Metered {
     fn of(kind: &str) -> Option<Self> {
@@ -166,6 +170,7 @@ impl Metered {
             Self::Volume => "volume",
             Self::Snapshot => "snapshot",
             Self::Image => "image",
+            Self::FloatingIp => "floating_ip",
         }
     }
 
@@ -196,6 +201,10 @@ impl Metered {
                  WHERE e.resource_type = 'image' AND e.action = 'state_changed' AND m.visibility = 'private' \
                  AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.image_id = m.id)"
             }
+            Self::FloatingIp => {
+                "SELECT e.id, e.resource_id, e.at, e.detail, e.project_id, '' AS flavor_name, CAST(1 AS BIGINT) AS size_gib \
+                 FROM events e WHERE e.resource_type = 'floating_ip' AND e.action = 'state_changed'"
+            }
         }
     }
 
@@ -206,6 +215,7 @@ impl Metered {
                 let flavor: String = row.try_get("flavor_name")?;
                 ItemKey::flavor(&flavor).map_err(|e| DbError::Corrupt(format!("flavor name: {e}")))?
             }
+            Self::FloatingIp => "floating-ip".parse().map_err(|e| DbError::Corrupt(format!("price item: {e}")))?,
             other => other.kind().parse().map_err(|e| DbError::Corrupt(format!("price item: {e}")))?,
         };
         Ok(Resource {
@@ -252,6 +262,11 @@ impl Metered {
                 "deleted" => Some(Meter::Gone),
                 _ => None,
             },
+            Self::FloatingIp => match to {
+                "allocated" => Some(Meter::Running),
+                "released" => Some(Meter::Gone),
+                _ => None,
+            },
         })
     }
 
@@ -263,7 +278,7 @@ impl Metered {
         let Some(to) = detail.get("to").and_then(|t| t.as_str()) else { return Ok(None) };
         let Some(meter) = self.meter(to)? else { return Ok(None) };
         let quantity = match self {
-            Self::Instance => 1,
+            Self::Instance | Self::FloatingIp => 1,
             _ => match detail.get("size_gib").and_then(serde_json::Value::as_u64) {
                 Some(size) => size,
                 None => super::u64_col(row, "size_gib")?,

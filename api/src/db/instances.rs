@@ -64,6 +64,8 @@ pub struct InstanceRecord {
     pub launched_at: Option<Timestamp>,
     /// Confirmed gone.
     pub deleted_at: Option<Timestamp>,
+    /// Also attach a NoCloud config drive.
+    pub config_drive: bool,
 }
 
 impl InstanceRecord {
@@ -89,6 +91,9 @@ impl InstanceRecord {
             updated_at: self.updated_at,
             launched_at: self.launched_at,
             deleted_at: self.deleted_at,
+            addresses: Vec::new(),
+            security_groups: Vec::new(),
+            config_drive: self.config_drive,
         }
     }
 
@@ -142,6 +147,7 @@ fn record_with(row: &AnyRow, with_placement: bool) -> DbResult<InstanceRecord> {
         updated_at: Timestamp(row.try_get("updated_at")?),
         launched_at: row.try_get::<Option<i64>, _>("launched_at")?.map(Timestamp),
         deleted_at: row.try_get::<Option<i64>, _>("deleted_at")?.map(Timestamp),
+        config_drive: row.try_get::<i64, _>("config_drive")? != 0,
     })
 }
 
@@ -170,9 +176,9 @@ pub async fn insert(tx: &mut Transaction<'static, Any>, r: &InstanceRecord) -> D
         "INSERT INTO instances (id, project_id, name, flavor_name, vcpus, memory_mib, disk_gib, image_id, \
          key_pair_name, ssh_public_key, user_data, host_id, state, state_reason, state_deadline_at, desired, \
          generation, applied_generation, reboot_generation, placement, created_by, created_at, updated_at, \
-         launched_at, deleted_at, seq, required_host_id) \
+         launched_at, deleted_at, seq, required_host_id, config_drive) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-         $22, $23, $24, $25, $26, $27)",
+         $22, $23, $24, $25, $26, $27, $28)",
     )
     .bind(r.id.as_str())
     .bind(r.project_id.as_str())
@@ -201,6 +207,7 @@ pub async fn insert(tx: &mut Transaction<'static, Any>, r: &InstanceRecord) -> D
     .bind(r.deleted_at.map(Timestamp::millis))
     .bind(r.seq())
     .bind(r.required_host_id.as_ref().map(|h| h.as_str().to_owned()))
+    .bind(i64::from(r.config_drive))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -249,6 +256,18 @@ impl Db {
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(record_of).transpose()
+    }
+
+    /// The live (not deleted) instances of `project` named `name`.
+    pub async fn instances_named(&self, project: &ProjectId, name: &str) -> DbResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query(&format!(
+            "{SELECT} WHERE i.project_id = $1 AND i.name = $2 AND i.state <> 'deleted' ORDER BY i.seq DESC LIMIT 2"
+        ))
+        .bind(project.as_str())
+        .bind(name)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(record_of).collect()
     }
 
     /// An instance by id, for the controller's own workers.

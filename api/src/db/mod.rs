@@ -15,6 +15,7 @@ pub mod identity;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
+pub mod networks;
 pub mod quotas;
 pub mod snapshots;
 pub mod volumes;

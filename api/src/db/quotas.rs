@@ -45,7 +45,7 @@ where
     Ok(out)
 }
 
-/// What is in use by `project`, by resource (floating IPs: none exist yet).
+/// What is in use by `project`, by resource.
 pub async fn usage(
     conn: &mut <Any as sqlx::Database>::Connection,
     project: &ProjectId,
@@ -73,6 +73,10 @@ pub async fn usage(
             .bind(project.as_str())
             .fetch_one(&mut *conn)
             .await?;
+    let fips = sqlx::query("SELECT COUNT(*) AS n FROM floating_ips WHERE project_id = $1")
+        .bind(project.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(BTreeMap::from([
         (QuotaResource::Instances, count(&inst, "n")?),
         (QuotaResource::Vcpus, count(&inst, "vcpus")?),
@@ -80,7 +84,7 @@ pub async fn usage(
         (QuotaResource::Volumes, count(&vols, "n")?),
         (QuotaResource::VolumeGib, count(&vols, "gib")?),
         (QuotaResource::Snapshots, count(&snaps, "n")?),
-        (QuotaResource::FloatingIps, 0),
+        (QuotaResource::FloatingIps, count(&fips, "n")?),
     ]))
 }
 

@@ -32,7 +32,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(instance_events))
 }
 
-/// Launches instances. Answers at once with them `pending`; follow their state.
+/// Launches instances, each with a port (MAC, fixed IP) on every network asked for (default: the
+/// project's default network) in the security groups asked for (default: `default`).
+/// Answers at once with them `pending`; follow their state.
 #[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = RunInstances,
     responses((status = 202, body = RunInstancesResponse), (status = 422, body = kumo_wire::ErrorBody)))]
 async fn run_instances(
@@ -41,7 +43,8 @@ async fn run_instances(
     ApiJson(req): ApiJson<RunInstances>,
 ) -> ApiResult<(StatusCode, Json<RunInstancesResponse>)> {
     let records = instances::run(&state, &caller, req).await?;
-    Ok((StatusCode::ACCEPTED, Json(RunInstancesResponse { instances: records.iter().map(|r| r.to_api()).collect() })))
+    let instances = crate::networks::views(&state, &caller.project_id, &records).await?;
+    Ok((StatusCode::ACCEPTED, Json(RunInstancesResponse { instances })))
 }
 
 /// Lists the project's instances, newest first, a page at a time (without placements: see `GET /v1/instances/{id}`).
@@ -71,7 +74,7 @@ async fn list_instances(
     } else {
         None
     };
-    Ok(Json(InstancePage { instances: rows.iter().map(|r| r.to_api()).collect(), next }))
+    Ok(Json(InstancePage { instances: crate::networks::views(&state, &caller.project_id, &rows).await?, next }))
 }
 
 /// Shows an instance, with where it was placed and why.
@@ -79,7 +82,8 @@ async fn list_instances(
     params(("id" = String, Path, description = "Instance id")),
     responses((status = 200, body = Instance), (status = 404, body = kumo_wire::ErrorBody)))]
 async fn show_instance(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Instance>> {
-    Ok(Json(instances::find(&state, &caller, &id).await?.to_api()))
+    let rec = instances::find(&state, &caller, &id).await?;
+    Ok(Json(crate::networks::view(&state, &rec).await?))
 }
 
 /// Stops, starts or reboots an instance.
@@ -93,7 +97,7 @@ async fn instance_action(
     ApiJson(action): ApiJson<InstanceAction>,
 ) -> ApiResult<(StatusCode, Json<Instance>)> {
     let rec = instances::act(&state, &caller, &id, action).await?;
-    Ok((StatusCode::ACCEPTED, Json(rec.to_api())))
+    Ok((StatusCode::ACCEPTED, Json(crate::networks::view(&state, &rec).await?)))
 }
 
 /// Deletes an instance: domain, disk and console log go; the record stays visible as `deleted` for a while.
@@ -106,7 +110,7 @@ async fn delete_instance(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Instance>)> {
     let rec = instances::delete(&state, &caller, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(rec.to_api())))
+    Ok((StatusCode::ACCEPTED, Json(crate::networks::view(&state, &rec).await?)))
 }
 
 /// The tail of the guest's serial console log, read from its host.

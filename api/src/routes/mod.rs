@@ -8,6 +8,7 @@ mod identity;
 mod images;
 mod instances;
 mod keypairs;
+mod networks;
 mod quotas;
 mod snapshots;
 mod volumes;
@@ -52,6 +53,7 @@ pub fn native() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(volumes::routes())
         .merge(snapshots::routes())
         .merge(quotas::routes())
+        .merge(networks::routes())
         .split_for_parts()
 }
 

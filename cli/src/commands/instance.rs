@@ -61,6 +61,9 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<(), Error> {
         user_data,
         count: args.count,
         volumes: args.volumes,
+        networks: args.networks,
+        security_groups: args.security_groups,
+        config_drive: args.config_drive,
     };
     let client = ctx.client()?;
     let reply: Reply<RunInstancesResponse> = client.post(&["v1", "instances"], &request).await?;

@@ -149,6 +149,9 @@ pub fn instance(name: &str) -> Instance {
         updated_at: now,
         launched_at: None,
         deleted_at: None,
+        addresses: Vec::new(),
+        security_groups: Vec::new(),
+        config_drive: false,
     }
 }
 
