@@ -268,6 +268,13 @@ impl Networking {
                 }
             }
         }
+        // Floating IPs are routed between the public interface and the bridges.
+        if self.config.public_interface.is_some() && !firewall.floating_ips.is_empty() {
+            if let Err(err) = enable_ip_forwarding() {
+                tracing::warn!(error = %err, "cannot enable IPv4 forwarding; floating IPs will not answer");
+                healthy = false;
+            }
+        }
         let addresses: BTreeSet<Ipv4Addr> = firewall.floating_ips.iter().map(|f| f.address).collect();
         let wanted: BTreeSet<Ipv4Addr> = plan.public_addresses.intersection(&addresses).copied().collect();
         if let Err(err) = self.floating_addresses(&wanted).await {
@@ -347,6 +354,16 @@ impl Networking {
         self.write_set(ADDRESSES_FILE, &held)?;
         result
     }
+}
+
+/// Turns on IPv4 forwarding (never off: other things on the host may need it).
+fn enable_ip_forwarding() -> std::io::Result<()> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(PATH)?.trim() != "1" {
+        std::fs::write(PATH, "1\n")?;
+        tracing::info!("IPv4 forwarding enabled for floating IPs");
+    }
+    Ok(())
 }
 
 async fn sync_addresses(

@@ -113,6 +113,7 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
                 updated_at: created,
                 launched_at: None,
                 deleted_at: None,
+                config_drive: false,
             };
             instances::insert(&mut tx, &rec).await?;
         }

@@ -5,5 +5,6 @@
 
 mod billing;
 mod lifecycle;
+mod networks;
 mod resilience;
 mod storage;
