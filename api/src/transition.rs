@@ -181,12 +181,19 @@ pub async fn apply(
         if new == old {
             return Ok(old);
         }
+        // Freeing the ports changes what rules naming their groups resolve to elsewhere.
+        let seeing = if new.state == InstanceState::Deleted && old.state != InstanceState::Deleted {
+            crate::networks::hosts_seeing(state, &old.id).await?
+        } else {
+            Vec::new()
+        };
         let mut tx = state.db.begin_write().await.map_err(ApiError::from)?;
         if !commit(&mut tx, &old, &mut new, change).await? {
             continue;
         }
         tx.commit().await.map_err(|e| ApiError::from(DbError::from(e)))?;
         wake(state, &new);
+        crate::networks::security_groups::wake(state, &seeing);
         return Ok(new);
     }
     Err(TransitionError::Api(ApiError::Unavailable(format!(

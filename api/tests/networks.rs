@@ -65,7 +65,11 @@ async fn networks_are_created_listed_shown_and_deleted_and_bad_input_changes_not
             (json!({"name": "a", "cidr": "10.0.0.0/8"}), StatusCode::CONFLICT, "overlaps"),
             (json!({"name": "web", "cidr": "10.9.0.0/24"}), StatusCode::CONFLICT, "already exists"),
             (json!({"name": "Bad_Name", "cidr": "10.9.0.0/24"}), StatusCode::UNPROCESSABLE_ENTITY, "name"),
-            (json!({"name": "a", "cidr": "10.9.0.0/24", "gateway": "10.8.0.1"}), StatusCode::UNPROCESSABLE_ENTITY, "gateway"),
+            (
+                json!({"name": "a", "cidr": "10.9.0.0/24", "gateway": "10.8.0.1"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "gateway",
+            ),
             (json!({"name": "a", "cidr": "10.9.0.0/24", "vlan_id": 500}), StatusCode::FORBIDDEN, "admins"),
             (json!({"name": "a", "cidr": "10.9.0.0/24", "external": true}), StatusCode::FORBIDDEN, "admins"),
             (json!({"name": "a", "cidr": "10.9.0.0/24", "color": "red"}), StatusCode::UNPROCESSABLE_ENTITY, "color"),
@@ -117,7 +121,11 @@ async fn an_exhausted_vlan_pool_is_a_clear_error_and_admins_see_its_use() {
         let a = create_net(&c, &t, json!({"name": "a", "cidr": "10.1.0.0/24"})).await;
         let b = create_net(&c, &t, json!({"name": "b", "cidr": "10.2.0.0/24"})).await;
         assert_eq!((a["vlan_id"].as_u64(), b["vlan_id"].as_u64()), (Some(200), Some(201)));
-        refused(c.post("/v1/networks", &t, json!({"name": "c", "cidr": "10.3.0.0/24"})).await, StatusCode::CONFLICT, "exhausted");
+        refused(
+            c.post("/v1/networks", &t, json!({"name": "c", "cidr": "10.3.0.0/24"})).await,
+            StatusCode::CONFLICT,
+            "exhausted",
+        );
         assert_eq!(networks(&c, &t).await.len(), 2);
         // A launch that needs the default network says why it cannot have one.
         c.kernel_image("tiny").await;
@@ -136,7 +144,8 @@ async fn an_exhausted_vlan_pool_is_a_clear_error_and_admins_see_its_use() {
         assert_eq!((pool["first"].as_u64(), pool["last"].as_u64()), (Some(200), Some(201)));
         assert_eq!((pool["size"].as_u64(), pool["used"].as_u64(), pool["free"].as_u64()), (Some(2), Some(2), Some(0)));
         let allocs = pool["allocations"].as_array().unwrap();
-        let tags: Vec<(u64, bool)> = allocs.iter().map(|a| (a["vlan_id"].as_u64().unwrap(), a["in_pool"].as_bool().unwrap())).collect();
+        let tags: Vec<(u64, bool)> =
+            allocs.iter().map(|a| (a["vlan_id"].as_u64().unwrap(), a["in_pool"].as_bool().unwrap())).collect();
         assert_eq!(tags, vec![(7, false), (200, true), (201, true)]);
 
         // Freeing a tag makes it available again.
@@ -214,7 +223,9 @@ async fn a_full_network_refuses_the_launch_and_ports_are_freed_when_the_agent_co
         let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
         create_net(&c, &t, json!({"name": "small", "cidr": "192.168.7.0/29"})).await;
         // A /29 leaves 5 addresses beside network, gateway and broadcast.
-        let (s, b) = c.post("/v1/instances", &t, json!({"name": "n", "flavor": "mini", "count": 5, "networks": ["small"]})).await;
+        let (s, b) = c
+            .post("/v1/instances", &t, json!({"name": "n", "flavor": "mini", "count": 5, "networks": ["small"]}))
+            .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
         let first = b["instances"][0]["id"].as_str().unwrap().to_owned();
         let first_ip = b["instances"][0]["addresses"][0]["ip"].as_str().unwrap().to_owned();
@@ -255,29 +266,72 @@ async fn security_groups_and_rules_with_every_bad_input_refused() {
         assert_eq!(web["rules"], json!([]));
         let (s, _) = c.post("/v1/security-groups", &other, json!({"name": "theirs"})).await;
         assert_eq!(s, StatusCode::CREATED);
-        refused(c.post("/v1/security-groups", &t, json!({"name": "web"})).await, StatusCode::CONFLICT, "already exists");
+        refused(
+            c.post("/v1/security-groups", &t, json!({"name": "web"})).await,
+            StatusCode::CONFLICT,
+            "already exists",
+        );
         refused(c.post("/v1/security-groups", &t, json!({"name": "default"})).await, StatusCode::CONFLICT, "default");
-        refused(c.post("/v1/security-groups", &t, json!({"name": "-x"})).await, StatusCode::UNPROCESSABLE_ENTITY, "name");
+        refused(
+            c.post("/v1/security-groups", &t, json!({"name": "-x"})).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        );
 
-        let (s, g) = c.post("/v1/security-groups/web/rules", &t, json!({"protocol": "tcp", "ports": {"first": 80, "last": 90}, "cidr": "0.0.0.0/0"})).await;
+        let (s, g) = c
+            .post(
+                "/v1/security-groups/web/rules",
+                &t,
+                json!({"protocol": "tcp", "ports": {"first": 80, "last": 90}, "cidr": "0.0.0.0/0"}),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{g}");
-        let (s, g) = c.post("/v1/security-groups/web/rules", &t, json!({"protocol": "icmp", "source_group": "web"})).await;
+        let (s, g) =
+            c.post("/v1/security-groups/web/rules", &t, json!({"protocol": "icmp", "source_group": "web"})).await;
         assert_eq!(s, StatusCode::CREATED, "{g}");
         assert_eq!(g["rules"].as_array().unwrap().len(), 2);
 
         let bad = [
-            (json!({"protocol": "tcp", "ports": {"first": 0, "last": 80}, "cidr": "0.0.0.0/0"}), StatusCode::UNPROCESSABLE_ENTITY, "0 is not a port"),
-            (json!({"protocol": "tcp", "ports": {"first": 1, "last": 70000}, "cidr": "0.0.0.0/0"}), StatusCode::UNPROCESSABLE_ENTITY, "70000"),
-            (json!({"protocol": "tcp", "ports": {"first": 90, "last": 80}, "cidr": "0.0.0.0/0"}), StatusCode::UNPROCESSABLE_ENTITY, "backwards"),
-            (json!({"protocol": "icmp", "ports": {"first": 1, "last": 2}, "cidr": "0.0.0.0/0"}), StatusCode::UNPROCESSABLE_ENTITY, "no ports"),
-            (json!({"protocol": "any", "ports": {"first": 1, "last": 2}, "cidr": "0.0.0.0/0"}), StatusCode::UNPROCESSABLE_ENTITY, "no ports"),
+            (
+                json!({"protocol": "tcp", "ports": {"first": 0, "last": 80}, "cidr": "0.0.0.0/0"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "0 is not a port",
+            ),
+            (
+                json!({"protocol": "tcp", "ports": {"first": 1, "last": 70000}, "cidr": "0.0.0.0/0"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "70000",
+            ),
+            (
+                json!({"protocol": "tcp", "ports": {"first": 90, "last": 80}, "cidr": "0.0.0.0/0"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "backwards",
+            ),
+            (
+                json!({"protocol": "icmp", "ports": {"first": 1, "last": 2}, "cidr": "0.0.0.0/0"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no ports",
+            ),
+            (
+                json!({"protocol": "any", "ports": {"first": 1, "last": 2}, "cidr": "0.0.0.0/0"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no ports",
+            ),
             (json!({"protocol": "gre", "cidr": "0.0.0.0/0"}), StatusCode::UNPROCESSABLE_ENTITY, "gre"),
             (json!({"protocol": "tcp", "cidr": "300.0.0.0/8"}), StatusCode::UNPROCESSABLE_ENTITY, "cidr"),
             (json!({"protocol": "tcp", "cidr": "10.0.0.1/8"}), StatusCode::UNPROCESSABLE_ENTITY, "host bits"),
             (json!({"protocol": "tcp"}), StatusCode::UNPROCESSABLE_ENTITY, "CIDR"),
-            (json!({"protocol": "tcp", "cidr": "0.0.0.0/0", "source_group": "web"}), StatusCode::UNPROCESSABLE_ENTITY, "not both"),
+            (
+                json!({"protocol": "tcp", "cidr": "0.0.0.0/0", "source_group": "web"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not both",
+            ),
             (json!({"protocol": "tcp", "source_group": "theirs"}), StatusCode::NOT_FOUND, "theirs"),
-            (json!({"protocol": "tcp", "ports": {"first": 80, "last": 90}, "cidr": "0.0.0.0/0"}), StatusCode::CONFLICT, "already has"),
+            (
+                json!({"protocol": "tcp", "ports": {"first": 80, "last": 90}, "cidr": "0.0.0.0/0"}),
+                StatusCode::CONFLICT,
+                "already has",
+            ),
         ];
         for (body, status, needle) in bad {
             refused(c.post("/v1/security-groups/web/rules", &t, body).await, status, needle);
@@ -286,12 +340,24 @@ async fn security_groups_and_rules_with_every_bad_input_refused() {
         assert_eq!(shown["rules"], g["rules"], "{backend}: nothing changed");
         // Other projects can neither see nor change it.
         refused(c.get("/v1/security-groups/web", &other).await, StatusCode::NOT_FOUND, "not found");
-        refused(c.post("/v1/security-groups/web/rules", &other, json!({"protocol": "tcp", "cidr": "0.0.0.0/0"})).await, StatusCode::NOT_FOUND, "not found");
+        refused(
+            c.post("/v1/security-groups/web/rules", &other, json!({"protocol": "tcp", "cidr": "0.0.0.0/0"})).await,
+            StatusCode::NOT_FOUND,
+            "not found",
+        );
         refused(c.delete("/v1/security-groups/web", &other).await, StatusCode::NOT_FOUND, "not found");
 
         let rule = g["rules"][0]["id"].as_str().unwrap().to_owned();
-        refused(c.delete(&format!("/v1/security-groups/web/rules/{rule}"), &other).await, StatusCode::NOT_FOUND, "not found");
-        refused(c.delete("/v1/security-groups/web/rules/sgr-00000000000000000", &t).await, StatusCode::NOT_FOUND, "rule");
+        refused(
+            c.delete(&format!("/v1/security-groups/web/rules/{rule}"), &other).await,
+            StatusCode::NOT_FOUND,
+            "not found",
+        );
+        refused(
+            c.delete("/v1/security-groups/web/rules/sgr-00000000000000000", &t).await,
+            StatusCode::NOT_FOUND,
+            "rule",
+        );
         refused(c.delete("/v1/security-groups/web/rules/junk", &t).await, StatusCode::NOT_FOUND, "rule");
         let (s, after) = c.delete(&format!("/v1/security-groups/web/rules/{rule}"), &t).await;
         assert_eq!(s, StatusCode::OK, "{after}");
@@ -299,12 +365,20 @@ async fn security_groups_and_rules_with_every_bad_input_refused() {
 
         // A group named as source elsewhere, or used by ports, stays.
         c.post("/v1/security-groups", &t, json!({"name": "db"})).await;
-        c.post("/v1/security-groups/db/rules", &t, json!({"protocol": "tcp", "ports": {"first": 5432, "last": 5432}, "source_group": "web"})).await;
+        c.post(
+            "/v1/security-groups/db/rules",
+            &t,
+            json!({"protocol": "tcp", "ports": {"first": 5432, "last": 5432}, "source_group": "web"}),
+        )
+        .await;
         refused(c.delete("/v1/security-groups/web", &t).await, StatusCode::CONFLICT, "source of rules in db");
         c.kernel_image("tiny").await;
         c.post("/v1/instances", &t, json!({"name": "d", "flavor": "mini", "security_groups": ["db"]})).await;
         refused(c.delete("/v1/security-groups/db", &t).await, StatusCode::CONFLICT, "used by ports");
-        let names: Vec<String> = items(&c.get("/v1/security-groups", &t).await.1).iter().map(|g| g["name"].as_str().unwrap().to_owned()).collect();
+        let names: Vec<String> = items(&c.get("/v1/security-groups", &t).await.1)
+            .iter()
+            .map(|g| g["name"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(names, vec!["db", "default", "web"]);
 
         let (s, _) = c.post("/v1/security-groups", &t, json!({"name": "tmp"})).await;
@@ -313,6 +387,9 @@ async fn security_groups_and_rules_with_every_bad_input_refused() {
         refused(c.get("/v1/security-groups/tmp", &t).await, StatusCode::NOT_FOUND, "not found");
     }
 }
+
+/// An ingress rule as (protocol, ports, source).
+type Ingress = (Protocol, Option<(u16, u16)>, String);
 
 async fn synced(c: &Cloud, agent: &FakeAgent) -> SyncResponse {
     agent.sync(c, vec![]).await
@@ -330,7 +407,12 @@ async fn the_agent_gets_networks_ports_with_resolved_ingress_floating_ips_and_me
         assert!(s.is_success(), "{key}");
         let net = create_net(&c, &t, json!({"name": "app", "cidr": "10.5.0.0/24", "dns_servers": ["1.1.1.1"]})).await;
         c.post("/v1/security-groups", &t, json!({"name": "web"})).await;
-        c.post("/v1/security-groups/web/rules", &t, json!({"protocol": "tcp", "ports": {"first": 80, "last": 80}, "cidr": "0.0.0.0/0"})).await;
+        c.post(
+            "/v1/security-groups/web/rules",
+            &t,
+            json!({"protocol": "tcp", "ports": {"first": 80, "last": 80}, "cidr": "0.0.0.0/0"}),
+        )
+        .await;
         let (s, b) = c
             .post(
                 "/v1/instances",
@@ -341,7 +423,8 @@ async fn the_agent_gets_networks_ports_with_resolved_ingress_floating_ips_and_me
             .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
         let front = b["instances"][0]["id"].as_str().unwrap().to_owned();
-        let back = c.post("/v1/instances", &t, json!({"name": "back", "flavor": "mini", "networks": ["app"]})).await.1["instances"][0]["id"]
+        let back = c.post("/v1/instances", &t, json!({"name": "back", "flavor": "mini", "networks": ["app"]})).await.1
+            ["instances"][0]["id"]
             .as_str()
             .unwrap()
             .to_owned();
@@ -351,7 +434,10 @@ async fn the_agent_gets_networks_ports_with_resolved_ingress_floating_ips_and_me
         let d = synced(&c, &agent).await;
         assert_eq!(d.networks.len(), 1, "{:?}", d.networks);
         let n = &d.networks[0];
-        assert_eq!((n.id.as_str(), u64::from(n.vlan_id)), (net["id"].as_str().unwrap(), net["vlan_id"].as_u64().unwrap()));
+        assert_eq!(
+            (n.id.as_str(), u64::from(n.vlan_id)),
+            (net["id"].as_str().unwrap(), net["vlan_id"].as_u64().unwrap())
+        );
         assert_eq!((n.cidr.to_string(), n.gateway.to_string()), ("10.5.0.0/24".into(), "10.5.0.1".into()));
         assert_eq!(n.dns_servers, vec!["1.1.1.1".parse::<std::net::Ipv4Addr>().unwrap()]);
         let f = d.instances.iter().find(|i| i.id.as_str() == front).unwrap();
@@ -360,7 +446,7 @@ async fn the_agent_gets_networks_ports_with_resolved_ingress_floating_ips_and_me
         let (fp, kp) = (&f.ports[0], &k.ports[0]);
         assert_eq!(fp.network, n.id);
         // front: tcp/80 from anywhere (web) + anything from default's members (itself and back), as /32s.
-        let mut got: Vec<(Protocol, Option<(u16, u16)>, String)> =
+        let mut got: Vec<Ingress> =
             fp.ingress.iter().map(|r| (r.protocol, r.ports.map(|p| (p.first, p.last)), r.source.to_string())).collect();
         got.sort_by_key(|r| r.2.clone());
         let mut want = vec![
@@ -383,12 +469,24 @@ async fn the_agent_gets_networks_ports_with_resolved_ingress_floating_ips_and_me
         // The revision is stable, and a rule change moves it.
         let r0 = synced(&c, &agent).await.revision;
         assert_eq!(d.revision, r0);
-        let (_, g) = c.post("/v1/security-groups/web/rules", &t, json!({"protocol": "udp", "ports": {"first": 53, "last": 53}, "cidr": "10.0.0.0/8"})).await;
+        let (_, g) = c
+            .post(
+                "/v1/security-groups/web/rules",
+                &t,
+                json!({"protocol": "udp", "ports": {"first": 53, "last": 53}, "cidr": "10.0.0.0/8"}),
+            )
+            .await;
         let d1 = synced(&c, &agent).await;
         assert_ne!(d1.revision, r0);
         let f1 = d1.instances.iter().find(|i| i.id.as_str() == front).unwrap();
-        assert!(f1.ports[0].ingress.iter().any(|r| r.protocol == Protocol::Udp && r.source.to_string() == "10.0.0.0/8"));
-        let rule = g["rules"].as_array().unwrap().iter().find(|r| r["protocol"] == "udp").unwrap()["id"].as_str().unwrap().to_owned();
+        assert!(f1.ports[0]
+            .ingress
+            .iter()
+            .any(|r| r.protocol == Protocol::Udp && r.source.to_string() == "10.0.0.0/8"));
+        let rule = g["rules"].as_array().unwrap().iter().find(|r| r["protocol"] == "udp").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         c.delete(&format!("/v1/security-groups/web/rules/{rule}"), &t).await;
         assert_eq!(synced(&c, &agent).await.revision, r0, "removing the rule restores the state");
 
@@ -406,35 +504,59 @@ async fn the_agent_gets_networks_ports_with_resolved_ingress_floating_ips_and_me
         );
         let (_, theirs) = c.post("/v1/floating-ips", &other, json!({})).await;
         refused(
-            c.post(&format!("/v1/floating-ips/{}/associate", theirs["id"].as_str().unwrap()), &other, json!({"instance": front})).await,
+            c.post(
+                &format!("/v1/floating-ips/{}/associate", theirs["id"].as_str().unwrap()),
+                &other,
+                json!({"instance": front}),
+            )
+            .await,
             StatusCode::NOT_FOUND,
             "instance",
         );
         let (s, assoc) = c.post(&format!("/v1/floating-ips/{fid}/associate"), &t, json!({"instance": "front"})).await;
         assert_eq!(s, StatusCode::OK, "{assoc}");
-        assert_eq!((assoc["instance_id"].as_str(), assoc["private_ip"].as_str()), (Some(front.as_str()), Some(fp.ip.to_string().as_str())));
+        assert_eq!(
+            (assoc["instance_id"].as_str(), assoc["private_ip"].as_str()),
+            (Some(front.as_str()), Some(fp.ip.to_string().as_str()))
+        );
         let d2 = synced(&c, &agent).await;
         assert_ne!(d2.revision, r0);
         assert_eq!(d2.floating_ips.len(), 1);
         let df = &d2.floating_ips[0];
-        assert_eq!((df.address.to_string(), df.public_cidr.to_string()), ("203.0.113.2".into(), "203.0.113.0/29".into()));
+        assert_eq!(
+            (df.address.to_string(), df.public_cidr.to_string()),
+            ("203.0.113.2".into(), "203.0.113.0/29".into())
+        );
         assert_eq!((&df.port, df.private_ip), (&fp.id, fp.ip));
         let f2 = d2.instances.iter().find(|i| i.id.as_str() == front).unwrap();
         assert_eq!(f2.metadata.public_ipv4.map(|a| a.to_string()), Some("203.0.113.2".into()));
         let (_, shown) = c.get(&format!("/v1/instances/{front}"), &t).await;
         assert_eq!(shown["addresses"][0]["floating_ip"], "203.0.113.2");
 
-        refused(c.post(&format!("/v1/floating-ips/{fid}/associate"), &t, json!({"instance": back})).await, StatusCode::CONFLICT, "already associated");
+        refused(
+            c.post(&format!("/v1/floating-ips/{fid}/associate"), &t, json!({"instance": back})).await,
+            StatusCode::CONFLICT,
+            "already associated",
+        );
         let (_, second) = c.post("/v1/floating-ips", &t, json!({})).await;
         refused(
-            c.post(&format!("/v1/floating-ips/{}/associate", second["id"].as_str().unwrap()), &t, json!({"instance": front})).await,
+            c.post(
+                &format!("/v1/floating-ips/{}/associate", second["id"].as_str().unwrap()),
+                &t,
+                json!({"instance": front}),
+            )
+            .await,
             StatusCode::CONFLICT,
             "already has floating IP",
         );
         let (s, dis) = c.post(&format!("/v1/floating-ips/{fid}/disassociate"), &t, json!({})).await;
         assert_eq!(s, StatusCode::OK, "{dis}");
         assert_eq!(dis["instance_id"], Value::Null);
-        refused(c.post(&format!("/v1/floating-ips/{fid}/disassociate"), &t, json!({})).await, StatusCode::CONFLICT, "not associated");
+        refused(
+            c.post(&format!("/v1/floating-ips/{fid}/disassociate"), &t, json!({})).await,
+            StatusCode::CONFLICT,
+            "not associated",
+        );
         let d3 = synced(&c, &agent).await;
         assert!(d3.floating_ips.is_empty());
         assert_eq!(d3.revision, r0);
@@ -447,9 +569,25 @@ async fn the_agent_gets_networks_ports_with_resolved_ingress_floating_ips_and_me
         let d4 = synced(&c, &agent).await;
         assert!(d4.floating_ips.is_empty());
         assert_eq!(d4.revision, r0);
-        let listed: Vec<String> = items(&c.get("/v1/floating-ips", &t).await.1).iter().map(|f| f["id"].as_str().unwrap().to_owned()).collect();
+        let listed: Vec<String> = items(&c.get("/v1/floating-ips", &t).await.1)
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(listed, vec![second["id"].as_str().unwrap().to_owned()]);
         refused(c.delete(&format!("/v1/floating-ips/{fid}"), &t).await, StatusCode::NOT_FOUND, "not found");
+
+        // Once the agent confirms `back` gone, its address leaves front's rules.
+        c.delete(&format!("/v1/instances/{back}"), &t).await;
+        for _ in 0..3 {
+            agent.converge(&c).await;
+        }
+        c.wait_state(&t, &back, "deleted").await;
+        let d5 = synced(&c, &agent).await;
+        assert_ne!(d5.revision, r0);
+        let f5 = d5.instances.iter().find(|i| i.id.as_str() == front).unwrap();
+        let sources: Vec<String> = f5.ports[0].ingress.iter().map(|r| r.source.to_string()).collect();
+        assert!(!sources.contains(&format!("{}/32", kp.ip)), "{sources:?}");
+        assert!(sources.contains(&format!("{}/32", fp.ip)), "{sources:?}");
     }
 }
 
@@ -481,18 +619,22 @@ async fn floating_ips_need_an_external_network_and_run_out_clearly() {
         // While addresses are allocated from it the external network stays.
         refused(c.delete("/v1/networks/public", &c.admin).await, StatusCode::CONFLICT, "floating IPs");
         // The project's quota (10 by default) also applies.
-        let (s, b) = c.call(Method::PUT, "/v1/projects/acme/quotas", Some(&c.admin), Some(json!({"floating_ips": 5}))).await;
+        let (s, b) =
+            c.call(Method::PUT, "/v1/projects/acme/quotas", Some(&c.admin), Some(json!({"floating_ips": 5}))).await;
         assert!(s.is_success(), "{b}");
         let f = items(&c.get("/v1/floating-ips", &t).await.1)[0]["id"].as_str().unwrap().to_owned();
         c.delete(&format!("/v1/floating-ips/{f}"), &t).await;
-        let (s, b) = c.call(Method::PUT, "/v1/projects/acme/quotas", Some(&c.admin), Some(json!({"floating_ips": 4}))).await;
+        let (s, b) =
+            c.call(Method::PUT, "/v1/projects/acme/quotas", Some(&c.admin), Some(json!({"floating_ips": 4}))).await;
         assert!(s.is_success(), "{b}");
         refused(c.post("/v1/floating-ips", &t, json!({})).await, StatusCode::FORBIDDEN, "floating");
     }
 }
 
 async fn unlimited_fips(c: &Cloud, project: &str) {
-    let (s, b) = c.call(Method::PUT, &format!("/v1/projects/{project}/quotas"), Some(&c.admin), Some(json!({"floating_ips": -1}))).await;
+    let (s, b) = c
+        .call(Method::PUT, &format!("/v1/projects/{project}/quotas"), Some(&c.admin), Some(json!({"floating_ips": -1})))
+        .await;
     assert!(s.is_success(), "{b}");
 }
 
@@ -503,7 +645,9 @@ async fn addresses(c: &Cloud, t: &str) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|i| i["addresses"].as_array().unwrap().iter().map(|a| a["ip"].as_str().unwrap().to_owned()).collect::<Vec<_>>())
+        .flat_map(|i| {
+            i["addresses"].as_array().unwrap().iter().map(|a| a["ip"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        })
         .collect()
 }
 

@@ -79,6 +79,154 @@ pub enum Command {
     /// Usage, invoices, estimates and prices.
     #[command(subcommand)]
     Billing(BillingCommand),
+    /// Private networks (one VLAN each).
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Security groups: inbound firewall rules of instances' ports.
+    #[command(subcommand, name = "sg")]
+    SecurityGroup(SecurityGroupCommand),
+    /// Floating IPs: public addresses mapped 1:1 to instances.
+    #[command(subcommand, name = "fip")]
+    FloatingIp(FloatingIpCommand),
+    /// Cloud-wide views (admin).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `kumo network ...`.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network.
+    Create(NetworkCreateArgs),
+    /// List the project's networks.
+    List,
+    /// Show a network.
+    Show {
+        /// Network name or id.
+        network: String,
+    },
+    /// Delete a network (refused while instances use it).
+    Delete {
+        /// Network name or id.
+        network: String,
+    },
+}
+
+/// `kumo network create`.
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    /// Name.
+    pub name: String,
+    /// IPv4 subnet, /29 or larger, e.g. 10.1.0.0/24.
+    #[arg(long)]
+    pub cidr: String,
+    /// Gateway (default: the subnet's first address).
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// A DNS server for DHCP; repeatable.
+    #[arg(long = "dns", value_name = "ADDRESS")]
+    pub dns: Vec<String>,
+    /// The 802.1Q tag (admin; default: from the pool).
+    #[arg(long = "vlan", value_name = "ID")]
+    pub vlan: Option<u16>,
+    /// Make it the public network whose addresses are floating IPs (admin).
+    #[arg(long)]
+    pub external: bool,
+}
+
+/// `kumo sg ...`.
+#[derive(Debug, Subcommand)]
+pub enum SecurityGroupCommand {
+    /// Create an empty group (nothing inbound until rules are added).
+    Create {
+        /// Name.
+        name: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the project's groups.
+    List,
+    /// Show a group and its rules.
+    Show {
+        /// Group name or id.
+        group: String,
+    },
+    /// Delete a group (not `default`, not while ports use it).
+    Delete {
+        /// Group name or id.
+        group: String,
+    },
+    /// Add or remove rules.
+    #[command(subcommand)]
+    Rule(RuleCommand),
+}
+
+/// `kumo sg rule ...`.
+#[derive(Debug, Subcommand)]
+pub enum RuleCommand {
+    /// Allow inbound traffic: `kumo sg rule add web --protocol tcp --port 80 --cidr 0.0.0.0/0`.
+    Add(RuleAddArgs),
+    /// Remove a rule by id (see `kumo sg show`).
+    Remove {
+        /// Group name or id.
+        group: String,
+        /// Rule id.
+        rule: String,
+    },
+}
+
+/// `kumo sg rule add`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["cidr", "source_group"])))]
+pub struct RuleAddArgs {
+    /// Group name or id.
+    pub group: String,
+    /// tcp, udp, icmp or any.
+    #[arg(long, value_parser = ["tcp", "udp", "icmp", "any"])]
+    pub protocol: String,
+    /// A port or range, e.g. 80 or 8000-8080 (tcp and udp; default: all).
+    #[arg(long)]
+    pub port: Option<String>,
+    /// Allowed sources, e.g. 0.0.0.0/0.
+    #[arg(long)]
+    pub cidr: Option<String>,
+    /// Allowed source group (its members' addresses).
+    #[arg(long)]
+    pub source_group: Option<String>,
+}
+
+/// `kumo fip ...`.
+#[derive(Debug, Subcommand)]
+pub enum FloatingIpCommand {
+    /// Allocate an address from the external network (billed per hour until released).
+    Allocate,
+    /// Map a floating IP to an instance.
+    Associate {
+        /// Floating IP id or address.
+        fip: String,
+        /// Instance id or name.
+        instance: String,
+    },
+    /// Unmap a floating IP (the project keeps it).
+    Disassociate {
+        /// Floating IP id or address.
+        fip: String,
+    },
+    /// Give a floating IP back.
+    Release {
+        /// Floating IP id or address.
+        fip: String,
+    },
+    /// List the project's floating IPs.
+    List,
+}
+
+/// `kumo admin ...`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// The VLAN pool: size, use and every tag in use.
+    Vlans,
 }
 
 /// Where a password comes from; with neither flag, `KUMO_PASSWORD` or a prompt.

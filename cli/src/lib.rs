@@ -17,7 +17,7 @@ pub use args::Cli;
 pub use error::{error_line, Error};
 
 use args::Command;
-use commands::{admin, auth, billing, image, instance, keypair, quota, snapshot, volume, Ctx};
+use commands::{admin, auth, billing, image, instance, keypair, network, quota, snapshot, volume, Ctx};
 use config::Config;
 
 /// Runs one parsed command line.
@@ -51,5 +51,9 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Volume(command) => volume::dispatch(&ctx, command).await,
         Command::Snapshot(command) => snapshot::dispatch(&ctx, command).await,
         Command::Quota(command) => quota::dispatch(&ctx, command).await,
+        Command::Network(command) => network::network(&ctx, command).await,
+        Command::SecurityGroup(command) => network::security_group(&ctx, command).await,
+        Command::FloatingIp(command) => network::floating_ip(&ctx, command).await,
+        Command::Admin(command) => network::admin(&ctx, command).await,
     }
 }

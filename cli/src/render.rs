@@ -2,6 +2,7 @@
 //! so they can be tested without a terminal or a controller.
 
 use kumo_wire::api::{CreatedKeyPair, Event, Flavor, Host, Image, Instance, KeyPair, Project, User};
+use kumo_wire::network::{FloatingIp, Network, SecurityGroup, VlanPool};
 use kumo_wire::Timestamp;
 
 use crate::output::{ago, bytes, key_values, or_dash, render, table};
@@ -43,6 +44,8 @@ pub fn instance(i: &Instance) -> String {
         ("LAUNCHED", or_dash(i.launched_at)),
         ("DELETED", or_dash(i.deleted_at)),
     ]);
+    out.push_str("\n\n");
+    out.push_str(&addresses(i));
     out.push_str("\n\n");
     match &i.placement {
         None => out.push_str("PLACEMENT: not placed yet"),
@@ -355,6 +358,154 @@ pub fn users(items: &[User]) -> String {
     render(&t)
 }
 
+/// `kumo network list`.
+pub fn networks(items: &[Network]) -> String {
+    let mut t = table(["ID", "NAME", "CIDR", "GATEWAY", "VLAN", "PORTS", "FLAGS"]);
+    for n in items {
+        let flags: Vec<&str> = [(n.default, "default"), (n.external, "external")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        t.add_row([
+            n.id.to_string(),
+            n.name.clone(),
+            n.cidr.to_string(),
+            n.gateway.to_string(),
+            n.vlan_id.to_string(),
+            n.port_count.to_string(),
+            if flags.is_empty() { "-".to_owned() } else { flags.join(",") },
+        ]);
+    }
+    render(&t)
+}
+
+/// `kumo network show` and `create`.
+pub fn network(n: &Network) -> String {
+    let dns: Vec<String> = n.dns_servers.iter().map(ToString::to_string).collect();
+    key_values(&[
+        ("ID", n.id.to_string()),
+        ("NAME", n.name.clone()),
+        ("PROJECT", n.project_id.to_string()),
+        ("CIDR", n.cidr.to_string()),
+        ("GATEWAY", n.gateway.to_string()),
+        ("DNS", if dns.is_empty() { "-".to_owned() } else { dns.join(", ") }),
+        ("VLAN", n.vlan_id.to_string()),
+        ("EXTERNAL", yes_no(n.external).to_owned()),
+        ("DEFAULT", yes_no(n.default).to_owned()),
+        ("PORTS", n.port_count.to_string()),
+        ("CREATED", n.created_at.to_string()),
+    ])
+}
+
+/// `kumo sg list`.
+pub fn security_groups(items: &[SecurityGroup]) -> String {
+    let mut t = table(["ID", "NAME", "RULES", "PORTS", "DESCRIPTION"]);
+    for g in items {
+        t.add_row([
+            g.id.to_string(),
+            g.name.clone(),
+            g.rules.len().to_string(),
+            g.port_count.to_string(),
+            if g.description.is_empty() { "-".to_owned() } else { g.description.clone() },
+        ]);
+    }
+    render(&t)
+}
+
+/// `kumo sg show`, `create` and `rule add|remove`: the group, then its rules.
+pub fn security_group(g: &SecurityGroup) -> String {
+    let mut out = key_values(&[
+        ("ID", g.id.to_string()),
+        ("NAME", g.name.clone()),
+        ("DESCRIPTION", or_dash((!g.description.is_empty()).then_some(g.description.as_str()))),
+        ("DEFAULT", yes_no(g.default).to_owned()),
+        ("PORTS", g.port_count.to_string()),
+        ("CREATED", g.created_at.to_string()),
+    ]);
+    out.push_str("\n\n");
+    if g.rules.is_empty() {
+        out.push_str("RULES: none (all inbound traffic is dropped)");
+    } else {
+        let mut t = table(["RULE", "PROTOCOL", "PORTS", "SOURCE"]);
+        for r in &g.rules {
+            let ports = match r.ports {
+                Some(p) if p.first == p.last => p.first.to_string(),
+                Some(p) => format!("{}-{}", p.first, p.last),
+                None => "all".to_owned(),
+            };
+            let source = match (&r.cidr, &r.source_group, &r.source_group_id) {
+                (Some(c), _, _) => c.to_string(),
+                (None, Some(name), _) => format!("group {name}"),
+                (None, None, Some(id)) => format!("group {id}"),
+                (None, None, None) => "-".to_owned(),
+            };
+            t.add_row([r.id.to_string(), r.protocol.as_str().to_owned(), ports, source]);
+        }
+        out.push_str(&render(&t));
+    }
+    out
+}
+
+/// `kumo fip list` and the other `fip` commands.
+pub fn floating_ips(items: &[FloatingIp]) -> String {
+    let mut t = table(["ID", "ADDRESS", "INSTANCE", "PRIVATE IP", "ALLOCATED"]);
+    for f in items {
+        t.add_row([
+            f.id.to_string(),
+            f.address.to_string(),
+            or_dash(f.instance_id.as_ref().map(|i| i.as_str())),
+            or_dash(f.private_ip),
+            f.created_at.to_string(),
+        ]);
+    }
+    render(&t)
+}
+
+/// `kumo admin vlans`.
+pub fn vlan_pool(p: &VlanPool) -> String {
+    let mut out = format!("POOL: {}-{} ({} tags, {} used, {} free)", p.first, p.last, p.size, p.used, p.free);
+    if !p.allocations.is_empty() {
+        let mut t = table(["VLAN", "NETWORK", "NAME", "PROJECT", "IN POOL"]);
+        for a in &p.allocations {
+            t.add_row([
+                a.vlan_id.to_string(),
+                a.network_id.to_string(),
+                a.network.clone(),
+                a.project_id.to_string(),
+                yes_no(a.in_pool).to_owned(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&render(&t));
+    }
+    out
+}
+
+/// The ADDRESSES part of `kumo instance show`.
+fn addresses(i: &Instance) -> String {
+    let mut out = format!(
+        "SECURITY GROUPS: {}\nCONFIG DRIVE: {}\n",
+        if i.security_groups.is_empty() { "-".to_owned() } else { i.security_groups.join(", ") },
+        yes_no(i.config_drive)
+    );
+    if i.addresses.is_empty() {
+        out.push_str("ADDRESSES: none");
+        return out;
+    }
+    let mut t = table(["NETWORK", "IP", "MAC", "FLOATING IP", "GROUPS"]);
+    for a in &i.addresses {
+        t.add_row([
+            a.network.clone(),
+            a.ip.to_string(),
+            a.mac.clone(),
+            or_dash(a.floating_ip),
+            a.security_groups.join(","),
+        ]);
+    }
+    out.push_str(&render(&t));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use kumo_wire::api::{HostStatus, HostVerdict, Placement};
@@ -408,6 +559,35 @@ mod tests {
     }
 
     #[test]
+    fn instance_with_addresses() {
+        let mut i = sample_instance();
+        i.placement = None;
+        i.security_groups = vec!["default".into(), "web".into()];
+        i.config_drive = true;
+        i.addresses = vec![kumo_wire::network::InstanceAddress {
+            port_id: "eni-0000000000000000a".parse().expect("id"),
+            network_id: "net-0000000000000000a".parse().expect("id"),
+            network: "default".into(),
+            ip: "10.0.0.2".parse().expect("ip"),
+            mac: "02:00:00:00:00:01".into(),
+            floating_ip: Some("203.0.113.2".parse().expect("ip")),
+            security_groups: vec!["default".into(), "web".into()],
+        }];
+        let shown = instance(&i);
+        let tail = shown.split_once("DELETED:      -\n\n").expect("fields").1;
+        assert_eq!(
+            tail,
+            "\
+SECURITY GROUPS: default, web
+CONFIG DRIVE: yes
+NETWORK  IP        MAC                FLOATING IP  GROUPS
+default  10.0.0.2  02:00:00:00:00:01  203.0.113.2  default,web
+
+PLACEMENT: not placed yet"
+        );
+    }
+
+    #[test]
     fn instance_with_placement() {
         let expected = "\
 ID:           i-0123456789abcdef0
@@ -425,6 +605,10 @@ CREATED:      2026-11-18T11:06:40Z
 UPDATED:      2026-11-18T11:06:42Z
 LAUNCHED:     -
 DELETED:      -
+
+SECURITY GROUPS: -
+CONFIG DRIVE: no
+ADDRESSES: none
 
 PLACEMENT: node2 (strategy spread, decided 2026-11-18T11:06:41.5Z)
 HOST   VERDICT   REASON

@@ -10,9 +10,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use kumo_wire::network::{
-    FloatingIp, InstanceAddress, Network, PortRange, Protocol, SecurityGroup, SecurityGroupRule,
-};
+use kumo_wire::network::{FloatingIp, InstanceAddress, Network, PortRange, Protocol, SecurityGroup, SecurityGroupRule};
 use kumo_wire::{
     FloatingIpId, HostId, InstanceId, NetworkId, PortId, ProjectId, SecurityGroupId, SecurityGroupRuleId, Timestamp,
 };
@@ -236,7 +234,8 @@ fn port_of(row: &AnyRow) -> DbResult<PortRecord> {
 
 /// Addresses taken on `network`.
 pub async fn used_ips(conn: &mut Conn, network: &NetworkId) -> DbResult<Vec<Ipv4Addr>> {
-    let rows = sqlx::query("SELECT ip FROM ports WHERE network_id = $1").bind(network.as_str()).fetch_all(&mut *conn).await?;
+    let rows =
+        sqlx::query("SELECT ip FROM ports WHERE network_id = $1").bind(network.as_str()).fetch_all(&mut *conn).await?;
     rows.iter().map(|r| parse_text(r, "ip")).collect()
 }
 
@@ -294,17 +293,17 @@ pub async fn add_port_to_group(conn: &mut Conn, port: &PortId, group: &SecurityG
 /// project), group memberships and addresses released. Returns the
 /// disassociated floating IPs.
 pub async fn release_instance_ports(conn: &mut Conn, instance: &InstanceId) -> DbResult<Vec<FloatingIpId>> {
-    let rows = sqlx::query(
-        "SELECT f.id FROM floating_ips f JOIN ports p ON p.id = f.port_id WHERE p.instance_id = $1",
+    let rows = sqlx::query("SELECT f.id FROM floating_ips f JOIN ports p ON p.id = f.port_id WHERE p.instance_id = $1")
+        .bind(instance.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+    let fips = rows.iter().map(|r| parse_col(r, "id")).collect::<DbResult<Vec<FloatingIpId>>>()?;
+    sqlx::query(
+        "UPDATE floating_ips SET port_id = NULL WHERE port_id IN (SELECT id FROM ports WHERE instance_id = $1)",
     )
     .bind(instance.as_str())
-    .fetch_all(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    let fips = rows.iter().map(|r| parse_col(r, "id")).collect::<DbResult<Vec<FloatingIpId>>>()?;
-    sqlx::query("UPDATE floating_ips SET port_id = NULL WHERE port_id IN (SELECT id FROM ports WHERE instance_id = $1)")
-        .bind(instance.as_str())
-        .execute(&mut *conn)
-        .await?;
     sqlx::query("DELETE FROM port_security_groups WHERE port_id IN (SELECT id FROM ports WHERE instance_id = $1)")
         .bind(instance.as_str())
         .execute(&mut *conn)
@@ -313,22 +312,31 @@ pub async fn release_instance_ports(conn: &mut Conn, instance: &InstanceId) -> D
     Ok(fips)
 }
 
-/// The ports of `instances` (one project's), in NIC order, with each port's group names.
-pub async fn ports_of_project(conn: &mut Conn, project: &ProjectId) -> DbResult<Vec<(PortRecord, Vec<String>)>> {
-    let rows = sqlx::query(&format!("{PORT_SELECT} WHERE p.project_id = $1 ORDER BY p.instance_id, p.device_index"))
-        .bind(project.as_str())
-        .fetch_all(&mut *conn)
-        .await?;
-    let ports = rows.iter().map(port_of).collect::<DbResult<Vec<_>>>()?;
-    let groups = sqlx::query(
+/// The ports of `instances`, in NIC order, with each port's group names.
+pub async fn ports_of_instances(
+    conn: &mut Conn,
+    instances: &[&InstanceId],
+) -> DbResult<Vec<(PortRecord, Vec<String>)>> {
+    if instances.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = (1..=instances.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let sql = format!("{PORT_SELECT} WHERE p.instance_id IN ({list}) ORDER BY p.instance_id, p.device_index");
+    let mut query = sqlx::query(&sql);
+    for id in instances {
+        query = query.bind(id.as_str());
+    }
+    let ports = query.fetch_all(&mut *conn).await?.iter().map(port_of).collect::<DbResult<Vec<_>>>()?;
+    let sql = format!(
         "SELECT psg.port_id, g.name FROM port_security_groups psg JOIN security_groups g ON g.id = psg.group_id \
-         JOIN ports p ON p.id = psg.port_id WHERE p.project_id = $1 ORDER BY g.name",
-    )
-    .bind(project.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
+         JOIN ports p ON p.id = psg.port_id WHERE p.instance_id IN ({list}) ORDER BY g.name"
+    );
+    let mut query = sqlx::query(&sql);
+    for id in instances {
+        query = query.bind(id.as_str());
+    }
     let mut by_port: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
-    for r in &groups {
+    for r in &query.fetch_all(&mut *conn).await? {
         by_port.entry(r.try_get("port_id")?).or_default().push(r.try_get("name")?);
     }
     Ok(ports
@@ -418,7 +426,8 @@ impl GroupRecord {
     }
 }
 
-const GROUP_SELECT: &str = "SELECT g.*, (SELECT COUNT(*) FROM port_security_groups m WHERE m.group_id = g.id) AS port_count \
+const GROUP_SELECT: &str =
+    "SELECT g.*, (SELECT COUNT(*) FROM port_security_groups m WHERE m.group_id = g.id) AS port_count \
      FROM security_groups g";
 
 /// A rule row as the API shows it (source group's name joined).
@@ -594,9 +603,25 @@ pub async fn delete_group(conn: &mut Conn, group: &SecurityGroupId) -> DbResult<
     if busy.is_some() {
         return Ok(false);
     }
-    sqlx::query("DELETE FROM security_group_rules WHERE group_id = $1").bind(group.as_str()).execute(&mut *conn).await?;
-    let done = sqlx::query("DELETE FROM security_groups WHERE id = $1").bind(group.as_str()).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM security_group_rules WHERE group_id = $1")
+        .bind(group.as_str())
+        .execute(&mut *conn)
+        .await?;
+    let done =
+        sqlx::query("DELETE FROM security_groups WHERE id = $1").bind(group.as_str()).execute(&mut *conn).await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// The groups the ports of `instance` are in.
+pub async fn groups_of_instance(conn: &mut Conn, instance: &InstanceId) -> DbResult<Vec<SecurityGroupId>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT psg.group_id FROM port_security_groups psg JOIN ports p ON p.id = psg.port_id \
+         WHERE p.instance_id = $1",
+    )
+    .bind(instance.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|r| parse_col(r, "group_id")).collect()
 }
 
 /// Hosts running a member port of `group`, or of a group whose rules name
@@ -676,8 +701,10 @@ fn fip_of(row: &AnyRow) -> DbResult<FloatingIpRecord> {
 
 /// Addresses allocated from `network`.
 pub async fn used_floating(conn: &mut Conn, network: &NetworkId) -> DbResult<Vec<Ipv4Addr>> {
-    let rows =
-        sqlx::query("SELECT address FROM floating_ips WHERE network_id = $1").bind(network.as_str()).fetch_all(&mut *conn).await?;
+    let rows = sqlx::query("SELECT address FROM floating_ips WHERE network_id = $1")
+        .bind(network.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter().map(|r| parse_text(r, "address")).collect()
 }
 
@@ -794,13 +821,15 @@ impl Db {
         .map(|r| Ok((parse_col(r, "port_id")?, parse_col(r, "group_id")?)))
         .collect::<DbResult<Vec<_>>>()?;
         let groups_sql = format!("SELECT group_id FROM port_security_groups WHERE port_id IN ({ON_HOST})");
-        let rules = sqlx::query(&format!("{RULE_SELECT} WHERE r.group_id IN ({groups_sql}) ORDER BY r.group_id, r.created_at, r.id"))
-            .bind(host.as_str())
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| Ok((parse_col(r, "group_id")?, rule_of(r)?)))
-            .collect::<DbResult<Vec<_>>>()?;
+        let rules = sqlx::query(&format!(
+            "{RULE_SELECT} WHERE r.group_id IN ({groups_sql}) ORDER BY r.group_id, r.created_at, r.id"
+        ))
+        .bind(host.as_str())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| Ok((parse_col(r, "group_id")?, rule_of(r)?)))
+        .collect::<DbResult<Vec<_>>>()?;
         let source_members = sqlx::query(&format!(
             "SELECT psg.group_id, p.ip FROM port_security_groups psg JOIN ports p ON p.id = psg.port_id \
              JOIN instances i ON i.id = p.instance_id WHERE i.state <> 'deleted' AND psg.group_id IN \
@@ -814,9 +843,9 @@ impl Db {
         .map(|r| Ok((parse_col(r, "group_id")?, parse_text(r, "ip")?)))
         .collect::<DbResult<Vec<_>>>()?;
         let floating = sqlx::query(&format!("{FIP_SELECT} WHERE f.port_id IN ({ON_HOST}) ORDER BY f.id"))
-        .bind(host.as_str())
-        .fetch_all(&mut *conn)
-        .await?;
+            .bind(host.as_str())
+            .fetch_all(&mut *conn)
+            .await?;
         // The external network's subnet (a host has few floating IPs).
         let mut fips = Vec::with_capacity(floating.len());
         for row in &floating {

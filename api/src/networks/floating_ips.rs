@@ -69,7 +69,10 @@ pub async fn allocate(state: &AppState, caller: &Caller) -> Result<FloatingIpRec
     }
     if !stored {
         let pools: Vec<String> = externals.iter().map(|n| format!("{} ({})", n.name, n.cidr)).collect();
-        return Err(ApiError::Conflict(format!("the floating IP pool is exhausted: {} has no free address", pools.join(", "))));
+        return Err(ApiError::Conflict(format!(
+            "the floating IP pool is exhausted: {} has no free address",
+            pools.join(", ")
+        )));
     }
     event(&mut tx, caller, &rec, "state_changed", json!({ "from": null, "to": "allocated", "address": rec.address }))
         .await?;
@@ -78,7 +81,12 @@ pub async fn allocate(state: &AppState, caller: &Caller) -> Result<FloatingIpRec
 }
 
 /// `POST /v1/floating-ips/{id}/associate`: maps it to the instance's first port.
-pub async fn associate(state: &AppState, caller: &Caller, key: &str, instance: &str) -> Result<FloatingIpRecord, ApiError> {
+pub async fn associate(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    instance: &str,
+) -> Result<FloatingIpRecord, ApiError> {
     let fip = find(state, caller, key).await?;
     let inst = crate::instances::find_by_id_or_name(state, caller, instance).await?;
     if let Some(other) = &fip.instance_id {
@@ -142,8 +150,14 @@ pub async fn release(state: &AppState, caller: &Caller, key: &str) -> Result<Flo
     if !db::delete_floating(&mut tx, &fip.id).await? {
         return Err(ApiError::not_found("floating IP", key));
     }
-    event(&mut tx, caller, &fip, "state_changed", json!({ "from": "allocated", "to": "released", "address": fip.address }))
-        .await?;
+    event(
+        &mut tx,
+        caller,
+        &fip,
+        "state_changed",
+        json!({ "from": "allocated", "to": "released", "address": fip.address }),
+    )
+    .await?;
     tx.commit().await.map_err(DbError::from)?;
     if let Some(host) = &fip.host_id {
         state.hosts.wake(host);

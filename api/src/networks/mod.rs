@@ -283,9 +283,9 @@ pub async fn for_launch(state: &AppState, caller: &Caller, names: &[String]) -> 
     }
     let mut out: Vec<NetworkRecord> = Vec::with_capacity(names.len());
     for name in names {
-        let n = find(state, caller, name).await.map_err(|_| {
-            ApiError::Invalid(format!("network '{name}' does not exist (see `kumo network list`)"))
-        })?;
+        let n = find(state, caller, name)
+            .await
+            .map_err(|_| ApiError::Invalid(format!("network '{name}' does not exist (see `kumo network list`)")))?;
         if n.external {
             return Err(ApiError::Invalid(format!(
                 "network '{}' is external: instances get public addresses as floating IPs",
@@ -381,6 +381,23 @@ pub async fn allocate_ports(
     Ok(ports)
 }
 
+/// Hosts whose desired state depends on the ports of `instance` through its
+/// groups (member ports, or rules naming those groups as source).
+pub async fn hosts_seeing(
+    state: &AppState,
+    instance: &kumo_wire::InstanceId,
+) -> Result<Vec<kumo_wire::HostId>, ApiError> {
+    let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
+    let groups = db::groups_of_instance(&mut conn, instance).await?;
+    let mut hosts = Vec::new();
+    for g in &groups {
+        hosts.extend(db::hosts_affected_by_group(&mut conn, g).await?);
+    }
+    hosts.sort();
+    hosts.dedup();
+    Ok(hosts)
+}
+
 /// The instance as the API shows it, with its addresses and groups.
 pub async fn view(state: &AppState, rec: &InstanceRecord) -> Result<Instance, ApiError> {
     let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
@@ -388,14 +405,15 @@ pub async fn view(state: &AppState, rec: &InstanceRecord) -> Result<Instance, Ap
     Ok(with_ports(rec, &ports))
 }
 
-/// Instances of one project as the API shows them (two queries for the lot).
-pub async fn views(state: &AppState, project: &ProjectId, recs: &[InstanceRecord]) -> Result<Vec<Instance>, ApiError> {
+/// Instances as the API shows them (two queries for the lot).
+pub async fn views(state: &AppState, recs: &[InstanceRecord]) -> Result<Vec<Instance>, ApiError> {
     if recs.is_empty() {
         return Ok(Vec::new());
     }
     let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
     let mut by_instance: HashMap<_, Vec<_>> = HashMap::new();
-    for (port, groups) in db::ports_of_project(&mut conn, project).await? {
+    let ids: Vec<&kumo_wire::InstanceId> = recs.iter().map(|r| &r.id).collect();
+    for (port, groups) in db::ports_of_instances(&mut conn, &ids).await? {
         by_instance.entry(port.instance_id.clone()).or_default().push((port, groups));
     }
     Ok(recs.iter().map(|r| with_ports(r, by_instance.get(&r.id).map_or(&[][..], Vec::as_slice))).collect())

@@ -217,9 +217,7 @@ pub async fn for_launch(state: &AppState, caller: &Caller, names: &[String]) -> 
             Ok(g) => g,
             Err(_) if name == DEFAULT_NAME => default_group(state, caller).await?,
             Err(_) => {
-                return Err(ApiError::Invalid(format!(
-                    "security group '{name}' does not exist (see `kumo sg list`)"
-                )))
+                return Err(ApiError::Invalid(format!("security group '{name}' does not exist (see `kumo sg list`)")))
             }
         };
         if !out.iter().any(|o| o.id == g.id) {

@@ -43,7 +43,7 @@ async fn run_instances(
     ApiJson(req): ApiJson<RunInstances>,
 ) -> ApiResult<(StatusCode, Json<RunInstancesResponse>)> {
     let records = instances::run(&state, &caller, req).await?;
-    let instances = crate::networks::views(&state, &caller.project_id, &records).await?;
+    let instances = crate::networks::views(&state, &records).await?;
     Ok((StatusCode::ACCEPTED, Json(RunInstancesResponse { instances })))
 }
 
@@ -74,7 +74,7 @@ async fn list_instances(
     } else {
         None
     };
-    Ok(Json(InstancePage { instances: crate::networks::views(&state, &caller.project_id, &rows).await?, next }))
+    Ok(Json(InstancePage { instances: crate::networks::views(&state, &rows).await?, next }))
 }
 
 /// Shows an instance, with where it was placed and why.

@@ -55,7 +55,11 @@ async fn list_networks(State(state): State<AppState>, caller: Caller) -> ApiResu
 #[utoipa::path(get, path = "/v1/networks/{network}", tag = "networks",
     params(("network" = String, Path, description = "Network id or name")),
     responses((status = 200, body = Network), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn show_network(State(state): State<AppState>, caller: Caller, Path(network): Path<String>) -> ApiResult<Json<Network>> {
+async fn show_network(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(network): Path<String>,
+) -> ApiResult<Json<Network>> {
     Ok(Json(networks::find(&state, &caller, &network).await?.to_api()))
 }
 
@@ -63,7 +67,11 @@ async fn show_network(State(state): State<AppState>, caller: Caller, Path(networ
 #[utoipa::path(delete, path = "/v1/networks/{network}", tag = "networks",
     params(("network" = String, Path, description = "Network id or name")),
     responses((status = 200, body = Network), (status = 404, body = kumo_wire::ErrorBody), (status = 409, body = kumo_wire::ErrorBody)))]
-async fn delete_network(State(state): State<AppState>, caller: Caller, Path(network): Path<String>) -> ApiResult<Json<Network>> {
+async fn delete_network(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(network): Path<String>,
+) -> ApiResult<Json<Network>> {
     Ok(Json(networks::delete(&state, &caller, &network).await?.to_api()))
 }
 
@@ -97,7 +105,11 @@ async fn list_groups(State(state): State<AppState>, caller: Caller) -> ApiResult
 #[utoipa::path(get, path = "/v1/security-groups/{group}", tag = "security-groups",
     params(("group" = String, Path, description = "Security group id or name")),
     responses((status = 200, body = SecurityGroup), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn show_group(State(state): State<AppState>, caller: Caller, Path(group): Path<String>) -> ApiResult<Json<SecurityGroup>> {
+async fn show_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(group): Path<String>,
+) -> ApiResult<Json<SecurityGroup>> {
     Ok(Json(security_groups::find(&state, &caller, &group).await?.to_api()))
 }
 
@@ -105,7 +117,11 @@ async fn show_group(State(state): State<AppState>, caller: Caller, Path(group): 
 #[utoipa::path(delete, path = "/v1/security-groups/{group}", tag = "security-groups",
     params(("group" = String, Path, description = "Security group id or name")),
     responses((status = 200, body = SecurityGroup), (status = 404, body = kumo_wire::ErrorBody), (status = 409, body = kumo_wire::ErrorBody)))]
-async fn delete_group(State(state): State<AppState>, caller: Caller, Path(group): Path<String>) -> ApiResult<Json<SecurityGroup>> {
+async fn delete_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(group): Path<String>,
+) -> ApiResult<Json<SecurityGroup>> {
     Ok(Json(security_groups::delete(&state, &caller, &group).await?.to_api()))
 }
 
@@ -140,7 +156,10 @@ async fn remove_rule(
 /// Allocates a floating IP from the external network (billed per hour until released).
 #[utoipa::path(post, path = "/v1/floating-ips", tag = "floating-ips",
     responses((status = 201, body = FloatingIp), (status = 403, body = kumo_wire::ErrorBody), (status = 409, body = kumo_wire::ErrorBody)))]
-async fn allocate_floating_ip(State(state): State<AppState>, caller: Caller) -> ApiResult<(StatusCode, Json<FloatingIp>)> {
+async fn allocate_floating_ip(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<(StatusCode, Json<FloatingIp>)> {
     Ok((StatusCode::CREATED, Json(floating_ips::allocate(&state, &caller).await?.to_api())))
 }
 
@@ -154,7 +173,11 @@ async fn list_floating_ips(State(state): State<AppState>, caller: Caller) -> Api
 #[utoipa::path(delete, path = "/v1/floating-ips/{fip}", tag = "floating-ips",
     params(("fip" = String, Path, description = "Floating IP id or address")),
     responses((status = 200, body = FloatingIp), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn release_floating_ip(State(state): State<AppState>, caller: Caller, Path(fip): Path<String>) -> ApiResult<Json<FloatingIp>> {
+async fn release_floating_ip(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(fip): Path<String>,
+) -> ApiResult<Json<FloatingIp>> {
     Ok(Json(floating_ips::release(&state, &caller, &fip).await?.to_api()))
 }
 

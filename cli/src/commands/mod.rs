@@ -7,6 +7,7 @@ pub mod billing;
 pub mod image;
 pub mod instance;
 pub mod keypair;
+pub mod network;
 pub mod quota;
 pub mod snapshot;
 pub mod volume;

@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use kumo_wire::network::{AddRule, CreateNetwork};
 use kumo_wire::api::{
     CreateImage, CreateKeyPair, CreatedKeyPair, HostVerdict, Image, ImageFile, ImageFileRole, ImageState, Instance,
     InstancePage, KeyPair, ListInstancesQuery, Placement, Role, RunInstances, RunInstancesResponse, TokenRequest,
@@ -49,6 +50,11 @@ pub struct Seen {
     pub images: HashMap<String, Image>,
     pub uploads: Vec<Upload>,
     pub keypair_requests: Vec<CreateKeyPair>,
+    pub network_requests: Vec<CreateNetwork>,
+    /// (group, rule) of each `sg rule add`.
+    pub rule_requests: Vec<(String, AddRule)>,
+    /// (floating IP, instance) of each `fip associate`.
+    pub associations: Vec<(String, String)>,
 }
 
 /// A running fake controller.
@@ -82,7 +88,7 @@ impl Fake {
     }
 }
 
-type Shared = Arc<Mutex<Seen>>;
+pub type Shared = Arc<Mutex<Seen>>;
 
 fn router(seen: Shared) -> Router {
     Router::new()
@@ -93,6 +99,11 @@ fn router(seen: Shared) -> Router {
         .route("/v1/images/{id}/files/{role}", put(upload_file))
         .route("/v1/images/upload", post(upload_image))
         .route("/v1/keypairs", post(create_keypair))
+        .route("/v1/networks", post(crate::network::create_network).get(crate::network::list_networks))
+        .route("/v1/security-groups/{group}", get(crate::network::show_group))
+        .route("/v1/security-groups/{group}/rules", post(crate::network::add_rule))
+        .route("/v1/floating-ips/{fip}/associate", post(crate::network::associate))
+        .route("/v1/admin/vlans", get(crate::network::vlans))
         .route("/v1/billing/invoices/{month}", get(crate::billing::invoice))
         .route("/v1/billing/estimate", get(crate::billing::estimate))
         .layer(DefaultBodyLimit::disable())

@@ -8,6 +8,7 @@ mod billing;
 mod image;
 mod instance;
 mod keypair;
+mod network;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
