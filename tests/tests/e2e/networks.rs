@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kumo_tests::{enabled, Options, Stack};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const BOOT: Duration = Duration::from_secs(240);
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -121,6 +121,24 @@ fn nft_table_text(table: &str) -> String {
         .collect()
 }
 
+/// The text of a log without its colour escapes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn first_instance(ran: &Value) -> Value {
     let inst = ran.get("instances").and_then(|i| i.get(0)).cloned().unwrap_or(ran.clone());
     if inst.is_array() { inst[0].clone() } else { inst }
@@ -194,12 +212,12 @@ fn tenant_networks_with_real_guests() {
     s.register_tiny_image().unwrap();
 
     // The admin's project: one network, a `web` group, the public pool.
-    let net = s.api("POST", "/v1/networks", Some(json!({"name": "lan", "cidr": "10.77.1.0/24"}))).unwrap();
+    let net = s.kumo_json(&["network", "create", "lan", "--cidr", "10.77.1.0/24"]).unwrap();
     let net_id = net["id"].as_str().unwrap().to_owned();
     let gateway = net["gateway"].as_str().unwrap().to_owned();
     let bridge = bridge_of(&net_id);
-    s.api("POST", "/v1/networks", Some(json!({"name": "public", "cidr": PUBLIC_CIDR, "external": true}))).unwrap();
-    s.api("POST", "/v1/security-groups", Some(json!({"name": "web"}))).unwrap();
+    s.kumo_ok(&["network", "create", "public", "--cidr", PUBLIC_CIDR, "--external"]).unwrap();
+    s.kumo_ok(&["sg", "create", "web"]).unwrap();
 
     // Guest A serves http on 8080 and pings its gateway.
     let web_script = format!(
@@ -236,10 +254,23 @@ fn tenant_networks_with_real_guests() {
     assert!(console.contains(&format!("KUMO-USERDATA: PEER-REACHABLE {a_ip}")), "B reaches A: {console}");
     assert!(console.contains("KUMO-USERDATA-EXIT 0"), "{console}");
     eprintln!("FIGURE run-to-DHCP-lease (console poll, 250 ms resolution): A {a_lease:?}, B {b_lease:?}");
+    let log = strip_ansi(&std::fs::read_to_string(s.dir.path().join("agent.log")).unwrap_or_default());
+    if let Some(line) = log.lines().find(|l| l.contains("networking converged networks=1")) {
+        eprintln!("FIGURE first network plumbed on the host (bridge, dnsmasq, metadata, nft): {}", line.trim());
+    }
+
+    // Guest D reads its configuration from a NoCloud config drive instead.
+    let (d, d_ip, _) =
+        run(&mut s, None, "nocloud-d", &["--network", "lan", "--config-drive"], "#!/bin/sh\necho from-the-cd\n").unwrap();
+    let console = wait_console_as(&s, None, &d, "KUMO-USERDATA-EXIT").unwrap();
+    assert!(console.contains("KUMO-CONFIG-SOURCE nocloud"), "{console}");
+    assert!(console.contains(&format!("KUMO-METADATA instance-id={d} local-ipv4={d_ip} ")), "{console}");
+    assert!(console.contains("KUMO-USERDATA: from-the-cd"), "{console}");
+    s.kumo_ok(&["instance", "delete", "--wait", &d]).unwrap();
 
     // Guest C in another project cannot reach A (but reaches its own gateway).
     s.login_as("carol", "other").unwrap();
-    let other = s.api_as("carol", "POST", "/v1/networks", Some(json!({"name": "lan", "cidr": "10.77.2.0/24"}))).unwrap();
+    let other = s.kumo_json_as("carol", &["network", "create", "lan", "--cidr", "10.77.2.0/24"]).unwrap();
     let other_gw = other["gateway"].as_str().unwrap().to_owned();
     let c_script = format!("#!/bin/sh\nping -c 2 -W 2 {other_gw} >/dev/null && echo GATEWAY-OK\n{}", &ping_script(&a_ip)[10..]);
     let (c, _, _) = run(&mut s, Some("carol"), "other-c", &["--network", "lan"], &c_script).unwrap();
@@ -248,36 +279,26 @@ fn tenant_networks_with_real_guests() {
     assert!(console.contains(&format!("KUMO-USERDATA: PEER-UNREACHABLE {a_ip}")), "C must not reach A: {console}");
 
     // A floating IP on A; the `web` group opens 8080 to the world.
-    let fip = s.api("POST", "/v1/floating-ips", None).unwrap();
+    let fip = s.kumo_json(&["fip", "allocate"]).unwrap();
     let (fip_id, fip_addr) = (fip["id"].as_str().unwrap().to_owned(), fip["address"].as_str().unwrap().to_owned());
     assert_ne!(fip_addr, PUBLIC_PEER_IP);
-    s.api("POST", &format!("/v1/floating-ips/{fip_id}/associate"), Some(json!({"instance": a}))).unwrap();
+    s.kumo_ok(&["fip", "associate", &fip_id, &a]).unwrap();
     wait_for("the floating IP on the public interface", || public.slash32s() == [format!("{fip_addr}/32")]);
     // No rule yet: 8080 is closed from outside.
     assert_eq!(public.http_get(&fip_addr, 8080), None, "8080 open before any rule");
-    let rule = s
-        .api(
-            "POST",
-            "/v1/security-groups/web/rules",
-            Some(json!({"protocol": "tcp", "ports": {"first": 8080, "last": 8080}, "cidr": "0.0.0.0/0"})),
-        )
-        .unwrap();
+    let open_8080 = ["sg", "rule", "add", "web", "--protocol", "tcp", "--port", "8080", "--cidr", "0.0.0.0/0"];
+    let rule = s.kumo_json(&open_8080).unwrap();
     let rule_id = rule["rules"].as_array().and_then(|r| r.last()).and_then(|r| r["id"].as_str()).map(str::to_owned)
         .or_else(|| rule["id"].as_str().map(str::to_owned))
         .unwrap_or_else(|| panic!("no rule id in {rule}"));
     wait_for("8080 to open through the floating IP", || {
         public.http_get(&fip_addr, 8080).is_some_and(|b| b.contains("hello from web-a"))
     });
-    s.api("DELETE", &format!("/v1/security-groups/web/rules/{rule_id}"), None).unwrap();
+    s.kumo_ok(&["sg", "rule", "remove", "web", &rule_id]).unwrap();
     wait_for("8080 to close again", || public.http_get(&fip_addr, 8080).is_none());
 
     // Agent restart (kill -9): everything adopted, nothing duplicated.
-    s.api(
-        "POST",
-        "/v1/security-groups/web/rules",
-        Some(json!({"protocol": "tcp", "ports": {"first": 8080, "last": 8080}, "cidr": "0.0.0.0/0"})),
-    )
-    .unwrap();
+    s.kumo_ok(&open_8080).unwrap();
     wait_for("8080 to open again", || public.http_get(&fip_addr, 8080).is_some());
     let pid_file = s.agent_state.join("network/dhcp").join(&net_id).join("pid");
     let dnsmasq = format!("--pid-file={}", pid_file.display());
@@ -305,10 +326,10 @@ fn tenant_networks_with_real_guests() {
     assert!(console.contains(&format!("KUMO-METADATA instance-id={a} local-ipv4={a_ip} public-ipv4={fip_addr} ")), "{console}");
 
     // Disassociation closes the floating IP at once.
-    s.api("POST", &format!("/v1/floating-ips/{fip_id}/disassociate"), None).unwrap();
+    s.kumo_ok(&["fip", "disassociate", &fip_id]).unwrap();
     wait_for("the floating IP to stop answering", || public.http_get(&fip_addr, 8080).is_none());
     wait_for("the /32 to go", || public.slash32s().is_empty());
-    s.api("DELETE", &format!("/v1/floating-ips/{fip_id}"), None).unwrap();
+    s.kumo_ok(&["fip", "release", &fip_id]).unwrap();
 
     // Delete everything: nothing is left on the host.
     for id in [&a, &b] {
@@ -316,9 +337,10 @@ fn tenant_networks_with_real_guests() {
     }
     let out = s.kumo_as("carol", &["instance", "delete", "--wait", &c]).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    s.api("DELETE", &format!("/v1/networks/{net_id}"), None).unwrap();
+    s.kumo_ok(&["network", "delete", &net_id]).unwrap();
     let other_id = other["id"].as_str().unwrap().to_owned();
-    s.api_as("carol", "DELETE", &format!("/v1/networks/{other_id}"), None).unwrap();
+    let out = s.kumo_as("carol", &["network", "delete", &other_id]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for("the bridges to go", || !link_exists(&bridge) && !link_exists(&bridge_of(&other_id)));
     wait_for("the nft tables to go", || nft_table_text(&s.nft_table).trim().is_empty());
     assert_eq!(processes_with(&dnsmasq), 0, "dnsmasq left running");
