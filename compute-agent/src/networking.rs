@@ -112,7 +112,11 @@ pub fn plan(
     }
     for fip in floating_ips {
         let Some(bridge) = port_bridges.get(&fip.port) else { continue };
-        out.firewall.floating_ips.push(FloatingNat { address: fip.address, private_ip: fip.private_ip, bridge: bridge.clone() });
+        out.firewall.floating_ips.push(FloatingNat {
+            address: fip.address,
+            private_ip: fip.private_ip,
+            bridge: bridge.clone(),
+        });
         if public_interface.is_some() {
             out.public_addresses.insert(fip.address);
         }
@@ -136,7 +140,8 @@ impl NetworkStatus {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
-    fn set(&self, status: HashMap<NetworkId, NetworkUsable>) {
+    /// Replaces what is known (the networking's converge; tests).
+    pub fn set(&self, status: HashMap<NetworkId, NetworkUsable>) {
         *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = status;
     }
 }
@@ -336,7 +341,8 @@ impl Networking {
     /// Holds exactly `wanted` (as /32) among the addresses this agent added
     /// to the public interface.
     async fn floating_addresses(&self, wanted: &BTreeSet<Ipv4Addr>) -> Result<(), NetworkingError> {
-        let recorded: BTreeSet<Ipv4Addr> = self.read_set(ADDRESSES_FILE).iter().filter_map(|a| a.parse().ok()).collect();
+        let recorded: BTreeSet<Ipv4Addr> =
+            self.read_set(ADDRESSES_FILE).iter().filter_map(|a| a.parse().ok()).collect();
         let Some(interface) = &self.config.public_interface else { return Ok(()) };
         if recorded.is_empty() && wanted.is_empty() {
             return Ok(());
@@ -383,8 +389,14 @@ async fn sync_addresses(
         .map_err(err(format!("public interface {interface} not found")))?
         .ok_or_else(|| NetworkingError::Address(format!("public interface {interface} not found")))?;
     let index = link.header.index;
-    let current: Vec<_> =
-        handle.address().get().set_link_index_filter(index).execute().try_collect().await.map_err(err(format!("list addresses of {interface}")))?;
+    let current: Vec<_> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(err(format!("list addresses of {interface}")))?;
     let mut present = BTreeSet::new();
     for msg in current {
         let addr = msg.attributes.iter().find_map(|a| match a {
@@ -397,7 +409,12 @@ async fn sync_addresses(
             continue;
         }
         if recorded.contains(&addr) && !wanted.contains(&addr) {
-            handle.address().del(msg.clone()).execute().await.map_err(err(format!("remove {addr}/32 from {interface}")))?;
+            handle
+                .address()
+                .del(msg.clone())
+                .execute()
+                .await
+                .map_err(err(format!("remove {addr}/32 from {interface}")))?;
             tracing::info!(%addr, interface, "floating address removed");
         } else {
             present.insert(addr);
@@ -487,7 +504,10 @@ mod tests {
         // The instance being deleted keeps its lease but no longer gets metadata.
         assert_eq!(na.views.len(), 1);
         let view = &na.views[0];
-        assert_eq!((view.instance_id.as_str(), view.ip, view.hostname.as_str()), (web.id.as_str(), web.ports[0].ip, "web-1"));
+        assert_eq!(
+            (view.instance_id.as_str(), view.ip, view.hostname.as_str()),
+            (web.id.as_str(), web.ports[0].ip, "web-1")
+        );
         assert_eq!(view.public_keys, vec![("mine".to_owned(), "ssh-ed25519 AAAA test".to_owned())]);
         assert_eq!(view.user_data.as_deref(), Some(&b"#!/bin/sh\necho hi\n"[..]));
         assert_eq!(p.networks[&b.id].views[0].ip, web.ports[1].ip, "the second NIC's view carries its own address");
@@ -495,11 +515,14 @@ mod tests {
         assert_eq!(p.firewall.ports.len(), 3, "the port on an unlisted network is not plumbed");
         assert_eq!(p.firewall.ports[0].tap, tap_name(&web.ports[0].id));
         assert_eq!(p.firewall.ports[0].ingress, web.ports[0].ingress);
-        assert_eq!(p.firewall.floating_ips, vec![FloatingNat {
-            address: Ipv4Addr::new(198, 51, 100, 7),
-            private_ip: web.ports[0].ip,
-            bridge: na.bridge.clone()
-        }]);
+        assert_eq!(
+            p.firewall.floating_ips,
+            vec![FloatingNat {
+                address: Ipv4Addr::new(198, 51, 100, 7),
+                private_ip: web.ports[0].ip,
+                bridge: na.bridge.clone()
+            }]
+        );
         assert_eq!(p.public_addresses.iter().copied().collect::<Vec<_>>(), [Ipv4Addr::new(198, 51, 100, 7)]);
         assert_eq!(p.firewall.public_interface.as_deref(), Some("pub0"));
         // Without a public interface floating IPs get no address.

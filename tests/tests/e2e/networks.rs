@@ -60,9 +60,7 @@ impl PublicNet {
 
     /// `GET /` on `ip:port` from the namespace; None when it does not connect (3 s).
     fn http_get(&self, ip: &str, port: u16) -> Option<String> {
-        let script = format!(
-            "exec 3<>/dev/tcp/{ip}/{port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
-        );
+        let script = format!("exec 3<>/dev/tcp/{ip}/{port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3");
         let out = Command::new("ip")
             .args(["netns", "exec", &self.netns, "timeout", "3", "bash", "-c", &script])
             .output()
@@ -141,11 +139,21 @@ fn strip_ansi(text: &str) -> String {
 
 fn first_instance(ran: &Value) -> Value {
     let inst = ran.get("instances").and_then(|i| i.get(0)).cloned().unwrap_or(ran.clone());
-    if inst.is_array() { inst[0].clone() } else { inst }
+    if inst.is_array() {
+        inst[0].clone()
+    } else {
+        inst
+    }
 }
 
 /// Runs an instance and returns (id, fixed IP, when `run` was called).
-fn run(s: &mut Stack, user: Option<&str>, name: &str, extra: &[&str], user_data: &str) -> Result<(String, String, Instant)> {
+fn run(
+    s: &mut Stack,
+    user: Option<&str>,
+    name: &str,
+    extra: &[&str],
+    user_data: &str,
+) -> Result<(String, String, Instant)> {
     let file = s.dir.path().join(format!("{name}.user-data"));
     std::fs::write(&file, user_data)?;
     let file = file.to_string_lossy().into_owned();
@@ -224,12 +232,20 @@ fn tenant_networks_with_real_guests() {
         "#!/bin/sh\nmkdir -p /www && echo \"hello from $(hostname)\" >/www/index.html\n\
          httpd -p 8080 -h /www && echo httpd-started\nping -c 2 -W 2 {gateway} >/dev/null && echo GATEWAY-OK\n"
     );
-    let (a, a_ip, a_started) =
-        run(&mut s, None, "web-a", &["--network", "lan", "--security-group", "default", "--security-group", "web"], &web_script)
-            .unwrap();
+    let (a, a_ip, a_started) = run(
+        &mut s,
+        None,
+        "web-a",
+        &["--network", "lan", "--security-group", "default", "--security-group", "web"],
+        &web_script,
+    )
+    .unwrap();
     let console = wait_console_as(&s, None, &a, "KUMO-NET eth0 ip=").unwrap();
     let a_lease = a_started.elapsed();
-    assert!(console.contains(&format!("KUMO-NET eth0 ip={a_ip} gw={gateway} ")), "A's lease is its fixed IP: {console}");
+    assert!(
+        console.contains(&format!("KUMO-NET eth0 ip={a_ip} gw={gateway} ")),
+        "A's lease is its fixed IP: {console}"
+    );
     let console = wait_console_as(&s, None, &a, "KUMO-USERDATA-EXIT").unwrap();
     assert!(console.contains("KUMO-CONFIG-SOURCE ec2"), "{console}");
     assert!(
@@ -261,7 +277,8 @@ fn tenant_networks_with_real_guests() {
 
     // Guest D reads its configuration from a NoCloud config drive instead.
     let (d, d_ip, _) =
-        run(&mut s, None, "nocloud-d", &["--network", "lan", "--config-drive"], "#!/bin/sh\necho from-the-cd\n").unwrap();
+        run(&mut s, None, "nocloud-d", &["--network", "lan", "--config-drive"], "#!/bin/sh\necho from-the-cd\n")
+            .unwrap();
     let console = wait_console_as(&s, None, &d, "KUMO-USERDATA-EXIT").unwrap();
     assert!(console.contains("KUMO-CONFIG-SOURCE nocloud"), "{console}");
     assert!(console.contains(&format!("KUMO-METADATA instance-id={d} local-ipv4={d_ip} ")), "{console}");
@@ -272,7 +289,8 @@ fn tenant_networks_with_real_guests() {
     s.login_as("carol", "other").unwrap();
     let other = s.kumo_json_as("carol", &["network", "create", "lan", "--cidr", "10.77.2.0/24"]).unwrap();
     let other_gw = other["gateway"].as_str().unwrap().to_owned();
-    let c_script = format!("#!/bin/sh\nping -c 2 -W 2 {other_gw} >/dev/null && echo GATEWAY-OK\n{}", &ping_script(&a_ip)[10..]);
+    let c_script =
+        format!("#!/bin/sh\nping -c 2 -W 2 {other_gw} >/dev/null && echo GATEWAY-OK\n{}", &ping_script(&a_ip)[10..]);
     let (c, _, _) = run(&mut s, Some("carol"), "other-c", &["--network", "lan"], &c_script).unwrap();
     let console = wait_console_as(&s, Some("carol"), &c, "KUMO-USERDATA-EXIT").unwrap();
     assert!(console.contains("KUMO-USERDATA: GATEWAY-OK"), "C's own network works: {console}");
@@ -288,7 +306,11 @@ fn tenant_networks_with_real_guests() {
     assert_eq!(public.http_get(&fip_addr, 8080), None, "8080 open before any rule");
     let open_8080 = ["sg", "rule", "add", "web", "--protocol", "tcp", "--port", "8080", "--cidr", "0.0.0.0/0"];
     let rule = s.kumo_json(&open_8080).unwrap();
-    let rule_id = rule["rules"].as_array().and_then(|r| r.last()).and_then(|r| r["id"].as_str()).map(str::to_owned)
+    let rule_id = rule["rules"]
+        .as_array()
+        .and_then(|r| r.last())
+        .and_then(|r| r["id"].as_str())
+        .map(str::to_owned)
         .or_else(|| rule["id"].as_str().map(str::to_owned))
         .unwrap_or_else(|| panic!("no rule id in {rule}"));
     wait_for("8080 to open through the floating IP", || {
@@ -323,7 +345,10 @@ fn tenant_networks_with_real_guests() {
     assert_eq!(public.slash32s(), [format!("{fip_addr}/32")]);
     wait_for("8080 through the floating IP after the restart", || public.http_get(&fip_addr, 8080).is_some());
     let console = s.console(&a).unwrap();
-    assert!(console.contains(&format!("KUMO-METADATA instance-id={a} local-ipv4={a_ip} public-ipv4={fip_addr} ")), "{console}");
+    assert!(
+        console.contains(&format!("KUMO-METADATA instance-id={a} local-ipv4={a_ip} public-ipv4={fip_addr} ")),
+        "{console}"
+    );
 
     // Disassociation closes the floating IP at once.
     s.kumo_ok(&["fip", "disassociate", &fip_id]).unwrap();
@@ -361,7 +386,8 @@ fn a_trunk_without_802_1q_fails_the_instance_cleanly() {
     let id = inst["id"].as_str().unwrap().to_owned();
     s.track(&id);
     let net_id = inst["addresses"][0]["network_id"].as_str().unwrap().to_owned();
-    s.wait_until(Duration::from_secs(120), "the instance to fail", |s| Ok(s.instance(&id)?["state"] == "error")).unwrap();
+    s.wait_until(Duration::from_secs(120), "the instance to fail", |s| Ok(s.instance(&id)?["state"] == "error"))
+        .unwrap();
     let reason = s.instance(&id).unwrap()["state_reason"].as_str().unwrap_or_default().to_owned();
     assert!(reason.contains("802.1Q"), "the reason names 802.1Q: {reason}");
     assert!(!link_exists(&bridge_of(&net_id)), "a bridge was half-created");
