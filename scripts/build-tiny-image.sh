@@ -16,6 +16,19 @@
 #   KUMO-DISK-WROTE <dev> written-by=<instance-id>    it carried none: the guest wrote one
 #   KUMO-DISK-REMOVED <dev>                           a disk went away (hot-unplug)
 #   KUMO-DISK-COUNTERS vda a=<n> b=<m>                at boot: the root disk's write counters
+# With a NIC (virtio-net) the guest configures eth0 by DHCP (busybox udhcpc,
+# bounded: about 20 s at most, in the background so nothing else waits) and prints
+#   KUMO-NET eth0 ip=<ip> gw=<gw> mac=<mac> uptime=<s>   the lease
+#   KUMO-NET eth0 failed mac=<mac>                       no lease
+# then reads its configuration, from a NoCloud `cidata` CD (SATA cdrom) when one
+# is attached, else from the EC2 metadata service at 169.254.169.254 (IMDSv2:
+# a token from PUT /latest/api/token, then GETs that carry it):
+#   KUMO-CONFIG-SOURCE nocloud|ec2
+#   KUMO-METADATA instance-id=<id> local-ipv4=<ip> public-ipv4=<ip|-> hostname=<name>
+#   KUMO-METADATA-FAILED <why>                           nothing could be read
+#   KUMO-SSH-KEY installed <first 20 chars>             key -> /root/.ssh/authorized_keys
+#   KUMO-USERDATA: <line>                                each output line of a `#!` user-data script
+#   KUMO-USERDATA-EXIT <code>                            when that script ends
 # A marker is one 512-byte sector at offset 0: "KUMO-MARKER:<text>\n", NUL-padded.
 # While it runs, the guest keeps writing a counter to sectors 8 (a) then 16 (b)
 # of vda, each write flushed: a point-in-time copy of the disk always has
@@ -43,9 +56,12 @@ ldd "$BUSYBOX" >/dev/null 2>&1 && die "$BUSYBOX is dynamically linked (need busy
 command -v modinfo >/dev/null || die "modinfo missing (install kmod)"
 
 # ACPI power button -> input event -> busybox acpid. Both are modules in Debian.
-# virtio_pci + virtio_blk: the root disk and hot-plugged volumes.
+# virtio_pci + virtio_blk: the root disk and hot-plugged volumes; virtio_net: the NICs.
 read -ra extra <<<"${EXTRA_MODULES:-}"
-MODULES=(button evdev virtio_pci virtio_blk "${extra[@]}")
+MODULES=(button evdev virtio_pci virtio_blk virtio_net "${extra[@]}")
+# Loaded only when the guest has an AHCI controller (a config drive is attached),
+# so guests without one do not pay for probing ATA.
+CD_MODULES=(ahci sr_mod isofs)
 
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/kumo-tiny.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
@@ -77,6 +93,36 @@ add_module() {
 }
 for m in "${MODULES[@]}"; do add_module "$m"; done
 printf '%s\n' "${ORDER[@]}" >"$STAGE/lib/modules/load-order"
+BOOT_COUNT=${#ORDER[@]}
+for m in "${CD_MODULES[@]}"; do add_module "$m"; done
+printf '%s\n' "${ORDER[@]:$BOOT_COUNT}" >"$STAGE/lib/modules/cd-load-order"
+
+# udhcpc calls this on every DHCP event; the lease is kept in /run/net.lease.
+mkdir -p "$STAGE/etc/udhcpc"
+cat >"$STAGE/etc/udhcpc/default.script" <<'EOF'
+#!/bin/sh
+case $1 in
+  deconfig)
+    ip link set "$interface" up
+    ip addr flush dev "$interface"
+    ;;
+  bound | renew)
+    old=$(sed -n 's/^ip=//p' /run/net.lease 2>/dev/null)
+    if [ "$old" != "$ip" ]; then
+      ip addr flush dev "$interface"
+      ip addr add "$ip/${mask:-24}" dev "$interface"
+    fi
+    gw=
+    for r in $router; do gw=$r; break; done
+    [ -n "$gw" ] && ip route replace default via "$gw" dev "$interface"
+    : >/etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
+    printf 'ip=%s\ngw=%s\n' "$ip" "${gw:--}" >/run/net.lease
+    ;;
+esac
+exit 0
+EOF
+chmod 755 "$STAGE/etc/udhcpc/default.script"
 
 # busybox acpid maps KEY_POWER to action PWRF/00000080 and runs this script.
 cat >"$STAGE/etc/acpi/PWRF/00000080" <<'EOF'
@@ -131,6 +177,99 @@ trap 'echo KUMO-REBOOT; sync; reboot -f' TERM INT
 
 echo "KUMO-READY instance-id=$id hostname=$hn"
 echo "KUMO-UPTIME $(cut -d' ' -f1 /proc/uptime)s"
+
+# Networking and configuration (see the header of build-tiny-image.sh), in the
+# background: a guest without a NIC or a DHCP server is never held up.
+imds() { # PATH -> body on stdout; fails unless 200 (uses $IMDS_TOKEN)
+  timeout 10 wget -q -O - --header "X-aws-ec2-metadata-token: $IMDS_TOKEN" "http://169.254.169.254$1" 2>/dev/null
+}
+imds_token() { # -> an IMDSv2 session token (busybox wget cannot PUT: raw HTTP over nc)
+  rm -f /run/imds-token.raw
+  ( printf 'PUT /latest/api/token HTTP/1.0\r\nHost: 169.254.169.254\r\n'
+    printf 'X-aws-ec2-metadata-token-ttl-seconds: 21600\r\nContent-Length: 0\r\n\r\n'
+    # keep the request side open until the answer is in (at most 5 s)
+    for _ in $(seq 50); do
+      sed '1,/^\r\{0,1\}$/d' /run/imds-token.raw 2>/dev/null | grep -q . && break
+      sleep 0.1
+    done ) | timeout 8 nc 169.254.169.254 80 >/run/imds-token.raw 2>/dev/null
+  head -n 1 /run/imds-token.raw | grep -q '^HTTP/1\.[01] 200' || return 1
+  sed '1,/^\r\{0,1\}$/d' /run/imds-token.raw | tr -d '\r\n'
+}
+nocloud_value() { # KEY -> the value of "KEY: value" in the cidata meta-data
+  sed -n "s/^$1:[[:space:]]*//p" /run/cidata/meta-data | head -n 1 | tr -d "\"'\r"
+}
+mount_cidata() { # mounts a NoCloud cidata CD at /run/cidata if there is one
+  grep -qs 0x010601 /sys/bus/pci/devices/*/class || return 1
+  for m in $(cat /lib/modules/cd-load-order); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
+  mkdir -p /run/cidata
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    for dev in /dev/sr0 /dev/sr1; do
+      [ -b "$dev" ] || continue
+      mount -t iso9660 -o ro "$dev" /run/cidata 2>/dev/null || continue
+      [ -f /run/cidata/meta-data ] && return 0
+      umount /run/cidata
+    done
+    sleep 1
+  done
+  return 1
+}
+run_user_data() { # FILE: runs it when it is a script, its output prefixed
+  [ -s "$1" ] || return 0
+  [ "$(head -c 2 "$1")" = '#!' ] || { echo "KUMO-USERDATA-SKIPPED not a script"; return 0; }
+  chmod 700 "$1"
+  ( "$1" </dev/null 2>&1; echo "$?" >/run/user-data.rc ) | sed 's/^/KUMO-USERDATA: /'
+  echo "KUMO-USERDATA-EXIT $(cat /run/user-data.rc 2>/dev/null || echo 255)"
+}
+install_key() { # KEY
+  [ -n "$1" ] || return 0
+  mkdir -p /root/.ssh && chmod 700 /root/.ssh
+  printf '%s\n' "$1" >>/root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys
+  echo "KUMO-SSH-KEY installed $(printf '%s' "$1" | head -c 20)"
+}
+net_and_config() {
+  ip link set lo up
+  lease_ip=
+  for _ in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; sleep 0.2; done
+  if [ -e /sys/class/net/eth0 ]; then
+    mac=$(cat /sys/class/net/eth0/address)
+    ip link set eth0 up
+    # at most ~20 s: 6 discovers 3 s apart, then give up (-n)
+    if udhcpc -i eth0 -t 6 -T 3 -n >/run/udhcpc.log 2>&1 && [ -s /run/net.lease ]; then
+      lease_ip=$(sed -n 's/^ip=//p' /run/net.lease)
+      echo "KUMO-NET eth0 ip=$lease_ip gw=$(sed -n 's/^gw=//p' /run/net.lease) mac=$mac uptime=$(cut -d' ' -f1 /proc/uptime)s"
+    else
+      echo "KUMO-NET eth0 failed mac=$mac"
+    fi
+  fi
+  if mount_cidata; then
+    echo "KUMO-CONFIG-SOURCE nocloud"
+    pub=$(nocloud_value public-ipv4)
+    lip=$(nocloud_value local-ipv4)
+    echo "KUMO-METADATA instance-id=$(nocloud_value instance-id) local-ipv4=${lip:-${lease_ip:--}} public-ipv4=${pub:--} hostname=$(nocloud_value local-hostname)"
+    key=$(grep -ho 'ssh-[a-z0-9-]* [A-Za-z0-9+/=]*[^"]*' /run/cidata/meta-data /run/cidata/user-data 2>/dev/null | head -n 1)
+    install_key "$key"
+    cp /run/cidata/user-data /run/user-data 2>/dev/null && run_user_data /run/user-data
+  elif [ -n "$lease_ip" ]; then
+    echo "KUMO-CONFIG-SOURCE ec2"
+    IMDS_TOKEN=
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      IMDS_TOKEN=$(imds_token) && [ -n "$IMDS_TOKEN" ] && break
+      sleep 1
+    done
+    if [ -z "$IMDS_TOKEN" ]; then
+      echo "KUMO-METADATA-FAILED no IMDSv2 token from 169.254.169.254"
+      return 0
+    fi
+    m_id=$(imds /latest/meta-data/instance-id)
+    m_ip=$(imds /latest/meta-data/local-ipv4)
+    m_pub=$(imds /latest/meta-data/public-ipv4)
+    m_hn=$(imds /latest/meta-data/hostname)
+    echo "KUMO-METADATA instance-id=${m_id:--} local-ipv4=${m_ip:--} public-ipv4=${m_pub:--} hostname=${m_hn:--}"
+    install_key "$(imds /latest/meta-data/public-keys/0/openssh-key)"
+    imds /latest/user-data >/run/user-data && run_user_data /run/user-data
+  fi
+}
+net_and_config &
 
 # The disk watcher (see the header of build-tiny-image.sh for what it prints).
 read_sector() { # DEV SECTOR PREFIX -> the text after PREFIX in that sector, if any
@@ -196,4 +335,4 @@ cp "$KERNEL" "$OUTDIR/.vmlinuz.tmp"
 mv -f "$OUTDIR/.initrd.img.tmp" "$OUTDIR/initrd.img"
 mv -f "$OUTDIR/.vmlinuz.tmp" "$OUTDIR/vmlinuz"
 echo "$KVER" >"$OUTDIR/kernel-version"
-echo "build-tiny-image: $OUTDIR/{vmlinuz,initrd.img} kernel $KVER modules: ${ORDER[*]} initrd $(du -h "$OUTDIR/initrd.img" | cut -f1)"
+echo "build-tiny-image: $OUTDIR/{vmlinuz,initrd.img} kernel $KVER modules: ${ORDER[*]:0:$BOOT_COUNT} (+ with a CD: ${ORDER[*]:$BOOT_COUNT}) initrd $(du -h "$OUTDIR/initrd.img" | cut -f1)"

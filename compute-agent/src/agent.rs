@@ -16,6 +16,7 @@ use crate::converge::Converger;
 use crate::credentials::{self, CredentialsError, SharedCredentials};
 use crate::hypervisor::{Hypervisor, LibvirtHypervisor};
 use crate::locks::InstanceLocks;
+use crate::networking::{NetworkStatus, Networking, NetworkingConfig};
 use crate::snapshots::SnapshotWork;
 use crate::status::StatusHandle;
 use crate::volumes::{Backends, VolumeWork};
@@ -48,6 +49,9 @@ pub enum AgentError {
     /// The HTTP server failed.
     #[error("the agent's HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// The host's networking could not be set up.
+    #[error("cannot set up the host's networking")]
+    Networking(#[from] crate::networking::NetworkingError),
 }
 
 /// A started agent: its server socket is bound, its loops not yet running.
@@ -95,6 +99,18 @@ impl Agent {
         let images = Arc::new(ImageCache::new(state_dir.join("images"), fetcher));
         let disks: Arc<dyn InstanceDisks> = Arc::new(QemuImgDisks::new(state_dir.join("instances")));
         let locks = Arc::new(InstanceLocks::default());
+        let network_status = NetworkStatus::default();
+        let networking = Networking::new(
+            NetworkingConfig {
+                state_dir: state_dir.join("network"),
+                trunk_interface: config.trunk_interface.clone(),
+                public_interface: config.public_interface.clone(),
+                nft_table: config.nft_table.clone(),
+                metadata: config.metadata,
+            },
+            network_status.clone(),
+        )
+        .await?;
         let converger = Arc::new(
             Converger::new(
                 hypervisor.clone(),
@@ -103,7 +119,8 @@ impl Agent {
                 config.domain_type,
                 std::time::Duration::from_secs(config.shutdown_timeout_secs),
             )
-            .with_storage(locks.clone(), backends.clone()),
+            .with_storage(locks.clone(), backends.clone())
+            .with_networks(network_status),
         );
         let volumes = Arc::new(VolumeWork::new(hypervisor.clone(), backends.clone(), locks.clone()));
         let uploader = Arc::new(HttpSnapshotUploader::new(client.clone(), creds.clone()));
@@ -137,6 +154,7 @@ impl Agent {
             snapshots,
             images,
             status,
+            networking,
         });
         Ok(Self { listener, local_addr, router, worker })
     }

@@ -46,6 +46,14 @@ pub enum ConfigError {
         /// Its value.
         value: String,
     },
+    /// A boolean setting's variable holds neither true nor false.
+    #[error("environment variable {var} must be true or false, got '{value}'")]
+    NotABoolean {
+        /// The variable.
+        var: String,
+        /// Its value.
+        value: String,
+    },
     /// A key is unknown, a value has the wrong type, or a required key is missing.
     #[error("invalid agent configuration")]
     Invalid(#[source] toml::de::Error),
@@ -145,6 +153,22 @@ pub struct AgentConfig {
     /// kept (seconds) before a sweep removes it; 0 removes it at the next sweep.
     #[serde(default = "default_image_cache_ttl_secs")]
     pub image_cache_ttl_secs: u64,
+    /// The NIC carrying 802.1Q-tagged tenant traffic to other hosts; each
+    /// network gets a VLAN link on it, enslaved to the network's bridge.
+    /// Unset: host-local bridges only (one host, no uplink).
+    #[serde(default)]
+    pub trunk_interface: Option<String>,
+    /// The interface facing the public network: floating IPs are added to it
+    /// as /32 addresses and 1:1 NAT'd to their instances. Unset: no floating IPs.
+    #[serde(default)]
+    pub public_interface: Option<String>,
+    /// The name of the agent's nftables tables (one per family). Tests use a
+    /// unique name so several agents can share one machine.
+    #[serde(default = "default_nft_table")]
+    pub nft_table: String,
+    /// Whether to serve the metadata service at 169.254.169.254 on every tenant bridge.
+    #[serde(default = "default_true")]
+    pub metadata: bool,
 }
 
 fn default_name() -> String {
@@ -181,6 +205,12 @@ fn default_reserved_memory_mib() -> u64 {
 fn default_image_cache_ttl_secs() -> u64 {
     24 * 3600
 }
+fn default_nft_table() -> String {
+    "kumo".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
 fn default_sweep_interval_secs() -> u64 {
     crate::worker::RECONCILE_INTERVAL.as_secs()
 }
@@ -188,6 +218,8 @@ fn default_sweep_interval_secs() -> u64 {
 /// Settings whose environment variables hold numbers (all others hold strings).
 const NUMERIC: &[&str] =
     &["sync_wait_ms", "shutdown_timeout_secs", "reserved_memory_mib", "disk_gib", "sweep_interval_secs", "image_cache_ttl_secs"];
+/// Settings whose environment variables hold `true` or `false`.
+const BOOLEAN: &[&str] = &["metadata"];
 /// Every setting, for checking `KUMO_AGENT_*` variables.
 const FIELDS: &[&str] = &[
     "controller_url",
@@ -206,6 +238,10 @@ const FIELDS: &[&str] = &[
     "shared_volume_dir",
     "sweep_interval_secs",
     "image_cache_ttl_secs",
+    "trunk_interface",
+    "public_interface",
+    "nft_table",
+    "metadata",
 ];
 
 impl AgentConfig {
@@ -228,6 +264,12 @@ impl AgentConfig {
             let value = if NUMERIC.contains(&key.as_str()) {
                 let n: i64 = value.trim().parse().map_err(|_| ConfigError::NotANumber { var, value })?;
                 toml::Value::Integer(n)
+            } else if BOOLEAN.contains(&key.as_str()) {
+                match value.trim() {
+                    "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+                    "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+                    _ => return Err(ConfigError::NotABoolean { var, value }),
+                }
             } else {
                 toml::Value::String(value)
             };
@@ -255,6 +297,22 @@ impl AgentConfig {
         }
         if self.shutdown_timeout_secs == 0 {
             return Err(ConfigError::Value("shutdown_timeout_secs must be at least 1".to_owned()));
+        }
+        let interface_ok = |n: &str| {
+            !n.is_empty() && n.len() <= 15 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        };
+        for (key, value) in [("trunk_interface", &self.trunk_interface), ("public_interface", &self.public_interface)] {
+            if let Some(name) = value.as_deref().filter(|n| !interface_ok(n)) {
+                return Err(ConfigError::Value(format!(
+                    "{key} '{name}' is not an interface name (1-15 characters of a-z A-Z 0-9 _ - .)"
+                )));
+            }
+        }
+        if !interface_ok(&self.nft_table) {
+            return Err(ConfigError::Value(format!(
+                "nft_table '{}' is not a usable table name (1-15 characters of a-z A-Z 0-9 _ - .)",
+                self.nft_table
+            )));
         }
         if self.sweep_interval_secs == 0 {
             return Err(ConfigError::Value("sweep_interval_secs must be at least 1".to_owned()));
@@ -302,6 +360,8 @@ mod tests {
         assert_eq!((c.sync_wait_ms, c.shutdown_timeout_secs, c.reserved_memory_mib), (2000, 60, 512));
         assert_eq!(c.disk_gib, None);
         assert!(!c.name.is_empty());
+        assert_eq!((c.trunk_interface.as_deref(), c.public_interface.as_deref()), (None, None));
+        assert_eq!((c.nft_table.as_str(), c.metadata), ("kumo", true));
     }
 
     #[test]
@@ -312,6 +372,17 @@ mod tests {
         )
         .expect("valid");
         assert_eq!((c.domain_type, c.sync_wait_ms, c.name.as_str()), (DomainType::Qemu, 750, "h1"));
+        let c = load_text(
+            &format!("{MINIMAL}trunk_interface = \"eth1\"\n"),
+            &[
+                ("KUMO_AGENT_PUBLIC_INTERFACE", "pub0"),
+                ("KUMO_AGENT_NFT_TABLE", "kumo_t1"),
+                ("KUMO_AGENT_METADATA", "false"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.trunk_interface.as_deref(), Some("eth1"));
+        assert_eq!((c.public_interface.as_deref(), c.nft_table.as_str(), c.metadata), (Some("pub0"), "kumo_t1", false));
     }
 
     #[test]
@@ -343,6 +414,14 @@ mod tests {
             (&format!("{MINIMAL}shutdown_timeout_secs = 0\n"), &[], "shutdown_timeout_secs must be at least 1"),
             (&format!("{MINIMAL}sync_wait_ms = 600000\n"), &[], "sync_wait_ms must be at most 60000"),
             ("controller_url = ", &[], "is not valid TOML"),
+            (MINIMAL, &[("KUMO_AGENT_METADATA", "maybe")], "KUMO_AGENT_METADATA must be true or false, got 'maybe'"),
+            (&format!("{MINIMAL}trunk_interface = \"eth 1\"\n"), &[], "trunk_interface 'eth 1' is not an interface name"),
+            (
+                &format!("{MINIMAL}public_interface = \"a-very-long-interface\"\n"),
+                &[],
+                "public_interface 'a-very-long-interface' is not an interface name",
+            ),
+            (&format!("{MINIMAL}nft_table = \"\"\n"), &[], "nft_table '' is not a usable table name"),
         ];
         for (text, vars, expected) in cases {
             let err = load_text(text, vars).expect_err(expected);

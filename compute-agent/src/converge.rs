@@ -13,13 +13,16 @@ use kumo_wire::api::{ImageFileRole, ImageKind};
 use kumo_wire::{DesiredPower, ImageId, InstanceId};
 
 use crate::config::DomainType;
-use crate::domain_xml::{domain_name, render, Boot, DomainSpec, VolumeDisk};
+use crate::domain_xml::{domain_name, render, Boot, DomainSpec, Interface, VolumeDisk};
 use crate::hypervisor::{Hypervisor, HypervisorError};
 use crate::locks::InstanceLocks;
+use crate::networking::{instance_view, NetworkStatus};
 use crate::volumes::{Backends, VolumeWorkError};
 
 /// The file name of an instance's serial console log inside its directory.
 pub const CONSOLE_LOG_FILE: &str = "console.log";
+/// The file name of an instance's NoCloud config drive inside its directory.
+pub const CONFIG_DRIVE_FILE: &str = "cidata.iso";
 
 /// Why an instance could not be converged. The message is what the user sees.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,12 @@ pub enum ConvergeError {
     /// An attached volume's backend is not served here.
     #[error(transparent)]
     Volume(#[from] VolumeWorkError),
+    /// A port's network is not usable on this host (the message says why).
+    #[error("{0}")]
+    Network(String),
+    /// The config drive could not be written.
+    #[error(transparent)]
+    ConfigDrive(#[from] kumo_network::config_drive::ConfigDriveError),
 }
 
 /// Carries out desired states with a hypervisor, a disk store and an image cache.
@@ -59,6 +68,7 @@ pub struct Converger {
     poll_interval: Duration,
     locks: Arc<InstanceLocks>,
     backends: Backends,
+    networks: NetworkStatus,
 }
 
 impl std::fmt::Debug for Converger {
@@ -88,7 +98,15 @@ impl Converger {
             poll_interval: Duration::from_millis(250),
             locks: Arc::default(),
             backends: Backends::default(),
+            networks: NetworkStatus::default(),
         }
+    }
+
+    /// Resolves ports to bridges (and refuses instances whose network is
+    /// unusable) through what the host's networking reports.
+    pub fn with_networks(mut self, networks: NetworkStatus) -> Self {
+        self.networks = networks;
+        self
     }
 
     /// Shares the per-instance locks with volume and snapshot work, and
@@ -172,6 +190,34 @@ impl Converger {
                 Ok(VolumeDisk { id: v.id.clone(), path, device: v.device.clone() })
             })
             .collect::<Result<Vec<_>, VolumeWorkError>>()?;
+        let mut interfaces = Vec::with_capacity(desired.ports.len());
+        let mut first_network = None;
+        for port in &desired.ports {
+            let (network, bridge) = match self.networks.get(&port.network) {
+                Some(Ok(plumbed)) => plumbed,
+                Some(Err(reason)) => return Err(ConvergeError::Network(reason)),
+                None => {
+                    return Err(ConvergeError::Network(format!(
+                        "network {} of port {} is not plumbed on this host yet",
+                        port.network, port.id
+                    )))
+                }
+            };
+            interfaces.push(Interface { mac: port.mac.clone(), bridge, tap: kumo_network::tap_name(&port.id) });
+            first_network.get_or_insert(network);
+        }
+        let config_drive = match (desired.metadata.config_drive, instance_view(desired, 0), first_network) {
+            (true, Some(view), Some(network)) => {
+                let iso = self.disks.instance_dir(&desired.id).join(CONFIG_DRIVE_FILE);
+                kumo_network::config_drive::write_config_drive(&iso, &view, &network).await?;
+                Some(iso)
+            }
+            (true, _, _) => {
+                tracing::warn!(instance = %desired.id, "a config drive needs a port; none attached");
+                None
+            }
+            _ => None,
+        };
         let console_log = self.console_log(&desired.id);
         let boot = match &kernel_files {
             Some((kernel, initrd)) => Boot::Kernel { kernel, initrd },
@@ -189,6 +235,8 @@ impl Converger {
             console_log: &console_log,
             boot,
             volumes: &volumes,
+            interfaces: &interfaces,
+            config_drive: config_drive.as_deref(),
         });
         self.hypervisor.define(&xml).await?;
         Ok(())

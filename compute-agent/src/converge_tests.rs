@@ -207,3 +207,76 @@ async fn disk_images_boot_from_an_overlay_and_must_fit_the_flavor() {
     );
     assert_eq!(state(&h, &small_id), None);
 }
+
+fn lan() -> kumo_wire::network::DesiredNetwork {
+    kumo_wire::network::DesiredNetwork {
+        id: "net-0000000000000000a".parse().expect("id"),
+        vlan_id: 100,
+        cidr: "10.9.0.0/24".parse().expect("cidr"),
+        gateway: "10.9.0.1".parse().expect("ip"),
+        dns_servers: vec![],
+    }
+}
+
+fn with_port(mut d: DesiredInstance, net: &kumo_wire::network::DesiredNetwork) -> DesiredInstance {
+    d.ports = vec![kumo_wire::network::DesiredPort {
+        id: "eni-0000000000000000b".parse().expect("id"),
+        network: net.id.clone(),
+        mac: "02:00:00:00:00:0b".into(),
+        ip: "10.9.0.5".parse().expect("ip"),
+        ingress: vec![],
+    }];
+    d
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_network_fails_the_instance_before_anything_is_defined() {
+    let mut h = Harness::new();
+    let status = crate::networking::NetworkStatus::default();
+    h.converger = h.converger.with_networks(status.clone());
+    let image = h.fetcher.kernel_image(7);
+    let id = instance_id(7);
+    let net = lan();
+    let want = with_port(desired(&id, 1, DesiredPower::Running, &image), &net);
+
+    let err = h.converger.apply(&want).await.expect_err("not plumbed");
+    assert_eq!(
+        err.to_string(),
+        "network net-0000000000000000a of port eni-0000000000000000b is not plumbed on this host yet"
+    );
+    assert_eq!(state(&h, &id), None);
+
+    let refusal = "network net-0000000000000000a needs an 802.1Q VLAN link (id 100) on trunk eth1, but this host's kernel has no 802.1Q support";
+    status.set([(net.id.clone(), Err(refusal.to_owned()))].into());
+    assert_eq!(h.converger.apply(&want).await.expect_err("refused").to_string(), refusal);
+    assert_eq!(state(&h, &id), None, "no domain for an instance whose network is refused");
+
+    status.set([(net.id.clone(), Ok((net.clone(), "kbr0000000000000".to_owned())))].into());
+    assert_eq!(h.converger.apply(&want).await.expect("plumbed"), ObservedPower::Running);
+    let xml = h.libvirt.domain_xml(&domain_name(&id), true).await.expect("xml");
+    assert!(xml.contains("<source bridge='kbr0000000000000'/>") || xml.contains("<source bridge=\"kbr0000000000000\"/>"), "{xml}");
+    assert!(xml.contains("02:00:00:00:00:0b") && xml.contains("ktap00000000000"), "{xml}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_drive_is_written_and_attached() {
+    let mut h = Harness::new();
+    let status = crate::networking::NetworkStatus::default();
+    h.converger = h.converger.with_networks(status.clone());
+    let net = lan();
+    status.set([(net.id.clone(), Ok((net.clone(), "kbr0000000000000".to_owned())))].into());
+    let image = h.fetcher.kernel_image(8);
+    let id = instance_id(8);
+    let mut want = with_port(desired(&id, 1, DesiredPower::Running, &image), &net);
+    want.metadata.config_drive = true;
+    want.spec.user_data = Some("#!/bin/sh\necho hi\n".into());
+    h.converger.apply(&want).await.expect("run");
+    let iso = h.disks.instance_dir(&id).join(CONFIG_DRIVE_FILE);
+    let bytes = std::fs::read(&iso).expect("iso written");
+    assert!(bytes.windows(6).any(|w| w == b"cidata"), "volume id cidata");
+    let xml = h.libvirt.domain_xml(&domain_name(&id), true).await.expect("xml");
+    assert!(xml.contains("cidata.iso") && (xml.contains("device=\"cdrom\"") || xml.contains("device='cdrom'")), "{xml}");
+    // Deleting the instance removes the drive with its directory.
+    h.converger.apply(&desired(&id, 2, DesiredPower::Deleted, &image)).await.expect("delete");
+    assert!(!iso.exists());
+}

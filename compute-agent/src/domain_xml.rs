@@ -56,6 +56,22 @@ pub struct DomainSpec<'a> {
     pub boot: Boot<'a>,
     /// Volumes attached as further virtio disks.
     pub volumes: &'a [VolumeDisk],
+    /// NICs, in guest order (the first is `eth0`).
+    pub interfaces: &'a [Interface],
+    /// A NoCloud `cidata` ISO, attached read-only as a SATA cdrom (so it takes
+    /// no `vdX` name that volumes use).
+    pub config_drive: Option<&'a Path>,
+}
+
+/// A NIC of a domain: a tap (created by libvirt) on a tenant bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// The port's MAC, `xx:xx:xx:xx:xx:xx`.
+    pub mac: String,
+    /// The network's bridge.
+    pub bridge: String,
+    /// The tap's name (derived from the port id, so the firewall can name it).
+    pub tap: String,
 }
 
 /// A volume as a disk of a domain.
@@ -250,6 +266,22 @@ pub fn render(spec: &DomainSpec<'_>) -> String {
             let _ = writeln!(x, "    {line}");
         }
     }
+    if let Some(iso) = spec.config_drive {
+        let _ = writeln!(x, "    <disk type='file' device='cdrom'>");
+        let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
+        let _ = writeln!(x, "      <source file='{}'/>", path(iso));
+        let _ = writeln!(x, "      <target dev='sda' bus='sata'/>");
+        let _ = writeln!(x, "      <readonly/>");
+        let _ = writeln!(x, "    </disk>");
+    }
+    for nic in spec.interfaces {
+        let _ = writeln!(x, "    <interface type='bridge'>");
+        let _ = writeln!(x, "      <mac address='{}'/>", esc(&nic.mac));
+        let _ = writeln!(x, "      <source bridge='{}'/>", esc(&nic.bridge));
+        let _ = writeln!(x, "      <target dev='{}'/>", esc(&nic.tap));
+        let _ = writeln!(x, "      <model type='virtio'/>");
+        let _ = writeln!(x, "    </interface>");
+    }
     let log = path(spec.console_log);
     let _ = writeln!(x, "    <serial type='file'>");
     let _ = writeln!(x, "      <source path='{log}' append='on'/>");
@@ -292,6 +324,8 @@ mod tests {
                 initrd: Path::new("/var/lib/kumo/agent/images/ami-00000000000000002/initrd"),
             },
             volumes: &[],
+            interfaces: &[],
+            config_drive: None,
         };
         expect![[r#"
             <domain type='qemu'>
@@ -358,6 +392,8 @@ mod tests {
             console_log: Path::new("/srv/<x>/console.log"),
             boot: Boot::Disk,
             volumes: &[],
+            interfaces: &[],
+            config_drive: None,
         };
         let xml = render(&spec);
         assert!(xml.starts_with("<domain type='kvm'>\n"));
@@ -365,6 +401,57 @@ mod tests {
         assert!(xml.contains("    <boot dev='hd'/>\n"));
         assert!(xml.contains("<source file='/srv/o&apos;brien&amp;co/disk.qcow2'/>"));
         assert!(xml.contains("<source path='/srv/&lt;x&gt;/console.log' append='on'/>"));
+    }
+
+    #[test]
+    fn nics_in_port_order_and_the_config_drive_as_a_readonly_cdrom() {
+        let (instance, project) = ids();
+        let interfaces = [
+            Interface { mac: "02:00:00:00:00:01".into(), bridge: "kbr0123456789ab".into(), tap: "ktap00000000001".into() },
+            Interface { mac: "02:00:00:00:00:02".into(), bridge: "kbr00000000000c".into(), tap: "ktap00000000002".into() },
+        ];
+        let spec = DomainSpec {
+            domain_type: DomainType::Qemu,
+            instance: &instance,
+            project: &project,
+            generation: 1,
+            hostname: "web",
+            vcpus: 1,
+            memory_mib: 256,
+            root_disk: Path::new("/d/disk.qcow2"),
+            console_log: Path::new("/d/console.log"),
+            boot: Boot::Disk,
+            volumes: &[],
+            interfaces: &interfaces,
+            config_drive: Some(Path::new("/d/cidata.iso")),
+        };
+        let xml = render(&spec);
+        let devices = &xml[xml.find("    <disk type='file' device='cdrom'>").expect("cdrom")..xml.find("    <serial").expect("serial")];
+        // expect-test strips the common indentation of the snapshot.
+        let devices: String = devices.lines().map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l))).collect();
+        expect![[r#"
+                <disk type='file' device='cdrom'>
+                  <driver name='qemu' type='raw'/>
+                  <source file='/d/cidata.iso'/>
+                  <target dev='sda' bus='sata'/>
+                  <readonly/>
+                </disk>
+                <interface type='bridge'>
+                  <mac address='02:00:00:00:00:01'/>
+                  <source bridge='kbr0123456789ab'/>
+                  <target dev='ktap00000000001'/>
+                  <model type='virtio'/>
+                </interface>
+                <interface type='bridge'>
+                  <mac address='02:00:00:00:00:02'/>
+                  <source bridge='kbr00000000000c'/>
+                  <target dev='ktap00000000002'/>
+                  <model type='virtio'/>
+                </interface>
+        "#]]
+        .assert_eq(&devices);
+        // The cdrom is no virtio disk: volumes keep vdb, vdc, ...
+        assert_eq!(disks_of(&xml).iter().map(|d| d.target.as_str()).collect::<Vec<_>>(), ["vda", "sda"]);
     }
 
     #[test]
@@ -404,6 +491,8 @@ mod tests {
             console_log: Path::new("/c.log"),
             boot: Boot::Disk,
             volumes: &volumes,
+            interfaces: &[],
+            config_drive: None,
         };
         let xml = render(&spec);
         expect![[r#"

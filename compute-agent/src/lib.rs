@@ -7,8 +7,10 @@
 //! instance's desired state, through [`hypervisor`], [`domain_xml`] and the
 //! storage crate), [`volumes`] and [`snapshots`] (one volume's or snapshot's
 //! desired state, bookkept by [`work_ledger`], serialized per domain by
-//! [`locks`]). [`console`] serves console logs. This crate holds the only
-//! code in Kumo that talks to libvirt.
+//! [`locks`]). [`networking`] plumbs the host's tenant networks (bridges,
+//! DHCP, metadata, firewall, floating IPs) before instances start.
+//! [`console`] serves console logs. This crate holds the only code in Kumo
+//! that talks to libvirt.
 
 pub mod agent;
 pub mod capacity;
@@ -21,6 +23,7 @@ pub mod domain_xml;
 pub mod hypervisor;
 pub mod ledger;
 pub mod locks;
+pub mod networking;
 pub mod observe;
 pub mod snapshots;
 pub mod status;

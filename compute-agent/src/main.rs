@@ -20,7 +20,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter({
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+            // netlink-packet-route warns on every link dump about attributes
+            // newer kernels add; nothing an operator can act on.
+            match "netlink_packet_route=error".parse() {
+                Ok(quiet) => filter.add_directive(quiet),
+                Err(_) => filter,
+            }
+        })
         .init();
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -33,6 +33,7 @@ use crate::credentials::{self, HostCredentials, SharedCredentials};
 use crate::error_chain;
 use crate::hypervisor::{DomainInfo, Hypervisor};
 use crate::ledger::{Ledger, Reason};
+use crate::networking::{self, Networking};
 use crate::observe::{observe, sweep_leaks};
 use crate::snapshots::SnapshotWork;
 use crate::status::StatusHandle;
@@ -96,6 +97,8 @@ pub struct WorkerParts {
     pub images: Arc<kumo_storage::ImageCache>,
     /// Where the loop shows what it does.
     pub status: StatusHandle,
+    /// The host's tenant networking.
+    pub networking: Networking,
 }
 
 /// The sync loop's state.
@@ -115,7 +118,16 @@ pub struct SyncWorker {
     task_ids: HashMap<tokio::task::Id, (TaskKey, u64)>,
     last_sweep: Option<Instant>,
     backoff: Duration,
+    networks: Vec<kumo_wire::network::DesiredNetwork>,
+    floating_ips: Vec<kumo_wire::network::DesiredFloatingIp>,
+    /// The revision the networking was last converged for, and when.
+    networked: Option<(String, Instant)>,
 }
+
+/// How often the networking is converged again although nothing changed
+/// (repairs what someone else removed); after a failure it is retried sooner.
+const NETWORK_RESYNC: Duration = Duration::from_secs(30);
+const NETWORK_RETRY: Duration = Duration::from_secs(3);
 
 impl SyncWorker {
     /// A worker that has not synced yet.
@@ -134,6 +146,9 @@ impl SyncWorker {
             task_ids: HashMap::new(),
             last_sweep: None,
             backoff: BACKOFF_MIN,
+            networks: Vec::new(),
+            floating_ips: Vec::new(),
+            networked: None,
         }
     }
 
@@ -156,6 +171,9 @@ impl SyncWorker {
             Ok(domains) => domains,
             Err(err) => return self.fail("cannot observe the host; not syncing", error_chain(&err), shutdown).await,
         };
+        if self.synced {
+            self.converge_networks().await;
+        }
         self.start_due(&domains);
         self.start_due_storage();
         let sweep_every = Duration::from_secs(self.parts.config.sweep_interval_secs);
@@ -296,6 +314,8 @@ impl SyncWorker {
         self.desired = response.instances;
         self.desired_volumes = response.volumes;
         self.desired_snapshots = response.snapshots;
+        self.networks = response.networks;
+        self.floating_ips = response.floating_ips;
         self.synced = true;
         self.ledger.retain(&self.desired);
         self.volume_ledger.retain(&self.desired_volumes.iter().map(|d| d.id.clone()).collect());
@@ -306,6 +326,33 @@ impl SyncWorker {
             s.last_error = None;
             s.instances = count;
         });
+    }
+
+    /// Converges the host's networking when the desired state changed, after
+    /// a failure (soon) or now and then; always before instances are started.
+    async fn converge_networks(&mut self) {
+        let revision = self.known_revision.clone().unwrap_or_default();
+        let due = match &self.networked {
+            None => true,
+            Some((done, at)) => {
+                *done != revision
+                    || at.elapsed() >= NETWORK_RESYNC
+                    || (!self.parts.networking.healthy && at.elapsed() >= NETWORK_RETRY)
+            }
+        };
+        if !due {
+            return;
+        }
+        let plan = networking::plan(
+            &self.networks,
+            &self.desired,
+            &self.floating_ips,
+            self.parts.config.public_interface.as_deref(),
+        );
+        let started = Instant::now();
+        self.parts.networking.converge(&plan).await;
+        tracing::debug!(networks = plan.networks.len(), ms = started.elapsed().as_millis() as u64, "networking converged");
+        self.networked = Some((revision, Instant::now()));
     }
 
     fn start_due(&mut self, domains: &[DomainInfo]) {

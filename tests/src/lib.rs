@@ -106,6 +106,9 @@ pub struct Stack {
     pub host_name: String,
     /// The agent's state directory.
     pub agent_state: PathBuf,
+    /// The agent's nftables table name (unique per stack, so agents of
+    /// concurrent tests never touch each other's rules).
+    pub nft_table: String,
     agent_config: PathBuf,
     api_config: PathBuf,
     instances: Vec<String>,
@@ -151,6 +154,9 @@ impl Stack {
         wait_http(&format!("{endpoint}/healthz"), Duration::from_secs(60)).context("controller did not come up")?;
 
         let host_name = format!("e2e-{}", &kumo_wire::HostId::generate().as_str()[5..13]);
+        let nft_table = format!("ke2e{}", &host_name[4..]);
+        let nft_line =
+            if opts.agent_extra.contains("nft_table") { String::new() } else { format!("nft_table = '{nft_table}'\n") };
         let agent_state = dir.path().join("agent");
         let agent_config = dir.path().join("agent.toml");
         std::fs::write(
@@ -158,7 +164,7 @@ impl Stack {
             format!(
                 "controller_url = '{endpoint}'\njoin_token = 'e2e-join'\nname = '{host_name}'\n\
                  listen = '127.0.0.1:{agent_port}'\nlibvirt_uri = 'qemu:///system'\ndomain_type = 'qemu'\n\
-                 state_dir = '{}'\nshutdown_timeout_secs = 30\ndisk_gib = 50\n{}",
+                 state_dir = '{}'\nshutdown_timeout_secs = 30\ndisk_gib = 50\n{nft_line}{}",
                 agent_state.display(),
                 opts.agent_extra
             ),
@@ -170,6 +176,7 @@ impl Stack {
             agent: None,
             host_name,
             agent_state,
+            nft_table,
             agent_config,
             api_config,
             instances: Vec::new(),
@@ -209,6 +216,71 @@ impl Stack {
             .stdin(Stdio::null())
             .output()
             .context("running kumo")
+    }
+
+    /// Runs the CLI with another config file (another user, see [`Stack::login_as`]).
+    pub fn kumo_as(&self, user: &str, args: &[&str]) -> Result<Output> {
+        Command::new(bin("kumo"))
+            .args(args)
+            .env("KUMO_CONFIG", self.dir.path().join(format!("cli-{user}.toml")))
+            .env_remove("KUMO_ENDPOINT")
+            .env_remove("KUMO_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .context("running kumo")
+    }
+
+    /// [`Stack::kumo_as`] with `--output json`, failing unless it exits 0.
+    pub fn kumo_json_as(&self, user: &str, args: &[&str]) -> Result<Value> {
+        let mut full = vec!["--output", "json"];
+        full.extend_from_slice(args);
+        let out = self.kumo_as(user, &full)?;
+        if !out.status.success() {
+            bail!("kumo {args:?} as {user} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| format!("kumo {args:?} printed no JSON"))
+    }
+
+    /// Creates project `project` and a member `user` in it (as admin), and
+    /// logs `user` in with their own CLI config.
+    pub fn login_as(&self, user: &str, project: &str) -> Result<()> {
+        self.kumo_ok(&["project", "create", project])?;
+        self.kumo_ok(&["user", "create", user, "--project", project, "--password", "e2e-user-pass"])?;
+        let out = self.kumo_as(
+            user,
+            &["login", "--endpoint", &self.endpoint, "--username", user, "--password", "e2e-user-pass"],
+        )?;
+        if !out.status.success() {
+            bail!("login as {user} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Calls the native API as the admin CLI's logged-in user (for calls the
+    /// CLI does not offer); `body` None sends no body. Fails unless 2xx.
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        self.api_as("", method, path, body)
+    }
+
+    /// [`Stack::api`] as another user (`""` = admin).
+    pub fn api_as(&self, user: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let file = if user.is_empty() { "cli.toml".to_owned() } else { format!("cli-{user}.toml") };
+        let config: toml::Table = std::fs::read_to_string(self.dir.path().join(file))?.parse()?;
+        let token = config.get("token").and_then(|t| t.as_str()).context("the CLI config holds no token")?;
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let mut req = client
+            .request(method.parse()?, format!("{}{path}", self.endpoint))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send()?;
+        let status = resp.status();
+        let text = resp.text()?;
+        if !status.is_success() {
+            bail!("{method} {path} answered {status}: {text}");
+        }
+        Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? })
     }
 
     /// Runs the CLI and fails unless it exits 0; returns stdout.
@@ -317,6 +389,33 @@ impl Drop for Stack {
             let name = format!("kumo-{id}");
             let _ = Command::new("virsh").args(["-c", "qemu:///system", "destroy", &name]).output();
             let _ = Command::new("virsh").args(["-c", "qemu:///system", "undefine", &name]).output();
+        }
+        self.remove_networking();
+    }
+}
+
+impl Stack {
+    /// Removes what this stack's agent plumbed and a failed test left: its
+    /// dnsmasq processes (by the pid files in its state directory), the
+    /// bridges of the networks it recorded, and its nftables tables.
+    fn remove_networking(&self) {
+        let net_dir = self.agent_state.join("network");
+        for pid_file in files_under(&net_dir.join("dhcp")).into_iter().filter(|f| f.ends_with("pid")) {
+            let Ok(pid) = std::fs::read_to_string(&pid_file) else { continue };
+            let pid = pid.trim();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&pid_file.to_string_lossy().into_owned()) {
+                let _ = Command::new("kill").arg(pid).output();
+            }
+        }
+        let plumbed = std::fs::read_to_string(net_dir.join("plumbed-networks")).unwrap_or_default();
+        for id in plumbed.lines().filter_map(|l| l.trim().strip_prefix("net-")) {
+            if let Some(hex) = id.get(..12) {
+                let _ = Command::new("ip").args(["link", "del", &format!("kbr{hex}")]).output();
+            }
+        }
+        for family in ["bridge", "inet", "ip"] {
+            let _ = Command::new("nft").args(["delete", "table", family, &self.nft_table]).output();
         }
     }
 }

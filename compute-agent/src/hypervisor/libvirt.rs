@@ -353,6 +353,13 @@ mod tests {
             console_log: Path::new("/nonexistent/console.log"),
             boot: Boot::Disk,
             volumes: &[],
+            // libvirt parses (and so validates) a NIC and a config drive too.
+            interfaces: &[crate::domain_xml::Interface {
+                mac: "02:00:00:00:00:01".into(),
+                bridge: "kbr0123456789ab".into(),
+                tap: "ktap00000000001".into(),
+            }],
+            config_drive: Some(Path::new("/nonexistent/cidata.iso")),
         })
     }
 

@@ -6,6 +6,7 @@
 mod billing;
 mod ec2;
 mod lifecycle;
+mod networks;
 mod panel;
 mod resilience;
 mod storage;
