@@ -74,6 +74,13 @@ pub fn page_html(name: &str, ctx: &Value) -> Html<String> {
         let q = serde_urlencoded::to_string([("to", to), ("back", back.as_str())]).unwrap_or_default();
         format!("/ui/lang?{q}")
     };
+    let catalog = i18n::catalog(locale);
+    let states: serde_json::Map<String, Value> = catalog
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("state_").map(|s| (s.to_owned(), Value::from(v.clone()))))
+        .collect();
+    let js = serde_json::json!({"states": states, "price": catalog.get("js_price"), "price_na": catalog.get("js_price_na")});
+    context.insert("js_messages", &js.to_string());
     context.insert("lang_links", &serde_json::json!({"en": link("en"), "ja": link("ja")}));
     match TERA.render(name, &context) {
         Ok(html) => Html(html),
