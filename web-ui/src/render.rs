@@ -72,7 +72,8 @@ pub fn page_html(name: &str, ctx: &Value) -> Html<String> {
     let back = i18n::current_path();
     let link = |to: &str| {
         let q = serde_urlencoded::to_string([("to", to), ("back", back.as_str())]).unwrap_or_default();
-        format!("/ui/lang?{q}")
+        // Written into href with `| safe`: the query is URL-encoded, so `&` is its only HTML-special character.
+        format!("/ui/lang?{}", q.replace('&', "&amp;"))
     };
     let catalog = i18n::catalog(locale);
     let states: serde_json::Map<String, Value> = catalog
