@@ -188,7 +188,8 @@ mod tests {
             "images": [{"id": "ami-1", "name": "img", "kind": "disk", "visibility": "public", "state": "active", "files": [{"role": "disk", "size_bytes": 1}], "created_at": "t", "owner_project_id": "prj-1"}],
             "keypairs": [{"name": "k"}],
             "networks": [{"id": "net-1", "name": "n", "cidr": "10.0.0.0/24"}],
-            "groups": [{"id": "sg-1", "name": "default", "rules": []}],
+            "groups": [{"id": "sg-1", "name": "default", "default": true, "description": "d", "port_count": 1,
+                        "rules": [{"id": "sgr-1", "protocol": "tcp", "ports": {"first": 22, "last": 22}, "cidr": "0.0.0.0/0"}]}],
             "input": {"networks": [], "security_groups": []},
         });
         let more = serde_json::json!({
@@ -209,7 +210,7 @@ mod tests {
         for (name, _) in SOURCES.iter().filter(|(n, _)| *n != "base.html") {
             for locale in [i18n::Locale::En, i18n::Locale::Ja] {
                 let mut ctx = full_context();
-                if !["launch.html", "dashboard.html", "instance.html"].contains(name) {
+                if !["launch.html", "dashboard.html", "instance.html", "security_groups.html"].contains(name) {
                     // Pages not translated beyond their chrome: their lists empty.
                     for list in ["networks", "groups", "keypairs"] {
                         ctx[list] = serde_json::json!([]);
