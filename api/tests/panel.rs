@@ -468,11 +468,18 @@ async fn japanese_by_accept_language_english_by_cookie_and_the_switch() {
         assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
         let p = b.get(&c, "/ui/").await;
         assert!(p.body.contains(r#"<html lang="ja">"#), "{backend}: {}", p.body);
-        for s in ["<h1>ダッシュボード</h1>", "今月の予測:", "<th>上限</th>", ">ログアウト</button>", "<strong>日本語</strong>"] {
+        for s in [
+            "<h1>ダッシュボード</h1>",
+            "今月の予測:",
+            "<th>上限</th>",
+            ">ログアウト</button>",
+            "<strong>日本語</strong>",
+        ] {
             assert!(p.body.contains(s), "{backend}: dashboard lacks {s}: {}", p.body);
         }
         let p = b.get(&c, "/ui/instances").await;
-        for s in ["<h1>インスタンス</h1>", "<th>名前</th><th>ID</th><th>状態</th>", "インスタンスを起動"] {
+        for s in ["<h1>インスタンス</h1>", "<th>名前</th><th>ID</th><th>状態</th>", "インスタンスを起動"]
+        {
             assert!(p.body.contains(s), "{backend}: instances lacks {s}: {}", p.body);
         }
         // The state in Japanese (which one depends on how far the fake agent got).
@@ -487,10 +494,18 @@ async fn japanese_by_accept_language_english_by_cookie_and_the_switch() {
         let p = b.get(&c, "/ui/lang?to=en&back=%2Fui%2Finstances").await;
         assert_eq!(p.status, StatusCode::SEE_OTHER);
         assert_eq!(p.location.as_deref(), Some("/ui/instances"));
-        assert!(p.set_cookies.iter().any(|c| c.starts_with("lang=en;") && c.contains("Path=/ui")), "{:?}", p.set_cookies);
+        assert!(
+            p.set_cookies.iter().any(|c| c.starts_with("lang=en;") && c.contains("Path=/ui")),
+            "{:?}",
+            p.set_cookies
+        );
         // The cookie wins over Accept-Language.
         let p = b.get(&c, "/ui/instances").await;
-        assert!(p.body.contains(r#"<html lang="en">"#) && p.body.contains("<h1>Instances</h1>"), "{backend}: {}", p.body);
+        assert!(
+            p.body.contains(r#"<html lang="en">"#) && p.body.contains("<h1>Instances</h1>"),
+            "{backend}: {}",
+            p.body
+        );
         let english_state = format!(r#"data-state="{state_en}" title="">{state_en}</span>"#);
         assert!(p.body.contains(&english_state) && !p.body.contains(state_ja), "{backend}: {}", p.body);
         let p = b.get(&c, "/ui/").await;

@@ -207,7 +207,10 @@ pub fn state_filter(value: &Value, _args: &HashMap<String, Value>) -> tera::Resu
 pub fn prefixed_filter(value: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
     let p = args.get("p").and_then(Value::as_str).unwrap_or("");
     let key = format!("{p}{}", value.as_str().unwrap_or_default());
-    catalog(current()).get(&key).map(|m| Value::String(m.clone())).ok_or_else(|| format!("unknown message key {key:?}").into())
+    catalog(current())
+        .get(&key)
+        .map(|m| Value::String(m.clone()))
+        .ok_or_else(|| format!("unknown message key {key:?}").into())
 }
 
 #[cfg(test)]
@@ -253,7 +256,16 @@ mod tests {
         for ok in ["/ui/", "/ui", "/ui/instances", "/ui/instances/i-1?x=1"] {
             assert!(safe_back(ok), "{ok}");
         }
-        for bad in ["https://evil.example/ui/", "//evil.example/ui/", "/ui//evil.example", "/api", "ui/", "/ui/\\evil", "/uix", ""] {
+        for bad in [
+            "https://evil.example/ui/",
+            "//evil.example/ui/",
+            "/ui//evil.example",
+            "/api",
+            "ui/",
+            "/ui/\\evil",
+            "/uix",
+            "",
+        ] {
             assert!(!safe_back(bad), "{bad}");
         }
     }

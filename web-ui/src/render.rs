@@ -22,27 +22,27 @@ macro_rules! templates {
 
 /// Every template's name and source.
 const SOURCES: [(&str, &str); 21] = templates![
-        "base.html",
-        "error.html",
-        "login.html",
-        "dashboard.html",
-        "instances.html",
-        "launch.html",
-        "instance.html",
-        "images.html",
-        "volumes.html",
-        "snapshots.html",
-        "keypairs.html",
-        "billing.html",
-        "invoice.html",
-        "networks.html",
-        "security_groups.html",
-        "floating_ips.html",
-        "admin_hosts.html",
-        "admin_flavors.html",
-        "admin_prices.html",
-        "admin_projects.html",
-        "admin_quotas.html",
+    "base.html",
+    "error.html",
+    "login.html",
+    "dashboard.html",
+    "instances.html",
+    "launch.html",
+    "instance.html",
+    "images.html",
+    "volumes.html",
+    "snapshots.html",
+    "keypairs.html",
+    "billing.html",
+    "invoice.html",
+    "networks.html",
+    "security_groups.html",
+    "floating_ips.html",
+    "admin_hosts.html",
+    "admin_flavors.html",
+    "admin_prices.html",
+    "admin_projects.html",
+    "admin_quotas.html",
 ];
 
 /// Every template, parsed once.
@@ -80,7 +80,8 @@ pub fn page_html(name: &str, ctx: &Value) -> Html<String> {
         .iter()
         .filter_map(|(k, v)| k.strip_prefix("state_").map(|s| (s.to_owned(), Value::from(v.clone()))))
         .collect();
-    let js = serde_json::json!({"states": states, "price": catalog.get("js_price"), "price_na": catalog.get("js_price_na")});
+    let js =
+        serde_json::json!({"states": states, "price": catalog.get("js_price"), "price_na": catalog.get("js_price_na")});
     context.insert("js_messages", &js.to_string());
     context.insert("lang_links", &serde_json::json!({"en": link("en"), "ja": link("ja")}));
     match TERA.render(name, &context) {
@@ -233,7 +234,10 @@ mod tests {
             }
         }
         assert!(seen > 100, "the key scanner found only {seen} keys");
-        assert_eq!(key(r#"{{ t.nav_admin }} {{ tr(key="dash_limit", n=1) }} {{ tr(key="confirm_" ~ a) }}"#), ["nav_admin", "dash_limit"]);
+        assert_eq!(
+            key(r#"{{ t.nav_admin }} {{ tr(key="dash_limit", n=1) }} {{ tr(key="confirm_" ~ a) }}"#),
+            ["nav_admin", "dash_limit"]
+        );
     }
 
     /// The message keys a template names literally (`t.key`, `tr(key="key"`).
@@ -263,11 +267,14 @@ mod tests {
     fn japanese_pages_are_japanese_and_english_stays_english() {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let ja = rt.block_on(i18n::scope(i18n::Locale::Ja, async { page_html("instance.html", &full_context()).0 }));
-        for s in ["インスタンス", "停止", "実行中", "インスタンス web を削除しますか?", "コンソール", "日本語</strong>"] {
+        for s in ["インスタンス", "停止", "実行中", "インスタンス web を削除しますか?", "コンソール", "日本語</strong>"]
+        {
             assert!(ja.contains(s), "{s} missing: {ja}");
         }
         let en = page_html("instance.html", &full_context()).0;
-        for s in [">Stop</button>", "Delete instance web?", ">stopped</span>", "<h2>Console</h2>", "<strong>EN</strong>"] {
+        for s in
+            [">Stop</button>", "Delete instance web?", ">stopped</span>", "<h2>Console</h2>", "<strong>EN</strong>"]
+        {
             assert!(en.contains(s), "{s} missing: {en}");
         }
     }
