@@ -534,5 +534,14 @@ async fn japanese_by_accept_language_english_by_cookie_and_the_switch() {
         let mut ja = Browser { accept_language: Some("ja".into()), ..Browser::default() };
         let p = ja.get(&c, "/ui/login?expired=1").await;
         assert!(p.body.contains("セッションの有効期限が切れました"), "{}", p.body);
+        let p = ja.get(&c, "/ui/no-such-page").await;
+        assert_eq!(p.status, StatusCode::NOT_FOUND);
+        assert!(
+            p.body.contains("<h1>404 見つかりません</h1>") && p.body.contains("ページが見つかりません"),
+            "{}",
+            p.body
+        );
+        let p = en.get(&c, "/ui/no-such-page").await;
+        assert!(p.body.contains("<h1>404 Not Found</h1>") && p.body.contains("no such page"), "{}", p.body);
     }
 }

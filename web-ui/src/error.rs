@@ -78,7 +78,8 @@ impl IntoResponse for PanelError {
         }
         let ctx = serde_json::json!({
             "status": status.as_u16(),
-            "title": status.canonical_reason().unwrap_or("Error"),
+            "title": crate::i18n::lookup(&format!("http_{}", status.as_u16()))
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("Error").to_owned()),
             "message": self.localized(),
         });
         (status, render::page_html("error.html", &ctx)).into_response()

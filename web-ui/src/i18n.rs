@@ -136,6 +136,11 @@ pub fn t(key: &str) -> String {
     catalog(current()).get(key).cloned().unwrap_or_else(|| key.to_owned())
 }
 
+/// The message `key` in the current locale, if the catalog has it.
+pub fn lookup(key: &str) -> Option<String> {
+    catalog(current()).get(key).cloned()
+}
+
 /// Middleware: handles the rest of the request in its locale.
 pub async fn middleware(req: Request, next: Next) -> Response {
     let locale = Locale::of(req.headers());
