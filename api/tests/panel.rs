@@ -21,6 +21,7 @@ struct Browser {
     cookies: HashMap<String, String>,
     csrf: String,
     forwarded_https: bool,
+    accept_language: Option<String>,
 }
 
 struct Page {
@@ -41,6 +42,9 @@ impl Browser {
         }
         if self.forwarded_https {
             req = req.header("x-forwarded-proto", "https");
+        }
+        if let Some(l) = &self.accept_language {
+            req = req.header(header::ACCEPT_LANGUAGE, l);
         }
         let body = match form {
             Some(f) => {
@@ -444,4 +448,100 @@ async fn networks_groups_and_rules_through_forms() {
         .await;
     assert!(p.status.is_client_error(), "{}", p.body);
     assert!(p.body.contains(r#"value="back" checked"#) && p.body.contains(r#"value="web" checked"#), "{}", p.body);
+}
+
+#[tokio::test]
+async fn japanese_by_accept_language_english_by_cookie_and_the_switch() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        c.kernel_image("tiny").await;
+        c.run(&c.admin, "web-1", "mini").await;
+        agent.converge(&c).await;
+
+        // A Japanese browser gets Japanese from the login form on.
+        let mut b = Browser { accept_language: Some("ja,en-US;q=0.8".into()), ..Browser::default() };
+        let p = b.get(&c, "/ui/login").await;
+        assert!(p.body.contains(r#"<html lang="ja">"#), "{backend}: {}", p.body);
+        assert!(p.body.contains("<h1>ログイン</h1>") && p.body.contains("パスワード"), "{backend}: {}", p.body);
+        let p = b.post(&c, "/ui/login", &[("username", "admin"), ("password", common::ADMIN_PASSWORD)]).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+        let p = b.get(&c, "/ui/").await;
+        assert!(p.body.contains(r#"<html lang="ja">"#), "{backend}: {}", p.body);
+        for s in [
+            "<h1>ダッシュボード</h1>",
+            "今月の予測:",
+            "<th>上限</th>",
+            ">ログアウト</button>",
+            "<strong>日本語</strong>",
+        ] {
+            assert!(p.body.contains(s), "{backend}: dashboard lacks {s}: {}", p.body);
+        }
+        let p = b.get(&c, "/ui/instances").await;
+        for s in ["<h1>インスタンス</h1>", "<th>名前</th><th>ID</th><th>状態</th>", "インスタンスを起動"]
+        {
+            assert!(p.body.contains(s), "{backend}: instances lacks {s}: {}", p.body);
+        }
+        // The state in Japanese (which one depends on how far the fake agent got).
+        let (state_en, state_ja) = [("running", "実行中"), ("pending", "保留中"), ("building", "構築中")]
+            .into_iter()
+            .find(|(en, _)| p.body.contains(&format!(r#"data-state="{en}""#)))
+            .unwrap();
+        assert!(p.body.contains(&format!(r#"data-state="{state_en}" title="">{state_ja}</span>"#)), "{}", p.body);
+        // The switch back to English points here, and sets the cookie.
+        let link = r#"href="/ui/lang?to=en&amp;back=%2Fui%2Finstances""#;
+        assert!(p.body.contains(link), "{backend}: {}", p.body);
+        let p = b.get(&c, "/ui/lang?to=en&back=%2Fui%2Finstances").await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER);
+        assert_eq!(p.location.as_deref(), Some("/ui/instances"));
+        assert!(
+            p.set_cookies.iter().any(|c| c.starts_with("lang=en;") && c.contains("Path=/ui")),
+            "{:?}",
+            p.set_cookies
+        );
+        // The cookie wins over Accept-Language.
+        let p = b.get(&c, "/ui/instances").await;
+        assert!(
+            p.body.contains(r#"<html lang="en">"#) && p.body.contains("<h1>Instances</h1>"),
+            "{backend}: {}",
+            p.body
+        );
+        let english_state = format!(r#"data-state="{state_en}" title="">{state_en}</span>"#);
+        assert!(p.body.contains(&english_state) && !p.body.contains(state_ja), "{backend}: {}", p.body);
+        let p = b.get(&c, "/ui/").await;
+        assert!(p.body.contains("<h1>Dashboard</h1>") && p.body.contains("Forecast for the month"), "{}", p.body);
+        // And back to Japanese by the switch.
+        let p = b.get(&c, "/ui/lang?to=ja&back=/ui/").await;
+        assert_eq!(p.location.as_deref(), Some("/ui/"));
+        assert!(b.get(&c, "/ui/").await.body.contains("<h1>ダッシュボード</h1>"));
+
+        // Off-site or unknown targets are refused and set nothing.
+        for bad in [
+            "/ui/lang?to=en&back=https://evil.example/ui/",
+            "/ui/lang?to=en&back=//evil.example/ui/",
+            "/ui/lang?to=en&back=/v1/instances",
+            "/ui/lang?to=fr&back=/ui/",
+        ] {
+            let p = b.get(&c, bad).await;
+            assert_eq!(p.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(p.location.is_none() && p.set_cookies.is_empty(), "{bad}: {:?}", p.set_cookies);
+        }
+        assert_eq!(b.cookies.get("lang").map(String::as_str), Some("ja"));
+
+        // A browser with neither gets English; the panel's own messages follow the locale.
+        let mut en = Browser::default();
+        assert!(en.get(&c, "/ui/login").await.body.contains(r#"<html lang="en">"#));
+        let mut ja = Browser { accept_language: Some("ja".into()), ..Browser::default() };
+        let p = ja.get(&c, "/ui/login?expired=1").await;
+        assert!(p.body.contains("セッションの有効期限が切れました"), "{}", p.body);
+        let p = ja.get(&c, "/ui/no-such-page").await;
+        assert_eq!(p.status, StatusCode::NOT_FOUND);
+        assert!(
+            p.body.contains("<h1>404 見つかりません</h1>") && p.body.contains("ページが見つかりません"),
+            "{}",
+            p.body
+        );
+        let p = en.get(&c, "/ui/no-such-page").await;
+        assert!(p.body.contains("<h1>404 Not Found</h1>") && p.body.contains("no such page"), "{}", p.body);
+    }
 }

@@ -43,6 +43,22 @@ impl From<ApiFailure> for PanelError {
     }
 }
 
+impl PanelError {
+    /// The message in the request's locale (the API's own messages stay as the API sent them).
+    pub fn localized(&self) -> String {
+        use crate::i18n::t;
+        match self {
+            Self::LoggedOut => t("msg_logged_out"),
+            Self::Expired => t("msg_expired"),
+            Self::Csrf => t("msg_csrf"),
+            Self::BadForm(d) => t("msg_bad_form").replace("{detail}", d),
+            Self::NotFound => t("msg_not_found"),
+            Self::Api(f) => f.message.clone(),
+            Self::Internal(d) => t("msg_internal").replace("{detail}", d),
+        }
+    }
+}
+
 impl IntoResponse for PanelError {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -62,8 +78,9 @@ impl IntoResponse for PanelError {
         }
         let ctx = serde_json::json!({
             "status": status.as_u16(),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "message": self.to_string(),
+            "title": crate::i18n::lookup(&format!("http_{}", status.as_u16()))
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("Error").to_owned()),
+            "message": self.localized(),
         });
         (status, render::page_html("error.html", &ctx)).into_response()
     }

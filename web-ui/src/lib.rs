@@ -11,6 +11,7 @@
 mod admin;
 mod client;
 mod error;
+pub mod i18n;
 mod net;
 mod pages;
 mod render;
@@ -89,7 +90,9 @@ pub fn routes(api: Router) -> Router {
         .route("/ui/admin/projects", get(admin::projects).post(admin::project_create))
         .route("/ui/admin/users", post(admin::user_create))
         .route("/ui/admin/quotas", get(admin::quotas).post(admin::quotas_set))
+        .route("/ui/lang", get(i18n::switch))
         .route("/ui/{*rest}", get(not_found).post(not_found))
+        .layer(axum::middleware::from_fn(i18n::middleware))
         .with_state(panel)
 }
 

@@ -83,7 +83,7 @@ fn login_page(status: StatusCode, message: Option<String>, username: &str, secur
 
 /// The login form.
 pub async fn login_form(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
-    let msg = q.expired.map(|_| PanelError::Expired.to_string());
+    let msg = q.expired.map(|_| PanelError::Expired.localized());
     login_page(StatusCode::OK, msg, "", over_tls(&headers))
 }
 
@@ -257,7 +257,7 @@ pub async fn launch(State(panel): State<Panel>, Posted { session: s, form }: Pos
         Some(c) => match c.parse::<u32>() {
             Ok(n) => Some(n),
             Err(_) => {
-                let msg = format!("count must be a whole number, not '{c}'");
+                let msg = crate::i18n::t("msg_count_not_number").replace("{value}", &c);
                 return launch_page(&panel, &s, StatusCode::BAD_REQUEST, Some(msg), input).await;
             }
         },
@@ -322,7 +322,7 @@ async fn console_text(panel: &Panel, s: &Session, id: &str) -> Result<String, Pa
         Ok(c) => Ok(c.output),
         Err(f) if f.status == StatusCode::UNAUTHORIZED => Err(PanelError::Expired),
         Err(f) if f.status == StatusCode::NOT_FOUND || f.status == StatusCode::FORBIDDEN => Err(f.into()),
-        Err(f) => Ok(format!("(console not available: {})", f.message)),
+        Err(f) => Ok(crate::i18n::t("msg_console_unavailable").replace("{detail}", &f.message)),
     }
 }
 
@@ -435,7 +435,7 @@ pub async fn volume_create(State(panel): State<Panel>, Posted { session: s, form
         None => None,
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
-            let msg = format!("size must be a whole number of GiB, not '{}'", form.get("size_gib"));
+            let msg = crate::i18n::t("msg_size_not_number").replace("{value}", &form.get("size_gib"));
             return volumes_page(&panel, &s, StatusCode::BAD_REQUEST, Some(msg), form.to_json()).await;
         }
     };
@@ -469,7 +469,7 @@ pub async fn volume_action(
                 panel.api.act(&s.token, Method::POST, &actions, Some(&json!({"action": "extend", "size_gib": n}))).await
             }
             Err(_) => {
-                let msg = format!("size must be a whole number of GiB, not '{}'", form.get("size_gib"));
+                let msg = crate::i18n::t("msg_size_not_number").replace("{value}", &form.get("size_gib"));
                 return volumes_page(&panel, &s, StatusCode::BAD_REQUEST, Some(msg), json!({})).await;
             }
         },

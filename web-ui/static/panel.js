@@ -16,9 +16,18 @@
     });
   }
 
+  // Messages in the page's language (states, price line), from <body data-i18n>.
+  var i18n = {};
+  try { i18n = JSON.parse(document.body.getAttribute("data-i18n") || "{}"); } catch (e) { i18n = {}; }
+  function stateName(state) { return (i18n.states && i18n.states[state]) || state; }
+  function fill(msg, vals) {
+    return msg.replace(/\{(\w+)\}/g, function (m, k) { return k in vals ? String(vals[k]) : m; });
+  }
+
   function setState(el, state, reason) {
-    if (el.textContent !== state) {
-      el.textContent = state;
+    if (el.getAttribute("data-state") !== state) {
+      el.setAttribute("data-state", state);
+      el.textContent = stateName(state);
       el.className = "state state-" + state;
     }
     el.title = reason || "";
@@ -67,9 +76,9 @@
         getJSON("/ui/estimate.json?hours=1&flavor=" + encodeURIComponent(f)),
         getJSON("/ui/estimate.json?hours=720&flavor=" + encodeURIComponent(f)),
       ]).then(function (r) {
-        out.textContent = "Price: " + r[0].amount + " " + r[0].currency + " per hour, " +
-          r[1].total + " " + r[1].currency + " for 30 days (caps and tax included).";
-      }).catch(function (e) { out.textContent = "Price: not available (" + e.message + ")."; });
+        out.textContent = fill(i18n.price || "Price: {amount} {currency} per hour, {total} {currency} for 30 days (caps and tax included).",
+          { amount: r[0].amount, currency: r[0].currency, total: r[1].total });
+      }).catch(function (e) { out.textContent = fill(i18n.price_na || "Price: not available ({detail}).", { detail: e.message }); });
     };
     flavor.addEventListener("change", show);
     show();

@@ -150,6 +150,19 @@ try {
     await shot(page, name);
   }
 
+  // Japanese through the header's switch; live updates keep the Japanese state name.
+  await page.goto(`${URL}/ui/instances`);
+  await Promise.all([page.waitForNavigation(), page.click('.lang-switch a[hreflang="ja"]')]);
+  check(page.url().endsWith("/ui/instances"), `the switch returns to the page, got ${page.url()}`);
+  check((await page.getAttribute("html", "lang")) === "ja", "<html lang> follows the switch");
+  check((await page.textContent("h1")) === "インスタンス", "the heading is Japanese");
+  await page.waitForTimeout(2500); // a live refresh has run
+  check((await page.textContent(`[data-state-of="${id}"]`)) === "停止", "the live state stays Japanese");
+  await shot(page, "instances-ja");
+  await Promise.all([page.waitForNavigation(), page.click('.lang-switch a[hreflang="en"]')]);
+  check((await page.textContent("h1")) === "Instances", "back to English");
+  step("Japanese locale switched on and off");
+
   // Log out: the session is gone.
   await Promise.all([page.waitForNavigation(), page.click("form.logout button")]);
   check(page.url().endsWith("/ui/login"), `logout lands on the login form, got ${page.url()}`);
