@@ -17,6 +17,8 @@ PACKAGES=(
   tcpdump
   # control panel browser tests (driven by playwright-core from npm; never a downloaded browser)
   chromium chromium-driver
+  # Japanese glyphs in the panel's screenshots
+  fonts-noto-cjk
   # misc tools used by scripts and tests
   procps util-linux curl ca-certificates python3 python3-venv
 )
