@@ -14,6 +14,7 @@ chmod 755 "$WORK"
 PGDATA_DIR="$WORK/pg"
 cleanup() {
     bash "$ROOT/scripts/stop-postgres.sh" "$PGDATA_DIR" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
 }
 trap cleanup EXIT
 
