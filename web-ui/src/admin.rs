@@ -7,7 +7,6 @@
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
-use axum::response::IntoResponse;
 use kumo_wire::api::{Flavor, Host, Listing, Project, User};
 use kumo_wire::billing::{PriceListing, PriceVersion};
 use kumo_wire::storage::{ProjectQuotas, QuotaDefaults};
@@ -17,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use crate::client::{enc, ApiFailure};
 use crate::error::PanelError;
-use crate::pages::{refusal, with_status, PageResult};
+use crate::pages::{redirect_or_refused, refusal, see_other, with_status, PageResult};
 use crate::render::page;
 use crate::session::{FormData, Posted, Session};
 use crate::Panel;
@@ -52,10 +51,6 @@ fn admin(posted: Posted) -> Result<(Session, FormData), PanelError> {
         return Err(forbidden());
     }
     Ok((posted.session, posted.form))
-}
-
-fn see_other(to: &str) -> PageResult {
-    Ok(axum::response::Redirect::to(to).into_response())
 }
 
 // ---------------------------------------------------------------- hosts
@@ -93,13 +88,12 @@ pub async fn host_action(
     if action != "enable" && action != "disable" {
         return Err(PanelError::NotFound);
     }
-    match panel.api.act::<()>(&s.token, Method::POST, &format!("/v1/hosts/{}/{action}", enc(&id)), None).await {
-        Ok(()) => see_other("/ui/admin/hosts"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            hosts_page(&panel, &s, status, Some(msg)).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.act::<()>(&s.token, Method::POST, &format!("/v1/hosts/{}/{action}", enc(&id)), None).await,
+        "/ui/admin/hosts",
+        |status, msg| hosts_page(&panel, &s, status, Some(msg)),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- flavors
@@ -147,25 +141,23 @@ pub async fn flavor_create(State(panel): State<Panel>, posted: Posted) -> PageRe
         Err(msg) => return flavors_page(&panel, &s, StatusCode::BAD_REQUEST, Some(msg), form.to_json()).await,
     };
     body.insert("name".into(), json!(form.get("name")));
-    match panel.api.send::<_, Flavor>(Some(&s.token), Method::POST, "/v1/flavors", &body).await {
-        Ok(_) => see_other("/ui/admin/flavors"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            flavors_page(&panel, &s, status, Some(msg), form.to_json()).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.send::<_, Flavor>(Some(&s.token), Method::POST, "/v1/flavors", &body).await,
+        "/ui/admin/flavors",
+        |status, msg| flavors_page(&panel, &s, status, Some(msg), form.to_json()),
+    )
+    .await
 }
 
 /// Deletes a flavor.
 pub async fn flavor_delete(State(panel): State<Panel>, Path(id): Path<String>, posted: Posted) -> PageResult {
     let (s, _) = admin(posted)?;
-    match panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/flavors/{}", enc(&id)), None).await {
-        Ok(()) => see_other("/ui/admin/flavors"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            flavors_page(&panel, &s, status, Some(msg), json!({})).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/flavors/{}", enc(&id)), None).await,
+        "/ui/admin/flavors",
+        |status, msg| flavors_page(&panel, &s, status, Some(msg), json!({})),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- prices
@@ -197,13 +189,12 @@ pub async fn price_create(State(panel): State<Panel>, posted: Posted) -> PageRes
         "monthly_cap": form.opt("monthly_cap"),
         "charge_stopped": form.opt("charge_stopped").map(|_| true),
     });
-    match panel.api.send::<_, PriceVersion>(Some(&s.token), Method::POST, "/v1/billing/prices", &body).await {
-        Ok(_) => see_other("/ui/admin/prices"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            prices_page(&panel, &s, status, Some(msg), form.to_json()).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.send::<_, PriceVersion>(Some(&s.token), Method::POST, "/v1/billing/prices", &body).await,
+        "/ui/admin/prices",
+        |status, msg| prices_page(&panel, &s, status, Some(msg), form.to_json()),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- projects and users
@@ -230,13 +221,12 @@ pub async fn projects(State(panel): State<Panel>, AdminSession(s): AdminSession)
 pub async fn project_create(State(panel): State<Panel>, posted: Posted) -> PageResult {
     let (s, form) = admin(posted)?;
     let body = json!({"name": form.get("name")});
-    match panel.api.send::<_, Project>(Some(&s.token), Method::POST, "/v1/projects", &body).await {
-        Ok(_) => see_other("/ui/admin/projects"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            projects_page(&panel, &s, status, Some(msg), json!({"project": form.to_json()})).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.send::<_, Project>(Some(&s.token), Method::POST, "/v1/projects", &body).await,
+        "/ui/admin/projects",
+        |status, msg| projects_page(&panel, &s, status, Some(msg), json!({"project": form.to_json()})),
+    )
+    .await
 }
 
 /// Creates a user.
@@ -301,11 +291,10 @@ pub async fn quotas_set(State(panel): State<Panel>, posted: Posted) -> PageResul
         Err(msg) => return quotas_page(&panel, &s, Some(project), StatusCode::BAD_REQUEST, Some(msg)).await,
     };
     let path = format!("/v1/projects/{}/quotas", enc(&project));
-    match panel.api.send::<_, ProjectQuotas>(Some(&s.token), Method::PUT, &path, &body).await {
-        Ok(_) => see_other(&format!("/ui/admin/quotas?project={}", enc(&project))),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            quotas_page(&panel, &s, Some(project), status, Some(msg)).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.send::<_, ProjectQuotas>(Some(&s.token), Method::PUT, &path, &body).await,
+        &format!("/ui/admin/quotas?project={}", enc(&project)),
+        |status, msg| quotas_page(&panel, &s, Some(project), status, Some(msg)),
+    )
+    .await
 }

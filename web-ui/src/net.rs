@@ -2,7 +2,6 @@
 
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Redirect};
 use kumo_wire::api::{Instance, InstancePage, Listing};
 use kumo_wire::network::{FloatingIp, Network, SecurityGroup};
 use kumo_wire::InstanceState;
@@ -10,14 +9,10 @@ use serde_json::{json, Value};
 
 use crate::client::enc;
 use crate::error::PanelError;
-use crate::pages::{refusal, with_status, PageResult};
+use crate::pages::{redirect_or_refused, with_status, PageResult};
 use crate::render::page;
 use crate::session::{FormData, Posted, Session};
 use crate::Panel;
-
-fn see_other(to: &str) -> PageResult {
-    Ok(Redirect::to(to).into_response())
-}
 
 // ---------------------------------------------------------------- networks
 
@@ -49,13 +44,12 @@ pub async fn network_create(State(panel): State<Panel>, Posted { session: s, for
     if !dns.is_empty() {
         body["dns_servers"] = json!(dns);
     }
-    match panel.api.send::<_, Network>(Some(&s.token), Method::POST, "/v1/networks", &body).await {
-        Ok(_) => see_other("/ui/networks"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            networks_page(&panel, &s, status, Some(msg), form.to_json()).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.send::<_, Network>(Some(&s.token), Method::POST, "/v1/networks", &body).await,
+        "/ui/networks",
+        |status, msg| networks_page(&panel, &s, status, Some(msg), form.to_json()),
+    )
+    .await
 }
 
 /// Deletes a network.
@@ -64,13 +58,12 @@ pub async fn network_delete(
     Path(id): Path<String>,
     Posted { session: s, .. }: Posted,
 ) -> PageResult {
-    match panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/networks/{}", enc(&id)), None).await {
-        Ok(()) => see_other("/ui/networks"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            networks_page(&panel, &s, status, Some(msg), json!({})).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/networks/{}", enc(&id)), None).await,
+        "/ui/networks",
+        |status, msg| networks_page(&panel, &s, status, Some(msg), json!({})),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- security groups
@@ -95,13 +88,12 @@ pub async fn groups(State(panel): State<Panel>, s: Session) -> PageResult {
 /// Creates a security group.
 pub async fn group_create(State(panel): State<Panel>, Posted { session: s, form }: Posted) -> PageResult {
     let body = json!({"name": form.get("name"), "description": form.get("description")});
-    match panel.api.send::<_, SecurityGroup>(Some(&s.token), Method::POST, "/v1/security-groups", &body).await {
-        Ok(_) => see_other("/ui/security-groups"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            groups_page(&panel, &s, status, Some(msg), json!({"group": form.to_json()})).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.send::<_, SecurityGroup>(Some(&s.token), Method::POST, "/v1/security-groups", &body).await,
+        "/ui/security-groups",
+        |status, msg| groups_page(&panel, &s, status, Some(msg), json!({"group": form.to_json()})),
+    )
+    .await
 }
 
 /// Deletes a security group.
@@ -110,13 +102,12 @@ pub async fn group_delete(
     Path(id): Path<String>,
     Posted { session: s, .. }: Posted,
 ) -> PageResult {
-    match panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/security-groups/{}", enc(&id)), None).await {
-        Ok(()) => see_other("/ui/security-groups"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            groups_page(&panel, &s, status, Some(msg), json!({})).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/security-groups/{}", enc(&id)), None).await,
+        "/ui/security-groups",
+        |status, msg| groups_page(&panel, &s, status, Some(msg), json!({})),
+    )
+    .await
 }
 
 /// `ports` as the form has it (`22`, `8000-8080`, empty for all) as the API's range.
@@ -154,13 +145,12 @@ pub async fn rule_add(
         Err(msg) => return groups_page(&panel, &s, StatusCode::BAD_REQUEST, Some(msg), input).await,
     };
     let path = format!("/v1/security-groups/{}/rules", enc(&id));
-    match panel.api.send::<_, Value>(Some(&s.token), Method::POST, &path, &body).await {
-        Ok(_) => see_other("/ui/security-groups"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            groups_page(&panel, &s, status, Some(msg), input).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.send::<_, Value>(Some(&s.token), Method::POST, &path, &body).await,
+        "/ui/security-groups",
+        |status, msg| groups_page(&panel, &s, status, Some(msg), input),
+    )
+    .await
 }
 
 /// Removes a rule.
@@ -170,13 +160,12 @@ pub async fn rule_delete(
     Posted { session: s, .. }: Posted,
 ) -> PageResult {
     let path = format!("/v1/security-groups/{}/rules/{}", enc(&id), enc(&rule));
-    match panel.api.act::<()>(&s.token, Method::DELETE, &path, None).await {
-        Ok(()) => see_other("/ui/security-groups"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            groups_page(&panel, &s, status, Some(msg), json!({})).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.act::<()>(&s.token, Method::DELETE, &path, None).await,
+        "/ui/security-groups",
+        |status, msg| groups_page(&panel, &s, status, Some(msg), json!({})),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- floating IPs
@@ -210,13 +199,7 @@ pub async fn fip_action(State(panel): State<Panel>, Posted { session: s, form }:
         "release" => panel.api.act::<()>(&s.token, Method::DELETE, &path, None).await,
         other => return Err(PanelError::BadForm(format!("unknown action '{other}'"))),
     };
-    match result {
-        Ok(()) => see_other("/ui/floating-ips"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            fips_page(&panel, &s, status, Some(msg)).await
-        }
-    }
+    redirect_or_refused(result, "/ui/floating-ips", |status, msg| fips_page(&panel, &s, status, Some(msg))).await
 }
 
 #[cfg(test)]

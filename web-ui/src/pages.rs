@@ -45,8 +45,29 @@ pub fn with_status(status: StatusCode, html: axum::response::Html<String>) -> Re
     (status, html).into_response()
 }
 
-fn see_other(to: &str) -> PageResult {
+/// A 303 to `to` (after a form was carried out).
+pub fn see_other(to: &str) -> PageResult {
     Ok(Redirect::to(to).into_response())
+}
+
+/// The end of a form handler: when the API call succeeded, go to `to`; when
+/// the API refused it, render the page again (`again`) with the API's status
+/// and message. An expired session goes back to the login form.
+pub async fn redirect_or_refused<T, Fut>(
+    result: Result<T, ApiFailure>,
+    to: &str,
+    again: impl FnOnce(StatusCode, String) -> Fut,
+) -> PageResult
+where
+    Fut: std::future::Future<Output = PageResult>,
+{
+    match result {
+        Ok(_) => see_other(to),
+        Err(f) => {
+            let (status, msg) = refusal(f)?;
+            again(status, msg).await
+        }
+    }
 }
 
 /// Instances of the project (the API pages; the panel reads up to 1,000).
@@ -356,13 +377,10 @@ pub async fn instance_action(
         }
         other => return Err(PanelError::BadForm(format!("unknown action '{other}'"))),
     };
-    match result {
-        Ok(()) => see_other(&format!("/ui/instances/{}", enc(&id))),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            instance_page(&panel, &s, &id, status, Some(msg)).await
-        }
-    }
+    redirect_or_refused(result, &format!("/ui/instances/{}", enc(&id)), |status, msg| {
+        instance_page(&panel, &s, &id, status, Some(msg))
+    })
+    .await
 }
 
 /// Snapshots the instance's root disk.
@@ -372,13 +390,12 @@ pub async fn instance_snapshot(
     Posted { session: s, form }: Posted,
 ) -> PageResult {
     let body = json!({"name": form.get("name"), "instance": id});
-    match panel.api.send::<_, Snapshot>(Some(&s.token), Method::POST, "/v1/snapshots", &body).await {
-        Ok(_) => see_other("/ui/snapshots"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            instance_page(&panel, &s, &id, status, Some(msg)).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.send::<_, Snapshot>(Some(&s.token), Method::POST, "/v1/snapshots", &body).await,
+        "/ui/snapshots",
+        |status, msg| instance_page(&panel, &s, &id, status, Some(msg)),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- images
@@ -399,13 +416,12 @@ pub async fn image_delete(
     Path(id): Path<String>,
     Posted { session: s, .. }: Posted,
 ) -> PageResult {
-    match panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/images/{}", enc(&id)), None).await {
-        Ok(()) => see_other("/ui/images"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            images_page(&panel, &s, status, Some(msg)).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/images/{}", enc(&id)), None).await,
+        "/ui/images",
+        |status, msg| images_page(&panel, &s, status, Some(msg)),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- volumes
@@ -440,13 +456,12 @@ pub async fn volume_create(State(panel): State<Panel>, Posted { session: s, form
         }
     };
     let body = json!({"name": form.get("name"), "size_gib": size, "snapshot": form.opt("snapshot"), "attach_to": form.opt("attach_to")});
-    match panel.api.send::<_, Volume>(Some(&s.token), Method::POST, "/v1/volumes", &body).await {
-        Ok(_) => see_other("/ui/volumes"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            volumes_page(&panel, &s, status, Some(msg), form.to_json()).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.send::<_, Volume>(Some(&s.token), Method::POST, "/v1/volumes", &body).await,
+        "/ui/volumes",
+        |status, msg| volumes_page(&panel, &s, status, Some(msg), form.to_json()),
+    )
+    .await
 }
 
 /// Attach, detach, extend or delete a volume.
@@ -475,13 +490,8 @@ pub async fn volume_action(
         },
         other => return Err(PanelError::BadForm(format!("unknown action '{other}'"))),
     };
-    match result {
-        Ok(()) => see_other("/ui/volumes"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            volumes_page(&panel, &s, status, Some(msg), json!({})).await
-        }
-    }
+    redirect_or_refused(result, "/ui/volumes", |status, msg| volumes_page(&panel, &s, status, Some(msg), json!({})))
+        .await
 }
 
 // ---------------------------------------------------------------- snapshots
@@ -507,13 +517,12 @@ pub async fn snapshots(State(panel): State<Panel>, s: Session) -> PageResult {
 /// Snapshots a volume.
 pub async fn snapshot_create(State(panel): State<Panel>, Posted { session: s, form }: Posted) -> PageResult {
     let body = json!({"name": form.get("name"), "volume": form.opt("volume")});
-    match panel.api.send::<_, Snapshot>(Some(&s.token), Method::POST, "/v1/snapshots", &body).await {
-        Ok(_) => see_other("/ui/snapshots"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            snapshots_page(&panel, &s, status, Some(msg), form.to_json()).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.send::<_, Snapshot>(Some(&s.token), Method::POST, "/v1/snapshots", &body).await,
+        "/ui/snapshots",
+        |status, msg| snapshots_page(&panel, &s, status, Some(msg), form.to_json()),
+    )
+    .await
 }
 
 /// Deletes a snapshot.
@@ -522,13 +531,12 @@ pub async fn snapshot_delete(
     Path(id): Path<String>,
     Posted { session: s, .. }: Posted,
 ) -> PageResult {
-    match panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/snapshots/{}", enc(&id)), None).await {
-        Ok(()) => see_other("/ui/snapshots"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            snapshots_page(&panel, &s, status, Some(msg), json!({})).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/snapshots/{}", enc(&id)), None).await,
+        "/ui/snapshots",
+        |status, msg| snapshots_page(&panel, &s, status, Some(msg), json!({})),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- key pairs
@@ -583,13 +591,12 @@ pub async fn keypair_delete(
     Path(name): Path<String>,
     Posted { session: s, .. }: Posted,
 ) -> PageResult {
-    match panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/keypairs/{}", enc(&name)), None).await {
-        Ok(()) => see_other("/ui/keypairs"),
-        Err(f) => {
-            let (status, msg) = refusal(f)?;
-            keypairs_page(&panel, &s, status, Some(msg), json!({})).await
-        }
-    }
+    redirect_or_refused(
+        panel.api.act::<()>(&s.token, Method::DELETE, &format!("/v1/keypairs/{}", enc(&name)), None).await,
+        "/ui/keypairs",
+        |status, msg| keypairs_page(&panel, &s, status, Some(msg), json!({})),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- billing
