@@ -45,7 +45,11 @@
 //! longer wanted. A change to one port's rules rewrites that port's chain
 //! only; conntrack entries are never touched, so open connections of other
 //! ports (and allowed ones of this port) survive. Applying the same state
-//! twice runs no transaction at all.
+//! twice runs no transaction at all. Chains no longer wanted are all flushed
+//! before any is deleted (nft refuses to delete a chain a rule still jumps
+//! to). Should an incremental transaction fail anyway (say, an operator
+//! edited Kumo's tables), `apply` rebuilds the three tables from scratch in
+//! one transaction, so one failure never wedges the host's firewall.
 //!
 //! Why a rendered nft script rather than the `nftables` crate's JSON: the
 //! script syntax is nftables' primary, documented interface (what `nft list`
@@ -246,7 +250,13 @@ impl Firewall {
         };
         let script = self.script(&chains, &existing);
         if !script.is_empty() {
-            nft_stdin(&script, "apply").await?;
+            if let Err(err) = nft_stdin(&script, "apply").await {
+                // An incremental change the kernel refused (tables changed
+                // behind Kumo's back, or a defect in ordering) must not wedge
+                // the host: rebuild Kumo's tables from scratch, atomically.
+                tracing::warn!(error = %err, table = %self.table, "incremental firewall apply failed; rebuilding the tables");
+                nft_stdin(&self.rebuild_script(&chains), "rebuild").await?;
+            }
         }
         *applied = Some(Existing {
             tables: FAMILIES.iter().map(|f| (*f).to_owned()).collect(),
@@ -271,6 +281,19 @@ impl Firewall {
             return Ok(());
         }
         nft_stdin(&script, "remove").await
+    }
+
+    /// One transaction that deletes Kumo's tables (whatever they hold) and
+    /// creates them anew with `chains`: no moment without rules, and
+    /// conntrack entries (open connections) are kept.
+    fn rebuild_script(&self, chains: &[ChainSpec]) -> String {
+        let mut script = String::new();
+        for family in FAMILIES {
+            // `add` first, so the `delete` works whether or not the table exists.
+            let _ = writeln!(script, "add table {family} {}", self.table);
+            let _ = writeln!(script, "delete table {family} {}", self.table);
+        }
+        script + &self.script(chains, &Existing::default())
     }
 
     /// The transaction turning `existing` into `chains` (empty: nothing to do).
@@ -308,13 +331,18 @@ impl Firewall {
                 }
             }
         }
-        // Chains no longer wanted go last, after the jumps to them were flushed.
+        // Chains no longer wanted go last: every one of them is flushed before
+        // any is deleted, because an unwanted chain may jump to another one
+        // (a bridge's `in_` chain's verdict map names its ports' chains), and
+        // nft refuses to delete a chain that a rule still jumps to (EBUSY).
+        // Wanted chains that jumped to them were rewritten above.
         let wanted: BTreeSet<(String, String)> = chains.iter().map(|c| (c.family.to_owned(), c.name.clone())).collect();
-        for (family, name) in existing.chains.keys() {
-            if !wanted.contains(&(family.clone(), name.clone())) {
-                let _ = writeln!(body, "flush chain {family} {t} {name}");
-                let _ = writeln!(body, "delete chain {family} {t} {name}");
-            }
+        let unwanted: Vec<&(String, String)> = existing.chains.keys().filter(|k| !wanted.contains(*k)).collect();
+        for (family, name) in &unwanted {
+            let _ = writeln!(body, "flush chain {family} {t} {name}");
+        }
+        for (family, name) in &unwanted {
+            let _ = writeln!(body, "delete chain {family} {t} {name}");
         }
         if body.is_empty() && head.is_empty() {
             return String::new();

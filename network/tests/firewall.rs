@@ -340,3 +340,65 @@ fn bad_state_is_an_error_and_changes_nothing() {
     assert!(matches!(t.apply(&bad), Err(FirewallError::InvalidMac(_))));
     assert_eq!(t.ruleset(), before);
 }
+
+/// Issue 11, item 1: deleting the last port of one project's network on a
+/// host deleted its port chain before the bridge chain whose verdict map
+/// jumped to it, nft answered EBUSY, and every later apply failed the same
+/// way for every project on the host.
+#[test]
+fn one_tenants_delete_does_not_wedge_the_hosts_firewall() {
+    let t = topo();
+    t.a.ns.echo_server(8080);
+    let mut state = t.state();
+    state.ports[0].ingress = vec![allow(Protocol::Tcp, Some((8080, 8080)), "10.0.0.0/24")];
+    t.apply(&state).unwrap();
+    // Project 2's only instance (D, alone on BR2) is deleted: its port and
+    // its bridge leave the host's state together.
+    let mut without_d = state.clone();
+    without_d.ports.retain(|p| p.port != t.d.port);
+    without_d.bridges.retain(|b| b.name != BR2);
+    t.apply(&without_d).expect("deleting another project's port applies");
+    let listing = String::from_utf8(t.host.exec(&["nft", "list", "table", "inet", TABLE]).stdout).unwrap();
+    let d_chain = format!("in_{}", t.d.port.as_str().replace('-', "_"));
+    let a_chain = format!("in_{}", t.a.port.as_str().replace('-', "_"));
+    assert!(!listing.contains(&d_chain), "D's chain is gone: {listing}");
+    assert!(!listing.contains("in_kbr000000000002"), "BR2's chain is gone: {listing}");
+    assert!(listing.contains(&format!("chain {a_chain}")) && listing.contains("tcp dport 8080 accept"), "{listing}");
+    assert!(t.b.ns.reaches(t.a.ip, 8080), "A's rules still in force");
+    // Later applies (a stop of A's project, a restarted agent) still work.
+    let mut later = without_d.clone();
+    later.ports[1].ingress = vec![allow(Protocol::Icmp, None, "0.0.0.0/0")];
+    t.apply(&later).expect("the next apply works");
+    t.apply_cold(&state).expect("D comes back");
+    t.apply_cold(&without_d).expect("and goes again, read from the kernel");
+    assert!(t.b.ns.reaches(t.a.ip, 8080));
+}
+
+/// Whatever makes an incremental transaction fail (here: a rule someone
+/// added to Kumo's table that jumps to a chain Kumo deletes), the apply
+/// rebuilds Kumo's tables instead of failing from then on.
+#[test]
+fn a_failed_incremental_apply_rebuilds_the_tables() {
+    let t = topo();
+    t.a.ns.echo_server(8080);
+    let mut state = t.state();
+    state.ports[0].ingress = vec![allow(Protocol::Tcp, Some((8080, 8080)), "10.0.0.0/24")];
+    t.apply(&state).unwrap();
+    let d_chain = format!("in_{}", t.d.port.as_str().replace('-', "_"));
+    for cmd in
+        [vec!["add", "chain", "inet", TABLE, "stray"], vec!["add", "rule", "inet", TABLE, "stray", "jump", &d_chain]]
+    {
+        let out = t.host.exec(&[&["nft"][..], &cmd].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut without_d = state.clone();
+    without_d.ports.retain(|p| p.port != t.d.port);
+    t.apply(&without_d).expect("rebuilt");
+    let listing = String::from_utf8(t.host.exec(&["nft", "list", "table", "inet", TABLE]).stdout).unwrap();
+    assert!(!listing.contains("stray") && !listing.contains(&d_chain), "{listing}");
+    assert!(t.b.ns.reaches(t.a.ip, 8080), "A's rules in force after the rebuild");
+    assert!(!t.c.ns.reaches(t.d.ip, 8080), "isolation in force after the rebuild");
+    // And the firewall stays incremental afterwards.
+    t.apply(&without_d).unwrap();
+    t.apply(&state).unwrap();
+}
