@@ -3,6 +3,15 @@
 //! anyone else (no DNS either). State lives under one directory, one
 //! subdirectory per network (`hosts`, `pid`, `leases`, `log`); the pid file is
 //! the source of truth, so a restarted agent adopts the dnsmasq it finds.
+//!
+//! Leases follow the hosts: dnsmasq keeps a lease for its whole lifetime (1 h)
+//! even after its MAC left the hosts file, and refuses that address to anyone
+//! else ("not using configured address ... because it is leased to ..."). Kumo
+//! frees an address as soon as the instance holding it is gone and may hand
+//! it to a new port at once, so when a lease no longer matches a host entry,
+//! [`Dhcp::ensure`] stops dnsmasq, drops such leases from its lease file and
+//! starts it again (it reads leases only at start; SIGHUP rereads the hosts
+//! file only). Leases that still match are kept across the restart.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -29,6 +38,31 @@ pub struct DhcpHost {
     pub ip: Ipv4Addr,
     /// The instance's hostname (characters outside `[a-zA-Z0-9-]` are dropped).
     pub hostname: String,
+}
+
+/// One lease in dnsmasq's lease file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// When it expires (seconds since the epoch; 0: never).
+    pub expires: u64,
+    /// The client's MAC, lowercase.
+    pub mac: String,
+    /// The address leased.
+    pub ip: Ipv4Addr,
+}
+
+/// Reads dnsmasq's lease file format (`expiry mac ip hostname client-id`),
+/// skipping what it cannot parse (IPv6 `duid` lines and the like).
+pub fn parse_leases(text: &str) -> Vec<Lease> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let expires = words.next()?.parse().ok()?;
+            let mac = words.next()?.to_ascii_lowercase();
+            let ip = words.next()?.parse().ok()?;
+            Some(Lease { expires, mac, ip })
+        })
+        .collect()
 }
 
 /// Errors of the DHCP supervisor.
@@ -148,9 +182,10 @@ impl Dhcp {
         }
 
         let args = dnsmasq_args(net, bridge, &dir);
+        let stale = stale_leases(&self.leases(&net.id), hosts);
         if let Some(pid) = self.pid(&net.id) {
             let same_options = read_cmdline(pid).is_some_and(|c| c.get(1..) == Some(args.as_slice()));
-            if same_options {
+            if same_options && stale.is_empty() {
                 if changed {
                     kill(Pid::from_raw(pid), Signal::SIGHUP).map_err(|source| DhcpError::Signal {
                         network: net.id.clone(),
@@ -160,10 +195,45 @@ impl Dhcp {
                 }
                 return Ok(());
             }
-            tracing::info!(network = %net.id.as_str(), pid, "dnsmasq options changed; restarting it");
+            if same_options {
+                tracing::info!(network = %net.id.as_str(), pid, released = stale.len(),
+                    "leases of removed ports released; restarting dnsmasq");
+            } else {
+                tracing::info!(network = %net.id.as_str(), pid, "dnsmasq options changed; restarting it");
+            }
             self.terminate(&net.id, pid).await?;
         }
+        self.drop_leases(&dir, &stale)?;
         self.start(net, &args, &dir).await
+    }
+
+    /// The leases dnsmasq recorded for the network (none if it never ran).
+    pub fn leases(&self, id: &NetworkId) -> Vec<Lease> {
+        std::fs::read_to_string(self.network_dir(id).join("leases")).map(|t| parse_leases(&t)).unwrap_or_default()
+    }
+
+    /// Rewrites the lease file without `stale` (dnsmasq must not run).
+    fn drop_leases(&self, dir: &Path, stale: &[Lease]) -> Result<(), DhcpError> {
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let path = dir.join("leases");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let kept: String = text
+            .lines()
+            // By MAC and address: dnsmasq may have renewed it meanwhile (new expiry).
+            .filter(|line| {
+                parse_leases(line).first().is_none_or(|l| !stale.iter().any(|s| s.mac == l.mac && s.ip == l.ip))
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let tmp = dir.join("leases.tmp");
+        std::fs::write(&tmp, kept).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 
     async fn start(&self, net: &DesiredNetwork, args: &[String], dir: &Path) -> Result<(), DhcpError> {
@@ -250,6 +320,16 @@ fn read_cmdline(pid: i32) -> Option<Vec<String>> {
     let args: Vec<String> =
         raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     (!args.is_empty()).then_some(args)
+}
+
+/// The leases that no host entry backs any more: their MAC is gone, or it
+/// now has another address.
+fn stale_leases(leases: &[Lease], hosts: &[DhcpHost]) -> Vec<Lease> {
+    leases
+        .iter()
+        .filter(|l| !hosts.iter().any(|h| h.mac.eq_ignore_ascii_case(&l.mac) && h.ip == l.ip))
+        .cloned()
+        .collect()
 }
 
 /// dnsmasq's options for one network (without argv\[0\]).
@@ -370,6 +450,23 @@ mod tests {
             let err = hosts_file(&net(), &hosts).expect_err(expected).to_string();
             assert!(err.contains(expected) && err.contains("nothing was changed"), "{err}");
         }
+    }
+
+    #[test]
+    fn leases_without_a_matching_host_are_stale() {
+        let leases = parse_leases(
+            "1700000000 52:54:00:00:00:01 10.1.2.10 a *\n0 52:54:00:00:00:02 10.1.2.11 * 01:52:54:00:00:00:02\n\
+             duid 00:01:00:01\n1700000000 52:54:00:00:00:03 10.1.2.12 c *\n",
+        );
+        assert_eq!(leases.len(), 3, "{leases:?}");
+        assert_eq!(
+            leases[1],
+            Lease { expires: 0, mac: "52:54:00:00:00:02".into(), ip: "10.1.2.11".parse().expect("ip") }
+        );
+        // 01 keeps its address, 02 is gone, 03 now has another one.
+        let hosts = [host("52:54:00:00:00:01", "10.1.2.10", "a"), host("52:54:00:00:00:03", "10.1.2.13", "c")];
+        let stale: Vec<String> = stale_leases(&leases, &hosts).into_iter().map(|l| l.mac).collect();
+        assert_eq!(stale, ["52:54:00:00:00:02", "52:54:00:00:00:03"]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub use datapath::{
     bridge_name, kernel_supports_vlan, tap_name, vlan_link_name, Datapath, DatapathConfig, DatapathError, NetworkLinks,
     PlumbedNetwork,
 };
-pub use dhcp::{Dhcp, DhcpError, DhcpHost};
+pub use dhcp::{Dhcp, DhcpError, DhcpHost, Lease};
 
 #[cfg(test)]
 mod tests {

@@ -180,3 +180,63 @@ fn dnsmasq_on_a_missing_bridge_is_a_clear_error() {
         assert!(dhcp.running().is_empty());
     });
 }
+
+/// Issue 11, item 6: an instance is deleted and its address handed to a new
+/// port at once; dnsmasq still held the old MAC's lease (1 h) and answered
+/// the new MAC "no address available". Leases of removed hosts are released.
+#[test]
+fn a_reused_address_goes_to_the_new_mac_at_once() {
+    let server = TestNetns::new("");
+    server.enter();
+    let state = tempfile::tempdir().expect("tempdir");
+    let scripts = tempfile::tempdir().expect("tempdir");
+    let net = DesiredNetwork {
+        id: NetworkId::generate(),
+        vlan_id: 100,
+        cidr: "10.79.0.0/24".parse().expect("cidr"),
+        gateway: "10.79.0.1".parse().expect("ip"),
+        dns_servers: vec![],
+    };
+    let reused: std::net::Ipv4Addr = "10.79.0.10".parse().expect("ip");
+    let old = DhcpHost { mac: KNOWN_MAC.into(), ip: reused, hostname: "old".into() };
+    let stays =
+        DhcpHost { mac: "52:54:00:aa:00:03".into(), ip: "10.79.0.11".parse().expect("ip"), hostname: "stays".into() };
+    let new = DhcpHost { mac: OTHER_MAC.into(), ip: reused, hostname: "new".into() };
+
+    runtime().block_on(async {
+        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let bridge = dp.ensure_network(&net).await.expect("bridge").bridge;
+        let dhcp = Dhcp::new(state.path().to_owned());
+        let _guard = StopOnDrop(dhcp.clone(), net.id.clone());
+        dhcp.ensure(&net, &bridge, &[old.clone(), stays.clone()]).await.expect("start");
+        let c_old = client(&server, "o", &bridge, KNOWN_MAC);
+        let c_stays = client(&server, "s", &bridge, &stays.mac);
+        assert_eq!(udhcpc(&c_old, scripts.path()), Some(("10.79.0.10".into(), "10.79.0.1".into())));
+        assert_eq!(udhcpc(&c_stays, scripts.path()), Some(("10.79.0.11".into(), "10.79.0.1".into())));
+        let macs = |d: &Dhcp| d.leases(&net.id).into_iter().map(|l| (l.mac, l.ip.to_string())).collect::<Vec<_>>();
+        assert!(macs(&dhcp).contains(&(KNOWN_MAC.to_owned(), "10.79.0.10".to_owned())), "{:?}", macs(&dhcp));
+
+        // The old port goes, its address goes to a new port (one sync later, or the same one).
+        dhcp.ensure(&net, &bridge, std::slice::from_ref(&stays)).await.expect("port removed");
+        dhcp.ensure(&net, &bridge, &[stays.clone(), new.clone()]).await.expect("port added");
+        let c_new = client(&server, "n", &bridge, OTHER_MAC);
+        assert_eq!(
+            udhcpc(&c_new, scripts.path()),
+            Some(("10.79.0.10".into(), "10.79.0.1".into())),
+            "the new MAC gets X at once"
+        );
+        let leases = macs(&dhcp);
+        assert!(!leases.iter().any(|(mac, _)| mac == KNOWN_MAC), "the old lease is released: {leases:?}");
+        assert!(leases.contains(&(stays.mac.clone(), "10.79.0.11".to_owned())), "other leases are kept: {leases:?}");
+        assert_eq!(udhcpc(&c_stays, scripts.path()), Some(("10.79.0.11".into(), "10.79.0.1".into())));
+        assert_eq!(udhcpc(&c_old, scripts.path()), None, "the old MAC gets nothing");
+
+        // Nothing stale: an unchanged host list leaves dnsmasq alone.
+        let pid = dhcp.pid(&net.id).expect("running");
+        dhcp.ensure(&net, &bridge, &[stays.clone(), new.clone()]).await.expect("again");
+        assert_eq!(dhcp.pid(&net.id), Some(pid));
+
+        dhcp.stop(&net.id).await.expect("stop");
+        dp.remove_network(&net.id).await.expect("remove");
+    });
+}
