@@ -8,21 +8,39 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kumo_storage::{BackingImage, DiskError, ImageCache, ImageCacheError, InstanceDisks};
-use kumo_wire::agent::{DesiredInstance, ImageFileRef, ImageRef, ObservedPower};
+use kumo_wire::agent::{
+    DesiredInstance, ImageFileRef, ImageRef, InstanceNotice, ObservedPower, NOTICE_FORCED_POWER_OFF,
+    NOTICE_FORCED_RESET,
+};
 use kumo_wire::api::{ImageFileRole, ImageKind};
-use kumo_wire::{DesiredPower, ImageId, InstanceId};
+use kumo_wire::{DesiredPower, ImageId, InstanceId, Timestamp};
 
 use crate::config::DomainType;
 use crate::domain_xml::{domain_name, render, Boot, DomainSpec, Interface, VolumeDisk};
 use crate::hypervisor::{Hypervisor, HypervisorError};
 use crate::locks::InstanceLocks;
 use crate::networking::{instance_view, NetworkStatus};
+use crate::notices::Notices;
 use crate::volumes::{Backends, VolumeWorkError};
 
 /// The file name of an instance's serial console log inside its directory.
 pub const CONSOLE_LOG_FILE: &str = "console.log";
 /// The file name of an instance's NoCloud config drive inside its directory.
 pub const CONFIG_DRIVE_FILE: &str = "cidata.iso";
+
+/// How often the ACPI power button is pressed again while a guest has not
+/// powered off: a press during early boot, before the guest's ACPI driver is
+/// loaded, is lost (the guest never hears it).
+pub const ACPI_RETRY: Duration = Duration::from_secs(3);
+
+/// How a guest that was asked to power off went down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PowerOff {
+    /// It was off already, or powered itself off.
+    Clean,
+    /// It ignored ACPI for the whole timeout and was destroyed.
+    Forced,
+}
 
 /// Why an instance could not be converged. The message is what the user sees.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +83,9 @@ pub struct Converger {
     images: Arc<ImageCache>,
     domain_type: DomainType,
     shutdown_timeout: Duration,
+    acpi_retry: Duration,
     poll_interval: Duration,
+    notices: Notices,
     locks: Arc<InstanceLocks>,
     backends: Backends,
     networks: NetworkStatus,
@@ -95,7 +115,9 @@ impl Converger {
             images,
             domain_type,
             shutdown_timeout,
+            acpi_retry: ACPI_RETRY,
             poll_interval: Duration::from_millis(250),
+            notices: Notices::default(),
             locks: Arc::default(),
             backends: Backends::default(),
             networks: NetworkStatus::default(),
@@ -117,6 +139,29 @@ impl Converger {
         self
     }
 
+    /// Presses the ACPI power button again every `every` while waiting.
+    pub fn with_acpi_retry(mut self, every: Duration) -> Self {
+        self.acpi_retry = every;
+        self
+    }
+
+    /// What this converger noticed for users (guests it had to force off).
+    pub fn notices(&self) -> &Notices {
+        &self.notices
+    }
+
+    /// Records that `desired`'s guest had to be forced off.
+    fn forced(&self, desired: &DesiredInstance, action: &str, what: &str) {
+        let secs = self.shutdown_timeout.as_secs_f64();
+        self.notices.push(InstanceNotice {
+            instance: desired.id.clone(),
+            key: format!("{action}:{}", desired.generation),
+            action: action.to_owned(),
+            message: format!("{what} because the guest ignored the ACPI request after {secs:.0} s"),
+            at: Timestamp::now(),
+        });
+    }
+
     /// The instance's console log (whether or not it exists).
     pub fn console_log(&self, id: &InstanceId) -> PathBuf {
         self.disks.instance_dir(id).join(CONSOLE_LOG_FILE)
@@ -133,7 +178,9 @@ impl Converger {
                 let reboot = desired.reboot_generation == Some(desired.generation);
                 if reboot && matches!(power, ObservedPower::Running | ObservedPower::Paused) {
                     tracing::info!(instance = %desired.id, "rebooting (ACPI, then destroy after the timeout)");
-                    self.stop(&name).await?;
+                    if self.stop(&name).await? == PowerOff::Forced {
+                        self.forced(desired, NOTICE_FORCED_RESET, "forced reset");
+                    }
                     self.hypervisor.start(&name).await?;
                 } else if !matches!(power, ObservedPower::Running | ObservedPower::Paused) {
                     self.hypervisor.start(&name).await?;
@@ -143,7 +190,9 @@ impl Converger {
             }
             DesiredPower::Stopped => {
                 self.ensure_defined(desired).await?;
-                self.stop(&name).await?;
+                if self.stop(&name).await? == PowerOff::Forced {
+                    self.forced(desired, NOTICE_FORCED_POWER_OFF, "forced power-off");
+                }
                 Ok(ObservedPower::Shutoff)
             }
             DesiredPower::Deleted => {
@@ -179,7 +228,10 @@ impl Converger {
                     }),
                     None => None,
                 };
-                (self.disks.ensure_root_disk(&desired.id, backing.as_ref(), spec.disk_gib).await?, Some((kernel, initrd)))
+                (
+                    self.disks.ensure_root_disk(&desired.id, backing.as_ref(), spec.disk_gib).await?,
+                    Some((kernel, initrd)),
+                )
             }
         };
         let volumes = desired
@@ -242,28 +294,38 @@ impl Converger {
         Ok(())
     }
 
-    /// Powers the domain off: ACPI first, destroy once the timeout has passed.
-    /// A domain that is missing or already off is left as it is.
-    async fn stop(&self, name: &str) -> Result<(), ConvergeError> {
-        let Some(domain) = self.hypervisor.domain(name).await? else { return Ok(()) };
+    /// Powers the domain off: ACPI first (pressed again every `acpi_retry`,
+    /// since a guest still booting loses a press), destroy once the timeout
+    /// has passed. A domain that is missing or already off is left as it is.
+    async fn stop(&self, name: &str) -> Result<PowerOff, ConvergeError> {
+        let Some(domain) = self.hypervisor.domain(name).await? else { return Ok(PowerOff::Clean) };
         match domain.power {
             ObservedPower::Running => {}
             // A paused guest cannot react to ACPI.
-            ObservedPower::Paused => return self.destroy(name).await,
-            ObservedPower::Shutoff | ObservedPower::Crashed | ObservedPower::Absent => return Ok(()),
+            ObservedPower::Paused => return self.destroy(name).await.map(|()| PowerOff::Clean),
+            ObservedPower::Shutoff | ObservedPower::Crashed | ObservedPower::Absent => return Ok(PowerOff::Clean),
         }
         if let Err(err) = self.hypervisor.shutdown(name).await {
             tracing::warn!(domain = name, error = %err, "ACPI shutdown failed; destroying");
-            return self.destroy(name).await;
+            return self.destroy(name).await.map(|()| PowerOff::Clean);
         }
-        let deadline = Instant::now() + self.shutdown_timeout;
+        let started = Instant::now();
+        let deadline = started + self.shutdown_timeout;
+        let mut next_press = started + self.acpi_retry;
         loop {
             if !matches!(self.power(name).await?, ObservedPower::Running | ObservedPower::Paused) {
-                tracing::info!(domain = name, "guest powered off");
-                return Ok(());
+                tracing::info!(domain = name, ms = started.elapsed().as_millis() as u64, "guest powered off");
+                return Ok(PowerOff::Clean);
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 break;
+            }
+            if now >= next_press {
+                next_press = now + self.acpi_retry;
+                if let Err(err) = self.hypervisor.shutdown(name).await {
+                    tracing::debug!(domain = name, error = %err, "ACPI shutdown (again) failed");
+                }
             }
             tokio::time::sleep(self.poll_interval).await;
         }
@@ -272,7 +334,8 @@ impl Converger {
             timeout_s = self.shutdown_timeout.as_secs(),
             "guest ignored ACPI shutdown; destroying"
         );
-        self.destroy(name).await
+        self.destroy(name).await?;
+        Ok(PowerOff::Forced)
     }
 
     /// Destroys a running domain; one that stopped meanwhile is fine too.

@@ -74,9 +74,16 @@ async fn stopped_instance_is_defined_but_not_started() {
     assert_eq!(state(&h, &id), Some(ObservedPower::Shutoff));
 }
 
-/// libvirt's test driver, except that guests ignore the ACPI power button.
+/// libvirt's test driver, except that guests ignore the ACPI power button
+/// (its first `.1` presses; `usize::MAX`: always), like a guest still booting.
 #[derive(Debug)]
-struct DeafGuests(Arc<crate::hypervisor::LibvirtHypervisor>);
+struct DeafGuests(Arc<crate::hypervisor::LibvirtHypervisor>, usize, std::sync::atomic::AtomicUsize);
+
+impl DeafGuests {
+    fn new(libvirt: Arc<crate::hypervisor::LibvirtHypervisor>, deaf_presses: usize) -> Self {
+        Self(libvirt, deaf_presses, std::sync::atomic::AtomicUsize::new(0))
+    }
+}
 
 #[async_trait]
 impl Hypervisor for DeafGuests {
@@ -95,8 +102,11 @@ impl Hypervisor for DeafGuests {
     async fn start(&self, name: &str) -> Result<(), HypervisorError> {
         self.0.start(name).await
     }
-    async fn shutdown(&self, _name: &str) -> Result<(), HypervisorError> {
-        Ok(())
+    async fn shutdown(&self, name: &str) -> Result<(), HypervisorError> {
+        if self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < self.1 {
+            return Ok(());
+        }
+        self.0.shutdown(name).await
     }
     async fn destroy(&self, name: &str) -> Result<(), HypervisorError> {
         self.0.destroy(name).await
@@ -127,7 +137,7 @@ async fn a_guest_that_ignores_acpi_is_destroyed_after_the_timeout() {
     let libvirt = Arc::new(crate::hypervisor::LibvirtHypervisor::new(
         crate::hypervisor::test_node_uri(dir.path()).expect("node"),
     ));
-    let h = Harness::with_hypervisor(dir, libvirt.clone(), Arc::new(DeafGuests(libvirt)));
+    let h = Harness::with_hypervisor(dir, libvirt.clone(), Arc::new(DeafGuests::new(libvirt, usize::MAX)));
     let image = h.fetcher.kernel_image(4);
     let id = instance_id(4);
     h.converger.apply(&desired(&id, 1, DesiredPower::Running, &image)).await.expect("run");
@@ -135,6 +145,62 @@ async fn a_guest_that_ignores_acpi_is_destroyed_after_the_timeout() {
     h.converger.apply(&desired(&id, 2, DesiredPower::Stopped, &image)).await.expect("stop");
     assert!(started.elapsed() >= Duration::from_millis(600), "waited for the guest first");
     assert_eq!(state(&h, &id), Some(ObservedPower::Shutoff));
+}
+
+/// Issue 11, item 8: a guest forced off after the ACPI timeout is reported
+/// (the controller records the notice as an event of the instance).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forced_reset_is_reported_with_its_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let libvirt = Arc::new(crate::hypervisor::LibvirtHypervisor::new(
+        crate::hypervisor::test_node_uri(dir.path()).expect("node"),
+    ));
+    let h = Harness::with_hypervisor(dir, libvirt.clone(), Arc::new(DeafGuests::new(libvirt, usize::MAX)));
+    let image = h.fetcher.kernel_image(4);
+    let id = instance_id(4);
+    h.converger.apply(&desired(&id, 1, DesiredPower::Running, &image)).await.expect("run");
+    assert!(h.converger.notices().pending().is_empty());
+    let mut reboot = desired(&id, 2, DesiredPower::Running, &image);
+    reboot.reboot_generation = Some(2);
+    h.converger.apply(&reboot).await.expect("reboot");
+    assert_eq!(state(&h, &id), Some(ObservedPower::Running));
+    let notices = h.converger.notices().pending();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!((notices[0].instance.clone(), notices[0].action.as_str()), (id.clone(), "forced_reset"));
+    assert_eq!(notices[0].key, "forced_reset:2");
+    assert_eq!(notices[0].message, "forced reset because the guest ignored the ACPI request after 1 s");
+    h.converger.notices().acknowledge(&notices);
+
+    h.converger.apply(&desired(&id, 3, DesiredPower::Stopped, &image)).await.expect("stop");
+    let notices = h.converger.notices().pending();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0].action, "forced_power_off");
+    assert!(
+        notices[0].message.starts_with("forced power-off because the guest ignored the ACPI request"),
+        "{notices:?}"
+    );
+}
+
+/// A guest still booting loses the first ACPI press; the agent presses again
+/// and the guest goes down cleanly, without a forced reset.
+#[tokio::test(flavor = "multi_thread")]
+async fn acpi_is_pressed_again_until_the_guest_hears_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let libvirt = Arc::new(crate::hypervisor::LibvirtHypervisor::new(
+        crate::hypervisor::test_node_uri(dir.path()).expect("node"),
+    ));
+    let mut h = Harness::with_hypervisor(dir, libvirt.clone(), Arc::new(DeafGuests::new(libvirt, 1)));
+    h.converger = h.converger.with_acpi_retry(Duration::from_millis(200));
+    let image = h.fetcher.kernel_image(4);
+    let id = instance_id(4);
+    h.converger.apply(&desired(&id, 1, DesiredPower::Running, &image)).await.expect("run");
+    let mut reboot = desired(&id, 2, DesiredPower::Running, &image);
+    reboot.reboot_generation = Some(2);
+    let started = Instant::now();
+    h.converger.apply(&reboot).await.expect("reboot");
+    assert!(started.elapsed() < Duration::from_millis(600), "no wait for the whole timeout: {:?}", started.elapsed());
+    assert_eq!(state(&h, &id), Some(ObservedPower::Running));
+    assert!(h.converger.notices().pending().is_empty(), "a clean reboot is no forced reset");
 }
 
 #[tokio::test(flavor = "multi_thread")]

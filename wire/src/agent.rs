@@ -121,7 +121,36 @@ pub struct SyncRequest {
     /// The volume backends this host can serve now (older agents send none).
     #[serde(default)]
     pub volume_backends: Vec<VolumeBackendKind>,
+    /// What the agent noticed about instances that their users should see
+    /// (each recorded once as an event of the instance); sent until a sync
+    /// carrying it succeeds.
+    #[serde(default)]
+    pub notices: Vec<InstanceNotice>,
 }
+
+/// Something the agent noticed about one instance, for its event log: a
+/// guest it had to force off, a guest that never took its DHCP lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceNotice {
+    /// The instance.
+    pub instance: InstanceId,
+    /// Unique per occurrence (the controller records each key once), e.g.
+    /// `forced_reset:7` for generation 7.
+    pub key: String,
+    /// The event's action, e.g. [`NOTICE_FORCED_RESET`].
+    pub action: String,
+    /// What happened, in words a user reads.
+    pub message: String,
+    /// When the agent noticed it (its clock).
+    pub at: Timestamp,
+}
+
+/// Notice action: a reboot ended in a hard reset because the guest ignored ACPI.
+pub const NOTICE_FORCED_RESET: &str = "forced_reset";
+/// Notice action: a stop ended in a hard power-off because the guest ignored ACPI.
+pub const NOTICE_FORCED_POWER_OFF: &str = "forced_power_off";
+/// Notice action: a running guest has not taken its DHCP lease.
+pub const NOTICE_NO_DHCP_LEASE: &str = "no_dhcp_lease";
 
 /// The desired state of every instance placed on the host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
