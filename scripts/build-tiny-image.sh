@@ -20,8 +20,8 @@
 # bounded: about 20 s at most, in the background so nothing else waits) and prints
 #   KUMO-NET eth0 ip=<ip> gw=<gw> mac=<mac> uptime=<s>   the lease
 #   KUMO-NET eth0 failed mac=<mac>                       no lease
-# then reads its configuration, from a NoCloud `cidata` CD (SATA cdrom) when one
-# is attached, else from the EC2 metadata service at 169.254.169.254 (IMDSv2:
+# then reads its configuration, from a NoCloud `cidata` CD (a cdrom on
+# virtio-scsi, as Kumo attaches it) when one is attached, else from the EC2 metadata service at 169.254.169.254 (IMDSv2:
 # a token from PUT /latest/api/token, then GETs that carry it):
 #   KUMO-CONFIG-SOURCE nocloud|ec2
 #   KUMO-METADATA instance-id=<id> local-ipv4=<ip> public-ipv4=<ip|-> hostname=<name>
@@ -34,7 +34,9 @@
 # of vda, each write flushed: a point-in-time copy of the disk always has
 # b == a or b == a - 1 (a torn copy would not).
 # Env: KERNEL (default: newest /boot/vmlinuz-*), BUSYBOX (default: /bin/busybox),
-#      EXTRA_MODULES (space-separated module names to insmod at boot, deps resolved).
+#      EXTRA_MODULES (space-separated module names to insmod at boot, deps resolved),
+#      MODULES_ROOT (default /: where lib/modules/<version> lives, e.g. an unpacked
+#      kernel package after `depmod -b`; see scripts/build-cloud-kernel-image.sh).
 set -euo pipefail
 
 die() { echo "build-tiny-image: ERROR: $*" >&2; exit 1; }
@@ -46,7 +48,8 @@ kernels=(/boot/vmlinuz-*)
 KERNEL=${KERNEL:-$( ((${#kernels[@]})) && printf '%s\n' "${kernels[@]}" | sort -V | tail -n 1)}
 [[ -n $KERNEL && -r $KERNEL ]] || die "no readable kernel (${KERNEL:-none in /boot}; install linux-image-amd64)"
 KVER=${KERNEL##*/vmlinuz-}
-MODDIR=/lib/modules/$KVER
+MODULES_ROOT=${MODULES_ROOT:-/}
+MODDIR=$MODULES_ROOT/lib/modules/$KVER
 [[ -d $MODDIR ]] || die "$MODDIR missing for kernel $KERNEL"
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 [[ -x $BUSYBOX ]] || die "$BUSYBOX missing (install busybox-static)"
@@ -59,9 +62,9 @@ command -v modinfo >/dev/null || die "modinfo missing (install kmod)"
 # virtio_pci + virtio_blk: the root disk and hot-plugged volumes; virtio_net: the NICs.
 read -ra extra <<<"${EXTRA_MODULES:-}"
 MODULES=(button evdev virtio_pci virtio_blk virtio_net "${extra[@]}")
-# Loaded only when the guest has an AHCI controller (a config drive is attached),
-# so guests without one do not pay for probing ATA.
-CD_MODULES=(ahci sr_mod isofs)
+# Loaded only when the guest has a virtio-scsi controller (Kumo adds one with a
+# config drive), so guests without one do not pay for probing SCSI.
+CD_MODULES=(virtio_scsi sr_mod isofs)
 
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/kumo-tiny.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
@@ -79,8 +82,9 @@ add_module() {
   local name=${1//-/_} dep path
   [[ -n ${SEEN[$name]:-} ]] && return 0
   SEEN[$name]=1
-  path=$(modinfo -k "$KVER" -F filename "$name" 2>/dev/null) || die "module $name not found for $KVER"
+  path=$(modinfo -b "$MODULES_ROOT" -k "$KVER" -F filename "$name" 2>/dev/null) || die "module $name not found for $KVER"
   [[ $path == /* ]] || return 0   # "(builtin)": nothing to load
+  [[ $MODULES_ROOT == / || $path == "$MODULES_ROOT"/* ]] || path=$MODULES_ROOT$path
   for dep in $(modinfo -F depends "$path" | tr ',' ' '); do add_module "$dep"; done
   case $path in
     *.ko) cp "$path" "$STAGE/lib/modules/$name.ko" ;;
@@ -199,7 +203,13 @@ nocloud_value() { # KEY -> the value of "KEY: value" in the cidata meta-data
   sed -n "s/^$1:[[:space:]]*//p" /run/cidata/meta-data | head -n 1 | tr -d "\"'\r"
 }
 mount_cidata() { # mounts a NoCloud cidata CD at /run/cidata if there is one
-  grep -qs 0x010601 /sys/bus/pci/devices/*/class || return 1
+  # virtio-scsi: vendor 0x1af4, device 0x1004 (transitional) or 0x1048 (modern)
+  found=
+  for d in /sys/bus/pci/devices/*; do
+    [ "$(cat "$d/vendor" 2>/dev/null)" = 0x1af4 ] || continue
+    case $(cat "$d/device" 2>/dev/null) in 0x1004 | 0x1048) found=1 ;; esac
+  done
+  [ -n "$found" ] || return 1
   for m in $(cat /lib/modules/cd-load-order); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
   mkdir -p /run/cidata
   for _ in 1 2 3 4 5 6 7 8 9 10; do

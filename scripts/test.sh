@@ -24,6 +24,10 @@ export KUMO_TEST_POSTGRES_URL
 
 bash scripts/build-tiny-image.sh "$WORK/tiny-image" >/dev/null
 export KUMO_TEST_IMAGE_DIR="$WORK/tiny-image"
+# The same guest on Debian's cloud kernel (what stock cloud images run): the
+# config-drive test boots it. The kernel package is cached under /var/tmp.
+bash scripts/build-cloud-kernel-image.sh "$WORK/cloud-kernel-image" >/dev/null
+export KUMO_TEST_CLOUD_KERNEL_IMAGE_DIR="$WORK/cloud-kernel-image"
 export KUMO_E2E=1
 
 # The control panel's browser test: playwright-core from the lock file, driving /usr/bin/chromium.

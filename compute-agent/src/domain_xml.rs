@@ -58,8 +58,8 @@ pub struct DomainSpec<'a> {
     pub volumes: &'a [VolumeDisk],
     /// NICs, in guest order (the first is `eth0`).
     pub interfaces: &'a [Interface],
-    /// A NoCloud `cidata` ISO, attached read-only as a SATA cdrom (so it takes
-    /// no `vdX` name that volumes use).
+    /// A NoCloud `cidata` ISO, attached read-only as a cdrom on a
+    /// virtio-scsi controller (see [`render`]).
     pub config_drive: Option<&'a Path>,
 }
 
@@ -266,11 +266,16 @@ pub fn render(spec: &DomainSpec<'_>) -> String {
             let _ = writeln!(x, "    {line}");
         }
     }
+    // The config drive is a cdrom on virtio-scsi: the guest sees `/dev/sr0`,
+    // never a `vdX` name that volumes use, and Debian's cloud kernel
+    // (linux-image-cloud-amd64) drives it (virtio_scsi, sr_mod, isofs), whereas
+    // it has no AHCI driver for a SATA cdrom.
     if let Some(iso) = spec.config_drive {
+        let _ = writeln!(x, "    <controller type='scsi' index='0' model='virtio-scsi'/>");
         let _ = writeln!(x, "    <disk type='file' device='cdrom'>");
         let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
         let _ = writeln!(x, "      <source file='{}'/>", path(iso));
-        let _ = writeln!(x, "      <target dev='sda' bus='sata'/>");
+        let _ = writeln!(x, "      <target dev='sda' bus='scsi'/>");
         let _ = writeln!(x, "      <readonly/>");
         let _ = writeln!(x, "    </disk>");
     }
@@ -426,14 +431,15 @@ mod tests {
             config_drive: Some(Path::new("/d/cidata.iso")),
         };
         let xml = render(&spec);
-        let devices = &xml[xml.find("    <disk type='file' device='cdrom'>").expect("cdrom")..xml.find("    <serial").expect("serial")];
+        let devices = &xml[xml.find("    <controller type='scsi'").expect("controller")..xml.find("    <serial").expect("serial")];
         // expect-test strips the common indentation of the snapshot.
         let devices: String = devices.lines().map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l))).collect();
         expect![[r#"
+                <controller type='scsi' index='0' model='virtio-scsi'/>
                 <disk type='file' device='cdrom'>
                   <driver name='qemu' type='raw'/>
                   <source file='/d/cidata.iso'/>
-                  <target dev='sda' bus='sata'/>
+                  <target dev='sda' bus='scsi'/>
                   <readonly/>
                 </disk>
                 <interface type='bridge'>
@@ -452,6 +458,43 @@ mod tests {
         .assert_eq(&devices);
         // The cdrom is no virtio disk: volumes keep vdb, vdc, ...
         assert_eq!(disks_of(&xml).iter().map(|d| d.target.as_str()).collect::<Vec<_>>(), ["vda", "sda"]);
+    }
+
+    /// Issue 11, item 2: the config drive was a SATA cdrom, and Debian's cloud
+    /// kernel (`linux-image-cloud-amd64`: no `CONFIG_SATA_AHCI`) never saw it.
+    /// It has `virtio_scsi`, `sr_mod` and `isofs` (and `ata_piix` for IDE).
+    #[test]
+    fn stock_cloud_images_see_the_config_drive() {
+        let (instance, project) = ids();
+        let spec = DomainSpec {
+            domain_type: DomainType::Kvm,
+            instance: &instance,
+            project: &project,
+            generation: 1,
+            hostname: "web",
+            vcpus: 1,
+            memory_mib: 256,
+            root_disk: Path::new("/d/disk.qcow2"),
+            console_log: Path::new("/d/console.log"),
+            boot: Boot::Disk,
+            volumes: &[],
+            interfaces: &[],
+            config_drive: Some(Path::new("/d/cidata.iso")),
+        };
+        let xml = render(&spec);
+        let cdrom = &xml[xml.find("device='cdrom'").expect("a cdrom")..];
+        let cdrom = &cdrom[..cdrom.find("</disk>").expect("end")];
+        let bus = attr(&cdrom[cdrom.find("<target ").expect("target")..], "bus").expect("bus");
+        // Buses whose drivers Debian's cloud kernel ships (and never a vdX name).
+        let controller_ok = match bus.as_str() {
+            "scsi" => xml.contains("<controller type='scsi' index='0' model='virtio-scsi'/>"),
+            "ide" => true, // ata_piix on the i440fx machine
+            _ => false,
+        };
+        assert!(controller_ok, "the cdrom's bus {bus:?} needs a driver the cloud kernel lacks: {xml}");
+        // Without a config drive there is no controller to probe.
+        let plain = render(&DomainSpec { config_drive: None, ..spec });
+        assert!(!plain.contains("<controller"), "{plain}");
     }
 
     #[test]
