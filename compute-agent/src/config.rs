@@ -169,6 +169,10 @@ pub struct AgentConfig {
     /// Whether to serve the metadata service at 169.254.169.254 on every tenant bridge.
     #[serde(default = "default_true")]
     pub metadata: bool,
+    /// A guest running this long (seconds) without having taken the DHCP
+    /// lease of one of its ports gets a `no_dhcp_lease` event; 0: never.
+    #[serde(default = "default_dhcp_lease_warning_secs")]
+    pub dhcp_lease_warning_secs: u64,
 }
 
 fn default_name() -> String {
@@ -208,6 +212,9 @@ fn default_image_cache_ttl_secs() -> u64 {
 fn default_nft_table() -> String {
     "kumo".to_owned()
 }
+fn default_dhcp_lease_warning_secs() -> u64 {
+    300
+}
 fn default_true() -> bool {
     true
 }
@@ -223,6 +230,7 @@ const BOOLEAN: &[&str] = &["metadata"];
 /// Every setting, for checking `KUMO_AGENT_*` variables.
 const FIELDS: &[&str] = &[
     "controller_url",
+    "dhcp_lease_warning_secs",
     "join_token",
     "name",
     "listen",
@@ -242,6 +250,7 @@ const FIELDS: &[&str] = &[
     "public_interface",
     "nft_table",
     "metadata",
+    "dhcp_lease_warning_secs",
 ];
 
 impl AgentConfig {

@@ -312,6 +312,11 @@ impl Networking {
         self.healthy = healthy;
     }
 
+    /// Whether the network's dnsmasq leased `ip` to `mac` (the guest took its lease).
+    pub fn has_lease(&self, network: &NetworkId, mac: &str, ip: Ipv4Addr) -> bool {
+        self.dhcp.leases(network).iter().any(|l| l.ip == ip && l.mac.eq_ignore_ascii_case(mac))
+    }
+
     async fn plumb(&mut self, net: &NetworkPlan, plumbed: &mut BTreeSet<String>) -> Result<(), String> {
         let id = &net.network.id;
         // Record first: whatever ensure_network creates is then cleaned up later.

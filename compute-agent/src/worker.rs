@@ -32,6 +32,7 @@ use crate::converge::Converger;
 use crate::credentials::{self, HostCredentials, SharedCredentials};
 use crate::error_chain;
 use crate::hypervisor::{DomainInfo, Hypervisor};
+use crate::lease_watch::LeaseWatch;
 use crate::ledger::{Ledger, Reason};
 use crate::networking::{self, Networking};
 use crate::observe::{observe, sweep_leaks};
@@ -122,6 +123,8 @@ pub struct SyncWorker {
     floating_ips: Vec<kumo_wire::network::DesiredFloatingIp>,
     /// The revision the networking was last converged for, and when.
     networked: Option<(String, Instant)>,
+    /// Which running guests have taken their DHCP leases.
+    lease_watch: LeaseWatch,
 }
 
 /// How often the networking is converged again although nothing changed
@@ -149,6 +152,7 @@ impl SyncWorker {
             networks: Vec::new(),
             floating_ips: Vec::new(),
             networked: None,
+            lease_watch: LeaseWatch::default(),
         }
     }
 
@@ -176,6 +180,7 @@ impl SyncWorker {
         }
         self.start_due(&domains);
         self.start_due_storage();
+        self.watch_leases(&domains);
         let sweep_every = Duration::from_secs(self.parts.config.sweep_interval_secs);
         if self.synced && self.last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
             self.last_sweep = Some(Instant::now());
@@ -192,6 +197,7 @@ impl SyncWorker {
             Ok(request) => request,
             Err(err) => return self.fail("cannot measure the host", error_chain(&err), shutdown).await,
         };
+        let notices_sent = request.notices.clone();
         let now = Instant::now();
         let next_retry = [
             self.ledger.next_retry(now),
@@ -212,7 +218,10 @@ impl SyncWorker {
             Wake::Shutdown | Wake::RetryDue => {}
             // The long poll was dropped; the next pass reports the result at once.
             Wake::TaskDone(done) => self.record(done),
-            Wake::Synced(Ok(response)) => self.accept(response),
+            Wake::Synced(Ok(response)) => {
+                self.parts.converger.notices().acknowledge(&notices_sent);
+                self.accept(response);
+            }
             Wake::Synced(Err(ClientError::Unauthorized(message))) => {
                 tracing::warn!(%message, "the controller no longer accepts the host token; registering again");
                 self.parts.creds.set(None);
@@ -295,7 +304,30 @@ impl SyncWorker {
             observed_volumes,
             observed_snapshots,
             volume_backends: self.volume_backends(),
+            notices: self.parts.converger.notices().pending(),
         })
+    }
+
+    /// Gives a `no_dhcp_lease` notice for each port of a running guest that
+    /// has not taken its lease in time (see [`LeaseWatch`]).
+    fn watch_leases(&mut self, domains: &[DomainInfo]) {
+        let warn_after = Duration::from_secs(self.parts.config.dhcp_lease_warning_secs);
+        let running: HashSet<&InstanceId> =
+            domains.iter().filter(|d| d.power == ObservedPower::Running).filter_map(|d| d.instance.as_ref()).collect();
+        let ledger = &self.ledger;
+        let settled = |d: &DesiredInstance| {
+            d.power == kumo_wire::DesiredPower::Running
+                && ledger.applied(d) >= d.generation
+                && !ledger.is_busy(&d.id)
+                && running.contains(&d.id)
+        };
+        let networking = &self.parts.networking;
+        let notices = self.lease_watch.check(&self.desired, settled, Instant::now(), warn_after, |port| {
+            networking.has_lease(&port.network, &port.mac, port.ip)
+        });
+        for notice in notices {
+            self.parts.converger.notices().push(notice);
+        }
     }
 
     fn volume_backends(&self) -> Vec<VolumeBackendKind> {
