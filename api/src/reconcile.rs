@@ -8,15 +8,18 @@ use kumo_wire::agent::{
     AttachedVolume, DesiredInstance, DesiredSnapshot, DesiredVolume, ImageFileRef, ImageRef, InstanceSpec,
     ObservedInstance, ObservedPower, SnapshotRef, SnapshotSource, SyncRequest, SyncResponse, VolumeAttachment,
 };
+use kumo_wire::api::ImageKind;
 use kumo_wire::network::{DesiredFloatingIp, DesiredNetwork, DesiredPort, IngressRule, InstanceMetadata};
 use kumo_wire::storage::SnapshotKind;
-use kumo_wire::{DesiredPower, LifecycleEvent, Timestamp};
+use kumo_wire::{DesiredPower, InstanceState, LifecycleEvent, Timestamp};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::db::events::NewEvent;
-use crate::db::networks::HostNetworking;
 use crate::db::hosts::HostRecord;
+use crate::db::instances::InstanceRecord;
+use crate::db::networks::HostNetworking;
+use crate::db::DbError;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::transition::{self, Change, TransitionError};
@@ -59,14 +62,12 @@ async fn observe(state: &AppState, host: &HostRecord, obs: &ObservedInstance) ->
     } else {
         None
     };
-    let change = change.or_else(|| {
-        (applied == rec.generation).then(|| event_for(rec.desired, obs.power)).flatten().map(|(event, reason)| Change {
-            event,
-            actor: actor.clone(),
-            at: obs.observed_at,
-            reason: reason.map(str::to_owned),
-        })
-    });
+    let change =
+        change.or_else(|| {
+            (applied == rec.generation).then(|| event_for(rec.desired, obs.power)).flatten().map(|(event, reason)| {
+                Change { event, actor: actor.clone(), at: obs.observed_at, reason: reason.map(str::to_owned) }
+            })
+        });
     let Some(change) = change else { return Ok(()) };
     let result = transition::apply(state, &rec.id, &change, |old, new| {
         new.applied_generation = new.applied_generation.max(applied.min(old.generation));
@@ -82,16 +83,86 @@ async fn observe(state: &AppState, host: &HostRecord, obs: &ObservedInstance) ->
     }
 }
 
+/// An instance that ran on `host` until the host went down and that the boot
+/// left shut off: recorded `stopped` from the boot on (so billing shows the
+/// gap), then asked to start again under a new generation, its desired state
+/// still `running`. Only an instance whose current generation was carried out
+/// before the reboot qualifies, so a repeated report changes nothing.
+async fn restart_after_reboot(
+    state: &AppState,
+    host: &HostRecord,
+    id: &kumo_wire::InstanceId,
+    booted_at: Timestamp,
+) -> Result<(), ApiError> {
+    let Some(rec) = state.db.instance(id).await? else { return Ok(()) };
+    if rec.host_id.as_ref() != Some(&host.host.id)
+        || rec.desired != DesiredPower::Running
+        || rec.applied_generation < rec.generation
+    {
+        return Ok(());
+    }
+    let actor = format!("agent:{}", host.host.name);
+    let reason = format!("host {} rebooted at {booted_at}; starting it again", host.host.name);
+    // Never before the instance's last recorded change (e.g. `unknown` while the host was down).
+    let at = if booted_at > rec.updated_at { booted_at } else { rec.updated_at };
+    let off = Change { event: LifecycleEvent::HostRebooted, actor: actor.clone(), at, reason: Some(reason.clone()) };
+    match transition::apply(state, &rec.id, &off, |_, _| {}).await {
+        Ok(_) => {}
+        Err(TransitionError::Illegal { .. } | TransitionError::NotFound(_)) => return Ok(()),
+        Err(TransitionError::Api(e)) => return Err(e),
+    }
+    let start = Change { event: LifecycleEvent::StartRequested, actor, at: Timestamp::now(), reason: Some(reason) };
+    let result = transition::apply(state, &rec.id, &start, |old, new| {
+        if old.state == InstanceState::Stopped {
+            new.generation = old.generation + 1;
+        }
+    })
+    .await;
+    match result {
+        Ok(_) | Err(TransitionError::Illegal { .. } | TransitionError::NotFound(_)) => Ok(()),
+        Err(TransitionError::Api(e)) => Err(e),
+    }
+}
+
 /// The desired state of every instance on `host`, with its revision digest.
 pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResponse, ApiError> {
-    let records = state.db.instances_on_host(&host.host.id).await?;
+    let records = state.db.instances_on_host_each(&host.host.id).await?;
     let mut instances = Vec::with_capacity(records.len());
     let mut digest = Sha256::new();
     let volumes = state.db.volumes_on_host(&host.host.id).await?;
     let net = state.db.host_networking(&host.host.id).await?;
     let mut ports_of = desired_ports(&net);
-    let public_of: HashMap<_, _> = net.floating.iter().filter_map(|(f, _)| Some((f.port_id.clone()?, f.address))).collect();
+    let public_of: HashMap<_, _> =
+        net.floating.iter().filter_map(|(f, _)| Some((f.port_id.clone()?, f.address))).collect();
     for rec in records {
+        // One instance whose row cannot be turned into desired state is that
+        // instance's problem: it goes to `error` with the reason and the rest
+        // of the host converges.
+        let rec = match rec {
+            Ok(rec) => rec,
+            Err((id, err)) => {
+                tracing::error!(instance = %id, host = %host.host.name, error = %err,
+                    "left out of the host's desired state: its row cannot be read");
+                continue;
+            }
+        };
+        let image = match state.db.image_by_id(&rec.image_id).await {
+            Ok(Some(image)) => image_ref(image),
+            Ok(None) | Err(DbError::Corrupt(_)) if rec.desired == DesiredPower::Deleted => {
+                // Deleting needs no image: the agent removes what exists.
+                ImageRef { id: rec.image_id.clone(), kind: ImageKind::Disk, disk_format: None, files: Vec::new() }
+            }
+            Ok(None) => {
+                unbuildable(state, &rec, format!("its image {} no longer exists: delete the instance", rec.image_id))
+                    .await?;
+                continue;
+            }
+            Err(DbError::Corrupt(why)) => {
+                unbuildable(state, &rec, format!("its image {} cannot be read ({why})", rec.image_id)).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let attached: Vec<AttachedVolume> = state
             .db
             .volumes_attached_to(&rec.id)
@@ -102,11 +173,6 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
         for v in &attached {
             digest.update(format!("{}@{}:{};", v.id, rec.id, v.device));
         }
-        let image = state
-            .db
-            .image_by_id(&rec.image_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal(format!("instance {} uses missing image {}", rec.id, rec.image_id)))?;
         digest.update(format!("{}:{}:{}:{};", rec.id, rec.generation, rec.applied_generation, rec.desired));
         let ports = ports_of.remove(&rec.id).unwrap_or_default();
         let metadata = InstanceMetadata {
@@ -130,16 +196,7 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
                 vcpus: rec.vcpus,
                 memory_mib: rec.memory_mib,
                 disk_gib: rec.disk_gib,
-                image: ImageRef {
-                    id: image.id,
-                    kind: image.kind,
-                    disk_format: image.disk_format,
-                    files: image
-                        .files
-                        .into_iter()
-                        .map(|f| ImageFileRef { role: f.role, size_bytes: f.size_bytes, sha256: f.sha256 })
-                        .collect(),
-                },
+                image,
                 user_data: rec.user_data,
                 ssh_public_key: rec.ssh_public_key,
             },
@@ -160,7 +217,11 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
                 present: v.present,
                 size_gib: v.size_gib,
                 source: v.source_snapshot_id.clone().map(|id| SnapshotRef { id, backend: v.backend }),
-                attach: v.instance_id.clone().zip(v.device.clone()).map(|(instance, device)| VolumeAttachment { instance, device }),
+                attach: v
+                    .instance_id
+                    .clone()
+                    .zip(v.device.clone())
+                    .map(|(instance, device)| VolumeAttachment { instance, device }),
             }
         })
         .collect();
@@ -170,7 +231,11 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
             SnapshotKind::Volume => {
                 let Some(volume) = s.volume_id.clone() else { continue };
                 let attached_to = state.db.volume(&volume).await?.and_then(|v| v.instance_id);
-                SnapshotSource::Volume { volume, backend: s.backend.unwrap_or(kumo_wire::storage::VolumeBackendKind::Local), attached_to }
+                SnapshotSource::Volume {
+                    volume,
+                    backend: s.backend.unwrap_or(kumo_wire::storage::VolumeBackendKind::Local),
+                    attached_to,
+                }
             }
             SnapshotKind::Instance => {
                 let (Some(instance), Some(image)) = (s.instance_id.clone(), s.image_id.clone()) else { continue };
@@ -210,7 +275,8 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
             })
         })
         .collect();
-    digest_json(&mut digest, &(&networks, &floating_ips));
+    let restore_quarantined = state.db.quarantine_restores(&host.host.id).await?;
+    digest_json(&mut digest, &(&networks, &floating_ips, &restore_quarantined));
     Ok(SyncResponse {
         host_id: host.host.id.clone(),
         enabled: host.host.enabled,
@@ -220,7 +286,42 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
         snapshots,
         networks,
         floating_ips,
+        restore_quarantined,
     })
+}
+
+/// The agent's view of an image.
+fn image_ref(image: kumo_wire::api::Image) -> ImageRef {
+    ImageRef {
+        id: image.id,
+        kind: image.kind,
+        disk_format: image.disk_format,
+        files: image
+            .files
+            .into_iter()
+            .map(|f| ImageFileRef { role: f.role, size_bytes: f.size_bytes, sha256: f.sha256 })
+            .collect(),
+    }
+}
+
+/// Records that `rec` cannot be turned into desired state (it is left out of
+/// its host's): `error` with `reason`, once. Its domain, if any, is left
+/// alone; deleting the instance hands it to the agent again.
+async fn unbuildable(state: &AppState, rec: &InstanceRecord, reason: String) -> Result<(), ApiError> {
+    if rec.state == InstanceState::Error && rec.state_reason.as_deref() == Some(reason.as_str()) {
+        return Ok(());
+    }
+    tracing::warn!(instance = %rec.id, %reason, "left out of its host's desired state");
+    let change = Change {
+        event: LifecycleEvent::AgentFailed,
+        actor: "controller".into(),
+        at: Timestamp::now(),
+        reason: Some(reason),
+    };
+    match transition::apply(state, &rec.id, &change, |_, _| {}).await {
+        Ok(_) | Err(TransitionError::Illegal { .. } | TransitionError::NotFound(_)) => Ok(()),
+        Err(TransitionError::Api(e)) => Err(e),
+    }
 }
 
 /// Feeds a value's JSON into the revision digest.
@@ -238,7 +339,8 @@ pub fn desired_ports(net: &HostNetworking) -> HashMap<kumo_wire::InstanceId, Vec
     for (group, ip) in &net.source_members {
         members.entry(group).or_default().push(*ip);
     }
-    let mut rules_of: HashMap<&kumo_wire::SecurityGroupId, Vec<&kumo_wire::network::SecurityGroupRule>> = HashMap::new();
+    let mut rules_of: HashMap<&kumo_wire::SecurityGroupId, Vec<&kumo_wire::network::SecurityGroupRule>> =
+        HashMap::new();
     for (group, rule) in &net.rules {
         rules_of.entry(group).or_default().push(rule);
     }
@@ -253,12 +355,9 @@ pub fn desired_ports(net: &HostNetworking) -> HashMap<kumo_wire::InstanceId, Vec
             for rule in rules_of.get(group).into_iter().flatten() {
                 let sources: Vec<ipnet::Ipv4Net> = match (&rule.cidr, &rule.source_group_id) {
                     (Some(cidr), _) => vec![*cidr],
-                    (None, Some(source)) => members
-                        .get(source)
-                        .into_iter()
-                        .flatten()
-                        .map(|ip| ipnet::Ipv4Net::from(*ip))
-                        .collect(),
+                    (None, Some(source)) => {
+                        members.get(source).into_iter().flatten().map(|ip| ipnet::Ipv4Net::from(*ip)).collect()
+                    }
                     (None, None) => Vec::new(),
                 };
                 ingress.extend(sources.into_iter().map(|source| IngressRule {
@@ -270,8 +369,12 @@ pub fn desired_ports(net: &HostNetworking) -> HashMap<kumo_wire::InstanceId, Vec
             }
         }
         ingress.sort_by(|a, b| {
-            (&a.rule, a.source, a.protocol.as_str(), a.ports.map(|r| (r.first, r.last)))
-                .cmp(&(&b.rule, b.source, b.protocol.as_str(), b.ports.map(|r| (r.first, r.last))))
+            (&a.rule, a.source, a.protocol.as_str(), a.ports.map(|r| (r.first, r.last))).cmp(&(
+                &b.rule,
+                b.source,
+                b.protocol.as_str(),
+                b.ports.map(|r| (r.first, r.last)),
+            ))
         });
         ingress.dedup();
         out.entry(p.instance_id.clone()).or_default().push(DesiredPort {
@@ -305,6 +408,12 @@ pub async fn sync(state: &AppState, host: HostRecord, req: SyncRequest) -> Resul
             .await?;
     }
     state.db.set_host_volume_backends(&host.host.id, &req.volume_backends).await?;
+    state.db.record_quarantine(&host.host.id, &req.quarantine).await?;
+    if let Some(reboot) = &req.host_rebooted {
+        for id in &reboot.instances {
+            restart_after_reboot(state, &host, id, reboot.booted_at).await?;
+        }
+    }
     for obs in &req.observed {
         observe(state, &host, obs).await?;
     }

@@ -31,8 +31,15 @@ pub async fn expire_deadlines(state: &AppState) -> Result<usize, ApiError> {
             ),
             (None, state) => format!("timed out after {waited}s while {state}"),
         };
-        let change = Change { event: LifecycleEvent::DeadlinePassed, actor: "controller".into(), at: now, reason: Some(reason) };
-        ignore_lost_races(transition::apply(state, &rec.id, &change, |_, _| {}).await)?;
+        let change =
+            Change { event: LifecycleEvent::DeadlinePassed, actor: "controller".into(), at: now, reason: Some(reason) };
+        let result = if rec.host_id.is_none() {
+            // Never placed: its launch's volumes, ports and quota are given back too.
+            crate::unplaced::fail(state, &rec.id, &change, |_, _| {}).await
+        } else {
+            transition::apply(state, &rec.id, &change, |_, _| {}).await
+        };
+        ignore_lost_races(result)?;
     }
     Ok(expired.len())
 }
@@ -63,7 +70,9 @@ pub async fn detect_lost_hosts(state: &AppState) -> Result<usize, ApiError> {
                 event: LifecycleEvent::HostLost,
                 actor: "controller".into(),
                 at: now,
-                reason: Some(format!("host {name} stopped reporting (last heartbeat {last}); the instance may still run")),
+                reason: Some(format!(
+                    "host {name} stopped reporting (last heartbeat {last}); the instance may still run"
+                )),
             };
             ignore_lost_races(transition::apply(state, &rec.id, &change, |_, _| {}).await)?;
         }

@@ -619,7 +619,9 @@ async fn a_quota_race_for_the_last_slot_lets_exactly_one_through() {
         // A second controller on the same database: two processes racing.
         let b = common::cloud_on(tempfile::tempdir().unwrap(), a.db_url.clone(), |_| {}).await;
         a.kernel_image("tiny").await;
-        let _agent = FakeAgent::register(&a, "host-a", CAPACITY).await;
+        // Room for every instance: one that no host can take would not count against the quota.
+        let room = kumo_wire::agent::HostCapacity { vcpus: 16, memory_mib: 16384, disk_gib: 100 };
+        let _agent = FakeAgent::register(&a, "host-a", room).await;
         for round in 0..3 {
             let project = format!("race{round}");
             let ta = a.tenant(&project).await;

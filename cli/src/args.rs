@@ -230,6 +230,30 @@ pub enum FloatingIpCommand {
 pub enum AdminCommand {
     /// The VLAN pool: size, use and every tag in use.
     Vlans,
+    /// Local volume and snapshot files the agents moved aside because the
+    /// controller did not list them (kept, never deleted at once).
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+/// `kumo admin quarantine ...`.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List the quarantined files of every host (or of one).
+    List {
+        /// Only this host (name or id).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Ask the host's agent to put a quarantined file back where it was (once
+    /// the controller lists its volume or snapshot again).
+    Restore {
+        /// The entry's id (see `kumo admin quarantine list`).
+        id: String,
+        /// The host holding it, when several hold an entry of that id.
+        #[arg(long)]
+        host: Option<String>,
+    },
 }
 
 /// Where a password comes from; with neither flag, `KUMO_PASSWORD` or a prompt.

@@ -9,6 +9,7 @@ use kumo_storage::{FileVolumeBackend, ImageCache, InstanceDisks, QemuImgDisks};
 use kumo_wire::storage::VolumeBackendKind;
 use tokio_util::sync::CancellationToken;
 
+use crate::boot::BootWatch;
 use crate::client::{ControllerClient, HttpImageFetcher, HttpSnapshotUploader};
 use crate::config::AgentConfig;
 use crate::console::{self, ConsoleState};
@@ -17,6 +18,7 @@ use crate::credentials::{self, CredentialsError, SharedCredentials};
 use crate::hypervisor::{Hypervisor, LibvirtHypervisor};
 use crate::locks::InstanceLocks;
 use crate::networking::{NetworkStatus, Networking, NetworkingConfig};
+use crate::quarantine::Quarantine;
 use crate::snapshots::SnapshotWork;
 use crate::status::StatusHandle;
 use crate::volumes::{Backends, VolumeWork};
@@ -75,7 +77,8 @@ impl Agent {
             std::path::absolute(dir).map_err(|source| AgentError::StateDir { path: dir.to_owned(), source })
         };
         let state_dir = &absolute(state_dir)?;
-        let mut backends = Backends::default().with(Arc::new(FileVolumeBackend::new(VolumeBackendKind::Local, state_dir.clone())));
+        let mut backends =
+            Backends::default().with(Arc::new(FileVolumeBackend::new(VolumeBackendKind::Local, state_dir.clone())));
         if let Some(shared) = &config.shared_volume_dir {
             std::fs::create_dir_all(shared).map_err(|source| AgentError::StateDir { path: shared.clone(), source })?;
             backends = backends.with(Arc::new(FileVolumeBackend::new(VolumeBackendKind::Shared, absolute(shared)?)));
@@ -122,16 +125,23 @@ impl Agent {
             .with_storage(locks.clone(), backends.clone())
             .with_networks(network_status),
         );
-        let volumes = Arc::new(VolumeWork::new(hypervisor.clone(), backends.clone(), locks.clone()));
+        let quarantine = Quarantine::new(state_dir, std::time::Duration::from_secs(config.quarantine_grace_secs));
+        let volumes = Arc::new(
+            VolumeWork::new(hypervisor.clone(), backends.clone(), locks.clone()).with_quarantine(quarantine.clone()),
+        );
         let uploader = Arc::new(HttpSnapshotUploader::new(client.clone(), creds.clone()));
-        let snapshots = Arc::new(SnapshotWork::new(
-            hypervisor.clone(),
-            backends,
-            locks,
-            disks.clone(),
-            state_dir.join("snapshot-work"),
-            uploader,
-        ));
+        let snapshots = Arc::new(
+            SnapshotWork::new(
+                hypervisor.clone(),
+                backends,
+                locks,
+                disks.clone(),
+                state_dir.join("snapshot-work"),
+                uploader,
+            )
+            .with_quarantine(quarantine.clone()),
+        );
+        let boot = BootWatch::load(&config.boot_id_path, state_dir);
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -155,6 +165,8 @@ impl Agent {
             images,
             status,
             networking,
+            quarantine,
+            boot,
         });
         Ok(Self { listener, local_addr, router, worker })
     }

@@ -173,6 +173,15 @@ pub struct AgentConfig {
     /// lease of one of its ports gets a `no_dhcp_lease` event; 0: never.
     #[serde(default = "default_dhcp_lease_warning_secs")]
     pub dhcp_lease_warning_secs: u64,
+    /// Where the host's boot id is read; a new one means the host rebooted and
+    /// the instances it left off are started again (tests point it elsewhere).
+    #[serde(default = "default_boot_id_path")]
+    pub boot_id_path: PathBuf,
+    /// How long a local volume or snapshot file the controller does not list
+    /// stays in `state_dir/quarantine` before it is deleted (seconds); files
+    /// this agent did not create are never deleted.
+    #[serde(default = "default_quarantine_grace_secs")]
+    pub quarantine_grace_secs: u64,
 }
 
 fn default_name() -> String {
@@ -218,13 +227,26 @@ fn default_dhcp_lease_warning_secs() -> u64 {
 fn default_true() -> bool {
     true
 }
+fn default_boot_id_path() -> PathBuf {
+    PathBuf::from("/proc/sys/kernel/random/boot_id")
+}
+fn default_quarantine_grace_secs() -> u64 {
+    7 * 24 * 3600
+}
 fn default_sweep_interval_secs() -> u64 {
     crate::worker::RECONCILE_INTERVAL.as_secs()
 }
 
 /// Settings whose environment variables hold numbers (all others hold strings).
-const NUMERIC: &[&str] =
-    &["sync_wait_ms", "shutdown_timeout_secs", "reserved_memory_mib", "disk_gib", "sweep_interval_secs", "image_cache_ttl_secs"];
+const NUMERIC: &[&str] = &[
+    "sync_wait_ms",
+    "shutdown_timeout_secs",
+    "reserved_memory_mib",
+    "disk_gib",
+    "sweep_interval_secs",
+    "image_cache_ttl_secs",
+    "quarantine_grace_secs",
+];
 /// Settings whose environment variables hold `true` or `false`.
 const BOOLEAN: &[&str] = &["metadata"];
 /// Every setting, for checking `KUMO_AGENT_*` variables.
@@ -251,6 +273,8 @@ const FIELDS: &[&str] = &[
     "nft_table",
     "metadata",
     "dhcp_lease_warning_secs",
+    "boot_id_path",
+    "quarantine_grace_secs",
 ];
 
 impl AgentConfig {
@@ -371,6 +395,8 @@ mod tests {
         assert!(!c.name.is_empty());
         assert_eq!((c.trunk_interface.as_deref(), c.public_interface.as_deref()), (None, None));
         assert_eq!((c.nft_table.as_str(), c.metadata), ("kumo", true));
+        assert_eq!(c.boot_id_path, PathBuf::from("/proc/sys/kernel/random/boot_id"));
+        assert_eq!(c.quarantine_grace_secs, 7 * 24 * 3600);
     }
 
     #[test]
@@ -424,7 +450,11 @@ mod tests {
             (&format!("{MINIMAL}sync_wait_ms = 600000\n"), &[], "sync_wait_ms must be at most 60000"),
             ("controller_url = ", &[], "is not valid TOML"),
             (MINIMAL, &[("KUMO_AGENT_METADATA", "maybe")], "KUMO_AGENT_METADATA must be true or false, got 'maybe'"),
-            (&format!("{MINIMAL}trunk_interface = \"eth 1\"\n"), &[], "trunk_interface 'eth 1' is not an interface name"),
+            (
+                &format!("{MINIMAL}trunk_interface = \"eth 1\"\n"),
+                &[],
+                "trunk_interface 'eth 1' is not an interface name",
+            ),
             (
                 &format!("{MINIMAL}public_interface = \"a-very-long-interface\"\n"),
                 &[],

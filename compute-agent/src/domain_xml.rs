@@ -412,8 +412,16 @@ mod tests {
     fn nics_in_port_order_and_the_config_drive_as_a_readonly_cdrom() {
         let (instance, project) = ids();
         let interfaces = [
-            Interface { mac: "02:00:00:00:00:01".into(), bridge: "kbr0123456789ab".into(), tap: "ktap00000000001".into() },
-            Interface { mac: "02:00:00:00:00:02".into(), bridge: "kbr00000000000c".into(), tap: "ktap00000000002".into() },
+            Interface {
+                mac: "02:00:00:00:00:01".into(),
+                bridge: "kbr0123456789ab".into(),
+                tap: "ktap00000000001".into(),
+            },
+            Interface {
+                mac: "02:00:00:00:00:02".into(),
+                bridge: "kbr00000000000c".into(),
+                tap: "ktap00000000002".into(),
+            },
         ];
         let spec = DomainSpec {
             domain_type: DomainType::Qemu,

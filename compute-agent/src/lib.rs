@@ -9,10 +9,13 @@
 //! desired state, bookkept by [`work_ledger`], serialized per domain by
 //! [`locks`]). [`networking`] plumbs the host's tenant networks (bridges,
 //! DHCP, metadata, firewall, floating IPs) before instances start.
+//! [`boot`] tells a host reboot from guests that powered off; [`quarantine`]
+//! keeps the local storage files the controller does not list.
 //! [`console`] serves console logs. This crate holds the only code in Kumo
 //! that talks to libvirt.
 
 pub mod agent;
+pub mod boot;
 pub mod capacity;
 pub mod client;
 pub mod config;
@@ -27,6 +30,7 @@ pub mod locks;
 pub mod networking;
 pub mod notices;
 pub mod observe;
+pub mod quarantine;
 pub mod snapshots;
 pub mod status;
 pub mod volumes;

@@ -20,11 +20,13 @@ use kumo_storage::qemu_img::{self, QemuImgError};
 use kumo_storage::volume_backend::prepare_target;
 use kumo_storage::{InstanceDisks, VolumeError};
 use kumo_wire::agent::{DesiredSnapshot, ObservedPower, SnapshotSource};
+use kumo_wire::storage::VolumeBackendKind;
 use kumo_wire::{InstanceId, SnapshotId, VolumeId};
 
 use crate::domain_xml::{disks_of, domain_name};
 use crate::hypervisor::{Hypervisor, HypervisorError};
 use crate::locks::InstanceLocks;
+use crate::quarantine::Quarantine;
 use crate::volumes::{Backends, VolumeWorkError};
 use crate::work_ledger::Outcome;
 
@@ -85,6 +87,7 @@ pub struct SnapshotWork {
     disks: Arc<dyn InstanceDisks>,
     work_dir: PathBuf,
     uploader: Arc<dyn SnapshotUploader>,
+    quarantine: Option<Quarantine>,
 }
 
 async fn remove_file(path: &Path) -> Result<(), SnapshotWorkError> {
@@ -105,7 +108,14 @@ impl SnapshotWork {
         work_dir: PathBuf,
         uploader: Arc<dyn SnapshotUploader>,
     ) -> Self {
-        Self { hypervisor, backends, locks, disks, work_dir, uploader }
+        Self { hypervisor, backends, locks, disks, work_dir, uploader, quarantine: None }
+    }
+
+    /// Records the local volume snapshots it takes (and forgets those it
+    /// deletes) in `quarantine`, so the storage sweep knows what this agent made.
+    pub fn with_quarantine(mut self, quarantine: Quarantine) -> Self {
+        self.quarantine = Some(quarantine);
+        self
     }
 
     /// Where an instance snapshot is staged before its upload.
@@ -156,16 +166,23 @@ impl SnapshotWork {
     /// Brings the snapshot to `desired`.
     pub async fn apply(&self, desired: &DesiredSnapshot) -> Result<Outcome, SnapshotWorkError> {
         match &desired.source {
-            SnapshotSource::Volume { volume, backend, attached_to } => {
-                let backend = self.backends.get(*backend)?;
+            SnapshotSource::Volume { volume, backend: kind, attached_to } => {
+                let backend = self.backends.get(*kind)?;
+                let recorder = self.quarantine.as_ref().filter(|_| *kind == VolumeBackendKind::Local);
                 if !desired.present {
                     if backend.delete_snapshot(&desired.id).await? {
                         tracing::info!(snapshot = %desired.id, "volume snapshot deleted");
+                    }
+                    if let Some(q) = recorder {
+                        q.forget_created(desired.id.as_str());
                     }
                     return Ok(Outcome::Done { stored_bytes: None });
                 }
                 if let Some(bytes) = backend.snapshot_stored_bytes(&desired.id).await? {
                     return Ok(Outcome::Done { stored_bytes: Some(bytes) });
+                }
+                if let Some(q) = recorder {
+                    q.record_created(desired.id.as_str());
                 }
                 let bytes = self.snapshot_volume(&desired.id, volume, attached_to.as_ref(), backend.as_ref()).await?;
                 Ok(Outcome::Done { stored_bytes: Some(bytes) })

@@ -18,6 +18,7 @@ use kumo_wire::{InstanceId, VolumeId};
 use crate::domain_xml::{disks_of, domain_name, volume_disk_xml, VolumeDisk};
 use crate::hypervisor::{Hypervisor, HypervisorError};
 use crate::locks::InstanceLocks;
+use crate::quarantine::Quarantine;
 use crate::work_ledger::Outcome;
 
 /// How long a guest may take to let go of a hot-unplugged disk.
@@ -95,6 +96,7 @@ pub struct VolumeWork {
     hypervisor: Arc<dyn Hypervisor>,
     backends: Backends,
     locks: Arc<InstanceLocks>,
+    quarantine: Option<Quarantine>,
 }
 
 fn target_of(xml: &str, path: &Path) -> Option<String> {
@@ -104,7 +106,14 @@ fn target_of(xml: &str, path: &Path) -> Option<String> {
 impl VolumeWork {
     /// Volume work with these backends, sharing `locks` with instance convergence.
     pub fn new(hypervisor: Arc<dyn Hypervisor>, backends: Backends, locks: Arc<InstanceLocks>) -> Self {
-        Self { hypervisor, backends, locks }
+        Self { hypervisor, backends, locks, quarantine: None }
+    }
+
+    /// Records the local volumes it creates (and forgets those it deletes) in
+    /// `quarantine`, so the storage sweep knows what this agent made.
+    pub fn with_quarantine(mut self, quarantine: Quarantine) -> Self {
+        self.quarantine = Some(quarantine);
+        self
     }
 
     /// The backends.
@@ -147,11 +156,17 @@ impl VolumeWork {
             if backend.delete_volume(&desired.id).await? {
                 tracing::info!(volume = %desired.id, "volume deleted");
             }
+            if let Some(q) = self.quarantine.as_ref().filter(|_| desired.backend == VolumeBackendKind::Local) {
+                q.forget_created(desired.id.as_str());
+            }
             return Ok(Outcome::Done { stored_bytes: None });
         }
         let want = desired.size_gib.saturating_mul(GIB);
         match backend.volume_size(&desired.id).await? {
             None => {
+                if let Some(q) = self.quarantine.as_ref().filter(|_| desired.backend == VolumeBackendKind::Local) {
+                    q.record_created(desired.id.as_str());
+                }
                 backend.create_volume(&desired.id, want, desired.source.as_ref().map(|s| &s.id)).await?;
             }
             Some(current) if current < want => self.grow(desired, backend.as_ref(), &path, want).await?,

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use kumo_storage::InstanceDisks;
 use kumo_wire::agent::{
-    DesiredInstance, DesiredSnapshot, DesiredVolume, ObservedPower, ObservedWork, RegisterRequest, SyncRequest,
-    SyncResponse,
+    DesiredInstance, DesiredSnapshot, DesiredVolume, ObservedPower, ObservedWork, QuarantineKind, QuarantinedFile,
+    RegisterRequest, SyncRequest, SyncResponse,
 };
 use kumo_wire::storage::VolumeBackendKind;
 use kumo_wire::{InstanceId, SnapshotId, Timestamp, VolumeId};
@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::boot::BootWatch;
 use crate::capacity;
 use crate::client::{ClientError, ControllerClient};
 use crate::config::AgentConfig;
@@ -36,6 +37,7 @@ use crate::lease_watch::LeaseWatch;
 use crate::ledger::{Ledger, Reason};
 use crate::networking::{self, Networking};
 use crate::observe::{observe, sweep_leaks};
+use crate::quarantine::Quarantine;
 use crate::snapshots::SnapshotWork;
 use crate::status::StatusHandle;
 use crate::volumes::VolumeWork;
@@ -100,6 +102,10 @@ pub struct WorkerParts {
     pub status: StatusHandle,
     /// The host's tenant networking.
     pub networking: Networking,
+    /// Where unlisted local volume and snapshot files go instead of being deleted.
+    pub quarantine: Quarantine,
+    /// Tells a host reboot from guests that powered off.
+    pub boot: BootWatch,
 }
 
 /// The sync loop's state.
@@ -125,6 +131,10 @@ pub struct SyncWorker {
     networked: Option<(String, Instant)>,
     /// Which running guests have taken their DHCP leases.
     lease_watch: LeaseWatch,
+    /// The quarantine as last read (reported in every sync).
+    quarantined: Vec<QuarantinedFile>,
+    /// Quarantine entries the controller asks to restore.
+    restores: Vec<String>,
 }
 
 /// How often the networking is converged again although nothing changed
@@ -153,6 +163,8 @@ impl SyncWorker {
             floating_ips: Vec::new(),
             networked: None,
             lease_watch: LeaseWatch::default(),
+            quarantined: Vec::new(),
+            restores: Vec::new(),
         }
     }
 
@@ -178,9 +190,16 @@ impl SyncWorker {
         if self.synced {
             self.converge_networks().await;
         }
+        if self.synced {
+            // Before storage tasks start: a restored file is then adopted, not created anew.
+            self.restore_requested().await;
+        }
         self.start_due(&domains);
         self.start_due_storage();
         self.watch_leases(&domains);
+        if self.synced {
+            self.parts.boot.detect(&self.desired, &domains, &self.ledger);
+        }
         let sweep_every = Duration::from_secs(self.parts.config.sweep_interval_secs);
         if self.synced && self.last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
             self.last_sweep = Some(Instant::now());
@@ -199,14 +218,11 @@ impl SyncWorker {
         };
         let notices_sent = request.notices.clone();
         let now = Instant::now();
-        let next_retry = [
-            self.ledger.next_retry(now),
-            self.volume_ledger.next_retry(now),
-            self.snapshot_ledger.next_retry(now),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let next_retry =
+            [self.ledger.next_retry(now), self.volume_ledger.next_retry(now), self.snapshot_ledger.next_retry(now)]
+                .into_iter()
+                .flatten()
+                .min();
         let wake = tokio::select! {
             biased;
             () = shutdown.cancelled() => Wake::Shutdown,
@@ -282,7 +298,8 @@ impl SyncWorker {
         let now = Timestamp::now();
         let (observed, unmanaged_domains) = observe(&self.desired, domains, &self.ledger, now);
         self.parts.status.update(|s| {
-            s.tasks_running = self.ledger.busy_count() + self.volume_ledger.busy_count() + self.snapshot_ledger.busy_count();
+            s.tasks_running =
+                self.ledger.busy_count() + self.volume_ledger.busy_count() + self.snapshot_ledger.busy_count();
             s.unmanaged_domains.clone_from(&unmanaged_domains);
         });
         let observed_volumes = self
@@ -305,6 +322,8 @@ impl SyncWorker {
             observed_snapshots,
             volume_backends: self.volume_backends(),
             notices: self.parts.converger.notices().pending(),
+            host_rebooted: self.parts.boot.report(),
+            quarantine: self.quarantined.clone(),
         })
     }
 
@@ -348,6 +367,8 @@ impl SyncWorker {
         self.desired_snapshots = response.snapshots;
         self.networks = response.networks;
         self.floating_ips = response.floating_ips;
+        self.restores = response.restore_quarantined;
+        self.parts.boot.accepted(&self.desired);
         self.synced = true;
         self.ledger.retain(&self.desired);
         self.volume_ledger.retain(&self.desired_volumes.iter().map(|d| d.id.clone()).collect());
@@ -383,7 +404,11 @@ impl SyncWorker {
         );
         let started = Instant::now();
         self.parts.networking.converge(&plan).await;
-        tracing::debug!(networks = plan.networks.len(), ms = started.elapsed().as_millis() as u64, "networking converged");
+        tracing::debug!(
+            networks = plan.networks.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "networking converged"
+        );
         self.networked = Some((revision, Instant::now()));
     }
 
@@ -409,15 +434,18 @@ impl SyncWorker {
     /// Starts the volume and snapshot tasks that are due.
     fn start_due_storage(&mut self) {
         let now = Instant::now();
-        let volumes: Vec<_> = self.desired_volumes.iter().map(|d| (d.id.clone(), d.generation, d.applied_generation)).collect();
+        let volumes: Vec<_> =
+            self.desired_volumes.iter().map(|d| (d.id.clone(), d.generation, d.applied_generation)).collect();
         for id in self.volume_ledger.due(&volumes, now) {
             let Some(desired) = self.desired_volumes.iter().find(|d| d.id == id).cloned() else { continue };
             self.volume_ledger.start(&id);
-            let span = tracing::info_span!("volume", volume = %id, generation = desired.generation, present = desired.present);
+            let span =
+                tracing::info_span!("volume", volume = %id, generation = desired.generation, present = desired.present);
             let work = Arc::clone(&self.parts.volumes);
             let generation = desired.generation;
             let handle = self.tasks.spawn(
-                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }.instrument(span),
+                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }
+                    .instrument(span),
             );
             self.task_ids.insert(handle.id(), (TaskKey::Volume(id), generation));
         }
@@ -430,7 +458,8 @@ impl SyncWorker {
             let work = Arc::clone(&self.parts.snapshots);
             let generation = desired.generation;
             let handle = self.tasks.spawn(
-                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }.instrument(span),
+                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }
+                    .instrument(span),
             );
             self.task_ids.insert(handle.id(), (TaskKey::Snapshot(id), generation));
         }
@@ -471,8 +500,24 @@ impl SyncWorker {
         }
     }
 
+    /// Puts back the quarantine entries an admin asked to restore.
+    async fn restore_requested(&mut self) {
+        let wanted: Vec<String> =
+            self.restores.iter().filter(|id| self.quarantined.iter().any(|q| &q.id == *id)).cloned().collect();
+        if wanted.is_empty() {
+            return;
+        }
+        for id in &wanted {
+            if let Err(err) = self.parts.quarantine.restore(id).await {
+                tracing::warn!(entry = %id, error = %error_chain(&err), "cannot restore from the quarantine");
+            }
+        }
+        self.restores.clear();
+        self.quarantined = self.parts.quarantine.list().await;
+    }
+
     /// The periodic pass: report unmanaged domains, remove leaked instance files.
-    async fn reconcile(&self, domains: &[DomainInfo]) {
+    async fn reconcile(&mut self, domains: &[DomainInfo]) {
         let (_, unmanaged) = observe(&self.desired, domains, &self.ledger, Timestamp::now());
         if !unmanaged.is_empty() {
             tracing::info!(domains = ?unmanaged, "domains the controller does not manage (left alone)");
@@ -488,31 +533,42 @@ impl SyncWorker {
         }
     }
 
-    /// Removes local volumes, local snapshots and staged instance snapshots
-    /// the controller no longer lists (what a lost delete or a crash left
-    /// behind). Shared backends are left alone: other hosts work there too.
-    async fn sweep_storage(&self) {
+    /// Moves the local volumes and snapshots the controller does not list
+    /// (a lost delete, a crash, or a database that forgot them) into the
+    /// quarantine, deletes quarantined files this agent created once their
+    /// grace period is over, and removes staged instance snapshots nobody
+    /// wants. Shared backends are left alone: other hosts work there too.
+    async fn sweep_storage(&mut self) {
         let volumes: HashSet<&VolumeId> = self.desired_volumes.iter().map(|d| &d.id).collect();
         let snapshots: HashSet<&SnapshotId> = self.desired_snapshots.iter().map(|d| &d.id).collect();
+        let quarantine = &self.parts.quarantine;
         if let Ok(local) = self.parts.volumes.backends().get(VolumeBackendKind::Local) {
             match local.list().await {
                 Ok((leaked_volumes, leaked_snapshots)) => {
-                    for id in leaked_volumes.iter().filter(|id| !volumes.contains(id) && !self.volume_ledger.is_busy(id)) {
-                        match local.delete_volume(id).await {
-                            Ok(_) => tracing::warn!(volume = %id, "removed a local volume the controller does not list"),
-                            Err(e) => tracing::warn!(volume = %id, error = %error_chain(&e), "could not remove a leaked volume"),
+                    let now = Timestamp::now();
+                    for id in
+                        leaked_volumes.iter().filter(|id| !volumes.contains(id) && !self.volume_ledger.is_busy(id))
+                    {
+                        let files = local.volume_files(id);
+                        if let Err(e) = quarantine.take(QuarantineKind::Volume, id.as_str(), &files, now).await {
+                            tracing::warn!(volume = %id, error = %error_chain(&e), "could not quarantine an unlisted volume");
                         }
                     }
-                    for id in leaked_snapshots.iter().filter(|id| !snapshots.contains(id) && !self.snapshot_ledger.is_busy(id)) {
-                        match local.delete_snapshot(id).await {
-                            Ok(_) => tracing::warn!(snapshot = %id, "removed a local snapshot the controller does not list"),
-                            Err(e) => tracing::warn!(snapshot = %id, error = %error_chain(&e), "could not remove a leaked snapshot"),
+                    for id in leaked_snapshots
+                        .iter()
+                        .filter(|id| !snapshots.contains(id) && !self.snapshot_ledger.is_busy(id))
+                    {
+                        let files = local.snapshot_files(id);
+                        if let Err(e) = quarantine.take(QuarantineKind::Snapshot, id.as_str(), &files, now).await {
+                            tracing::warn!(snapshot = %id, error = %error_chain(&e), "could not quarantine an unlisted snapshot");
                         }
                     }
                 }
                 Err(e) => tracing::warn!(error = %error_chain(&e), "could not list local volumes"),
             }
         }
+        quarantine.expire(Timestamp::now()).await;
+        self.quarantined = quarantine.list().await;
         let staged = self.parts.snapshots.staged().await;
         for id in staged.iter().filter(|id| !snapshots.contains(id) && !self.snapshot_ledger.is_busy(id)) {
             if let Err(e) = self.parts.snapshots.discard(id).await {

@@ -150,6 +150,13 @@ pub trait VolumeBackend: Send + Sync + std::fmt::Debug {
 
     /// Every volume and snapshot in the backend (for leak sweeps).
     async fn list(&self) -> Result<(Vec<VolumeId>, Vec<SnapshotId>), VolumeError>;
+
+    /// The files that hold a volume (complete or half-written), for moving
+    /// it aside whole; empty for backends that do not keep volumes in files.
+    fn volume_files(&self, volume: &VolumeId) -> Vec<PathBuf>;
+
+    /// The files that hold a snapshot (complete or half-written).
+    fn snapshot_files(&self, snapshot: &SnapshotId) -> Vec<PathBuf>;
 }
 
 /// qcow2 files under `<root>/volumes/` and `<root>/snapshots/`.
@@ -357,6 +364,16 @@ impl VolumeBackend for FileVolumeBackend {
 
     async fn delete_snapshot(&self, snapshot: &SnapshotId) -> Result<bool, VolumeError> {
         Self::remove(&self.snapshot_path(snapshot)).await
+    }
+
+    fn volume_files(&self, volume: &VolumeId) -> Vec<PathBuf> {
+        let path = self.volume_path(volume);
+        vec![Self::partial(&path), path]
+    }
+
+    fn snapshot_files(&self, snapshot: &SnapshotId) -> Vec<PathBuf> {
+        let path = self.snapshot_path(snapshot);
+        vec![Self::partial(&path), path]
     }
 
     async fn list(&self) -> Result<(Vec<VolumeId>, Vec<SnapshotId>), VolumeError> {

@@ -126,6 +126,74 @@ pub struct SyncRequest {
     /// carrying it succeeds.
     #[serde(default)]
     pub notices: Vec<InstanceNotice>,
+    /// Set while the host has booted since the agent last ran and instances
+    /// that ran before were found shut off (until the controller acted on it).
+    #[serde(default)]
+    pub host_rebooted: Option<HostReboot>,
+    /// The files the agent moved out of the way because the controller did
+    /// not list them (instead of deleting them), as they are now.
+    #[serde(default)]
+    pub quarantine: Vec<QuarantinedFile>,
+}
+
+/// The host booted since the agent last ran (its boot id changed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReboot {
+    /// When the host booted (the agent's clock).
+    pub booted_at: Timestamp,
+    /// Instances desired running, their generation carried out, whose domain
+    /// the boot left shut off (or gone): they ran until the host went down.
+    pub instances: Vec<InstanceId>,
+}
+
+/// What a quarantined file was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QuarantineKind {
+    /// A local volume.
+    Volume,
+    /// A local volume snapshot.
+    Snapshot,
+}
+
+impl QuarantineKind {
+    /// The lowercase name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Volume => "volume",
+            Self::Snapshot => "snapshot",
+        }
+    }
+}
+
+impl std::str::FromStr for QuarantineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "volume" => Ok(Self::Volume),
+            "snapshot" => Ok(Self::Snapshot),
+            other => Err(format!("unknown quarantine kind '{other}'")),
+        }
+    }
+}
+
+/// One local volume or snapshot file the agent moved to its quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuarantinedFile {
+    /// The quarantine entry (`<resource id>.<milliseconds>`), unique on its host.
+    pub id: String,
+    /// What it was.
+    pub kind: QuarantineKind,
+    /// The volume or snapshot id it was stored under.
+    pub resource_id: String,
+    /// Bytes it takes.
+    pub size_bytes: u64,
+    /// When the agent moved it.
+    pub quarantined_at: Timestamp,
+    /// Whether this agent created the file (only such files are ever deleted).
+    pub created_here: bool,
+    /// When the agent will delete it, if it ever will (created here, grace period over).
+    pub delete_after: Option<Timestamp>,
 }
 
 /// Something the agent noticed about one instance, for its event log: a
@@ -176,6 +244,9 @@ pub struct SyncResponse {
     /// Floating IPs mapped to ports of `instances`.
     #[serde(default)]
     pub floating_ips: Vec<DesiredFloatingIp>,
+    /// Quarantine entries an admin asked to put back where they were.
+    #[serde(default)]
+    pub restore_quarantined: Vec<String>,
 }
 
 /// What the controller wants one instance to be.

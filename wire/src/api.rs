@@ -680,6 +680,35 @@ pub struct Host {
     pub unmanaged_domains: Vec<String>,
 }
 
+/// A local volume or snapshot file that a host's agent moved to its
+/// quarantine because the controller did not list it (admin view).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuarantineEntry {
+    /// The entry's id (`<resource id>.<milliseconds>`).
+    pub id: String,
+    /// The host holding it.
+    pub host_id: HostId,
+    /// The host's name.
+    pub host_name: String,
+    /// `volume` or `snapshot`.
+    pub kind: crate::agent::QuarantineKind,
+    /// The volume or snapshot id it was stored under.
+    pub resource_id: String,
+    /// Bytes it takes.
+    pub size_bytes: u64,
+    /// When the agent moved it.
+    pub quarantined_at: Timestamp,
+    /// Whether that agent created the file (only such files are ever deleted).
+    pub created_here: bool,
+    /// When the agent will delete it; never if empty.
+    pub delete_after: Option<Timestamp>,
+    /// Whether the controller lists the volume or snapshot on that host now
+    /// (only then can it be restored: else the next sweep would move it again).
+    pub listed: bool,
+    /// When an admin asked to restore it (the agent does so at its next sync).
+    pub restore_requested_at: Option<Timestamp>,
+}
+
 /// A generic answer for list endpoints with no paging.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Listing<T> {

@@ -86,7 +86,14 @@ impl InstanceState {
             (S::Pending, E::DeleteRequested) => S::Deleted,
             (S::Deleted, E::DeleteRequested) => S::Deleted,
             (
-                S::Building | S::Running | S::Stopping | S::Stopped | S::Rebooting | S::Deleting | S::Error | S::Unknown,
+                S::Building
+                | S::Running
+                | S::Stopping
+                | S::Stopped
+                | S::Rebooting
+                | S::Deleting
+                | S::Error
+                | S::Unknown,
                 E::DeleteRequested,
             ) => S::Deleting,
             (S::Building | S::Running | S::Rebooting | S::Error | S::Unknown, E::StopRequested) => S::Stopping,
@@ -102,6 +109,7 @@ impl InstanceState {
             (S::Building | S::Running | S::Rebooting | S::Error | S::Unknown, E::ObservedRunning) => S::Running,
             (S::Stopping | S::Stopped | S::Error | S::Unknown, E::ObservedStopped) => S::Stopped,
             (S::Building | S::Running | S::Rebooting | S::Unknown, E::GuestPoweredOff) => S::Stopped,
+            (S::Building | S::Running | S::Rebooting | S::Unknown, E::HostRebooted) => S::Stopped,
             (S::Deleting | S::Error | S::Unknown, E::ObservedGone) => S::Deleted,
             (
                 S::Building | S::Running | S::Stopping | S::Stopped | S::Rebooting | S::Deleting | S::Unknown,
@@ -112,7 +120,14 @@ impl InstanceState {
             // The controller's watchdogs.
             (s, E::DeadlinePassed) if s.is_transitional() => S::Error,
             (
-                S::Building | S::Running | S::Stopping | S::Stopped | S::Rebooting | S::Deleting | S::Error | S::Unknown,
+                S::Building
+                | S::Running
+                | S::Stopping
+                | S::Stopped
+                | S::Rebooting
+                | S::Deleting
+                | S::Error
+                | S::Unknown,
                 E::HostLost,
             ) => S::Unknown,
 
@@ -213,6 +228,9 @@ pub enum LifecycleEvent {
     DeadlinePassed,
     /// The instance's host stopped heartbeating.
     HostLost,
+    /// The host rebooted under a running instance: it was off from the boot
+    /// on (the controller then asks for it to be started again).
+    HostRebooted,
 }
 
 /// An event that is not allowed in the instance's current state.
@@ -231,7 +249,7 @@ mod tests {
     use InstanceState as S;
     use LifecycleEvent as E;
 
-    const EVENTS: [LifecycleEvent; 14] = [
+    const EVENTS: [LifecycleEvent; 15] = [
         E::Placed,
         E::NoValidHost,
         E::Rescheduled,
@@ -246,21 +264,22 @@ mod tests {
         E::AgentFailed,
         E::DeadlinePassed,
         E::HostLost,
+        E::HostRebooted,
     ];
 
     /// The whole table, written out: one row per state, one column per event in
     /// `EVENTS` order; `-` marks an illegal transition.
     const TABLE: &str = "
-pending   building error - - - - deleted - - - - - error -
-building  - - - stopping building - deleting running - stopped - error error unknown
-running   - - - stopping running rebooting deleting running - stopped - error - unknown
-stopping  - - - stopping - - deleting - stopped - - error error unknown
-stopped   - - - stopped building - deleting - stopped - - error - unknown
-rebooting - - - stopping - rebooting deleting running - stopped - error error unknown
-deleting  - - - - - - deleting - - - deleted error error unknown
-deleted   - - - - - - deleted - - - - - - -
-error     - - pending stopping building rebooting deleting running stopped - deleted error - unknown
-unknown   - - - stopping building rebooting deleting running stopped stopped deleted error - unknown
+pending   building error - - - - deleted - - - - - error - -
+building  - - - stopping building - deleting running - stopped - error error unknown stopped
+running   - - - stopping running rebooting deleting running - stopped - error - unknown stopped
+stopping  - - - stopping - - deleting - stopped - - error error unknown -
+stopped   - - - stopped building - deleting - stopped - - error - unknown -
+rebooting - - - stopping - rebooting deleting running - stopped - error error unknown stopped
+deleting  - - - - - - deleting - - - deleted error error unknown -
+deleted   - - - - - - deleted - - - - - - - -
+error     - - pending stopping building rebooting deleting running stopped - deleted error - unknown -
+unknown   - - - stopping building rebooting deleting running stopped stopped deleted error - unknown stopped
 ";
 
     #[test]

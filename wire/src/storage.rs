@@ -106,6 +106,9 @@ pub enum VolumeEvent {
     AgentFailed,
     /// A transitional state outlived its deadline.
     DeadlinePassed,
+    /// The instance it was attaching to at launch was never placed on a host:
+    /// the controller gives it back (no agent ever acted on the attach).
+    LaunchAbandoned,
 }
 
 /// An event that is not allowed in a state.
@@ -185,6 +188,8 @@ impl VolumeState {
 
             // The controller's watchdog.
             (s, E::DeadlinePassed) if s.is_transitional() => S::Error,
+            // The controller, when the launch that claimed it could not be placed.
+            (S::Attaching, E::LaunchAbandoned) => S::Available,
 
             (from, event) => return Err(IllegalVolumeTransition { from, event }),
         };
@@ -673,6 +678,7 @@ mod tests {
             (S::Extending, E::AgentFailed, S::Error),
             (S::Deleting, E::AgentFailed, S::Error),
             (S::Error, E::AgentFailed, S::Error),
+            (S::Attaching, E::LaunchAbandoned, S::Available),
             (S::Creating, E::DeadlinePassed, S::Error),
             (S::Attaching, E::DeadlinePassed, S::Error),
             (S::Detaching, E::DeadlinePassed, S::Error),
@@ -681,7 +687,7 @@ mod tests {
         ]
     };
 
-    const VOLUME_EVENTS: [VolumeEvent; 9] = [
+    const VOLUME_EVENTS: [VolumeEvent; 10] = [
         VolumeEvent::AttachRequested,
         VolumeEvent::DetachRequested,
         VolumeEvent::ExtendRequested,
@@ -691,6 +697,7 @@ mod tests {
         VolumeEvent::ObservedGone,
         VolumeEvent::AgentFailed,
         VolumeEvent::DeadlinePassed,
+        VolumeEvent::LaunchAbandoned,
     ];
 
     #[test]

@@ -127,7 +127,10 @@ impl Db {
 
     /// An image by id, whoever owns it (for agents).
     pub async fn image_by_id(&self, id: &ImageId) -> DbResult<Option<Image>> {
-        let row = sqlx::query("SELECT * FROM images WHERE id = $1 AND state <> 'deleted'").bind(id.as_str()).fetch_optional(self.pool()).await?;
+        let row = sqlx::query("SELECT * FROM images WHERE id = $1 AND state <> 'deleted'")
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?;
         match row {
             Some(row) => Ok(Some(self.image_of(&row).await?)),
             None => Ok(None),
@@ -184,6 +187,9 @@ impl Db {
     /// Deletes an image unless an instance that is not deleted uses it; `Ok(false)` means in use.
     pub async fn delete_image_unless_used(&self, id: &ImageId) -> DbResult<bool> {
         let mut tx = self.begin_write().await?;
+        // The image's row lock first: a launch holding it (see [`lock_active`])
+        // has committed its instance before the count below runs.
+        sqlx::query("UPDATE images SET state = state WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
         // Deleted instances keep naming their image for history, so images are
         // soft-deleted: the row stays, the files and every listing lose it.
         let used = sqlx::query("SELECT COUNT(*) AS n FROM instances WHERE image_id = $1 AND state <> 'deleted'")
@@ -199,6 +205,18 @@ impl Db {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Locks an active image's row in `tx` (a launch's transaction), so that it
+/// cannot be deleted before `tx` ends; `Ok(false)`: it is no longer active
+/// (deleted since the caller looked it up). On SQLite the write transaction
+/// is serialized anyway; on PostgreSQL a concurrent delete waits for the row.
+pub async fn lock_active(tx: &mut Transaction<'static, Any>, id: &ImageId) -> DbResult<bool> {
+    let done = sqlx::query("UPDATE images SET state = state WHERE id = $1 AND state = 'active'")
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Logs an image moving to state `to` (`active` or `deleted`) with the GiB its
@@ -294,10 +312,12 @@ pub async fn project_has_image_named(
     project: &ProjectId,
     name: &str,
 ) -> DbResult<bool> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM images WHERE owner_project_id = $1 AND name = $2 AND state <> 'deleted'")
-        .bind(project.as_str())
-        .bind(name)
-        .fetch_one(&mut **tx)
-        .await?;
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM images WHERE owner_project_id = $1 AND name = $2 AND state <> 'deleted'",
+    )
+    .bind(project.as_str())
+    .bind(name)
+    .fetch_one(&mut **tx)
+    .await?;
     Ok(row.try_get::<i64, _>("n")? > 0)
 }

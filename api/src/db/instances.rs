@@ -272,10 +272,8 @@ impl Db {
 
     /// An instance by id, for the controller's own workers.
     pub async fn instance(&self, id: &InstanceId) -> DbResult<Option<InstanceRecord>> {
-        let row = sqlx::query(&format!("{SELECT} WHERE i.id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?;
+        let row =
+            sqlx::query(&format!("{SELECT} WHERE i.id = $1")).bind(id.as_str()).fetch_optional(self.pool()).await?;
         row.as_ref().map(record_of).transpose()
     }
 
@@ -321,6 +319,23 @@ impl Db {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(record_of).collect()
+    }
+
+    /// Instances placed on `host` that are not yet confirmed deleted, row by
+    /// row: a row that cannot be read is given as its id and the reason, so
+    /// one bad row does not hide the others.
+    pub async fn instances_on_host_each(
+        &self,
+        host: &HostId,
+    ) -> DbResult<Vec<Result<InstanceRecord, (String, DbError)>>> {
+        let rows = sqlx::query(&format!("{SELECT} WHERE i.host_id = $1 AND i.state <> 'deleted' ORDER BY i.id"))
+            .bind(host.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| record_of(row).map_err(|e| (row.try_get::<String, _>("id").unwrap_or_default(), e)))
+            .collect())
     }
 
     /// Instances waiting for the scheduler, oldest first.

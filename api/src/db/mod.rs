@@ -16,6 +16,7 @@ pub mod images;
 pub mod instances;
 pub mod keypairs;
 pub mod networks;
+pub mod quarantine;
 pub mod quotas;
 pub mod snapshots;
 pub mod volumes;

@@ -56,7 +56,8 @@ pub async fn usage(
     };
     let inst = sqlx::query(
         "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) AS vcpus, \
-         CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) AS ram FROM instances WHERE project_id = $1 AND state <> 'deleted'",
+         CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) AS ram FROM instances WHERE project_id = $1 AND state <> 'deleted' \
+         AND NOT (state = 'error' AND host_id IS NULL)",
     )
     .bind(project.as_str())
     .fetch_one(&mut *conn)

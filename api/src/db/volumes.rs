@@ -209,6 +209,15 @@ pub async fn devices_of(tx: &mut Transaction<'static, Any>, instance: &InstanceI
     rows.iter().map(|r| r.try_get::<String, _>("device").map_err(DbError::from)).collect()
 }
 
+/// Volumes attached or attaching to `instance`, read inside `tx`.
+pub async fn attached_to_in(tx: &mut Transaction<'static, Any>, instance: &InstanceId) -> DbResult<Vec<VolumeRecord>> {
+    let rows = sqlx::query(&format!("{SELECT} WHERE v.instance_id = $1 AND v.state <> 'deleted' ORDER BY v.id"))
+        .bind(instance.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(record_of).collect()
+}
+
 /// Reads one volume inside `tx`.
 pub async fn get(tx: &mut Transaction<'static, Any>, id: &VolumeId) -> DbResult<Option<VolumeRecord>> {
     let row = sqlx::query(&format!("{SELECT} WHERE v.id = $1")).bind(id.as_str()).fetch_optional(&mut **tx).await?;

@@ -10,6 +10,7 @@ mod images;
 mod instances;
 pub(crate) mod keypairs;
 mod networks;
+mod quarantine;
 mod quotas;
 mod snapshots;
 mod volumes;
@@ -50,6 +51,7 @@ pub fn native() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(keypairs::routes())
         .merge(instances::routes())
         .merge(hosts::routes())
+        .merge(quarantine::routes())
         .merge(billing::routes())
         .merge(volumes::routes())
         .merge(snapshots::routes())

@@ -483,6 +483,34 @@ pub async fn attach_at_launch(
     Ok(())
 }
 
+/// Gives back, in `tx`, the volumes a launch claimed for `instance` when it
+/// could not be placed: no agent ever acted on them, so they are `available`
+/// again at once (a new generation tells a volume's host there is nothing to
+/// attach). Returns the volumes' hosts, to wake.
+pub async fn release_unplaced(
+    tx: &mut Transaction<'static, Any>,
+    state: &AppState,
+    instance: &InstanceId,
+) -> Result<Vec<HostId>, ApiError> {
+    let mut hosts = Vec::new();
+    for vol in volumes::attached_to_in(tx, instance).await? {
+        if vol.state != VolumeState::Attaching {
+            continue;
+        }
+        let reason = Some(format!("instance {instance} could not be placed on any host"));
+        let change = Change::now(VolumeEvent::LaunchAbandoned, "scheduler", reason);
+        let mut new = prepare(state, &vol, &change)?;
+        new.instance_id = None;
+        new.device = None;
+        new.generation = vol.generation + 1;
+        if !commit(tx, &vol, &mut new, &change).await? {
+            return Err(ApiError::Unavailable(format!("volume {} changed meanwhile; try again", vol.name)));
+        }
+        hosts.extend(vol.host_id);
+    }
+    Ok(hosts)
+}
+
 /// The host an instance must run on to reach its local volumes, if any.
 pub fn required_host(vols: &[VolumeRecord]) -> Result<Option<HostId>, ApiError> {
     let mut required: Option<&VolumeRecord> = None;

@@ -9,6 +9,7 @@ pub mod image;
 pub mod instance;
 pub mod keypair;
 pub mod network;
+pub mod quarantine;
 pub mod quota;
 pub mod snapshot;
 pub mod volume;

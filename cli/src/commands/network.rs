@@ -106,6 +106,7 @@ pub async fn admin(ctx: &Ctx, command: AdminCommand) -> Result<(), Error> {
             let reply: Reply<VlanPool> = ctx.client()?.get(&["v1", "admin", "vlans"], &()).await?;
             ctx.show(&reply, render::vlan_pool)
         }
+        AdminCommand::Quarantine(command) => crate::commands::quarantine::run(ctx, command).await,
     }
 }
 

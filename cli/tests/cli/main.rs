@@ -9,6 +9,7 @@ mod image;
 mod instance;
 mod keypair;
 mod network;
+mod quarantine;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

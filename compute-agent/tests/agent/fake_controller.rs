@@ -35,6 +35,8 @@ pub struct Inner {
     pub images: HashMap<(ImageId, ImageFileRole), Vec<u8>>,
     /// When set, every call answers 503 (the controller is "down").
     pub down: bool,
+    /// Quarantine entries to ask the agent to restore.
+    pub restore: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -218,6 +220,7 @@ async fn sync(State(fake): State<FakeController>, headers: HeaderMap, Json(req):
         snapshots: vec![],
         networks: vec![],
         floating_ips: vec![],
+        restore_quarantined: inner.restore.clone(),
     })
     .into_response()
 }

@@ -9,4 +9,5 @@ mod lifecycle;
 mod networks;
 mod panel;
 mod resilience;
+mod seams;
 mod storage;
