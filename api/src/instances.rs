@@ -35,8 +35,63 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The longest key pair or security group name, as on AWS.
+pub const MAX_AWS_NAME_LEN: usize = 255;
+
+/// Characters a security group name may hold besides ASCII letters and digits (AWS's set).
+const GROUP_NAME_EXTRA: &str = " ._-:/()#,@[]+=&;{}!$*";
+
+/// Checks a key pair name as AWS does: 1-255 printable ASCII characters
+/// (mixed case, digits first, `MyKey_2024`, UUIDs).
+pub fn validate_key_pair_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_AWS_NAME_LEN
+        && name.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        && name.trim() == name;
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "key pair name '{}' is invalid: use 1-{MAX_AWS_NAME_LEN} printable ASCII characters, \
+             without spaces at either end",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+/// Checks a security group name as AWS does: 1-255 of ASCII letters, digits,
+/// spaces and `._-:/()#,@[]+=&;{}!$*`, not starting with `sg-` (ids do).
+pub fn validate_group_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_AWS_NAME_LEN
+        && !name.starts_with("sg-")
+        && name.trim() == name
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || GROUP_NAME_EXTRA.contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "security group name '{}' is invalid: use 1-{MAX_AWS_NAME_LEN} of ASCII letters, digits, spaces and \
+             {}, not starting with 'sg-'",
+            name.chars().take(80).collect::<String>(),
+            GROUP_NAME_EXTRA.trim()
+        )))
+    }
+}
+
 /// Validates a run request and records its instances as `pending`.
 pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result<Vec<InstanceRecord>, ApiError> {
+    run_recorded(state, caller, req, None).await
+}
+
+/// [`run`], with EC2's side record (client token, tags) written in the same
+/// transaction as the instances (`db::client_tokens`).
+pub async fn run_recorded(
+    state: &AppState,
+    caller: &Caller,
+    req: RunInstances,
+    side: Option<&crate::db::client_tokens::SideRecord>,
+) -> Result<Vec<InstanceRecord>, ApiError> {
     let count = req.count.unwrap_or(1);
     if count == 0 || count > MAX_RUN_COUNT {
         return Err(ApiError::Invalid(format!("count must be between 1 and {MAX_RUN_COUNT}, not {count}")));
@@ -47,17 +102,13 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
     }
     if let Some(data) = &req.user_data {
         if data.len() > MAX_USER_DATA {
-            return Err(ApiError::Invalid(format!(
-                "user data is {} bytes; the limit is {MAX_USER_DATA}",
-                data.len()
-            )));
+            return Err(ApiError::Invalid(format!("user data is {} bytes; the limit is {MAX_USER_DATA}", data.len())));
         }
     }
-    let flavor = state
-        .db
-        .find_flavor(&req.flavor)
-        .await?
-        .ok_or_else(|| ApiError::Invalid(format!("flavor '{}' does not exist (see `kumo flavor list`)", req.flavor)))?;
+    let flavor =
+        state.db.find_flavor(&req.flavor).await?.ok_or_else(|| {
+            ApiError::Invalid(format!("flavor '{}' does not exist (see `kumo flavor list`)", req.flavor))
+        })?;
     let image_ref = req.image.clone().unwrap_or_else(|| state.config.default_image.clone());
     let image = state
         .db
@@ -65,7 +116,10 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
         .await?
         .ok_or_else(|| ApiError::Invalid(format!("image '{image_ref}' does not exist (see `kumo image list`)")))?;
     if image.state != kumo_wire::api::ImageState::Active {
-        return Err(ApiError::Conflict(format!("image '{}' is not active yet: its files are still missing", image.name)));
+        return Err(ApiError::Conflict(format!(
+            "image '{}' is not active yet: its files are still missing",
+            image.name
+        )));
     }
     if let Some(virtual_size) = image.virtual_size_bytes {
         if virtual_size > flavor.disk_gib.saturating_mul(1 << 30) {
@@ -138,6 +192,10 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
         });
     }
     let mut tx = state.db.begin_write().await?;
+    if let Some(side) = side {
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        crate::db::client_tokens::write(&mut tx, side, &ids).await?;
+    }
     let (vcpus, ram) = (u64::from(flavor.vcpus) * u64::from(count), flavor.memory_mib * u64::from(count));
     crate::quotas::check(
         &mut tx,
@@ -191,6 +249,54 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
     Ok(records)
 }
 
+/// Replaces a stopped instance's user data (what the metadata service and a
+/// new config drive serve from its next start). Conflict unless it is stopped.
+pub async fn set_user_data(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    user_data: Option<String>,
+) -> Result<InstanceRecord, ApiError> {
+    let rec = find(state, caller, id).await?;
+    if let Some(data) = &user_data {
+        if data.len() > MAX_USER_DATA {
+            return Err(ApiError::Invalid(format!("user data is {} bytes; the limit is {MAX_USER_DATA}", data.len())));
+        }
+    }
+    let mut tx = state.db.begin_write().await?;
+    let done = sqlx::query(
+        "UPDATE instances SET user_data = $1, updated_at = $2 WHERE id = $3 AND project_id = $4 AND state = 'stopped'",
+    )
+    .bind(user_data.clone())
+    .bind(Timestamp::now().millis())
+    .bind(rec.id.as_str())
+    .bind(caller.project_id.as_str())
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::from)?;
+    if done.rows_affected() != 1 {
+        return Err(ApiError::Conflict(format!(
+            "instance {} is {}: user data changes while stopped",
+            rec.id, rec.state
+        )));
+    }
+    events::append(
+        &mut *tx,
+        &NewEvent {
+            project_id: Some(&rec.project_id),
+            resource_type: "instance",
+            resource_id: rec.id.as_str(),
+            at: Timestamp::now(),
+            actor: &caller.actor(),
+            action: "user_data_changed",
+            detail: json!({ "bytes": user_data.as_ref().map_or(0, String::len) }),
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(DbError::from)?;
+    find(state, caller, id).await
+}
+
 /// Loads an instance of the caller's project, 404 otherwise (also for malformed ids).
 pub async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<InstanceRecord, ApiError> {
     let parsed: InstanceId = id.parse().map_err(|_| ApiError::not_found("instance", id))?;
@@ -212,7 +318,12 @@ pub async fn find_by_id_or_name(state: &AppState, caller: &Caller, key: &str) ->
 }
 
 /// Stop, start or reboot.
-pub async fn act(state: &AppState, caller: &Caller, id: &str, action: InstanceAction) -> Result<InstanceRecord, ApiError> {
+pub async fn act(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    action: InstanceAction,
+) -> Result<InstanceRecord, ApiError> {
     let rec = find(state, caller, id).await?;
     let (event, desired) = match action {
         InstanceAction::Stop => (LifecycleEvent::StopRequested, DesiredPower::Stopped),
@@ -247,7 +358,8 @@ pub async fn act(state: &AppState, caller: &Caller, id: &str, action: InstanceAc
 /// visible as `deleted` for a while.
 pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<InstanceRecord, ApiError> {
     let rec = find(state, caller, id).await?;
-    let change = Change { event: LifecycleEvent::DeleteRequested, actor: caller.actor(), at: Timestamp::now(), reason: None };
+    let change =
+        Change { event: LifecycleEvent::DeleteRequested, actor: caller.actor(), at: Timestamp::now(), reason: None };
     let updated = transition::apply(state, &rec.id, &change, |old, new| {
         if old.desired != DesiredPower::Deleted {
             new.desired = DesiredPower::Deleted;
@@ -286,7 +398,11 @@ pub async fn console_output(
         .find_host(host_id.as_str())
         .await?
         .ok_or_else(|| ApiError::Internal(format!("host {host_id} of {} vanished", rec.id)))?;
-    let url = format!("{}{}?tail_bytes={tail}", host.agent_url.trim_end_matches('/'), kumo_wire::agent::console_path(&rec.id));
+    let url = format!(
+        "{}{}?tail_bytes={tail}",
+        host.agent_url.trim_end_matches('/'),
+        kumo_wire::agent::console_path(&rec.id)
+    );
     let unavailable =
         |e: reqwest::Error| ApiError::Unavailable(format!("cannot read the console from host {}: {e}", host.host.name));
     let resp = state.http.get(&url).bearer_auth(&host.agent_token).send().await.map_err(unavailable)?;
@@ -316,6 +432,23 @@ mod tests {
         }
         for bad in ["", "Web", "1web", "web-", "web_1", "wéb", &"a".repeat(64)] {
             assert!(validate_name("instance", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_pair_and_group_names_follow_aws() {
+        let long = "k".repeat(255);
+        for good in ["MyKey_2024", "2024-key", "0b7e5c2a-7f0e-4c55-9f0e-2d3c4b5a6978", "my key", long.as_str()] {
+            assert!(validate_key_pair_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", " lead", "trail ", "tab\tkey", "ключ", &"k".repeat(256)] {
+            assert!(validate_key_pair_name(bad).is_err(), "{bad}");
+        }
+        for good in ["Web Servers", "1st._-:/()#,@[]+=&;{}!$*", "MyGroup", long.as_str()] {
+            assert!(validate_group_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "sg-123", "no%percent", "no\"quote", "naïve", " lead", &"g".repeat(256)] {
+            assert!(validate_group_name(bad).is_err(), "{bad}");
         }
     }
 }
