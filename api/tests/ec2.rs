@@ -1754,3 +1754,44 @@ async fn deregister_image_while_instances_use_it_succeeds_and_they_keep_running(
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
 }
+
+#[tokio::test]
+async fn modify_volume_grows_online_and_describe_volumes_modifications_follows_it() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        let ec2 = Ec2::new(&c, &t).await;
+        let b = ec2.ok(&[("Action", "CreateVolume"), ("AvailabilityZone", "zone-1"), ("Size", "1")]).await;
+        let vol = first(&b, "volumeId").unwrap();
+        agent.converge_storage(&c, None).await;
+        for bad in ["1", "0"] {
+            ec2.err(&[("Action", "ModifyVolume"), ("VolumeId", &vol), ("Size", bad)], StatusCode::BAD_REQUEST, "InvalidParameterValue")
+                .await;
+        }
+        ec2.err(
+            &[("Action", "ModifyVolume"), ("VolumeId", &vol), ("Size", "2"), ("Iops", "3000")],
+            StatusCode::BAD_REQUEST,
+            "UnsupportedOperation",
+        )
+        .await;
+        ec2.err(
+            &[("Action", "ModifyVolume"), ("VolumeId", &vol), ("Size", "2"), ("DryRun", "true")],
+            StatusCode::PRECONDITION_FAILED,
+            "DryRunOperation",
+        )
+        .await;
+        let b = ec2.ok(&[("Action", "ModifyVolume"), ("VolumeId", &vol), ("Size", "3")]).await;
+        assert_eq!(first(&b, "modificationState").as_deref(), Some("modifying"), "{b}");
+        assert_eq!((first(&b, "originalSize"), first(&b, "targetSize")), (Some("1".into()), Some("3".into())), "{b}");
+        agent.converge_storage(&c, None).await;
+        let b = ec2.ok(&[("Action", "DescribeVolumesModifications"), ("VolumeId.1", &vol)]).await;
+        assert_eq!(first(&b, "modificationState").as_deref(), Some("completed"), "{b}");
+        let b = ec2.ok(&[("Action", "DescribeVolumes"), ("VolumeId.1", &vol)]).await;
+        assert_eq!(first(&b, "size").as_deref(), Some("3"), "{b}");
+        let b = ec2
+            .ok(&[("Action", "DescribeVolumesModifications"), ("Filter.1.Name", "modification-state"), ("Filter.1.Value.1", "modifying")])
+            .await;
+        assert!(b.contains("<volumeModificationSet></volumeModificationSet>"), "{b}");
+    }
+}

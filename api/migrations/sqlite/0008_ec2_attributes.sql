@@ -24,3 +24,11 @@ CREATE TABLE ec2_instance_attributes (
 -- EC2's DeregisterImage of an image instances still use: hidden from listings
 -- and launches at once, deleted (files and all) when its last instance is.
 ALTER TABLE images ADD COLUMN deregistered_at BIGINT;
+
+-- ModifyVolume: the last size change of each volume (DescribeVolumesModifications).
+CREATE TABLE ec2_volume_modifications (
+    volume_id     TEXT PRIMARY KEY REFERENCES volumes(id),
+    original_size BIGINT NOT NULL,
+    target_size   BIGINT NOT NULL,
+    start_time    BIGINT NOT NULL
+);

@@ -8,6 +8,7 @@ pub mod instances;
 pub mod interfaces;
 pub mod keypairs;
 pub mod meta;
+pub mod modifications;
 pub mod network;
 pub mod related;
 pub mod tags;
@@ -68,6 +69,8 @@ pub const ACTIONS: &[&str] = &[
     "DescribeNetworkInterfaces",
     "DescribeSecurityGroupRules",
     "DescribeAccountAttributes",
+    "ModifyVolume",
+    "DescribeVolumesModifications",
 ];
 
 /// Runs one action and returns the XML body.
@@ -123,6 +126,8 @@ pub async fn dispatch(ctx: &Ctx<'_>, action: &str) -> Ec2Result<String> {
         "DescribeNetworkInterfaces" => interfaces::describe_network_interfaces(ctx, &mut x).await?,
         "DescribeSecurityGroupRules" => interfaces::describe_security_group_rules(ctx, &mut x).await?,
         "DescribeAccountAttributes" => interfaces::describe_account_attributes(ctx, &mut x).await?,
+        "ModifyVolume" => modifications::modify_volume(ctx, &mut x).await?,
+        "DescribeVolumesModifications" => modifications::describe_volumes_modifications(ctx, &mut x).await?,
         other => return Err(Ec2Error::invalid_action(other)),
     }
     Ok(x.finish(action))

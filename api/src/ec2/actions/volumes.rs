@@ -30,8 +30,8 @@ fn parse_snapshot_id(raw: &str) -> Ec2Result<SnapshotId> {
     raw.parse().map_err(|_| Ec2Error::malformed("InvalidSnapshotID.Malformed", "snapshot", raw))
 }
 
-/// A live volume of the caller's project, by id.
-async fn find_volume(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<VolumeRecord> {
+/// A live volume of the caller's project, by id (`InvalidVolume.NotFound` otherwise).
+pub async fn find_volume(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<VolumeRecord> {
     let id = parse_volume_id(raw)?;
     ctx.state
         .db
