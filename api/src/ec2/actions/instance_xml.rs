@@ -330,9 +330,12 @@ pub fn needs_related(filters: &[Filter]) -> bool {
 pub fn check_filters(filters: &[Filter]) -> Ec2Result<()> {
     for f in filters {
         let n = f.name.as_str();
-        if !(n.starts_with("tag:") || n == "tag-key" || n == "tag-value" || ROW_FILTERS.contains(&n))
-            && !RELATED_FILTERS.contains(&n)
-        {
+        let known = n.starts_with("tag:")
+            || n == "tag-key"
+            || n == "tag-value"
+            || ROW_FILTERS.contains(&n)
+            || RELATED_FILTERS.contains(&n);
+        if !known {
             return Err(Ec2Error::invalid_value(format!("The filter '{n}' is invalid")));
         }
     }
