@@ -33,9 +33,10 @@ export KUMO_E2E=1
 # The control panel's browser test: playwright-core from the lock file, driving /usr/bin/chromium.
 (cd web-ui/tests/browser && npm ci --no-audit --no-fund)
 
-# boto3 and the AWS CLI for the EC2 API tests (tests/tests/e2e/ec2.rs), pinned.
+# boto3, the AWS CLI and Ansible (ansible 10.7.0 bundles the amazon.aws 8.2.1
+# collection) for the EC2 API tests (tests/tests/e2e/ec2.rs), pinned.
 python3 -m venv "$WORK/ec2-venv"
-"$WORK/ec2-venv/bin/pip" install --quiet boto3==1.35.99 awscli==1.36.40
+"$WORK/ec2-venv/bin/pip" install --quiet boto3==1.35.99 awscli==1.36.40 ansible==10.7.0
 export KUMO_EC2_VENV="$WORK/ec2-venv"
 
 cargo build --workspace --bins

@@ -154,11 +154,28 @@ where
     state.db.image_by_id(&id).await?.ok_or_else(|| ApiError::Internal(format!("image {id} vanished")))
 }
 
+/// Deletes the deregistered images (EC2's DeregisterImage while in use) whose
+/// last instance is gone: files, rows and their instance snapshots, as a
+/// native delete would. Returns how many.
+pub async fn finish_deregistered(state: &AppState) -> Result<usize, ApiError> {
+    let mut done = 0;
+    for id in state.db.deregistered_unused_images().await? {
+        if state.db.delete_image_unless_used(&id).await? {
+            state.images.delete_image(&id).await.map_err(|e| ApiError::Internal(anyhow_chain(&e)))?;
+            crate::snapshots::image_deleted(state, &id).await?;
+            tracing::info!(image = %id, "deleted a deregistered image its last instance no longer uses");
+            done += 1;
+        }
+    }
+    Ok(done)
+}
+
 /// Removes image directories that belong to no image (a crash between
-/// storing and recording) or to a deleted one; returns how many.
+/// storing and recording) or to a deleted one, after finishing deregistered
+/// images; returns how many.
 pub async fn sweep_store(state: &AppState) -> Result<usize, ApiError> {
     let now = std::time::SystemTime::now();
-    let mut removed = 0;
+    let mut removed = finish_deregistered(state).await?;
     for (id, modified) in state.images.list().await.map_err(|e| ApiError::Internal(anyhow_chain(&e)))? {
         if now.duration_since(modified).unwrap_or_default() < ORPHAN_GRACE {
             continue;

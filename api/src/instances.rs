@@ -35,8 +35,63 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The longest key pair or security group name, as on AWS.
+pub const MAX_AWS_NAME_LEN: usize = 255;
+
+/// Characters a security group name may hold besides ASCII letters and digits (AWS's set).
+const GROUP_NAME_EXTRA: &str = " ._-:/()#,@[]+=&;{}!$*";
+
+/// Checks a key pair name as AWS does: 1-255 printable ASCII characters
+/// (mixed case, digits first, `MyKey_2024`, UUIDs).
+pub fn validate_key_pair_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_AWS_NAME_LEN
+        && name.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        && name.trim() == name;
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "key pair name '{}' is invalid: use 1-{MAX_AWS_NAME_LEN} printable ASCII characters, \
+             without spaces at either end",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+/// Checks a security group name as AWS does: 1-255 of ASCII letters, digits,
+/// spaces and `._-:/()#,@[]+=&;{}!$*`, not starting with `sg-` (ids do).
+pub fn validate_group_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_AWS_NAME_LEN
+        && !name.starts_with("sg-")
+        && name.trim() == name
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || GROUP_NAME_EXTRA.contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "security group name '{}' is invalid: use 1-{MAX_AWS_NAME_LEN} of ASCII letters, digits, spaces and \
+             {}, not starting with 'sg-'",
+            name.chars().take(80).collect::<String>(),
+            GROUP_NAME_EXTRA.trim()
+        )))
+    }
+}
+
 /// Validates a run request and records its instances as `pending`.
 pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result<Vec<InstanceRecord>, ApiError> {
+    run_recorded(state, caller, req, None).await
+}
+
+/// [`run`], with EC2's side record (client token, tags) written in the same
+/// transaction as the instances (`db::client_tokens`).
+pub async fn run_recorded(
+    state: &AppState,
+    caller: &Caller,
+    req: RunInstances,
+    side: Option<&crate::db::client_tokens::SideRecord>,
+) -> Result<Vec<InstanceRecord>, ApiError> {
     let count = req.count.unwrap_or(1);
     if count == 0 || count > MAX_RUN_COUNT {
         return Err(ApiError::Invalid(format!("count must be between 1 and {MAX_RUN_COUNT}, not {count}")));
@@ -144,6 +199,10 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
             image.name
         )));
     }
+    if let Some(side) = side {
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        crate::db::client_tokens::write(&mut tx, side, &ids).await?;
+    }
     let (vcpus, ram) = (u64::from(flavor.vcpus) * u64::from(count), flavor.memory_mib * u64::from(count));
     crate::quotas::check(
         &mut tx,
@@ -195,6 +254,54 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
         }
     }
     Ok(records)
+}
+
+/// Replaces a stopped instance's user data (what the metadata service and a
+/// new config drive serve from its next start). Conflict unless it is stopped.
+pub async fn set_user_data(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    user_data: Option<String>,
+) -> Result<InstanceRecord, ApiError> {
+    let rec = find(state, caller, id).await?;
+    if let Some(data) = &user_data {
+        if data.len() > MAX_USER_DATA {
+            return Err(ApiError::Invalid(format!("user data is {} bytes; the limit is {MAX_USER_DATA}", data.len())));
+        }
+    }
+    let mut tx = state.db.begin_write().await?;
+    let done = sqlx::query(
+        "UPDATE instances SET user_data = $1, updated_at = $2 WHERE id = $3 AND project_id = $4 AND state = 'stopped'",
+    )
+    .bind(user_data.clone())
+    .bind(Timestamp::now().millis())
+    .bind(rec.id.as_str())
+    .bind(caller.project_id.as_str())
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::from)?;
+    if done.rows_affected() != 1 {
+        return Err(ApiError::Conflict(format!(
+            "instance {} is {}: user data changes while stopped",
+            rec.id, rec.state
+        )));
+    }
+    events::append(
+        &mut *tx,
+        &NewEvent {
+            project_id: Some(&rec.project_id),
+            resource_type: "instance",
+            resource_id: rec.id.as_str(),
+            at: Timestamp::now(),
+            actor: &caller.actor(),
+            action: "user_data_changed",
+            detail: json!({ "bytes": user_data.as_ref().map_or(0, String::len) }),
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(DbError::from)?;
+    find(state, caller, id).await
 }
 
 /// Loads an instance of the caller's project, 404 otherwise (also for malformed ids).
@@ -339,6 +446,23 @@ mod tests {
         }
         for bad in ["", "Web", "1web", "web-", "web_1", "wéb", &"a".repeat(64)] {
             assert!(validate_name("instance", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_pair_and_group_names_follow_aws() {
+        let long = "k".repeat(255);
+        for good in ["MyKey_2024", "2024-key", "0b7e5c2a-7f0e-4c55-9f0e-2d3c4b5a6978", "my key", long.as_str()] {
+            assert!(validate_key_pair_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", " lead", "trail ", "tab\tkey", "ключ", &"k".repeat(256)] {
+            assert!(validate_key_pair_name(bad).is_err(), "{bad}");
+        }
+        for good in ["Web Servers", "1st._-:/()#,@[]+=&;{}!$*", "MyGroup", long.as_str()] {
+            assert!(validate_group_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "sg-123", "no%percent", "no\"quote", "naïve", " lead", &"g".repeat(256)] {
+            assert!(validate_group_name(bad).is_err(), "{bad}");
         }
     }
 }

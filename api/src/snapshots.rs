@@ -142,6 +142,17 @@ pub async fn find(state: &AppState, caller: &Caller, id_or_name: &str) -> Result
 
 /// Takes a snapshot of a volume, or of an instance into a new image.
 pub async fn create(state: &AppState, caller: &Caller, req: CreateSnapshot) -> Result<SnapshotRecord, ApiError> {
+    create_recorded(state, caller, req, None).await
+}
+
+/// [`create`], with EC2's side record (client token, tags) written in the
+/// same transaction as the snapshot (`db::client_tokens`).
+pub async fn create_recorded(
+    state: &AppState,
+    caller: &Caller,
+    req: CreateSnapshot,
+    side: Option<&crate::db::client_tokens::SideRecord>,
+) -> Result<SnapshotRecord, ApiError> {
     validate_name("snapshot", &req.name)?;
     let now = Timestamp::now();
     let mut rec = SnapshotRecord {
@@ -203,6 +214,9 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateSnapshot) -> R
         _ => return Err(ApiError::Invalid("give exactly one of volume and instance to snapshot".into())),
     }
     let mut tx = state.db.begin_write().await?;
+    if let Some(side) = side {
+        crate::db::client_tokens::write(&mut tx, side, &[rec.id.as_str()]).await?;
+    }
     quotas::check(&mut tx, &caller.project_id, &[(QuotaResource::Snapshots, 1)]).await?;
     if let Some(image) = &source_image {
         if images::project_has_image_named(&mut tx, &caller.project_id, &req.name).await? {

@@ -79,6 +79,7 @@ struct Ec2<'a> {
     key: String,
     secret: String,
     region: String,
+    service: String,
 }
 
 impl<'a> Ec2<'a> {
@@ -90,12 +91,14 @@ impl<'a> Ec2<'a> {
             key: b["access_key_id"].as_str().unwrap().into(),
             secret: b["secret_access_key"].as_str().unwrap().into(),
             region: "kumo-1".into(),
+            service: "ec2".into(),
         }
     }
 
     /// Sends a signed POST; `skew` moves the signing clock.
     async fn call_at(&self, params: &[(&str, &str)], skew_secs: i64, secret: &str) -> (StatusCode, String) {
-        let mut all = vec![("Version", "2016-11-15")];
+        let version = if self.service == "sts" { "2011-06-15" } else { "2016-11-15" };
+        let mut all = vec![("Version", version)];
         all.extend_from_slice(params);
         let body = serde_urlencoded::to_string(&all).unwrap();
         let now = kumo_wire::Timestamp::now().millis() / 1000 + skew_secs;
@@ -109,7 +112,7 @@ impl<'a> Ec2<'a> {
             access_key_id: self.key.clone(),
             date: amz_date[..8].to_owned(),
             region: self.region.clone(),
-            service: "ec2".into(),
+            service: self.service.clone(),
         };
         let req = sigv4::Request { method: "POST", path: "/", query: "", headers: &headers, body: body.as_bytes() };
         let auth = sigv4::sign(&req, &cred, secret, &signed, &amz_date);
@@ -585,7 +588,7 @@ async fn volumes_attach_detach_snapshot_and_delete() {
         let b = ec2
             .ok(&[("Action", "AttachVolume"), ("VolumeId", &vol), ("InstanceId", &inst), ("Device", "/dev/sdf")])
             .await;
-        assert_eq!(all(&b, "device"), ["/dev/vdb"], "{b}");
+        assert_eq!(all(&b, "device"), ["/dev/sdf"], "the device asked for: {b}");
         agent.converge_storage(&c, None).await;
         let b = ec2
             .ok(&[
@@ -754,5 +757,1041 @@ async fn security_groups_addresses_vpcs_and_subnets_map_onto_kumo_networks() {
         ];
         ec2.ok(&revoke).await;
         ec2.err(&revoke, StatusCode::BAD_REQUEST, "InvalidPermission.NotFound").await;
+    }
+}
+
+// ------------------------------------------------------------- issue 13
+
+/// The inner texts of `<tag>` elements at the top level of `xml` for that tag
+/// (an `<item>` inside an `<item>` stays inside its parent).
+fn elements(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let body = &rest[i + open.len()..];
+        let (mut depth, mut at) = (1usize, 0usize);
+        loop {
+            let next_open = body[at..].find(&open).map(|p| p + at);
+            let next_close = body[at..].find(&close).map(|p| p + at).expect("balanced XML");
+            match next_open {
+                Some(o) if o < next_close => {
+                    depth += 1;
+                    at = o + open.len();
+                }
+                _ => {
+                    depth -= 1;
+                    at = next_close + close.len();
+                    if depth == 0 {
+                        out.push(body[..next_close].to_owned());
+                        rest = &body[at..];
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The first `<tag>` text in `xml`, if any.
+fn first(xml: &str, tag: &str) -> Option<String> {
+    all(xml, tag).into_iter().next()
+}
+
+/// The `item`s of the first `<set>` in `xml`.
+fn items(xml: &str, set: &str) -> Vec<String> {
+    elements(xml, set).first().map(|s| elements(s, "item")).unwrap_or_default()
+}
+
+fn hex_of(id: &str) -> &str {
+    id.split_once('-').unwrap().1
+}
+
+/// Checks, field by field, that EC2's DescribeInstances and the native
+/// `GET /v1/instances/{id}` (and `GET /v1/volumes`) tell the same story.
+async fn assert_views_agree(c: &Cloud, t: &str, ec2: &Ec2<'_>, id: &str) {
+    let (_, native) = c.get(&format!("/v1/instances/{id}"), t).await;
+    let b = ec2.ok(&[("Action", "DescribeInstances"), ("InstanceId.1", id)]).await;
+    let inst = &items(&items(&b, "reservationSet")[0], "instancesSet")[0];
+    let ctx = format!("native {native:#}\nEC2 {inst}");
+    assert_eq!(first(inst, "instanceId").as_deref(), native["id"].as_str(), "{ctx}");
+    assert_eq!(first(inst, "imageId").as_deref(), native["image_id"].as_str(), "{ctx}");
+    assert_eq!(first(inst, "instanceType").as_deref(), native["flavor"].as_str(), "{ctx}");
+    assert_eq!(first(inst, "keyName").as_deref(), native["key_pair"].as_str(), "{ctx}");
+    let state = first(&elements(inst, "instanceState")[0], "name").unwrap();
+    let expected = match native["state"].as_str().unwrap() {
+        "pending" | "building" => "pending",
+        "running" | "rebooting" | "unknown" => "running",
+        "stopping" => "stopping",
+        "stopped" | "error" => "stopped",
+        "deleting" => "shutting-down",
+        "deleted" => "terminated",
+        other => panic!("state {other}"),
+    };
+    assert_eq!(state, expected, "{ctx}");
+    let addrs = native["addresses"].as_array().unwrap();
+    match addrs.first() {
+        Some(a) => {
+            let ip = a["ip"].as_str().unwrap();
+            assert_eq!(first(inst, "privateIpAddress").as_deref(), Some(ip), "{ctx}");
+            let net = hex_of(a["network_id"].as_str().unwrap());
+            assert_eq!(first(inst, "subnetId"), Some(format!("subnet-{net}")), "{ctx}");
+            assert_eq!(first(inst, "vpcId"), Some(format!("vpc-{net}")), "{ctx}");
+            let dns = format!("ip-{}.kumo-1.compute.internal", ip.replace('.', "-"));
+            assert_eq!(first(inst, "privateDnsName"), Some(dns), "{ctx}");
+            assert_eq!(first(inst, "ipAddress").as_deref(), a["floating_ip"].as_str(), "{ctx}");
+        }
+        None => {
+            for tag in ["privateIpAddress", "subnetId", "vpcId", "ipAddress"] {
+                assert_eq!(first(inst, tag), None, "{tag}: {ctx}");
+            }
+        }
+    }
+    let nics = items(inst, "networkInterfaceSet");
+    assert_eq!(nics.len(), addrs.len(), "{ctx}");
+    for (n, (nic, a)) in nics.iter().zip(addrs).enumerate() {
+        assert_eq!(first(nic, "networkInterfaceId").as_deref(), a["port_id"].as_str(), "{ctx}");
+        assert_eq!(first(nic, "macAddress").as_deref(), a["mac"].as_str(), "{ctx}");
+        assert_eq!(first(nic, "privateIpAddress").as_deref(), a["ip"].as_str(), "{ctx}");
+        assert_eq!(first(nic, "deviceIndex"), Some(n.to_string()), "{ctx}");
+        assert_eq!(first(nic, "subnetId"), Some(format!("subnet-{}", hex_of(a["network_id"].as_str().unwrap()))));
+        let public = elements(nic, "association").first().and_then(|x| first(x, "publicIp"));
+        assert_eq!(public.as_deref(), a["floating_ip"].as_str(), "{ctx}");
+        let names: Vec<String> = items(nic, "groupSet").iter().filter_map(|g| first(g, "groupName")).collect();
+        let native_names: Vec<String> =
+            a["security_groups"].as_array().unwrap().iter().map(|g| g.as_str().unwrap().to_owned()).collect();
+        assert_eq!(names, native_names, "{ctx}");
+    }
+    let mut names: Vec<String> = items(inst, "groupSet").iter().filter_map(|g| first(g, "groupName")).collect();
+    names.sort();
+    let mut native_names: Vec<String> =
+        native["security_groups"].as_array().unwrap().iter().map(|g| g.as_str().unwrap().to_owned()).collect();
+    native_names.sort();
+    assert_eq!(names, native_names, "{ctx}");
+    let (_, vols) = c.get("/v1/volumes", t).await;
+    let mut attached: Vec<String> = vols["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["attached_to"].as_str() == Some(id))
+        .filter(|v| !matches!(v["state"].as_str(), Some("creating" | "deleting" | "deleted")))
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    attached.sort();
+    let mut mapped: Vec<String> =
+        items(inst, "blockDeviceMapping").iter().filter_map(|m| first(m, "volumeId")).collect();
+    mapped.sort();
+    assert_eq!(mapped, attached, "{ctx}");
+}
+
+/// One random instance set-up of the property test.
+#[derive(Debug, Clone)]
+struct Shape {
+    second_network: bool,
+    groups: (bool, bool),
+    floating: bool,
+    volume: Option<usize>,
+    key: bool,
+    stop: bool,
+}
+
+fn shapes(n: usize) -> Vec<Shape> {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    let strategy = (
+        proptest::bool::ANY,
+        (proptest::bool::ANY, proptest::bool::ANY),
+        proptest::bool::ANY,
+        proptest::option::of(0usize..3),
+        proptest::bool::ANY,
+        proptest::bool::ANY,
+    )
+        .prop_map(|(second_network, groups, floating, volume, key, stop)| Shape {
+            second_network,
+            groups,
+            floating,
+            volume,
+            key,
+            stop,
+        });
+    let mut runner = TestRunner::default();
+    (0..n).map(|_| strategy.new_tree(&mut runner).unwrap().current()).collect()
+}
+
+#[tokio::test]
+async fn the_ec2_instance_view_agrees_with_the_native_view_field_by_field() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let image = c.kernel_image("tiny").await;
+        let agent = FakeAgent::register(
+            &c,
+            "host-a",
+            kumo_wire::agent::HostCapacity { vcpus: 64, memory_mib: 65536, disk_gib: 1000 },
+        )
+        .await;
+        let ec2 = Ec2::new(&c, &t).await;
+        let (s, net) = c.post("/v1/networks", &t, serde_json::json!({"name": "back", "cidr": "10.20.0.0/24"})).await;
+        assert_eq!(s, StatusCode::CREATED, "{net}");
+        let subnet = format!("subnet-{}", hex_of(net["id"].as_str().unwrap()));
+        let (s, b) = c
+            .post(
+                "/v1/networks",
+                &c.admin,
+                serde_json::json!({"name": "public", "cidr": "203.0.113.0/28", "external": true}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let mut groups = Vec::new();
+        for name in ["Web Servers", "db:5432/(primary)"] {
+            let b = ec2.ok(&[("Action", "CreateSecurityGroup"), ("GroupName", name), ("GroupDescription", "g")]).await;
+            groups.push(first(&b, "groupId").unwrap());
+        }
+        ec2.ok(&[("Action", "CreateKeyPair"), ("KeyName", "MyKey_2024")]).await;
+        let devices = ["/dev/sdf", "/dev/xvdg", "/dev/sdh"];
+        let mut ids = Vec::new();
+        for shape in shapes(6) {
+            let mut p = vec![
+                ("Action".to_owned(), "RunInstances".to_owned()),
+                ("ImageId".into(), image.clone()),
+                ("InstanceType".into(), "mini".into()),
+                ("MinCount".into(), "1".into()),
+                ("MaxCount".into(), "1".into()),
+            ];
+            if shape.second_network {
+                p.push(("SubnetId".into(), subnet.clone()));
+            }
+            if shape.key {
+                p.push(("KeyName".into(), "MyKey_2024".into()));
+            }
+            let chosen: Vec<&String> = [(shape.groups.0, &groups[0]), (shape.groups.1, &groups[1])]
+                .into_iter()
+                .filter_map(|(on, g)| on.then_some(g))
+                .collect();
+            for (n, g) in chosen.iter().enumerate() {
+                p.push((format!("SecurityGroupId.{}", n + 1), (*g).clone()));
+            }
+            let refs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let out = ec2.ok(&refs).await;
+            let id = first(&out, "instanceId").unwrap();
+            // The RunInstances answer already shows the groups asked for.
+            let shown = items(&items(&out, "instancesSet")[0], "groupSet").len();
+            assert_eq!(shown, chosen.len().max(usize::from(chosen.is_empty())), "{shape:?}: {out}");
+            c.wait_state(&t, &id, "building").await;
+            agent.converge(&c).await;
+            c.wait_state(&t, &id, "running").await;
+            if shape.floating {
+                let b = ec2.ok(&[("Action", "AllocateAddress"), ("Domain", "vpc")]).await;
+                let alloc = first(&b, "allocationId").unwrap();
+                ec2.ok(&[("Action", "AssociateAddress"), ("AllocationId", &alloc), ("InstanceId", &id)]).await;
+            }
+            if let Some(d) = shape.volume {
+                let b = ec2.ok(&[("Action", "CreateVolume"), ("AvailabilityZone", "zone-1"), ("Size", "1")]).await;
+                let vol = first(&b, "volumeId").unwrap();
+                agent.converge_storage(&c, None).await;
+                let b = ec2
+                    .ok(&[("Action", "AttachVolume"), ("VolumeId", &vol), ("InstanceId", &id), ("Device", devices[d])])
+                    .await;
+                assert_eq!(first(&b, "device").as_deref(), Some(devices[d]), "{b}");
+                agent.converge_storage(&c, None).await;
+                let b = ec2.ok(&[("Action", "DescribeInstances"), ("InstanceId.1", &id)]).await;
+                let mapping = items(&b, "blockDeviceMapping");
+                assert_eq!(first(&mapping[0], "deviceName").as_deref(), Some(devices[d]), "{b}");
+            }
+            if shape.stop {
+                ec2.ok(&[("Action", "StopInstances"), ("InstanceId.1", &id)]).await;
+                agent.converge(&c).await;
+                c.wait_state(&t, &id, "stopped").await;
+                let b = ec2.ok(&[("Action", "DescribeInstances"), ("InstanceId.1", &id)]).await;
+                assert!(first(&b, "reason").unwrap().starts_with("User initiated ("), "{b}");
+                assert_eq!(
+                    first(&elements(&b, "stateReason")[0], "code").as_deref(),
+                    Some("Client.UserInitiatedShutdown"),
+                    "{b}"
+                );
+            }
+            assert_views_agree(&c, &t, &ec2, &id).await;
+            ids.push((id, shape));
+        }
+        // Filters over the related data agree with the view.
+        for (id, shape) in &ids {
+            let (_, native) = c.get(&format!("/v1/instances/{id}"), &t).await;
+            let ip = native["addresses"][0]["ip"].as_str().unwrap();
+            for (name, value) in [
+                ("private-ip-address", ip.to_owned()),
+                ("network-interface.network-interface-id", native["addresses"][0]["port_id"].as_str().unwrap().into()),
+                ("network-interface.mac-address", native["addresses"][0]["mac"].as_str().unwrap().into()),
+            ] {
+                let b = ec2
+                    .ok(&[("Action", "DescribeInstances"), ("Filter.1.Name", name), ("Filter.1.Value.1", &value)])
+                    .await;
+                assert_eq!(all(&b, "instanceId").iter().filter(|i| *i == id).count(), 1, "{name}={value}: {b}");
+                assert_eq!(items(&b, "reservationSet").len(), 1, "{name}={value}: {b}");
+            }
+            let b = ec2
+                .ok(&[("Action", "DescribeInstances"), ("Filter.1.Name", "subnet-id"), ("Filter.1.Value.1", &subnet)])
+                .await;
+            assert_eq!(b.contains(&format!("<instanceId>{id}</instanceId>")), shape.second_network, "{b}");
+            let b = ec2
+                .ok(&[
+                    ("Action", "DescribeInstances"),
+                    ("Filter.1.Name", "instance.group-id"),
+                    ("Filter.1.Value.1", &groups[0]),
+                ])
+                .await;
+            assert_eq!(b.contains(&format!("<instanceId>{id}</instanceId>")), shape.groups.0, "{b}");
+        }
+        let b = ec2
+            .ok(&[
+                ("Action", "DescribeInstances"),
+                ("Filter.1.Name", "ip-address"),
+                ("Filter.1.Value.1", "203.0.113.*"),
+            ])
+            .await;
+        assert_eq!(items(&b, "reservationSet").len(), ids.iter().filter(|(_, s)| s.floating).count(), "{b}");
+        ec2.err(
+            &[("Action", "DescribeInstances"), ("Filter.1.Name", "no-such-filter"), ("Filter.1.Value.1", "x")],
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValue",
+        )
+        .await;
+        // Terminated instances: no interfaces left, as on AWS.
+        let (id, _) = &ids[0];
+        ec2.ok(&[("Action", "TerminateInstances"), ("InstanceId.1", id)]).await;
+        agent.converge(&c).await;
+        c.wait_state(&t, id, "deleted").await;
+        assert_views_agree(&c, &t, &ec2, id).await;
+    }
+}
+
+#[tokio::test]
+async fn attach_volume_keeps_the_device_the_caller_asked_for_and_max_results_too_large_is_capped() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let image = c.kernel_image("tiny").await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        let ec2 = Ec2::new(&c, &t).await;
+        let out = ec2
+            .ok(&[
+                ("Action", "RunInstances"),
+                ("ImageId", &image),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+            ])
+            .await;
+        let inst = first(&out, "instanceId").unwrap();
+        c.wait_state(&t, &inst, "building").await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &inst, "running").await;
+        let mut vols = Vec::new();
+        for _ in 0..2 {
+            let b = ec2.ok(&[("Action", "CreateVolume"), ("AvailabilityZone", "zone-1"), ("Size", "1")]).await;
+            vols.push(first(&b, "volumeId").unwrap());
+        }
+        agent.converge_storage(&c, None).await;
+        for bad in ["sdf!", "/dev/", "/dev/SDF", "/dev/vda"] {
+            ec2.err(
+                &[("Action", "AttachVolume"), ("VolumeId", &vols[0]), ("InstanceId", &inst), ("Device", bad)],
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValue",
+            )
+            .await;
+        }
+        let b = ec2
+            .ok(&[("Action", "AttachVolume"), ("VolumeId", &vols[0]), ("InstanceId", &inst), ("Device", "/dev/sdf")])
+            .await;
+        assert_eq!(first(&b, "device").as_deref(), Some("/dev/sdf"), "{b}");
+        ec2.err(
+            &[("Action", "AttachVolume"), ("VolumeId", &vols[1]), ("InstanceId", &inst), ("Device", "/dev/sdf")],
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValue",
+        )
+        .await;
+        agent.converge_storage(&c, None).await;
+        let b = ec2.ok(&[("Action", "DescribeVolumes"), ("VolumeId.1", &vols[0])]).await;
+        assert_eq!(first(&b, "device").as_deref(), Some("/dev/sdf"), "{b}");
+        let b = ec2
+            .ok(&[
+                ("Action", "DescribeVolumes"),
+                ("Filter.1.Name", "attachment.device"),
+                ("Filter.1.Value.1", "/dev/sdf"),
+            ])
+            .await;
+        assert_eq!(all(&b, "volumeId").len(), 2, "the volume and its attachment: {b}");
+        // The guest's own name is unchanged (the native view).
+        let (_, v) = c.get(&format!("/v1/volumes/{}", vols[0]), &t).await;
+        assert_eq!(v["device"], "vdb", "{v}");
+        let b = ec2.ok(&[("Action", "DetachVolume"), ("VolumeId", &vols[0])]).await;
+        assert_eq!(first(&b, "device").as_deref(), Some("/dev/sdf"), "{b}");
+        agent.converge_storage(&c, None).await;
+        // Re-attached elsewhere without asking the same name: the old one is not shown.
+        let b = ec2
+            .ok(&[("Action", "AttachVolume"), ("VolumeId", &vols[0]), ("InstanceId", &inst), ("Device", "/dev/sdg")])
+            .await;
+        assert_eq!(first(&b, "device").as_deref(), Some("/dev/sdg"), "{b}");
+
+        // The stock `aws ec2 describe-volumes` sends MaxResults=1000: capped, not refused.
+        let b = ec2.ok(&[("Action", "DescribeVolumes"), ("MaxResults", "1000")]).await;
+        assert_eq!(all(&b, "volumeId").len(), 3, "{b}");
+        let b = ec2.ok(&[("Action", "DescribeInstances"), ("MaxResults", "100000")]).await;
+        assert_eq!(all(&b, "reservationId").len(), 1, "{b}");
+        ec2.err(
+            &[("Action", "DescribeVolumes"), ("MaxResults", "4")],
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValue",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn key_pair_and_security_group_names_as_aws_allows_in_both_apis() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let ec2 = Ec2::new(&c, &t).await;
+        let long = "K".repeat(255);
+        for name in ["MyKey_2024", "0b7e5c2a-7f0e-4c55-9f0e-2d3c4b5a6978", long.as_str()] {
+            let b = ec2.ok(&[("Action", "CreateKeyPair"), ("KeyName", name)]).await;
+            assert_eq!(first(&b, "keyName").as_deref(), Some(name));
+            let b = ec2.ok(&[("Action", "DescribeKeyPairs"), ("KeyName.1", name)]).await;
+            assert_eq!(first(&b, "keyName").as_deref(), Some(name), "{b}");
+        }
+        let (s, b) = c.post("/v1/keypairs", &t, serde_json::json!({"name": "Native_Key 1"})).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        for bad in ["", " lead", &"k".repeat(256)] {
+            ec2.err(
+                &[("Action", "CreateKeyPair"), ("KeyName", bad)],
+                StatusCode::BAD_REQUEST,
+                if bad.is_empty() { "MissingParameter" } else { "InvalidParameterValue" },
+            )
+            .await;
+            let (s, b) = c.post("/v1/keypairs", &t, serde_json::json!({"name": bad})).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {b}");
+        }
+        for name in ["Web Servers", "1st._-:/()#,@[]+=&;{}!$*"] {
+            let b = ec2.ok(&[("Action", "CreateSecurityGroup"), ("GroupName", name), ("GroupDescription", "d")]).await;
+            let id = first(&b, "groupId").unwrap();
+            let b = ec2.ok(&[("Action", "DescribeSecurityGroups"), ("GroupName.1", name)]).await;
+            assert_eq!(first(&b, "groupId"), Some(id), "{b}");
+        }
+        let (s, b) =
+            c.post("/v1/security-groups", &t, serde_json::json!({"name": "Native Group", "description": ""})).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        for bad in ["sg-123", "no%percent", "naïve"] {
+            ec2.err(
+                &[("Action", "CreateSecurityGroup"), ("GroupName", bad), ("GroupDescription", "d")],
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValue",
+            )
+            .await;
+            let (s, b) = c.post("/v1/security-groups", &t, serde_json::json!({"name": bad, "description": ""})).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {b}");
+        }
+        // Other resources keep Kumo's rules.
+        let (s, b) = c.post("/v1/networks", &t, serde_json::json!({"name": "Bad_Name", "cidr": "10.9.0.0/24"})).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+        // Deleting a key pair that does not exist succeeds, as on AWS.
+        ec2.ok(&[("Action", "DeleteKeyPair"), ("KeyName", "never-made")]).await;
+    }
+}
+
+#[tokio::test]
+async fn dry_run_answers_412_on_every_mutating_action_and_changes_nothing() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let image = c.kernel_image("tiny").await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        let (s, b) = c
+            .post(
+                "/v1/networks",
+                &c.admin,
+                serde_json::json!({"name": "public", "cidr": "203.0.113.0/29", "external": true}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let ec2 = Ec2::new(&c, &t).await;
+        let out = ec2
+            .ok(&[
+                ("Action", "RunInstances"),
+                ("ImageId", &image),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+            ])
+            .await;
+        let inst = first(&out, "instanceId").unwrap();
+        c.wait_state(&t, &inst, "building").await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &inst, "running").await;
+        let vol = first(
+            &ec2.ok(&[("Action", "CreateVolume"), ("AvailabilityZone", "zone-1"), ("Size", "1")]).await,
+            "volumeId",
+        )
+        .unwrap();
+        agent.converge_storage(&c, None).await;
+        let sg = first(
+            &ec2.ok(&[("Action", "CreateSecurityGroup"), ("GroupName", "g"), ("GroupDescription", "d")]).await,
+            "groupId",
+        )
+        .unwrap();
+        let alloc = first(&ec2.ok(&[("Action", "AllocateAddress")]).await, "allocationId").unwrap();
+        ec2.ok(&[("Action", "CreateKeyPair"), ("KeyName", "k")]).await;
+        let snapshot_of = |body: String| body;
+        let before = snapshot_of(
+            ec2.ok(&[("Action", "DescribeInstances")]).await
+                + &ec2.ok(&[("Action", "DescribeVolumes")]).await
+                + &ec2.ok(&[("Action", "DescribeSecurityGroups")]).await
+                + &ec2.ok(&[("Action", "DescribeAddresses")]).await
+                + &ec2.ok(&[("Action", "DescribeKeyPairs")]).await
+                + &ec2.ok(&[("Action", "DescribeTags")]).await
+                + &ec2.ok(&[("Action", "DescribeSnapshots")]).await,
+        );
+        let perm = [
+            ("IpPermissions.1.IpProtocol", "tcp"),
+            ("IpPermissions.1.FromPort", "22"),
+            ("IpPermissions.1.ToPort", "22"),
+            ("IpPermissions.1.IpRanges.1.CidrIp", "10.0.0.0/8"),
+        ];
+        let cases: Vec<Vec<(&str, &str)>> = vec![
+            vec![
+                ("Action", "RunInstances"),
+                ("ImageId", &image),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+            ],
+            vec![("Action", "StopInstances"), ("InstanceId.1", &inst)],
+            vec![("Action", "RebootInstances"), ("InstanceId.1", &inst)],
+            vec![("Action", "TerminateInstances"), ("InstanceId.1", &inst)],
+            vec![("Action", "CreateImage"), ("InstanceId", &inst), ("Name", "img")],
+            vec![("Action", "CreateKeyPair"), ("KeyName", "k2")],
+            vec![("Action", "DeleteKeyPair"), ("KeyName", "k")],
+            vec![("Action", "CreateVolume"), ("AvailabilityZone", "zone-1"), ("Size", "1")],
+            vec![("Action", "AttachVolume"), ("VolumeId", &vol), ("InstanceId", &inst), ("Device", "/dev/sdf")],
+            vec![("Action", "CreateSnapshot"), ("VolumeId", &vol)],
+            vec![("Action", "DeleteVolume"), ("VolumeId", &vol)],
+            vec![("Action", "CreateTags"), ("ResourceId.1", &inst), ("Tag.1.Key", "a"), ("Tag.1.Value", "b")],
+            vec![("Action", "CreateSecurityGroup"), ("GroupName", "g2"), ("GroupDescription", "d")],
+            [vec![("Action", "AuthorizeSecurityGroupIngress"), ("GroupId", sg.as_str())], perm.to_vec()].concat(),
+            vec![("Action", "DeleteSecurityGroup"), ("GroupId", &sg)],
+            vec![("Action", "AllocateAddress")],
+            vec![("Action", "AssociateAddress"), ("AllocationId", &alloc), ("InstanceId", &inst)],
+            vec![("Action", "ReleaseAddress"), ("AllocationId", &alloc)],
+            vec![("Action", "ModifyInstanceAttribute"), ("InstanceId", &inst), ("DisableApiTermination.Value", "true")],
+        ];
+        for case in &cases {
+            let mut p = case.clone();
+            p.push(("DryRun", "true"));
+            ec2.err(&p, StatusCode::PRECONDITION_FAILED, "DryRunOperation").await;
+        }
+        // The real error when the call would fail.
+        ec2.err(
+            &[
+                ("Action", "AttachVolume"),
+                ("VolumeId", "vol-0123456789abcdef0"),
+                ("InstanceId", &inst),
+                ("Device", "/dev/sdf"),
+                ("DryRun", "true"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "InvalidVolume.NotFound",
+        )
+        .await;
+        ec2.err(
+            &[("Action", "DeleteSecurityGroup"), ("GroupId", "sg-0123456789abcdef0"), ("DryRun", "true")],
+            StatusCode::BAD_REQUEST,
+            "InvalidGroup.NotFound",
+        )
+        .await;
+        let after = ec2.ok(&[("Action", "DescribeInstances")]).await
+            + &ec2.ok(&[("Action", "DescribeVolumes")]).await
+            + &ec2.ok(&[("Action", "DescribeSecurityGroups")]).await
+            + &ec2.ok(&[("Action", "DescribeAddresses")]).await
+            + &ec2.ok(&[("Action", "DescribeKeyPairs")]).await
+            + &ec2.ok(&[("Action", "DescribeTags")]).await
+            + &ec2.ok(&[("Action", "DescribeSnapshots")]).await;
+        let strip = |s: &str| {
+            s.split("<requestId>").map(|p| p.split_once("</requestId>").map_or(p, |(_, r)| r)).collect::<String>()
+        };
+        assert_eq!(strip(&after), strip(&before), "a dry run changed something");
+    }
+}
+
+#[tokio::test]
+async fn owner_id_is_a_12_digit_account_id_per_project_and_sts_names_the_caller() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t1 = c.tenant("acme").await;
+        let t2 = c.tenant("rival").await;
+        let a = Ec2::new(&c, &t1).await;
+        let b = Ec2::new(&c, &t2).await;
+        let owner = |x: &str| first(x, "ownerId").unwrap();
+        let oa = owner(&a.ok(&[("Action", "DescribeVpcs")]).await);
+        let ob = owner(&b.ok(&[("Action", "DescribeVpcs")]).await);
+        for o in [&oa, &ob] {
+            assert_eq!(o.len(), 12, "{o}");
+            assert!(o.chars().all(|c| c.is_ascii_digit()), "{o}");
+        }
+        assert_ne!(oa, ob);
+        assert_eq!(owner(&a.ok(&[("Action", "DescribeSubnets")]).await), oa, "stable across calls");
+
+        // STS GetCallerIdentity on the same endpoint, SigV4 scope `sts`.
+        let mut sts = Ec2::new(&c, &t1).await;
+        sts.service = "sts".into();
+        let body = sts.ok(&[("Action", "GetCallerIdentity")]).await;
+        assert!(
+            body.starts_with("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"),
+            "{body}"
+        );
+        assert_eq!(first(&body, "Account"), Some(oa.clone()), "{body}");
+        assert!(first(&body, "Arn").unwrap().starts_with(&format!("arn:aws:iam::{oa}:user/")), "{body}");
+        assert!(first(&body, "RequestId").is_some(), "{body}");
+        // An `ec2` scope for STS, or an `sts` scope for EC2, is refused.
+        let (s, body) = a.call(&[("Action", "GetCallerIdentity")]).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body.contains("<ErrorResponse"), "STS errors have STS's shape: {body}");
+        let (s, _) = sts.call(&[("Action", "DescribeVpcs")]).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+}
+
+/// Sends the same call `n` times at once; every answer must be 200.
+async fn at_once(ec2: &Ec2<'_>, params: &[(&str, &str)], n: usize) -> Vec<String> {
+    futures::future::join_all((0..n).map(|_| ec2.ok(params))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_client_token_retries_create_one_resource_and_answer_the_same() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let image = c.kernel_image("tiny").await;
+        let agent = FakeAgent::register(
+            &c,
+            "host-a",
+            kumo_wire::agent::HostCapacity { vcpus: 64, memory_mib: 65536, disk_gib: 1000 },
+        )
+        .await;
+        let (s, b) = c
+            .post(
+                "/v1/networks",
+                &c.admin,
+                serde_json::json!({"name": "public", "cidr": "203.0.113.0/28", "external": true}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let ec2 = Ec2::new(&c, &t).await;
+
+        let run = [
+            ("Action", "RunInstances"),
+            ("ImageId", image.as_str()),
+            ("InstanceType", "mini"),
+            ("MinCount", "2"),
+            ("MaxCount", "2"),
+            ("ClientToken", "run-1"),
+            ("TagSpecification.1.ResourceType", "instance"),
+            ("TagSpecification.1.Tag.1.Key", "Name"),
+            ("TagSpecification.1.Tag.1.Value", "web"),
+        ];
+        let answers = at_once(&ec2, &run, 8).await;
+        let ids = all(&answers[0], "instanceId");
+        assert_eq!(ids.len(), 2, "{}", answers[0]);
+        for a in &answers {
+            assert_eq!(all(a, "instanceId"), ids, "never an empty or a second reservation: {a}");
+            assert_eq!(all(a, "reservationId"), all(&answers[0], "reservationId"));
+            assert!(a.contains("<key>Name</key><value>web</value>"), "tags recorded with the launch: {a}");
+        }
+        let (_, list) = c.get("/v1/instances", &t).await;
+        assert_eq!(list["instances"].as_array().unwrap().len(), 2, "launched once: {list}");
+        let mut other = run.to_vec();
+        other[2].1 = "small";
+        ec2.err(&other, StatusCode::BAD_REQUEST, "IdempotentParameterMismatch").await;
+
+        let vol = [("Action", "CreateVolume"), ("AvailabilityZone", "zone-1"), ("Size", "1"), ("ClientToken", "vol-1")];
+        let answers = at_once(&ec2, &vol, 8).await;
+        let v = all(&answers[0], "volumeId");
+        assert!(answers.iter().all(|a| all(a, "volumeId") == v), "{answers:?}");
+        let (_, vols) = c.get("/v1/volumes", &t).await;
+        assert_eq!(vols["items"].as_array().unwrap().len(), 1, "{vols}");
+        ec2.err(
+            &[("Action", "CreateVolume"), ("AvailabilityZone", "zone-1"), ("Size", "2"), ("ClientToken", "vol-1")],
+            StatusCode::BAD_REQUEST,
+            "IdempotentParameterMismatch",
+        )
+        .await;
+        agent.converge_storage(&c, None).await;
+
+        let snap = [("Action", "CreateSnapshot"), ("VolumeId", v[0].as_str()), ("ClientToken", "snap-1")];
+        let answers = at_once(&ec2, &snap, 6).await;
+        let s1 = all(&answers[0], "snapshotId");
+        assert!(answers.iter().all(|a| all(a, "snapshotId") == s1), "{answers:?}");
+        assert_eq!(all(&ec2.ok(&[("Action", "DescribeSnapshots")]).await, "snapshotId"), s1);
+
+        let alloc = [("Action", "AllocateAddress"), ("Domain", "vpc"), ("ClientToken", "eip-1")];
+        let answers = at_once(&ec2, &alloc, 6).await;
+        let a1 = all(&answers[0], "allocationId");
+        assert!(answers.iter().all(|a| all(a, "allocationId") == a1), "{answers:?}");
+        assert_eq!(all(&ec2.ok(&[("Action", "DescribeAddresses")]).await, "allocationId"), a1);
+
+        // A call that fails records nothing: the token stays free.
+        let big = [
+            ("Action", "RunInstances"),
+            ("ImageId", image.as_str()),
+            ("InstanceType", "large"),
+            ("MinCount", "6"),
+            ("MaxCount", "6"),
+            ("ClientToken", "run-2"),
+        ];
+        ec2.err(&big, StatusCode::BAD_REQUEST, "InstanceLimitExceeded").await;
+        let small = [
+            ("Action", "RunInstances"),
+            ("ImageId", image.as_str()),
+            ("InstanceType", "mini"),
+            ("MinCount", "1"),
+            ("MaxCount", "1"),
+            ("ClientToken", "run-2"),
+        ];
+        let b = ec2.ok(&small).await;
+        assert_eq!(all(&b, "instanceId").len(), 1, "{b}");
+
+        // A later retry still gets the same answer.
+        let again = ec2.ok(&run).await;
+        assert_eq!(all(&again, "instanceId"), ids);
+    }
+}
+
+#[tokio::test]
+async fn a_client_token_claimed_by_a_caller_that_dies_before_committing_is_free_again() {
+    // PostgreSQL only: hold the token row in an open transaction, as a
+    // controller that crashed mid-launch would, then let that transaction die.
+    if std::env::var("KUMO_TEST_POSTGRES_URL").is_err() {
+        return;
+    }
+    use sqlx::Connection;
+    let c = cloud("postgres", |_| {}).await;
+    let t = c.tenant("acme").await;
+    let image = c.kernel_image("tiny").await;
+    FakeAgent::register(&c, "host-a", CAPACITY).await;
+    let ec2 = Ec2::new(&c, &t).await;
+    let probe = ec2
+        .ok(&[
+            ("Action", "RunInstances"),
+            ("ImageId", &image),
+            ("InstanceType", "mini"),
+            ("MinCount", "1"),
+            ("MaxCount", "1"),
+        ])
+        .await;
+    let (_, probe) = c.get(&format!("/v1/instances/{}", first(&probe, "instanceId").unwrap()), &t).await;
+    let project = probe["project_id"].as_str().unwrap().to_owned();
+    let mut conn = sqlx::AnyConnection::connect(&c.db_url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO ec2_client_tokens (project_id, client_token, action, reservation_id, resource_ids, created_at) \
+         VALUES ($1, 'crash-1', 'RunInstances', '', '{\"fingerprint\":\"x\",\"ids\":[\"i-00000000000000000\"]}', 0)",
+    )
+    .bind(&project)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let run = [
+        ("Action", "RunInstances"),
+        ("ImageId", image.as_str()),
+        ("InstanceType", "mini"),
+        ("MinCount", "1"),
+        ("MaxCount", "1"),
+        ("ClientToken", "crash-1"),
+    ];
+    let call = ec2.call(&run);
+    let die = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        tx.rollback().await.unwrap();
+    };
+    let ((s, b), ()) = tokio::join!(call, die);
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let ids = all(&b, "instanceId");
+    assert_eq!(ids.len(), 1, "{b}");
+    assert_eq!(all(&ec2.ok(&run).await, "instanceId"), ids);
+}
+
+#[tokio::test]
+async fn instance_attributes_network_interfaces_rules_and_account_attributes() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let image = c.kernel_image("tiny").await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        let ec2 = Ec2::new(&c, &t).await;
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let out = ec2
+            .ok(&[
+                ("Action", "RunInstances"),
+                ("ImageId", &image),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("UserData", &b64("#!/bin/sh\necho one\n")),
+                ("DisableApiTermination", "true"),
+            ])
+            .await;
+        let id = first(&out, "instanceId").unwrap();
+        c.wait_state(&t, &id, "building").await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &id, "running").await;
+        let attr = |name: &'static str| {
+            let ec2 = &ec2;
+            let id = id.clone();
+            async move {
+                let b =
+                    ec2.ok(&[("Action", "DescribeInstanceAttribute"), ("InstanceId", &id), ("Attribute", name)]).await;
+                first(&elements(&b, name)[0], "value")
+            }
+        };
+        assert_eq!(attr("instanceType").await.as_deref(), Some("mini"));
+        assert_eq!(attr("userData").await, Some(b64("#!/bin/sh\necho one\n")));
+        assert_eq!(attr("disableApiTermination").await.as_deref(), Some("true"));
+        assert_eq!(attr("disableApiStop").await.as_deref(), Some("false"));
+        assert_eq!(attr("instanceInitiatedShutdownBehavior").await.as_deref(), Some("stop"));
+        assert_eq!(attr("sourceDestCheck").await.as_deref(), Some("true"));
+        ec2.err(
+            &[("Action", "DescribeInstanceAttribute"), ("InstanceId", &id), ("Attribute", "nonsense")],
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValue",
+        )
+        .await;
+        // disableApiTermination is honoured, then lifted.
+        ec2.err(
+            &[("Action", "TerminateInstances"), ("InstanceId.1", &id)],
+            StatusCode::BAD_REQUEST,
+            "OperationNotPermitted",
+        )
+        .await;
+        ec2.ok(&[("Action", "ModifyInstanceAttribute"), ("InstanceId", &id), ("DisableApiStop.Value", "true")]).await;
+        ec2.err(
+            &[("Action", "StopInstances"), ("InstanceId.1", &id)],
+            StatusCode::BAD_REQUEST,
+            "OperationNotPermitted",
+        )
+        .await;
+        ec2.ok(&[
+            ("Action", "ModifyInstanceAttribute"),
+            ("InstanceId", &id),
+            ("Attribute", "disableApiStop"),
+            ("Value", "false"),
+        ])
+        .await;
+        ec2.ok(&[
+            ("Action", "ModifyInstanceAttribute"),
+            ("InstanceId", &id),
+            ("InstanceInitiatedShutdownBehavior.Value", "terminate"),
+        ])
+        .await;
+        assert_eq!(attr("instanceInitiatedShutdownBehavior").await.as_deref(), Some("terminate"));
+        ec2.ok(&[("Action", "ModifyInstanceAttribute"), ("InstanceId", &id), ("SourceDestCheck.Value", "false")]).await;
+        assert_eq!(attr("sourceDestCheck").await.as_deref(), Some("false"));
+        ec2.err(
+            &[
+                ("Action", "ModifyInstanceAttribute"),
+                ("InstanceId", &id),
+                ("InstanceInitiatedShutdownBehavior.Value", "explode"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValue",
+        )
+        .await;
+        // userData changes only while stopped, as on AWS.
+        let new_data = b64("#!/bin/sh\necho two\n");
+        ec2.err(
+            &[("Action", "ModifyInstanceAttribute"), ("InstanceId", &id), ("UserData.Value", &new_data)],
+            StatusCode::BAD_REQUEST,
+            "IncorrectInstanceState",
+        )
+        .await;
+        ec2.ok(&[("Action", "StopInstances"), ("InstanceId.1", &id)]).await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &id, "stopped").await;
+        ec2.ok(&[("Action", "ModifyInstanceAttribute"), ("InstanceId", &id), ("UserData.Value", &new_data)]).await;
+        assert_eq!(attr("userData").await, Some(new_data));
+        ec2.err(
+            &[("Action", "ModifyInstanceAttribute"), ("InstanceId", &id), ("InstanceType.Value", "small")],
+            StatusCode::BAD_REQUEST,
+            "UnsupportedOperation",
+        )
+        .await;
+
+        // DescribeNetworkInterfaces: one eni- per port, as the native view has them.
+        let (_, native) = c.get(&format!("/v1/instances/{id}"), &t).await;
+        let port = native["addresses"][0]["port_id"].as_str().unwrap();
+        let b = ec2.ok(&[("Action", "DescribeNetworkInterfaces")]).await;
+        let nics = items(&b, "networkInterfaceSet");
+        assert_eq!(nics.len(), 1, "{b}");
+        assert_eq!(first(&nics[0], "networkInterfaceId").as_deref(), Some(port));
+        assert_eq!(first(&nics[0], "instanceId"), Some(id.clone()));
+        assert_eq!(first(&nics[0], "macAddress").as_deref(), native["addresses"][0]["mac"].as_str());
+        assert_eq!(first(&nics[0], "sourceDestCheck").as_deref(), Some("false"));
+        let b = ec2
+            .ok(&[
+                ("Action", "DescribeNetworkInterfaces"),
+                ("Filter.1.Name", "attachment.instance-id"),
+                ("Filter.1.Value.1", &id),
+            ])
+            .await;
+        assert_eq!(items(&b, "networkInterfaceSet").len(), 1, "{b}");
+        ec2.err(
+            &[("Action", "DescribeNetworkInterfaces"), ("NetworkInterfaceId.1", "eni-0123456789abcdef0")],
+            StatusCode::BAD_REQUEST,
+            "InvalidNetworkInterfaceID.NotFound",
+        )
+        .await;
+
+        // DescribeSecurityGroupRules: ingress rules and the allow-all egress rule.
+        let sg = first(
+            &ec2.ok(&[("Action", "CreateSecurityGroup"), ("GroupName", "web"), ("GroupDescription", "d")]).await,
+            "groupId",
+        )
+        .unwrap();
+        ec2.ok(&[
+            ("Action", "AuthorizeSecurityGroupIngress"),
+            ("GroupId", &sg),
+            ("IpPermissions.1.IpProtocol", "tcp"),
+            ("IpPermissions.1.FromPort", "443"),
+            ("IpPermissions.1.ToPort", "443"),
+            ("IpPermissions.1.IpRanges.1.CidrIp", "0.0.0.0/0"),
+        ])
+        .await;
+        let b = ec2
+            .ok(&[("Action", "DescribeSecurityGroupRules"), ("Filter.1.Name", "group-id"), ("Filter.1.Value.1", &sg)])
+            .await;
+        let rules = items(&b, "securityGroupRuleSet");
+        assert_eq!(rules.len(), 2, "{b}");
+        assert_eq!(all(&b, "isEgress"), ["false", "true"], "{b}");
+        assert_eq!(all(&b, "fromPort"), ["443", "-1"], "{b}");
+        let b = ec2.ok(&[("Action", "DescribeSecurityGroups"), ("GroupId.1", &sg)]).await;
+        assert!(first(&b, "vpcId").unwrap().starts_with("vpc-"), "{b}");
+
+        // DescribeAccountAttributes: the default VPC and the quotas.
+        let b = ec2.ok(&[("Action", "DescribeAccountAttributes")]).await;
+        let names = all(&b, "attributeName");
+        assert!(names.contains(&"default-vpc".to_owned()) && names.contains(&"max-instances".to_owned()), "{b}");
+        let b = ec2.ok(&[("Action", "DescribeAccountAttributes"), ("AttributeName.1", "default-vpc")]).await;
+        let vpc = first(&b, "attributeValue").unwrap();
+        let vpcs =
+            ec2.ok(&[("Action", "DescribeVpcs"), ("Filter.1.Name", "is-default"), ("Filter.1.Value.1", "true")]).await;
+        assert_eq!(all(&vpcs, "vpcId"), [vpc], "{vpcs}");
+        let b = ec2.ok(&[("Action", "DescribeAccountAttributes"), ("AttributeName.1", "max-instances")]).await;
+        assert_eq!(first(&b, "attributeValue").as_deref(), Some("10"), "{b}");
+    }
+}
+
+#[tokio::test]
+async fn deregister_image_while_instances_use_it_succeeds_and_they_keep_running() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        // A private image of the tenant's own.
+        let (s, img) = c.post("/v1/images", &t, serde_json::json!({"name": "mine", "kind": "kernel"})).await;
+        assert_eq!(s, StatusCode::CREATED, "{img}");
+        let image = img["id"].as_str().unwrap().to_owned();
+        for role in ["kernel", "initrd"] {
+            let req = Request::builder()
+                .method(Method::PUT)
+                .uri(format!("/v1/images/{image}/files/{role}"))
+                .header("authorization", format!("Bearer {t}"))
+                .header("content-type", "application/octet-stream")
+                .body(Body::from(format!("{role} bytes")))
+                .unwrap();
+            let (s, b) = c.send(req).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+        }
+        let ec2 = Ec2::new(&c, &t).await;
+        let run = [
+            ("Action", "RunInstances"),
+            ("ImageId", image.as_str()),
+            ("InstanceType", "mini"),
+            ("MinCount", "1"),
+            ("MaxCount", "1"),
+        ];
+        let id = first(&ec2.ok(&run).await, "instanceId").unwrap();
+        c.wait_state(&t, &id, "building").await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &id, "running").await;
+        ec2.ok(&[("Action", "DeregisterImage"), ("ImageId", &image)]).await;
+        ec2.err(
+            &[("Action", "DescribeImages"), ("ImageId.1", &image)],
+            StatusCode::BAD_REQUEST,
+            "InvalidAMIID.NotFound",
+        )
+        .await;
+        ec2.err(&run, StatusCode::BAD_REQUEST, "InvalidAMIID.NotFound").await;
+        ec2.err(
+            &[("Action", "DeregisterImage"), ("ImageId", &image)],
+            StatusCode::BAD_REQUEST,
+            "InvalidAMIID.NotFound",
+        )
+        .await;
+        // The instance keeps running: its host still gets its desired state, stop and start work.
+        let desired = agent.sync(&c, vec![]).await;
+        assert!(desired.instances.iter().any(|d| d.id.as_str() == id), "the agent still runs it");
+        ec2.ok(&[("Action", "StopInstances"), ("InstanceId.1", &id)]).await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &id, "stopped").await;
+        ec2.ok(&[("Action", "StartInstances"), ("InstanceId.1", &id)]).await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &id, "running").await;
+        assert_eq!(kumo_api::image_uploads::finish_deregistered(&c.controller.state).await.unwrap(), 0, "still in use");
+        ec2.ok(&[("Action", "TerminateInstances"), ("InstanceId.1", &id)]).await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &id, "deleted").await;
+        assert_eq!(kumo_api::image_uploads::finish_deregistered(&c.controller.state).await.unwrap(), 1);
+        let (s, _) = c.get(&format!("/v1/images/{image}"), &t).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn modify_volume_grows_online_and_describe_volumes_modifications_follows_it() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        let ec2 = Ec2::new(&c, &t).await;
+        let b = ec2.ok(&[("Action", "CreateVolume"), ("AvailabilityZone", "zone-1"), ("Size", "1")]).await;
+        let vol = first(&b, "volumeId").unwrap();
+        agent.converge_storage(&c, None).await;
+        for bad in ["1", "0"] {
+            ec2.err(&[("Action", "ModifyVolume"), ("VolumeId", &vol), ("Size", bad)], StatusCode::BAD_REQUEST, "InvalidParameterValue")
+                .await;
+        }
+        ec2.err(
+            &[("Action", "ModifyVolume"), ("VolumeId", &vol), ("Size", "2"), ("Iops", "3000")],
+            StatusCode::BAD_REQUEST,
+            "UnsupportedOperation",
+        )
+        .await;
+        ec2.err(
+            &[("Action", "ModifyVolume"), ("VolumeId", &vol), ("Size", "2"), ("DryRun", "true")],
+            StatusCode::PRECONDITION_FAILED,
+            "DryRunOperation",
+        )
+        .await;
+        let b = ec2.ok(&[("Action", "ModifyVolume"), ("VolumeId", &vol), ("Size", "3")]).await;
+        assert_eq!(first(&b, "modificationState").as_deref(), Some("modifying"), "{b}");
+        assert_eq!((first(&b, "originalSize"), first(&b, "targetSize")), (Some("1".into()), Some("3".into())), "{b}");
+        agent.converge_storage(&c, None).await;
+        let b = ec2.ok(&[("Action", "DescribeVolumesModifications"), ("VolumeId.1", &vol)]).await;
+        assert_eq!(first(&b, "modificationState").as_deref(), Some("completed"), "{b}");
+        let b = ec2.ok(&[("Action", "DescribeVolumes"), ("VolumeId.1", &vol)]).await;
+        assert_eq!(first(&b, "size").as_deref(), Some("3"), "{b}");
+        let b = ec2
+            .ok(&[("Action", "DescribeVolumesModifications"), ("Filter.1.Name", "modification-state"), ("Filter.1.Value.1", "modifying")])
+            .await;
+        assert!(b.contains("<volumeModificationSet></volumeModificationSet>"), "{b}");
     }
 }

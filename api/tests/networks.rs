@@ -280,11 +280,14 @@ async fn security_groups_and_rules_with_every_bad_input_refused() {
             "already exists",
         );
         refused(c.post("/v1/security-groups", &t, json!({"name": "default"})).await, StatusCode::CONFLICT, "default");
-        refused(
-            c.post("/v1/security-groups", &t, json!({"name": "-x"})).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "name",
-        );
+        // Group names follow AWS's rules (issue 13): `sg-` starts ids, `%` is not allowed.
+        for bad in ["sg-x", "50%"] {
+            refused(
+                c.post("/v1/security-groups", &t, json!({"name": bad})).await,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "name",
+            );
+        }
 
         let (s, g) = c
             .post(

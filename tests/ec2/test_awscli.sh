@@ -24,6 +24,17 @@ again=$(aws ec2 run-instances --image-id "$image" --instance-type mini --count 1
 aws ec2 wait instance-running --instance-ids "$id"
 aws ec2 describe-instances --filters Name=tag:Name,Values=cli --query 'Reservations[].Instances[].InstanceId' --output text \
     | grep -qx "$id" || fail "describe-instances by tag"
+ip=$(aws ec2 describe-instances --instance-ids "$id" --query 'Reservations[0].Instances[0].PrivateIpAddress' --output text)
+[[ $ip =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "no PrivateIpAddress: $ip"
+eni=$(aws ec2 describe-network-interfaces --filters "Name=attachment.instance-id,Values=$id" \
+    --query 'NetworkInterfaces[0].PrivateIpAddress' --output text)
+[ "$eni" = "$ip" ] || fail "describe-network-interfaces: $eni, not $ip"
+# The stock describe-volumes sends MaxResults=1000 (capped, not refused).
+aws ec2 describe-volumes --query 'Volumes' --output text >/dev/null || fail describe-volumes
+account=$(aws sts get-caller-identity --query Account --output text)
+[[ $account =~ ^[0-9]{12}$ ]] || fail "sts get-caller-identity: $account"
+owner=$(aws ec2 describe-instances --instance-ids "$id" --query 'Reservations[0].OwnerId' --output text)
+[ "$owner" = "$account" ] || fail "OwnerId $owner is not the account $account"
 if out=$(aws ec2 describe-instances --instance-ids i-0123456789abcdef0 2>&1); then fail "unknown id accepted"; fi
 grep -q InvalidInstanceID.NotFound <<<"$out" || fail "unknown id: $out"
 aws ec2 terminate-instances --instance-ids "$id" >/dev/null

@@ -6,6 +6,7 @@ KUMO_EC2_SECRET (the first project's key) and KUMO_EC2_OTHER_KEY_ID,
 KUMO_EC2_OTHER_SECRET (a key of another project).
 """
 
+import base64
 import datetime
 import os
 import time
@@ -30,9 +31,9 @@ PUBLIC_KEY = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C
 WAIT = {"Delay": 3, "MaxAttempts": 100}
 
 
-def client(key=KEY, secret=SECRET):
+def client(key=KEY, secret=SECRET, service="ec2"):
     return boto3.client(
-        "ec2",
+        service,
         endpoint_url=ENDPOINT,
         region_name=REGION,
         aws_access_key_id=key,
@@ -77,6 +78,18 @@ class Ec2Scenario(unittest.TestCase):
         ec2 = client()
         other = client(OTHER_KEY, OTHER_SECRET)
 
+        # STS on the same endpoint: the account is the 12-digit OwnerId.
+        identity = client(service="sts").get_caller_identity()
+        account = identity["Account"]
+        self.assertRegex(account, r"^[0-9]{12}$")
+        self.assertTrue(identity["Arn"].startswith(f"arn:aws:iam::{account}:user/"), identity)
+        attrs = {a["AttributeName"]: [v["AttributeValue"] for v in a["AttributeValues"]]
+                 for a in ec2.describe_account_attributes()["AccountAttributes"]}
+        self.assertEqual(attrs["supported-platforms"], ["VPC"])
+        default_vpc = attrs["default-vpc"][0]
+        self.assertEqual([v["VpcId"] for v in ec2.describe_vpcs(
+            Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]], [default_vpc])
+
         # What exists.
         regions = [r["RegionName"] for r in ec2.describe_regions()["Regions"]]
         self.assertEqual(regions, [REGION])
@@ -94,17 +107,24 @@ class Ec2Scenario(unittest.TestCase):
         self.assertEqual(ec2.describe_instances(Filters=live_filter)["Reservations"], [])
 
         # Key pair.
-        kp = ec2.import_key_pair(KeyName="e2e-key", PublicKeyMaterial=PUBLIC_KEY)
+        kp = ec2.import_key_pair(KeyName="E2E_Key-2024", PublicKeyMaterial=PUBLIC_KEY)
         self.assertTrue(kp["KeyFingerprint"].startswith("SHA256:"))
-        self.assertEqual(code_of(ec2.import_key_pair, KeyName="e2e-key", PublicKeyMaterial=PUBLIC_KEY)[0],
+        self.assertEqual(code_of(ec2.import_key_pair, KeyName="E2E_Key-2024", PublicKeyMaterial=PUBLIC_KEY)[0],
                          "InvalidKeyPair.Duplicate")
+        ec2.delete_key_pair(KeyName="never-made")  # AWS: deleting an unknown key succeeds
 
         # A security group (Kumo's own), with an SSH rule.
-        sg = ec2.create_security_group(GroupName="e2e-web", Description="web servers")["GroupId"]
+        sg = ec2.create_security_group(GroupName="E2E Web (ec2)", Description="web servers")["GroupId"]
         ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
             {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
         groups = ec2.describe_security_groups(GroupIds=[sg])["SecurityGroups"]
+        self.assertEqual(groups[0]["GroupName"], "E2E Web (ec2)")
+        self.assertEqual(groups[0]["OwnerId"], account)
+        self.assertEqual(groups[0]["VpcId"], default_vpc)
         self.assertEqual(groups[0]["IpPermissions"][0]["FromPort"], 22)
+        rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [sg]}])["SecurityGroupRules"]
+        self.assertEqual(sorted((r["IsEgress"], r["IpProtocol"], r["FromPort"]) for r in rules),
+                         [(False, "tcp", 22), (True, "-1", -1)])
         self.assertEqual(groups[0]["IpPermissions"][0]["IpRanges"], [{"CidrIp": "0.0.0.0/0"}])
         vpcs = ec2.describe_vpcs()["Vpcs"]
         subnets = ec2.describe_subnets()["Subnets"]
@@ -116,13 +136,17 @@ class Ec2Scenario(unittest.TestCase):
 
         # Two instances with user data and a client token; the same token returns them again.
         token = str(uuid.uuid4())
-        run = dict(ImageId=image_id, InstanceType="mini", MinCount=2, MaxCount=2, KeyName="e2e-key", SecurityGroupIds=[sg],
+        run = dict(ImageId=image_id, InstanceType="mini", MinCount=2, MaxCount=2, KeyName="E2E_Key-2024", SecurityGroupIds=[sg],
                    UserData="#!/bin/sh\necho hello from user data\n", ClientToken=token,
                    TagSpecifications=[{"ResourceType": "instance",
                                        "Tags": [{"Key": "Name", "Value": "e2e"}, {"Key": "suite", "Value": "ec2"}]}])
         first = ec2.run_instances(**run)
         ids = sorted(i["InstanceId"] for i in first["Instances"])
         self.assertEqual(len(ids), 2)
+        self.assertEqual(first["OwnerId"], account)
+        for i in first["Instances"]:
+            self.assertEqual([g["GroupId"] for g in i["SecurityGroups"]], [sg])
+            self.assertEqual(i["StateReason"]["Code"], "pending")
         again = ec2.run_instances(**run)
         self.assertEqual(sorted(i["InstanceId"] for i in again["Instances"]), ids)
         self.assertEqual(again["ReservationId"], first["ReservationId"])
@@ -134,8 +158,34 @@ class Ec2Scenario(unittest.TestCase):
         self.assertEqual(found, ids)
         inst = running["Reservations"][0]["Instances"][0]
         self.assertEqual(inst["InstanceType"], "mini")
-        self.assertEqual(inst["KeyName"], "e2e-key")
+        self.assertEqual(inst["KeyName"], "E2E_Key-2024")
         self.assertEqual(inst["Placement"]["AvailabilityZone"], zone)
+        # Networking in every view, agreeing with DescribeNetworkInterfaces and DescribeSubnets.
+        ip = inst["PrivateIpAddress"]
+        self.assertEqual(inst["PrivateDnsName"], f"ip-{ip.replace('.', '-')}.{REGION}.compute.internal")
+        self.assertEqual(inst["SecurityGroups"], [{"GroupName": "E2E Web (ec2)", "GroupId": sg}])
+        self.assertEqual(inst["RootDeviceType"], "ebs")
+        self.assertEqual(inst["StateTransitionReason"], "")
+        (nic,) = inst["NetworkInterfaces"]
+        self.assertEqual((nic["PrivateIpAddress"], nic["SubnetId"], nic["VpcId"]), (ip, inst["SubnetId"], inst["VpcId"]))
+        self.assertEqual(nic["Attachment"]["DeviceIndex"], 0)
+        self.assertRegex(nic["MacAddress"], r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+        self.assertEqual(nic["Groups"], [{"GroupName": "E2E Web (ec2)", "GroupId": sg}])
+        enis = ec2.describe_network_interfaces(NetworkInterfaceIds=[nic["NetworkInterfaceId"]])["NetworkInterfaces"]
+        self.assertEqual([(e["Attachment"]["InstanceId"], e["MacAddress"], e["PrivateIpAddress"]) for e in enis],
+                         [(inst["InstanceId"], nic["MacAddress"], ip)])
+        subnet = ec2.describe_subnets(SubnetIds=[inst["SubnetId"]])["Subnets"][0]
+        self.assertEqual(subnet["VpcId"], inst["VpcId"])
+        by_ip = ec2.describe_instances(Filters=[{"Name": "private-ip-address", "Values": [ip]}])["Reservations"]
+        self.assertEqual([i["InstanceId"] for r in by_ip for i in r["Instances"]], [inst["InstanceId"]])
+        # Instance attributes: what Terraform and Ansible read back.
+        user_data = ec2.describe_instance_attribute(InstanceId=ids[0], Attribute="userData")["UserData"]["Value"]
+        self.assertEqual(base64.b64decode(user_data), b"#!/bin/sh\necho hello from user data\n")
+        ec2.modify_instance_attribute(InstanceId=ids[0], DisableApiTermination={"Value": True})
+        self.assertTrue(ec2.describe_instance_attribute(InstanceId=ids[0], Attribute="disableApiTermination")
+                        ["DisableApiTermination"]["Value"])
+        self.assertEqual(code_of(ec2.terminate_instances, InstanceIds=[ids[0]])[0], "OperationNotPermitted")
+        ec2.modify_instance_attribute(InstanceId=ids[0], DisableApiTermination={"Value": False})
         self.assertIn({"Key": "Name", "Value": "e2e"}, inst["Tags"])
         none = ec2.describe_instances(Filters=[{"Name": "tag:suite", "Values": ["other"]}])
         self.assertEqual(none["Reservations"], [])
@@ -168,6 +218,9 @@ class Ec2Scenario(unittest.TestCase):
         # Stop, start, reboot.
         ec2.stop_instances(InstanceIds=[ids[0]])
         ec2.get_waiter("instance_stopped").wait(InstanceIds=[ids[0]], WaiterConfig=WAIT)
+        stopped = ec2.describe_instances(InstanceIds=[ids[0]])["Reservations"][0]["Instances"][0]
+        self.assertTrue(stopped["StateTransitionReason"].startswith("User initiated ("), stopped)
+        self.assertEqual(stopped["StateReason"]["Code"], "Client.UserInitiatedShutdown")
         ec2.start_instances(InstanceIds=[ids[0]])
         ec2.get_waiter("instance_running").wait(InstanceIds=[ids[0]], WaiterConfig=WAIT)
         ec2.reboot_instances(InstanceIds=[ids[0]])
@@ -180,7 +233,7 @@ class Ec2Scenario(unittest.TestCase):
         vol_id = vol["VolumeId"]
         ec2.get_waiter("volume_available").wait(VolumeIds=[vol_id], WaiterConfig=WAIT)
         att = ec2.attach_volume(VolumeId=vol_id, InstanceId=target, Device="/dev/sdf")
-        self.assertEqual(att["Device"], "/dev/vdb")
+        self.assertEqual(att["Device"], "/dev/sdf")
         ec2.get_waiter("volume_in_use").wait(VolumeIds=[vol_id], WaiterConfig=WAIT)
         # Like EC2: the volume is in-use at once, its attachment "attaching" until the guest has the disk.
         for _ in range(60):
@@ -191,6 +244,12 @@ class Ec2Scenario(unittest.TestCase):
             time.sleep(2)
         else:
             self.fail(f"{vol_id} never attached: {vols}")
+        self.assertEqual(vols[0]["Attachments"][0]["Device"], "/dev/sdf")
+        shown = ec2.describe_instances(InstanceIds=[target])["Reservations"][0]["Instances"][0]
+        self.assertEqual([(m["DeviceName"], m["Ebs"]["VolumeId"]) for m in shown["BlockDeviceMappings"]],
+                         [("/dev/sdf", vol_id)])
+        # The stock CLI's MaxResults=1000 is capped, not refused.
+        self.assertEqual(len(ec2.describe_volumes(MaxResults=1000)["Volumes"]), 1)
         snap = ec2.create_snapshot(VolumeId=vol_id, Description="e2e")
         ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap["SnapshotId"]], WaiterConfig=WAIT)
         ec2.detach_volume(VolumeId=vol_id)
@@ -256,7 +315,7 @@ class Ec2Scenario(unittest.TestCase):
                 self.assertEqual(e.response["Error"]["Code"], "DependencyViolation")
                 time.sleep(2)
         self.assertEqual(code_of(ec2.describe_security_groups, GroupIds=[sg])[0], "InvalidGroup.NotFound")
-        ec2.delete_key_pair(KeyName="e2e-key")
+        ec2.delete_key_pair(KeyName="E2E_Key-2024")
         self.assertEqual(ec2.describe_key_pairs()["KeyPairs"], [])
         self.assertEqual(ec2.describe_volumes()["Volumes"], [])
         self.assertEqual(ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"], [])

@@ -97,7 +97,8 @@ impl Db {
     /// Images `project` may see (its own and public ones), newest first.
     pub async fn list_images(&self, project: &ProjectId) -> DbResult<Vec<Image>> {
         let rows = sqlx::query(
-            "SELECT * FROM images WHERE (owner_project_id = $1 OR visibility = 'public') AND state <> 'deleted' ORDER BY created_at DESC, id",
+            "SELECT * FROM images WHERE (owner_project_id = $1 OR visibility = 'public') AND state <> 'deleted' \
+             AND deregistered_at IS NULL ORDER BY created_at DESC, id",
         )
         .bind(project.as_str())
         .fetch_all(self.pool())
@@ -113,7 +114,7 @@ impl Db {
     pub async fn find_image(&self, project: &ProjectId, id_or_name: &str) -> DbResult<Option<Image>> {
         let row = sqlx::query(
             "SELECT * FROM images WHERE (id = $1 OR name = $1) AND (owner_project_id = $2 OR visibility = 'public') AND state <> 'deleted' \
-             ORDER BY CASE WHEN owner_project_id = $2 THEN 0 ELSE 1 END, created_at DESC LIMIT 1",
+             AND deregistered_at IS NULL ORDER BY CASE WHEN owner_project_id = $2 THEN 0 ELSE 1 END, created_at DESC LIMIT 1",
         )
         .bind(id_or_name)
         .bind(project.as_str())
@@ -204,6 +205,30 @@ impl Db {
         sqlx::query("UPDATE images SET state = 'deleted' WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Deregisters an image that instances still use (EC2's DeregisterImage):
+    /// listings and launches lose it at once, while its files stay for those
+    /// instances (agents and snapshots still find it by id) until
+    /// [`Db::deregistered_unused_images`] names it for deletion.
+    pub async fn deregister_image(&self, id: &ImageId) -> DbResult<()> {
+        sqlx::query("UPDATE images SET deregistered_at = $2 WHERE id = $1 AND deregistered_at IS NULL")
+            .bind(id.as_str())
+            .bind(Timestamp::now().millis())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Deregistered images no live instance uses any more.
+    pub async fn deregistered_unused_images(&self) -> DbResult<Vec<ImageId>> {
+        let rows = sqlx::query(
+            "SELECT i.id FROM images i WHERE i.deregistered_at IS NOT NULL AND i.state <> 'deleted' AND NOT EXISTS \
+             (SELECT 1 FROM instances n WHERE n.image_id = i.id AND n.state <> 'deleted')",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| parse_col(r, "id")).collect()
     }
 }
 
@@ -313,7 +338,8 @@ pub async fn project_has_image_named(
     name: &str,
 ) -> DbResult<bool> {
     let row = sqlx::query(
-        "SELECT COUNT(*) AS n FROM images WHERE owner_project_id = $1 AND name = $2 AND state <> 'deleted'",
+        "SELECT COUNT(*) AS n FROM images WHERE owner_project_id = $1 AND name = $2 AND state <> 'deleted' \
+         AND deregistered_at IS NULL",
     )
     .bind(project.as_str())
     .bind(name)

@@ -8,6 +8,7 @@
 //! row locks serialize concurrent claims.
 
 pub mod billing;
+pub mod client_tokens;
 pub mod events;
 pub mod flavors;
 pub mod hosts;

@@ -15,6 +15,7 @@ pub mod actions;
 pub mod errors;
 pub mod params;
 pub mod sigv4;
+pub mod sts;
 pub mod xml;
 
 use axum::body::Bytes;
@@ -87,6 +88,9 @@ async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers
         Ok(body) => xml_response(StatusCode::OK, body),
         Err(e) => {
             tracing::debug!(code = e.code, message = %e.message, "EC2 request refused");
+            if sts::is_sts_request(&uri, &body) {
+                return xml_response(e.status, sts::error_document(&e, &request_id));
+            }
             error_response(&e, &request_id)
         }
     }
@@ -116,22 +120,27 @@ async fn serve(
     let query = uri.query().unwrap_or("");
     let params = Params::from_request(query, body)?;
     let req = sigv4::Request { method: method.as_str(), path: uri.path(), query, headers, body };
-    let caller = authenticate(state, &req).await?;
-    let action = params.get("Action").ok_or_else(|| Ec2Error::missing("Action"))?.to_owned();
+    let action = params.get("Action").unwrap_or_default().to_owned();
+    let sts = sts::ACTIONS.contains(&action.as_str());
+    let caller = authenticate(state, &req, if sts { sts::SERVICE } else { SERVICE }).await?;
+    if action.is_empty() {
+        return Err(Ec2Error::missing("Action"));
+    }
+    let version = if sts { sts::API_VERSION } else { API_VERSION };
     if let Some(v) = params.get("Version") {
-        if v != API_VERSION {
-            return Err(Ec2Error::client(
-                "InvalidParameterValue",
-                format!("Version {v} is not served; use {API_VERSION}"),
-            ));
+        if v != version {
+            return Err(Ec2Error::client("InvalidParameterValue", format!("Version {v} is not served; use {version}")));
         }
     }
     let ctx = Ctx { state, caller, params, request_id: request_id.to_owned() };
+    if sts {
+        return sts::dispatch(&ctx, &action);
+    }
     actions::dispatch(&ctx, &action).await
 }
 
 /// Verifies the signature and returns the key's owner.
-async fn authenticate(state: &AppState, req: &sigv4::Request<'_>) -> Ec2Result<Caller> {
+async fn authenticate(state: &AppState, req: &sigv4::Request<'_>, service: &str) -> Ec2Result<Caller> {
     let sig = sigv4::parse(req).map_err(|e| match e {
         sigv4::SigError::Missing => {
             Ec2Error { code: "MissingAuthenticationToken", status: StatusCode::UNAUTHORIZED, message: e.to_string() }
@@ -139,9 +148,9 @@ async fn authenticate(state: &AppState, req: &sigv4::Request<'_>) -> Ec2Result<C
         other => Ec2Error::auth_failure(other.to_string()),
     })?;
     let region = &state.config.ec2_region;
-    if sig.credential.service != SERVICE {
+    if sig.credential.service != service {
         return Err(Ec2Error::auth_failure(format!(
-            "Credential should be scoped to correct service: '{SERVICE}', not '{}'",
+            "Credential should be scoped to correct service: '{service}', not '{}'",
             sig.credential.service
         )));
     }

@@ -33,7 +33,21 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<FloatingIpRec
 
 /// `POST /v1/floating-ips`: the lowest free address of the external networks.
 pub async fn allocate(state: &AppState, caller: &Caller) -> Result<FloatingIpRecord, ApiError> {
+    allocate_recorded(state, caller, None).await
+}
+
+/// [`allocate`], with EC2's side record (client token, tags) written in the
+/// same transaction as the address (`db::client_tokens`).
+pub async fn allocate_recorded(
+    state: &AppState,
+    caller: &Caller,
+    side: Option<&crate::db::client_tokens::SideRecord>,
+) -> Result<FloatingIpRecord, ApiError> {
     let mut tx = state.db.begin_write().await?;
+    let id = FloatingIpId::generate();
+    if let Some(side) = side {
+        crate::db::client_tokens::write(&mut tx, side, &[id.as_str()]).await?;
+    }
     crate::quotas::check(&mut tx, &caller.project_id, &[(QuotaResource::FloatingIps, 1)]).await?;
     let externals = db::external_networks(&mut tx).await?;
     if externals.is_empty() {
@@ -42,7 +56,7 @@ pub async fn allocate(state: &AppState, caller: &Caller) -> Result<FloatingIpRec
         ));
     }
     let mut rec = FloatingIpRecord {
-        id: FloatingIpId::generate(),
+        id,
         project_id: caller.project_id.clone(),
         network_id: externals[0].id.clone(),
         address: std::net::Ipv4Addr::UNSPECIFIED,

@@ -13,7 +13,6 @@ use crate::db::events::{self, NewEvent};
 use crate::db::networks::{self as db, GroupRecord, NewRule};
 use crate::db::DbError;
 use crate::error::ApiError;
-use crate::instances::validate_name;
 use crate::state::AppState;
 
 use super::DEFAULT_NAME;
@@ -79,7 +78,7 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<GroupRecord>,
 
 /// `POST /v1/security-groups`.
 pub async fn create(state: &AppState, caller: &Caller, req: CreateSecurityGroup) -> Result<GroupRecord, ApiError> {
-    validate_name("security group", &req.name)?;
+    crate::instances::validate_group_name(&req.name)?;
     if req.name == DEFAULT_NAME {
         return Err(ApiError::Conflict("'default' is the name of the project's default group".into()));
     }

@@ -11,7 +11,6 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::db::DbError;
 use crate::error::{ApiError, ApiJson, ApiResult};
-use crate::instances::validate_name;
 use crate::state::AppState;
 
 /// Longest accepted public key line.
@@ -51,7 +50,7 @@ async fn create_key_pair(
     caller: Caller,
     ApiJson(req): ApiJson<CreateKeyPair>,
 ) -> ApiResult<(StatusCode, Json<CreatedKeyPair>)> {
-    validate_name("key pair", &req.name)?;
+    crate::instances::validate_key_pair_name(&req.name)?;
     let (public_line, private_key) = match &req.public_key {
         Some(line) => (line.clone(), None),
         None => {

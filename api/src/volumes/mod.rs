@@ -161,6 +161,17 @@ pub fn check_host(vol: &VolumeRecord, host: &HostId, host_name: &str, instance: 
 
 /// Creates a volume: placed at once (and its disk claimed, for local volumes), created by the agent.
 pub async fn create(state: &AppState, caller: &Caller, req: CreateVolume) -> Result<VolumeRecord, ApiError> {
+    create_recorded(state, caller, req, None).await
+}
+
+/// [`create`], with EC2's side record (client token, tags) written in the
+/// same transaction as the volume (`db::client_tokens`).
+pub async fn create_recorded(
+    state: &AppState,
+    caller: &Caller,
+    req: CreateVolume,
+    side: Option<&crate::db::client_tokens::SideRecord>,
+) -> Result<VolumeRecord, ApiError> {
     validate_name("volume", &req.name)?;
     let snapshot = match &req.snapshot {
         Some(s) => {
@@ -255,6 +266,9 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateVolume) -> Res
             deleted_at: None,
         };
         let mut tx = state.db.begin_write().await?;
+        if let Some(side) = side {
+            crate::db::client_tokens::write(&mut tx, side, &[rec.id.as_str()]).await?;
+        }
         quotas::check(
             &mut tx,
             &caller.project_id,

@@ -103,3 +103,108 @@ fn boto3_and_the_aws_cli_drive_kumo() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("AuthFailure"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `localhost : ok=… changed=N …` of a playbook's recap.
+fn changed_of(recap: &str) -> Option<u32> {
+    recap
+        .lines()
+        .filter(|l| l.starts_with("localhost"))
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("changed=")?.parse().ok()))
+}
+
+/// What a project still has, as boto3 sees it: live instances, volumes, key
+/// pairs, non-default groups, addresses.
+const LEFT_OVER: &str = r#"
+import boto3, json, os
+ec2 = boto3.client("ec2", endpoint_url=os.environ["AWS_URL"], region_name=os.environ["AWS_REGION"])
+live = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+        if i["State"]["Name"] != "terminated"]
+print(json.dumps({
+    "instances": live,
+    "volumes": [v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]],
+    "key_pairs": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]],
+    "groups": [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"],
+    "addresses": [a["PublicIp"] for a in ec2.describe_addresses()["Addresses"]],
+}))
+"#;
+
+#[test]
+fn ansible_amazon_aws_creates_converges_and_removes() {
+    if !enabled() {
+        return;
+    }
+    if !venv().join("bin/ansible-playbook").exists() {
+        panic!("ansible-playbook is missing from {}: scripts/test.sh installs ansible", venv().display());
+    }
+    let mut s = Stack::start(Options::default()).unwrap();
+    let image = s.register_tiny_image().unwrap();
+    let image = image["id"].as_str().unwrap().to_owned();
+    s.kumo_ok(&["network", "create", "public", "--cidr", "203.0.113.0/28", "--external"]).unwrap();
+    let key = s.kumo_json(&["access-key", "create"]).unwrap();
+    let zones = Command::new(venv().join("bin/python"))
+        .args(["-c", "import boto3,os; print(boto3.client('ec2', endpoint_url=os.environ['AWS_URL'], region_name=os.environ['AWS_REGION']).describe_availability_zones()['AvailabilityZones'][0]['ZoneName'])"])
+        .env("AWS_URL", format!("{}/", s.endpoint))
+        .env("AWS_REGION", "kumo-1")
+        .env("AWS_ACCESS_KEY_ID", key["access_key_id"].as_str().unwrap())
+        .env("AWS_SECRET_ACCESS_KEY", key["secret_access_key"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(zones.status.success(), "{}", String::from_utf8_lossy(&zones.stderr));
+    let zone = String::from_utf8_lossy(&zones.stdout).trim().to_owned();
+    let home = tempfile::tempdir().unwrap();
+    let endpoint = format!("{}/", s.endpoint);
+    let env = |cmd: &mut Command| {
+        cmd.env("AWS_URL", &endpoint)
+            .env("AWS_REGION", "kumo-1")
+            .env("AWS_ACCESS_KEY_ID", key["access_key_id"].as_str().unwrap())
+            .env("AWS_SECRET_ACCESS_KEY", key["secret_access_key"].as_str().unwrap())
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env(
+                "KUMO_PUBLIC_KEY",
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl e2e@kumo",
+            )
+            .env("HOME", home.path())
+            .env("ANSIBLE_LOCAL_TEMP", home.path().join("tmp"))
+            .env("ANSIBLE_PYTHON_INTERPRETER", venv().join("bin/python"))
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("PATH", format!("{}:{}", venv().join("bin").display(), std::env::var("PATH").unwrap_or_default()));
+    };
+    let play = |state: &str| {
+        let mut cmd = Command::new(venv().join("bin/ansible-playbook"));
+        cmd.arg(repo_file("ec2/ansible/lifecycle.yml")).args([
+            "-i",
+            "localhost,",
+            "-e",
+            &format!("kumo_state={state} kumo_image={image} kumo_zone={zone}"),
+        ]);
+        env(&mut cmd);
+        let out = cmd.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let first = play("present");
+    let second = if first.0 { Some(play("present")) } else { None };
+    let third = play("absent");
+    let all = s.kumo_json(&["instance", "list"]).unwrap();
+    for inst in all["instances"].as_array().unwrap() {
+        s.track(inst["id"].as_str().unwrap());
+    }
+    assert!(first.0, "the first run failed:\n{}", first.1);
+    assert!(changed_of(&first.1).is_some_and(|n| n >= 5), "the first run changes things:\n{}", first.1);
+    let second = second.unwrap();
+    assert!(second.0, "the second run failed:\n{}", second.1);
+    assert_eq!(changed_of(&second.1), Some(0), "the second run must change nothing:\n{}", second.1);
+    assert!(third.0, "the removal failed:\n{}", third.1);
+    let mut left = Command::new(venv().join("bin/python"));
+    left.args(["-c", LEFT_OVER]);
+    env(&mut left);
+    let out = left.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let left: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        left,
+        json!({"instances": [], "volumes": [], "key_pairs": [], "groups": [], "addresses": []}),
+        "removal leaves nothing"
+    );
+}

@@ -8,7 +8,7 @@ use kumo_wire::ImageId;
 use super::super::errors::{Ec2Error, Ec2Result};
 use super::super::xml::{time, Xml};
 use super::instances::find_instance;
-use super::{dry_run, paginate, tags, Ctx};
+use super::{account_id, dry_run, paginate, tags, Ctx};
 use crate::error::ApiError;
 
 fn ec2_state(image: &Image) -> &'static str {
@@ -24,7 +24,7 @@ pub fn parse_image_id(raw: &str) -> Ec2Result<ImageId> {
 }
 
 /// `DescribeImages`: the project's images and public ones; `Owner.N` may be
-/// `self`, a project id, or `amazon`/`aws-marketplace` (nothing).
+/// `self`, an account id (or a Kumo project id), or `amazon`/`aws-marketplace` (nothing).
 pub async fn describe_images(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let ids = ctx.params.list("ImageId");
     let owners = ctx.params.list("Owner");
@@ -46,7 +46,7 @@ pub async fn describe_images(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
             owners.is_empty()
                 || owners.iter().any(|o| {
                     let owner = i.owner_project_id.as_str();
-                    o == owner || (o == "self" && owner == me)
+                    o == owner || *o == account_id(&i.owner_project_id) || (o == "self" && owner == me)
                 })
         })
         .filter(|i| {
@@ -59,7 +59,7 @@ pub async fn describe_images(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
                     "name" | "manifest-location" => f.matches(&i.name),
                     "state" => f.matches(ec2_state(i)),
                     "is-public" => f.matches(if public { "true" } else { "false" }),
-                    "owner-id" => f.matches(i.owner_project_id.as_str()),
+                    "owner-id" => f.matches(&account_id(&i.owner_project_id)),
                     "architecture" => f.matches("x86_64"),
                     "image-type" => f.matches("machine"),
                     "root-device-type" => f.matches("ebs"),
@@ -74,9 +74,9 @@ pub async fn describe_images(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let (page, next) = paginate(ctx, rows, (6, 1000))?;
     x.set("imagesSet", page, |x, i| {
         x.leaf("imageId", &i.id)
-            .leaf("imageLocation", format!("{}/{}", i.owner_project_id, i.name))
+            .leaf("imageLocation", format!("{}/{}", account_id(&i.owner_project_id), i.name))
             .leaf("imageState", ec2_state(&i))
-            .leaf("imageOwnerId", &i.owner_project_id)
+            .leaf("imageOwnerId", account_id(&i.owner_project_id))
             .leaf("creationDate", time(i.created_at))
             .leaf("isPublic", i.visibility == Visibility::Public)
             .leaf("architecture", "x86_64")
@@ -119,23 +119,26 @@ pub async fn create_image(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     Ok(())
 }
 
-/// `DeregisterImage`: deletes one of the project's own images (refused while instances use it).
+/// `DeregisterImage`: deletes one of the project's own images; one that
+/// instances use is deregistered now and deleted with its last instance.
 pub async fn deregister_image(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let raw = ctx.params.required("ImageId")?;
     let id = parse_image_id(raw)?;
     let image = ctx
         .state
         .db
-        .image_by_id(&id)
+        .find_image(&ctx.caller.project_id, id.as_str())
         .await?
-        .filter(|i| i.owner_project_id == ctx.caller.project_id)
+        .filter(|i| i.id == id && i.owner_project_id == ctx.caller.project_id)
         .ok_or_else(|| Ec2Error::not_found("InvalidAMIID.NotFound", "image", raw))?;
     dry_run(ctx)?;
     if !ctx.state.db.delete_image_unless_used(&image.id).await? {
-        return Err(Ec2Error::client(
-            "InvalidAMIID.InUse",
-            format!("image '{}' is in use by instances; terminate them first", image.id),
-        ));
+        // As on AWS: the image is gone for new launches and listings, the
+        // instances keep running; its files go with the last of them.
+        ctx.state.db.deregister_image(&image.id).await?;
+        tags::forget(&ctx.state.db, &ctx.caller.project_id, image.id.as_str()).await?;
+        x.leaf("return", true);
+        return Ok(());
     }
     ctx.state.images.delete_image(&image.id).await.map_err(|e| ApiError::Internal(crate::error::anyhow_chain(&e)))?;
     crate::snapshots::image_deleted(ctx.state, &image.id).await?;

@@ -6,42 +6,19 @@
 //! the first instance launched. Deleted instances stay visible as `terminated`
 //! for `deleted_retention_secs`, as the native list keeps them.
 
-use std::collections::HashMap;
-
 use base64::Engine;
 use kumo_wire::api::{InstanceAction, RunInstances};
-use kumo_wire::{DesiredPower, HostId, ImageId, InstanceId, InstanceState, Timestamp};
-use serde_json::json;
-use sha2::{Digest, Sha256};
-use sqlx::Row;
+use kumo_wire::{ImageId, InstanceId, InstanceState, Timestamp};
 
 use super::super::errors::{Ec2Error, Ec2Result};
 use super::super::xml::{time, Xml};
-use super::tags::{self, TagList};
-use super::{dry_run, owner_id, paginate, Ctx};
+use super::instance_xml::{check_filters, needs_related, passes, write_instance, write_state, Lookups};
+pub use super::instance_xml::{ec2_state, reservation_of};
+use super::related::{Attributes, Related};
+use super::{dry_run, paginate, replayed, side_record, Ctx};
 use crate::db::instances::{InstanceFilter, InstanceRecord};
 use crate::db::DbError;
 use crate::error::ApiError;
-
-/// EC2's state code and name for a Kumo state.
-pub fn ec2_state(rec: &InstanceRecord) -> (u32, &'static str) {
-    match rec.state {
-        InstanceState::Pending | InstanceState::Building => (0, "pending"),
-        InstanceState::Running | InstanceState::Rebooting | InstanceState::Unknown => (16, "running"),
-        InstanceState::Deleting => (32, "shutting-down"),
-        InstanceState::Deleted => (48, "terminated"),
-        InstanceState::Stopping => (64, "stopping"),
-        InstanceState::Stopped => (80, "stopped"),
-        // EC2 has no error state: a failed instance is not running.
-        InstanceState::Error if rec.desired == DesiredPower::Deleted => (32, "shutting-down"),
-        InstanceState::Error => (80, "stopped"),
-    }
-}
-
-/// `r-` and the instance id's hex digits.
-pub fn reservation_of(id: &InstanceId) -> String {
-    format!("r-{}", id.as_str().trim_start_matches("i-"))
-}
 
 /// Parses an instance id: `InvalidInstanceID.Malformed` when it has the wrong shape.
 pub fn parse_instance_id(raw: &str) -> Ec2Result<InstanceId> {
@@ -85,170 +62,6 @@ pub async fn all_instances(ctx: &Ctx<'_>) -> Ec2Result<Vec<InstanceRecord>> {
     }
 }
 
-/// What describing instances needs besides the rows: zones of hosts, tags.
-pub struct Lookups {
-    zones: HashMap<HostId, String>,
-    default_zone: String,
-    tags: HashMap<String, TagList>,
-}
-
-impl std::fmt::Debug for Lookups {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lookups").field("zones", &self.zones.len()).field("tags", &self.tags.len()).finish()
-    }
-}
-
-impl Lookups {
-    /// Loads the hosts' zones and the project's tags.
-    pub async fn load(ctx: &Ctx<'_>) -> Ec2Result<Self> {
-        let hosts = ctx.state.db.list_hosts().await?;
-        let mut default_zone = hosts.iter().map(|h| h.host.availability_zone.clone()).min().unwrap_or_default();
-        if default_zone.is_empty() {
-            default_zone = format!("{}a", ctx.state.config.ec2_region);
-        }
-        let zones = hosts.into_iter().map(|h| (h.host.id, h.host.availability_zone)).collect();
-        let tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
-        Ok(Self { zones, default_zone, tags })
-    }
-
-    fn zone(&self, rec: &InstanceRecord) -> &str {
-        rec.host_id.as_ref().and_then(|h| self.zones.get(h)).unwrap_or(&self.default_zone)
-    }
-
-    fn tags(&self, id: &str) -> &[(String, String)] {
-        self.tags.get(id).map_or(&[], Vec::as_slice)
-    }
-}
-
-fn write_state(x: &mut Xml, name: &str, rec: &InstanceRecord) {
-    let (code, state) = ec2_state(rec);
-    x.with(name, |x| {
-        x.leaf("code", code).leaf("name", state);
-    });
-}
-
-/// One `instancesSet` item, shaped like botocore's `Instance`.
-fn write_instance(x: &mut Xml, rec: &InstanceRecord, look: &Lookups, launch_index: usize, client_token: Option<&str>) {
-    let (_, state) = ec2_state(rec);
-    x.leaf("instanceId", &rec.id).leaf("imageId", &rec.image_id);
-    write_state(x, "instanceState", rec);
-    x.leaf("privateDnsName", "")
-        .leaf("dnsName", "")
-        .leaf("reason", rec.state_reason.as_deref().unwrap_or(""))
-        .opt("keyName", rec.key_pair_name.as_deref())
-        .leaf("amiLaunchIndex", launch_index)
-        .strings("productCodes", Vec::<String>::new())
-        .leaf("instanceType", &rec.flavor_name)
-        .leaf("launchTime", time(rec.launched_at.unwrap_or(rec.created_at)))
-        .with("placement", |x| {
-            x.leaf("availabilityZone", look.zone(rec)).leaf("groupName", "").leaf("tenancy", "default");
-        })
-        .with("monitoring", |x| {
-            x.leaf("state", "disabled");
-        })
-        .set("groupSet", Vec::<u8>::new(), |_, _| {})
-        .leaf("architecture", "x86_64")
-        .leaf("rootDeviceType", "instance-store")
-        .leaf("rootDeviceName", "/dev/vda")
-        .set("blockDeviceMapping", Vec::<u8>::new(), |_, _| {})
-        .leaf("virtualizationType", "hvm")
-        .opt("clientToken", client_token)
-        .tags(look.tags(rec.id.as_str()))
-        .leaf("hypervisor", "kvm")
-        .set("networkInterfaceSet", Vec::<u8>::new(), |_, _| {})
-        .leaf("ebsOptimized", false)
-        .with("cpuOptions", |x| {
-            x.leaf("coreCount", rec.vcpus).leaf("threadsPerCore", 1);
-        });
-    if state == "stopped" || state == "terminated" {
-        if let Some(reason) = &rec.state_reason {
-            x.with("stateReason", |x| {
-                x.leaf("code", "Client.UserInitiatedShutdown").leaf("message", reason);
-            });
-        }
-    }
-}
-
-fn filter_value(look: &Lookups, rec: &InstanceRecord, name: &str) -> Option<Vec<String>> {
-    let (code, state) = ec2_state(rec);
-    Some(match name {
-        "instance-id" => vec![rec.id.to_string()],
-        "instance-state-name" => vec![state.to_owned()],
-        "instance-state-code" => vec![code.to_string()],
-        "instance-type" => vec![rec.flavor_name.clone()],
-        "image-id" => vec![rec.image_id.to_string()],
-        "key-name" => rec.key_pair_name.iter().cloned().collect(),
-        "availability-zone" => vec![look.zone(rec).to_owned()],
-        "reservation-id" => vec![reservation_of(&rec.id)],
-        "architecture" => vec!["x86_64".into()],
-        "hypervisor" => vec!["kvm".into()],
-        "virtualization-type" => vec!["hvm".into()],
-        "tenancy" => vec!["default".into()],
-        "owner-id" => vec![rec.project_id.to_string()],
-        _ => return None,
-    })
-}
-
-/// Applies `Filter.N` to instances; an unknown filter name is an error.
-fn filter_instances(ctx: &Ctx<'_>, look: &Lookups, rows: Vec<InstanceRecord>) -> Ec2Result<Vec<InstanceRecord>> {
-    let filters = ctx.params.filters()?;
-    for f in &filters {
-        let known = f.name.starts_with("tag:")
-            || f.name == "tag-key"
-            || f.name == "tag-value"
-            || filter_value(look, &rows.first().cloned().unwrap_or_else(|| placeholder(ctx)), &f.name).is_some();
-        if !known {
-            return Err(Ec2Error::invalid_value(format!("The filter '{}' is invalid", f.name)));
-        }
-    }
-    Ok(rows
-        .into_iter()
-        .filter(|rec| {
-            filters.iter().all(|f| match tags::tag_filter(f, look.tags(rec.id.as_str())) {
-                Some(m) => m,
-                None => {
-                    filter_value(look, rec, &f.name).is_some_and(|vals| f.matches_any(vals.iter().map(String::as_str)))
-                }
-            })
-        })
-        .collect())
-}
-
-/// An instance record used only to ask whether a filter name is known.
-fn placeholder(ctx: &Ctx<'_>) -> InstanceRecord {
-    let now = Timestamp::now();
-    InstanceRecord {
-        id: InstanceId::generate(),
-        project_id: ctx.caller.project_id.clone(),
-        name: String::new(),
-        flavor_name: String::new(),
-        vcpus: 0,
-        memory_mib: 0,
-        disk_gib: 0,
-        image_id: ImageId::generate(),
-        key_pair_name: None,
-        ssh_public_key: None,
-        user_data: None,
-        host_id: None,
-        required_host_id: None,
-        host_name: None,
-        state: InstanceState::Pending,
-        state_reason: None,
-        state_deadline: None,
-        desired: DesiredPower::Running,
-        generation: 0,
-        applied_generation: 0,
-        reboot_generation: None,
-        placement: None,
-        config_drive: false,
-        created_by: String::new(),
-        created_at: now,
-        updated_at: now,
-        launched_at: None,
-        deleted_at: None,
-    }
-}
-
 /// The instances named by `InstanceId.N` (each must exist), or all visible ones.
 async fn selected(ctx: &Ctx<'_>, required: bool) -> Ec2Result<Vec<InstanceRecord>> {
     let ids = ctx.params.list("InstanceId");
@@ -268,19 +81,33 @@ async fn selected(ctx: &Ctx<'_>, required: bool) -> Ec2Result<Vec<InstanceRecord
     Ok(out)
 }
 
-/// `DescribeInstances`.
+/// `DescribeInstances`: the related data (interfaces, volumes, attributes)
+/// is loaded for the page only, unless a filter needs it for every row.
 pub async fn describe_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    let filters = ctx.params.filters()?;
+    check_filters(&filters)?;
     let rows = selected(ctx, false).await?;
     let look = Lookups::load(ctx).await?;
-    let rows = filter_instances(ctx, &look, rows)?;
+    let early = if needs_related(&filters) {
+        let ids: Vec<&InstanceId> = rows.iter().map(|r| &r.id).collect();
+        Some(Related::load(ctx.state, &ids).await?)
+    } else {
+        None
+    };
+    let empty = Related::default();
+    let rows: Vec<InstanceRecord> =
+        rows.into_iter().filter(|r| passes(&look, early.as_ref().unwrap_or(&empty), r, &filters)).collect();
     dry_run(ctx)?;
     let (page, next) = paginate(ctx, rows, (5, 1000))?;
-    let owner = owner_id(ctx);
+    let rel = match early {
+        Some(rel) => rel,
+        None => Related::load(ctx.state, &page.iter().map(|r| &r.id).collect::<Vec<_>>()).await?,
+    };
     x.set("reservationSet", page, |x, rec| {
         x.leaf("reservationId", reservation_of(&rec.id))
-            .leaf("ownerId", &owner)
+            .leaf("ownerId", &look.owner)
             .set("groupSet", Vec::<u8>::new(), |_, _| {})
-            .set("instancesSet", [&rec], |x, rec| write_instance(x, rec, &look, 0, None));
+            .set("instancesSet", [&rec], |x, rec| write_instance(x, rec, &look, &rel, 0, None));
     });
     x.opt("nextToken", next);
     Ok(())
@@ -358,6 +185,25 @@ pub async fn change_power(ctx: &Ctx<'_>, x: &mut Xml, power: Power) -> Ec2Result
             ));
         }
     }
+    if power != Power::Start {
+        let rel = Related::load(ctx.state, &rows.iter().map(|r| &r.id).collect::<Vec<_>>()).await?;
+        for rec in &rows {
+            let attrs = rel.attributes(&rec.id);
+            let (locked, verb, attr) = match power {
+                Power::Terminate => (attrs.disable_api_termination, "terminated", "disableApiTermination"),
+                _ => (attrs.disable_api_stop, "stopped", "disableApiStop"),
+            };
+            if locked && rec.state != InstanceState::Deleted {
+                return Err(Ec2Error::client(
+                    "OperationNotPermitted",
+                    format!(
+                        "The instance '{}' may not be {verb}. Modify its '{attr}' instance attribute and try again.",
+                        rec.id
+                    ),
+                ));
+            }
+        }
+    }
     dry_run(ctx)?;
     let mut results = Vec::with_capacity(rows.len());
     for rec in rows {
@@ -406,68 +252,15 @@ pub async fn get_console_output(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     Ok(())
 }
 
-/// A fingerprint of the parameters that define a launch (for ClientToken reuse checks).
-fn fingerprint(ctx: &Ctx<'_>) -> String {
-    let mut h = Sha256::new();
-    for (k, v) in ["ImageId", "InstanceType", "MinCount", "MaxCount", "KeyName", "UserData"]
-        .iter()
-        .map(|k| (k, ctx.params.get(k).unwrap_or("")))
-    {
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(h.finalize())
-}
-
-/// A launch recorded under a client token: the reservation and the instance ids.
-async fn launched_with_token(ctx: &Ctx<'_>, token: &str) -> Ec2Result<Option<(String, String, Vec<InstanceId>)>> {
-    let row = sqlx::query(
-        "SELECT reservation_id, resource_ids FROM ec2_client_tokens \
-         WHERE project_id = $1 AND client_token = $2 AND action = 'RunInstances'",
-    )
-    .bind(ctx.caller.project_id.as_str())
-    .bind(token)
-    .fetch_optional(ctx.state.db.pool())
-    .await
-    .map_err(DbError::from)?;
-    let Some(row) = row else { return Ok(None) };
-    let reservation: String = row.try_get("reservation_id").map_err(DbError::from)?;
-    let raw: String = row.try_get("resource_ids").map_err(DbError::from)?;
-    let v: serde_json::Value =
-        serde_json::from_str(&raw).map_err(|e| DbError::Corrupt(format!("client token: {e}")))?;
-    let fp = v["fingerprint"].as_str().unwrap_or_default().to_owned();
-    let ids =
-        v["ids"].as_array().map(|a| a.iter().filter_map(|i| i.as_str()?.parse().ok()).collect()).unwrap_or_default();
-    Ok(Some((reservation, fp, ids)))
-}
-
 /// `RunInstances`: one native launch of `MaxCount` instances. The same
-/// `ClientToken` again returns the same reservation and launches nothing.
+/// `ClientToken` again returns the same reservation and launches nothing
+/// (see [`crate::db::client_tokens`]).
 pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    const ACTION: &str = "RunInstances";
     let p = &ctx.params;
-    let token = p.get("ClientToken").filter(|t| !t.is_empty()).map(str::to_owned);
-    if let Some(token) = &token {
-        if token.len() > 64 {
-            return Err(Ec2Error::invalid_value("ClientToken is at most 64 characters"));
-        }
-        if let Some((reservation, fp, ids)) = launched_with_token(ctx, token).await? {
-            if fp != fingerprint(ctx) {
-                return Err(Ec2Error::client(
-                    "IdempotentParameterMismatch",
-                    format!("The client token '{token}' was used for a different RunInstances request"),
-                ));
-            }
-            dry_run(ctx)?;
-            let mut rows = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(rec) = ctx.state.db.instance_in_project(&ctx.caller.project_id, &id).await? {
-                    rows.push(rec);
-                }
-            }
-            return write_reservation(ctx, x, &reservation, &rows, Some(token)).await;
-        }
+    if let Some(ids) = replayed(ctx, ACTION).await? {
+        dry_run(ctx)?;
+        return write_recorded(ctx, x, &ids).await;
     }
     let image_raw = p.required("ImageId")?;
     let image_id: ImageId =
@@ -507,16 +300,19 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
             )
         })?),
     };
-    // Groups by id (SecurityGroupId.N) or name (SecurityGroup.N); the subnet is a Kumo network.
+    // Groups by id (SecurityGroupId.N) or name (SecurityGroup.N), also inside
+    // NetworkInterface.1 as Ansible and Terraform send them; the subnet is a Kumo network.
+    let nic = p.groups("NetworkInterface").into_iter().next().unwrap_or_default();
     let mut security_groups = p.list("SecurityGroupId");
     security_groups.extend(p.list("SecurityGroup"));
+    security_groups.extend(nic.list("SecurityGroupId"));
     for g in &security_groups {
         crate::networks::security_groups::find(ctx.state, &ctx.caller, g).await.map_err(|_| {
             Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{g}' does not exist"))
         })?;
     }
     let mut networks = Vec::new();
-    if let Some(subnet) = p.get("SubnetId") {
+    if let Some(subnet) = p.get("SubnetId").or_else(|| nic.get("SubnetId")) {
         let net = super::network::network_id_of(subnet, "subnet")
             .filter(|n| n.parse::<kumo_wire::NetworkId>().is_ok())
             .ok_or_else(|| {
@@ -527,28 +323,9 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         })?;
         networks.push(net);
     }
-    let instance_tags = p.tag_specifications("instance")?;
-    tags::validate(&instance_tags)?;
+    let side = side_record(ctx, ACTION, "instance")?;
+    let attrs = launch_attributes(ctx)?;
     dry_run(ctx)?;
-
-    // Claim the token first, so that two concurrent retries launch once.
-    if let Some(token) = &token {
-        let claimed = sqlx::query(
-            "INSERT INTO ec2_client_tokens (project_id, client_token, action, reservation_id, resource_ids, created_at) \
-             VALUES ($1, $2, 'RunInstances', '', $3, $4)",
-        )
-        .bind(ctx.caller.project_id.as_str())
-        .bind(token)
-        .bind(json!({"fingerprint": fingerprint(ctx), "ids": []}).to_string())
-        .bind(Timestamp::now().millis())
-        .execute(ctx.state.db.pool())
-        .await;
-        match claimed.map_err(DbError::from) {
-            Ok(_) => {}
-            Err(DbError::Duplicate) => return wait_for_token(ctx, x, token).await,
-            Err(e) => return Err(e.into()),
-        }
-    }
     let name = format!("ec2-{}", &InstanceId::generate().as_str()[2..12]);
     let req = RunInstances {
         name,
@@ -562,12 +339,12 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         security_groups,
         config_drive: false,
     };
-    let launched = crate::instances::run(ctx.state, &ctx.caller, req).await;
-    let rows = match launched {
+    let rows = match crate::instances::run_recorded(ctx.state, &ctx.caller, req, Some(&side)).await {
         Ok(rows) => rows,
         Err(e) => {
-            if let Some(token) = &token {
-                release_token(ctx, token).await?;
+            // A concurrent twin with the same token committed first.
+            if let Some(ids) = replayed(ctx, ACTION).await? {
+                return write_recorded(ctx, x, &ids).await;
             }
             return Err(match e {
                 ApiError::QuotaExceeded(m) => Ec2Error::client("InstanceLimitExceeded", m),
@@ -578,85 +355,54 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
             });
         }
     };
-    let reservation = rows.first().map(|r| reservation_of(&r.id)).unwrap_or_default();
-    if !instance_tags.is_empty() {
-        let mut tx = ctx.state.db.begin_write().await?;
+    if let Some(attrs) = attrs {
         for rec in &rows {
-            tags::put(&mut tx, &ctx.caller.project_id, rec.id.as_str(), &instance_tags).await?;
-        }
-        tx.commit().await.map_err(DbError::from)?;
-    }
-    if let Some(token) = &token {
-        sqlx::query(
-            "UPDATE ec2_client_tokens SET reservation_id = $3, resource_ids = $4 \
-             WHERE project_id = $1 AND client_token = $2 AND action = 'RunInstances'",
-        )
-        .bind(ctx.caller.project_id.as_str())
-        .bind(token)
-        .bind(&reservation)
-        .bind(
-            json!({"fingerprint": fingerprint(ctx), "ids": rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()})
-                .to_string(),
-        )
-        .execute(ctx.state.db.pool())
-        .await
-        .map_err(DbError::from)?;
-    }
-    write_reservation(ctx, x, &reservation, &rows, token.as_deref()).await
-}
-
-async fn release_token(ctx: &Ctx<'_>, token: &str) -> Ec2Result<()> {
-    sqlx::query(
-        "DELETE FROM ec2_client_tokens WHERE project_id = $1 AND client_token = $2 AND action = 'RunInstances' \
-         AND reservation_id = ''",
-    )
-    .bind(ctx.caller.project_id.as_str())
-    .bind(token)
-    .execute(ctx.state.db.pool())
-    .await
-    .map_err(DbError::from)?;
-    Ok(())
-}
-
-/// Another request holds the token and is launching: wait for its reservation.
-async fn wait_for_token(ctx: &Ctx<'_>, x: &mut Xml, token: &str) -> Ec2Result<()> {
-    for _ in 0..100 {
-        match launched_with_token(ctx, token).await? {
-            Some((reservation, _, ids)) if !reservation.is_empty() => {
-                let mut rows = Vec::new();
-                for id in ids {
-                    rows.extend(ctx.state.db.instance_in_project(&ctx.caller.project_id, &id).await?);
-                }
-                return write_reservation(ctx, x, &reservation, &rows, Some(token)).await;
-            }
-            // The other launch failed and released the token.
-            None => {
-                return Err(Ec2Error::client(
-                    "IdempotentParameterMismatch",
-                    format!("a concurrent RunInstances with client token '{token}' failed; retry"),
-                ))
-            }
-            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            super::attributes::store(ctx.state, &rec.id, &attrs).await?;
         }
     }
-    Err(Ec2Error {
-        code: "RequestLimitExceeded",
-        status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        message: format!("a RunInstances with client token '{token}' is still in progress; retry"),
-    })
+    let token = side.token.as_ref().map(|t| t.token.as_str());
+    write_reservation(ctx, x, &rows, token).await
 }
 
-async fn write_reservation(
-    ctx: &Ctx<'_>,
-    x: &mut Xml,
-    reservation: &str,
-    rows: &[InstanceRecord],
-    token: Option<&str>,
-) -> Ec2Result<()> {
+/// The attribute flags RunInstances may set (`DisableApiTermination`,
+/// `DisableApiStop`, `InstanceInitiatedShutdownBehavior`), `None` when it sets none.
+fn launch_attributes(ctx: &Ctx<'_>) -> Ec2Result<Option<Attributes>> {
+    let p = &ctx.params;
+    if p.get("DisableApiTermination").is_none()
+        && p.get("DisableApiStop").is_none()
+        && p.get("InstanceInitiatedShutdownBehavior").is_none()
+    {
+        return Ok(None);
+    }
+    let mut a = Attributes {
+        disable_api_termination: p.flag("DisableApiTermination")?,
+        disable_api_stop: p.flag("DisableApiStop")?,
+        ..Attributes::default()
+    };
+    if let Some(b) = p.get("InstanceInitiatedShutdownBehavior") {
+        a.shutdown_behavior = super::attributes::shutdown_behavior(b)?;
+    }
+    Ok(Some(a))
+}
+
+/// Answers a recorded launch: its instances, in launch order.
+async fn write_recorded(ctx: &Ctx<'_>, x: &mut Xml, ids: &[String]) -> Ec2Result<()> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id: InstanceId = id.parse().map_err(|_| DbError::Corrupt(format!("client token names '{id}'")))?;
+        rows.extend(ctx.state.db.instance_in_project(&ctx.caller.project_id, &id).await?);
+    }
+    write_reservation(ctx, x, &rows, ctx.params.get("ClientToken")).await
+}
+
+async fn write_reservation(ctx: &Ctx<'_>, x: &mut Xml, rows: &[InstanceRecord], token: Option<&str>) -> Ec2Result<()> {
     let look = Lookups::load(ctx).await?;
-    x.leaf("reservationId", reservation)
-        .leaf("ownerId", owner_id(ctx))
-        .set("groupSet", Vec::<u8>::new(), |_, _| {})
-        .set("instancesSet", rows.iter().enumerate(), |x, (n, rec)| write_instance(x, rec, &look, n, token));
+    let rel = Related::load(ctx.state, &rows.iter().map(|r| &r.id).collect::<Vec<_>>()).await?;
+    let reservation = rows.first().map(|r| reservation_of(&r.id)).unwrap_or_default();
+    x.leaf("reservationId", reservation).leaf("ownerId", &look.owner).set("groupSet", Vec::<u8>::new(), |_, _| {}).set(
+        "instancesSet",
+        rows.iter().enumerate(),
+        |x, (n, rec)| write_instance(x, rec, &look, &rel, n, token),
+    );
     Ok(())
 }

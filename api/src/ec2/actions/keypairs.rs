@@ -1,6 +1,6 @@
 //! CreateKeyPair, ImportKeyPair, DescribeKeyPairs, DeleteKeyPair over the
 //! project's key pairs (`db/keypairs.rs`). EC2 key names map to Kumo names,
-//! so they follow Kumo's naming rules (lowercase, digits, `-`).
+//! which follow AWS's rules (1-255 printable ASCII characters).
 
 use kumo_wire::api::KeyPair;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
@@ -9,11 +9,10 @@ use super::super::errors::{Ec2Error, Ec2Result};
 use super::super::xml::{time, Xml};
 use super::{dry_run, tags, Ctx};
 use crate::db::DbError;
-use crate::instances::validate_name;
 use crate::routes::keypairs::parse_public_key;
 
 fn check_name(name: &str) -> Ec2Result<()> {
-    validate_name("key pair", name).map_err(Ec2Error::from)
+    crate::instances::validate_key_pair_name(name).map_err(Ec2Error::from)
 }
 
 async fn store(ctx: &Ctx<'_>, name: &str, public_line: &str) -> Ec2Result<KeyPair> {

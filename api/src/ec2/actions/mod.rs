@@ -1,17 +1,25 @@
 //! EC2 actions, one module per resource family. [`dispatch`] is the one
 //! exhaustive table from action name to handler.
 
+pub mod attributes;
 pub mod images;
+pub mod instance_xml;
 pub mod instances;
+pub mod interfaces;
 pub mod keypairs;
 pub mod meta;
+pub mod modifications;
 pub mod network;
+pub mod related;
 pub mod tags;
 pub mod volumes;
+
+use sha2::{Digest, Sha256};
 
 use super::errors::{Ec2Error, Ec2Result};
 use super::xml::Xml;
 use super::Ctx;
+use crate::db::client_tokens::{self, SideRecord, TokenClaim};
 
 /// Every action served; the rest answer `InvalidAction`.
 pub const ACTIONS: &[&str] = &[
@@ -56,6 +64,13 @@ pub const ACTIONS: &[&str] = &[
     "DescribeAddresses",
     "DescribeVpcs",
     "DescribeSubnets",
+    "DescribeInstanceAttribute",
+    "ModifyInstanceAttribute",
+    "DescribeNetworkInterfaces",
+    "DescribeSecurityGroupRules",
+    "DescribeAccountAttributes",
+    "ModifyVolume",
+    "DescribeVolumesModifications",
 ];
 
 /// Runs one action and returns the XML body.
@@ -106,6 +121,13 @@ pub async fn dispatch(ctx: &Ctx<'_>, action: &str) -> Ec2Result<String> {
         "DescribeAddresses" => network::describe_addresses(ctx, &mut x).await?,
         "DescribeVpcs" => network::describe_vpcs(ctx, &mut x).await?,
         "DescribeSubnets" => network::describe_subnets(ctx, &mut x).await?,
+        "DescribeInstanceAttribute" => attributes::describe_instance_attribute(ctx, &mut x).await?,
+        "ModifyInstanceAttribute" => attributes::modify_instance_attribute(ctx, &mut x).await?,
+        "DescribeNetworkInterfaces" => interfaces::describe_network_interfaces(ctx, &mut x).await?,
+        "DescribeSecurityGroupRules" => interfaces::describe_security_group_rules(ctx, &mut x).await?,
+        "DescribeAccountAttributes" => interfaces::describe_account_attributes(ctx, &mut x).await?,
+        "ModifyVolume" => modifications::modify_volume(ctx, &mut x).await?,
+        "DescribeVolumesModifications" => modifications::describe_volumes_modifications(ctx, &mut x).await?,
         other => return Err(Ec2Error::invalid_action(other)),
     }
     Ok(x.finish(action))
@@ -120,9 +142,63 @@ pub fn dry_run(ctx: &Ctx<'_>) -> Ec2Result<()> {
     Ok(())
 }
 
-/// The project id as EC2's 12-digit-like owner id (the project id itself).
+/// The project's 12-digit EC2 account id (`OwnerId`).
 pub fn owner_id(ctx: &Ctx<'_>) -> String {
-    ctx.caller.project_id.to_string()
+    account_id(&ctx.caller.project_id)
+}
+
+/// A project's 12-digit account id: stable, derived from its id (Kumo's ids
+/// stay everywhere else). Two projects share one with odds of 1 in 10^12.
+pub fn account_id(project: &kumo_wire::ProjectId) -> String {
+    let digest = Sha256::digest(project.as_str().as_bytes());
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&digest[..8]);
+    format!("{:012}", u64::from_be_bytes(n) % 1_000_000_000_000)
+}
+
+/// A digest of the request's parameters, for client-token reuse checks: every
+/// parameter except the token itself, `DryRun` and `Version`.
+pub fn fingerprint(ctx: &Ctx<'_>) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in ctx.params.pairs() {
+        if matches!(k, "ClientToken" | "DryRun" | "Version") {
+            continue;
+        }
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// What a creating call records beside its resources, in the same
+/// transaction: its `ClientToken` and the `TagSpecification` tags of `resource_type`.
+pub fn side_record(ctx: &Ctx<'_>, action: &'static str, resource_type: &str) -> Ec2Result<SideRecord> {
+    let new_tags = ctx.params.tag_specifications(resource_type)?;
+    tags::validate(&new_tags)?;
+    let token = match ctx.params.get("ClientToken").filter(|t| !t.is_empty()) {
+        Some(t) if t.len() > 64 => return Err(Ec2Error::invalid_value("ClientToken is at most 64 characters")),
+        Some(t) => Some(TokenClaim { token: t.to_owned(), action, fingerprint: fingerprint(ctx) }),
+        None => None,
+    };
+    Ok(SideRecord { project_id: Some(ctx.caller.project_id.clone()), token, tags: new_tags })
+}
+
+/// The ids an earlier call with this request's `ClientToken` created, or
+/// `IdempotentParameterMismatch` when that call had other parameters.
+pub async fn replayed(ctx: &Ctx<'_>, action: &'static str) -> Ec2Result<Option<Vec<String>>> {
+    let Some(token) = ctx.params.get("ClientToken").filter(|t| !t.is_empty()) else { return Ok(None) };
+    let Some(rec) = client_tokens::lookup(&ctx.state.db, &ctx.caller.project_id, token, action).await? else {
+        return Ok(None);
+    };
+    if rec.fingerprint != fingerprint(ctx) {
+        return Err(Ec2Error::client(
+            "IdempotentParameterMismatch",
+            format!("The client token '{token}' was used for a different {action} request"),
+        ));
+    }
+    Ok(Some(rec.ids))
 }
 
 /// One page of `items` after `NextToken` (an offset), at most `MaxResults`;
@@ -136,9 +212,10 @@ pub fn paginate<T>(ctx: &Ctx<'_>, mut items: Vec<T>, max_range: (i64, i64)) -> E
             .filter(|n| *n <= items.len())
             .ok_or_else(|| Ec2Error::client("InvalidNextToken", format!("The token '{t}' is not valid")))?,
     };
+    // Too large is capped at the maximum, as EC2 does (the AWS CLI sends 1000).
     let max = match ctx.params.int("MaxResults")? {
         None => None,
-        Some(m) if (max_range.0..=max_range.1).contains(&m) => Some(usize::try_from(m).unwrap_or(usize::MAX)),
+        Some(m) if m >= max_range.0 => Some(usize::try_from(m.min(max_range.1)).unwrap_or(usize::MAX)),
         Some(m) => {
             return Err(Ec2Error::invalid_value(format!(
                 "MaxResults must be between {} and {}, not {m}",

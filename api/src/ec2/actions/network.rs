@@ -9,7 +9,7 @@ use kumo_wire::network::{AddRule, CreateSecurityGroup, PortRange, Protocol, Secu
 use super::super::errors::{Ec2Error, Ec2Result};
 use super::super::params::Params;
 use super::super::xml::Xml;
-use super::{dry_run, owner_id, tags, Ctx};
+use super::{dry_run, owner_id, replayed, side_record, tags, Ctx};
 use crate::db::networks::{FloatingIpRecord, GroupRecord, NetworkRecord};
 use crate::error::ApiError;
 use crate::networks::{floating_ips, security_groups};
@@ -53,6 +53,8 @@ fn net_error(e: ApiError) -> Ec2Error {
 
 /// `DescribeVpcs`.
 pub async fn describe_vpcs(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    // The default VPC exists before the first launch, as on AWS (tools look for it).
+    crate::networks::default_network(ctx.state, &ctx.caller).await.map_err(net_error)?;
     let ids = ctx.params.list("VpcId");
     let mut nets = Vec::new();
     if ids.is_empty() {
@@ -76,7 +78,7 @@ pub async fn describe_vpcs(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
                 None => match f.name.as_str() {
                     "vpc-id" => f.matches(&vpc),
                     "cidr" | "cidr-block-association.cidr-block" => f.matches(&n.cidr.to_string()),
-                    "is-default" => f.matches(if n.is_default { "true" } else { "false" }),
+                    "is-default" | "isDefault" => f.matches(if n.is_default { "true" } else { "false" }),
                     "state" => f.matches("available"),
                     "owner-id" => f.matches(&owner),
                     _ => false,
@@ -101,6 +103,7 @@ pub async fn describe_vpcs(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
 
 /// `DescribeSubnets`.
 pub async fn describe_subnets(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    crate::networks::default_network(ctx.state, &ctx.caller).await.map_err(net_error)?;
     let ids = ctx.params.list("SubnetId");
     let mut nets = Vec::new();
     if ids.is_empty() {
@@ -210,7 +213,13 @@ pub async fn delete_security_group(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> 
     Ok(())
 }
 
-fn ec2_protocol(p: Protocol) -> &'static str {
+/// The id shown for a group's allow-all egress rule: `sgr-` and the group's hex digits.
+pub fn egress_rule_id(group: &kumo_wire::SecurityGroupId) -> String {
+    format!("sgr-{}", hex_of(group.as_str()))
+}
+
+/// EC2's name of a protocol (`-1` for all).
+pub fn ec2_protocol(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
@@ -351,6 +360,18 @@ pub async fn describe_security_groups(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<(
             return Err(Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{n}' does not exist")));
         }
     }
+    // Kumo's groups are the project's, whatever the network: each shows the
+    // default VPC, and a `vpc-id` filter naming any of the project's VPCs matches.
+    let default_vpc = format!(
+        "vpc-{}",
+        hex_of(crate::networks::default_network(ctx.state, &ctx.caller).await.map_err(net_error)?.id.as_str())
+    );
+    let vpcs: Vec<String> = crate::networks::list(ctx.state, &ctx.caller)
+        .await
+        .map_err(net_error)?
+        .iter()
+        .map(|n| format!("vpc-{}", hex_of(n.id.as_str())))
+        .collect();
     let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
     let none = Vec::new();
     let filters = ctx.params.filters()?;
@@ -368,6 +389,7 @@ pub async fn describe_security_groups(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<(
                     "group-name" => f.matches(&g.name),
                     "description" => f.matches(&g.description),
                     "owner-id" => f.matches(&owner),
+                    "vpc-id" => f.matches_any(vpcs.iter().map(String::as_str)),
                     _ => false,
                 },
             })
@@ -379,6 +401,7 @@ pub async fn describe_security_groups(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<(
             .leaf("groupId", &g.id)
             .leaf("groupName", &g.name)
             .leaf("groupDescription", &g.description)
+            .leaf("vpcId", &default_vpc)
             .set("ipPermissions", &g.rules, |x, r| {
                 x.leaf("ipProtocol", ec2_protocol(r.protocol));
                 if let Some(p) = r.ports {
@@ -421,13 +444,41 @@ async fn find_address(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<FloatingIpRecord> {
 }
 
 /// `AllocateAddress`: a floating IP from the external network.
+/// `ClientToken` makes retries (concurrent or after a crash) allocate one address.
 pub async fn allocate_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
-    dry_run(ctx)?;
-    let f = floating_ips::allocate(ctx.state, &ctx.caller).await.map_err(|e| match e {
-        ApiError::Conflict(m) | ApiError::Unavailable(m) | ApiError::Invalid(m) => {
-            Ec2Error::client("AddressLimitExceeded", m)
+    const ACTION: &str = "AllocateAddress";
+    if let Some(d) = ctx.params.get("Domain") {
+        if d != "vpc" && d != "standard" {
+            return Err(Ec2Error::invalid_value(format!("Invalid value '{d}' for domain: use vpc")));
         }
-        other => net_error(other),
+    }
+    if let Some(ids) = replayed(ctx, ACTION).await? {
+        dry_run(ctx)?;
+        return write_allocated(ctx, x, &ids).await;
+    }
+    let side = side_record(ctx, ACTION, "elastic-ip")?;
+    dry_run(ctx)?;
+    match floating_ips::allocate_recorded(ctx.state, &ctx.caller, Some(&side)).await {
+        Ok(f) => {
+            x.leaf("publicIp", f.address).leaf("domain", "vpc").leaf("allocationId", &f.id);
+            Ok(())
+        }
+        Err(e) => match replayed(ctx, ACTION).await? {
+            Some(ids) => write_allocated(ctx, x, &ids).await,
+            None => Err(match e {
+                ApiError::Conflict(m) | ApiError::Unavailable(m) | ApiError::Invalid(m) => {
+                    Ec2Error::client("AddressLimitExceeded", m)
+                }
+                other => net_error(other),
+            }),
+        },
+    }
+}
+
+async fn write_allocated(ctx: &Ctx<'_>, x: &mut Xml, ids: &[String]) -> Ec2Result<()> {
+    let id = ids.first().map(String::as_str).unwrap_or_default();
+    let f = find_address(ctx, id).await.map_err(|_| {
+        Ec2Error::client("IdempotentParameterMismatch", format!("the address {id} of this client token is released"))
     })?;
     x.leaf("publicIp", f.address).leaf("domain", "vpc").leaf("allocationId", &f.id);
     Ok(())

@@ -3,21 +3,20 @@
 //! DeleteSnapshot, over [`crate::volumes`] and [`crate::snapshots`].
 //!
 //! Kumo places a volume itself (next to its instance, or on the host with the
-//! most free disk) and names the device: `AvailabilityZone` must be one of the
-//! cloud's zones, and the `Device` of AttachVolume is answered with the device
-//! the volume really gets (`/dev/vdb`…).
+//! most free disk): `AvailabilityZone` must be one of the cloud's zones. The
+//! `Device` of AttachVolume is kept (`ec2_volume_devices`) and shown back, as
+//! AWS does; the guest's own name (`/dev/vdb`…) may differ.
 
 use std::collections::HashMap;
 
 use kumo_wire::storage::{CreateSnapshot, CreateVolume, SnapshotKind, SnapshotState, VolumeAction, VolumeState};
-use kumo_wire::{HostId, InstanceId, SnapshotId, Timestamp, VolumeId};
-use serde_json::json;
+use kumo_wire::{HostId, InstanceId, SnapshotId, VolumeId};
 use sqlx::Row;
 
 use super::super::errors::{Ec2Error, Ec2Result};
 use super::super::xml::{time, Xml};
 use super::instances::find_instance;
-use super::{dry_run, owner_id, paginate, tags, Ctx};
+use super::{dry_run, owner_id, paginate, replayed, side_record, tags, Ctx};
 use crate::db::snapshots::SnapshotRecord;
 use crate::db::volumes::VolumeRecord;
 use crate::db::DbError;
@@ -31,8 +30,8 @@ fn parse_snapshot_id(raw: &str) -> Ec2Result<SnapshotId> {
     raw.parse().map_err(|_| Ec2Error::malformed("InvalidSnapshotID.Malformed", "snapshot", raw))
 }
 
-/// A live volume of the caller's project, by id.
-async fn find_volume(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<VolumeRecord> {
+/// A live volume of the caller's project, by id (`InvalidVolume.NotFound` otherwise).
+pub async fn find_volume(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<VolumeRecord> {
     let id = parse_volume_id(raw)?;
     ctx.state
         .db
@@ -82,8 +81,53 @@ fn snapshot_status(s: &SnapshotRecord) -> &'static str {
     }
 }
 
-fn device_path(dev: Option<&str>) -> String {
-    dev.map(|d| format!("/dev/{d}")).unwrap_or_default()
+/// The device names AttachVolume callers asked for: volume → (instance, device).
+type AskedDevices = HashMap<String, (String, String)>;
+
+async fn asked_devices(ctx: &Ctx<'_>) -> Ec2Result<AskedDevices> {
+    let rows = sqlx::query(
+        "SELECT d.volume_id, d.instance_id, d.device FROM ec2_volume_devices d JOIN volumes v ON v.id = d.volume_id \
+         WHERE v.project_id = $1",
+    )
+    .bind(ctx.caller.project_id.as_str())
+    .fetch_all(ctx.state.db.pool())
+    .await
+    .map_err(DbError::from)?;
+    let mut out = HashMap::new();
+    for r in rows {
+        let volume: String = r.try_get("volume_id").map_err(DbError::from)?;
+        let instance: String = r.try_get("instance_id").map_err(DbError::from)?;
+        let device: String = r.try_get("device").map_err(DbError::from)?;
+        out.insert(volume, (instance, device));
+    }
+    Ok(out)
+}
+
+/// The device shown for a volume's attachment: the one asked for while the
+/// volume stays on that instance, else the guest's.
+fn device_path(v: &VolumeRecord, asked: &AskedDevices) -> String {
+    if let (Some(inst), Some((on, dev))) = (&v.instance_id, asked.get(v.id.as_str())) {
+        if inst.as_str() == on {
+            return dev.clone();
+        }
+    }
+    v.device.as_deref().map(|d| format!("/dev/{d}")).unwrap_or_default()
+}
+
+/// A device name as EC2 accepts it: `/dev/sdf`, `/dev/xvdb`, `xvdh`.
+fn check_device(dev: &str) -> Ec2Result<()> {
+    let name = dev.strip_prefix("/dev/").unwrap_or(dev);
+    let ok = !name.is_empty()
+        && name.len() <= 16
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(Ec2Error::invalid_value(format!(
+            "Value ({dev}) for parameter device is invalid. {dev} is not a valid EBS device name."
+        )))
+    }
 }
 
 async fn host_zones(ctx: &Ctx<'_>) -> Ec2Result<(HashMap<HostId, String>, String)> {
@@ -96,7 +140,7 @@ async fn host_zones(ctx: &Ctx<'_>) -> Ec2Result<(HashMap<HostId, String>, String
     Ok((hosts.into_iter().map(|h| (h.host.id, h.host.availability_zone)).collect(), default))
 }
 
-fn write_volume(x: &mut Xml, v: &VolumeRecord, zone: &str, tags: &[(String, String)]) {
+fn write_volume(x: &mut Xml, v: &VolumeRecord, zone: &str, tags: &[(String, String)], asked: &AskedDevices) {
     x.leaf("volumeId", &v.id)
         .leaf("size", v.size_gib)
         .leaf("snapshotId", v.source_snapshot_id.as_ref().map(|s| s.to_string()).unwrap_or_default())
@@ -107,7 +151,7 @@ fn write_volume(x: &mut Xml, v: &VolumeRecord, zone: &str, tags: &[(String, Stri
     x.set("attachmentSet", attached, |x, inst| {
         x.leaf("volumeId", &v.id)
             .leaf("instanceId", inst)
-            .leaf("device", device_path(v.device.as_deref()))
+            .leaf("device", device_path(v, asked))
             .leaf("status", attachment_status(v))
             .leaf("attachTime", time(v.updated_at))
             .leaf("deleteOnTermination", false);
@@ -115,8 +159,10 @@ fn write_volume(x: &mut Xml, v: &VolumeRecord, zone: &str, tags: &[(String, Stri
     x.tags(tags).leaf("volumeType", "standard").leaf("encrypted", false).leaf("multiAttachEnabled", false);
 }
 
-/// `CreateVolume`: `Size` in GiB or a `SnapshotId`; `ClientToken` makes retries create one volume.
+/// `CreateVolume`: `Size` in GiB or a `SnapshotId`; `ClientToken` makes
+/// retries (concurrent or after a crash) create one volume.
 pub async fn create_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    const ACTION: &str = "CreateVolume";
     let p = &ctx.params;
     let zone = p.required("AvailabilityZone")?;
     let zones = super::meta::zones(ctx).await?;
@@ -126,30 +172,9 @@ pub async fn create_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
             zones.join(", ")
         )));
     }
-    let token = p.get("ClientToken").filter(|t| !t.is_empty());
-    if let Some(token) = token {
-        let row = sqlx::query(
-            "SELECT resource_ids FROM ec2_client_tokens WHERE project_id = $1 AND client_token = $2 AND action = 'CreateVolume'",
-        )
-        .bind(ctx.caller.project_id.as_str())
-        .bind(token)
-        .fetch_optional(ctx.state.db.pool())
-        .await
-        .map_err(DbError::from)?;
-        if let Some(row) = row {
-            let raw: String = row.try_get("resource_ids").map_err(DbError::from)?;
-            let id = serde_json::from_str::<serde_json::Value>(&raw)
-                .ok()
-                .and_then(|v| v["ids"][0].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            dry_run(ctx)?;
-            let v = ctx.state.db.volume_in_project(&ctx.caller.project_id, &id).await?.ok_or_else(|| {
-                Ec2Error::client("IdempotentParameterMismatch", format!("the volume of client token '{token}' is gone"))
-            })?;
-            let t = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
-            write_volume(x, &v, zone, t.get(v.id.as_str()).map_or(&[], Vec::as_slice));
-            return Ok(());
-        }
+    if let Some(ids) = replayed(ctx, ACTION).await? {
+        dry_run(ctx)?;
+        return write_created_volume(ctx, x, zone, &ids).await;
     }
     let size = p.int("Size")?;
     let snapshot = match p.get("SnapshotId") {
@@ -167,8 +192,7 @@ pub async fn create_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
                 .ok_or_else(|| Ec2Error::invalid_value(format!("Size must be at least 1 GiB, not {s}")))
         })
         .transpose()?;
-    let new_tags = p.tag_specifications("volume")?;
-    tags::validate(&new_tags)?;
+    let side = side_record(ctx, ACTION, "volume")?;
     dry_run(ctx)?;
     let req = CreateVolume {
         name: format!("ec2-{}", &VolumeId::generate().as_str()[4..14]),
@@ -177,27 +201,29 @@ pub async fn create_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         backend: None,
         attach_to: None,
     };
-    let v = crate::volumes::create(ctx.state, &ctx.caller, req).await.map_err(|e| match e {
-        ApiError::QuotaExceeded(m) => Ec2Error::client("VolumeLimitExceeded", m),
-        other => other.into(),
-    })?;
-    tags::tag_new(ctx, v.id.as_str(), &new_tags).await?;
-    if let Some(token) = token {
-        let stored = sqlx::query(
-            "INSERT INTO ec2_client_tokens (project_id, client_token, action, reservation_id, resource_ids, created_at) \
-             VALUES ($1, $2, 'CreateVolume', '', $3, $4)",
-        )
-        .bind(ctx.caller.project_id.as_str())
-        .bind(token)
-        .bind(json!({"ids": [v.id.as_str()]}).to_string())
-        .bind(Timestamp::now().millis())
-        .execute(ctx.state.db.pool())
-        .await;
-        if let Err(e) = stored {
-            tracing::warn!(error = %e, "cannot record a CreateVolume client token");
+    match crate::volumes::create_recorded(ctx.state, &ctx.caller, req, Some(&side)).await {
+        Ok(v) => {
+            write_volume(x, &v, zone, &side.tags, &AskedDevices::new());
+            Ok(())
         }
+        Err(e) => match replayed(ctx, ACTION).await? {
+            Some(ids) => write_created_volume(ctx, x, zone, &ids).await,
+            None => Err(match e {
+                ApiError::QuotaExceeded(m) => Ec2Error::client("VolumeLimitExceeded", m),
+                other => other.into(),
+            }),
+        },
     }
-    write_volume(x, &v, zone, &new_tags);
+}
+
+/// Answers a recorded CreateVolume with its volume.
+async fn write_created_volume(ctx: &Ctx<'_>, x: &mut Xml, zone: &str, ids: &[String]) -> Ec2Result<()> {
+    let id = ids.first().map(String::as_str).unwrap_or_default();
+    let v = ctx.state.db.volume_in_project(&ctx.caller.project_id, id).await?.ok_or_else(|| {
+        Ec2Error::client("IdempotentParameterMismatch", format!("the volume {id} of this client token is gone"))
+    })?;
+    let t = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
+    write_volume(x, &v, zone, t.get(v.id.as_str()).map_or(&[], Vec::as_slice), &asked_devices(ctx).await?);
     Ok(())
 }
 
@@ -216,6 +242,7 @@ pub async fn describe_volumes(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let zone_of =
         |v: &VolumeRecord| v.host_id.as_ref().and_then(|h| zones.get(h)).cloned().unwrap_or(default_zone.clone());
     let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
+    let asked = asked_devices(ctx).await?;
     let none = Vec::new();
     let filters = ctx.params.filters()?;
     let rows: Vec<VolumeRecord> = rows
@@ -235,7 +262,9 @@ pub async fn describe_volumes(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
                     "volume-type" => f.matches("standard"),
                     "attachment.instance-id" => v.instance_id.as_ref().is_some_and(|i| f.matches(i.as_str())),
                     "attachment.status" => v.instance_id.is_some() && f.matches(attachment_status(v)),
-                    "attachment.device" => f.matches(&device_path(v.device.as_deref())),
+                    "attachment.device" => v.instance_id.is_some() && f.matches(&device_path(v, &asked)),
+                    "attachment.delete-on-termination" => v.instance_id.is_some() && f.matches("false"),
+                    "multi-attach-enabled" => f.matches("false"),
                     "encrypted" => f.matches("false"),
                     _ => false,
                 },
@@ -244,15 +273,17 @@ pub async fn describe_volumes(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         .collect();
     dry_run(ctx)?;
     let (page, next) = paginate(ctx, rows, (5, 500))?;
-    x.set("volumeSet", page, |x, v| write_volume(x, &v, &zone_of(&v), all_tags.get(v.id.as_str()).unwrap_or(&none)));
+    x.set("volumeSet", page, |x, v| {
+        write_volume(x, &v, &zone_of(&v), all_tags.get(v.id.as_str()).unwrap_or(&none), &asked)
+    });
     x.opt("nextToken", next);
     Ok(())
 }
 
-fn write_attachment(x: &mut Xml, v: &VolumeRecord, instance: &InstanceId, status: &str) {
+fn write_attachment(x: &mut Xml, v: &VolumeRecord, instance: &InstanceId, status: &str, device: &str) {
     x.leaf("volumeId", &v.id)
         .leaf("instanceId", instance)
-        .leaf("device", device_path(v.device.as_deref()))
+        .leaf("device", device)
         .leaf("status", status)
         .leaf("attachTime", time(v.updated_at))
         .leaf("deleteOnTermination", false);
@@ -269,14 +300,43 @@ fn volume_error(e: ApiError) -> Ec2Error {
 pub async fn attach_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let v = find_volume(ctx, ctx.params.required("VolumeId")?).await?;
     let inst = find_instance(ctx, ctx.params.required("InstanceId")?).await?;
-    ctx.params.required("Device")?;
+    let device = ctx.params.required("Device")?;
+    check_device(device)?;
     if v.instance_id.is_some() {
         return Err(Ec2Error::client("VolumeInUse", format!("{} is already attached to an instance", v.id)));
     }
+    let in_use = sqlx::query(
+        "SELECT COUNT(*) AS n FROM ec2_volume_devices d JOIN volumes v ON v.id = d.volume_id \
+         WHERE d.instance_id = $1 AND d.device = $2 AND v.instance_id = d.instance_id AND v.deleted_at IS NULL",
+    )
+    .bind(inst.id.as_str())
+    .bind(device)
+    .fetch_one(ctx.state.db.pool())
+    .await
+    .map_err(DbError::from)?
+    .try_get::<i64, _>("n")
+    .map_err(DbError::from)?;
+    if in_use > 0 || device == "/dev/vda" {
+        return Err(Ec2Error::invalid_value(format!("Attachment point {device} is already in use")));
+    }
     dry_run(ctx)?;
+    let mut tx = ctx.state.db.begin_write().await?;
+    for sql in [
+        "DELETE FROM ec2_volume_devices WHERE volume_id = $1",
+        "INSERT INTO ec2_volume_devices (volume_id, instance_id, device) VALUES ($1, $2, $3)",
+    ] {
+        sqlx::query(sql)
+            .bind(v.id.as_str())
+            .bind(inst.id.as_str())
+            .bind(device)
+            .execute(&mut *tx)
+            .await
+            .map_err(DbError::from)?;
+    }
+    tx.commit().await.map_err(DbError::from)?;
     let action = VolumeAction::Attach { instance: inst.id.to_string() };
     let v = crate::volumes::act(ctx.state, &ctx.caller, v.id.as_str(), action).await.map_err(volume_error)?;
-    write_attachment(x, &v, &inst.id, "attaching");
+    write_attachment(x, &v, &inst.id, "attaching", device);
     Ok(())
 }
 
@@ -295,9 +355,10 @@ pub async fn detach_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         }
     }
     dry_run(ctx)?;
+    let device = device_path(&v, &asked_devices(ctx).await?);
     let v =
         crate::volumes::act(ctx.state, &ctx.caller, v.id.as_str(), VolumeAction::Detach).await.map_err(volume_error)?;
-    write_attachment(x, &v, &inst, "detaching");
+    write_attachment(x, &v, &inst, "detaching", &device);
     Ok(())
 }
 
@@ -330,21 +391,44 @@ fn write_snapshot(x: &mut Xml, s: &SnapshotRecord, owner: &str, description: &st
 
 /// `CreateSnapshot` of a volume (live when its instance runs).
 pub async fn create_snapshot(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    const ACTION: &str = "CreateSnapshot";
     let v = find_volume(ctx, ctx.params.required("VolumeId")?).await?;
-    let new_tags = ctx.params.tag_specifications("snapshot")?;
-    tags::validate(&new_tags)?;
+    let description = ctx.params.get("Description").unwrap_or("");
+    if let Some(ids) = replayed(ctx, ACTION).await? {
+        dry_run(ctx)?;
+        return write_created_snapshot(ctx, x, &ids).await;
+    }
+    let side = side_record(ctx, ACTION, "snapshot")?;
     dry_run(ctx)?;
     let req = CreateSnapshot {
         name: format!("ec2-{}", &SnapshotId::generate().as_str()[5..15]),
         volume: Some(v.id.to_string()),
         instance: None,
     };
-    let s = crate::snapshots::create(ctx.state, &ctx.caller, req).await.map_err(|e| match e {
-        ApiError::QuotaExceeded(m) => Ec2Error::client("SnapshotLimitExceeded", m),
-        other => volume_error(other),
+    match crate::snapshots::create_recorded(ctx.state, &ctx.caller, req, Some(&side)).await {
+        Ok(s) => {
+            write_snapshot(x, &s, &owner_id(ctx), description, &side.tags);
+            Ok(())
+        }
+        Err(e) => match replayed(ctx, ACTION).await? {
+            Some(ids) => write_created_snapshot(ctx, x, &ids).await,
+            None => Err(match e {
+                ApiError::QuotaExceeded(m) => Ec2Error::client("SnapshotLimitExceeded", m),
+                other => volume_error(other),
+            }),
+        },
+    }
+}
+
+/// Answers a recorded CreateSnapshot with its snapshot.
+async fn write_created_snapshot(ctx: &Ctx<'_>, x: &mut Xml, ids: &[String]) -> Ec2Result<()> {
+    let id = ids.first().map(String::as_str).unwrap_or_default();
+    let s = ctx.state.db.snapshot_in_project(&ctx.caller.project_id, id).await?.ok_or_else(|| {
+        Ec2Error::client("IdempotentParameterMismatch", format!("the snapshot {id} of this client token is gone"))
     })?;
-    tags::tag_new(ctx, s.id.as_str(), &new_tags).await?;
-    write_snapshot(x, &s, &owner_id(ctx), ctx.params.get("Description").unwrap_or(""), &new_tags);
+    let t = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
+    let description = ctx.params.get("Description").unwrap_or("");
+    write_snapshot(x, &s, &owner_id(ctx), description, t.get(s.id.as_str()).map_or(&[], Vec::as_slice));
     Ok(())
 }
 

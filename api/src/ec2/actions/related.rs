@@ -1,0 +1,251 @@
+//! What EC2's instance view needs besides the instance rows: each instance's
+//! network interfaces (Kumo ports, with their subnet, groups and Elastic IP),
+//! its attached volumes (with the device names callers asked for) and its
+//! `ModifyInstanceAttribute` flags. Loaded for a whole page at once: one query
+//! per related table per page (in chunks of [`CHUNK`] ids), never one per
+//! instance. The native list path (`crate::networks::views`) is left alone.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use kumo_wire::storage::VolumeState;
+use kumo_wire::{FloatingIpId, InstanceId, NetworkId, PortId, SecurityGroupId, Timestamp, VolumeId};
+use sqlx::Row;
+
+use super::super::errors::Ec2Result;
+use crate::db::{parse_col, u32_col, DbError};
+use crate::state::AppState;
+
+/// Ids bound per query (well under SQLite's and PostgreSQL's parameter limits).
+pub const CHUNK: usize = 400;
+
+/// One network interface: a Kumo port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    /// The port (`eni-…`).
+    pub port_id: PortId,
+    /// Its network (subnet and VPC).
+    pub network_id: NetworkId,
+    /// The network's subnet.
+    pub cidr: Ipv4Net,
+    /// NIC order (0 = eth0).
+    pub device_index: u32,
+    /// MAC address.
+    pub mac: String,
+    /// Fixed IP.
+    pub ip: Ipv4Addr,
+    /// When the port was made (the attachment time).
+    pub created_at: Timestamp,
+    /// The Elastic IP mapped to it.
+    pub floating: Option<(FloatingIpId, Ipv4Addr)>,
+    /// Its security groups, by name.
+    pub groups: Vec<(SecurityGroupId, String)>,
+}
+
+/// One attached volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The volume.
+    pub volume_id: VolumeId,
+    /// The name the AttachVolume caller asked for, else the guest's (`/dev/vdb`).
+    pub device: String,
+    /// Its state (`attaching`, `detaching` or attached).
+    pub state: VolumeState,
+    /// When the attachment last changed.
+    pub attach_time: Timestamp,
+}
+
+/// `ModifyInstanceAttribute`'s flags of one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attributes {
+    /// TerminateInstances is refused.
+    pub disable_api_termination: bool,
+    /// StopInstances is refused.
+    pub disable_api_stop: bool,
+    /// `stop` or `terminate`.
+    pub shutdown_behavior: String,
+    /// Shown only: Kumo's anti-spoofing rules always apply.
+    pub source_dest_check: bool,
+}
+
+impl Default for Attributes {
+    fn default() -> Self {
+        Self {
+            disable_api_termination: false,
+            disable_api_stop: false,
+            shutdown_behavior: "stop".into(),
+            source_dest_check: true,
+        }
+    }
+}
+
+/// The related data of a page of instances.
+#[derive(Debug, Default)]
+pub struct Related {
+    nics: HashMap<InstanceId, Vec<Nic>>,
+    disks: HashMap<InstanceId, Vec<Disk>>,
+    attrs: HashMap<InstanceId, Attributes>,
+}
+
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+async fn fetch(state: &AppState, sql: &str, ids: &[&InstanceId]) -> Result<Vec<sqlx::any::AnyRow>, DbError> {
+    let mut q = sqlx::query(sql);
+    for id in ids {
+        q = q.bind(id.as_str());
+    }
+    Ok(q.fetch_all(state.db.pool()).await?)
+}
+
+impl Related {
+    /// Loads everything for `ids`: four queries per [`CHUNK`] of ids.
+    pub async fn load(state: &AppState, ids: &[&InstanceId]) -> Ec2Result<Self> {
+        let mut out = Self::default();
+        for chunk in ids.chunks(CHUNK) {
+            out.load_chunk(state, chunk).await?;
+        }
+        Ok(out)
+    }
+
+    async fn load_chunk(&mut self, state: &AppState, ids: &[&InstanceId]) -> Result<(), DbError> {
+        let list = placeholders(ids.len());
+        let sql = format!(
+            "SELECT p.id, p.instance_id, p.network_id, p.device_index, p.mac, p.ip, p.created_at, n.cidr, \
+             f.id AS fip_id, f.address AS fip FROM ports p JOIN networks n ON n.id = p.network_id \
+             LEFT JOIN floating_ips f ON f.port_id = p.id WHERE p.instance_id IN ({list}) \
+             ORDER BY p.instance_id, p.device_index"
+        );
+        let mut by_port: HashMap<String, (InstanceId, usize)> = HashMap::new();
+        for row in fetch(state, &sql, ids).await? {
+            let instance: InstanceId = parse_col(&row, "instance_id")?;
+            let fip_id: Option<String> = row.try_get("fip_id")?;
+            let floating = match fip_id {
+                Some(id) => {
+                    Some((id.parse().map_err(|e| DbError::Corrupt(format!("fip_id: {e}")))?, parse_col(&row, "fip")?))
+                }
+                None => None,
+            };
+            let nic = Nic {
+                port_id: parse_col(&row, "id")?,
+                network_id: parse_col(&row, "network_id")?,
+                cidr: parse_col(&row, "cidr")?,
+                device_index: u32_col(&row, "device_index")?,
+                mac: row.try_get("mac")?,
+                ip: parse_col(&row, "ip")?,
+                created_at: Timestamp(row.try_get("created_at")?),
+                floating,
+                groups: Vec::new(),
+            };
+            let nics = self.nics.entry(instance.clone()).or_default();
+            by_port.insert(nic.port_id.to_string(), (instance, nics.len()));
+            nics.push(nic);
+        }
+        let sql = format!(
+            "SELECT psg.port_id, g.id, g.name FROM port_security_groups psg \
+             JOIN security_groups g ON g.id = psg.group_id JOIN ports p ON p.id = psg.port_id \
+             WHERE p.instance_id IN ({list}) ORDER BY g.name"
+        );
+        for row in fetch(state, &sql, ids).await? {
+            let port: String = row.try_get("port_id")?;
+            if let Some((inst, n)) = by_port.get(&port) {
+                if let Some(nic) = self.nics.get_mut(inst).and_then(|v| v.get_mut(*n)) {
+                    nic.groups.push((parse_col(&row, "id")?, row.try_get("name")?));
+                }
+            }
+        }
+        let sql = format!(
+            "SELECT v.id, v.instance_id, v.device, v.state, v.updated_at, d.device AS asked FROM volumes v \
+             LEFT JOIN ec2_volume_devices d ON d.volume_id = v.id AND d.instance_id = v.instance_id \
+             WHERE v.instance_id IN ({list}) AND v.deleted_at IS NULL AND v.present = 1 ORDER BY v.device, v.id"
+        );
+        for row in fetch(state, &sql, ids).await? {
+            let state: VolumeState = parse_col(&row, "state")?;
+            if matches!(state, VolumeState::Creating | VolumeState::Deleting | VolumeState::Deleted) {
+                continue;
+            }
+            let guest: Option<String> = row.try_get("device")?;
+            let asked: Option<String> = row.try_get("asked")?;
+            let device = asked.or(guest.map(|g| format!("/dev/{g}"))).unwrap_or_default();
+            self.disks.entry(parse_col(&row, "instance_id")?).or_default().push(Disk {
+                volume_id: parse_col(&row, "id")?,
+                device,
+                state,
+                attach_time: Timestamp(row.try_get("updated_at")?),
+            });
+        }
+        let sql = format!(
+            "SELECT instance_id, disable_api_termination, disable_api_stop, shutdown_behavior, source_dest_check \
+             FROM ec2_instance_attributes WHERE instance_id IN ({list})"
+        );
+        for row in fetch(state, &sql, ids).await? {
+            self.attrs.insert(
+                parse_col(&row, "instance_id")?,
+                Attributes {
+                    disable_api_termination: row.try_get::<i64, _>("disable_api_termination")? != 0,
+                    disable_api_stop: row.try_get::<i64, _>("disable_api_stop")? != 0,
+                    shutdown_behavior: row.try_get("shutdown_behavior")?,
+                    source_dest_check: row.try_get::<i64, _>("source_dest_check")? != 0,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The instance's interfaces in NIC order.
+    pub fn nics(&self, id: &InstanceId) -> &[Nic] {
+        self.nics.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// The instance's attached volumes.
+    pub fn disks(&self, id: &InstanceId) -> &[Disk] {
+        self.disks.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// The instance's attribute flags.
+    pub fn attributes(&self, id: &InstanceId) -> Attributes {
+        self.attrs.get(id).cloned().unwrap_or_default()
+    }
+}
+
+/// Loads one instance's attribute flags.
+pub async fn attributes_of(state: &AppState, id: &InstanceId) -> Ec2Result<Attributes> {
+    Ok(Related::load(state, &[id]).await?.attributes(id))
+}
+
+/// `ip-10-0-0-5.<region>.compute.internal`.
+pub fn private_dns_name(ip: Ipv4Addr, region: &str) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("ip-{a}-{b}-{c}-{d}.{region}.compute.internal")
+}
+
+/// `vpc-X` / `subnet-X` for network `net-X`.
+pub fn vpc_of(net: &NetworkId) -> String {
+    format!("vpc-{}", hex(net.as_str()))
+}
+
+/// `subnet-X` for network `net-X`.
+pub fn subnet_of(net: &NetworkId) -> String {
+    format!("subnet-{}", hex(net.as_str()))
+}
+
+/// The hex digits of an id (after its prefix).
+pub fn hex(id: &str) -> &str {
+    id.split_once('-').map_or(id, |(_, h)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names_and_ids_follow_aws() {
+        assert_eq!(private_dns_name(Ipv4Addr::new(10, 0, 0, 5), "kumo-1"), "ip-10-0-0-5.kumo-1.compute.internal");
+        let net: NetworkId = "net-0123456789abcdef0".parse().unwrap_or_else(|_| NetworkId::generate());
+        assert_eq!(vpc_of(&net), format!("vpc-{}", &net.as_str()[4..]));
+        assert_eq!(subnet_of(&net), format!("subnet-{}", &net.as_str()[4..]));
+        assert_eq!(placeholders(3), "$1, $2, $3");
+    }
+}
