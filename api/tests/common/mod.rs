@@ -248,6 +248,7 @@ impl FakeAgent {
             volume_backends: vec![VolumeBackendKind::Local, VolumeBackendKind::Shared],
             host_rebooted: None,
             quarantine: vec![],
+            notices: vec![],
         }
     }
 
