@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kumo_wire::agent::{
-    AttachedVolume, DesiredInstance, DesiredSnapshot, DesiredVolume, ImageFileRef, ImageRef, InstanceSpec,
-    ObservedInstance, ObservedPower, SnapshotRef, SnapshotSource, SyncRequest, SyncResponse, VolumeAttachment,
+    AttachedVolume, DesiredInstance, DesiredSnapshot, DesiredVolume, ImageFileRef, ImageRef, InstanceNotice,
+    InstanceSpec, ObservedInstance, ObservedPower, SnapshotRef, SnapshotSource, SyncRequest, SyncResponse,
+    VolumeAttachment, NOTICE_FORCED_POWER_OFF, NOTICE_FORCED_RESET, NOTICE_NO_DHCP_LEASE,
 };
 use kumo_wire::api::ImageKind;
 use kumo_wire::network::{DesiredFloatingIp, DesiredNetwork, DesiredPort, IngressRule, InstanceMetadata};
@@ -122,6 +123,43 @@ async fn restart_after_reboot(
         Ok(_) | Err(TransitionError::Illegal { .. } | TransitionError::NotFound(_)) => Ok(()),
         Err(TransitionError::Api(e)) => Err(e),
     }
+}
+
+/// The notices an agent may report, and the longest message kept.
+const NOTICE_ACTIONS: [&str; 3] = [NOTICE_FORCED_RESET, NOTICE_FORCED_POWER_OFF, NOTICE_NO_DHCP_LEASE];
+const NOTICE_MAX_CHARS: usize = 500;
+
+/// Records an agent's notice as an event of its instance, once per key
+/// (the agent resends it until a sync succeeds). Notices about instances
+/// the host does not own, or of unknown kinds, are ignored.
+async fn record_notice(state: &AppState, host: &HostRecord, notice: &InstanceNotice) -> Result<(), ApiError> {
+    if !NOTICE_ACTIONS.contains(&notice.action.as_str()) {
+        return Ok(());
+    }
+    let Some(rec) = state.db.instance(&notice.instance).await? else { return Ok(()) };
+    if rec.host_id.as_ref() != Some(&host.host.id) {
+        return Ok(());
+    }
+    let seen = state.db.events_of("instance", rec.id.as_str()).await?.iter().any(|e| {
+        e.action == notice.action && e.detail.get("key").and_then(|k| k.as_str()) == Some(notice.key.as_str())
+    });
+    if seen {
+        return Ok(());
+    }
+    let message: String = notice.message.chars().take(NOTICE_MAX_CHARS).collect();
+    state
+        .db
+        .append_event(&NewEvent {
+            project_id: Some(&rec.project_id),
+            resource_type: "instance",
+            resource_id: rec.id.as_str(),
+            at: notice.at,
+            actor: &format!("agent:{}", host.host.name),
+            action: &notice.action,
+            detail: json!({ "key": notice.key, "message": message, "host": host.host.name }),
+        })
+        .await?;
+    Ok(())
 }
 
 /// The desired state of every instance on `host`, with its revision digest.
@@ -416,6 +454,9 @@ pub async fn sync(state: &AppState, host: HostRecord, req: SyncRequest) -> Resul
     }
     for obs in &req.observed {
         observe(state, &host, obs).await?;
+    }
+    for notice in &req.notices {
+        record_notice(state, &host, notice).await?;
     }
     for obs in &req.observed_volumes {
         crate::volumes::observe(state, &host, obs).await?;

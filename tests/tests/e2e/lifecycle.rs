@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use kumo_tests::{enabled, Options, Stack};
+use serde_json::Value;
 
 const BOOT: Duration = Duration::from_secs(120);
 
@@ -34,8 +35,45 @@ fn lifecycle(opts: Options) {
     s.kumo_ok(&["instance", "start", "--wait", &id]).unwrap();
     s.wait_until(BOOT, "a second marker after start", |s| Ok(s.markers(&id)? >= 2)).unwrap();
 
+    // Issue 11, item 8: a booted guest reboots cleanly (its own ACPI
+    // shutdown, KUMO-SHUTDOWN), with no forced reset.
+    let shutdowns = |s: &Stack| s.console(&id).map(|c| c.matches("KUMO-SHUTDOWN").count());
+    let forced = |s: &Stack| -> Vec<Value> {
+        let events = s.kumo_json(&["instance", "events", &id]).unwrap();
+        events["items"].as_array().unwrap().iter().filter(|e| e["action"] == "forced_reset").cloned().collect()
+    };
+    let before = shutdowns(&s).unwrap();
+    let asked = std::time::Instant::now();
     s.kumo_ok(&["instance", "reboot", "--wait", &id]).unwrap();
+    eprintln!("FIGURE reboot --wait of a booted guest: {:?}", asked.elapsed());
+    assert_eq!(shutdowns(&s).unwrap(), before + 1, "a clean ACPI shutdown");
     s.wait_until(BOOT, "a third marker after reboot", |s| Ok(s.markers(&id)? >= 3)).unwrap();
+    assert!(forced(&s).is_empty(), "no forced reset");
+
+    // A reboot asked for while the guest still boots (the first ACPI press is
+    // lost): the agent presses again every 3 s; the guest goes down cleanly
+    // once its ACPI handler runs, or, if it does not within the timeout (a
+    // loaded TCG host), the forced reset is recorded as an event that says why.
+    let before = shutdowns(&s).unwrap();
+    s.kumo_ok(&["instance", "stop", "--wait", &id]).unwrap();
+    s.kumo_ok(&["instance", "start", "--wait", &id]).unwrap();
+    let asked = std::time::Instant::now();
+    s.kumo_ok(&["instance", "reboot", "--wait", &id]).unwrap();
+    let took = asked.elapsed();
+    let clean = shutdowns(&s).unwrap() == before + 2;
+    let resets = forced(&s);
+    eprintln!("FIGURE reboot --wait during boot: {took:?}, clean={clean}, forced resets={}", resets.len());
+    if clean {
+        assert!(resets.is_empty(), "{resets:?}");
+    } else {
+        assert_eq!(resets.len(), 1, "an unclean reboot is a recorded forced reset");
+        assert_eq!(
+            resets[0]["detail"]["message"],
+            "forced reset because the guest ignored the ACPI request after 30 s",
+            "{resets:?}"
+        );
+    }
+    assert_eq!(s.domstate(&id).as_deref(), Some("running"));
 
     let show = s.kumo_ok(&["instance", "show", &id]).unwrap();
     assert!(show.contains(&s.host_name), "show explains the placement: {show}");
@@ -43,6 +81,7 @@ fn lifecycle(opts: Options) {
     let actions: Vec<&str> =
         events["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert!(actions.contains(&"run_requested") && actions.contains(&"state_changed"), "{actions:?}");
+    assert!(!actions.contains(&"forced_power_off"), "{actions:?}");
 
     s.kumo_ok(&["instance", "delete", "--wait", &id]).unwrap();
     assert_eq!(s.instance(&id).unwrap()["state"], "deleted");
