@@ -159,6 +159,13 @@ async fn first_launch_makes_the_default_network_and_group_and_instances_show_the
     for backend in backends() {
         let c = cloud(backend, |_| {}).await;
         let t = c.tenant("acme").await;
+        // Placed instances keep their ports (a launch no host takes gives them back).
+        let _host = FakeAgent::register(
+            &c,
+            "host-room",
+            kumo_wire::agent::HostCapacity { vcpus: 64, memory_mib: 65536, disk_gib: 1000 },
+        )
+        .await;
         c.kernel_image("tiny").await;
         let (s, b) = c.post("/v1/instances", &t, json!({"name": "web", "flavor": "mini", "count": 2})).await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
@@ -268,6 +275,13 @@ async fn security_groups_and_rules_with_every_bad_input_refused() {
     for backend in backends() {
         let c = cloud(backend, |_| {}).await;
         let t = c.tenant("acme").await;
+        // Placed instances keep their ports (a launch no host takes gives them back).
+        let _host = FakeAgent::register(
+            &c,
+            "host-room",
+            kumo_wire::agent::HostCapacity { vcpus: 64, memory_mib: 65536, disk_gib: 1000 },
+        )
+        .await;
         let other = c.tenant("umbrella").await;
         let (s, web) = c.post("/v1/security-groups", &t, json!({"name": "web", "description": "front"})).await;
         assert_eq!(s, StatusCode::CREATED, "{web}");
@@ -671,6 +685,13 @@ async fn two_controllers_racing_for_addresses_never_hand_one_out_twice() {
         let tb = b.login("acme-user", "password-123").await;
         unlimited(&a, "acme").await;
         a.kernel_image("tiny").await;
+        // Placed instances keep their ports (a launch no host takes gives them back).
+        let _host = FakeAgent::register(
+            &a,
+            "host-room",
+            kumo_wire::agent::HostCapacity { vcpus: 64, memory_mib: 65536, disk_gib: 1000 },
+        )
+        .await;
         // 13 addresses: room for one of two launches of 10 and part of the other's singles.
         create_net(&a, &ta, json!({"name": "race", "cidr": "10.7.0.0/28"})).await;
         let launch = |c: &Cloud, t: String, name: &'static str, count: u32| {
