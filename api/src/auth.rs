@@ -54,6 +54,10 @@ struct Claims {
     role: String,
     iat: i64,
     exp: i64,
+    /// A random id: two logins in the same second get different tokens, so
+    /// revoking one (logout) leaves the other alone.
+    #[serde(default)]
+    jti: String,
 }
 
 /// The HMAC key that signs API tokens. Generated once, kept in the database,
@@ -93,10 +97,16 @@ impl TokenKeys {
             role: role.as_str().into(),
             iat: now.millis() / 1000,
             exp: exp.millis() / 1000,
+            jti: random_secret(),
         };
         let token = jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
             .map_err(|e| ApiError::Internal(format!("jwt: {e}")))?;
         Ok((token, exp))
+    }
+
+    /// The latest a token issued now expires.
+    pub fn max_expiry(&self) -> Timestamp {
+        Timestamp::now().plus_millis(i64::try_from(self.ttl_secs).unwrap_or(i64::MAX / 2000) * 1000)
     }
 
     /// Checks a token's signature and expiry.
@@ -147,9 +157,18 @@ impl Caller {
     }
 }
 
+/// The SHA-256 (hex) a revoked token is kept under.
+pub fn token_hash(token: &str) -> String {
+    sha256_hex(token)
+}
+
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let header = parts
-        .headers
+    bearer_in(&parts.headers)
+}
+
+/// The bearer token of a request's headers.
+pub fn bearer_in(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
         .get(AUTHORIZATION)
         .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
     header
@@ -165,10 +184,15 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = state.keys.verify(bearer(parts)?)?;
+        let token = bearer(parts)?;
+        let caller = state.keys.verify(token)?;
         // A deleted user's tokens die with the user.
         if state.db.user(&caller.user_id).await?.is_none() {
             return Err(ApiError::Unauthorized("the token's user no longer exists".into()));
+        }
+        // A revoked token (logout) dies at once, on every replica.
+        if state.db.token_revoked(&token_hash(token)).await? {
+            return Err(ApiError::Unauthorized("the token was revoked (logged out); log in again".into()));
         }
         Ok(caller)
     }

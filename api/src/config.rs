@@ -113,9 +113,27 @@ pub struct ControllerConfig {
     pub ec2_region: String,
     /// How far the time of a signed EC2 request may be from the controller's clock, in seconds (AWS: 15 minutes).
     pub ec2_clock_skew_secs: u64,
+    /// Signatures the EC2 API remembers to refuse replays (each is kept for its
+    /// clock-skew window, or a presigned URL's lifetime); past this many live
+    /// ones, new requests are answered `RequestLimitExceeded`.
+    pub ec2_replay_cache_entries: usize,
     /// The pool of 802.1Q tags networks get when an admin names none:
     /// `FIRST-LAST`, inside 2-4094 (0, 1 and 4095 are never valid).
     pub vlan_range: String,
+    /// IPv4 ranges no tenant network may overlap (management, storage, public
+    /// networks), separated by commas: `"10.10.0.0/16, 192.0.2.0/24"`. Always
+    /// reserved besides: 0/8, 127/8, 169.254/16, 224/4, 240/4, the
+    /// controller's `listen` address and every host's `agent_url` address.
+    pub reserved_cidrs: String,
+    /// Password hashes (Argon2, ~19 MiB each) that logins run at once.
+    pub login_concurrent_hashes: usize,
+    /// Wrong passwords in a row a user name may send before it must wait
+    /// (1 s, doubling); an address gets four times as many.
+    pub login_free_attempts: u32,
+    /// The longest wait after wrong passwords, in seconds.
+    pub login_max_backoff_secs: u64,
+    /// User names and addresses the login throttle tracks at most.
+    pub login_tracked_max: usize,
 }
 
 impl Default for ControllerConfig {
@@ -153,7 +171,13 @@ impl Default for ControllerConfig {
             snapshot_deadline_secs: 1800,
             ec2_region: "kumo-1".into(),
             ec2_clock_skew_secs: 15 * 60,
+            ec2_replay_cache_entries: 200_000,
             vlan_range: "100-3999".into(),
+            reserved_cidrs: String::new(),
+            login_concurrent_hashes: 4,
+            login_free_attempts: 5,
+            login_max_backoff_secs: 900,
+            login_tracked_max: 10_000,
         }
     }
 }
@@ -219,6 +243,8 @@ impl ControllerConfig {
             return Err(ConfigError::Invalid("billing_close_interval_secs must be at least 1".into()));
         }
         self.vlan_pool()?;
+        crate::networks::reserved::parse_list(&self.reserved_cidrs)
+            .map_err(|e| ConfigError::Invalid(format!("reserved_cidrs: {e}")))?;
         Ok(())
     }
 

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// 422: well-formed but invalid input.
     #[error("{0}")]
     Invalid(String),
+    /// 429: too many attempts; retry after the given seconds (`Retry-After`).
+    #[error("{0}")]
+    TooManyRequests(String, u64),
     /// 503: a backend (database, agent) is unreachable; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -59,6 +62,7 @@ impl ApiError {
             Self::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::TooManyRequests(..) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -74,6 +78,7 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Duplicate => Self::Conflict("a resource with that name already exists".into()),
+            DbError::QuotaExceeded(m) => Self::QuotaExceeded(m),
             DbError::Connect(_) => Self::Unavailable("the database is unavailable".into()),
             DbError::Query(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
                 Self::Unavailable("the database is unavailable".into())
@@ -105,7 +110,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (status, Json(ErrorBody { code: code.into(), message })).into_response()
+        let mut response = (status, Json(ErrorBody { code: code.into(), message })).into_response();
+        if let Self::TooManyRequests(_, secs) = &self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(*secs));
+        }
+        response
     }
 }
 

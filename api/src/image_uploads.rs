@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::Stream;
 use kumo_storage::{ImageStoreError, Staged};
 use kumo_wire::api::{DiskFormat, Image, ImageFileRole, ImageKind, UploadImageQuery, Visibility};
+use kumo_wire::storage::QuotaResource;
 use kumo_wire::ImageId;
 
 use crate::auth::Caller;
@@ -119,9 +120,15 @@ where
         stage_and_inspect(state, &id, ImageFileRole::Disk, body, query.disk_format).await?;
     let format = format.unwrap_or(DiskFormat::Raw);
     let stored = staged.stored.clone();
+    let asks = [(QuotaResource::Images, 1), (QuotaResource::ImageGib, crate::quotas::gib_of(stored.size_bytes))];
+    if let Err(e) = crate::quotas::precheck(state, &caller.project_id, &asks).await {
+        state.images.discard(staged).await;
+        return Err(e);
+    }
     state.images.commit(staged).await.map_err(store_error)?;
     let recorded = async {
         let mut tx = state.db.begin_write().await?;
+        crate::quotas::check(&mut tx, &caller.project_id, &asks).await?;
         if images::project_has_image_named(&mut tx, &caller.project_id, &query.name).await? {
             return Err(taken(&query.name));
         }

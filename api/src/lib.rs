@@ -13,8 +13,10 @@ pub mod config;
 pub mod db;
 pub mod ec2;
 pub mod error;
+pub mod guards;
 pub mod image_uploads;
 pub mod instances;
+pub mod login_limit;
 pub mod networks;
 pub mod quotas;
 pub mod reconcile;
@@ -88,6 +90,7 @@ impl Controller {
         let bootstrapped = bootstrap::bootstrap(&db, &config).await.map_err(StartError::Bootstrap)?;
         let keys = TokenKeys::load_or_create(&db, config.token_ttl_secs).await?;
         let images = FsImageStore::open(config.data_dir.join("images"))?;
+        let guards = Arc::new(guards::Guards::new(&config));
         let state = AppState {
             db,
             config: Arc::new(config),
@@ -100,6 +103,7 @@ impl Controller {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .map_err(|e| StartError::Bootstrap(ApiError::Internal(e.to_string())))?,
+            guards,
         };
         let (shutdown, rx) = watch::channel(false);
         let secs = Duration::from_secs;

@@ -32,6 +32,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!("kumo-api listening on http://{}", listener.local_addr()?);
     let app = controller.router().layer(tower_http::trace::TraceLayer::new_for_http());
+    // With the peer's address, for the login throttle.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     controller.stop().await;
     Ok(())

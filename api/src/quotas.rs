@@ -43,14 +43,37 @@ pub async fn check(
     project: &ProjectId,
     asks: &[(QuotaResource, u64)],
 ) -> Result<(), ApiError> {
+    Ok(quotas::check_in(tx, project, asks).await?)
+}
+
+/// Locks `project`'s quotas and refuses one more rule in `group` past the
+/// rules-per-group quota.
+pub async fn check_rules_in_group(
+    tx: &mut Transaction<'static, Any>,
+    project: &ProjectId,
+    group: &str,
+) -> Result<(), ApiError> {
     quotas::lock_project(tx, project).await?;
+    let rules_now = quotas::rules_in_group(tx, group).await?;
     let limits = quotas::effective_limits(tx, project).await?;
-    let usage = quotas::usage(tx, project).await?;
-    match first_excess(asks, |r| limits.get(&r).map_or(UNLIMITED, |(v, _)| *v), |r| usage.get(&r).copied().unwrap_or(0))
-    {
-        Some(message) => Err(ApiError::QuotaExceeded(message)),
+    let limit = limits.get(&QuotaResource::RulesPerGroup).map_or(UNLIMITED, |(v, _)| *v);
+    match first_excess(&[(QuotaResource::RulesPerGroup, 1)], |_| limit, |_| rules_now) {
+        Some(message) => Err(ApiError::QuotaExceeded(message.replace("the project uses", "the group has"))),
         None => Ok(()),
     }
+}
+
+/// Checks `asks` in a transaction that is then dropped: for work that must be
+/// refused before it changes anything outside the database (an image file
+/// about to be put in place). The write's own transaction checks again.
+pub async fn precheck(state: &AppState, project: &ProjectId, asks: &[(QuotaResource, u64)]) -> Result<(), ApiError> {
+    let mut tx = state.db.begin_write().await?;
+    check(&mut tx, project, asks).await
+}
+
+/// Whole GiB (rounded up) that `bytes` take against a GiB quota.
+pub fn gib_of(bytes: u64) -> u64 {
+    bytes.div_ceil(1024 * 1024 * 1024)
 }
 
 /// A project's quotas with their use.

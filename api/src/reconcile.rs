@@ -44,6 +44,19 @@ pub fn event_for(desired: DesiredPower, power: ObservedPower) -> Option<(Lifecyc
     }
 }
 
+/// An agent's observation time clamped to [the record's last change, now]:
+/// a host whose clock runs fast or slow must not move an event (and its
+/// billing) into the future or before what it follows. Clamps of more than
+/// 5 s are logged with the host's skew.
+pub fn clamp_observed(host: &str, observed: Timestamp, previous: Timestamp, now: Timestamp) -> Timestamp {
+    let at = observed.min(now).max(previous);
+    let skew_ms = observed.millis() - at.millis();
+    if skew_ms.abs() > 5_000 {
+        tracing::warn!(host, skew_ms, "an agent's observed time is outside [last change, now]; clamped");
+    }
+    at
+}
+
 /// Applies one observation from `host`.
 async fn observe(state: &AppState, host: &HostRecord, obs: &ObservedInstance) -> Result<(), ApiError> {
     let Some(rec) = state.db.instance(&obs.id).await? else { return Ok(()) };
@@ -53,22 +66,25 @@ async fn observe(state: &AppState, host: &HostRecord, obs: &ObservedInstance) ->
     let applied = obs.applied_generation.min(rec.generation);
     state.db.raise_applied_generation(&rec.id, applied).await?;
     let actor = format!("agent:{}", host.host.name);
+    let at = clamp_observed(&host.host.name, obs.observed_at, rec.updated_at, Timestamp::now());
     let change = if let (Some(error), Some(g)) = (&obs.error, obs.failed_generation) {
         (g == rec.generation).then(|| Change {
             event: LifecycleEvent::AgentFailed,
             actor: actor.clone(),
-            at: obs.observed_at,
+            at,
             reason: Some(format!("on host {}: {error}", host.host.name)),
         })
     } else {
         None
     };
-    let change =
-        change.or_else(|| {
-            (applied == rec.generation).then(|| event_for(rec.desired, obs.power)).flatten().map(|(event, reason)| {
-                Change { event, actor: actor.clone(), at: obs.observed_at, reason: reason.map(str::to_owned) }
-            })
-        });
+    let change = change.or_else(|| {
+        (applied == rec.generation).then(|| event_for(rec.desired, obs.power)).flatten().map(|(event, reason)| Change {
+            event,
+            actor: actor.clone(),
+            at,
+            reason: reason.map(str::to_owned),
+        })
+    });
     let Some(change) = change else { return Ok(()) };
     let result = transition::apply(state, &rec.id, &change, |old, new| {
         new.applied_generation = new.applied_generation.max(applied.min(old.generation));
@@ -368,6 +384,10 @@ fn digest_json(digest: &mut Sha256, value: &impl serde::Serialize) {
     digest.update(b";");
 }
 
+/// The most inbound rules one port gets after source groups are expanded (one
+/// per member address): a host applies every port's rules on every change.
+pub const MAX_INGRESS_PER_PORT: usize = 1_000;
+
 /// The ports of a host's instances with their inbound rules resolved: a rule
 /// naming a CIDR is kept as is, a rule naming a source group becomes one
 /// rule per member port's address (as a /32). Sorted and deduplicated, so
@@ -415,6 +435,12 @@ pub fn desired_ports(net: &HostNetworking) -> HashMap<kumo_wire::InstanceId, Vec
             ))
         });
         ingress.dedup();
+        if ingress.len() > MAX_INGRESS_PER_PORT {
+            // Fail closed: a rule left out allows less, never more.
+            tracing::warn!(port = %p.id, rules = ingress.len(), max = MAX_INGRESS_PER_PORT,
+                "a port's expanded inbound rules pass the cap; the rest are left out");
+            ingress.truncate(MAX_INGRESS_PER_PORT);
+        }
         out.entry(p.instance_id.clone()).or_default().push(DesiredPort {
             id: p.id.clone(),
             network: p.network_id.clone(),
@@ -480,6 +506,18 @@ pub async fn sync(state: &AppState, host: HostRecord, req: SyncRequest) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 12 item 9: an agent's clock moves no event before the record's
+    /// last change or into the future.
+    #[test]
+    fn observed_times_are_clamped_to_the_last_change_and_now() {
+        let (previous, now) = (Timestamp(1_000_000), Timestamp(2_000_000));
+        assert_eq!(clamp_observed("h", Timestamp(1_500_000), previous, now), Timestamp(1_500_000));
+        assert_eq!(clamp_observed("h", Timestamp(10), previous, now), previous, "a slow clock");
+        assert_eq!(clamp_observed("h", Timestamp(9_000_000), previous, now), now, "a fast clock");
+        // A controller clock behind the last change (another replica's) keeps the order.
+        assert_eq!(clamp_observed("h", Timestamp(1_500_000), previous, Timestamp(900_000)), previous);
+    }
 
     #[test]
     fn observations_map_to_events_only_where_they_mean_something() {

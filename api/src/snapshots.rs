@@ -447,7 +447,8 @@ pub async fn observe(
         _ => None,
     };
     let Some((event, reason)) = event else { return Ok(()) };
-    let change = Change { event, actor, at: obs.observed_at, reason };
+    let at = crate::reconcile::clamp_observed(&host.host.name, obs.observed_at, rec.updated_at, Timestamp::now());
+    let change = Change { event, actor, at, reason };
     let stored = obs.stored_bytes;
     ignore_races(
         apply(state, &rec.id, &change, |old, new| {

@@ -49,4 +49,6 @@ pub struct AppState {
     pub scheduler_wake: Arc<Notify>,
     /// Client for calls to agents.
     pub http: reqwest::Client,
+    /// In-memory defences against replays and floods.
+    pub guards: Arc<crate::guards::Guards>,
 }

@@ -107,7 +107,11 @@ impl<'a> Ec2<'a> {
         headers.insert("host", HeaderValue::from_static("localhost"));
         headers.insert("x-amz-date", HeaderValue::from_str(&amz_date).unwrap());
         headers.insert("content-type", HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"));
-        let signed: Vec<String> = vec!["content-type".into(), "host".into(), "x-amz-date".into()];
+        // Like boto3: a fresh signed invocation id, so two identical calls never share a signature.
+        let invocation = kumo_wire::InstanceId::generate().as_str().to_owned();
+        headers.insert("amz-sdk-invocation-id", HeaderValue::from_str(&invocation).unwrap());
+        let signed: Vec<String> =
+            vec!["amz-sdk-invocation-id".into(), "content-type".into(), "host".into(), "x-amz-date".into()];
         let cred = Credential {
             access_key_id: self.key.clone(),
             date: amz_date[..8].to_owned(),

@@ -178,7 +178,7 @@ async fn login_sets_a_strict_session_cookie_and_logout_clears_it() {
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     let session = p.set_cookies.iter().find(|s| s.starts_with("kumo_session=")).unwrap();
     assert!(
-        session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Secure"),
+        session.contains("HttpOnly") && session.contains("SameSite=Strict") && session.contains("Secure"),
         "{session}"
     );
     let max_age: i64 = session.split("Max-Age=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
@@ -191,10 +191,16 @@ async fn login_sets_a_strict_session_cookie_and_logout_clears_it() {
     let p = b.request(&c, Method::POST, "/ui/logout", Some(&[])).await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     assert!(b.cookies.contains_key("kumo_session"));
+    let token = b.cookies["kumo_session"].clone();
+    assert_eq!(c.get("/v1/instances", &token).await.0, StatusCode::OK);
     let p = b.post(&c, "/ui/logout", &[]).await;
     assert_eq!(p.location.as_deref(), Some("/ui/login"));
     assert!(!b.cookies.contains_key("kumo_session"));
     assert_eq!(b.get(&c, "/ui/").await.location.as_deref(), Some("/ui/login"));
+    // Issue 12: logout revokes the token, so a stolen copy of the cookie is worthless.
+    let (s, body) = c.get("/v1/instances", &token).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("revoked"), "{body}");
 }
 
 #[tokio::test]

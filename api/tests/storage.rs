@@ -549,7 +549,24 @@ async fn quotas_are_shown_set_and_enforced_with_clear_errors() {
         assert_eq!(s, StatusCode::OK);
         let names: Vec<&str> =
             q["quotas"].as_array().unwrap().iter().map(|q| q["resource"].as_str().unwrap()).collect();
-        assert_eq!(names, ["instances", "vcpus", "ram_mib", "volumes", "volume_gib", "snapshots", "floating_ips"]);
+        assert_eq!(
+            names,
+            [
+                "instances",
+                "vcpus",
+                "ram_mib",
+                "volumes",
+                "volume_gib",
+                "snapshots",
+                "floating_ips",
+                "networks",
+                "security_groups",
+                "rules_per_group",
+                "key_pairs",
+                "images",
+                "image_gib"
+            ]
+        );
         assert_eq!(q["quotas"][0], json!({"resource": "instances", "limit": 10, "in_use": 0, "overridden": false}));
 
         let set = json!({"instances": 2, "volume_gib": 3, "snapshots": 0});
@@ -600,7 +617,8 @@ async fn quotas_are_shown_set_and_enforced_with_clear_errors() {
 
         let (_, q) = c.get("/v1/quotas", &t).await;
         let used: Vec<u64> = q["quotas"].as_array().unwrap().iter().map(|q| q["in_use"].as_u64().unwrap()).collect();
-        assert_eq!(used, [2, 2, 1024, 1, 3, 0, 0]);
+        // The launches made the default network and the default group (one rule).
+        assert_eq!(used, [2, 2, 1024, 1, 3, 0, 0, 1, 1, 1, 0, 0, 0]);
 
         // Defaults (admin) apply to projects without their own limit; reset drops an override.
         let (s, d) = put(&c, &c.admin, "/v1/quotas/defaults", json!({"floating_ips": 5})).await;

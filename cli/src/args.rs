@@ -639,6 +639,24 @@ pub struct SetQuotaArgs {
     /// Floating IPs.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub floating_ips: Option<i64>,
+    /// Networks.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub networks: Option<i64>,
+    /// Security groups.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub security_groups: Option<i64>,
+    /// Rules in any one security group.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub rules_per_group: Option<i64>,
+    /// Key pairs.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub key_pairs: Option<i64>,
+    /// Images the project owns.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub images: Option<i64>,
+    /// Image files' size in GiB.
+    #[arg(long, value_name = "GIB", allow_negative_numbers = true)]
+    pub image_gib: Option<i64>,
     /// Drop the project's own limit for these quotas (e.g. --reset instances), so the defaults apply.
     #[arg(long, value_name = "QUOTA", conflicts_with = "defaults")]
     pub reset: Vec<QuotaResource>,

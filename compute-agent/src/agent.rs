@@ -110,6 +110,7 @@ impl Agent {
                 public_interface: config.public_interface.clone(),
                 nft_table: config.nft_table.clone(),
                 metadata: config.metadata,
+                reserved: crate::networking::controller_reserved(&config.controller_url),
             },
             network_status.clone(),
         )

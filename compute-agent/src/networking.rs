@@ -159,6 +159,19 @@ pub struct NetworkingConfig {
     pub nft_table: String,
     /// Whether to serve metadata.
     pub metadata: bool,
+    /// Ranges no network may overlap besides the host's own addresses and
+    /// routes (the controller's address), each with what it is.
+    pub reserved: Vec<(ipnet::Ipv4Net, String)>,
+}
+
+/// The controller's address, when `controller_url` names an IPv4 address: no
+/// tenant network may cover it (the agent's token goes there).
+pub fn controller_reserved(controller_url: &str) -> Vec<(ipnet::Ipv4Net, String)> {
+    let url = reqwest::Url::parse(controller_url).ok();
+    match url.as_ref().and_then(reqwest::Url::host_str).and_then(|h| h.parse::<Ipv4Addr>().ok()) {
+        Some(ip) => vec![(ipnet::Ipv4Net::from(ip), format!("the controller's address {ip} (controller_url)"))],
+        None => Vec::new(),
+    }
 }
 
 /// Carries out [`Plan`]s with the real datapath, dnsmasq, metadata service and nftables.
@@ -201,7 +214,9 @@ impl Networking {
     /// Opens netlink; nothing on the host changes until [`converge`](Self::converge).
     pub async fn new(config: NetworkingConfig, status: NetworkStatus) -> Result<Self, NetworkingError> {
         std::fs::create_dir_all(&config.state_dir).map_err(|e| NetworkingError::State(config.state_dir.clone(), e))?;
-        let datapath = Datapath::connect(DatapathConfig { trunk: config.trunk_interface.clone() }).await?;
+        let datapath = Datapath::connect(DatapathConfig { trunk: config.trunk_interface.clone() })
+            .await?
+            .with_reserved(config.reserved.clone());
         let dhcp = Dhcp::new(config.state_dir.join("dhcp"));
         let firewall = Firewall::new(&config.nft_table);
         Ok(Self {

@@ -238,12 +238,17 @@ impl SyncWorker {
                 self.parts.converger.notices().acknowledge(&notices_sent);
                 self.accept(response);
             }
+            // The join token is sent only to enrol a host that has no token. A
+            // refused host token is the operator's to look at (revoked, or a
+            // different controller answering at this address): re-enrolling on
+            // our own would hand the join token to whoever answered 401.
             Wake::Synced(Err(ClientError::Unauthorized(message))) => {
-                tracing::warn!(%message, "the controller no longer accepts the host token; registering again");
-                self.parts.creds.set(None);
-                if let Err(err) = credentials::remove(&self.parts.creds_path) {
-                    tracing::warn!(error = %error_chain(&err), "could not remove stale credentials");
-                }
+                let why = format!(
+                    "{message}; not enrolling again with the join token: if this host was removed on purpose, \
+                     delete {} and restart the agent",
+                    self.parts.creds_path.display()
+                );
+                self.fail("the controller refuses this host's token", why, shutdown).await;
             }
             Wake::Synced(Err(err)) => self.fail("sync failed; domains keep running", error_chain(&err), shutdown).await,
         }

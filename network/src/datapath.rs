@@ -11,7 +11,8 @@ use kumo_wire::network::{DesiredNetwork, MAX_VLAN_ID, METADATA_ADDRESS, MIN_VLAN
 use kumo_wire::{NetworkId, PortId};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVlan};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVlan, RouteMessageBuilder};
 
 /// Prefix of the bridges Kumo owns (`kbr` + the network id's first 12 hex digits).
 pub const BRIDGE_PREFIX: &str = "kbr";
@@ -110,6 +111,22 @@ pub enum DatapathError {
         gateway: Ipv4Addr,
         /// The network's CIDR.
         cidr: ipnet::Ipv4Net,
+    },
+    /// The network's CIDR overlaps an address or route of the host that Kumo
+    /// did not make (the management, storage or uplink networks), or a range
+    /// the agent keeps for itself (the controller's address).
+    #[error(
+        "network {network} ({cidr}) overlaps {what}, which Kumo did not create; nothing was created: \
+         plumbing it would pull the host's own traffic into the tenant network (reserve the range \
+         on the controller with reserved_cidrs)"
+    )]
+    Overlap {
+        /// The network that was refused.
+        network: NetworkId,
+        /// Its CIDR.
+        cidr: ipnet::Ipv4Net,
+        /// What it overlaps: "address 10.0.0.5/24 on eth0", "route 10.8.0.0/16 on eth1".
+        what: String,
     },
     /// A link with Kumo's name exists but is not what Kumo would have made.
     #[error("interface {name} exists but {problem}; refusing to touch it")]
@@ -234,6 +251,7 @@ impl Link {
 pub struct Datapath {
     handle: Handle,
     config: DatapathConfig,
+    reserved: Vec<(ipnet::Ipv4Net, String)>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -247,7 +265,89 @@ impl Datapath {
     pub async fn connect(config: DatapathConfig) -> Result<Self, DatapathError> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(DatapathError::Connect)?;
         tokio::spawn(connection);
-        Ok(Self { handle, config })
+        Ok(Self { handle, config, reserved: Vec::new() })
+    }
+
+    /// Ranges no network may overlap besides the host's own addresses and
+    /// routes, each with what it is ("the controller's address 192.0.2.1").
+    pub fn with_reserved(mut self, reserved: Vec<(ipnet::Ipv4Net, String)>) -> Self {
+        self.reserved = reserved;
+        self
+    }
+
+    /// The first address, route or reserved range of the host that `cidr`
+    /// overlaps and that is not Kumo's own (a `kbr…`, `kvlan…` or `ktap…` link).
+    /// The default route (prefix 0) overlaps everything and is ignored.
+    pub async fn foreign_overlap(&self, cidr: ipnet::Ipv4Net) -> Result<Option<String>, DatapathError> {
+        let overlaps = |net: ipnet::Ipv4Net| net.contains(&cidr.network()) || cidr.contains(&net.network());
+        if let Some((_, what)) = self.reserved.iter().find(|(net, _)| overlaps(*net)) {
+            return Ok(Some(what.clone()));
+        }
+        let links = self.links().await?;
+        let name_of = |index: u32| links.iter().find(|l| l.index == index).map(|l| l.name.as_str());
+        let kumo = |index: u32| {
+            name_of(index).is_some_and(|n| {
+                n.starts_with(BRIDGE_PREFIX) || n.starts_with(VLAN_LINK_PREFIX) || n.starts_with(TAP_PREFIX)
+            })
+        };
+        let addresses: Vec<AddressMessage> =
+            self.handle.address().get().execute().try_collect().await.map_err(nl("list addresses"))?;
+        for msg in &addresses {
+            let Some(IpAddr::V4(addr)) = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let Ok(net) = ipnet::Ipv4Net::new(addr, msg.header.prefix_len) else { continue };
+            if !kumo(msg.header.index) && overlaps(net.trunc()) {
+                let dev = name_of(msg.header.index).unwrap_or("?");
+                return Ok(Some(format!("address {net} on {dev}")));
+            }
+        }
+        let routes: Vec<rtnetlink::packet_route::route::RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list routes"))?;
+        for msg in &routes {
+            let table = msg.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Table(t) => Some(*t),
+                _ => None,
+            });
+            // The local table mirrors the addresses (checked above) and their broadcasts.
+            if msg.header.destination_prefix_length == 0 || table.unwrap_or(u32::from(msg.header.table)) == 255 {
+                continue;
+            }
+            let Some(dest) = msg.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let oif = msg.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            if oif.is_some_and(kumo) {
+                continue;
+            }
+            let Ok(net) = ipnet::Ipv4Net::new(dest, msg.header.destination_prefix_length) else { continue };
+            if overlaps(net.trunc()) {
+                let dev = oif.and_then(name_of).unwrap_or("no device");
+                let table = table.unwrap_or(u32::from(msg.header.table));
+                let table = if table == u32::from(RouteHeader::RT_TABLE_MAIN) {
+                    String::new()
+                } else {
+                    format!(" (table {table})")
+                };
+                return Ok(Some(format!("route {net} on {dev}{table}")));
+            }
+        }
+        Ok(None)
     }
 
     /// The configuration this datapath was opened with.
@@ -309,6 +409,10 @@ impl Datapath {
             }
         };
 
+        // Before anything is created: the network must not capture the host's own traffic.
+        if let Some(what) = self.foreign_overlap(cidr).await? {
+            return Err(DatapathError::Overlap { network: net.id.clone(), cidr, what });
+        }
         let bridge = self.ensure_bridge(net).await?;
         self.ensure_addresses(&bridge, net).await?;
 

@@ -239,7 +239,15 @@ impl Dhcp {
     async fn start(&self, net: &DesiredNetwork, args: &[String], dir: &Path) -> Result<(), DhcpError> {
         // dnsmasq daemonises; its parent exits once the daemon is ready, non-zero
         // with the reason on stderr when it cannot start.
-        let out = tokio::process::Command::new(DNSMASQ).args(args).output().await.map_err(DhcpError::Spawn)?;
+        // Bounded: a dnsmasq that never daemonises must not stall the agent's networking.
+        let run = tokio::process::Command::new(DNSMASQ).args(args).kill_on_drop(true).output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+            .await
+            .map_err(|_| DhcpError::Start {
+                network: net.id.clone(),
+                message: "dnsmasq did not start within 30 s and was killed".into(),
+            })?
+            .map_err(DhcpError::Spawn)?;
         if !out.status.success() {
             let mut message = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             if message.is_empty() {

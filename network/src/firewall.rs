@@ -352,11 +352,11 @@ impl Firewall {
 
     /// Kumo's tables and chains as the kernel has them.
     async fn existing(&self) -> Result<Existing, FirewallError> {
-        let out = Command::new("nft")
-            .args(["-j", "list", "ruleset"])
-            .stdin(Stdio::null())
-            .output()
+        let listing =
+            Command::new("nft").args(["-j", "list", "ruleset"]).stdin(Stdio::null()).kill_on_drop(true).output();
+        let out = tokio::time::timeout(NFT_TIMEOUT, listing)
             .await
+            .map_err(|_| FirewallError::Nft { action: "list ruleset", stderr: nft_timed_out() })?
             .map_err(FirewallError::Spawn)?;
         if !out.status.success() {
             return Err(FirewallError::Nft {
@@ -421,18 +421,32 @@ fn enable_br_netfilter() -> Result<(), FirewallError> {
     std::fs::write(KEY, "1").map_err(|e| FirewallError::Sysctl("net.bridge.bridge-nf-call-iptables", e))
 }
 
+/// The longest one `nft` run may take (a hung netlink call must not stall the agent).
+const NFT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn nft_timed_out() -> String {
+    format!("nft did not finish within {} s and was killed", NFT_TIMEOUT.as_secs())
+}
+
 async fn nft_stdin(script: &str, action: &'static str) -> Result<(), FirewallError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .map_err(FirewallError::Spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).await.map_err(FirewallError::Spawn)?;
-    }
-    let out = child.wait_with_output().await.map_err(FirewallError::Spawn)?;
+    let run = async move {
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(script.as_bytes()).await?;
+        }
+        child.wait_with_output().await
+    };
+    let out = tokio::time::timeout(NFT_TIMEOUT, run)
+        .await
+        .map_err(|_| FirewallError::Nft { action, stderr: nft_timed_out() })?
+        .map_err(FirewallError::Spawn)?;
     if out.status.success() {
         Ok(())
     } else {

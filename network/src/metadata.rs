@@ -422,3 +422,61 @@ fn public_key(view: &InstanceView, dir: &str) -> Option<Response> {
         Some(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> InstanceView {
+        InstanceView {
+            instance_id: "i-0123456789abcdef0".into(),
+            ip: Ipv4Addr::new(10, 0, 0, 2),
+            mac: "02:00:00:00:00:01".into(),
+            hostname: "web".into(),
+            public_keys: vec![("k".into(), "ssh-ed25519 AAAA k".into())],
+            user_data: Some(b"#!/bin/sh".to_vec()),
+            metadata: InstanceMetadata {
+                image_id: "img-1".into(),
+                instance_type: "mini".into(),
+                availability_zone: "zone-1ä".into(),
+                key_name: Some("k".into()),
+                public_ipv4: None,
+                config_drive: false,
+            },
+        }
+    }
+
+    fn cases() -> proptest::test_runner::Config {
+        let n = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+        proptest::test_runner::Config::with_cases(n)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(cases())]
+
+        /// Any request path a guest sends: an answer (200 or 404), never a panic;
+        /// a path that is not under a known version is 404.
+        #[test]
+        fn request_paths_never_panic(
+            path in "(/|latest|1\\.0|[0-9-]{10}|meta-data|public-keys|network|interfaces|macs|02:00:00:00:00:01|[0-9]{1,25}|openssh-key|dynamic|\\.\\.|\\PC){0,12}",
+        ) {
+            let status = match latest(&path) {
+                Some(p) => {
+                    proptest::prop_assert!(p.starts_with('/'));
+                    answer(&view(), &p).status()
+                }
+                None => StatusCode::NOT_FOUND,
+            };
+            proptest::prop_assert!(status == StatusCode::OK || status == StatusCode::NOT_FOUND, "{path}: {status}");
+        }
+    }
+
+    #[test]
+    fn known_and_unknown_paths() {
+        assert_eq!(latest("/2009-04-04/meta-data/instance-id").as_deref(), Some("/latest/meta-data/instance-id"));
+        assert_eq!(latest("/2009-04-0ä/meta-data"), None);
+        assert_eq!(latest("/../etc/passwd"), None);
+        assert_eq!(answer(&view(), "/latest/meta-data/public-keys/99999999999999999999/openssh-key").status(), 404);
+        assert_eq!(region("zone-1ä"), "zone-1ä");
+    }
+}

@@ -173,3 +173,61 @@ fn trunk_mode_follows_the_kernels_8021q_support() {
         }
     });
 }
+
+/// Issue 12: a tenant network over an address or route of the host that Kumo
+/// did not make (here a management NIC and a storage route), or over a range
+/// the agent reserves (the controller's address), is refused before anything
+/// is created; Kumo's own bridges are not in the way of each other.
+#[test]
+fn network_overlapping_a_host_address_route_or_reserved_range_is_refused() {
+    let ns = TestNetns::new("");
+    ns.enter();
+    ns.ip(&["link", "add", "kmgmt0", "type", "veth", "peer", "name", "kmgmt0p"]);
+    ns.ip(&["addr", "add", "10.20.30.5/24", "dev", "kmgmt0"]);
+    ns.ip(&["link", "set", "kmgmt0", "up"]);
+    ns.ip(&["link", "set", "kmgmt0p", "up"]);
+    ns.ip(&["route", "add", "10.88.0.0/16", "via", "10.20.30.254", "dev", "kmgmt0"]);
+    runtime().block_on(async {
+        let controller: ipnet::Ipv4Net = "192.0.2.10/32".parse().expect("cidr");
+        let dp = Datapath::connect(DatapathConfig { trunk: None })
+            .await
+            .expect("connect")
+            .with_reserved(vec![(controller, "the controller's address 192.0.2.10".into())]);
+        // The management address's subnet.
+        let err = dp.ensure_network(&network(100)).await.expect_err("over the management subnet");
+        assert!(matches!(err, DatapathError::Overlap { .. }), "{err}");
+        assert!(err.to_string().contains("address 10.20.30.5/24 on kmgmt0"), "{err}");
+        // A wider network around it.
+        let mut wide = network(101);
+        wide.cidr = "10.0.0.0/8".parse().expect("cidr");
+        wide.gateway = "10.0.0.1".parse().expect("ip");
+        assert!(matches!(dp.ensure_network(&wide).await, Err(DatapathError::Overlap { .. })));
+        // Inside a routed storage network.
+        let mut routed = network(102);
+        routed.cidr = "10.88.4.0/24".parse().expect("cidr");
+        routed.gateway = "10.88.4.1".parse().expect("ip");
+        let err = dp.ensure_network(&routed).await.expect_err("inside a route");
+        assert!(err.to_string().contains("route 10.88.0.0/16 on kmgmt0"), "{err}");
+        // Around the controller's address, which the host reaches by its default route.
+        let mut around = network(103);
+        around.cidr = "192.0.2.8/29".parse().expect("cidr");
+        around.gateway = "192.0.2.9".parse().expect("ip");
+        let err = dp.ensure_network(&around).await.expect_err("around the controller");
+        assert!(err.to_string().contains("the controller's address 192.0.2.10"), "{err}");
+        assert!(!link_names(&ns).iter().any(|n| n.starts_with("kbr")), "nothing was created");
+
+        // A free range works, and a second Kumo network beside it is not refused because of the first.
+        let mut free = network(104);
+        free.cidr = "10.99.1.0/24".parse().expect("cidr");
+        free.gateway = "10.99.1.1".parse().expect("ip");
+        let links = dp.ensure_network(&free).await.expect("a free range");
+        assert!(dp.ensure_network(&free).await.is_ok(), "idempotent despite its own route");
+        let mut next = network(105);
+        next.cidr = "10.99.2.0/24".parse().expect("cidr");
+        next.gateway = "10.99.2.1".parse().expect("ip");
+        dp.ensure_network(&next).await.expect("a second network");
+        dp.remove_network(&free.id).await.expect("remove");
+        dp.remove_network(&next.id).await.expect("remove");
+        assert!(!link_names(&ns).contains(&links.bridge));
+    });
+}

@@ -54,6 +54,54 @@ pub struct Staged {
     final_path: PathBuf,
     /// Its size and checksum.
     pub stored: StoredFile,
+    /// Marks the image's directory busy until this is committed or dropped.
+    _busy: Busy,
+}
+
+/// Image directories with an upload in progress in this process (image id ->
+/// uploads), so that [`FsImageStore::list`] reports them as active however
+/// long the upload takes.
+type BusyMap = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<ImageId, usize>>>;
+
+/// One upload in progress; unmarks its directory when dropped.
+#[derive(Debug)]
+struct Busy {
+    map: BusyMap,
+    image: ImageId,
+}
+
+impl Busy {
+    fn new(map: &BusyMap, image: &ImageId) -> Self {
+        *map.lock().unwrap_or_else(|p| p.into_inner()).entry(image.clone()).or_default() += 1;
+        Self { map: map.clone(), image: image.clone() }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.image) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.image);
+            }
+        }
+    }
+}
+
+/// The newest modification time of a directory and the files in it (an
+/// upload another process is writing keeps its partial file's time fresh).
+async fn last_change(dir: &Path) -> std::time::SystemTime {
+    let mtime = |m: std::fs::Metadata| m.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+    let mut newest = tokio::fs::metadata(dir).await.map_or(std::time::SystemTime::UNIX_EPOCH, mtime);
+    if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if let Ok(m) = entry.metadata().await {
+                newest = newest.max(mtime(m));
+            }
+        }
+    }
+    newest
 }
 
 async fn remove_dir_if_empty(dir: &Path) {
@@ -74,6 +122,7 @@ pub struct StoredFile {
 #[derive(Debug, Clone)]
 pub struct FsImageStore {
     root: PathBuf,
+    busy: BusyMap,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ImageStoreError + '_ {
@@ -85,7 +134,7 @@ impl FsImageStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, ImageStoreError> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(io_at(&root))?;
-        Ok(Self { root })
+        Ok(Self { root, busy: BusyMap::default() })
     }
 
     /// The path a stored file lives at.
@@ -126,6 +175,7 @@ impl FsImageStore {
     where
         S: Stream<Item = Result<Bytes, io::Error>> + Unpin,
     {
+        let busy = Busy::new(&self.busy, image);
         let dir = self.root.join(image.as_str());
         tokio::fs::create_dir_all(&dir).await.map_err(io_at(&dir))?;
         let final_path = dir.join(role.as_str());
@@ -149,7 +199,7 @@ impl FsImageStore {
         }
         .await;
         match result {
-            Ok(stored) => Ok(Staged { tmp_path, final_path, stored }),
+            Ok(stored) => Ok(Staged { tmp_path, final_path, stored, _busy: busy }),
             Err(err) => {
                 let _ = tokio::fs::remove_file(&tmp_path).await;
                 remove_dir_if_empty(&dir).await;
@@ -193,17 +243,16 @@ impl FsImageStore {
     }
 
     /// The images that have a directory in the store (for garbage collection),
-    /// with the directory's last modification time.
+    /// with the directory's last sign of life: now while this process stages
+    /// a file in it (an upload in progress, however long it takes), else the
+    /// newest modification time of the directory and its files.
     pub async fn list(&self) -> Result<Vec<(ImageId, std::time::SystemTime)>, ImageStoreError> {
         let mut entries = tokio::fs::read_dir(&self.root).await.map_err(io_at(&self.root))?;
         let mut out = Vec::new();
         while let Some(entry) = entries.next_entry().await.map_err(io_at(&self.root))? {
             let Some(Ok(id)) = entry.file_name().to_str().map(str::parse::<ImageId>) else { continue };
-            let modified = entry
-                .metadata()
-                .await
-                .and_then(|m| m.modified())
-                .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id);
+            let modified = if busy { std::time::SystemTime::now() } else { last_change(&entry.path()).await };
             out.push((id, modified));
         }
         out.sort();
@@ -304,5 +353,42 @@ mod tests {
         let listed: Vec<ImageId> = store.list().await.unwrap().into_iter().map(|(i, _)| i).collect();
         assert_eq!(listed.len(), 2);
         assert!(listed.contains(&id) && listed.contains(&copy));
+    }
+
+    /// Issue 12: the orphan sweep deleted one-shot uploads that took longer
+    /// than its grace; a directory with an upload in progress is listed as
+    /// active now, however old its files are.
+    #[tokio::test]
+    async fn a_directory_with_an_upload_in_progress_is_listed_as_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsImageStore::open(dir.path()).unwrap();
+        let id = ImageId::generate();
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, io::Error>>();
+        tx.unbounded_send(Ok(Bytes::from_static(b"first bytes"))).unwrap();
+        let staging = {
+            let store = store.clone();
+            let id = id.clone();
+            tokio::spawn(async move { store.stage(&id, ImageFileRole::Disk, rx, 1000).await })
+        };
+        // Wait for the directory, then age it and its partial file by an hour.
+        let image_dir = dir.path().join(id.as_str());
+        while std::fs::read_dir(&image_dir).map_or(true, |mut d| d.next().is_none()) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for entry in std::fs::read_dir(&image_dir).unwrap() {
+            std::fs::File::options().write(true).open(entry.unwrap().path()).unwrap().set_modified(old).unwrap();
+        }
+        std::fs::File::open(&image_dir).unwrap().set_modified(old).unwrap();
+        let (_, seen) = store.list().await.unwrap().into_iter().find(|(i, _)| *i == id).unwrap();
+        assert!(seen.elapsed().unwrap_or_default() < std::time::Duration::from_secs(60), "listed as active");
+        drop(tx);
+        let staged = staging.await.unwrap().unwrap();
+        store.discard(staged).await;
+        // Done: an old directory of another process's leftovers shows its real age.
+        std::fs::create_dir_all(&image_dir).unwrap();
+        std::fs::File::open(&image_dir).unwrap().set_modified(old).unwrap();
+        let (_, seen) = store.list().await.unwrap().into_iter().find(|(i, _)| *i == id).unwrap();
+        assert!(seen.elapsed().unwrap() > std::time::Duration::from_secs(3000));
     }
 }

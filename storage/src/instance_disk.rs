@@ -125,6 +125,9 @@ struct ImageInfo {
     backing_filename: Option<String>,
 }
 
+/// The longest one `qemu-img` run on an instance disk may take.
+const QEMU_IMG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl QemuImgDisks {
     /// Instance directories under `root`, using `qemu-img` from `PATH`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -132,11 +135,15 @@ impl QemuImgDisks {
     }
 
     async fn run(&self, action: &'static str, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, DiskError> {
-        let out = tokio::process::Command::new(&self.qemu_img)
-            .args(args)
-            .kill_on_drop(true)
-            .output()
+        let run = tokio::process::Command::new(&self.qemu_img).args(args).kill_on_drop(true).output();
+        // Creating an overlay or resizing is metadata work; a qemu-img stuck on a
+        // dead mount must not hold the instance's task forever.
+        let out = tokio::time::timeout(QEMU_IMG_TIMEOUT, run)
             .await
+            .map_err(|_| DiskError::QemuImg {
+                action,
+                stderr: format!("qemu-img did not finish within {} s and was killed", QEMU_IMG_TIMEOUT.as_secs()),
+            })?
             .map_err(DiskError::Spawn)?;
         if out.status.success() {
             Ok(out.stdout)

@@ -8,6 +8,7 @@ KUMO_EC2_OTHER_SECRET (a key of another project).
 
 import base64
 import datetime
+import hashlib
 import os
 import time
 import unittest
@@ -66,6 +67,24 @@ def raw_call(params, key=KEY, secret=SECRET, when=None):
             auth.add_auth(req)
     prepared = req.prepare()
     r = urllib.request.Request(prepared.url, data=body.encode(), method="POST", headers=dict(prepared.headers))
+    try:
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def forged_body_call(signed_params, sent_params):
+    """Signs one body, sends another with the signed body's SHA-256 claimed in
+    X-Amz-Content-SHA256 (issue 12: the attack on a SigV4 that trusts that header)."""
+    signed = "&".join(f"{k}={v}" for k, v in {"Version": "2016-11-15", **signed_params}.items())
+    sent = "&".join(f"{k}={v}" for k, v in {"Version": "2016-11-15", **sent_params}.items())
+    req = AWSRequest(method="POST", url=ENDPOINT, data=signed,
+                     headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    SigV4Auth(Credentials(KEY, SECRET), "ec2", REGION).add_auth(req)
+    headers = {k: v for k, v in req.prepare().headers.items() if k.lower() != "content-length"}
+    headers["X-Amz-Content-SHA256"] = hashlib.sha256(signed.encode()).hexdigest()
+    r = urllib.request.Request(ENDPOINT, data=sent.encode(), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(r, timeout=30) as resp:
             return resp.status, resp.read().decode()
@@ -282,6 +301,18 @@ class Ec2Scenario(unittest.TestCase):
         except urllib.error.HTTPError as e:
             self.assertEqual(e.code, 401)
             self.assertIn("<Code>AuthFailure</Code>", e.read().decode())
+        # The same presigned URL a second time is a replay: refused (issue 12).
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30)
+            self.fail("a presigned URL was accepted twice")
+        except urllib.error.HTTPError as e:
+            self.assertEqual(e.code, 401)
+            self.assertIn("already used", e.read().decode())
+        # A signed DescribeInstances whose body is swapped for DescribeKeyPairs is refused (issue 12).
+        status, body = forged_body_call({"Action": "DescribeInstances"}, {"Action": "DescribeKeyPairs"})
+        self.assertEqual(status, 401, body)
+        self.assertIn("<Code>AuthFailure</Code>", body)
+        self.assertNotIn("keySet", body)
         status, body = raw_call({"Action": "LaunchRockets"})
         self.assertEqual(status, 400, body)
         self.assertIn("<Code>InvalidAction</Code>", body)

@@ -136,8 +136,12 @@ pub async fn login(State(panel): State<Panel>, headers: HeaderMap, body: Bytes) 
     }
 }
 
-/// Forgets the session.
-pub async fn logout(headers: HeaderMap, _posted: Posted) -> Response {
+/// Ends the session: the API revokes its token (so a copy of the cookie is
+/// worthless from now on), then the cookie is cleared.
+pub async fn logout(State(panel): State<Panel>, headers: HeaderMap, posted: Posted) -> Response {
+    if let Err(f) = panel.api.act::<()>(&posted.session.token, Method::DELETE, "/v1/auth/tokens", None).await {
+        tracing::warn!(status = %f.status, message = %f.message, "could not revoke the session's token at logout");
+    }
     let clear = set_cookie(SESSION_COOKIE, "", 0, over_tls(&headers));
     ([(header::SET_COOKIE, clear)], Redirect::to("/ui/login")).into_response()
 }

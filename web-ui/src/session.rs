@@ -81,10 +81,11 @@ pub fn over_tls(headers: &HeaderMap) -> bool {
     headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, path /ui, Secure over TLS.
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict (no other site's page can
+/// make the browser send it), path /ui, Secure over TLS.
 pub fn set_cookie(name: &str, value: &str, max_age_secs: i64, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{name}={value}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={}{secure}", max_age_secs.max(0))
+    format!("{name}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{secure}", max_age_secs.max(0))
 }
 
 /// A logged-in browser: its JWT, still unexpired.
@@ -229,8 +230,8 @@ mod tests {
 
     #[test]
     fn session_cookie_attributes() {
-        assert_eq!(set_cookie("s", "v", 3600, false), "s=v; Path=/ui; HttpOnly; SameSite=Lax; Max-Age=3600");
-        assert_eq!(set_cookie("s", "", -5, true), "s=; Path=/ui; HttpOnly; SameSite=Lax; Max-Age=0; Secure");
+        assert_eq!(set_cookie("s", "v", 3600, false), "s=v; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=3600");
+        assert_eq!(set_cookie("s", "", -5, true), "s=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0; Secure");
         let mut h = HeaderMap::new();
         assert!(!over_tls(&h));
         h.insert("x-forwarded-proto", "HTTPS".parse().unwrap());

@@ -486,11 +486,23 @@ pub enum QuotaResource {
     Snapshots,
     /// Floating IP addresses (counted once Kumo has them).
     FloatingIps,
+    /// Tenant networks (the default network counts once made).
+    Networks,
+    /// Security groups (the default group counts once made).
+    SecurityGroups,
+    /// Rules in any one security group (in use: the largest group's count).
+    RulesPerGroup,
+    /// Key pairs.
+    KeyPairs,
+    /// Images the project owns.
+    Images,
+    /// Their files' size, GiB (rounded up).
+    ImageGib,
 }
 
 impl QuotaResource {
     /// Every resource, in display order.
-    pub const ALL: [QuotaResource; 7] = [
+    pub const ALL: [QuotaResource; 13] = [
         Self::Instances,
         Self::Vcpus,
         Self::RamMib,
@@ -498,6 +510,12 @@ impl QuotaResource {
         Self::VolumeGib,
         Self::Snapshots,
         Self::FloatingIps,
+        Self::Networks,
+        Self::SecurityGroups,
+        Self::RulesPerGroup,
+        Self::KeyPairs,
+        Self::Images,
+        Self::ImageGib,
     ];
 
     /// The snake_case name, as stored and shown.
@@ -510,6 +528,12 @@ impl QuotaResource {
             Self::VolumeGib => "volume_gib",
             Self::Snapshots => "snapshots",
             Self::FloatingIps => "floating_ips",
+            Self::Networks => "networks",
+            Self::SecurityGroups => "security_groups",
+            Self::RulesPerGroup => "rules_per_group",
+            Self::KeyPairs => "key_pairs",
+            Self::Images => "images",
+            Self::ImageGib => "image_gib",
         }
     }
 
@@ -523,6 +547,12 @@ impl QuotaResource {
             Self::VolumeGib => 1_000,
             Self::Snapshots => 10,
             Self::FloatingIps => 10,
+            Self::Networks => 10,
+            Self::SecurityGroups => 10,
+            Self::RulesPerGroup => 100,
+            Self::KeyPairs => 100,
+            Self::Images => 20,
+            Self::ImageGib => 200,
         }
     }
 
@@ -530,7 +560,7 @@ impl QuotaResource {
     pub fn unit(self) -> &'static str {
         match self {
             Self::RamMib => " MiB",
-            Self::VolumeGib => " GiB",
+            Self::VolumeGib | Self::ImageGib => " GiB",
             _ => "",
         }
     }
@@ -612,6 +642,24 @@ pub struct SetQuotas {
     pub snapshots: Option<i64>,
     /// Floating IPs.
     pub floating_ips: Option<i64>,
+    /// Networks.
+    #[serde(default)]
+    pub networks: Option<i64>,
+    /// Security groups.
+    #[serde(default)]
+    pub security_groups: Option<i64>,
+    /// Rules in one security group.
+    #[serde(default)]
+    pub rules_per_group: Option<i64>,
+    /// Key pairs.
+    #[serde(default)]
+    pub key_pairs: Option<i64>,
+    /// Images.
+    #[serde(default)]
+    pub images: Option<i64>,
+    /// Image files' size, GiB.
+    #[serde(default)]
+    pub image_gib: Option<i64>,
     /// Project overrides to drop (project quotas only).
     #[serde(default)]
     pub reset: Vec<QuotaResource>,
@@ -628,6 +676,12 @@ impl SetQuotas {
             (QuotaResource::VolumeGib, self.volume_gib),
             (QuotaResource::Snapshots, self.snapshots),
             (QuotaResource::FloatingIps, self.floating_ips),
+            (QuotaResource::Networks, self.networks),
+            (QuotaResource::SecurityGroups, self.security_groups),
+            (QuotaResource::RulesPerGroup, self.rules_per_group),
+            (QuotaResource::KeyPairs, self.key_pairs),
+            (QuotaResource::Images, self.images),
+            (QuotaResource::ImageGib, self.image_gib),
         ]
         .into_iter()
         .filter_map(|(r, v)| v.map(|v| (r, v)))

@@ -8,6 +8,10 @@ use sqlx::{Any, Row, Transaction};
 
 use super::{i64_of, parse_col, u32_col, u64_col, Db, DbError, DbResult};
 
+/// The `token_hash` of a host an admin approved to enrol again: no token
+/// hashes to it (it is not hex), so the old token is dead meanwhile.
+const REENROLMENT_APPROVED: &str = "re-enrolment approved";
+
 /// A host with what only the controller sees.
 #[derive(Debug, Clone)]
 pub struct HostRecord {
@@ -220,6 +224,27 @@ impl Db {
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(host_of).transpose()
+    }
+
+    /// Lets the next registration under this host's name in with the join token
+    /// alone (an admin's approval for a host whose agent lost its state); the
+    /// host's current token stops working at once.
+    pub async fn approve_reenrolment(&self, id: &HostId) -> DbResult<()> {
+        sqlx::query("UPDATE hosts SET token_hash = $2 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(REENROLMENT_APPROVED)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Whether an admin approved the next registration under this host's name.
+    pub async fn reenrolment_approved(&self, id: &HostId) -> DbResult<bool> {
+        let hash: Option<String> = sqlx::query_scalar("SELECT token_hash FROM hosts WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(hash.as_deref() == Some(REENROLMENT_APPROVED))
     }
 
     /// Enables or disables scheduling onto a host.

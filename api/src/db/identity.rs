@@ -104,6 +104,34 @@ impl Db {
         row.as_ref().map(user_of).transpose()
     }
 
+    /// Revokes a token (by its SHA-256) until `expires_at`, when it would die
+    /// anyway; forgets revocations that are past.
+    pub async fn revoke_token(&self, token_hash: &str, expires_at: kumo_wire::Timestamp) -> DbResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
+            .bind(kumo_wire::Timestamp::now().millis())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_tokens (token_hash, expires_at) VALUES ($1, $2) ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(token_hash)
+        .bind(expires_at.millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether the token with this SHA-256 was revoked.
+    pub async fn token_revoked(&self, token_hash: &str) -> DbResult<bool> {
+        let row = sqlx::query("SELECT 1 AS one FROM revoked_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Every user.
     pub async fn list_users(&self) -> DbResult<Vec<User>> {
         let rows = sqlx::query("SELECT * FROM users ORDER BY name").fetch_all(self.pool()).await?;

@@ -67,6 +67,8 @@ impl Db {
     ) -> DbResult<Image> {
         let id = ImageId::generate();
         let now = Timestamp::now();
+        let mut tx = self.begin_write().await?;
+        super::quotas::check_in(&mut tx, owner, &[(kumo_wire::storage::QuotaResource::Images, 1)]).await?;
         sqlx::query(
             "INSERT INTO images (id, owner_project_id, name, kind, disk_format, visibility, state, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7)",
@@ -78,8 +80,9 @@ impl Db {
         .bind(disk_format.map(|f| f.as_str()))
         .bind(visibility.as_str())
         .bind(now.millis())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(Image {
             id,
             name: name.to_owned(),

@@ -36,6 +36,8 @@ impl Db {
             public_key: public_key.to_owned(),
             created_at: Timestamp::now(),
         };
+        let mut tx = self.begin_write().await?;
+        super::quotas::check_in(&mut tx, project, &[(kumo_wire::storage::QuotaResource::KeyPairs, 1)]).await?;
         sqlx::query(
             "INSERT INTO key_pairs (id, project_id, name, key_type, fingerprint, public_key, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -47,8 +49,9 @@ impl Db {
         .bind(fingerprint)
         .bind(public_key)
         .bind(kp.created_at.millis())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(kp)
     }
 

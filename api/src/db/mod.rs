@@ -57,6 +57,9 @@ pub enum DbError {
     /// Any other query failure.
     #[error("database query failed")]
     Query(#[source] sqlx::Error),
+    /// The write would exceed one of the project's quotas (checked in its transaction).
+    #[error("{0}")]
+    QuotaExceeded(String),
 }
 
 impl From<sqlx::Error> for DbError {

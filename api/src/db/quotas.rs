@@ -17,6 +17,34 @@ use sqlx::{Any, Executor, Row, Transaction};
 
 use super::{Db, DbError, DbResult};
 
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// Locks `project`'s quotas in `tx` and refuses with [`DbError::QuotaExceeded`]
+/// if `asks` would exceed one (for writes made by the database layer itself).
+pub async fn check_in(
+    tx: &mut Transaction<'static, Any>,
+    project: &ProjectId,
+    asks: &[(QuotaResource, u64)],
+) -> DbResult<()> {
+    lock_project(tx, project).await?;
+    let limits = effective_limits(tx, project).await?;
+    let used = usage(tx, project).await?;
+    let limit_of = |r| limits.get(&r).map_or(kumo_wire::storage::UNLIMITED, |(v, _)| *v);
+    match crate::quotas::first_excess(asks, limit_of, |r| used.get(&r).copied().unwrap_or(0)) {
+        Some(message) => Err(DbError::QuotaExceeded(message)),
+        None => Ok(()),
+    }
+}
+
+/// How many rules security group `group` has.
+pub async fn rules_in_group(tx: &mut Transaction<'static, Any>, group: &str) -> DbResult<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM security_group_rules WHERE group_id = $1")
+        .bind(group)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// The scope of the cloud-wide defaults.
 pub const DEFAULT_SCOPE: &str = "default";
 
@@ -78,6 +106,33 @@ pub async fn usage(
         .bind(project.as_str())
         .fetch_one(&mut *conn)
         .await?;
+    let nets = sqlx::query("SELECT COUNT(*) AS n FROM networks WHERE project_id = $1")
+        .bind(project.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+    let groups = sqlx::query("SELECT COUNT(*) AS n FROM security_groups WHERE project_id = $1")
+        .bind(project.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+    let rules = sqlx::query(
+        "SELECT CAST(COALESCE(MAX(c), 0) AS BIGINT) AS n FROM (SELECT COUNT(*) AS c FROM security_group_rules r \
+         JOIN security_groups g ON g.id = r.group_id WHERE g.project_id = $1 GROUP BY r.group_id) per_group",
+    )
+    .bind(project.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let keys = sqlx::query("SELECT COUNT(*) AS n FROM key_pairs WHERE project_id = $1")
+        .bind(project.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+    let images = sqlx::query(
+        "SELECT COUNT(*) AS n, CAST(COALESCE((SELECT SUM(f.size_bytes) FROM image_files f JOIN images i \
+         ON i.id = f.image_id WHERE i.owner_project_id = $1 AND i.state <> 'deleted'), 0) AS BIGINT) AS bytes \
+         FROM images WHERE owner_project_id = $1 AND state <> 'deleted'",
+    )
+    .bind(project.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(BTreeMap::from([
         (QuotaResource::Instances, count(&inst, "n")?),
         (QuotaResource::Vcpus, count(&inst, "vcpus")?),
@@ -86,6 +141,12 @@ pub async fn usage(
         (QuotaResource::VolumeGib, count(&vols, "gib")?),
         (QuotaResource::Snapshots, count(&snaps, "n")?),
         (QuotaResource::FloatingIps, count(&fips, "n")?),
+        (QuotaResource::Networks, count(&nets, "n")?),
+        (QuotaResource::SecurityGroups, count(&groups, "n")?),
+        (QuotaResource::RulesPerGroup, count(&rules, "n")?),
+        (QuotaResource::KeyPairs, count(&keys, "n")?),
+        (QuotaResource::Images, count(&images, "n")?),
+        (QuotaResource::ImageGib, count(&images, "bytes")?.div_ceil(GIB)),
     ]))
 }
 

@@ -100,6 +100,9 @@ impl From<ApiError> for Ec2Error {
             ApiError::Conflict(m) => Self::client("IncorrectState", m),
             ApiError::QuotaExceeded(m) => Self::client("ResourceLimitExceeded", m),
             ApiError::TooLarge(m) => Self::invalid_value(m),
+            ApiError::TooManyRequests(m, _) => {
+                Self { code: "RequestLimitExceeded", status: StatusCode::SERVICE_UNAVAILABLE, message: m }
+            }
             ApiError::Unavailable(m) => {
                 Self { code: "Unavailable", status: StatusCode::SERVICE_UNAVAILABLE, message: m }
             }

@@ -14,6 +14,7 @@
 pub mod actions;
 pub mod errors;
 pub mod params;
+pub mod replay;
 pub mod sigv4;
 pub mod sts;
 pub mod xml;
@@ -165,9 +166,15 @@ async fn authenticate(state: &AppState, req: &sigv4::Request<'_>, service: &str)
         .ok_or_else(|| Ec2Error::auth_failure("AWS was not able to validate the provided access credentials"))?;
     let now = Timestamp::now().millis() / 1000;
     let skew = i64::try_from(state.config.ec2_clock_skew_secs).unwrap_or(i64::MAX / 2);
-    sigv4::verify(&sig, req, &owner.secret, now, skew).map_err(|e| match e {
+    let valid_until = sigv4::verify(&sig, req, &owner.secret, now, skew).map_err(|e| match e {
         sigv4::SigError::Expired(m) => Ec2Error::request_expired(m),
         other => Ec2Error::auth_failure(other.to_string()),
+    })?;
+    state.guards.ec2_replay.admit(&sig.signature, valid_until, now).map_err(|e| match e {
+        replay::Replay::Seen => Ec2Error::auth_failure(e.to_string()),
+        replay::Replay::Full => {
+            Ec2Error { code: "RequestLimitExceeded", status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() }
+        }
     })?;
     crate::access_keys::touch(&state.db, &sig.credential.access_key_id).await?;
     Ok(owner.caller)

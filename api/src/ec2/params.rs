@@ -24,17 +24,33 @@ pub struct Filter {
 
 impl Params {
     /// Parses the query string and an `application/x-www-form-urlencoded` body.
+    ///
+    /// A parameter given twice (twice in one place, or in both the query and
+    /// the body) is refused: the body never overrides a query parameter, and
+    /// no reader has to guess which copy counts.
     pub fn from_request(query: &str, body: &[u8]) -> Ec2Result<Self> {
         let mut map = BTreeMap::new();
+        let mut put = |k: String, v: String, place: &str| match map.entry(k) {
+            std::collections::btree_map::Entry::Occupied(e) => Err(Ec2Error::invalid_value(format!(
+                "the parameter {} is given more than once (again in the {place})",
+                e.key()
+            ))),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(v);
+                Ok(())
+            }
+        };
         for (k, v) in super::sigv4::query_pairs(query) {
             if !k.starts_with("X-Amz-") {
-                map.insert(k, v);
+                put(k, v, "query string")?;
             }
         }
         if !body.is_empty() {
             let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
                 .map_err(|e| Ec2Error::invalid_value(format!("the body is not form-encoded: {e}")))?;
-            map.extend(pairs);
+            for (k, v) in pairs {
+                put(k, v, "body")?;
+            }
         }
         Ok(Self { map })
     }
@@ -184,7 +200,7 @@ impl Filter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -216,5 +232,53 @@ mod tests {
         assert!(glob("a?c", "abc"));
         assert!(glob("*-1", "web-1"));
         assert!(!glob("a*c", "abd"));
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_refused_wherever_it_is() {
+        for (query, body) in [("Action=A&Action=B", ""), ("Action=A", "Action=B"), ("", "Action=A&Action=B")] {
+            let e = Params::from_request(query, body.as_bytes()).unwrap_err();
+            assert!(e.message.contains("Action is given more than once"), "{query} {body}: {}", e.message);
+        }
+        let p = Params::from_request("Action=A&X-Amz-Date=1", b"Version=2016-11-15").unwrap_or_default();
+        assert_eq!(p.get("Action"), Some("A"));
+        assert_eq!(p.get("X-Amz-Date"), None);
+    }
+
+    /// Cases per property: `PROPTEST_CASES` (the suite runs 2,000; run more by hand).
+    pub(crate) fn cases() -> proptest::test_runner::Config {
+        let n = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+        proptest::test_runner::Config::with_cases(n)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(cases())]
+
+        /// Any query string and body: a clear error or parameters, never a panic,
+        /// and every reader of the parameters copes with what came in.
+        #[test]
+        fn the_query_parser_never_panics(
+            query in "([A-Za-z.%0-9=&+]|Filter\\.|\\.Value\\.|Tag\\.|[0-9]{1,12}|%[0-9A-Fa-f]{0,2}|\\PC){0,40}",
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..120),
+        ) {
+            match Params::from_request(&query, &body) {
+                Ok(p) => {
+                    let _ = p.filters();
+                    let _ = p.tags("Tag");
+                    let _ = p.tag_specifications("instance");
+                    let _ = p.list("InstanceId");
+                    let _ = p.int("MaxResults");
+                    let _ = p.flag("DryRun");
+                    let _ = p.base64("UserData");
+                }
+                Err(e) => proptest::prop_assert!(!e.message.is_empty()),
+            }
+        }
+
+        /// Wildcard matching terminates and never panics on any pattern.
+        #[test]
+        fn glob_never_panics(pattern in "[a*?]{0,20}", value in "[ab]{0,30}") {
+            let _ = glob(&pattern, &value);
+        }
     }
 }

@@ -31,6 +31,9 @@ pub enum SigError {
     /// The signature does not match.
     #[error("AWS was not able to validate the provided access credentials")]
     Mismatch,
+    /// The body is not the one the signature covers, or a body came where none may.
+    #[error("{0}")]
+    Payload(String),
 }
 
 /// What was received, in the form the canonical request needs.
@@ -157,11 +160,14 @@ pub fn parse(req: &Request<'_>) -> Result<Signature, SigError> {
     }
     let credential =
         parse_credential(get("X-Amz-Credential").ok_or_else(|| malformed("X-Amz-Credential is missing"))?)?;
-    let signed_headers = get("X-Amz-SignedHeaders")
+    let signed_headers: Vec<String> = get("X-Amz-SignedHeaders")
         .ok_or_else(|| malformed("X-Amz-SignedHeaders is missing"))?
         .split(';')
         .map(str::to_ascii_lowercase)
         .collect();
+    if !signed_headers.iter().any(|h| h == "host") {
+        return Err(malformed("X-Amz-SignedHeaders must include host"));
+    }
     let signature = hex::decode(get("X-Amz-Signature").ok_or_else(|| malformed("X-Amz-Signature is missing"))?)
         .map_err(|_| malformed("X-Amz-Signature is not hex"))?;
     let amz_date = get("X-Amz-Date").ok_or_else(|| malformed("X-Amz-Date is missing"))?.to_owned();
@@ -313,20 +319,49 @@ pub fn format_amz_date(secs: i64) -> String {
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// Checks the date against the clock and the signature against `secret`.
+/// The payload hash the canonical request must carry, checked against the body.
+///
+/// The body is always hashed: `x-amz-content-sha256`, when sent, must be that
+/// hash (or `UNSIGNED-PAYLOAD` with no body), never a claim taken on trust. A
+/// presigned request (its signature is in the URL, which anyone who saw it may
+/// resend) and a `GET` carry no body at all.
+fn payload_hashes(sig: &Signature, req: &Request<'_>) -> Result<Vec<String>, SigError> {
+    let presigned = sig.presigned_expires.is_some();
+    if !req.body.is_empty() && presigned {
+        return Err(SigError::Payload("a presigned request carries no body".into()));
+    }
+    if !req.body.is_empty() && (req.method == "GET" || req.method == "HEAD") {
+        return Err(SigError::Payload(format!("a {} request carries no body", req.method)));
+    }
+    let body_hash = sha256_hex(req.body);
+    let claimed: Vec<&[u8]> = req.headers.get_all("x-amz-content-sha256").iter().map(|v| v.as_bytes()).collect();
+    match claimed.as_slice() {
+        [] if presigned => Ok(vec![UNSIGNED_PAYLOAD.to_owned(), body_hash]),
+        [] => Ok(vec![body_hash]),
+        [one] if *one == body_hash.as_bytes() => Ok(vec![body_hash]),
+        [one] if *one == UNSIGNED_PAYLOAD.as_bytes() && req.body.is_empty() => Ok(vec![UNSIGNED_PAYLOAD.to_owned()]),
+        [_] => Err(SigError::Payload("x-amz-content-sha256 is not the SHA-256 of the body".into())),
+        _ => Err(SigError::Payload("x-amz-content-sha256 is given more than once".into())),
+    }
+}
+
+/// Checks the date against the clock, the body against its hash and the
+/// signature against `secret`. Returns the last second (since the epoch) at
+/// which this same signature would still be accepted: a replay cache keeps it
+/// that long.
 pub fn verify(
     sig: &Signature,
     req: &Request<'_>,
     secret: &str,
     now_secs: i64,
     max_skew_secs: i64,
-) -> Result<(), SigError> {
+) -> Result<i64, SigError> {
     let signed_at = parse_amz_date(&sig.amz_date)
         .ok_or_else(|| malformed(format!("X-Amz-Date '{}' is not YYYYMMDDTHHMMSSZ", sig.amz_date)))?;
     if !sig.amz_date.starts_with(&sig.credential.date) {
         return Err(malformed("the Credential date does not match X-Amz-Date"));
     }
-    match sig.presigned_expires {
+    let valid_until = match sig.presigned_expires {
         None if (now_secs - signed_at).abs() > max_skew_secs => {
             return Err(SigError::Expired(format!(
                 "Request has expired: it was signed at {}, the server's time is {} and the allowed skew is {max_skew_secs} s",
@@ -340,19 +375,11 @@ pub fn verify(
                 sig.amz_date
             )));
         }
-        _ => {}
-    }
+        None => signed_at.saturating_add(max_skew_secs),
+        Some(expires) => signed_at.saturating_add(expires),
+    };
+    let candidates = payload_hashes(sig, req)?;
     let key = signing_key(secret, &sig.credential);
-    let body_hash = sha256_hex(req.body);
-    let mut candidates: Vec<String> = Vec::new();
-    match header(req.headers, "x-amz-content-sha256") {
-        Some(h) => candidates.push(h.to_owned()),
-        None if sig.presigned_expires.is_some() => {
-            candidates.push(UNSIGNED_PAYLOAD.to_owned());
-            candidates.push(body_hash);
-        }
-        None => candidates.push(body_hash),
-    }
     let scope = sig.credential.scope();
     for payload_hash in candidates {
         let creq = canonical_request(req, &sig.signed_headers, &payload_hash, sig.presigned_expires.is_some());
@@ -360,7 +387,7 @@ pub fn verify(
         let mut mac = HmacSha256::new_from_slice(&key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(sts.as_bytes());
         if mac.verify_slice(&sig.signature).is_ok() {
-            return Ok(());
+            return Ok(valid_until);
         }
     }
     Err(SigError::Mismatch)
@@ -386,6 +413,29 @@ pub fn sign(
     )
 }
 
+/// Presigns a request: returns its query string (`query` followed by the
+/// `X-Amz-*` parameters and the signature) for a request that carries `host`.
+pub fn presign(req: &Request<'_>, credential: &Credential, secret: &str, amz_date: &str, expires_secs: i64) -> String {
+    let signed = ["host".to_owned()];
+    let mut query = req.query.to_owned();
+    for (k, v) in [
+        ("X-Amz-Algorithm", ALGORITHM.to_owned()),
+        ("X-Amz-Credential", format!("{}/{}", credential.access_key_id, credential.scope())),
+        ("X-Amz-Date", amz_date.to_owned()),
+        ("X-Amz-Expires", expires_secs.to_string()),
+        ("X-Amz-SignedHeaders", signed.join(";")),
+    ] {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(&format!("{k}={}", uri_encode(&v, false)));
+    }
+    let creq = canonical_request(&Request { query: &query, ..*req }, &signed, UNSIGNED_PAYLOAD, true);
+    let sts = string_to_sign(amz_date, &credential.scope(), &creq);
+    let signature = hex::encode(hmac(&signing_key(secret, credential), sts.as_bytes()));
+    format!("{query}&X-Amz-Signature={signature}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,5 +456,37 @@ mod tests {
         assert_eq!(uri_encode("a b/c~d*", false), "a%20b%2Fc~d%2A");
         assert_eq!(canonical_uri("/a/./b/../c/"), "/a/c/");
         assert_eq!(canonical_uri(""), "/");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::ec2::params::tests::cases())]
+
+        /// Any Authorization header, query string, date and body: parse and
+        /// verify answer an error or a result, never a panic.
+        #[test]
+        fn parse_and_verify_never_panic(
+            auth in "(AWS4-HMAC-SHA256 )?((Credential|SignedHeaders|Signature)=[A-Za-z0-9/;_-]{0,40}[, ]{0,2}|\\PC){0,6}",
+            query in "(X-Amz-(Algorithm|Credential|Date|Expires|SignedHeaders|Signature)=[A-Za-z0-9%/;-]{0,30}&?|\\PC){0,8}",
+            date in "([0-9]{8}T[0-9]{6}Z|\\PC{0,20})",
+            method in "(GET|POST|HEAD)",
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            use_header in proptest::bool::ANY,
+        ) {
+            let mut headers = HeaderMap::new();
+            if use_header {
+                if let Ok(v) = axum::http::HeaderValue::from_str(&auth) {
+                    headers.insert("authorization", v);
+                }
+            }
+            if let Ok(v) = axum::http::HeaderValue::from_str(&date) {
+                headers.insert("x-amz-date", v);
+            }
+            let req = Request { method: &method, path: "/", query: &query, headers: &headers, body: &body };
+            if let Ok(sig) = parse(&req) {
+                proptest::prop_assert!(sig.signed_headers.iter().any(|h| h == "host"));
+                let _ = verify(&sig, &req, "secret", 1_700_000_000, 900);
+            }
+            let _ = parse_amz_date(&date);
+        }
     }
 }

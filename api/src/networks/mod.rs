@@ -9,6 +9,7 @@
 
 pub mod floating_ips;
 pub mod ipam;
+pub mod reserved;
 pub mod security_groups;
 
 use std::collections::{HashMap, HashSet};
@@ -17,6 +18,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use kumo_wire::api::Instance;
 use kumo_wire::network::{CreateNetwork, VlanAllocation, VlanPool, MAX_VLAN_ID, MIN_VLAN_ID};
+use kumo_wire::storage::QuotaResource;
 use kumo_wire::{NetworkId, PortId, ProjectId, Timestamp};
 use serde_json::json;
 use sqlx::{Any, Transaction};
@@ -96,6 +98,7 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateNetwork) -> Re
     }
     let cidr = check_cidr(req.cidr)?;
     let gateway = gateway_for(cidr, req.gateway)?;
+    reserved::current(state).await?.check(cidr, gateway, req.external)?;
     if req.dns_servers.len() > MAX_DNS_SERVERS {
         return Err(ApiError::Invalid(format!("at most {MAX_DNS_SERVERS} DNS servers, not {}", req.dns_servers.len())));
     }
@@ -125,12 +128,16 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateNetwork) -> Re
 /// default network, returns the project's existing default if another request made it first.
 async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiError> {
     let (pool_first, pool_last) = state.config.vlan_pool().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let reserved = reserved::current(state).await?;
     let mut tx = state.db.begin_write().await?;
     db::lock_project(&mut tx, &new.project_id).await?;
     if new.is_default {
         if let Some(existing) = db::default_network(&mut tx, &new.project_id).await? {
             return Ok(existing);
         }
+    } else {
+        // The default network is made for a launch and never refused for the quota.
+        crate::quotas::check(&mut tx, &new.project_id, &[(QuotaResource::Networks, 1)]).await?;
     }
     let project_networks = db::project_networks(&mut tx, &new.project_id).await?;
     for other in &project_networks {
@@ -180,7 +187,7 @@ async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiE
             db::insert_network(&mut tx, &rec).await?
         }
         None => {
-            let mut stored = false;
+            let (mut stored, mut reserved_skipped) = (false, 0);
             for v in (pool_first..=pool_last).filter(|v| !used.contains(v)) {
                 rec.vlan_id = v;
                 if new.is_default {
@@ -189,11 +196,23 @@ async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiE
                     if project_networks.iter().any(|other| overlaps(other.cidr, rec.cidr)) {
                         continue;
                     }
+                    // The default subnet follows the tag: skip tags whose subnet is reserved.
+                    if reserved.overlap(rec.cidr, false).is_some() {
+                        reserved_skipped += 1;
+                        continue;
+                    }
                 }
                 if db::insert_network(&mut tx, &rec).await? {
                     stored = true;
                     break;
                 }
+            }
+            if !stored && reserved_skipped > 0 {
+                return Err(ApiError::Conflict(format!(
+                    "no free VLAN tag of {pool_first}-{pool_last} gives a default network (10.<hi>.<lo>.0/24 from \
+                     the tag) outside the reserved ranges ({reserved_skipped} skipped): create a network with \
+                     --cidr and launch with --network"
+                )));
             }
             if !stored {
                 return Err(ApiError::Conflict(format!(

@@ -5,6 +5,7 @@
 //! name it as source), and wakes those hosts.
 
 use kumo_wire::network::{AddRule, CreateSecurityGroup, Protocol};
+use kumo_wire::storage::QuotaResource;
 use kumo_wire::{HostId, SecurityGroupId, SecurityGroupRuleId, Timestamp};
 use serde_json::json;
 
@@ -97,6 +98,7 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateSecurityGroup)
         rules: Vec::new(),
     };
     let mut tx = state.db.begin_write().await?;
+    crate::quotas::check(&mut tx, &caller.project_id, &[(QuotaResource::SecurityGroups, 1)]).await?;
     if !db::insert_group(&mut tx, &rec).await? {
         return Err(ApiError::Conflict(format!("security group '{}' already exists", rec.name)));
     }
@@ -180,6 +182,7 @@ pub async fn add_rule(state: &AppState, caller: &Caller, key: &str, req: AddRule
         created_at: Timestamp::now(),
     };
     let mut tx = state.db.begin_write().await?;
+    crate::quotas::check_rules_in_group(&mut tx, &caller.project_id, rule.group_id.as_str()).await?;
     db::insert_rule(&mut tx, &rule).await?;
     let detail = json!({ "rule": rule.id, "protocol": rule.protocol, "ports": rule.ports, "cidr": rule.cidr,
         "source_group": rule.source_group_id });

@@ -33,9 +33,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn register(State(state): State<AppState>, ApiJson(req): ApiJson<RegisterRequest>) -> ApiResult<Json<RegisterResponse>> {
+async fn register(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> ApiResult<Json<RegisterResponse>> {
     if !constant_time_eq(req.join_token.as_bytes(), state.join_token.as_bytes()) {
         return Err(ApiError::Unauthorized("wrong join token".into()));
+    }
+    // The join token enrols new hosts only. A known name re-registers with its
+    // current host token, or after an admin approved it: else any holder of
+    // the join token could take over a host's name and its desired state.
+    if let Some(existing) = state.db.find_host(&req.name).await?.filter(|h| h.host.name == req.name) {
+        let presented = match crate::auth::bearer_in(&headers) {
+            Ok(token) => state.db.host_by_token_hash(&sha256_hex(token)).await?,
+            Err(_) => None,
+        };
+        let current = presented.is_some_and(|h| h.host.id == existing.host.id);
+        if !current && !state.db.reenrolment_approved(&existing.host.id).await? {
+            return Err(ApiError::Conflict(format!(
+                "host '{}' is already registered: re-register with its current host token, or an admin \
+                 approves a new enrolment (POST /v1/hosts/{}/approve-enrolment)",
+                req.name, req.name
+            )));
+        }
     }
     let name_ok = !req.name.is_empty()
         && req.name.len() <= 253

@@ -20,6 +20,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(show_host))
         .routes(routes!(disable_host))
         .routes(routes!(enable_host))
+        .routes(routes!(approve_enrolment))
 }
 
 /// Lists compute hosts with their capacity, use and heartbeat.
@@ -64,6 +65,21 @@ async fn set_enabled(state: &AppState, caller: &Caller, host: &str, enabled: boo
     responses((status = 200, body = Host), (status = 404, body = kumo_wire::ErrorBody)))]
 async fn disable_host(State(state): State<AppState>, caller: Caller, Path(host): Path<String>) -> ApiResult<Json<Host>> {
     set_enabled(&state, &caller, &host, false).await
+}
+
+/// Approves the next registration under a host's name with the join token
+/// alone (an agent that lost its state directory); its current token dies now.
+#[utoipa::path(post, path = "/v1/hosts/{host}/approve-enrolment", tag = "hosts", params(("host" = String, Path, description = "Host name or id")),
+    responses((status = 200, body = Host), (status = 404, body = kumo_wire::ErrorBody)))]
+async fn approve_enrolment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(host): Path<String>,
+) -> ApiResult<Json<Host>> {
+    caller.require_admin()?;
+    let found = state.db.find_host(&host).await?.ok_or_else(|| ApiError::not_found("host", &host))?;
+    state.db.approve_reenrolment(&found.host.id).await?;
+    Ok(Json(found.host))
 }
 
 /// Lets the scheduler place instances on a host again.

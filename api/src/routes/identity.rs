@@ -1,5 +1,8 @@
 //! `/v1/auth/tokens`, `/v1/projects`, `/v1/users`.
 
+use std::sync::OnceLock;
+use std::time::Instant;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -11,34 +14,87 @@ use crate::auth::{hash_password, verify_password, Caller};
 use crate::db::DbError;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::instances::validate_name;
+use crate::login_limit::{PeerAddr, Throttled};
 use crate::state::AppState;
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(issue_token))
+        .routes(routes!(issue_token, revoke_token))
         .routes(routes!(list_projects, create_project))
         .routes(routes!(list_users, create_user))
 }
 
 /// Logs in: exchanges a user name and password for a signed token.
+///
+/// Throttled (`login_limit`): at most `login_concurrent_hashes` Argon2 runs
+/// at once, and a user name or address that sent wrong passwords waits
+/// (429 with `Retry-After`). An unknown name costs the same hash as a known one.
 #[utoipa::path(post, path = "/v1/auth/tokens", tag = "identity", request_body = TokenRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, body = kumo_wire::ErrorBody)))]
-async fn issue_token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenRequest>) -> ApiResult<Json<TokenResponse>> {
+    responses((status = 200, body = TokenResponse), (status = 401, body = kumo_wire::ErrorBody),
+        (status = 429, body = kumo_wire::ErrorBody)))]
+async fn issue_token(
+    State(state): State<AppState>,
+    PeerAddr(peer): PeerAddr,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> ApiResult<Json<TokenResponse>> {
     let denied = || ApiError::Unauthorized("wrong user name or password".into());
-    let creds = state.db.user_credentials(&req.username).await?.ok_or_else(denied)?;
-    let hash = creds.password_hash.clone();
+    let throttled = |t: Throttled| {
+        ApiError::TooManyRequests(
+            format!("too many login attempts; try again in {} s", t.retry_after_secs),
+            t.retry_after_secs,
+        )
+    };
+    let limiter = &state.guards.login;
+    limiter.check(&req.username, peer, Instant::now()).map_err(throttled)?;
+    let creds = state.db.user_credentials(&req.username).await?;
+    let hash = creds.as_ref().map(|c| c.password_hash.clone());
     let password = req.password.clone();
+    let permit = limiter.hash_permit().await.map_err(throttled)?;
     // Argon2 is deliberately slow; keep it off the async workers.
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    if !ok {
+    let ok = tokio::task::spawn_blocking(move || match hash {
+        Some(hash) => verify_password(&password, &hash),
+        // The same work for a name that does not exist.
+        None => {
+            let _ = verify_password(&password, unknown_user_hash());
+            false
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    drop(permit);
+    let Some(creds) = creds.filter(|_| ok) else {
+        limiter.failed(&req.username, peer, Instant::now());
         return Err(denied());
-    }
+    };
+    limiter.succeeded(&req.username, peer);
     let user = creds.user;
     let (token, expires_at) = state.keys.issue(&user.id, &user.project_id, user.role)?;
     Ok(Json(TokenResponse { token, expires_at, user_id: user.id, project_id: user.project_id, role: user.role }))
+}
+
+/// Logs out: revokes the token the request carries, on every replica, until it would expire.
+#[utoipa::path(delete, path = "/v1/auth/tokens", tag = "identity",
+    responses((status = 204), (status = 401, body = kumo_wire::ErrorBody)))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<StatusCode> {
+    let token = crate::auth::bearer_in(&headers)?;
+    state.db.revoke_token(&crate::auth::token_hash(token), state.keys.max_expiry()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A hash of a random password, verified against for unknown user names.
+fn unknown_user_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        use rand::RngCore;
+        let mut secret = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut secret);
+        hash_password(&hex::encode(secret)).unwrap_or_default()
+    })
 }
 
 /// Lists projects (admin).

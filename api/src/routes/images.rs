@@ -5,7 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use futures::TryStreamExt;
-use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, Listing, UploadImageQuery, Visibility};
+use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, ImageState, Listing, UploadImageQuery, Visibility};
+use kumo_wire::storage::QuotaResource;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -134,11 +135,38 @@ async fn upload_image_file(
     if !found.kind.required_files().contains(&role) {
         return Err(ApiError::Invalid(format!("a {} image has no {} file", found.kind.as_str(), role.as_str())));
     }
+    // Guests run on an active image's files: they never change (issue 12).
+    let immutable = || {
+        ApiError::Conflict(format!(
+            "image '{}' is active: its files are immutable while guests may use them; upload a new image instead",
+            found.name
+        ))
+    };
+    if found.state == ImageState::Active {
+        return Err(immutable());
+    }
     image_uploads::check_length(&state, content_length(&headers))?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let (staged, virtual_size, _) =
         image_uploads::stage_and_inspect(&state, &found.id, role, stream, found.disk_format).await?;
     let stored = staged.stored.clone();
+    // Another upload may have completed the image meanwhile; and the bytes must fit the quota.
+    let now_active = find(&state, &caller, found.id.as_str()).await.map(|i| i.state == ImageState::Active);
+    let quota = crate::quotas::precheck(
+        &state,
+        &found.owner_project_id,
+        &[(QuotaResource::ImageGib, crate::quotas::gib_of(stored.size_bytes))],
+    )
+    .await;
+    let refusal = match (now_active, quota) {
+        (Ok(true), _) => Some(immutable()),
+        (Err(e), _) | (_, Err(e)) => Some(e),
+        (Ok(false), Ok(())) => None,
+    };
+    if let Some(e) = refusal {
+        state.images.discard(staged).await;
+        return Err(e);
+    }
     state.images.commit(staged).await.map_err(image_uploads::store_error)?;
     let virtual_size = (role == ImageFileRole::Disk).then_some(virtual_size);
     state.db.record_image_file(&found, role, stored.size_bytes, &stored.sha256, virtual_size).await?;

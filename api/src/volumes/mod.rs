@@ -592,7 +592,8 @@ pub async fn observe(
         _ => None,
     };
     let Some((event, reason)) = event else { return Ok(()) };
-    let change = Change { event, actor, at: obs.observed_at, reason };
+    let at = crate::reconcile::clamp_observed(&host.host.name, obs.observed_at, rec.updated_at, Timestamp::now());
+    let change = Change { event, actor, at, reason };
     let result = apply(state, &rec.id, &change, move |_, old, new| {
         Box::pin(async move {
             new.applied_generation = new.applied_generation.max(applied.min(old.generation));

@@ -37,6 +37,12 @@ async fn set(ctx: &Ctx, args: SetQuotaArgs) -> Result<(), Error> {
         volume_gib: args.volume_gib,
         snapshots: args.snapshots,
         floating_ips: args.floating_ips,
+        networks: args.networks,
+        security_groups: args.security_groups,
+        rules_per_group: args.rules_per_group,
+        key_pairs: args.key_pairs,
+        images: args.images,
+        image_gib: args.image_gib,
         reset: args.reset,
     };
     if request.limits().is_empty() && request.reset.is_empty() {

@@ -183,7 +183,7 @@ async fn a_corrupt_image_is_reported_then_retried_until_it_works() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn rides_out_an_outage_and_registers_again_when_the_token_is_refused() {
+async fn rides_out_an_outage_and_never_sends_the_join_token_after_a_401() {
     let fake = FakeController::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let agent = RunningAgent::start(&fake, dir.path(), &test_node_uri(dir.path()).expect("node"), JOIN_TOKEN).await;
@@ -203,13 +203,25 @@ async fn rides_out_an_outage_and_registers_again_when_the_token_is_refused() {
     fake.wait_report("back", |r| power_of(r, &a) == Some((ObservedPower::Running, 1))).await;
     fake.wait_report("after outage", |_| fake.lock().reports.len() > reports_before).await;
 
+    // Issue 12: a 401 to an enrolled host is the operator's to see; the agent
+    // never answers it by sending the join token (to whoever answered).
     fake.lock().host_token = Some("rotated-away".into());
-    fake.wait_report("re-registered", |_| fake.lock().registrations.len() == 2).await;
-    let n = fake.lock().reports.len();
-    let report = fake.wait_report("synced with new token", |_| fake.lock().reports.len() > n).await;
-    assert_eq!(power_of(&report, &a), Some((ObservedPower::Running, 1)), "the domain kept running");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let health: serde_json::Value =
+            reqwest::get(format!("{}/healthz", agent.url)).await.expect("healthz").json().await.expect("json");
+        let err = health["last_error"].as_str().unwrap_or_default();
+        if err.contains("the controller refuses this host's token") {
+            assert!(err.contains("not enrolling again with the join token") && err.contains("host.json"), "{err}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no error shown: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fake.lock().registrations.len(), 1, "the join token was sent only once, to enrol");
     let creds = std::fs::read_to_string(dir.path().join("host.json")).expect("host.json");
-    assert!(creds.contains("host-token-1"), "{creds}");
+    assert!(creds.contains("host-token-0"), "the credentials are kept for the operator: {creds}");
     agent.stop().await;
 }
 

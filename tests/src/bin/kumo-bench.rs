@@ -122,6 +122,7 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
         }
         tx.commit().await?;
     }
+    let guards = Arc::new(kumo_api::guards::Guards::new(&config));
     let state = AppState {
         db: db.clone(),
         config: Arc::new(config),
@@ -131,6 +132,7 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
         hosts: Arc::new(HostNotifier::default()),
         scheduler_wake: Arc::new(tokio::sync::Notify::new()),
         http: reqwest::Client::new(),
+        guards,
     };
     let start = Instant::now();
     let mut placed = 0;
@@ -348,7 +350,11 @@ impl Ec2Signer {
         headers.insert("host", host.parse()?);
         headers.insert("x-amz-date", amz_date.parse()?);
         headers.insert("content-type", "application/x-www-form-urlencoded; charset=utf-8".parse()?);
-        let signed = ["content-type".to_owned(), "host".to_owned(), "x-amz-date".to_owned()];
+        // Like boto3: a fresh signed invocation id, so no two calls share a signature.
+        let invocation = kumo_wire::InstanceId::generate().as_str().to_owned();
+        headers.insert("amz-sdk-invocation-id", invocation.parse()?);
+        let signed =
+            ["amz-sdk-invocation-id".to_owned(), "content-type".to_owned(), "host".to_owned(), "x-amz-date".to_owned()];
         let cred = sigv4::Credential {
             access_key_id: self.key.clone(),
             date: amz_date[..8].to_owned(),
@@ -359,6 +365,7 @@ impl Ec2Signer {
         let auth = sigv4::sign(&req, &cred, &self.secret, &signed, &amz_date);
         Ok(client
             .post(&self.url)
+            .header("amz-sdk-invocation-id", invocation)
             .header("x-amz-date", amz_date)
             .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
             .header("authorization", auth)

@@ -64,7 +64,7 @@ try {
   let page = await login(admin, env("KUMO_ADMIN_USER"), env("KUMO_ADMIN_PASSWORD"));
   const cookies = await admin.cookies();
   const session = cookies.find((c) => c.name === "kumo_session");
-  check(session && session.httpOnly && session.sameSite === "Lax", `session cookie is HttpOnly, SameSite=Lax: ${JSON.stringify(session)}`);
+  check(session && session.httpOnly && session.sameSite === "Strict", `session cookie is HttpOnly, SameSite=Strict: ${JSON.stringify(session)}`);
   check(!(await page.evaluate(() => document.cookie)).includes("kumo_session"), "scripts cannot read the session cookie");
   await shot(page, "dashboard");
   step("logged in as admin");
