@@ -177,8 +177,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn load(client: &reqwest::Client, url: &str, token: &str, concurrency: usize, total: usize) -> Result<()> {
+async fn load(client: &reqwest::Client, url: &str, token: &str, pid: u32, concurrency: usize, total: usize) -> Result<()> {
     let per_task = total / concurrency;
+    let cpu_before = cpu_ticks(pid)?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -205,12 +206,15 @@ async fn load(client: &reqwest::Client, url: &str, token: &str, concurrency: usi
         all.extend(t.await??);
     }
     let wall = start.elapsed();
+    let cpu_ms = (cpu_ticks(pid)? - cpu_before) as f64 * 10.0;
     all.sort();
     println!(
-        "api-reads: GET /v1/instances (100 instances), concurrency {concurrency:>2}: {:>6.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} requests)",
+        "api-reads: GET /v1/instances (100 instances), concurrency {concurrency:>2}: {:>6.0} req/s, p50 {:.2} ms, p99 {:.2} ms, \
+         controller CPU {:.3} ms/request ({} requests)",
         all.len() as f64 / wall.as_secs_f64(),
         percentile(&all, 0.50).as_secs_f64() * 1000.0,
         percentile(&all, 0.99).as_secs_f64() * 1000.0,
+        cpu_ms / all.len() as f64,
         all.len()
     );
     Ok(())
@@ -308,8 +312,9 @@ async fn api_reads() -> Result<()> {
     let page: Value = client.get(&url).bearer_auth(&token).send().await?.json().await?;
     let running = page["instances"].as_array().map_or(0, |a| a.iter().filter(|i| i["state"] == "running").count());
     println!("api-reads: {running} of 100 instances running; page size {} bytes", page.to_string().len());
-    load(&client, &url, &token, 1, 2_000).await?;
-    load(&client, &url, &token, 32, 10_000).await?;
+    let pid = api.child.id();
+    load(&client, &url, &token, pid, 1, 2_000).await?;
+    load(&client, &url, &token, pid, 32, 10_000).await?;
     let after_rss = rss_kib(api.child.id())?;
     println!("memory: idle controller RSS {} MiB at start, {} MiB after the load", idle_rss / 1024, after_rss / 1024);
     Ok(())
