@@ -3,25 +3,44 @@
 # Idempotent: skips apt entirely when everything is already installed.
 set -euo pipefail
 
-PACKAGES=(
-  # hypervisor + libvirt (the `virt` crate links against libvirt-dev)
+# Usage: install-system-deps.sh [build] [run] [test]   (no group: all three)
+#   build  what compiling Kumo needs (the `virt` crate links against libvirt-dev)
+#   run    what running Kumo needs (scripts/kumo-up.sh)
+#   test   what only the test suite needs (PostgreSQL, the browser, tcpdump)
+BUILD=(libvirt-dev pkg-config)
+RUN=(
+  # hypervisor + libvirt
   qemu-system-x86 qemu-utils
-  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   # tiny guest image: Debian kernel + busybox initramfs
   linux-image-amd64 busybox-static cpio gzip xz-utils kmod
-  # control-plane database
-  postgresql
   # config drives, DHCP, host networking
   genisoimage dnsmasq-base nftables iproute2
+  # misc tools used by scripts and tests
+  procps util-linux curl ca-certificates python3 python3-venv
+)
+TEST=(
+  # control-plane database (the API tests run on SQLite and PostgreSQL)
+  postgresql
   # 802.1Q test guest: shows the VLAN tags on its trunk
   tcpdump
   # control panel browser tests (driven by playwright-core from npm; never a downloaded browser)
   chromium chromium-driver
   # Japanese glyphs in the panel's screenshots
   fonts-noto-cjk
-  # misc tools used by scripts and tests
-  procps util-linux curl ca-certificates python3 python3-venv
 )
+
+WANT=("$@")
+[[ ${#WANT[@]} -gt 0 ]] || WANT=(build run test)
+PACKAGES=()
+for g in "${WANT[@]}"; do
+  case $g in
+    build) PACKAGES+=("${BUILD[@]}") ;;
+    run) PACKAGES+=("${RUN[@]}") ;;
+    test) PACKAGES+=("${TEST[@]}") ;;
+    *) echo "install-system-deps: unknown group '$g' (build, run or test)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -32,7 +51,7 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "install-system-deps: all ${#PACKAGES[@]} packages already installed"
+  echo "install-system-deps: all ${#PACKAGES[@]} packages (${WANT[*]}) already installed"
   exit 0
 fi
 

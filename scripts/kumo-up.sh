@@ -20,11 +20,18 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-bash scripts/install-system-deps.sh
+# What the build needs first; then the packages that only running Kumo needs are installed
+# while the release build runs (the test suite's packages are not needed here).
+bash scripts/install-system-deps.sh build
+bash scripts/install-system-deps.sh run &
+DEPS_PID=$!
+echo "kumo-up: building (release: the controller, the agent and the CLI)"
+if ! cargo build --release --quiet -p kumo-api -p kumo-agent -p kumo-cli --bins; then
+    wait "$DEPS_PID" || true
+    exit 1
+fi
+wait "$DEPS_PID"
 bash scripts/start-libvirt.sh
-
-echo "kumo-up: building (release)"
-cargo build --release --bins --quiet
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 ln -sf "$BIN/kumo" /usr/local/bin/kumo
 

@@ -1,5 +1,6 @@
 //! The scheduler: filter hosts, weigh the survivors, claim capacity on the best
-//! one in the same transaction that moves the instance to `building`.
+//! one in the same transaction that moves the instance to `building` (a batch of
+//! instances per transaction, one conditional claim per host).
 //!
 //! [`judge`] is pure (hosts in, verdicts out) so it can be tested and
 //! benchmarked without a database; [`schedule_pending`] does the claiming.
@@ -8,8 +9,9 @@ use kumo_wire::api::{Host, HostStatus, HostVerdict, Placement};
 use kumo_wire::{InstanceState, LifecycleEvent, Timestamp};
 
 use crate::config::Strategy;
-use crate::db::hosts::{claim_capacity, Claim, Ratios};
-use crate::db::instances::InstanceRecord;
+use crate::db::events::append_many;
+use crate::db::hosts::{claim_capacities, release_capacity, Claim, Ratios};
+use crate::db::instances::{save_many, InstanceRecord};
 use crate::db::DbError;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -102,52 +104,81 @@ fn kind_of(reason: &str) -> &str {
     reason.split([':', '(']).next().unwrap_or(reason).trim()
 }
 
-/// Counts of `reasons` by kind, most common first: `975 fit, 5 disabled by an operator`.
-fn tally<'a>(reasons: impl Iterator<Item = &'a str>) -> String {
-    let mut counts: Vec<(&str, usize)> = Vec::new();
-    for r in reasons {
-        match counts.iter_mut().find(|(k, _)| *k == r) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((r, 1)),
-        }
-    }
+/// Counts by kind, most common first: `975 fit, 5 disabled by an operator`.
+fn tally(mut counts: Vec<(&str, usize)>) -> String {
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     counts.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
 }
 
+/// One line of a placement's explanation, before it is written out (most are only counted).
+#[derive(Clone, Copy)]
+enum Line<'a> {
+    Chosen(usize, f64),
+    Fits(usize, f64),
+    Lost(usize),
+    Rejected(usize, &'a str),
+}
+
+impl Line<'_> {
+    fn accepted(&self) -> bool {
+        matches!(self, Line::Chosen(..) | Line::Fits(..))
+    }
+
+    /// What the summary of omitted hosts counts this line as.
+    fn kind(&self) -> &str {
+        match self {
+            Line::Chosen(..) | Line::Fits(..) => "fit",
+            Line::Lost(_) => LOST,
+            Line::Rejected(_, reason) => kind_of(reason),
+        }
+    }
+
+    fn verdict(&self, hosts: &[Host]) -> HostVerdict {
+        let (i, accepted, reason) = match *self {
+            Line::Chosen(i, w) => (i, true, format!("chosen; weight {w:.3}")),
+            Line::Fits(i, w) => (i, true, format!("fits; weight {w:.3}")),
+            Line::Lost(i) => (i, false, LOST.to_owned()),
+            Line::Rejected(i, reason) => (i, false, reason.to_owned()),
+        };
+        HostVerdict { host: hosts[i].name.clone(), accepted, reason }
+    }
+}
+
+/// The verdict of a host that fit but whose capacity another request claimed first.
+const LOST: &str = "lost the race for its last free capacity";
+
 /// The verdict lines kept with a placement: the chosen host, the best
 /// alternatives, then rejections, at most [`MAX_VERDICTS`], and a summary of the rest.
 /// `lost` are hosts that fit but whose capacity another request claimed first.
-pub fn explain(hosts: &[Host], j: &Judgement, chosen: Option<usize>, lost: &[usize]) -> (Vec<HostVerdict>, Option<String>) {
-    let mut lines: Vec<(usize, HostVerdict)> = Vec::new();
-    let accepted = |i: usize, reason: String| HostVerdict { host: hosts[i].name.clone(), accepted: true, reason };
+/// Only the kept lines are written out, so a thousand hosts cost a thousand counts, not strings.
+pub fn explain(
+    hosts: &[Host],
+    j: &Judgement,
+    chosen: Option<usize>,
+    lost: &[usize],
+) -> (Vec<HostVerdict>, Option<String>) {
+    let mut lines: Vec<Line> = Vec::with_capacity(j.ranked.len() + j.rejected.len());
     if let Some(c) = chosen {
         let weight = j.ranked.iter().find(|(i, _)| *i == c).map_or(0.0, |(_, w)| *w);
-        lines.push((c, accepted(c, format!("chosen; weight {weight:.3}"))));
+        lines.push(Line::Chosen(c, weight));
     }
     for &(i, weight) in &j.ranked {
         if Some(i) == chosen {
             continue;
         }
-        let verdict = if lost.contains(&i) {
-            HostVerdict { host: hosts[i].name.clone(), accepted: false, reason: "lost the race for its last free capacity".into() }
-        } else {
-            accepted(i, format!("fits; weight {weight:.3}"))
-        };
-        lines.push((i, verdict));
+        lines.push(if lost.contains(&i) { Line::Lost(i) } else { Line::Fits(i, weight) });
     }
-    for (i, reason) in &j.rejected {
-        lines.push((*i, HostVerdict { host: hosts[*i].name.clone(), accepted: false, reason: reason.clone() }));
-    }
+    lines.extend(j.rejected.iter().map(|(i, reason)| Line::Rejected(*i, reason.as_str())));
     // Keep the chosen host, then as many alternatives and rejections as fit, alternatives first
     // but never crowding out every rejection.
-    let alternatives = lines.iter().filter(|(_, v)| v.accepted).count();
+    let alternatives = lines.iter().filter(|l| l.accepted()).count();
     let keep_rejected = j.rejected.len().min(MAX_VERDICTS / 2).max(MAX_VERDICTS.saturating_sub(alternatives));
     let keep_accepted = MAX_VERDICTS.saturating_sub(keep_rejected.min(j.rejected.len()));
-    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
-    let (mut n_acc, mut n_rej) = (0, 0);
-    for (_, v) in lines {
-        let keep = if v.accepted {
+    let mut kept = Vec::new();
+    let mut dropped: Vec<(&str, usize)> = Vec::new();
+    let (mut n_acc, mut n_rej, mut n_dropped) = (0, 0, 0);
+    for line in &lines {
+        let keep = if line.accepted() {
             n_acc += 1;
             n_acc <= keep_accepted
         } else {
@@ -155,15 +186,17 @@ pub fn explain(hosts: &[Host], j: &Judgement, chosen: Option<usize>, lost: &[usi
             n_rej <= keep_rejected
         };
         if keep {
-            kept.push(v);
+            kept.push(line.verdict(hosts));
         } else {
-            dropped.push(v);
+            n_dropped += 1;
+            let kind = line.kind();
+            match dropped.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => dropped.push((kind, 1)),
+            }
         }
     }
-    let omitted = (!dropped.is_empty()).then(|| {
-        let kinds = dropped.iter().map(|v| if v.accepted { "fit" } else { kind_of(&v.reason) });
-        format!("{} more hosts: {}", dropped.len(), tally(kinds))
-    });
+    let omitted = (n_dropped > 0).then(|| format!("{n_dropped} more hosts: {}", tally(dropped)));
     (kept, omitted)
 }
 
@@ -210,69 +243,164 @@ pub fn policy_of(state: &AppState) -> Policy {
     }
 }
 
+/// How many times one call re-plans instances whose host's claim was refused (the database
+/// knew of claims the call's view did not), each time with a fresh view of the hosts.
+const ROUNDS: usize = 5;
+
+/// A pending instance being decided, with the hosts whose capacity it lost in a race.
+struct Candidate {
+    old: InstanceRecord,
+    lost: Vec<kumo_wire::HostId>,
+}
+
+/// A placement decided against the in-memory view, not yet written.
+struct Planned {
+    candidate: Candidate,
+    new: InstanceRecord,
+    host: usize,
+    claim: Claim,
+}
+
 /// Places up to `batch` pending instances; returns how many it decided (placed or failed).
+///
+/// Decisions are made against an in-memory view of every host's capacity (read once per
+/// round, updated with each decision) and written in one transaction per round: one
+/// conditional `UPDATE` per host claims the total the round put there, which the database
+/// grants whole or refuses (another controller claimed first), so concurrent schedulers
+/// never overcommit. The instances of a refused host are decided again with a fresh view
+/// in the next round, without that host.
 pub async fn schedule_pending(state: &AppState, batch: u32) -> Result<usize, ApiError> {
     let pending = state.db.pending_instances(batch).await?;
     if pending.is_empty() {
         return Ok(0);
     }
-    let mut hosts: Vec<Host> = state.db.list_hosts().await?.into_iter().map(|r| r.host).collect();
     let policy = policy_of(state);
+    let mut todo: Vec<Candidate> = pending.into_iter().map(|old| Candidate { old, lost: Vec::new() }).collect();
     let mut decided = 0;
-    for instance in pending {
-        if place_one(state, &instance, &mut hosts, &policy).await? {
-            decided += 1;
+    for _ in 0..ROUNDS {
+        if todo.is_empty() {
+            break;
+        }
+        let mut hosts: Vec<Host> = state.db.list_hosts().await?.into_iter().map(|r| r.host).collect();
+        let now = Timestamp::now();
+        let change = Change { event: LifecycleEvent::Placed, actor: "scheduler".into(), at: now, reason: None };
+        let mut planned = Vec::new();
+        let mut unplaceable = Vec::new();
+        for candidate in todo.drain(..) {
+            let old = &candidate.old;
+            let claim = Claim { vcpus: old.vcpus, memory_mib: old.memory_mib, disk_gib: old.disk_gib };
+            let mut judgement = judge(&hosts, claim, &policy, now);
+            if let Some(required) = &old.required_host_id {
+                pin_to_host(&hosts, &mut judgement, required);
+            }
+            let lost: Vec<usize> =
+                candidate.lost.iter().filter_map(|id| hosts.iter().position(|h| h.id == *id)).collect();
+            let Some(i) = judgement.ranked.iter().map(|(i, _)| *i).find(|i| !lost.contains(i)) else {
+                unplaceable.push((candidate, judgement, lost));
+                continue;
+            };
+            let Ok(mut new) = transition::prepare(&state.config, old, &change) else { continue };
+            let (verdicts, omitted) = explain(&hosts, &judgement, Some(i), &lost);
+            let host = &mut hosts[i];
+            new.host_id = Some(host.id.clone());
+            new.placement = Some(Placement {
+                host_id: Some(host.id.clone()),
+                host_name: Some(host.name.clone()),
+                strategy: policy.strategy.as_str().into(),
+                verdicts,
+                omitted,
+                decided_at: now,
+            });
+            host.used_vcpus += claim.vcpus;
+            host.used_memory_mib += claim.memory_mib;
+            host.used_disk_gib += claim.disk_gib;
+            planned.push(Planned { candidate, new, host: i, claim });
+        }
+        let (placed, refused) = commit_placements(state, &hosts, &policy, planned, &change).await?;
+        decided += placed;
+        if refused.is_empty() {
+            // The view held: nothing fits these.
+            for (candidate, judgement, lost) in unplaceable {
+                if no_valid_host(state, &hosts, &candidate.old, judgement, lost, &policy, now).await? {
+                    decided += 1;
+                }
+            }
+        } else {
+            // The view was stale: decide everything left again with a fresh one.
+            todo = refused;
+            todo.extend(unplaceable.into_iter().map(|(candidate, _, _)| candidate));
         }
     }
     Ok(decided)
 }
 
-/// Places one instance, keeping `hosts` (the batch's view) up to date with its claim.
-async fn place_one(state: &AppState, old: &InstanceRecord, hosts: &mut [Host], policy: &Policy) -> Result<bool, ApiError> {
-    let claim = Claim { vcpus: old.vcpus, memory_mib: old.memory_mib, disk_gib: old.disk_gib };
-    let now = Timestamp::now();
-    let mut judgement = judge(hosts, claim, policy, now);
-    if let Some(required) = &old.required_host_id {
-        pin_to_host(hosts, &mut judgement, required);
+/// Writes a round's placements in one transaction; returns how many were placed and the
+/// candidates whose host refused its claim (that host added to their `lost`).
+async fn commit_placements(
+    state: &AppState,
+    hosts: &[Host],
+    policy: &Policy,
+    planned: Vec<Planned>,
+    change: &Change,
+) -> Result<(usize, Vec<Candidate>), ApiError> {
+    if planned.is_empty() {
+        return Ok((0, Vec::new()));
     }
-    let mut lost = Vec::new();
-    let change = Change { event: LifecycleEvent::Placed, actor: "scheduler".into(), at: now, reason: None };
-    for &(i, _) in &judgement.ranked {
-        let Ok(mut new) = transition::prepare(&state.config, old, &change) else { return Ok(false) };
-        let (verdicts, omitted) = explain(hosts, &judgement, Some(i), &lost);
-        let host = &hosts[i];
-        new.host_id = Some(host.id.clone());
-        new.placement = Some(Placement {
-            host_id: Some(host.id.clone()),
-            host_name: Some(host.name.clone()),
-            strategy: policy.strategy.as_str().into(),
-            verdicts,
-            omitted,
-            decided_at: now,
-        });
-        let mut tx = state.db.begin_write().await?;
-        if !claim_capacity(&mut tx, &host.id, claim, policy.ratios).await? {
-            // Another request (or controller) claimed the room first.
-            lost.push(i);
-            continue;
-        }
-        if !transition::commit(&mut tx, old, &mut new, &change).await? {
-            // Someone else scheduled or deleted it meanwhile; the rollback frees the claim.
-            return Ok(false);
-        }
-        // Shared volumes attached at launch are served by the instance's host.
-        crate::db::volumes::follow_instance(&mut tx, &old.id, &host.id).await?;
-        tx.commit().await.map_err(DbError::from)?;
-        let host = &mut hosts[i];
-        host.used_vcpus += claim.vcpus;
-        host.used_memory_mib += claim.memory_mib;
-        host.used_disk_gib += claim.disk_gib;
-        transition::wake(state, &new);
-        return Ok(true);
+    let mut totals: std::collections::HashMap<usize, Claim> = std::collections::HashMap::new();
+    for p in &planned {
+        let t = totals.entry(p.host).or_insert(Claim { vcpus: 0, memory_mib: 0, disk_gib: 0 });
+        t.vcpus += p.claim.vcpus;
+        t.memory_mib += p.claim.memory_mib;
+        t.disk_gib += p.claim.disk_gib;
     }
+    let claims: Vec<(kumo_wire::HostId, Claim)> = totals.iter().map(|(i, c)| (hosts[*i].id.clone(), *c)).collect();
+    let mut tx = state.db.begin_write().await?;
+    let granted = claim_capacities(&mut tx, state.db.backend(), &claims, policy.ratios).await?;
+    let (mut writes, refused): (Vec<Planned>, Vec<Planned>) =
+        planned.into_iter().partition(|p| granted.contains(&hosts[p.host].id));
+    for p in &mut writes {
+        p.new.updated_at = transition::updated_at_after(&p.candidate.old);
+    }
+    let pairs: Vec<(&InstanceRecord, &InstanceRecord)> = writes.iter().map(|p| (&p.candidate.old, &p.new)).collect();
+    let saved = save_many(&mut tx, &pairs).await?;
+    // Those someone else changed meanwhile (deleted, placed by another controller) give their claim back.
+    for p in writes.iter().filter(|p| !saved.contains(&p.new.id)) {
+        release_capacity(&mut tx, &hosts[p.host].id, p.claim).await?;
+    }
+    let writes: Vec<&Planned> = writes.iter().filter(|p| saved.contains(&p.new.id)).collect();
+    let events: Vec<_> = writes.iter().map(|p| transition::event_of(&p.candidate.old, &p.new, change)).collect();
+    append_many(&mut tx, &events).await?;
+    // Shared volumes attached at launch are served by the instance's host.
+    let follow: Vec<_> = writes.iter().map(|p| (&p.new.id, &hosts[p.host].id)).collect();
+    crate::db::volumes::follow_instances(&mut tx, &follow).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    for p in &writes {
+        transition::wake(state, &p.new);
+    }
+    let refused = refused
+        .into_iter()
+        .map(|p| {
+            let mut candidate = p.candidate;
+            candidate.lost.push(hosts[p.host].id.clone());
+            candidate
+        })
+        .collect();
+    Ok((writes.len(), refused))
+}
+
+/// Records that no host can take `old` (with every host's verdict); true if it is now `error`.
+async fn no_valid_host(
+    state: &AppState,
+    hosts: &[Host],
+    old: &InstanceRecord,
+    mut judgement: Judgement,
+    lost: Vec<usize>,
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<bool, ApiError> {
     for i in lost {
         judgement.ranked.retain(|(r, _)| *r != i);
-        judgement.rejected.push((i, "lost the race for its last free capacity".into()));
+        judgement.rejected.push((i, LOST.into()));
     }
     let reason = no_valid_host_reason(hosts, &judgement);
     let (verdicts, omitted) = explain(hosts, &judgement, None, &[]);

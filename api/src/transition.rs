@@ -119,8 +119,7 @@ pub async fn commit(
     new: &mut InstanceRecord,
     change: &Change,
 ) -> Result<bool, ApiError> {
-    let now = Timestamp::now();
-    new.updated_at = if now > old.updated_at { now } else { old.updated_at.plus_millis(1) };
+    new.updated_at = updated_at_after(old);
     if !instances::save(tx, old, new).await? {
         return Ok(false);
     }
@@ -133,6 +132,12 @@ pub async fn commit(
         // again and its floating IPs stay with the project, unmapped.
         crate::db::networks::release_instance_ports(tx, &old.id).await?;
     }
+    events::append(&mut **tx, &event_of(old, new, change)).await?;
+    Ok(true)
+}
+
+/// The event row that records `change` from `old` to `new`.
+pub fn event_of<'a>(old: &InstanceRecord, new: &'a InstanceRecord, change: &'a Change) -> NewEvent<'a> {
     let action = if new.state != old.state { "state_changed" } else { "requested" };
     let detail = json!({
         "event": change.event,
@@ -142,7 +147,7 @@ pub async fn commit(
         "generation": new.generation,
         "reason": change.reason,
     });
-    let event = NewEvent {
+    NewEvent {
         project_id: Some(&new.project_id),
         resource_type: "instance",
         resource_id: new.id.as_str(),
@@ -150,9 +155,17 @@ pub async fn commit(
         actor: &change.actor,
         action,
         detail,
-    };
-    events::append(&mut **tx, &event).await?;
-    Ok(true)
+    }
+}
+
+/// When a record written now over `old` was last updated (strictly after `old`, for the CAS).
+pub fn updated_at_after(old: &InstanceRecord) -> Timestamp {
+    let now = Timestamp::now();
+    if now > old.updated_at {
+        now
+    } else {
+        old.updated_at.plus_millis(1)
+    }
 }
 
 /// Wakes whoever must act on `new`: its host's agent, or the scheduler.

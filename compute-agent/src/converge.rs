@@ -183,6 +183,8 @@ impl Converger {
                     }
                     self.hypervisor.start(&name).await?;
                 } else if !matches!(power, ObservedPower::Running | ObservedPower::Paused) {
+                    // `kumo-bench launch` measures the control plane's share up to this line.
+                    tracing::info!(instance = %desired.id, "starting domain");
                     self.hypervisor.start(&name).await?;
                     tracing::info!(instance = %desired.id, "domain started");
                 }
@@ -228,7 +230,10 @@ impl Converger {
                     }),
                     None => None,
                 };
-                (self.disks.ensure_root_disk(&desired.id, backing.as_ref(), spec.disk_gib).await?, Some((kernel, initrd)))
+                (
+                    self.disks.ensure_root_disk(&desired.id, backing.as_ref(), spec.disk_gib).await?,
+                    Some((kernel, initrd)),
+                )
             }
         };
         let volumes = desired

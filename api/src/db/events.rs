@@ -49,6 +49,35 @@ where
     Ok(())
 }
 
+/// Appends many events in one statement per 500, in `tx`.
+pub async fn append_many(tx: &mut sqlx::Transaction<'static, Any>, events: &[NewEvent<'_>]) -> DbResult<()> {
+    for chunk in events.chunks(500) {
+        let values = (0..chunk.len())
+            .map(|r| {
+                let n = r * 7;
+                format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO events (project_id, resource_type, resource_id, at, actor, action, detail) VALUES {values}"
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(e.project_id.map(|p| p.as_str().to_owned()))
+                .bind(e.resource_type)
+                .bind(e.resource_id)
+                .bind(e.at.millis())
+                .bind(e.actor)
+                .bind(e.action)
+                .bind(e.detail.to_string());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 fn event_of(row: &AnyRow) -> DbResult<Event> {
     let detail: String = row.try_get("detail")?;
     Ok(Event {

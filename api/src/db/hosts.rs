@@ -287,6 +287,59 @@ pub async fn claim_capacity(
     Ok(done.rows_affected() == 1)
 }
 
+/// Claims on many hosts at once, in `tx`: each host's total in `claims` is taken whole if it
+/// still fits under the ratios, else not at all. Like [`claim_capacity`], check and increment
+/// are one conditional statement per host row, so concurrent claimers never overcommit.
+/// Returns the hosts whose claim was granted.
+pub async fn claim_capacities(
+    tx: &mut Transaction<'static, Any>,
+    backend: super::Backend,
+    claims: &[(HostId, Claim)],
+    ratios: Ratios,
+) -> DbResult<std::collections::HashSet<HostId>> {
+    let mut granted = std::collections::HashSet::new();
+    let mut claims: Vec<&(HostId, Claim)> = claims.iter().collect();
+    // One lock order for every claimer, so two controllers' batches never deadlock on PostgreSQL.
+    claims.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    for chunk in claims.chunks(CLAIM_ROWS) {
+        if backend == super::Backend::Postgres {
+            let list = (1..=chunk.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+            let sql = format!("SELECT id FROM hosts WHERE id IN ({list}) ORDER BY id FOR UPDATE");
+            let mut lock = sqlx::query(&sql);
+            for (host, _) in chunk {
+                lock = lock.bind(host.as_str());
+            }
+            lock.fetch_all(&mut **tx).await?;
+        }
+        let sql = format!(
+            "UPDATE hosts SET used_vcpus = hosts.used_vcpus + c.vcpus, \
+             used_memory_mib = hosts.used_memory_mib + c.memory_mib, used_disk_gib = hosts.used_disk_gib + c.disk_gib \
+             FROM ({}) AS c \
+             WHERE hosts.id = c.id AND hosts.enabled = 1 AND hosts.status = 'up' \
+             AND hosts.used_vcpus + c.vcpus <= hosts.vcpus * $1 \
+             AND hosts.used_memory_mib + c.memory_mib <= hosts.memory_mib * $2 \
+             AND hosts.used_disk_gib + c.disk_gib <= hosts.disk_gib * $3 \
+             RETURNING hosts.id",
+            super::bound_rows(4, &["id", "vcpus", "memory_mib", "disk_gib"], chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(ratios.cpu).bind(ratios.ram).bind(ratios.disk);
+        for (host, claim) in chunk {
+            q = q
+                .bind(host.as_str())
+                .bind(i64::from(claim.vcpus))
+                .bind(i64_of(claim.memory_mib))
+                .bind(i64_of(claim.disk_gib));
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            granted.insert(parse_col(&row, "id")?);
+        }
+    }
+    Ok(granted)
+}
+
+/// Hosts per multi-row claim statement (4 bound values each).
+const CLAIM_ROWS: usize = 500;
+
 /// Gives back what an instance claimed, in `tx`.
 pub async fn release_capacity(tx: &mut Transaction<'static, Any>, host: &HostId, claim: Claim) -> DbResult<()> {
     sqlx::query(

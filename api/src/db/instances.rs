@@ -105,6 +105,14 @@ impl InstanceRecord {
 
 const SELECT: &str = "SELECT i.*, h.name AS host_name FROM instances i LEFT JOIN hosts h ON h.id = i.host_id";
 
+/// [`SELECT`] for lists: without the placement (every host's verdict), the user data and the
+/// SSH key, which a list never shows and which can be kilobytes a row.
+const LIST_SELECT: &str = "SELECT i.id, i.project_id, i.name, i.flavor_name, i.vcpus, i.memory_mib, i.disk_gib, \
+     i.image_id, i.key_pair_name, i.host_id, i.required_host_id, i.state, i.state_reason, i.state_deadline_at, \
+     i.desired, i.generation, i.applied_generation, i.reboot_generation, i.created_by, i.created_at, i.updated_at, \
+     i.launched_at, i.deleted_at, i.config_drive, h.name AS host_name \
+     FROM instances i LEFT JOIN hosts h ON h.id = i.host_id";
+
 fn opt_u64(row: &AnyRow, col: &str) -> DbResult<Option<u64>> {
     let v: Option<i64> = row.try_get(col)?;
     v.map(|v| u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{col} is negative")))).transpose()
@@ -114,9 +122,9 @@ fn record_of(row: &AnyRow) -> DbResult<InstanceRecord> {
     record_with(row, true)
 }
 
-/// A row as a record; lists leave out the placement, which only `show` needs.
-fn record_with(row: &AnyRow, with_placement: bool) -> DbResult<InstanceRecord> {
-    let placement: Option<String> = if with_placement { row.try_get("placement")? } else { None };
+/// A row as a record; list rows ([`LIST_SELECT`]) have no placement, user data or SSH key.
+fn record_with(row: &AnyRow, full: bool) -> DbResult<InstanceRecord> {
+    let placement: Option<String> = if full { row.try_get("placement")? } else { None };
     Ok(InstanceRecord {
         id: parse_col(row, "id")?,
         project_id: parse_col(row, "project_id")?,
@@ -127,8 +135,8 @@ fn record_with(row: &AnyRow, with_placement: bool) -> DbResult<InstanceRecord> {
         disk_gib: u64_col(row, "disk_gib")?,
         image_id: parse_col(row, "image_id")?,
         key_pair_name: row.try_get("key_pair_name")?,
-        ssh_public_key: row.try_get("ssh_public_key")?,
-        user_data: row.try_get("user_data")?,
+        ssh_public_key: if full { row.try_get("ssh_public_key")? } else { None },
+        user_data: if full { row.try_get("user_data")? } else { None },
         host_id: parse_opt_col(row, "host_id")?,
         required_host_id: parse_opt_col(row, "required_host_id")?,
         host_name: row.try_get("host_name")?,
@@ -247,6 +255,79 @@ pub async fn save(tx: &mut Transaction<'static, Any>, old: &InstanceRecord, new:
     Ok(done.rows_affected() == 1)
 }
 
+/// [`save`] for many instances in one statement per [`SAVE_ROWS`]: writes each `new` over its
+/// `old` with the same compare-and-swap, and returns the ids of those written (the others
+/// changed meanwhile).
+pub async fn save_many(
+    tx: &mut Transaction<'static, Any>,
+    changes: &[(&InstanceRecord, &InstanceRecord)],
+) -> DbResult<std::collections::HashSet<InstanceId>> {
+    const COLUMNS: [&str; 18] = [
+        "id",
+        "host_id",
+        "state",
+        "state_reason",
+        "state_deadline_at",
+        "desired",
+        "generation",
+        "applied_generation",
+        "reboot_generation",
+        "placement",
+        "updated_at",
+        "launched_at",
+        "deleted_at",
+        "old_state",
+        "old_generation",
+        "old_applied_generation",
+        "old_host_id",
+        "old_updated_at",
+    ];
+    let mut saved = std::collections::HashSet::new();
+    for chunk in changes.chunks(SAVE_ROWS) {
+        let sql = format!(
+            "UPDATE instances SET host_id = c.host_id, state = c.state, state_reason = c.state_reason, \
+             state_deadline_at = c.state_deadline_at, desired = c.desired, generation = c.generation, \
+             applied_generation = c.applied_generation, reboot_generation = c.reboot_generation, \
+             placement = c.placement, updated_at = c.updated_at, launched_at = c.launched_at, deleted_at = c.deleted_at \
+             FROM ({}) AS c \
+             WHERE instances.id = c.id AND instances.state = c.old_state AND instances.generation = c.old_generation \
+             AND instances.applied_generation = c.old_applied_generation \
+             AND COALESCE(instances.host_id, '') = c.old_host_id AND instances.updated_at = c.old_updated_at \
+             RETURNING instances.id",
+            super::bound_rows(1, &COLUMNS, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for (old, new) in chunk {
+            q = q
+                .bind(new.id.as_str())
+                .bind(new.host_id.as_ref().map(|h| h.as_str().to_owned()))
+                .bind(new.state.as_str())
+                .bind(new.state_reason.clone())
+                .bind(new.state_deadline.map(Timestamp::millis))
+                .bind(new.desired.as_str())
+                .bind(i64_of(new.generation))
+                .bind(i64_of(new.applied_generation))
+                .bind(new.reboot_generation.map(i64_of))
+                .bind(placement_json(&new.placement)?)
+                .bind(new.updated_at.millis())
+                .bind(new.launched_at.map(Timestamp::millis))
+                .bind(new.deleted_at.map(Timestamp::millis))
+                .bind(old.state.as_str())
+                .bind(i64_of(old.generation))
+                .bind(i64_of(old.applied_generation))
+                .bind(old.host_id.as_ref().map(|h| h.as_str().to_owned()).unwrap_or_default())
+                .bind(old.updated_at.millis());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            saved.insert(parse_col(&row, "id")?);
+        }
+    }
+    Ok(saved)
+}
+
+/// Instances per multi-row [`save_many`] statement (18 bound values each).
+const SAVE_ROWS: usize = 200;
+
 impl Db {
     /// An instance of `project` (another project's id is simply not found).
     pub async fn instance_in_project(&self, project: &ProjectId, id: &InstanceId) -> DbResult<Option<InstanceRecord>> {
@@ -277,10 +358,10 @@ impl Db {
         row.as_ref().map(record_of).transpose()
     }
 
-    /// One page of a project's instances, newest first.
+    /// One page of a project's instances, newest first (rows without placement, user data or SSH key).
     pub async fn list_instances(&self, project: &ProjectId, f: &InstanceFilter) -> DbResult<Vec<InstanceRecord>> {
         let mut sql = format!(
-            "{SELECT} WHERE i.project_id = $1 AND (i.state <> 'deleted' OR i.deleted_at IS NULL OR i.deleted_at >= $2)"
+            "{LIST_SELECT} WHERE i.project_id = $1 AND (i.state <> 'deleted' OR i.deleted_at IS NULL OR i.deleted_at >= $2)"
         );
         let mut n = 2;
         if f.state.is_some() {

@@ -187,6 +187,28 @@ pub(crate) fn u32_col(row: &AnyRow, col: &str) -> DbResult<u32> {
     u32::try_from(v).map_err(|_| DbError::Corrupt(format!("{col} out of range")))
 }
 
+/// `rows` groups of `width` placeholders numbered from `$first`, as
+/// `SELECT $1 AS a, $2 AS b UNION ALL SELECT $3, $4`: a derived table of bound rows
+/// that SQLite and PostgreSQL both read (SQLite names no columns of `VALUES`).
+pub(crate) fn bound_rows(first: usize, columns: &[&str], rows: usize) -> String {
+    let mut sql = String::new();
+    let mut n = first;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "SELECT " } else { " UNION ALL SELECT " });
+        for (c, name) in columns.iter().enumerate() {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${n}"));
+            if row == 0 {
+                sql.push_str(&format!(" AS {name}"));
+            }
+            n += 1;
+        }
+    }
+    sql
+}
+
 /// A `u64` as the signed integer both backends store.
 pub(crate) fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)

@@ -199,6 +199,28 @@ pub async fn follow_instance(tx: &mut Transaction<'static, Any>, instance: &Inst
     Ok(())
 }
 
+/// [`follow_instance`] for many placed instances: one query finds those with shared volumes
+/// (usually none), and only theirs are moved.
+pub async fn follow_instances(tx: &mut Transaction<'static, Any>, placed: &[(&InstanceId, &HostId)]) -> DbResult<()> {
+    for chunk in placed.chunks(500) {
+        let list = (1..=chunk.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT DISTINCT instance_id FROM volumes WHERE instance_id IN ({list}) \
+             AND backend = 'shared' AND present = 1 AND deleted_at IS NULL"
+        );
+        let mut q = sqlx::query(&sql);
+        for (instance, _) in chunk {
+            q = q.bind(instance.as_str());
+        }
+        let with_volumes: Vec<String> =
+            q.fetch_all(&mut **tx).await?.iter().map(|r| r.try_get("instance_id")).collect::<Result<_, _>>()?;
+        for (instance, host) in chunk.iter().filter(|(i, _)| with_volumes.iter().any(|v| v == i.as_str())) {
+            follow_instance(tx, instance, host).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The device names in use on `instance` by volumes attached or attaching, in `tx`.
 pub async fn devices_of(tx: &mut Transaction<'static, Any>, instance: &InstanceId) -> DbResult<Vec<String>> {
     let rows =

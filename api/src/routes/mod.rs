@@ -3,6 +3,7 @@
 mod access_keys;
 mod agent;
 mod billing;
+pub mod etag;
 mod flavors;
 mod hosts;
 mod identity;
@@ -75,5 +76,5 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
     // `/` is the EC2 Query API's; a plain browser visit there is sent to the panel (see `ec2::handle`).
     let panel = kumo_web_ui::routes(api.clone());
-    api.merge(panel)
+    api.merge(panel).layer(axum::middleware::from_fn(etag::tag))
 }

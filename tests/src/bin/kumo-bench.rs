@@ -5,7 +5,9 @@
 //! kumo-bench api-reads                    GET /v1/instances (100 instances) at concurrency 1 and 32, idle RSS
 //! kumo-bench ec2                          EC2 API: RunInstances latency; DescribeInstances (100, 1,000 instances)
 //!                                         at concurrency 1 and 32 with per-request controller CPU time
-//! kumo-bench launch                       API call -> guest marker, beside the same guest started by libvirt
+//! kumo-bench launch [--burst N]           API call -> guest marker, beside the same guest started by libvirt;
+//!                                         the control plane's share (API accepted -> libvirt asked to start),
+//!                                         one at a time and with N (default 50) launches at once
 //! ```
 //! Build with `cargo build --release --workspace --bins` and run with
 //! `KUMO_BIN_DIR=target/release` so the processes it starts are release builds.
@@ -37,9 +39,13 @@ fn main() -> Result<()> {
             rt.block_on(scheduler(url))
         }
         Some("api-reads") => rt.block_on(api_reads()),
-        Some("launch") => launch(),
+        Some("launch") => {
+            let burst =
+                args.iter().position(|a| a == "--burst").and_then(|i| args.get(i + 1)).map_or(Ok(50), |n| n.parse())?;
+            launch(burst)
+        }
         Some("ec2") => rt.block_on(ec2_bench()),
-        _ => bail!("usage: kumo-bench scheduler [--postgres URL] | api-reads | ec2 | launch"),
+        _ => bail!("usage: kumo-bench scheduler [--postgres URL] | api-reads | ec2 | launch [--burst N]"),
     }
 }
 
@@ -173,8 +179,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn load(client: &reqwest::Client, url: &str, token: &str, concurrency: usize, total: usize) -> Result<()> {
+async fn load(client: &reqwest::Client, url: &str, token: &str, pid: u32, concurrency: usize, total: usize) -> Result<()> {
     let per_task = total / concurrency;
+    let cpu_before = cpu_ticks(pid)?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -201,12 +208,15 @@ async fn load(client: &reqwest::Client, url: &str, token: &str, concurrency: usi
         all.extend(t.await??);
     }
     let wall = start.elapsed();
+    let cpu_ms = (cpu_ticks(pid)? - cpu_before) as f64 * 10.0;
     all.sort();
     println!(
-        "api-reads: GET /v1/instances (100 instances), concurrency {concurrency:>2}: {:>6.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} requests)",
+        "api-reads: GET /v1/instances (100 instances), concurrency {concurrency:>2}: {:>6.0} req/s, p50 {:.2} ms, p99 {:.2} ms, \
+         controller CPU {:.3} ms/request ({} requests)",
         all.len() as f64 / wall.as_secs_f64(),
         percentile(&all, 0.50).as_secs_f64() * 1000.0,
         percentile(&all, 0.99).as_secs_f64() * 1000.0,
+        cpu_ms / all.len() as f64,
         all.len()
     );
     Ok(())
@@ -304,8 +314,9 @@ async fn api_reads() -> Result<()> {
     let page: Value = client.get(&url).bearer_auth(&token).send().await?.json().await?;
     let running = page["instances"].as_array().map_or(0, |a| a.iter().filter(|i| i["state"] == "running").count());
     println!("api-reads: {running} of 100 instances running; page size {} bytes", page.to_string().len());
-    load(&client, &url, &token, 1, 2_000).await?;
-    load(&client, &url, &token, 32, 10_000).await?;
+    let pid = api.child.id();
+    load(&client, &url, &token, pid, 1, 2_000).await?;
+    load(&client, &url, &token, pid, 32, 10_000).await?;
     let after_rss = rss_kib(api.child.id())?;
     println!("memory: idle controller RSS {} MiB at start, {} MiB after the load", idle_rss / 1024, after_rss / 1024);
     Ok(())
@@ -553,31 +564,122 @@ fn virsh(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn launch() -> Result<()> {
-    const RUNS: usize = 3;
-    let mut s = Stack::start(Options::default())?;
-    s.register_tiny_image()?;
-    let http = reqwest::blocking::Client::new();
-    let token = http
-        .post(format!("{}/v1/auth/tokens", s.endpoint))
+/// The control plane's share of each launch: from the controller accepting the call
+/// (`created_at`) to the agent asking libvirt to start the domain (its "starting domain" log line).
+fn control_plane_shares(agent_log: &Path, launched: &[(String, Timestamp)]) -> Result<Vec<Option<i64>>> {
+    let log = std::fs::read_to_string(agent_log).unwrap_or_default();
+    let mut asked: std::collections::HashMap<String, Timestamp> = std::collections::HashMap::new();
+    for line in log.lines().map(strip_ansi).filter(|l| l.contains("starting domain")) {
+        let (Some(at), Some(id)) = (line.split_whitespace().next(), line.split("instance=").nth(1)) else { continue };
+        let id = id.split_whitespace().next().unwrap_or_default().to_owned();
+        if let Some(at) = Timestamp::parse_rfc3339(at) {
+            asked.entry(id).or_insert(at);
+        }
+    }
+    Ok(launched.iter().map(|(id, created)| asked.get(id).map(|at| at.millis() - created.millis())).collect())
+}
+
+/// `line` without terminal colour sequences (`ESC [ ... m`), as the agent's log holds them.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A domain `kumo-bench` defined itself: destroyed and undefined when dropped, whatever happened.
+struct DirectDomain(String);
+
+impl Drop for DirectDomain {
+    fn drop(&mut self) {
+        let _ = virsh(&["destroy", &self.0]);
+        let _ = virsh(&["undefine", &self.0]);
+    }
+}
+
+/// Removes every `<interface …>…</interface>` element: the direct domain runs without a NIC, since
+/// the Kumo network's bridge goes away with the last instance on it (and the guest prints its
+/// ready marker before it looks at its network, so the comparison is unchanged).
+fn without_interfaces(doc: &str) -> String {
+    let mut out = String::with_capacity(doc.len());
+    let mut rest = doc;
+    while let Some(a) = rest.find("<interface ") {
+        let Some(b) = rest[a..].find("</interface>") else { break };
+        let line_start = rest[..a].rfind('\n').map_or(a, |i| i + 1);
+        let keep_to = if rest[line_start..a].trim().is_empty() { line_start } else { a };
+        out.push_str(&rest[..keep_to]);
+        rest = &rest[a + b + "</interface>".len()..];
+        rest = rest.strip_prefix('\n').unwrap_or(rest);
+    }
+    out.push_str(rest);
+    out
+}
+
+fn api_token(http: &reqwest::blocking::Client, endpoint: &str) -> Result<String> {
+    Ok(http
+        .post(format!("{endpoint}/v1/auth/tokens"))
         .json(&json!({"username": "admin", "password": "e2e-admin-pass"}))
         .send()?
         .json::<Value>()?["token"]
         .as_str()
         .context("token")?
-        .to_owned();
+        .to_owned())
+}
+
+/// Launches one instance; its id and the time the controller accepted it.
+fn launch_one(
+    http: &reqwest::blocking::Client,
+    endpoint: &str,
+    token: &str,
+    name: &str,
+) -> Result<(String, Timestamp)> {
+    let resp = http
+        .post(format!("{endpoint}/v1/instances"))
+        .bearer_auth(token)
+        .json(&json!({"name": name, "flavor": "mini"}))
+        .send()?;
+    let status = resp.status();
+    let body: Value = resp.json()?;
+    if !status.is_success() {
+        bail!("launch {name}: {status} {body}");
+    }
+    let inst = &body["instances"][0];
+    let id = inst["id"].as_str().context("id")?.to_owned();
+    let created = inst["created_at"].as_str().and_then(Timestamp::parse_rfc3339).context("created_at")?;
+    Ok((id, created))
+}
+
+fn ms_percentiles(v: &mut [i64]) -> (i64, i64, i64) {
+    v.sort_unstable();
+    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.99), v[v.len() - 1])
+}
+
+fn launch(burst: usize) -> Result<()> {
+    const RUNS: usize = 3;
+    let mut s = Stack::start(Options::default())?;
+    s.register_tiny_image()?;
+    let http = reqwest::blocking::Client::new();
+    let token = api_token(&http, &s.endpoint)?;
+    let agent_log = s.dir.path().join("agent.log");
     let mut kumo_times = Vec::new();
+    let mut launched = Vec::new();
     let mut last_id = String::new();
     for n in 0..=RUNS {
         let start = Instant::now();
-        let resp: Value = http
-            .post(format!("{}/v1/instances", s.endpoint))
-            .bearer_auth(&token)
-            .json(&json!({"name": format!("bench{n}"), "flavor": "mini"}))
-            .send()?
-            .json()?;
-        let id = resp["instances"][0]["id"].as_str().context("id")?.to_owned();
+        let (id, created) = launch_one(&http, &s.endpoint, &token, &format!("bench{n}"))?;
         s.track(&id);
+        launched.push((id.clone(), created));
         let log = s.agent_state.join("instances").join(&id).join("console.log");
         let t = wait_marker(&log, &format!("KUMO-READY instance-id={id}"), start, Duration::from_secs(120))?;
         if n == 0 {
@@ -590,6 +692,18 @@ fn launch() -> Result<()> {
         }
         last_id = id;
     }
+    let shares = control_plane_shares(&agent_log, &launched)?;
+    let mut warm: Vec<i64> = shares
+        .iter()
+        .skip(1)
+        .map(|s| s.context("no 'starting domain' line in the agent's log"))
+        .collect::<Result<_>>()?;
+    let (p50, _, max) = ms_percentiles(&mut warm);
+    println!(
+        "launch: control plane share (API accepted -> libvirt asked to start the domain), one at a time: \
+         first {} ms; warm p50 {p50} ms, max {max} ms ({RUNS} launches)",
+        shares[0].map_or("?".into(), |v| v.to_string())
+    );
     let agent_rss = rss_kib(s.agent.as_ref().context("agent")?.child.id())?;
     let api_rss = rss_kib(s.api.child.id())?;
 
@@ -607,7 +721,7 @@ fn launch() -> Result<()> {
         if !status.success() {
             bail!("qemu-img create failed");
         }
-        let mut doc = xml.clone();
+        let mut doc = without_interfaces(&xml);
         doc = replace_between(&doc, "<name>", "</name>", &name);
         doc = remove_between(&doc, "<uuid>", "</uuid>\n");
         doc = replace_attr_paths(&doc, "console.log", &console.to_string_lossy());
@@ -615,12 +729,10 @@ fn launch() -> Result<()> {
         let file = dir.join(format!("{name}.xml"));
         std::fs::write(&file, doc)?;
         virsh(&["define", &file.to_string_lossy()])?;
+        let _domain = DirectDomain(name.clone());
         let start = Instant::now();
         virsh(&["start", &name])?;
-        let t = wait_marker(&console, "KUMO-READY", start, Duration::from_secs(120));
-        let _ = virsh(&["destroy", &name]);
-        let _ = virsh(&["undefine", &name]);
-        direct_times.push(t?);
+        direct_times.push(wait_marker(&console, "KUMO-READY", start, Duration::from_secs(120))?);
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
@@ -637,6 +749,63 @@ fn launch() -> Result<()> {
         (k.as_secs_f64() - d.as_secs_f64()) * 1000.0
     );
     println!("memory: agent RSS {} MiB, controller RSS {} MiB (after the launches)", agent_rss / 1024, api_rss / 1024);
+
+    // `burst` launches at once, each its own API call: the control plane's share under load.
+    if burst > 0 {
+        let results: Vec<Result<(String, Timestamp)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..burst)
+                .map(|n| {
+                    let (http, endpoint, token) = (&http, s.endpoint.as_str(), token.as_str());
+                    scope.spawn(move || launch_one(http, endpoint, token, &format!("burst{n}")))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("launch thread panicked"))))
+                .collect()
+        });
+        let mut burst_ids = Vec::new();
+        for r in &results {
+            if let Ok((id, created)) = r {
+                s.track(id);
+                burst_ids.push((id.clone(), *created));
+            }
+        }
+        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+            return Err(e.context("burst launch"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let shares = loop {
+            let shares = control_plane_shares(&agent_log, &burst_ids)?;
+            if shares.iter().all(Option::is_some) {
+                break shares;
+            }
+            if Instant::now() > deadline {
+                bail!("{} of {burst} launches never reached libvirt", shares.iter().filter(|s| s.is_none()).count());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let mut shares: Vec<i64> = shares.into_iter().flatten().collect();
+        let (p50, p99, max) = ms_percentiles(&mut shares);
+        println!(
+            "launch: control plane share with {burst} launches at once (API accepted -> libvirt asked to start): \
+             p50 {p50} ms, p99 {p99} ms, max {max} ms"
+        );
+        for (id, _) in &burst_ids {
+            s.kumo_ok(&["instance", "delete", id])?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        for (id, _) in &burst_ids {
+            while Instant::now() < deadline {
+                let inst: Value =
+                    http.get(format!("{}/v1/instances/{id}", s.endpoint)).bearer_auth(&token).send()?.json()?;
+                if inst["state"] == "deleted" {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
     if std::env::var("KUMO_BENCH_LOGS").is_ok() {
         println!("{}", s.logs());
     }
