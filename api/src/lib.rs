@@ -16,6 +16,7 @@ pub mod error;
 pub mod image_uploads;
 pub mod instances;
 pub mod networks;
+pub mod paging;
 pub mod quotas;
 pub mod reconcile;
 pub mod routes;

@@ -8,5 +8,6 @@ mod ec2;
 mod lifecycle;
 mod networks;
 mod panel;
+mod readme;
 mod resilience;
 mod storage;

@@ -423,7 +423,7 @@ async fn find_address(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<FloatingIpRecord> {
 /// `AllocateAddress`: a floating IP from the external network.
 pub async fn allocate_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     dry_run(ctx)?;
-    let f = floating_ips::allocate(ctx.state, &ctx.caller).await.map_err(|e| match e {
+    let f = floating_ips::allocate(ctx.state, &ctx.caller, None).await.map_err(|e| match e {
         ApiError::Conflict(m) | ApiError::Unavailable(m) | ApiError::Invalid(m) => {
             Ec2Error::client("AddressLimitExceeded", m)
         }
