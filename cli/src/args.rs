@@ -996,7 +996,7 @@ mod tests {
             Command::Volume(VolumeCommand::Create { size: Some(10), backend: Some(VolumeBackendKind::Shared), .. })
         ));
         assert_eq!(parse_err(&["volume", "create", "data", "--size", "0"]), ErrorKind::ValueValidation);
-        assert_eq!(parse_err(&["volume", "attach", "data", "--instance", "web"]), ErrorKind::ValueValidation);
+        parse_ok(&["volume", "attach", "data", "--instance", "web"]);
         parse_ok(&["volume", "attach", "data", "--instance", ID, "--wait", "--timeout", "60"]);
         parse_ok(&["volume", "extend", "data", "--size", "20"]);
         assert_eq!(parse_err(&["snapshot", "create", "s"]), ErrorKind::MissingRequiredArgument);
