@@ -53,6 +53,9 @@ fn ts(secs: i64) -> Timestamp {
 pub async fn seed(db: &Db, config: &ControllerConfig) -> Result<(), ApiError> {
     let s = settings(config)?;
     db.init_billing_clock(s.calendar.hour_start(now_secs())).await?;
+    // The defaults apply from the first hour ever billed (the install), not from 1970: nothing
+    // before it is ever closed, so this changes no charge, only what `price list` says.
+    let from = db.next_open_hour().await?.unwrap_or_else(|| s.calendar.hour_start(now_secs()));
     if s.currency != Currency::JPY {
         tracing::warn!(currency = %s.currency, "no default prices for this currency; set them with kumo billing price set");
         return Ok(());
@@ -61,7 +64,7 @@ pub async fn seed(db: &Db, config: &ControllerConfig) -> Result<(), ApiError> {
     for (flavor, hourly) in DEFAULT_FLAVOR_PRICES.iter().filter(|(f, _)| known.contains(f)) {
         let v = NewPriceVersion {
             item: ItemKey::flavor(flavor).map_err(|e| ApiError::Internal(e.to_string()))?,
-            effective_from: 0,
+            effective_from: from,
             unit_price: Rate::from_minor(*hourly),
             daily_cap: Some(hourly * 20),
             monthly_cap: Some(hourly * 20 * 15),
@@ -73,7 +76,7 @@ pub async fn seed(db: &Db, config: &ControllerConfig) -> Result<(), ApiError> {
     for (item, price, daily, monthly) in DEFAULT_OTHER_PRICES {
         let v = NewPriceVersion {
             item: item.parse().map_err(|e: kumo_billing::BillingError| ApiError::Internal(e.to_string()))?,
-            effective_from: 0,
+            effective_from: from,
             unit_price: Rate::parse(price, Currency::JPY).map_err(|e| ApiError::Internal(e.to_string()))?,
             daily_cap: daily,
             monthly_cap: monthly,
@@ -270,37 +273,77 @@ pub async fn usage(state: &AppState, project: &ProjectId, month: Option<&str>) -
     let rows = state.db.billing_usage(project.as_str(), from, to, today).await?;
     let prices = state.db.price_list().await?;
     let current = s.calendar.month_of(now) == month;
+    // The open hours (closed at `billing_close_grace_secs` after their end): an estimate, this month only.
+    let (open_lines, open_meters) = if current {
+        state.db.preview_open_hours(project.as_str(), now, &s, &prices).await?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let mut open: std::collections::BTreeMap<(String, String), (String, i64)> = std::collections::BTreeMap::new();
+    for l in open_lines.iter().filter(|l| (from..to).contains(&l.hour)) {
+        let e = open.entry((l.resource_id.clone(), l.item.as_str().to_owned())).or_insert((l.resource_kind.clone(), 0));
+        e.1 += l.amount;
+    }
+    let meter_now =
+        |id: &str| open_meters.iter().find(|m| m.resource.id == id).map(|m| m.level.meter.as_str().to_owned());
+    let cap_state = |item: &str, amount: i64, today_amount: i64| {
+        let version = prices.at(item, now.min(to - 1));
+        let (daily, monthly) = version.map_or((None, None), |v| (v.daily_cap, v.monthly_cap));
+        let state = if monthly.is_some_and(|m| amount >= m) {
+            CapState::MonthlyCapReached
+        } else if current && daily.is_some_and(|d| today_amount >= d) {
+            CapState::DailyCapReached
+        } else {
+            CapState::UnderCaps
+        };
+        (daily, monthly, state)
+    };
     let mut total = 0i64;
-    let resources = rows
-        .into_iter()
-        .map(|r| {
-            total += r.amount;
-            let version = prices.at(&r.item, now.min(to - 1));
-            let (daily, monthly) = version.map_or((None, None), |v| (v.daily_cap, v.monthly_cap));
-            let cap_state = if monthly.is_some_and(|m| r.amount >= m) {
-                CapState::MonthlyCapReached
-            } else if current && daily.is_some_and(|d| r.today >= d) {
-                CapState::DailyCapReached
-            } else {
-                CapState::UnderCaps
-            };
-            ResourceUsage {
-                resource_type: r.resource_type,
-                resource_id: r.resource_id,
-                item: r.item,
-                meter: r.meter,
-                hours: r.hours,
-                usage_hours: invoice::hours_decimal(r.seconds, s.calendar.hour_secs()),
-                amount: money(r.amount, s.currency),
-                uncapped: money(r.uncapped, s.currency),
-                capped_hours: r.capped_lines,
-                today: money(if current { r.today } else { 0 }, s.currency),
-                daily_cap: daily.map(|c| money(c, s.currency)),
-                monthly_cap: monthly.map(|c| money(c, s.currency)),
-                cap_state,
-            }
-        })
-        .collect();
+    let mut resources = Vec::with_capacity(rows.len());
+    for r in rows {
+        total += r.amount;
+        let (daily, monthly, cap_state) = cap_state(&r.item, r.amount, r.today);
+        let open_amount = open.remove(&(r.resource_id.clone(), r.item.clone())).map(|(_, a)| a);
+        resources.push(ResourceUsage {
+            name: state.db.resource_name(&r.resource_type, &r.resource_id).await?,
+            resource_type: r.resource_type,
+            resource_id: r.resource_id,
+            item: r.item,
+            meter: r.meter,
+            hours: r.hours,
+            usage_hours: invoice::hours_decimal(r.seconds, s.calendar.hour_secs()),
+            amount: money(r.amount, s.currency),
+            uncapped: money(r.uncapped, s.currency),
+            capped_hours: r.capped_lines,
+            today: money(if current { r.today } else { 0 }, s.currency),
+            daily_cap: daily.map(|c| money(c, s.currency)),
+            monthly_cap: monthly.map(|c| money(c, s.currency)),
+            cap_state,
+            open_estimate: current.then(|| money(open_amount.unwrap_or(0), s.currency)),
+        });
+    }
+    // Resources whose first charges are still in the open hours.
+    for ((id, item), (kind, amount)) in open {
+        let (daily, monthly, cap_state) = cap_state(&item, 0, 0);
+        resources.push(ResourceUsage {
+            name: state.db.resource_name(&kind, &id).await?,
+            meter: meter_now(&id).unwrap_or_else(|| "gone".to_owned()),
+            resource_type: kind,
+            resource_id: id,
+            item,
+            hours: 0,
+            usage_hours: "0".to_owned(),
+            amount: money(0, s.currency),
+            uncapped: money(0, s.currency),
+            capped_hours: 0,
+            today: money(0, s.currency),
+            daily_cap: daily.map(|c| money(c, s.currency)),
+            monthly_cap: monthly.map(|c| money(c, s.currency)),
+            cap_state,
+            open_estimate: Some(money(amount, s.currency)),
+        });
+    }
+    let open_total: i64 = open_lines.iter().filter(|l| (from..to).contains(&l.hour)).map(|l| l.amount).sum();
     Ok(Usage {
         project_id: project.clone(),
         month: month.to_string(),
@@ -308,6 +351,8 @@ pub async fn usage(state: &AppState, project: &ProjectId, month: Option<&str>) -
         closed_until: state.db.next_open_hour().await?.map(ts),
         resources,
         total: money(total, s.currency),
+        open_until: current.then(|| ts(s.calendar.hour_start(now) + s.calendar.hour_secs())),
+        open_estimate_total: current.then(|| money(open_total, s.currency)),
     })
 }
 

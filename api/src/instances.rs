@@ -154,6 +154,9 @@ pub async fn run_recorded(
         None => None,
     };
 
+    let unique_names =
+        state.db.find_project(caller.project_id.as_str()).await?.is_some_and(|p| p.unique_instance_names);
+
     let now = Timestamp::now();
     let mut records = Vec::with_capacity(count as usize);
     for n in 1..=count {
@@ -210,6 +213,21 @@ pub async fn run_recorded(
         &[(QuotaResource::Instances, u64::from(count)), (QuotaResource::Vcpus, vcpus), (QuotaResource::RamMib, ram)],
     )
     .await?;
+    if req.unique_name || unique_names {
+        // The project is locked by the quota check: no other launch can take the name meanwhile.
+        for rec in &records {
+            let same = instances::live_named(&mut tx, &caller.project_id, &rec.name).await?;
+            if !same.is_empty() {
+                let list: Vec<String> = same.iter().map(|r| format!("{} ({})", r.id, r.state)).collect();
+                let why = if unique_names { "the project's unique_instance_names setting" } else { "--unique-name" };
+                return Err(ApiError::Conflict(format!(
+                    "an instance named '{}' already exists: {}; {why} refuses a second one",
+                    rec.name,
+                    list.join(", ")
+                )));
+            }
+        }
+    }
     let mut taken = std::collections::HashMap::new();
     for rec in &records {
         instances::insert(&mut tx, rec).await?;
@@ -304,24 +322,69 @@ pub async fn set_user_data(
     find(state, caller, id).await
 }
 
-/// Loads an instance of the caller's project, 404 otherwise (also for malformed ids).
-pub async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<InstanceRecord, ApiError> {
-    let parsed: InstanceId = id.parse().map_err(|_| ApiError::not_found("instance", id))?;
-    state.db.instance_in_project(&caller.project_id, &parsed).await?.ok_or_else(|| ApiError::not_found("instance", id))
-}
-
-/// An instance of the caller's project by id, or by name among its live
-/// instances (ambiguous names are refused); 404 otherwise.
-pub async fn find_by_id_or_name(state: &AppState, caller: &Caller, key: &str) -> Result<InstanceRecord, ApiError> {
-    if key.parse::<InstanceId>().is_ok() {
-        return find(state, caller, key).await;
+/// An instance of the caller's project by id, or by name among its
+/// instances that are not deleted: the one rule of every `/v1/instances/{id}`
+/// route (and of every command of `kumo` that names an instance). A name
+/// that several instances carry is refused with the candidates (409); 404
+/// otherwise.
+pub async fn find(state: &AppState, caller: &Caller, key: &str) -> Result<InstanceRecord, ApiError> {
+    if let Ok(id) = key.parse::<InstanceId>() {
+        return state
+            .db
+            .instance_in_project(&caller.project_id, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("instance", key));
     }
     let mut found = state.db.instances_named(&caller.project_id, key).await?;
     match found.len() {
         0 => Err(ApiError::not_found("instance", key)),
         1 => Ok(found.remove(0)),
-        _ => Err(ApiError::Conflict(format!("several instances are named '{key}': use the id"))),
+        _ => Err(ambiguous(key, &found)),
     }
+}
+
+/// The error for a name that several live instances carry, listing them.
+pub fn ambiguous(name: &str, candidates: &[InstanceRecord]) -> ApiError {
+    let list: Vec<String> = candidates.iter().map(|r| format!("{} ({})", r.id, r.state)).collect();
+    ApiError::Conflict(format!("{} instances are named '{name}': {}; use the id", candidates.len(), list.join(", ")))
+}
+
+/// [`find`]; kept for the callers that named it so.
+pub async fn find_by_id_or_name(state: &AppState, caller: &Caller, key: &str) -> Result<InstanceRecord, ApiError> {
+    find(state, caller, key).await
+}
+
+/// Warnings for a launch: names that other live instances of the project also carry.
+pub async fn duplicate_name_warnings(
+    state: &AppState,
+    caller: &Caller,
+    launched: &[InstanceRecord],
+) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for rec in launched {
+        let others: Vec<String> = state
+            .db
+            .instances_named(&caller.project_id, &rec.name)
+            .await?
+            .iter()
+            .filter(|o| o.id != rec.id)
+            .map(|o| format!("{} ({})", o.id, o.state))
+            .collect();
+        if !others.is_empty() {
+            out.push(format!(
+                "another instance is also named '{}': {}; commands naming '{}' will ask for an id (launch with --unique-name to refuse duplicates)",
+                rec.name,
+                others.join(", "),
+                rec.name
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// An instance's events with those of its volume attachments and floating-IP associations.
+pub async fn events(state: &AppState, rec: &InstanceRecord) -> Result<Vec<kumo_wire::api::Event>, ApiError> {
+    Ok(state.db.instance_events(&rec.project_id, rec.id.as_str()).await?)
 }
 
 /// Stop, start or reboot.

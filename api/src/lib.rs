@@ -18,6 +18,7 @@ pub mod image_uploads;
 pub mod instances;
 pub mod login_limit;
 pub mod networks;
+pub mod paging;
 pub mod quotas;
 pub mod reconcile;
 pub mod routes;

@@ -438,6 +438,7 @@ mod tests {
             instances: 0,
             last_heartbeat_at: Some(Timestamp(1_000_000)),
             unmanaged_domains: vec![],
+            allocation_ratios: None,
         }
     }
 

@@ -144,7 +144,7 @@ async fn bad_run_requests_get_clear_errors_and_change_nothing() {
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         let (_, page) = c.get("/v1/instances", &t).await;
-        assert_eq!(page["instances"], json!([]), "nothing was created");
+        assert_eq!(page["items"], json!([]), "nothing was created");
     }
 }
 
@@ -168,7 +168,7 @@ async fn another_projects_instances_are_not_found() {
         assert_eq!(c.delete(&format!("/v1/instances/{id}"), &b).await.0, StatusCode::NOT_FOUND);
         assert_eq!(c.get("/v1/instances/not-an-id", &b).await.0, StatusCode::NOT_FOUND);
         let (_, page) = c.get("/v1/instances", &b).await;
-        assert_eq!(page["instances"], json!([]));
+        assert_eq!(page["items"], json!([]));
         let (_, mine) = c.get(&format!("/v1/instances/{id}"), &a).await;
         assert_ne!(mine["state"], "deleting", "the other project's attempts changed nothing");
         assert_eq!(c.get("/v1/hosts", &b).await.0, StatusCode::FORBIDDEN);
@@ -371,7 +371,7 @@ async fn pagination_and_filters() {
     loop {
         let (s, page) = c.get(&path, &t).await;
         assert_eq!(s, StatusCode::OK, "{page}");
-        for i in page["instances"].as_array().unwrap() {
+        for i in page["items"].as_array().unwrap() {
             seen.push(i["name"].as_str().unwrap().to_owned());
         }
         match page["next"].as_str() {
@@ -381,9 +381,9 @@ async fn pagination_and_filters() {
     }
     assert_eq!(seen, ["web-5", "web-4", "web-3", "web-2", "web-1"]);
     let (_, page) = c.get("/v1/instances?name=web-3", &t).await;
-    assert_eq!(page["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let (_, page) = c.get("/v1/instances?state=running", &t).await;
-    assert_eq!(page["instances"], json!([]));
+    assert_eq!(page["items"], json!([]));
     assert_eq!(c.get("/v1/instances?state=exploded", &t).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(c.get("/v1/instances?limit=0", &t).await.0, StatusCode::BAD_REQUEST);
 }

@@ -39,7 +39,7 @@ async fn two_controllers_racing_for_the_last_capacity_never_overcommit() {
         let mut states = Vec::new();
         for _ in 0..200 {
             let (_, page) = a.get("/v1/instances?limit=100", &ta).await;
-            states = page["instances"].as_array().unwrap().iter().map(|i| i["state"].as_str().unwrap().to_owned()).collect();
+            states = page["items"].as_array().unwrap().iter().map(|i| i["state"].as_str().unwrap().to_owned()).collect();
             if states.len() == 20 && states.iter().all(|s| s != "pending") {
                 break;
             }

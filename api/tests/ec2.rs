@@ -302,7 +302,7 @@ async fn xml_shapes_and_client_errors() {
         .await;
         // Nothing was launched by any of those.
         let (_, list) = c.get("/v1/instances", &t).await;
-        assert_eq!(list["instances"].as_array().unwrap().len(), 0, "{list}");
+        assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
 
         // Key pairs.
         let public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
@@ -371,7 +371,7 @@ async fn run_instances_is_idempotent_and_the_lifecycle_shows_ec2_states() {
         changed[3].1 = "1";
         ec2.err(&changed, StatusCode::BAD_REQUEST, "IdempotentParameterMismatch").await;
         let (_, list) = c.get("/v1/instances", &t).await;
-        assert_eq!(list["instances"].as_array().unwrap().len(), 2, "launched once: {list}");
+        assert_eq!(list["items"].as_array().unwrap().len(), 2, "launched once: {list}");
         c.wait_state(&t, &ids[0], "building").await;
         c.wait_state(&t, &ids[1], "building").await;
         let desired = agent.sync(&c, vec![]).await;

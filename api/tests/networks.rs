@@ -134,7 +134,7 @@ async fn an_exhausted_vlan_pool_is_a_clear_error_and_admins_see_its_use() {
             StatusCode::CONFLICT,
             "default network",
         );
-        assert!(c.get("/v1/instances", &t).await.1["instances"].as_array().unwrap().is_empty());
+        assert!(c.get("/v1/instances", &t).await.1["items"].as_array().unwrap().is_empty());
         // An admin may still place a network outside the pool.
         create_net(&c, &c.admin, json!({"name": "ops", "cidr": "10.4.0.0/24", "vlan_id": 7})).await;
 
@@ -199,7 +199,7 @@ async fn first_launch_makes_the_default_network_and_group_and_instances_show_the
         let (_, shown) = c.get(&format!("/v1/instances/{id}"), &t).await;
         assert_eq!(shown["addresses"], insts[0]["addresses"]);
         let (_, page) = c.get("/v1/instances", &t).await;
-        assert!(page["instances"].as_array().unwrap().iter().all(|i| i["addresses"].as_array().unwrap().len() == 1));
+        assert!(page["items"].as_array().unwrap().iter().all(|i| i["addresses"].as_array().unwrap().len() == 1));
 
         let (_, groups) = c.get("/v1/security-groups", &t).await;
         let groups = items(&groups);
@@ -216,7 +216,7 @@ async fn first_launch_makes_the_default_network_and_group_and_instances_show_the
         refused(c.delete("/v1/security-groups/default", &t).await, StatusCode::CONFLICT, "cannot be deleted");
 
         // Bad launch choices are refused and record nothing.
-        let before = c.get("/v1/instances", &t).await.1["instances"].as_array().unwrap().len();
+        let before = c.get("/v1/instances", &t).await.1["items"].as_array().unwrap().len();
         for (body, needle) in [
             (json!({"name": "x", "flavor": "mini", "networks": ["nope"]}), "network 'nope' does not exist"),
             (json!({"name": "x", "flavor": "mini", "networks": ["default", "default"]}), "named twice"),
@@ -224,7 +224,7 @@ async fn first_launch_makes_the_default_network_and_group_and_instances_show_the
         ] {
             refused(c.post("/v1/instances", &t, body).await, StatusCode::UNPROCESSABLE_ENTITY, needle);
         }
-        assert_eq!(c.get("/v1/instances", &t).await.1["instances"].as_array().unwrap().len(), before);
+        assert_eq!(c.get("/v1/instances", &t).await.1["items"].as_array().unwrap().len(), before);
         assert_eq!(networks(&c, &t).await[0]["port_count"], 3);
     }
 }
@@ -249,7 +249,7 @@ async fn a_full_network_refuses_the_launch_and_ports_are_freed_when_the_agent_co
             StatusCode::CONFLICT,
             "no free addresses",
         );
-        assert_eq!(c.get("/v1/instances", &t).await.1["instances"].as_array().unwrap().len(), 5);
+        assert_eq!(c.get("/v1/instances", &t).await.1["items"].as_array().unwrap().len(), 5);
 
         // Deleting keeps the address until the agent confirms the domain is gone.
         c.wait_state(&t, &first, "building").await;
@@ -666,7 +666,7 @@ async fn unlimited_fips(c: &Cloud, project: &str) {
 /// Every address handed out on `network`, from both controllers' view.
 async fn addresses(c: &Cloud, t: &str) -> Vec<String> {
     let (_, page) = c.get("/v1/instances?limit=1000", t).await;
-    page["instances"]
+    page["items"]
         .as_array()
         .unwrap()
         .iter()

@@ -123,7 +123,7 @@ fn kumo_web_ui_enc(s: &str) -> String {
 
 async fn instance_count(c: &Cloud, token: &str) -> usize {
     let (_, b) = c.get("/v1/instances", token).await;
-    b["instances"].as_array().unwrap().len()
+    b["items"].as_array().unwrap().len()
 }
 
 #[tokio::test]
@@ -549,5 +549,28 @@ async fn japanese_by_accept_language_english_by_cookie_and_the_switch() {
         );
         let p = en.get(&c, "/ui/no-such-page").await;
         assert!(p.body.contains("<h1>404 Not Found</h1>") && p.body.contains("no such page"), "{}", p.body);
+    }
+}
+
+/// Regression (issue 20): the dashboard counted deleted instances (11 deleted of 14).
+#[tokio::test]
+async fn the_dashboard_counts_no_deleted_instances() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        c.kernel_image("tiny").await;
+        c.run(&c.admin, "kept", "mini").await;
+        let gone = c.run(&c.admin, "gone", "mini").await["id"].as_str().unwrap().to_owned();
+        agent.converge(&c).await;
+        c.delete(&format!("/v1/instances/{gone}"), &c.admin).await;
+        agent.converge(&c).await;
+        c.wait_state(&c.admin, &gone, "deleted").await;
+
+        let mut b = Browser::login(&c, "admin", common::ADMIN_PASSWORD).await;
+        let p = b.get(&c, "/ui/").await;
+        assert!(p.body.contains(r#"<p class="big">1</p>"#), "{backend}: {}", p.body);
+        assert!(!p.body.contains("state-deleted"), "{backend}: {}", p.body);
+        let list = b.get(&c, "/ui/instances").await;
+        assert!(!list.body.contains(&gone), "{backend}: the list hides it too");
     }
 }

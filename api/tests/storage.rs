@@ -672,7 +672,7 @@ async fn a_quota_race_for_the_last_slot_lets_exactly_one_through() {
             let refused = statuses.iter().filter(|s| **s == StatusCode::FORBIDDEN).count();
             assert_eq!((accepted, refused), (1, 2), "{backend} round {round}: {statuses:?}");
             let (_, page) = a.get("/v1/instances", &ta).await;
-            assert_eq!(page["instances"].as_array().unwrap().len(), 2, "{backend}: {page}");
+            assert_eq!(page["items"].as_array().unwrap().len(), 2, "{backend}: {page}");
         }
     }
 }

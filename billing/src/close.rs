@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::calendar::Calendar;
-use crate::money::{line_amount, Rate};
+use crate::money::{cumulative_amount, exact_value, Rate};
 use crate::prices::{ItemKey, PriceList, PriceVersion};
 use crate::usage::{self, HourUsage, Level, Meter, Reading};
 
@@ -49,6 +49,10 @@ pub struct Totals {
     pub month_start: i64,
     /// Minor units charged in that month.
     pub month: i64,
+    /// The exact value of the month's usage so far (rate × unit-seconds,
+    /// summed, before caps; see [`crate::money::cumulative_amount`]): each
+    /// hour charges what rounding this running sum once grew by.
+    pub month_exact: i64,
 }
 
 impl Totals {
@@ -60,12 +64,15 @@ impl Totals {
             day: if day_start == self.day_start { self.day } else { 0 },
             month_start,
             month: if month_start == self.month_start { self.month } else { 0 },
+            month_exact: if month_start == self.month_start { self.month_exact } else { 0 },
         }
     }
 
-    fn add(&mut self, amount: i64) {
-        self.day = self.day.saturating_add(amount);
-        self.month = self.month.saturating_add(amount);
+    /// Counts a charge: its amount against the caps, its exact value in the month's running sum.
+    pub fn add(&mut self, c: &Charge) {
+        self.day = self.day.saturating_add(c.amount);
+        self.month = self.month.saturating_add(c.amount);
+        self.month_exact = self.month_exact.saturating_add(c.exact);
     }
 }
 
@@ -141,6 +148,8 @@ pub struct Charge {
     pub capped: bool,
     /// The version.
     pub price_version: i64,
+    /// The exact value of the usage (see [`Totals::month_exact`]).
+    pub exact: i64,
 }
 
 /// The charge for `usage` at `version`, given what the resource was already
@@ -155,7 +164,9 @@ pub fn charge(usage: &HourUsage, version: &PriceVersion, totals: &Totals, hour_s
     if seconds == 0 {
         return None;
     }
-    let uncapped = line_amount(version.unit_price, unit_seconds, hour_secs);
+    let exact = exact_value(version.unit_price, unit_seconds);
+    let uncapped = cumulative_amount(i128::from(totals.month_exact), exact, hour_secs);
+    let exact = i64::try_from(exact).unwrap_or(i64::MAX);
     let room = |cap: Option<i64>, used: i64| cap.map_or(i64::MAX, |c| c.saturating_sub(used).max(0));
     let amount = uncapped.min(room(version.daily_cap, totals.day)).min(room(version.monthly_cap, totals.month));
     Some(Charge {
@@ -166,6 +177,7 @@ pub fn charge(usage: &HourUsage, version: &PriceVersion, totals: &Totals, hour_s
         amount,
         capped: amount < uncapped,
         price_version: version.id,
+        exact,
     })
 }
 
@@ -252,7 +264,7 @@ pub fn plan_close(input: CloseInput<'_>) -> ClosePlan {
         if let Some(c) =
             prices.at(row.resource.item.as_str(), hour).and_then(|v| charge(&used, v, &totals, cal.hour_secs()))
         {
-            totals.add(c.amount);
+            totals.add(&c);
             plan.lines.push(line(&row.resource, hour, hour, &c));
         }
         finish(&mut plan, row.resource, level, totals);
@@ -327,7 +339,7 @@ fn recompute_resource(plan: &mut ClosePlan, cal: &Calendar, prices: &PriceList, 
         let (used, _) = usage::usage_between(usage::level_before(&history, h), &history, h, h + cal.hour_secs());
         let correct = version.and_then(|v| charge(&used, v, &totals, cal.hour_secs()));
         if let Some(c) = &correct {
-            totals.add(c.amount);
+            totals.add(c);
         }
         let had = booked.get(&h).copied().unwrap_or_default();
         let (seconds, unit_seconds, uncapped, amount, capped) = match &correct {
@@ -342,6 +354,7 @@ fn recompute_resource(plan: &mut ClosePlan, cal: &Calendar, prices: &PriceList, 
             amount: amount - had.amount,
             capped,
             price_version: version.map_or(0, |v| v.id),
+            exact: 0,
         };
         let changed = diff.seconds != 0 || diff.unit_seconds != 0 || diff.uncapped != 0 || diff.amount != 0;
         if h == hour && correct.is_some() || h != hour && changed {

@@ -45,8 +45,7 @@ pub fn estimate(version: &PriceVersion, quantity: u64, hours: u32, cal: &Calenda
         let hour = start + i * hs;
         totals = totals.rolled(hour, cal);
         if let Some(c) = charge(&used, version, &totals, hs) {
-            totals.day += c.amount;
-            totals.month += c.amount;
+            totals.add(&c);
             out.uncapped += c.uncapped;
             out.amount += c.amount;
             out.capped_hours += u32::from(c.capped);

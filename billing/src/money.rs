@@ -8,11 +8,14 @@
 //!
 //! **The rounding rule, stated once:** an amount is computed exactly as a
 //! fraction and rounded *once* to the minor unit, half up (half away from
-//! zero). It is applied in exactly two places: a ledger line's amount
-//! ([`line_amount`]: rate × unit-seconds ÷ hour length) and an invoice's tax
-//! ([`tax`]: subtotal × rate ÷ 10,000). Everything else (caps, subtotals,
-//! invoice totals) is integer addition and comparison of already rounded
-//! amounts, so nothing is ever rounded twice.
+//! zero). Usage is rounded once per resource, item and month: the exact
+//! value (rate × unit-seconds ÷ hour length, [`exact_value`]) is summed over
+//! the month, and each hour's line is what that running sum's rounding grew
+//! by ([`cumulative_amount`]), so a month's lines add up to its exact usage
+//! rounded once, however the usage is cut into hours or pieces (splitting can
+//! neither lower nor raise it). The other place is an invoice's tax ([`tax`]:
+//! subtotal × rate ÷ 10,000). Everything else (caps, subtotals, invoice
+//! totals) is integer addition and comparison of already rounded amounts.
 
 use std::fmt;
 use std::str::FromStr;
@@ -190,8 +193,24 @@ pub fn round_half_up(numer: i128, denom: i128) -> i128 {
     }
 }
 
+/// The exact value of `unit_seconds` unit-seconds at `rate`, as the numerator
+/// of a fraction over `hour_secs × RATE_SCALE` (see [`cumulative_amount`]).
+pub fn exact_value(rate: Rate, unit_seconds: i64) -> i128 {
+    i128::from(rate.micro()) * i128::from(unit_seconds)
+}
+
+/// What a line charges when `exact` (an [`exact_value`]) is added to the
+/// month's running exact sum `before`: the growth of the rounded sum,
+/// `round(before + exact) - round(before)` (the first of the two places the
+/// rounding rule applies). Summed over a month it telescopes to the month's
+/// exact usage rounded once.
+pub fn cumulative_amount(before: i128, exact: i128, hour_secs: i64) -> i64 {
+    let denom = i128::from(hour_secs.max(1)) * i128::from(RATE_SCALE);
+    saturate(round_half_up(before.saturating_add(exact), denom) - round_half_up(before, denom))
+}
+
 /// What `unit_seconds` unit-seconds cost at `rate` per unit-hour of `hour_secs`
-/// seconds, in minor units: the first of the two places the rounding rule applies.
+/// seconds, in minor units, rounded on their own (estimates of whole hours).
 pub fn line_amount(rate: Rate, unit_seconds: i64, hour_secs: i64) -> i64 {
     let exact_numer = i128::from(rate.micro()) * i128::from(unit_seconds);
     let denom = i128::from(hour_secs.max(1)) * i128::from(RATE_SCALE);
@@ -285,6 +304,24 @@ mod tests {
         assert_eq!(line_amount(r, 100 * 3600, 3600), 5);
         // Rounding the per-second price first would give 0; the exact product gives 5.
         assert_eq!(line_amount(r, 100 * 3599, 3600), 5);
+    }
+
+    #[test]
+    fn cumulative_amounts_round_the_running_sum_once() {
+        // 2 JPY/h for 0.19 h, ten times: each piece alone rounds to 0, the sum is 3.8 -> 4.
+        let rate = Rate::from_minor(2);
+        let piece = exact_value(rate, 684);
+        let mut before = 0i128;
+        let mut charged = 0;
+        for _ in 0..10 {
+            charged += cumulative_amount(before, piece, 3600);
+            before += piece;
+        }
+        assert_eq!(charged, 4);
+        assert_eq!(line_amount(rate, 684, 3600), 0, "rounded alone, each piece was free");
+        // Half an hour at 5 JPY/h twice: 3 then 2 (2.5 -> 3, 5.0 -> 5), never 3 + 3.
+        let half = exact_value(Rate::from_minor(5), 1800);
+        assert_eq!((cumulative_amount(0, half, 3600), cumulative_amount(half, half, 3600)), (3, 2));
     }
 
     #[test]

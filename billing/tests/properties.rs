@@ -265,3 +265,58 @@ fn concurrent_closers_write_each_line_once() {
     assert_eq!(c.lines(), a.lines());
     assert_eq!(c.lines().len(), 1);
 }
+
+/// The running pieces `(hour of the day, seconds)` of one instance, at most one per hour.
+fn pieces() -> impl Strategy<Value = Vec<(i64, i64)>> {
+    prop::collection::btree_map(0..24i64, 1..=3600i64, 1..24).prop_map(|m| m.into_iter().collect())
+}
+
+/// Closes one day of `runs` (start, end) of one instance at `rate` micro-JPY per hour.
+fn charged(runs: &[(i64, i64)], rate_micro: i64, daily: Option<i64>, monthly: Option<i64>) -> i64 {
+    let mut p = price(1, "flavor:small", 0, "1", daily, monthly, false);
+    p.unit_price = kumo_billing::Rate::from_micro(rate_micro);
+    let mut l = MemoryLedger::new(utc(), PriceList::new([p]), DAY_OF_PIECES, 0);
+    let r = instance("i-1");
+    for &(start, end) in runs {
+        l.record(&r, start, Meter::Running, 1);
+        l.record(&r, end, Meter::Off, 1);
+    }
+    l.close_until(DAY_OF_PIECES + 2 * DAY);
+    total(l.lines())
+}
+
+/// A day well inside November.
+const DAY_OF_PIECES: i64 = NOV_1 + 3 * DAY;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Splitting usage into pieces never lowers the charge (issue 20: starting
+    /// and stopping a small instance within each hour was free, every hour's
+    /// line rounded to 0 on its own). Pieces spread over the hours of a day
+    /// cost exactly what the same seconds cost in one run, caps included, and
+    /// without caps that is the exact value rounded once.
+    #[test]
+    fn splitting_usage_into_pieces_never_lowers_the_charge(
+        pieces in pieces(),
+        rate_micro in 1..50_000_000i64,
+        daily in prop::option::of(1..300i64),
+        monthly in prop::option::of(1..3000i64),
+    ) {
+        let split: Vec<(i64, i64)> =
+            pieces.iter().map(|&(h, secs)| (DAY_OF_PIECES + h * H, DAY_OF_PIECES + h * H + secs)).collect();
+        let seconds: i64 = pieces.iter().map(|p| p.1).sum();
+        let whole = [(DAY_OF_PIECES, DAY_OF_PIECES + seconds)];
+        let (cut, one) = (charged(&split, rate_micro, daily, monthly), charged(&whole, rate_micro, daily, monthly));
+        prop_assert!(cut >= one, "pieces {:?} cost {} < {} for one run", pieces, cut, one);
+        prop_assert_eq!(cut, one);
+        let exact = i64::try_from(kumo_billing::money::round_half_up(
+            i128::from(rate_micro) * i128::from(seconds),
+            i128::from(H) * 1_000_000,
+        ))
+        .unwrap();
+        prop_assert_eq!(charged(&split, rate_micro, None, None), exact);
+        let capped = [daily, monthly].into_iter().flatten().fold(exact, i64::min);
+        prop_assert_eq!(cut, capped);
+    }
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kumo_wire::api::{DiskFormat, Role, MAX_RUN_COUNT};
 use kumo_wire::storage::{QuotaResource, VolumeBackendKind, MAX_VOLUME_GIB};
-use kumo_wire::{InstanceId, InstanceState};
+use kumo_wire::InstanceState;
 
 /// Command-line client for Kumo, a private IaaS control plane.
 #[derive(Debug, Parser)]
@@ -202,8 +202,12 @@ pub struct RuleAddArgs {
 /// `kumo fip ...`.
 #[derive(Debug, Subcommand)]
 pub enum FloatingIpCommand {
-    /// Allocate an address from the external network (billed per hour until released).
-    Allocate,
+    /// Allocate an address from an external network (billed per hour until released).
+    Allocate {
+        /// The external network (name or id); needed when there are several.
+        #[arg(long)]
+        network: Option<String>,
+    },
     /// Map a floating IP to an instance.
     Associate {
         /// Floating IP id or address.
@@ -298,8 +302,8 @@ pub enum InstanceCommand {
     List(ListInstancesArgs),
     /// Show one instance, with where the scheduler put it and why.
     Show {
-        /// Instance id (i-...).
-        id: InstanceId,
+        /// Instance id (i-...) or name.
+        id: String,
     },
     /// Shut an instance down.
     Stop(ActionArgs),
@@ -313,8 +317,8 @@ pub enum InstanceCommand {
     Console(ConsoleArgs),
     /// Show an instance's event log.
     Events {
-        /// Instance id (i-...).
-        id: InstanceId,
+        /// Instance id (i-...) or name.
+        id: String,
     },
 }
 
@@ -354,9 +358,17 @@ pub struct RunArgs {
     /// Also attach a NoCloud config drive (`cidata`).
     #[arg(long)]
     pub config_drive: bool,
-    /// Waiting for the instances to run.
+    /// Refuse the launch if a live instance of the project already has this name
+    /// (without it, a duplicate name launches with a warning).
+    #[arg(long)]
+    pub unique_name: bool,
+    /// Waiting for the instances to run (and their --volume's to be attached).
     #[command(flatten)]
     pub wait: WaitArgs,
+    /// Also wait for each guest's ready signal: a line starting with `KUMO-READY` on its serial
+    /// console (implies --wait; the tiny image prints it when its boot script is done).
+    #[arg(long)]
+    pub wait_ready: bool,
 }
 
 /// `kumo instance list`.
@@ -372,9 +384,9 @@ pub struct ListInstancesArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: Option<u32>,
     /// Start after this cursor (printed when there are more pages).
-    #[arg(long, value_name = "CURSOR", conflicts_with = "all")]
+    #[arg(long, value_name = "CURSOR")]
     pub after: Option<String>,
-    /// Fetch every page.
+    /// Also list deleted instances (hidden by default, like every list's deleted resources).
     #[arg(long)]
     pub all: bool,
 }
@@ -382,8 +394,8 @@ pub struct ListInstancesArgs {
 /// `kumo instance stop|start|reboot|delete`.
 #[derive(Debug, Args)]
 pub struct ActionArgs {
-    /// Instance id (i-...).
-    pub id: InstanceId,
+    /// Instance id (i-...) or name.
+    pub id: String,
     /// Waiting for the target state.
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -392,8 +404,8 @@ pub struct ActionArgs {
 /// `kumo instance console`.
 #[derive(Debug, Args)]
 pub struct ConsoleArgs {
-    /// Instance id (i-...).
-    pub id: InstanceId,
+    /// Instance id (i-...) or name.
+    pub id: String,
     /// How many bytes of the end of the log (the controller's default is 64 KiB, at most 1 MiB).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
     pub tail_bytes: Option<u64>,
@@ -406,7 +418,11 @@ pub struct ConsoleArgs {
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// List the images you can see.
-    List,
+    List {
+        /// Also list your deleted images.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show one image.
     Show {
         /// Image id (ami-...) or name.
@@ -491,9 +507,9 @@ pub enum VolumeCommand {
         /// local (on one host) or shared (on a directory every host mounts); the controller's default when left out.
         #[arg(long, value_name = "BACKEND")]
         backend: Option<VolumeBackendKind>,
-        /// Attach it to this instance as soon as it exists.
+        /// Attach it to this instance (id or name) as soon as it exists.
         #[arg(long, value_name = "INSTANCE")]
-        attach_to: Option<InstanceId>,
+        attach_to: Option<String>,
         /// Waiting for it.
         #[command(flatten)]
         wait: StorageWaitArgs,
@@ -513,9 +529,9 @@ pub enum VolumeCommand {
     Attach {
         /// Volume id or name.
         volume: String,
-        /// Instance id (i-...).
+        /// Instance id (i-...) or name.
         #[arg(long)]
-        instance: InstanceId,
+        instance: String,
         /// Waiting for it.
         #[command(flatten)]
         wait: StorageWaitArgs,
@@ -564,9 +580,9 @@ pub enum SnapshotCommand {
         /// The volume (id or name).
         #[arg(long, conflicts_with = "instance", required_unless_present = "instance")]
         volume: Option<String>,
-        /// The instance (id).
+        /// The instance (id or name).
         #[arg(long)]
-        instance: Option<InstanceId>,
+        instance: Option<String>,
         /// Waiting for it.
         #[command(flatten)]
         wait: StorageWaitArgs,
@@ -748,6 +764,14 @@ pub enum ProjectCommand {
     },
     /// List projects.
     List,
+    /// Change a project's settings.
+    Set {
+        /// Project name or id.
+        name: String,
+        /// Refuse launching an instance whose name a live instance of the project already has.
+        #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+        unique_instance_names: Option<bool>,
+    },
 }
 
 /// `kumo user ...` (admin).
@@ -943,9 +967,22 @@ mod tests {
     }
 
     #[test]
-    fn instance_ids_are_checked_locally() {
-        assert_eq!(parse_err(&["instance", "show", "web-1"]), ErrorKind::ValueValidation);
-        assert_eq!(parse_err(&["instance", "delete", "i-123"]), ErrorKind::ValueValidation);
+    fn every_instance_command_takes_a_name_or_an_id() {
+        for args in [
+            vec!["instance", "show", "web-1"],
+            vec!["instance", "stop", "web-1"],
+            vec!["instance", "start", "web-1"],
+            vec!["instance", "reboot", "web-1"],
+            vec!["instance", "delete", "web-1"],
+            vec!["instance", "console", "web-1"],
+            vec!["instance", "events", "web-1"],
+            vec!["volume", "attach", "data", "--instance", "web-1"],
+            vec!["volume", "create", "data", "--size", "1", "--attach-to", "web-1"],
+            vec!["snapshot", "create", "gold", "--instance", "web-1"],
+            vec!["fip", "associate", "203.0.113.5", "web-1"],
+        ] {
+            parse_ok(&args);
+        }
     }
 
     #[test]
@@ -955,7 +992,7 @@ mod tests {
         assert_eq!(list.state, Some(InstanceState::Running));
         assert_eq!((list.name.as_deref(), list.limit, list.all), (Some("web"), Some(10), true));
         assert_eq!(parse_err(&["instance", "list", "--state", "sleeping"]), ErrorKind::ValueValidation);
-        assert_eq!(parse_err(&["instance", "list", "--all", "--after", "c"]), ErrorKind::ArgumentConflict);
+        parse_ok(&["instance", "list", "--all", "--after", "c"]);
     }
 
     #[test]
@@ -1001,7 +1038,7 @@ mod tests {
             Command::Volume(VolumeCommand::Create { size: Some(10), backend: Some(VolumeBackendKind::Shared), .. })
         ));
         assert_eq!(parse_err(&["volume", "create", "data", "--size", "0"]), ErrorKind::ValueValidation);
-        assert_eq!(parse_err(&["volume", "attach", "data", "--instance", "web"]), ErrorKind::ValueValidation);
+        parse_ok(&["volume", "attach", "data", "--instance", "web"]);
         parse_ok(&["volume", "attach", "data", "--instance", ID, "--wait", "--timeout", "60"]);
         parse_ok(&["volume", "extend", "data", "--size", "20"]);
         assert_eq!(parse_err(&["snapshot", "create", "s"]), ErrorKind::MissingRequiredArgument);

@@ -70,10 +70,24 @@ pub fn instance(i: &Instance) -> String {
 }
 
 /// `kumo instance events`; the detail as compact JSON.
+///
+/// The actor is the user's name when it is a user; when the log mixes
+/// resources (an instance's events with its volumes' and floating IPs'), a
+/// RESOURCE column says whose each line is.
 pub fn events(items: &[Event]) -> String {
+    let mixed = items.windows(2).any(|w| w[0].resource_id != w[1].resource_id);
+    let actor = |e: &Event| e.actor_name.clone().unwrap_or_else(|| e.actor.clone());
+    if mixed {
+        let mut t = table(["AT", "RESOURCE", "ACTOR", "ACTION", "DETAIL"]);
+        for e in items {
+            let resource = format!("{} {}", e.resource_type, e.resource_id);
+            t.add_row([e.at.to_string(), resource, actor(e), e.action.clone(), e.detail.to_string()]);
+        }
+        return render(&t);
+    }
     let mut t = table(["AT", "ACTOR", "ACTION", "DETAIL"]);
     for e in items {
-        t.add_row([e.at.to_string(), e.actor.clone(), e.action.clone(), e.detail.to_string()]);
+        t.add_row([e.at.to_string(), actor(e), e.action.clone(), e.detail.to_string()]);
     }
     render(&t)
 }
@@ -267,6 +281,31 @@ pub fn flavors(items: &[Flavor]) -> String {
     render(&t)
 }
 
+/// `kumo flavor list`: each flavor with the price of `flavor:<name>` in force at `now`.
+pub fn flavors_priced(items: &[Flavor], prices: &kumo_wire::billing::PriceListing, now: Timestamp) -> String {
+    let mut t = table(["NAME", "VCPUS", "MEMORY", "DISK", "PRICE/HOUR", "DAILY CAP", "MONTHLY CAP", "ID"]);
+    for f in items {
+        let item = format!("flavor:{}", f.name);
+        let current = prices
+            .items
+            .iter()
+            .filter(|v| v.item == item && v.effective_from <= now && v.effective_until.is_none_or(|u| u > now))
+            .last();
+        let money = |m: Option<&String>| m.map_or_else(|| "-".to_owned(), |m| format!("{m} {}", prices.currency));
+        t.add_row([
+            f.name.clone(),
+            f.vcpus.to_string(),
+            format!("{} MiB", f.memory_mib),
+            format!("{} GiB", f.disk_gib),
+            current.map_or_else(|| "no price".to_owned(), |v| money(Some(&v.unit_price))),
+            money(current.and_then(|v| v.daily_cap.as_ref())),
+            money(current.and_then(|v| v.monthly_cap.as_ref())),
+            f.id.to_string(),
+        ]);
+    }
+    render(&t)
+}
+
 /// `kumo keypair list` (and the pair just created or imported).
 pub fn key_pairs(items: &[KeyPair]) -> String {
     let mut t = table(["NAME", "TYPE", "FINGERPRINT", "CREATED"]);
@@ -282,16 +321,22 @@ pub fn created_key_pair(created: &CreatedKeyPair) -> String {
 }
 
 /// `kumo host list`; heartbeats as ages relative to `now`.
+///
+/// Each capacity is `used/physical`, followed by `x RATIO` (the overcommit
+/// ratio in force: the host takes claims up to physical × ratio).
 pub fn hosts(items: &[Host], now: Timestamp) -> String {
     let mut t = table(["NAME", "STATUS", "ENABLED", "VCPUS", "MEMORY", "DISK", "INSTANCES", "HEARTBEAT"]);
     for h in items {
+        let ratio = |pick: fn(&kumo_wire::api::AllocationRatios) -> f64| {
+            h.allocation_ratios.as_ref().map_or_else(String::new, |r| format!(" x{}", pick(r)))
+        };
         t.add_row([
             h.name.clone(),
             host_status(h).to_owned(),
             yes_no(h.enabled).to_owned(),
-            format!("{}/{}", h.used_vcpus, h.vcpus),
-            format!("{}/{} MiB", h.used_memory_mib, h.memory_mib),
-            format!("{}/{} GiB", h.used_disk_gib, h.disk_gib),
+            format!("{}/{}{}", h.used_vcpus, h.vcpus, ratio(|r| r.cpu)),
+            format!("{}/{} MiB{}", h.used_memory_mib, h.memory_mib, ratio(|r| r.ram)),
+            format!("{}/{} GiB{}", h.used_disk_gib, h.disk_gib, ratio(|r| r.disk)),
             h.instances.to_string(),
             h.last_heartbeat_at.map_or_else(|| "never".to_owned(), |at| ago(at, now)),
         ]);
@@ -336,9 +381,14 @@ fn yes_no(b: bool) -> &'static str {
 
 /// `kumo project list`.
 pub fn projects(items: &[Project]) -> String {
-    let mut t = table(["ID", "NAME", "CREATED"]);
+    let mut t = table(["ID", "NAME", "UNIQUE INSTANCE NAMES", "CREATED"]);
     for p in items {
-        t.add_row([p.id.to_string(), p.name.clone(), p.created_at.to_string()]);
+        t.add_row([
+            p.id.to_string(),
+            p.name.clone(),
+            yes_no(p.unique_instance_names).to_owned(),
+            p.created_at.to_string(),
+        ]);
     }
     render(&t)
 }
@@ -644,6 +694,7 @@ i-0123456789abcdef0  web-1  building  small   node2  2026-11-18T11:06:40Z"
             resource_id: "i-0123456789abcdef0".into(),
             at: T0,
             actor: "agent:node2".into(),
+            actor_name: None,
             action: "state_changed".into(),
             detail: serde_json::json!({"from": "building", "to": "running"}),
         };
@@ -653,6 +704,52 @@ i-0123456789abcdef0  web-1  building  small   node2  2026-11-18T11:06:40Z"
 AT                    ACTOR        ACTION         DETAIL
 2026-11-18T11:06:40Z  agent:node2  state_changed  {\"from\":\"building\",\"to\":\"running\"}"
         );
+    }
+
+    #[test]
+    fn events_name_people_and_their_resources_when_mixed() {
+        let event = |id: i64, kind: &str, rid: &str, actor: &str, name: Option<&str>| Event {
+            id,
+            resource_type: kind.into(),
+            resource_id: rid.into(),
+            at: T0,
+            actor: actor.into(),
+            actor_name: name.map(Into::into),
+            action: "state_changed".into(),
+            detail: serde_json::json!({}),
+        };
+        let text = events(&[
+            event(1, "instance", "i-0123456789abcdef0", "usr-00000000000000001", Some("alice")),
+            event(2, "volume", "vol-00000000000000001", "agent:node2", None),
+        ]);
+        assert!(text.starts_with("AT                    RESOURCE"), "{text}");
+        assert!(text.contains("instance i-0123456789abcdef0  alice "), "{text}");
+        assert!(text.contains("volume vol-00000000000000001  agent:node2 "), "{text}");
+        assert!(!text.contains("usr-"), "{text}");
+    }
+
+    #[test]
+    fn flavors_show_the_price_in_force() {
+        let f: Flavor = serde_json::from_value(serde_json::json!({
+            "id": "flv-00000000000000001", "name": "mini", "vcpus": 1, "memory_mib": 512, "disk_gib": 1, "created_at": Timestamp(0)
+        }))
+        .expect("flavor");
+        let version = |from: i64, until: Option<i64>, price: &str| {
+            serde_json::json!({
+                "id": 1, "item": "flavor:mini", "unit": "hour", "unit_price": price, "daily_cap": "40",
+                "monthly_cap": null, "charge_stopped": false, "effective_from": Timestamp(from),
+                "effective_until": until.map(Timestamp), "created_by": "bootstrap", "created_at": Timestamp(0)
+            })
+        };
+        let prices: kumo_wire::billing::PriceListing = serde_json::from_value(serde_json::json!({
+            "currency": "JPY",
+            "items": [version(0, Some(2_000), "2"), version(2_000, None, "3")]
+        }))
+        .expect("prices");
+        let text = flavors_priced(&[f.clone()], &prices, Timestamp(1_000));
+        assert!(text.contains("mini  1      512 MiB  1 GiB  2 JPY       40 JPY     -"), "{text}");
+        let later = flavors_priced(&[f], &prices, Timestamp(5_000));
+        assert!(later.contains("3 JPY"), "{later}");
     }
 
     #[test]
@@ -673,12 +770,13 @@ AT                    ACTOR        ACTION         DETAIL
             instances: 3,
             last_heartbeat_at: Some(T0),
             unmanaged_domains: vec![],
+            allocation_ratios: Some(kumo_wire::api::AllocationRatios { cpu: 4.0, ram: 1.0, disk: 1.0 }),
         };
         assert_eq!(
             hosts(&[h], T0.plus_millis(12_000)),
             "\
-NAME   STATUS  ENABLED  VCPUS  MEMORY          DISK        INSTANCES  HEARTBEAT
-node2  up      yes      3/16   1536/65536 MiB  15/500 GiB  3          12s ago"
+NAME   STATUS  ENABLED  VCPUS    MEMORY             DISK           INSTANCES  HEARTBEAT
+node2  up      yes      3/16 x4  1536/65536 MiB x1  15/500 GiB x1  3          12s ago"
         );
     }
 }

@@ -56,7 +56,7 @@ fn admin(posted: Posted) -> Result<(Session, FormData), PanelError> {
 // ---------------------------------------------------------------- hosts
 
 async fn hosts_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>) -> PageResult {
-    let hosts: Listing<Host> = panel.api.get(&s.token, "/v1/hosts").await?;
+    let hosts: Listing<Host> = panel.api.get_all(&s.token, "/v1/hosts").await?;
     let now = Timestamp::now().millis();
     let rows: Vec<Value> = hosts
         .items
@@ -105,7 +105,7 @@ async fn flavors_page(
     error: Option<String>,
     input: Value,
 ) -> PageResult {
-    let flavors: Listing<Flavor> = panel.api.get(&s.token, "/v1/flavors").await?;
+    let flavors: Listing<Flavor> = panel.api.get_all(&s.token, "/v1/flavors").await?;
     let ctx = json!({"flavors": flavors.items, "error": error, "input": input});
     Ok(with_status(status, page("admin_flavors.html", "admin", s, ctx)))
 }
@@ -206,8 +206,8 @@ async fn projects_page(
     error: Option<String>,
     input: Value,
 ) -> PageResult {
-    let projects: Listing<Project> = panel.api.get(&s.token, "/v1/projects").await?;
-    let users: Listing<User> = panel.api.get(&s.token, "/v1/users").await?;
+    let projects: Listing<Project> = panel.api.get_all(&s.token, "/v1/projects").await?;
+    let users: Listing<User> = panel.api.get_all(&s.token, "/v1/users").await?;
     let ctx = json!({"projects": projects.items, "users": users.items, "error": error, "input": input});
     Ok(with_status(status, page("admin_projects.html", "admin", s, ctx)))
 }
@@ -262,7 +262,7 @@ async fn quotas_page(
     status: StatusCode,
     error: Option<String>,
 ) -> PageResult {
-    let projects: Listing<Project> = panel.api.get(&s.token, "/v1/projects").await?;
+    let projects: Listing<Project> = panel.api.get_all(&s.token, "/v1/projects").await?;
     let defaults: QuotaDefaults = panel.api.get(&s.token, "/v1/quotas/defaults").await?;
     let selected = project.or_else(|| projects.items.first().map(|p| p.id.to_string()));
     let quotas: Option<ProjectQuotas> = match &selected {

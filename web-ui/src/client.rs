@@ -87,6 +87,32 @@ impl ApiClient {
         decode(&body)
     }
 
+    /// Every page of the list at `path` (which has no `after` yet): follows
+    /// `next` as every list of the API pages, up to 100 pages.
+    pub async fn get_all<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> Result<kumo_wire::api::Listing<T>, ApiFailure> {
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..100 {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = match &after {
+                // Cursors are digits (offsets or keyset positions): nothing to encode.
+                Some(a) => format!("{path}{sep}limit=1000&after={a}"),
+                None => format!("{path}{sep}limit=1000"),
+            };
+            let page: kumo_wire::api::Listing<T> = self.get(token, &url).await?;
+            items.extend(page.items);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        Ok(kumo_wire::api::Listing { items, next: None })
+    }
+
     /// `method path` with a JSON body, the answer decoded.
     pub async fn send<B: Serialize, T: DeserializeOwned>(
         &self,

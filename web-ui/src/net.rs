@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use kumo_wire::api::{Instance, InstancePage, Listing};
 use kumo_wire::network::{FloatingIp, Network, SecurityGroup};
-use kumo_wire::InstanceState;
 use serde_json::{json, Value};
 
 use crate::client::enc;
@@ -23,7 +22,7 @@ async fn networks_page(
     error: Option<String>,
     input: Value,
 ) -> PageResult {
-    let networks: Listing<Network> = panel.api.get(&s.token, "/v1/networks").await?;
+    let networks: Listing<Network> = panel.api.get_all(&s.token, "/v1/networks").await?;
     let ctx = json!({"networks": networks.items, "error": error, "input": input});
     Ok(with_status(status, page("networks.html", "networks", s, ctx)))
 }
@@ -75,7 +74,7 @@ async fn groups_page(
     error: Option<String>,
     input: Value,
 ) -> PageResult {
-    let groups: Listing<SecurityGroup> = panel.api.get(&s.token, "/v1/security-groups").await?;
+    let groups: Listing<SecurityGroup> = panel.api.get_all(&s.token, "/v1/security-groups").await?;
     let ctx = json!({"groups": groups.items, "error": error, "input": input});
     Ok(with_status(status, page("security_groups.html", "security-groups", s, ctx)))
 }
@@ -171,9 +170,9 @@ pub async fn rule_delete(
 // ---------------------------------------------------------------- floating IPs
 
 async fn fips_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>) -> PageResult {
-    let fips: Listing<FloatingIp> = panel.api.get(&s.token, "/v1/floating-ips").await?;
-    let page_: InstancePage = panel.api.get(&s.token, "/v1/instances?limit=1000").await?;
-    let instances: Vec<Instance> = page_.instances.into_iter().filter(|i| i.state != InstanceState::Deleted).collect();
+    let fips: Listing<FloatingIp> = panel.api.get_all(&s.token, "/v1/floating-ips").await?;
+    let page_: InstancePage = panel.api.get_all(&s.token, "/v1/instances").await?;
+    let instances: Vec<Instance> = page_.items;
     let ctx = json!({"fips": fips.items, "instances": instances, "error": error});
     Ok(with_status(status, page("floating_ips.html", "floating-ips", s, ctx)))
 }

@@ -70,17 +70,18 @@ where
     }
 }
 
-/// Instances of the project (the API pages; the panel reads up to 1,000).
-async fn all_instances(panel: &Panel, s: &Session) -> Result<Vec<Instance>, PanelError> {
+/// Instances of the project, deleted ones only with `deleted` (the API pages; the panel reads up to 10,000).
+async fn all_instances(panel: &Panel, s: &Session, deleted: bool) -> Result<Vec<Instance>, PanelError> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
+    let all = if deleted { "&all=true" } else { "" };
     loop {
         let path = match &after {
-            Some(a) => format!("/v1/instances?limit=1000&after={}", enc(a)),
-            None => "/v1/instances?limit=1000".to_owned(),
+            Some(a) => format!("/v1/instances?limit=1000{all}&after={}", enc(a)),
+            None => format!("/v1/instances?limit=1000{all}"),
         };
         let page: InstancePage = panel.api.get(&s.token, &path).await?;
-        out.extend(page.instances);
+        out.extend(page.items);
         match page.next {
             Some(n) if out.len() < 10_000 => after = Some(n),
             _ => return Ok(out),
@@ -218,7 +219,7 @@ async fn forecast(panel: &Panel, s: &Session, usage: &Usage, instances: &[Instan
 
 /// Instances by state, the month's charges and forecast, quota use.
 pub async fn dashboard(State(panel): State<Panel>, s: Session) -> PageResult {
-    let instances = all_instances(&panel, &s).await?;
+    let instances = all_instances(&panel, &s, false).await?;
     let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
     for i in &instances {
         *by_state.entry(i.state.as_str()).or_default() += 1;
@@ -234,13 +235,14 @@ pub async fn dashboard(State(panel): State<Panel>, s: Session) -> PageResult {
 
 /// The instance list; states refresh live through `instances.json`.
 pub async fn instances(State(panel): State<Panel>, s: Session) -> PageResult {
-    let instances = all_instances(&panel, &s).await?;
+    let instances = all_instances(&panel, &s, false).await?;
     Ok(page("instances.html", "instances", &s, json!({"instances": instances})).into_response())
 }
 
 /// States of the project's instances, for the list's live refresh.
 pub async fn instances_json(State(panel): State<Panel>, s: Session) -> Result<Json<Value>, PanelError> {
-    let instances = all_instances(&panel, &s).await?;
+    // Deleted ones too, so that a row on the page turns `deleted` instead of freezing.
+    let instances = all_instances(&panel, &s, true).await?;
     let items: Vec<Value> =
         instances.iter().map(|i| json!({"id": i.id, "state": i.state, "reason": i.state_reason})).collect();
     Ok(Json(json!({"items": items})))
@@ -253,13 +255,13 @@ async fn launch_page(
     error: Option<String>,
     input: Value,
 ) -> PageResult {
-    let flavors: Listing<Flavor> = panel.api.get(&s.token, "/v1/flavors").await?;
-    let images: Listing<Image> = panel.api.get(&s.token, "/v1/images").await?;
+    let flavors: Listing<Flavor> = panel.api.get_all(&s.token, "/v1/flavors").await?;
+    let images: Listing<Image> = panel.api.get_all(&s.token, "/v1/images").await?;
     let images: Vec<Image> = images.items.into_iter().filter(|i| i.state == ImageState::Active).collect();
-    let keys: Listing<KeyPair> = panel.api.get(&s.token, "/v1/keypairs").await?;
-    let networks: Listing<Network> = panel.api.get(&s.token, "/v1/networks").await?;
+    let keys: Listing<KeyPair> = panel.api.get_all(&s.token, "/v1/keypairs").await?;
+    let networks: Listing<Network> = panel.api.get_all(&s.token, "/v1/networks").await?;
     let networks: Vec<Network> = networks.items.into_iter().filter(|n| !n.external).collect();
-    let groups: Listing<SecurityGroup> = panel.api.get(&s.token, "/v1/security-groups").await?;
+    let groups: Listing<SecurityGroup> = panel.api.get_all(&s.token, "/v1/security-groups").await?;
     let ctx = json!({
         "flavors": flavors.items, "images": images, "keypairs": keys.items, "networks": networks,
         "groups": groups.items, "error": error, "input": input,
@@ -303,6 +305,7 @@ pub async fn launch(State(panel): State<Panel>, Posted { session: s, form }: Pos
         networks: form.all("networks"),
         security_groups: form.all("security_groups"),
         config_drive: form.opt("config_drive").is_some(),
+        unique_name: false,
     };
     match panel.api.send::<_, RunInstancesResponse>(Some(&s.token), Method::POST, "/v1/instances", &req).await {
         Ok(r) if r.instances.len() == 1 => see_other(&format!("/ui/instances/{}", r.instances[0].id)),
@@ -332,7 +335,7 @@ pub async fn estimate(State(panel): State<Panel>, s: Session, Query(q): Query<Es
 async fn instance_page(panel: &Panel, s: &Session, id: &str, status: StatusCode, error: Option<String>) -> PageResult {
     let instance: Instance = panel.api.get(&s.token, &format!("/v1/instances/{}", enc(id))).await?;
     let events: Listing<Event> = panel.api.get(&s.token, &format!("/v1/instances/{}/events", enc(id))).await?;
-    let volumes: Listing<Volume> = panel.api.get(&s.token, "/v1/volumes").await?;
+    let volumes: Listing<Volume> = panel.api.get_all(&s.token, "/v1/volumes").await?;
     let volumes: Vec<Volume> =
         volumes.items.into_iter().filter(|v| v.attached_to.as_ref().is_some_and(|a| a.as_str() == id)).collect();
     let console = console_text(panel, s, id).await?;
@@ -405,7 +408,7 @@ pub async fn instance_snapshot(
 // ---------------------------------------------------------------- images
 
 async fn images_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>) -> PageResult {
-    let images: Listing<Image> = panel.api.get(&s.token, "/v1/images").await?;
+    let images: Listing<Image> = panel.api.get_all(&s.token, "/v1/images").await?;
     Ok(with_status(status, page("images.html", "images", s, json!({"images": images.items, "error": error}))))
 }
 
@@ -437,9 +440,8 @@ async fn volumes_page(
     error: Option<String>,
     input: Value,
 ) -> PageResult {
-    let volumes: Listing<Volume> = panel.api.get(&s.token, "/v1/volumes").await?;
-    let instances: Vec<Instance> =
-        all_instances(panel, s).await?.into_iter().filter(|i| i.state != InstanceState::Deleted).collect();
+    let volumes: Listing<Volume> = panel.api.get_all(&s.token, "/v1/volumes").await?;
+    let instances: Vec<Instance> = all_instances(panel, s, false).await?;
     let ctx = json!({"volumes": volumes.items, "instances": instances, "error": error, "input": input});
     Ok(with_status(status, page("volumes.html", "volumes", s, ctx)))
 }
@@ -507,8 +509,8 @@ async fn snapshots_page(
     error: Option<String>,
     input: Value,
 ) -> PageResult {
-    let snapshots: Listing<Snapshot> = panel.api.get(&s.token, "/v1/snapshots").await?;
-    let volumes: Listing<Volume> = panel.api.get(&s.token, "/v1/volumes").await?;
+    let snapshots: Listing<Snapshot> = panel.api.get_all(&s.token, "/v1/snapshots").await?;
+    let volumes: Listing<Volume> = panel.api.get_all(&s.token, "/v1/volumes").await?;
     let ctx = json!({"snapshots": snapshots.items, "volumes": volumes.items, "error": error, "input": input});
     Ok(with_status(status, page("snapshots.html", "snapshots", s, ctx)))
 }
@@ -552,7 +554,7 @@ async fn keypairs_page(
     error: Option<String>,
     input: Value,
 ) -> PageResult {
-    let keys: Listing<KeyPair> = panel.api.get(&s.token, "/v1/keypairs").await?;
+    let keys: Listing<KeyPair> = panel.api.get_all(&s.token, "/v1/keypairs").await?;
     let ctx = json!({"keypairs": keys.items, "error": error, "input": input});
     Ok(with_status(status, page("keypairs.html", "keypairs", s, ctx)))
 }

@@ -99,6 +99,17 @@ pub struct Project {
     pub name: String,
     /// Creation time.
     pub created_at: Timestamp,
+    /// Whether a launch is refused when a live instance of the project already has its name.
+    #[serde(default)]
+    pub unique_instance_names: bool,
+}
+
+/// `PUT /v1/projects/{id}/settings` (admin).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    /// Refuse a launch when a live instance of the project already has its name.
+    pub unique_instance_names: Option<bool>,
 }
 
 /// `POST /v1/projects` (admin).
@@ -469,6 +480,10 @@ pub struct RunInstances {
     /// Also attach a NoCloud `cidata` config drive.
     #[serde(default)]
     pub config_drive: bool,
+    /// Refuse the launch when a live instance of the project already has this name
+    /// (always so when the project's `unique_instance_names` is set).
+    #[serde(default)]
+    pub unique_name: bool,
 }
 
 /// How the scheduler judged one host.
@@ -557,6 +572,9 @@ pub struct Instance {
 pub struct RunInstancesResponse {
     /// The instances, in `pending` state.
     pub instances: Vec<Instance>,
+    /// What the caller should know, e.g. that another live instance has the same name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Query of `GET /v1/instances`.
@@ -571,16 +589,12 @@ pub struct ListInstancesQuery {
     pub limit: Option<u32>,
     /// The `next` value of the previous page.
     pub after: Option<String>,
+    /// Also list deleted instances (hidden by default).
+    pub all: Option<bool>,
 }
 
-/// One page of instances.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct InstancePage {
-    /// Instances, newest first.
-    pub instances: Vec<Instance>,
-    /// Pass as `after` to get the next page; absent on the last page.
-    pub next: Option<String>,
-}
+/// One page of instances (newest first): the list envelope of every list.
+pub type InstancePage = Listing<Instance>;
 
 /// `POST /v1/instances/{id}/actions`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -626,6 +640,9 @@ pub struct Event {
     pub at: Timestamp,
     /// Who: a user id, `scheduler`, `agent:<host>`, `controller`.
     pub actor: String,
+    /// The user's name when `actor` is a user id (absent for the controller's own actors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_name: Option<String>,
     /// What, e.g. `run_requested`, `placed`, `state_changed`.
     pub action: String,
     /// Details, e.g. `{"from":"building","to":"running"}`.
@@ -678,6 +695,9 @@ pub struct Host {
     pub last_heartbeat_at: Option<Timestamp>,
     /// Domains on the host that Kumo does not manage.
     pub unmanaged_domains: Vec<String>,
+    /// The overcommit ratios the scheduler applies to this host's capacity.
+    #[serde(default)]
+    pub allocation_ratios: Option<AllocationRatios>,
 }
 
 /// A local volume or snapshot file that a host's agent moved to its
@@ -709,9 +729,48 @@ pub struct QuarantineEntry {
     pub restore_requested_at: Option<Timestamp>,
 }
 
-/// A generic answer for list endpoints with no paging.
+/// Overcommit ratios: a host takes claims up to its physical size times the ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AllocationRatios {
+    /// vCPUs.
+    pub cpu: f64,
+    /// Memory.
+    pub ram: f64,
+    /// Disk (thin local volumes and instance disks count their full size).
+    pub disk: f64,
+}
+
+/// The one envelope of every list of the native API (and of the CLI's
+/// `-o json`): `{"items": [...], "next": null | "<cursor>"}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Listing<T> {
-    /// The items.
+    /// The items of this page.
     pub items: Vec<T>,
+    /// Pass as `after` to get the next page; `null` on the last page.
+    #[serde(default)]
+    pub next: Option<String>,
 }
+
+impl<T> Listing<T> {
+    /// A whole list in one page.
+    pub fn all(items: Vec<T>) -> Self {
+        Self { items, next: None }
+    }
+}
+
+/// The query every list of the native API takes: `?limit=&after=&all=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size (1-1000, default 100).
+    pub limit: Option<u32>,
+    /// The `next` value of the previous page.
+    pub after: Option<String>,
+    /// Also list deleted resources (hidden by default).
+    pub all: Option<bool>,
+}
+
+/// Default page size of every list.
+pub const DEFAULT_PAGE: u32 = 100;
+/// Largest page size of every list.
+pub const MAX_PAGE: u32 = 1000;

@@ -90,6 +90,9 @@ pub struct ResourceUsage {
     pub resource_type: String,
     /// Its id.
     pub resource_id: String,
+    /// Its name (a floating IP's address), when it still exists.
+    #[serde(default)]
+    pub name: Option<String>,
     /// The price item.
     pub item: String,
     /// Its meter now: `running`, `stopped`, `off` (not billed) or `gone`.
@@ -112,6 +115,10 @@ pub struct ResourceUsage {
     pub monthly_cap: Option<String>,
     /// Cap state.
     pub cap_state: CapState,
+    /// An estimate of the open hours (not yet closed, so not in `amount`):
+    /// what closing them would charge if nothing changes before the current hour ends.
+    #[serde(default)]
+    pub open_estimate: Option<String>,
 }
 
 /// `GET /v1/billing/usage`: month to date, by resource, from closed hours.
@@ -129,6 +136,13 @@ pub struct Usage {
     pub resources: Vec<ResourceUsage>,
     /// Sum of `amount`, before tax.
     pub total: String,
+    /// The open hours the estimate covers: from `closed_until` to the end of
+    /// the current hour (this month only).
+    #[serde(default)]
+    pub open_until: Option<Timestamp>,
+    /// Sum of the open hours' estimates: charged when those hours close.
+    #[serde(default)]
+    pub open_estimate_total: Option<String>,
 }
 
 /// One invoice line: a resource's ledger lines of one item, price and kind, summed.

@@ -317,6 +317,15 @@ pub struct FloatingIp {
     pub created_at: Timestamp,
 }
 
+/// `POST /v1/floating-ips`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllocateFloatingIp {
+    /// The external network (name or id) to take the address from; any with a free address when absent.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
 /// `POST /v1/floating-ips/{id}/associate`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

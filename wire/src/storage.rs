@@ -369,6 +369,10 @@ pub struct Volume {
     pub updated_at: Timestamp,
     /// When its space was confirmed freed.
     pub deleted_at: Option<Timestamp>,
+    /// What the caller should know about a change just made (e.g. that the
+    /// host's disk is overcommitted); only in the answer to that change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `POST /v1/volumes`: an empty volume of `size_gib`, or a copy of `snapshot`.
@@ -410,8 +414,14 @@ pub enum VolumeAction {
 pub struct ListVolumesQuery {
     /// Only volumes in this state.
     pub state: Option<VolumeState>,
-    /// Also list deleted volumes.
+    /// Also list deleted volumes (the old name of `all`).
     pub include_deleted: Option<bool>,
+    /// Page size (1-1000, default 100).
+    pub limit: Option<u32>,
+    /// The `next` value of the previous page.
+    pub after: Option<String>,
+    /// Also list deleted volumes (hidden by default).
+    pub all: Option<bool>,
 }
 
 // ---------------------------------------------------------------- snapshot API

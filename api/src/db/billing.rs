@@ -305,6 +305,7 @@ fn meter_of(row: &AnyRow) -> DbResult<MeterRow> {
             day: row.try_get("day_amount")?,
             month_start: secs(row.try_get("month_start")?),
             month: row.try_get("month_amount")?,
+            month_exact: row.try_get("month_exact")?,
         },
     })
 }
@@ -432,7 +433,7 @@ async fn insert_lines(
     .await
 }
 
-const METER_COLUMNS: [(&str, Col); 10] = [
+const METER_COLUMNS: [(&str, Col); 11] = [
     ("resource_id", Col::Text),
     ("resource_type", Col::Text),
     ("project_id", Col::Text),
@@ -443,6 +444,7 @@ const METER_COLUMNS: [(&str, Col); 10] = [
     ("day_amount", Col::Int),
     ("month_start", Col::Int),
     ("month_amount", Col::Int),
+    ("month_exact", Col::Int),
 ];
 
 async fn upsert_meters(tx: &mut Transaction<'static, Any>, backend: Backend, meters: &[MeterRow]) -> DbResult<()> {
@@ -460,6 +462,7 @@ async fn upsert_meters(tx: &mut Transaction<'static, Any>, backend: Backend, met
                 m.totals.day,
                 ms(m.totals.month_start),
                 m.totals.month,
+                m.totals.month_exact,
             )
         })
         .collect();
@@ -472,7 +475,8 @@ async fn upsert_meters(tx: &mut Transaction<'static, Any>, backend: Backend, met
         "ON CONFLICT (resource_id) DO UPDATE SET resource_type = excluded.resource_type, \
          project_id = excluded.project_id, item = excluded.item, meter = excluded.meter, \
          quantity = excluded.quantity, day_start = excluded.day_start, day_amount = excluded.day_amount, \
-         month_start = excluded.month_start, month_amount = excluded.month_amount",
+         month_start = excluded.month_start, month_amount = excluded.month_amount, \
+         month_exact = excluded.month_exact",
     )
     .await
 }
@@ -708,6 +712,74 @@ impl Db {
             adjustments: plan.lines.iter().filter(|l| l.is_adjustment()).count(),
             meters: plan.meters.len(),
         }))
+    }
+
+    /// What closing the open hours of `project` would write, without writing
+    /// anything: from the project's meters, each open hour up to and
+    /// including `until`'s is planned in memory as the close would plan it
+    /// (late events are left to the real close). The current hour is planned
+    /// to its end as if nothing changes, so the result is an estimate.
+    /// Returns the lines and the meters after the last hour planned.
+    pub async fn preview_open_hours(
+        &self,
+        project: &str,
+        until: i64,
+        settings: &BillingSettings,
+        prices: &PriceList,
+    ) -> DbResult<(Vec<Line>, Vec<MeterRow>)> {
+        let cal = settings.calendar;
+        let Some(mut hour) = self.next_open_hour().await? else { return Ok((Vec::new(), Vec::new())) };
+        let mut meters = Vec::new();
+        for row in sqlx::query("SELECT * FROM billing_meters WHERE project_id = $1")
+            .bind(project)
+            .fetch_all(self.pool())
+            .await?
+        {
+            meters.push(meter_of(&row)?);
+        }
+        let mut lines = Vec::new();
+        let last = cal.hour_start(until);
+        while hour <= last {
+            let end = hour + cal.hour_secs();
+            let mut readings = Vec::new();
+            for metered in METERED {
+                let window = sqlx::query(&format!(
+                    "{} AND e.at >= $1 AND e.at < $2 AND e.project_id = $3",
+                    metered.events_sql()
+                ))
+                .bind(ms(hour))
+                .bind(ms(end))
+                .bind(project)
+                .fetch_all(self.pool())
+                .await?;
+                for row in &window {
+                    let Some(reading) = metered.reading(row)? else { continue };
+                    let resource = metered.resource(row)?;
+                    if resource.project == project {
+                        readings.push((resource, reading));
+                    }
+                }
+            }
+            let plan = plan_close(CloseInput { calendar: &cal, prices, hour, meters, readings, recompute: Vec::new() });
+            lines.extend(plan.lines);
+            meters = plan.meters;
+            hour = end;
+        }
+        Ok((lines, meters))
+    }
+
+    /// The name of a billed resource (a floating IP's address), if it still exists.
+    pub async fn resource_name(&self, kind: &str, id: &str) -> DbResult<Option<String>> {
+        let sql = match kind {
+            "instance" => "SELECT name FROM instances WHERE id = $1",
+            "volume" => "SELECT name FROM volumes WHERE id = $1",
+            "snapshot" => "SELECT name FROM snapshots WHERE id = $1",
+            "image" => "SELECT name FROM images WHERE id = $1",
+            "floating_ip" => "SELECT address AS name FROM floating_ips WHERE id = $1",
+            _ => return Ok(None),
+        };
+        let row = sqlx::query(sql).bind(id).fetch_optional(self.pool()).await?;
+        row.map(|r| r.try_get::<String, _>("name")).transpose().map_err(DbError::from)
     }
 
     /// The currency and tax rate a closed month was closed with.

@@ -78,6 +78,10 @@ pub async fn append_many(tx: &mut sqlx::Transaction<'static, Any>, events: &[New
     Ok(())
 }
 
+/// The columns of an event with its actor's user name (`NULL` for non-user actors).
+const SELECT_EVENTS: &str = "SELECT e.id, e.resource_type, e.resource_id, e.at, e.actor, e.action, e.detail, \
+     u.name AS actor_name FROM events e LEFT JOIN users u ON u.id = e.actor";
+
 fn event_of(row: &AnyRow) -> DbResult<Event> {
     let detail: String = row.try_get("detail")?;
     Ok(Event {
@@ -86,6 +90,7 @@ fn event_of(row: &AnyRow) -> DbResult<Event> {
         resource_id: row.try_get("resource_id")?,
         at: Timestamp(row.try_get("at")?),
         actor: row.try_get("actor")?,
+        actor_name: row.try_get("actor_name")?,
         action: row.try_get("action")?,
         detail: serde_json::from_str(&detail).map_err(|e| DbError::Corrupt(format!("event detail: {e}")))?,
     })
@@ -99,11 +104,30 @@ impl Db {
 
     /// A resource's events, oldest first.
     pub async fn events_of(&self, resource_type: &str, resource_id: &str) -> DbResult<Vec<Event>> {
-        let rows = sqlx::query("SELECT * FROM events WHERE resource_type = $1 AND resource_id = $2 ORDER BY id")
-            .bind(resource_type)
-            .bind(resource_id)
-            .fetch_all(self.pool())
-            .await?;
+        let rows =
+            sqlx::query(&format!("{SELECT_EVENTS} WHERE e.resource_type = $1 AND e.resource_id = $2 ORDER BY e.id"))
+                .bind(resource_type)
+                .bind(resource_id)
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter().map(event_of).collect()
+    }
+
+    /// An instance's own events and, interleaved in order, those of the
+    /// volumes and floating IPs of `project` whose detail names it (attach,
+    /// detach, the volume's life while attached; associate, disassociate).
+    pub async fn instance_events(&self, project: &ProjectId, instance: &str) -> DbResult<Vec<Event>> {
+        // Details are compact JSON written by serde_json, so the instance appears as `"instance":"i-..."`.
+        let named = format!("%\"instance\":\"{instance}\"%");
+        let rows = sqlx::query(&format!(
+            "{SELECT_EVENTS} WHERE (e.resource_type = 'instance' AND e.resource_id = $1) \
+             OR (e.project_id = $2 AND e.resource_type IN ('volume', 'floating_ip') AND e.detail LIKE $3) ORDER BY e.id"
+        ))
+        .bind(instance)
+        .bind(project.as_str())
+        .bind(named)
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(event_of).collect()
     }
 }

@@ -70,6 +70,7 @@ fn host_of(row: &AnyRow) -> DbResult<HostRecord> {
         instances: u64_col(row, "n_instances")?,
         last_heartbeat_at: row.try_get::<Option<i64>, _>("last_heartbeat_at")?.map(Timestamp),
         unmanaged_domains: serde_json::from_str(&unmanaged).map_err(|e| DbError::Corrupt(e.to_string()))?,
+        allocation_ratios: None,
     };
     Ok(HostRecord { host, agent_url: row.try_get("agent_url")?, agent_token: row.try_get("agent_token")? })
 }

@@ -21,6 +21,7 @@ fn project_of(row: &AnyRow) -> DbResult<Project> {
         id: parse_col(row, "id")?,
         name: row.try_get("name")?,
         created_at: Timestamp(row.try_get("created_at")?),
+        unique_instance_names: row.try_get::<i64, _>("unique_instance_names")? != 0,
     })
 }
 
@@ -37,7 +38,12 @@ fn user_of(row: &AnyRow) -> DbResult<User> {
 impl Db {
     /// Creates a project.
     pub async fn insert_project(&self, name: &str) -> DbResult<Project> {
-        let project = Project { id: ProjectId::generate(), name: name.to_owned(), created_at: Timestamp::now() };
+        let project = Project {
+            id: ProjectId::generate(),
+            name: name.to_owned(),
+            created_at: Timestamp::now(),
+            unique_instance_names: false,
+        };
         sqlx::query("INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(project.id.as_str())
             .bind(&project.name)
@@ -54,6 +60,16 @@ impl Db {
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(project_of).transpose()
+    }
+
+    /// Sets a project's `unique_instance_names`.
+    pub async fn set_unique_instance_names(&self, project: &ProjectId, unique: bool) -> DbResult<()> {
+        sqlx::query("UPDATE projects SET unique_instance_names = $2 WHERE id = $1")
+            .bind(project.as_str())
+            .bind(i64::from(unique))
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// Every project.

@@ -98,14 +98,17 @@ impl Db {
     }
 
     /// Images `project` may see (its own and public ones), newest first.
-    pub async fn list_images(&self, project: &ProjectId) -> DbResult<Vec<Image>> {
-        let rows = sqlx::query(
-            "SELECT * FROM images WHERE (owner_project_id = $1 OR visibility = 'public') AND state <> 'deleted' \
-             AND deregistered_at IS NULL ORDER BY created_at DESC, id",
-        )
-        .bind(project.as_str())
-        .fetch_all(self.pool())
-        .await?;
+    pub async fn list_images(&self, project: &ProjectId, include_deleted: bool) -> DbResult<Vec<Image>> {
+        // Deleted images are listed only to their own project, and only when asked for.
+        let visible = if include_deleted {
+            "(owner_project_id = $1 OR (visibility = 'public' AND state <> 'deleted' AND deregistered_at IS NULL))"
+        } else {
+            "(owner_project_id = $1 OR visibility = 'public') AND state <> 'deleted' AND deregistered_at IS NULL"
+        };
+        let rows = sqlx::query(&format!("SELECT * FROM images WHERE {visible} ORDER BY created_at DESC, id"))
+            .bind(project.as_str())
+            .fetch_all(self.pool())
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             out.push(self.image_of(row).await?);

@@ -176,6 +176,24 @@ pub struct InstanceFilter {
     pub after: Option<String>,
     /// Deleted instances older than this are hidden.
     pub deleted_visible_since: Timestamp,
+    /// Whether deleted instances (younger than `deleted_visible_since`) are listed at all.
+    pub include_deleted: bool,
+}
+
+/// The live (not deleted) instances of `project` named `name`, read in `tx`.
+pub async fn live_named(
+    tx: &mut Transaction<'static, Any>,
+    project: &ProjectId,
+    name: &str,
+) -> DbResult<Vec<InstanceRecord>> {
+    let rows = sqlx::query(&format!(
+        "{SELECT} WHERE i.project_id = $1 AND i.name = $2 AND i.state <> 'deleted' ORDER BY i.seq DESC LIMIT 20"
+    ))
+    .bind(project.as_str())
+    .bind(name)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(record_of).collect()
 }
 
 /// Inserts a new instance in `tx`.
@@ -342,7 +360,7 @@ impl Db {
     /// The live (not deleted) instances of `project` named `name`.
     pub async fn instances_named(&self, project: &ProjectId, name: &str) -> DbResult<Vec<InstanceRecord>> {
         let rows = sqlx::query(&format!(
-            "{SELECT} WHERE i.project_id = $1 AND i.name = $2 AND i.state <> 'deleted' ORDER BY i.seq DESC LIMIT 2"
+            "{SELECT} WHERE i.project_id = $1 AND i.name = $2 AND i.state <> 'deleted' ORDER BY i.seq DESC LIMIT 20"
         ))
         .bind(project.as_str())
         .bind(name)
@@ -363,6 +381,9 @@ impl Db {
         let mut sql = format!(
             "{LIST_SELECT} WHERE i.project_id = $1 AND (i.state <> 'deleted' OR i.deleted_at IS NULL OR i.deleted_at >= $2)"
         );
+        if !f.include_deleted {
+            sql.push_str(" AND i.state <> 'deleted'");
+        }
         let mut n = 2;
         if f.state.is_some() {
             n += 1;

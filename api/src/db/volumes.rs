@@ -76,6 +76,7 @@ impl VolumeRecord {
             created_at: self.created_at,
             updated_at: self.updated_at,
             deleted_at: self.deleted_at,
+            warnings: Vec::new(),
         }
     }
 }

@@ -31,9 +31,10 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<FloatingIpRec
     Ok(db::project_floating(&mut conn, &caller.project_id).await?)
 }
 
-/// `POST /v1/floating-ips`: the lowest free address of the external networks.
-pub async fn allocate(state: &AppState, caller: &Caller) -> Result<FloatingIpRecord, ApiError> {
-    allocate_recorded(state, caller, None).await
+/// `POST /v1/floating-ips`: the lowest free address of `network` (an
+/// external network's name or id), or of the first external network with one.
+pub async fn allocate(state: &AppState, caller: &Caller, network: Option<&str>) -> Result<FloatingIpRecord, ApiError> {
+    allocate_recorded(state, caller, network, None).await
 }
 
 /// [`allocate`], with EC2's side record (client token, tags) written in the
@@ -41,6 +42,7 @@ pub async fn allocate(state: &AppState, caller: &Caller) -> Result<FloatingIpRec
 pub async fn allocate_recorded(
     state: &AppState,
     caller: &Caller,
+    network: Option<&str>,
     side: Option<&crate::db::client_tokens::SideRecord>,
 ) -> Result<FloatingIpRecord, ApiError> {
     let mut tx = state.db.begin_write().await?;
@@ -49,7 +51,17 @@ pub async fn allocate_recorded(
         crate::db::client_tokens::write(&mut tx, side, &[id.as_str()]).await?;
     }
     crate::quotas::check(&mut tx, &caller.project_id, &[(QuotaResource::FloatingIps, 1)]).await?;
-    let externals = db::external_networks(&mut tx).await?;
+    let mut externals = db::external_networks(&mut tx).await?;
+    if let Some(key) = network {
+        let names: Vec<String> = externals.iter().map(|n| n.name.clone()).collect();
+        externals.retain(|n| n.name == key || n.id.as_str() == key);
+        if externals.is_empty() {
+            return Err(ApiError::Invalid(format!(
+                "'{key}' is not an external network; the external networks are: {}",
+                if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            )));
+        }
+    }
     if externals.is_empty() {
         return Err(ApiError::Conflict(
             "no external network is configured: an admin creates one with `kumo network create NAME --external`".into(),

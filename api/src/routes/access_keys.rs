@@ -3,13 +3,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_wire::api::Listing;
+use kumo_wire::api::{ListQuery, Listing};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::access_keys::{self, AccessKey, CreatedAccessKey};
 use crate::auth::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiQuery, ApiResult};
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -29,9 +29,13 @@ async fn create_access_key(
 }
 
 /// Lists the calling user's access keys (without secrets).
-#[utoipa::path(get, path = "/v1/access-keys", tag = "access-keys", responses((status = 200, body = Listing<AccessKey>)))]
-async fn list_access_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Listing<AccessKey>>> {
-    Ok(Json(Listing { items: access_keys::list(&state.db, &caller).await? }))
+#[utoipa::path(get, path = "/v1/access-keys", tag = "access-keys", params(ListQuery), responses((status = 200, body = Listing<AccessKey>)))]
+async fn list_access_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Listing<AccessKey>>> {
+    Ok(Json(crate::paging::page(access_keys::list(&state.db, &caller).await?, &q)?))
 }
 
 /// Revokes one of the calling user's access keys; requests signed with it fail at once.

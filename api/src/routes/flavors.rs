@@ -3,13 +3,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_wire::api::{CreateFlavor, Flavor, Listing};
+use kumo_wire::api::{CreateFlavor, Flavor, ListQuery, Listing};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::db::DbError;
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
 use crate::instances::validate_name;
 use crate::state::AppState;
 
@@ -19,9 +19,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Lists flavors.
-#[utoipa::path(get, path = "/v1/flavors", tag = "flavors", responses((status = 200, body = Listing<Flavor>)))]
-async fn list_flavors(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Listing<Flavor>>> {
-    Ok(Json(Listing { items: state.db.list_flavors().await? }))
+#[utoipa::path(get, path = "/v1/flavors", tag = "flavors", params(ListQuery), responses((status = 200, body = Listing<Flavor>)))]
+async fn list_flavors(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Listing<Flavor>>> {
+    Ok(Json(crate::paging::page(state.db.list_flavors().await?, &q)?))
 }
 
 /// Creates a flavor (admin).

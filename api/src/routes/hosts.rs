@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use kumo_wire::api::{Host, Listing};
+use kumo_wire::api::{AllocationRatios, Host, ListQuery, Listing};
 use kumo_wire::Timestamp;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::db::events::NewEvent;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiQuery, ApiResult};
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -24,10 +24,25 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Lists compute hosts with their capacity, use and heartbeat.
-#[utoipa::path(get, path = "/v1/hosts", tag = "hosts", responses((status = 200, body = Listing<Host>), (status = 403, body = kumo_wire::ErrorBody)))]
-async fn list_hosts(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Listing<Host>>> {
+#[utoipa::path(get, path = "/v1/hosts", tag = "hosts", params(ListQuery), responses((status = 200, body = Listing<Host>), (status = 403, body = kumo_wire::ErrorBody)))]
+async fn list_hosts(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Listing<Host>>> {
     caller.require_admin()?;
-    Ok(Json(Listing { items: state.db.list_hosts().await?.into_iter().map(|h| h.host).collect() }))
+    let hosts = state.db.list_hosts().await?.into_iter().map(|h| with_ratios(&state, h.host)).collect();
+    Ok(Json(crate::paging::page(hosts, &q)?))
+}
+
+/// A host view with the controller's overcommit ratios in force.
+fn with_ratios(state: &AppState, mut host: Host) -> Host {
+    host.allocation_ratios = Some(AllocationRatios {
+        cpu: state.config.cpu_allocation_ratio,
+        ram: state.config.ram_allocation_ratio,
+        disk: state.config.disk_allocation_ratio,
+    });
+    host
 }
 
 /// Shows a host.
@@ -35,7 +50,8 @@ async fn list_hosts(State(state): State<AppState>, caller: Caller) -> ApiResult<
     responses((status = 200, body = Host), (status = 404, body = kumo_wire::ErrorBody)))]
 async fn show_host(State(state): State<AppState>, caller: Caller, Path(host): Path<String>) -> ApiResult<Json<Host>> {
     caller.require_admin()?;
-    Ok(Json(state.db.find_host(&host).await?.ok_or_else(|| ApiError::not_found("host", &host))?.host))
+    let found = state.db.find_host(&host).await?.ok_or_else(|| ApiError::not_found("host", &host))?;
+    Ok(Json(with_ratios(&state, found.host)))
 }
 
 async fn set_enabled(state: &AppState, caller: &Caller, host: &str, enabled: bool) -> ApiResult<Json<Host>> {

@@ -3,16 +3,18 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_wire::api::{CreateProject, CreateUser, Listing, Project, Role, TokenRequest, TokenResponse, User};
+use kumo_wire::api::{
+    CreateProject, CreateUser, ListQuery, Listing, Project, ProjectSettings, Role, TokenRequest, TokenResponse, User,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{hash_password, verify_password, Caller};
 use crate::db::DbError;
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
 use crate::instances::validate_name;
 use crate::login_limit::{PeerAddr, Throttled};
 use crate::state::AppState;
@@ -22,6 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(issue_token, revoke_token))
         .routes(routes!(list_projects, create_project))
+        .routes(routes!(set_project_settings))
         .routes(routes!(list_users, create_user))
 }
 
@@ -98,10 +101,34 @@ fn unknown_user_hash() -> &'static str {
 }
 
 /// Lists projects (admin).
-#[utoipa::path(get, path = "/v1/projects", tag = "identity", responses((status = 200, body = Listing<Project>)))]
-async fn list_projects(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Listing<Project>>> {
+#[utoipa::path(get, path = "/v1/projects", tag = "identity", params(ListQuery), responses((status = 200, body = Listing<Project>)))]
+async fn list_projects(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Listing<Project>>> {
     caller.require_admin()?;
-    Ok(Json(Listing { items: state.db.list_projects().await? }))
+    Ok(Json(crate::paging::page(state.db.list_projects().await?, &q)?))
+}
+
+/// Changes a project's settings (admin): `unique_instance_names`.
+#[utoipa::path(put, path = "/v1/projects/{id}/settings", tag = "identity", request_body = ProjectSettings,
+    params(("id" = String, Path, description = "Project id or name")),
+    responses((status = 200, body = Project), (status = 404, body = kumo_wire::ErrorBody)))]
+async fn set_project_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ProjectSettings>,
+) -> ApiResult<Json<Project>> {
+    caller.require_admin()?;
+    let project = state.db.find_project(&id).await?.ok_or_else(|| ApiError::not_found("project", &id))?;
+    if let Some(unique) = req.unique_instance_names {
+        state.db.set_unique_instance_names(&project.id, unique).await?;
+    }
+    let project =
+        state.db.find_project(project.id.as_str()).await?.ok_or_else(|| ApiError::not_found("project", &id))?;
+    Ok(Json(project))
 }
 
 /// Creates a project (admin).
@@ -122,10 +149,14 @@ async fn create_project(
 }
 
 /// Lists users (admin).
-#[utoipa::path(get, path = "/v1/users", tag = "identity", responses((status = 200, body = Listing<User>)))]
-async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Listing<User>>> {
+#[utoipa::path(get, path = "/v1/users", tag = "identity", params(ListQuery), responses((status = 200, body = Listing<User>)))]
+async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Listing<User>>> {
     caller.require_admin()?;
-    Ok(Json(Listing { items: state.db.list_users().await? }))
+    Ok(Json(crate::paging::page(state.db.list_users().await?, &q)?))
 }
 
 /// Creates a user in a project (admin).

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use futures::TryStreamExt;
-use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, ImageState, Listing, UploadImageQuery, Visibility};
+use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, ImageState, ListQuery, Listing, UploadImageQuery, Visibility};
 use kumo_wire::storage::QuotaResource;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -41,9 +41,14 @@ fn may_modify(caller: &Caller, image: &Image) -> ApiResult<()> {
 }
 
 /// Lists the images the project may launch: its own and public ones.
-#[utoipa::path(get, path = "/v1/images", tag = "images", responses((status = 200, body = Listing<Image>)))]
-async fn list_images(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Listing<Image>>> {
-    Ok(Json(Listing { items: state.db.list_images(&caller.project_id).await? }))
+#[utoipa::path(get, path = "/v1/images", tag = "images", params(ListQuery), responses((status = 200, body = Listing<Image>)))]
+async fn list_images(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Listing<Image>>> {
+    let items = state.db.list_images(&caller.project_id, q.all.unwrap_or(false)).await?;
+    Ok(Json(crate::paging::page(items, &q)?))
 }
 
 /// Registers an image; upload its files next with `PUT /v1/images/{id}/files/{role}`.

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::db::instances::InstanceFilter;
-use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
+use crate::error::{ApiJson, ApiQuery, ApiResult};
 use crate::instances;
 use crate::state::AppState;
 
@@ -42,11 +42,13 @@ async fn run_instances(
     ApiJson(req): ApiJson<RunInstances>,
 ) -> ApiResult<(StatusCode, Json<RunInstancesResponse>)> {
     let records = instances::run(&state, &caller, req).await?;
+    let warnings = instances::duplicate_name_warnings(&state, &caller, &records).await?;
     let instances = crate::networks::views(&state, &records).await?;
-    Ok((StatusCode::ACCEPTED, Json(RunInstancesResponse { instances })))
+    Ok((StatusCode::ACCEPTED, Json(RunInstancesResponse { instances, warnings })))
 }
 
-/// Lists the project's instances, newest first, a page at a time (without placements: see `GET /v1/instances/{id}`).
+/// Lists the project's instances, newest first, a page at a time (without placements: see
+/// `GET /v1/instances/{id}`); deleted ones only with `?all=true` (or `?state=deleted`).
 #[utoipa::path(get, path = "/v1/instances", tag = "instances", params(ListInstancesQuery),
     responses((status = 200, body = InstancePage), (status = 400, body = kumo_wire::ErrorBody)))]
 async fn list_instances(
@@ -54,10 +56,7 @@ async fn list_instances(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListInstancesQuery>,
 ) -> ApiResult<Json<InstancePage>> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit must be 1-1000, not {limit}")));
-    }
+    let limit = crate::paging::limit(q.limit)?;
     let retention = i64::try_from(state.config.deleted_retention_secs * 1000).unwrap_or(i64::MAX / 2);
     let filter = InstanceFilter {
         state: q.state,
@@ -65,6 +64,8 @@ async fn list_instances(
         limit: limit + 1,
         after: q.after,
         deleted_visible_since: Timestamp::now().plus_millis(-retention),
+        // Deleted instances are hidden unless asked for (`?all=true`), or asked for by state.
+        include_deleted: q.all.unwrap_or(false) || q.state == Some(kumo_wire::InstanceState::Deleted),
     };
     let mut rows = state.db.list_instances(&caller.project_id, &filter).await?;
     let next = if rows.len() > limit as usize {
@@ -73,12 +74,12 @@ async fn list_instances(
     } else {
         None
     };
-    Ok(Json(InstancePage { instances: crate::networks::views(&state, &rows).await?, next }))
+    Ok(Json(InstancePage { items: crate::networks::views(&state, &rows).await?, next }))
 }
 
 /// Shows an instance, with where it was placed and why.
 #[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances",
-    params(("id" = String, Path, description = "Instance id")),
+    params(("id" = String, Path, description = "Instance id or name")),
     responses((status = 200, body = Instance), (status = 404, body = kumo_wire::ErrorBody)))]
 async fn show_instance(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Instance>> {
     let rec = instances::find(&state, &caller, &id).await?;
@@ -87,7 +88,7 @@ async fn show_instance(State(state): State<AppState>, caller: Caller, Path(id): 
 
 /// Stops, starts or reboots an instance.
 #[utoipa::path(post, path = "/v1/instances/{id}/actions", tag = "instances", request_body = InstanceAction,
-    params(("id" = String, Path, description = "Instance id")),
+    params(("id" = String, Path, description = "Instance id or name")),
     responses((status = 202, body = Instance), (status = 404, body = kumo_wire::ErrorBody), (status = 409, body = kumo_wire::ErrorBody)))]
 async fn instance_action(
     State(state): State<AppState>,
@@ -101,7 +102,7 @@ async fn instance_action(
 
 /// Deletes an instance: domain, disk and console log go; the record stays visible as `deleted` for a while.
 #[utoipa::path(delete, path = "/v1/instances/{id}", tag = "instances",
-    params(("id" = String, Path, description = "Instance id")),
+    params(("id" = String, Path, description = "Instance id or name")),
     responses((status = 202, body = Instance), (status = 404, body = kumo_wire::ErrorBody), (status = 409, body = kumo_wire::ErrorBody)))]
 async fn delete_instance(
     State(state): State<AppState>,
@@ -113,7 +114,7 @@ async fn delete_instance(
 }
 
 /// The tail of the guest's serial console log, read from its host.
-#[utoipa::path(get, path = "/v1/instances/{id}/console", tag = "instances", params(("id" = String, Path, description = "Instance id"), ConsoleQuery),
+#[utoipa::path(get, path = "/v1/instances/{id}/console", tag = "instances", params(("id" = String, Path, description = "Instance id or name"), ConsoleQuery),
     responses((status = 200, body = ConsoleOutput), (status = 404, body = kumo_wire::ErrorBody), (status = 503, body = kumo_wire::ErrorBody)))]
 async fn console_output(
     State(state): State<AppState>,
@@ -127,7 +128,7 @@ async fn console_output(
 
 /// The instance's event log, oldest first.
 #[utoipa::path(get, path = "/v1/instances/{id}/events", tag = "instances",
-    params(("id" = String, Path, description = "Instance id")),
+    params(("id" = String, Path, description = "Instance id or name")),
     responses((status = 200, body = Listing<Event>), (status = 404, body = kumo_wire::ErrorBody)))]
 async fn instance_events(
     State(state): State<AppState>,
@@ -135,5 +136,5 @@ async fn instance_events(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Listing<Event>>> {
     let rec = instances::find(&state, &caller, &id).await?;
-    Ok(Json(Listing { items: state.db.events_of("instance", rec.id.as_str()).await? }))
+    Ok(Json(Listing::all(instances::events(&state, &rec).await?)))
 }

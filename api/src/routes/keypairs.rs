@@ -3,14 +3,15 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_wire::api::{CreateKeyPair, CreatedKeyPair, KeyPair, Listing};
+use kumo_wire::api::{CreateKeyPair, CreatedKeyPair, KeyPair, ListQuery, Listing};
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::db::DbError;
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
+use crate::instances::validate_name;
 use crate::state::AppState;
 
 /// Longest accepted public key line.
@@ -35,9 +36,13 @@ pub fn parse_public_key(line: &str) -> Result<(String, String, String), ApiError
 }
 
 /// Lists the project's key pairs.
-#[utoipa::path(get, path = "/v1/keypairs", tag = "keypairs", responses((status = 200, body = Listing<KeyPair>)))]
-async fn list_key_pairs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Listing<KeyPair>>> {
-    Ok(Json(Listing { items: state.db.list_key_pairs(&caller.project_id).await? }))
+#[utoipa::path(get, path = "/v1/keypairs", tag = "keypairs", params(ListQuery), responses((status = 200, body = Listing<KeyPair>)))]
+async fn list_key_pairs(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Listing<KeyPair>>> {
+    Ok(Json(crate::paging::page(state.db.list_key_pairs(&caller.project_id).await?, &q)?))
 }
 
 /// Imports a public key, or generates an Ed25519 pair and returns its private key once.

@@ -3,15 +3,16 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kumo_wire::api::Listing;
+use kumo_wire::api::{ListQuery, Listing};
 use kumo_wire::network::{
-    AddRule, AssociateFloatingIp, CreateNetwork, CreateSecurityGroup, FloatingIp, Network, SecurityGroup, VlanPool,
+    AddRule, AllocateFloatingIp, AssociateFloatingIp, CreateNetwork, CreateSecurityGroup, FloatingIp, Network,
+    SecurityGroup, VlanPool,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::{ApiJson, ApiResult};
+use crate::error::{ApiJson, ApiQuery, ApiResult};
 use crate::networks::{self, floating_ips, security_groups};
 use crate::state::AppState;
 
@@ -46,9 +47,14 @@ async fn create_network(
 }
 
 /// Lists the project's networks by name.
-#[utoipa::path(get, path = "/v1/networks", tag = "networks", responses((status = 200, body = Listing<Network>)))]
-async fn list_networks(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Listing<Network>>> {
-    Ok(Json(Listing { items: networks::list(&state, &caller).await?.iter().map(|n| n.to_api()).collect() }))
+#[utoipa::path(get, path = "/v1/networks", tag = "networks", params(ListQuery), responses((status = 200, body = Listing<Network>)))]
+async fn list_networks(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Listing<Network>>> {
+    let items = networks::list(&state, &caller).await?.iter().map(|n| n.to_api()).collect();
+    Ok(Json(crate::paging::page(items, &q)?))
 }
 
 /// Shows a network.
@@ -96,9 +102,14 @@ async fn create_group(
 }
 
 /// Lists the project's security groups (the `default` group is made on first use).
-#[utoipa::path(get, path = "/v1/security-groups", tag = "security-groups", responses((status = 200, body = Listing<SecurityGroup>)))]
-async fn list_groups(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Listing<SecurityGroup>>> {
-    Ok(Json(Listing { items: security_groups::list(&state, &caller).await?.iter().map(|g| g.to_api()).collect() }))
+#[utoipa::path(get, path = "/v1/security-groups", tag = "security-groups", params(ListQuery), responses((status = 200, body = Listing<SecurityGroup>)))]
+async fn list_groups(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Listing<SecurityGroup>>> {
+    let items = security_groups::list(&state, &caller).await?.iter().map(|g| g.to_api()).collect();
+    Ok(Json(crate::paging::page(items, &q)?))
 }
 
 /// Shows a security group with its rules.
@@ -154,19 +165,26 @@ async fn remove_rule(
 // ---------------------------------------------------------------- floating IPs
 
 /// Allocates a floating IP from the external network (billed per hour until released).
-#[utoipa::path(post, path = "/v1/floating-ips", tag = "floating-ips",
+#[utoipa::path(post, path = "/v1/floating-ips", tag = "floating-ips", request_body = AllocateFloatingIp,
     responses((status = 201, body = FloatingIp), (status = 403, body = kumo_wire::ErrorBody), (status = 409, body = kumo_wire::ErrorBody)))]
 async fn allocate_floating_ip(
     State(state): State<AppState>,
     caller: Caller,
+    ApiJson(req): ApiJson<AllocateFloatingIp>,
 ) -> ApiResult<(StatusCode, Json<FloatingIp>)> {
-    Ok((StatusCode::CREATED, Json(floating_ips::allocate(&state, &caller).await?.to_api())))
+    let rec = floating_ips::allocate(&state, &caller, req.network.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(rec.to_api())))
 }
 
 /// Lists the project's floating IPs.
-#[utoipa::path(get, path = "/v1/floating-ips", tag = "floating-ips", responses((status = 200, body = Listing<FloatingIp>)))]
-async fn list_floating_ips(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Listing<FloatingIp>>> {
-    Ok(Json(Listing { items: floating_ips::list(&state, &caller).await?.iter().map(|f| f.to_api()).collect() }))
+#[utoipa::path(get, path = "/v1/floating-ips", tag = "floating-ips", params(ListQuery), responses((status = 200, body = Listing<FloatingIp>)))]
+async fn list_floating_ips(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Listing<FloatingIp>>> {
+    let items = floating_ips::list(&state, &caller).await?.iter().map(|f| f.to_api()).collect();
+    Ok(Json(crate::paging::page(items, &q)?))
 }
 
 /// Releases a floating IP (disassociating it first).

@@ -27,8 +27,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListSnapshotsQuery {
-    /// Also list deleted snapshots.
+    /// Also list deleted snapshots (the old name of `all`).
     include_deleted: Option<bool>,
+    /// Page size (1-1000, default 100).
+    limit: Option<u32>,
+    /// The `next` value of the previous page.
+    after: Option<String>,
+    /// Also list deleted snapshots (hidden by default).
+    all: Option<bool>,
 }
 
 /// Takes a snapshot of a volume, or of a running instance into a new image. Answers at once with it `creating`.
@@ -51,8 +57,9 @@ async fn list_snapshots(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListSnapshotsQuery>,
 ) -> ApiResult<Json<Listing<Snapshot>>> {
-    let rows = state.db.list_snapshots(&caller.project_id, q.include_deleted.unwrap_or(false)).await?;
-    Ok(Json(Listing { items: rows.iter().map(|r| r.to_api()).collect() }))
+    let rows = state.db.list_snapshots(&caller.project_id, q.all.or(q.include_deleted).unwrap_or(false)).await?;
+    let items = rows.iter().map(|r| r.to_api()).collect();
+    Ok(Json(crate::paging::page_of(items, q.limit, q.after.as_deref())?))
 }
 
 /// Shows a snapshot.
@@ -89,5 +96,5 @@ async fn snapshot_events(
     Path(snapshot): Path<String>,
 ) -> ApiResult<Json<Listing<Event>>> {
     let rec = snapshots::find(&state, &caller, &snapshot).await?;
-    Ok(Json(Listing { items: state.db.events_of("snapshot", rec.id.as_str()).await? }))
+    Ok(Json(Listing::all(state.db.events_of("snapshot", rec.id.as_str()).await?)))
 }

@@ -32,7 +32,9 @@ async fn create_volume(
     ApiJson(req): ApiJson<CreateVolume>,
 ) -> ApiResult<(StatusCode, Json<Volume>)> {
     let rec = volumes::create(&state, &caller, req).await?;
-    Ok((StatusCode::ACCEPTED, Json(rec.to_api())))
+    let mut view = rec.to_api();
+    view.warnings = volumes::overcommit_warning(&state, &rec).await?.into_iter().collect();
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 /// Lists the project's volumes, newest first.
@@ -43,8 +45,10 @@ async fn list_volumes(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListVolumesQuery>,
 ) -> ApiResult<Json<Listing<Volume>>> {
-    let rows = state.db.list_volumes(&caller.project_id, q.state, q.include_deleted.unwrap_or(false)).await?;
-    Ok(Json(Listing { items: rows.iter().map(|r| r.to_api()).collect() }))
+    let all = q.all.or(q.include_deleted).unwrap_or(false);
+    let rows = state.db.list_volumes(&caller.project_id, q.state, all).await?;
+    let items = rows.iter().map(|r| r.to_api()).collect();
+    Ok(Json(crate::paging::page_of(items, q.limit, q.after.as_deref())?))
 }
 
 /// Shows a volume.
@@ -95,5 +99,5 @@ async fn volume_events(
     Path(volume): Path<String>,
 ) -> ApiResult<Json<Listing<Event>>> {
     let rec = volumes::find(&state, &caller, &volume).await?;
-    Ok(Json(Listing { items: state.db.events_of("volume", rec.id.as_str()).await? }))
+    Ok(Json(Listing::all(state.db.events_of("volume", rec.id.as_str()).await?)))
 }

@@ -71,6 +71,26 @@ fn serves(
     Ok(())
 }
 
+/// A warning for a new local volume whose host now has more disk claimed than
+/// it physically has (possible with `disk_allocation_ratio` above 1): volumes
+/// and instance disks are thin, so writes fail on that host if they fill up.
+pub async fn overcommit_warning(state: &AppState, vol: &VolumeRecord) -> Result<Option<String>, ApiError> {
+    let Some(host_id) = &vol.host_id else { return Ok(None) };
+    if vol.backend != VolumeBackendKind::Local {
+        return Ok(None);
+    }
+    let Some(host) = state.db.find_host(host_id.as_str()).await? else { return Ok(None) };
+    let h = &host.host;
+    if h.used_disk_gib <= h.disk_gib {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "host {}'s disk is overcommitted: {} GiB claimed of {} GiB (disk_allocation_ratio {}); volume {} is thin and \
+         takes space as it is written, so writes on that host fail if its disks fill up",
+        h.name, h.used_disk_gib, h.disk_gib, state.config.disk_allocation_ratio, vol.name
+    )))
+}
+
 /// Where a new volume goes: the host named by its snapshot or instance, else
 /// (local) the host with the most free disk, else (shared) any host serving shared volumes.
 async fn choose_host(

@@ -6,7 +6,7 @@ use kumo_wire::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::client::Reply;
-use crate::commands::Ctx;
+use crate::commands::{fetch_all, Ctx};
 use crate::error::Error;
 use crate::output;
 
@@ -70,11 +70,11 @@ pub async fn dispatch(ctx: &Ctx, command: AccessKeyCommand) -> Result<(), Error>
             ]))
         }
         AccessKeyCommand::List => {
-            let reply: Reply<Listing<AccessKey>> = ctx.client()?.get(&["v1", "access-keys"], &()).await?;
-            ctx.show_list(&reply, reply.value.items.is_empty(), "No access keys.", |l| {
+            let listing: Listing<AccessKey> = fetch_all(&ctx.client()?, &["v1", "access-keys"], &[]).await?;
+            ctx.show_listing(&listing, "No access keys.", |items| {
                 let now = Timestamp::now();
                 let mut t = output::table(["ACCESS KEY ID", "PROJECT", "CREATED", "LAST USED"]);
-                for k in &l.items {
+                for k in items {
                     t.add_row([
                         k.access_key_id.clone(),
                         k.project_id.clone(),

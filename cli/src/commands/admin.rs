@@ -1,12 +1,13 @@
 //! Flavors, hosts, projects and users: mostly admin commands.
 
-use kumo_wire::api::{CreateFlavor, CreateProject, CreateUser, Flavor, Host, Listing, Project, User};
+use kumo_wire::api::{CreateFlavor, CreateProject, CreateUser, Flavor, Host, Listing, Project, ProjectSettings, User};
+use kumo_wire::billing::PriceListing;
 use kumo_wire::Timestamp;
 
 use crate::args::{FlavorCommand, HostCommand, ProjectCommand, UserCommand};
 use crate::client::Reply;
 use crate::commands::auth::read_password;
-use crate::commands::Ctx;
+use crate::commands::{fetch_all, Ctx};
 use crate::error::Error;
 use crate::render;
 
@@ -17,8 +18,15 @@ const MIN_PASSWORD_LEN: usize = 8;
 pub async fn flavor(ctx: &Ctx, command: FlavorCommand) -> Result<(), Error> {
     match command {
         FlavorCommand::List => {
-            let reply: Reply<Listing<Flavor>> = ctx.client()?.get(&["v1", "flavors"], &()).await?;
-            ctx.show_list(&reply, reply.value.items.is_empty(), "No flavors.", |l| render::flavors(&l.items))
+            let client = ctx.client()?;
+            let listing: Listing<Flavor> = fetch_all(&client, &["v1", "flavors"], &[]).await?;
+            if ctx.json() {
+                return ctx.show_listing(&listing, "No flavors.", |_| String::new());
+            }
+            // The prices in force now, from the price list (`-o json` is the flavor list itself).
+            let prices: Reply<PriceListing> = client.get(&["v1", "billing", "prices"], &()).await?;
+            let now = Timestamp::now();
+            ctx.show_listing(&listing, "No flavors.", |items| render::flavors_priced(items, &prices.value, now))
         }
         FlavorCommand::Create { name, vcpus, memory_mib, disk_gib } => {
             let request = CreateFlavor { name, vcpus, memory_mib, disk_gib };
@@ -37,9 +45,9 @@ pub async fn host(ctx: &Ctx, command: HostCommand) -> Result<(), Error> {
     let client = ctx.client()?;
     let reply: Reply<Host> = match command {
         HostCommand::List => {
-            let reply: Reply<Listing<Host>> = client.get(&["v1", "hosts"], &()).await?;
+            let listing: Listing<Host> = fetch_all(&client, &["v1", "hosts"], &[]).await?;
             let now = Timestamp::now();
-            return ctx.show_list(&reply, reply.value.items.is_empty(), "No hosts.", |l| render::hosts(&l.items, now));
+            return ctx.show_listing(&listing, "No hosts.", |items| render::hosts(items, now));
         }
         HostCommand::Show { name } => client.get(&["v1", "hosts", &name], &()).await?,
         HostCommand::Disable { name } => client.post_empty(&["v1", "hosts", &name, "disable"]).await?,
@@ -58,8 +66,13 @@ pub async fn project(ctx: &Ctx, command: ProjectCommand) -> Result<(), Error> {
             ctx.show(&reply, |p| render::projects(std::slice::from_ref(p)))
         }
         ProjectCommand::List => {
-            let reply: Reply<Listing<Project>> = client.get(&["v1", "projects"], &()).await?;
-            ctx.show_list(&reply, reply.value.items.is_empty(), "No projects.", |l| render::projects(&l.items))
+            let listing: Listing<Project> = fetch_all(&client, &["v1", "projects"], &[]).await?;
+            ctx.show_listing(&listing, "No projects.", render::projects)
+        }
+        ProjectCommand::Set { name, unique_instance_names } => {
+            let settings = ProjectSettings { unique_instance_names };
+            let reply: Reply<Project> = client.put(&["v1", "projects", &name, "settings"], &settings).await?;
+            ctx.show(&reply, |p| render::projects(std::slice::from_ref(p)))
         }
     }
 }
@@ -78,8 +91,8 @@ pub async fn user(ctx: &Ctx, command: UserCommand) -> Result<(), Error> {
             ctx.show(&reply, |u| render::users(std::slice::from_ref(u)))
         }
         UserCommand::List => {
-            let reply: Reply<Listing<User>> = ctx.client()?.get(&["v1", "users"], &()).await?;
-            ctx.show_list(&reply, reply.value.items.is_empty(), "No users.", |l| render::users(&l.items))
+            let listing: Listing<User> = fetch_all(&ctx.client()?, &["v1", "users"], &[]).await?;
+            ctx.show_listing(&listing, "No users.", render::users)
         }
     }
 }

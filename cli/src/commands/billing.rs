@@ -98,28 +98,59 @@ pub fn usage(u: &Usage) -> String {
     if u.resources.is_empty() {
         out.push_str("No charges yet this month.\n");
     } else {
-        let mut t = table(["RESOURCE", "ITEM", "METER", "HOURS", "USED (H)", "AMOUNT", "TODAY", "CAPS"]);
+        let mut t =
+            table(["RESOURCE", "ITEM", "METER", "HOURS", "USED (H)", "AMOUNT", "OPEN HOURS (EST.)", "TODAY", "CAPS"]);
         for r in &u.resources {
+            let resource = match &r.name {
+                Some(name) if name != &r.resource_id => format!("{name} ({})", r.resource_id),
+                _ => r.resource_id.clone(),
+            };
             t.add_row([
-                r.resource_id.clone(),
+                resource,
                 r.item.clone(),
                 r.meter.clone(),
                 r.hours.to_string(),
                 r.usage_hours.clone(),
                 r.amount.clone(),
+                or_dash(r.open_estimate.as_ref()),
                 r.today.clone(),
-                cap_state(r.cap_state).to_owned(),
+                caps(r),
             ]);
         }
         out.push_str(&render(&t));
         out.push_str("\n\n");
     }
-    out.push_str(&key_values(&[
+    let mut rows = vec![
         ("MONTH", u.month.clone()),
-        ("TOTAL", format!("{} {} (before tax)", u.total, u.currency)),
+        ("TOTAL", format!("{} {} (before tax, closed hours)", u.total, u.currency)),
         ("CLOSED UNTIL", or_dash(u.closed_until)),
-    ]));
+    ];
+    if let (Some(open), Some(until)) = (&u.open_estimate_total, u.open_until) {
+        rows.push((
+            "OPEN HOURS",
+            format!(
+                "~{open} {} until {until} (running estimate: charged when those hours close, if nothing changes)",
+                u.currency
+            ),
+        ));
+    }
+    out.push_str(&key_values(&rows));
     out
+}
+
+/// The CAPS column: the caps in force and where the resource stands against them.
+fn caps(r: &kumo_wire::billing::ResourceUsage) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = &r.daily_cap {
+        parts.push(format!("{d}/day"));
+    }
+    if let Some(m) = &r.monthly_cap {
+        parts.push(format!("{m}/month"));
+    }
+    if parts.is_empty() {
+        return "none".to_owned();
+    }
+    format!("{} ({})", parts.join(", "), cap_state(r.cap_state))
 }
 
 /// `kumo billing invoice`.
@@ -253,6 +284,8 @@ mod tests {
             resources: vec![ResourceUsage {
                 resource_type: "instance".into(),
                 resource_id: "i-0000000000000000a".into(),
+                name: Some("web1".into()),
+                open_estimate: Some("5".into()),
                 item: "flavor:small".into(),
                 meter: "running".into(),
                 hours: 22,
@@ -266,14 +299,18 @@ mod tests {
                 cap_state: CapState::DailyCapReached,
             }],
             total: "100".into(),
+            open_until: Some(Timestamp(3_600_000)),
+            open_estimate_total: Some("5".into()),
         };
         let text = usage(&u);
         assert!(
             text.contains(
-                "i-0000000000000000a  flavor:small  running  22     22        100     100    daily cap reached"
+                "web1 (i-0000000000000000a)  flavor:small  running  22     22        100     5                  100    \
+                 100/day, 1500/month (daily cap reached)"
             ),
             "{text}"
         );
-        assert!(text.contains("TOTAL:        100 JPY (before tax)"), "{text}");
+        assert!(text.contains("TOTAL:        100 JPY (before tax, closed hours)"), "{text}");
+        assert!(text.contains("OPEN HOURS:   ~5 JPY until 1970-01-01T01:00:00Z (running estimate"), "{text}");
     }
 }

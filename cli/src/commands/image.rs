@@ -8,16 +8,16 @@ use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, Listing, Uplo
 
 use crate::args::{ImageCommand, RegisterImageArgs, UploadImageArgs};
 use crate::client::Reply;
-use crate::commands::Ctx;
+use crate::commands::{all_query, fetch_all, Ctx};
 use crate::error::Error;
 use crate::render;
 
 /// Runs one `kumo image` subcommand.
 pub async fn dispatch(ctx: &Ctx, command: ImageCommand) -> Result<(), Error> {
     match command {
-        ImageCommand::List => {
-            let reply: Reply<Listing<Image>> = ctx.client()?.get(&["v1", "images"], &()).await?;
-            ctx.show_list(&reply, reply.value.items.is_empty(), "No images.", |l| render::images(&l.items))
+        ImageCommand::List { all } => {
+            let listing: Listing<Image> = fetch_all(&ctx.client()?, &["v1", "images"], &all_query(all)).await?;
+            ctx.show_listing(&listing, "No images.", render::images)
         }
         ImageCommand::Show { image } => {
             let reply: Reply<Image> = ctx.client()?.get(&["v1", "images", &image], &()).await?;

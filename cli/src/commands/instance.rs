@@ -2,13 +2,14 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kumo_wire::api::{
     ConsoleOutput, ConsoleQuery, Event, Instance, InstanceAction, InstancePage, ListInstancesQuery, Listing,
     RunInstances, RunInstancesResponse, MAX_NAME_LEN,
 };
-use kumo_wire::InstanceId;
+use kumo_wire::storage::{Volume, VolumeState};
+use kumo_wire::InstanceState;
 
 use crate::args::{ActionArgs, ConsoleArgs, InstanceCommand, ListInstancesArgs, RunArgs, WaitArgs};
 use crate::client::{Client, Reply};
@@ -30,7 +31,7 @@ pub async fn dispatch(ctx: &Ctx, command: InstanceCommand) -> Result<(), Error> 
         InstanceCommand::Run(args) => run(ctx, args).await,
         InstanceCommand::List(args) => list(ctx, args).await,
         InstanceCommand::Show { id } => {
-            let reply: Reply<Instance> = ctx.client()?.get(&["v1", "instances", id.as_str()], &()).await?;
+            let reply: Reply<Instance> = ctx.client()?.get(&["v1", "instances", &id], &()).await?;
             ctx.show(&reply, render::instance)
         }
         InstanceCommand::Stop(args) => action(ctx, args, InstanceAction::Stop).await,
@@ -39,8 +40,7 @@ pub async fn dispatch(ctx: &Ctx, command: InstanceCommand) -> Result<(), Error> 
         InstanceCommand::Delete(args) => delete(ctx, args).await,
         InstanceCommand::Console(args) => console(ctx, args).await,
         InstanceCommand::Events { id } => {
-            let reply: Reply<Listing<Event>> =
-                ctx.client()?.get(&["v1", "instances", id.as_str(), "events"], &()).await?;
+            let reply: Reply<Listing<Event>> = ctx.client()?.get(&["v1", "instances", &id, "events"], &()).await?;
             ctx.show_list(&reply, reply.value.items.is_empty(), "No events.", |l| render::events(&l.items))
         }
     }
@@ -53,6 +53,7 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<(), Error> {
         (None, Some(inline)) => Some(check_user_data_len(inline, "--user-data")?),
         (None, None) => None,
     };
+    let volumes = args.volumes.clone();
     let request = RunInstances {
         name: args.name,
         flavor: args.flavor,
@@ -64,36 +65,120 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<(), Error> {
         networks: args.networks,
         security_groups: args.security_groups,
         config_drive: args.config_drive,
+        unique_name: args.unique_name,
     };
     let client = ctx.client()?;
     let reply: Reply<RunInstancesResponse> = client.post(&["v1", "instances"], &request).await?;
-    if !args.wait.wait {
+    for warning in &reply.value.warnings {
+        output::note(&format!("warning: {warning}"));
+    }
+    if !args.wait.wait && !args.wait_ready {
         ctx.show(&reply, |r| render::instances(&r.instances))?;
         if !ctx.json() {
             output::note("Launching; follow with `kumo instance show ID`, or pass --wait next time.");
         }
         return Ok(());
     }
-    let instances = wait::wait_for(&client, reply.value.instances, Target::Running, timeout(args.wait)).await?;
+    let deadline = Instant::now() + timeout(args.wait);
+    let mut instances = wait::wait_for(&client, reply.value.instances, Target::Running, timeout(args.wait)).await?;
+    // Usable means its volumes are attached too, not `attaching`.
+    for volume in &volumes {
+        wait_attached(&client, volume, deadline).await?;
+    }
+    if args.wait_ready {
+        for instance in &instances {
+            wait_ready(&client, instance, deadline).await?;
+        }
+    }
+    if !volumes.is_empty() || args.wait_ready {
+        let mut fresh = Vec::with_capacity(instances.len());
+        for i in &instances {
+            fresh.push(client.get::<Instance>(&["v1", "instances", i.id.as_str()], &()).await?.value);
+        }
+        instances = fresh;
+    }
     if ctx.json() {
-        output::print_json_value(&RunInstancesResponse { instances })
+        output::print_json_value(&RunInstancesResponse { instances, warnings: reply.value.warnings })
     } else {
         output::print(&render::instances(&instances))
     }
 }
 
+/// The line a guest prints on its serial console when it is ready.
+pub const READY_MARKER: &str = "KUMO-READY";
+
+/// Waits until `volume` is `in-use` (attached to its new instance).
+async fn wait_attached(client: &Client, volume: &str, deadline: Instant) -> Result<(), Error> {
+    wait::until(
+        deadline.saturating_duration_since(Instant::now()),
+        || async { Ok(client.get::<Volume>(&["v1", "volumes", volume], &()).await?.value) },
+        |v: &Volume| crate::commands::volume::judge(v, &[VolumeState::InUse]),
+        |v: &Volume| format!("volume {} ({}): {} (waiting for in-use)", v.name, v.id, v.state),
+    )
+    .await
+    .map(drop)
+}
+
+/// Waits until the guest's console shows [`READY_MARKER`] at the start of a line.
+async fn wait_ready(client: &Client, instance: &Instance, deadline: Instant) -> Result<(), Error> {
+    let id = instance.id.to_string();
+    let query = ConsoleQuery { tail_bytes: Some(1024 * 1024) };
+    wait::until(
+        deadline.saturating_duration_since(Instant::now()),
+        || async {
+            let output = match fetch_console(client, &id, &query).await {
+                Ok(reply) => reply.value.output,
+                // The host cannot serve the log yet (domain just started): nothing printed so far.
+                Err(e) if e.status() == Some(reqwest::StatusCode::SERVICE_UNAVAILABLE) => String::new(),
+                Err(e) => return Err(e),
+            };
+            let inst = client.get::<Instance>(&["v1", "instances", &id], &()).await?.value;
+            Ok((inst, output))
+        },
+        |(inst, output): &(Instance, String)| {
+            if is_ready(output) {
+                wait::Progress::Done
+            } else if inst.state == InstanceState::Error {
+                wait::Progress::Failed(inst.state_reason.clone().unwrap_or_else(|| "no reason given".into()))
+            } else if inst.state != InstanceState::Running {
+                wait::Progress::Failed(format!("it is {} instead of booting", inst.state))
+            } else {
+                wait::Progress::Waiting
+            }
+        },
+        |(inst, _): &(Instance, String)| {
+            format!("{} ({}): waiting for {READY_MARKER} on its console", inst.name, inst.id)
+        },
+    )
+    .await
+    .map(drop)
+}
+
+/// Whether console output holds the ready marker at the start of a line.
+pub fn is_ready(output: &str) -> bool {
+    output.lines().any(|l| l.trim_start_matches('\r').starts_with(READY_MARKER))
+}
+
 async fn list(ctx: &Ctx, args: ListInstancesArgs) -> Result<(), Error> {
     let client = ctx.client()?;
-    let mut query = ListInstancesQuery { state: args.state, name: args.name, limit: args.limit, after: args.after };
+    let mut query = ListInstancesQuery {
+        state: args.state,
+        name: args.name,
+        limit: args.limit,
+        after: args.after,
+        all: args.all.then_some(true),
+    };
+    // One page when it is asked for (--limit or --after), else every page.
+    let one_page = query.limit.is_some() || query.after.is_some();
     let first: Reply<InstancePage> = client.get(&["v1", "instances"], &query).await?;
-    if !args.all {
-        ctx.show_list(&first, first.value.instances.is_empty(), "No instances.", |p| render::instances(&p.instances))?;
+    if one_page {
+        ctx.show_list(&first, first.value.items.is_empty(), "No instances.", |p| render::instances(&p.items))?;
         if let (Some(next), false) = (&first.value.next, ctx.json()) {
-            output::note(&format!("More instances: `kumo instance list --after {next}` for the next page, or --all."));
+            output::note(&format!("More instances: `kumo instance list --after {next}` for the next page."));
         }
         return Ok(());
     }
-    let mut all = first.value.instances;
+    let mut all = first.value.items;
     let mut next = first.value.next;
     while let Some(cursor) = next.take() {
         if query.after.as_deref() == Some(cursor.as_str()) {
@@ -101,17 +186,10 @@ async fn list(ctx: &Ctx, args: ListInstancesArgs) -> Result<(), Error> {
         }
         query.after = Some(cursor);
         let page: Reply<InstancePage> = client.get(&["v1", "instances"], &query).await?;
-        all.extend(page.value.instances);
+        all.extend(page.value.items);
         next = page.value.next;
     }
-    if ctx.json() {
-        output::print_json_value(&InstancePage { instances: all, next: None })
-    } else if all.is_empty() {
-        output::note("No instances.");
-        Ok(())
-    } else {
-        output::print(&render::instances(&all))
-    }
+    ctx.show_listing(&Listing { items: all, next: None }, "No instances.", render::instances)
 }
 
 async fn action(ctx: &Ctx, args: ActionArgs, action: InstanceAction) -> Result<(), Error> {
@@ -121,13 +199,38 @@ async fn action(ctx: &Ctx, args: ActionArgs, action: InstanceAction) -> Result<(
         InstanceAction::Start => ("Start", Target::Running),
         InstanceAction::Reboot => ("Reboot", Target::Running),
     };
-    let reply: Reply<Instance> = client.post(&["v1", "instances", args.id.as_str(), "actions"], &action).await?;
+    let reply: Reply<Instance> = client.post(&["v1", "instances", &args.id, "actions"], &action).await?;
     finish(ctx, &client, reply, verb, target, args.wait).await
 }
 
 async fn delete(ctx: &Ctx, args: ActionArgs) -> Result<(), Error> {
     let client = ctx.client()?;
-    let reply: Reply<Instance> = client.delete(&["v1", "instances", args.id.as_str()]).await?;
+    let reply: Reply<Instance> = client.delete(&["v1", "instances", &args.id]).await?;
+    let id = reply.value.id.to_string();
+    let deadline = Instant::now() + timeout(args.wait);
+    if args.wait.wait {
+        // Done means its volumes are free again too (detached as the domain went), ready for reuse.
+        let last = wait::wait_for(&client, vec![reply.value.clone()], Target::Deleted, timeout(args.wait)).await?;
+        wait::until(
+            deadline.saturating_duration_since(Instant::now()),
+            || async {
+                let all: Listing<Volume> = crate::commands::fetch_all(&client, &["v1", "volumes"], &[]).await?;
+                Ok(all
+                    .items
+                    .into_iter()
+                    .filter(|v| v.attached_to.as_ref().map(|a| a.as_str()) == Some(id.as_str()))
+                    .count())
+            },
+            |n: &usize| if *n == 0 { wait::Progress::Done } else { wait::Progress::Waiting },
+            |n: &usize| format!("{n} volume(s) still detaching from {id}"),
+        )
+        .await?;
+        return match last.first() {
+            Some(i) if ctx.json() => output::print_json_value(i),
+            Some(i) => output::print(&format!("{} ({}) is {}.", i.name, i.id, i.state)),
+            None => Ok(()),
+        };
+    }
     finish(ctx, &client, reply, "Delete", Target::Deleted, args.wait).await
 }
 
@@ -164,6 +267,9 @@ async fn console(ctx: &Ctx, args: ConsoleArgs) -> Result<(), Error> {
         return output::print_json(&reply.raw);
     }
     output::print_raw(&reply.value.output)?;
+    if reply.value.output.is_empty() {
+        output::note(&no_output_yet(&client, &args.id, args.follow).await);
+    }
     if !args.follow {
         return Ok(());
     }
@@ -179,8 +285,18 @@ async fn console(ctx: &Ctx, args: ConsoleArgs) -> Result<(), Error> {
     }
 }
 
-async fn fetch_console(client: &Client, id: &InstanceId, query: &ConsoleQuery) -> Result<Reply<ConsoleOutput>, Error> {
-    client.get(&["v1", "instances", id.as_str(), "console"], query).await
+async fn fetch_console(client: &Client, id: &str, query: &ConsoleQuery) -> Result<Reply<ConsoleOutput>, Error> {
+    client.get(&["v1", "instances", id, "console"], query).await
+}
+
+/// What to say when the console is empty: the guest has printed nothing yet.
+async fn no_output_yet(client: &Client, id: &str, follow: bool) -> String {
+    let state = match client.get::<Instance>(&["v1", "instances", id], &()).await {
+        Ok(reply) => format!("{} is {}", reply.value.name, reply.value.state),
+        Err(_) => "the instance".to_owned(),
+    };
+    let hint = if follow { "waiting for it" } else { "try again in a few seconds, or follow it with --follow" };
+    format!("(no console output yet: {state} and its guest has printed nothing so far; {hint})")
 }
 
 /// The part of `current` (a tail of the console log) that `previous` (an

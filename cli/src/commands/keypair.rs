@@ -9,7 +9,7 @@ use kumo_wire::api::{CreateKeyPair, CreatedKeyPair, KeyPair, Listing};
 
 use crate::args::KeyPairCommand;
 use crate::client::Reply;
-use crate::commands::Ctx;
+use crate::commands::{fetch_all, Ctx};
 use crate::error::Error;
 use crate::output;
 use crate::render;
@@ -28,8 +28,8 @@ pub async fn dispatch(ctx: &Ctx, command: KeyPairCommand) -> Result<(), Error> {
         }
         KeyPairCommand::Create { name, private_key_file } => create(ctx, name, private_key_file.as_deref()).await,
         KeyPairCommand::List => {
-            let reply: Reply<Listing<KeyPair>> = ctx.client()?.get(&["v1", "keypairs"], &()).await?;
-            ctx.show_list(&reply, reply.value.items.is_empty(), "No key pairs.", |l| render::key_pairs(&l.items))
+            let listing: Listing<KeyPair> = fetch_all(&ctx.client()?, &["v1", "keypairs"], &[]).await?;
+            ctx.show_listing(&listing, "No key pairs.", render::key_pairs)
         }
         KeyPairCommand::Delete { name } => {
             ctx.client()?.delete_no_content(&["v1", "keypairs", &name]).await?;

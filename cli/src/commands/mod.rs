@@ -16,7 +16,10 @@ pub mod volume;
 
 use std::path::PathBuf;
 
+use kumo_wire::api::Listing;
 use kumo_wire::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::args::OutputFormat;
 use crate::client::{Client, Reply};
@@ -78,6 +81,25 @@ impl Ctx {
         self.show(reply, render)
     }
 
+    /// Prints a whole list: `{"items": [...], "next": null}` with `--output
+    /// json` (the API's envelope), else the table, or `empty` on standard
+    /// error when there is nothing to show.
+    pub fn show_listing<T: Serialize>(
+        &self,
+        listing: &Listing<T>,
+        empty: &str,
+        render: impl FnOnce(&[T]) -> String,
+    ) -> Result<(), Error> {
+        if self.json() {
+            output::print_json_value(listing)
+        } else if listing.items.is_empty() {
+            output::note(empty);
+            Ok(())
+        } else {
+            output::print(&render(&listing.items))
+        }
+    }
+
     /// Prints a confirmation for answers without a body (204); nothing with `--output json`.
     pub fn done(&self, message: &str) -> Result<(), Error> {
         if self.json() {
@@ -85,5 +107,40 @@ impl Ctx {
         } else {
             output::print(message)
         }
+    }
+}
+
+/// Every page of the list at `segments`: asks with `query` (plus `after`)
+/// and follows `next` until the last page, the same way for every list.
+pub async fn fetch_all<T: DeserializeOwned>(
+    client: &Client,
+    segments: &[&str],
+    query: &[(&str, String)],
+) -> Result<Listing<T>, Error> {
+    let mut items = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut q = query.to_vec();
+        if let Some(cursor) = &after {
+            q.push(("after", cursor.clone()));
+        }
+        let page: Reply<Listing<T>> = client.get(segments, &q).await?;
+        items.extend(page.value.items);
+        match page.value.next {
+            Some(next) if after.as_deref() == Some(next.as_str()) => {
+                return Err(Error::Invalid(format!("the controller returned the same page cursor twice ({next})")));
+            }
+            Some(next) => after = Some(next),
+            None => return Ok(Listing { items, next: None }),
+        }
+    }
+}
+
+/// `[("all", "true")]` when `all`, for [`fetch_all`].
+pub fn all_query(all: bool) -> Vec<(&'static str, String)> {
+    if all {
+        vec![("all", "true".to_owned())]
+    } else {
+        Vec::new()
     }
 }

@@ -5,13 +5,13 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use kumo_wire::api::Listing;
 use kumo_wire::network::{
-    AddRule, AssociateFloatingIp, CreateNetwork, CreateSecurityGroup, FloatingIp, Network, PortRange, Protocol,
-    SecurityGroup, VlanPool,
+    AddRule, AllocateFloatingIp, AssociateFloatingIp, CreateNetwork, CreateSecurityGroup, FloatingIp, Network,
+    PortRange, Protocol, SecurityGroup, VlanPool,
 };
 
 use crate::args::{AdminCommand, FloatingIpCommand, NetworkCommand, RuleAddArgs, RuleCommand, SecurityGroupCommand};
 use crate::client::Reply;
-use crate::commands::Ctx;
+use crate::commands::{fetch_all, Ctx};
 use crate::error::Error;
 use crate::render;
 
@@ -31,8 +31,8 @@ pub async fn network(ctx: &Ctx, command: NetworkCommand) -> Result<(), Error> {
             ctx.show(&reply, render::network)
         }
         NetworkCommand::List => {
-            let reply: Reply<Listing<Network>> = ctx.client()?.get(&["v1", "networks"], &()).await?;
-            ctx.show_list(&reply, reply.value.items.is_empty(), "No networks.", |l| render::networks(&l.items))
+            let listing: Listing<Network> = fetch_all(&ctx.client()?, &["v1", "networks"], &[]).await?;
+            ctx.show_listing(&listing, "No networks.", render::networks)
         }
         NetworkCommand::Show { network } => {
             let reply: Reply<Network> = ctx.client()?.get(&["v1", "networks", &network], &()).await?;
@@ -52,10 +52,8 @@ pub async fn security_group(ctx: &Ctx, command: SecurityGroupCommand) -> Result<
             ctx.client()?.post(&["v1", "security-groups"], &CreateSecurityGroup { name, description }).await?
         }
         SecurityGroupCommand::List => {
-            let reply: Reply<Listing<SecurityGroup>> = ctx.client()?.get(&["v1", "security-groups"], &()).await?;
-            return ctx.show_list(&reply, reply.value.items.is_empty(), "No security groups.", |l| {
-                render::security_groups(&l.items)
-            });
+            let listing: Listing<SecurityGroup> = fetch_all(&ctx.client()?, &["v1", "security-groups"], &[]).await?;
+            return ctx.show_listing(&listing, "No security groups.", render::security_groups);
         }
         SecurityGroupCommand::Show { group } => ctx.client()?.get(&["v1", "security-groups", &group], &()).await?,
         SecurityGroupCommand::Delete { group } => {
@@ -78,7 +76,9 @@ pub async fn security_group(ctx: &Ctx, command: SecurityGroupCommand) -> Result<
 pub async fn floating_ip(ctx: &Ctx, command: FloatingIpCommand) -> Result<(), Error> {
     let client = ctx.client()?;
     let reply: Reply<FloatingIp> = match command {
-        FloatingIpCommand::Allocate => client.post(&["v1", "floating-ips"], &serde_json::json!({})).await?,
+        FloatingIpCommand::Allocate { network } => {
+            client.post(&["v1", "floating-ips"], &AllocateFloatingIp { network }).await?
+        }
         FloatingIpCommand::Associate { fip, instance } => {
             client.post(&["v1", "floating-ips", &fip, "associate"], &AssociateFloatingIp { instance }).await?
         }
@@ -90,10 +90,8 @@ pub async fn floating_ip(ctx: &Ctx, command: FloatingIpCommand) -> Result<(), Er
             return ctx.show(&reply, |f| format!("Released floating IP {}.", f.address));
         }
         FloatingIpCommand::List => {
-            let reply: Reply<Listing<FloatingIp>> = client.get(&["v1", "floating-ips"], &()).await?;
-            return ctx.show_list(&reply, reply.value.items.is_empty(), "No floating IPs.", |l| {
-                render::floating_ips(&l.items)
-            });
+            let listing: Listing<FloatingIp> = fetch_all(&client, &["v1", "floating-ips"], &[]).await?;
+            return ctx.show_listing(&listing, "No floating IPs.", render::floating_ips);
         }
     };
     ctx.show(&reply, |f| render::floating_ips(std::slice::from_ref(f)))

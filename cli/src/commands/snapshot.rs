@@ -7,7 +7,7 @@ use kumo_wire::storage::{CreateSnapshot, Snapshot, SnapshotState};
 
 use crate::args::{SnapshotCommand, StorageWaitArgs};
 use crate::client::{Client, Reply};
-use crate::commands::Ctx;
+use crate::commands::{all_query, fetch_all, Ctx};
 use crate::error::Error;
 use crate::output;
 use crate::render;
@@ -18,14 +18,13 @@ pub async fn dispatch(ctx: &Ctx, command: SnapshotCommand) -> Result<(), Error> 
     let client = ctx.client()?;
     match command {
         SnapshotCommand::Create { name, volume, instance, wait } => {
-            let request = CreateSnapshot { name, volume, instance: instance.map(String::from) };
+            let request = CreateSnapshot { name, volume, instance };
             let reply: Reply<Snapshot> = client.post(&["v1", "snapshots"], &request).await?;
             finish(ctx, &client, reply, wait, SnapshotState::Available).await
         }
         SnapshotCommand::List { all } => {
-            let reply: Reply<Listing<Snapshot>> =
-                client.get(&["v1", "snapshots"], &[("include_deleted", all.then_some("true"))]).await?;
-            ctx.show_list(&reply, reply.value.items.is_empty(), "No snapshots.", |l| render::snapshots(&l.items))
+            let listing: Listing<Snapshot> = fetch_all(&client, &["v1", "snapshots"], &all_query(all)).await?;
+            ctx.show_listing(&listing, "No snapshots.", render::snapshots)
         }
         SnapshotCommand::Show { snapshot } => {
             let reply: Reply<Snapshot> = client.get(&["v1", "snapshots", &snapshot], &()).await?;

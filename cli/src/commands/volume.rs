@@ -7,7 +7,7 @@ use kumo_wire::storage::{CreateVolume, Volume, VolumeAction, VolumeState};
 
 use crate::args::{StorageWaitArgs, VolumeCommand};
 use crate::client::{Client, Reply};
-use crate::commands::Ctx;
+use crate::commands::{all_query, fetch_all, Ctx};
 use crate::error::Error;
 use crate::output;
 use crate::render;
@@ -19,23 +19,24 @@ pub async fn dispatch(ctx: &Ctx, command: VolumeCommand) -> Result<(), Error> {
     match command {
         VolumeCommand::Create { name, size, snapshot, backend, attach_to, wait } => {
             let attaching = attach_to.is_some();
-            let request =
-                CreateVolume { name, size_gib: size, snapshot, backend, attach_to: attach_to.map(String::from) };
+            let request = CreateVolume { name, size_gib: size, snapshot, backend, attach_to };
             let reply: Reply<Volume> = client.post(&["v1", "volumes"], &request).await?;
+            for warning in &reply.value.warnings {
+                output::note(&format!("warning: {warning}"));
+            }
             let target: &[VolumeState] = if attaching { &[VolumeState::InUse] } else { &[VolumeState::Available] };
             finish(ctx, &client, reply, wait, target).await
         }
         VolumeCommand::List { all } => {
-            let reply: Reply<Listing<Volume>> =
-                client.get(&["v1", "volumes"], &[("include_deleted", all.then_some("true"))]).await?;
-            ctx.show_list(&reply, reply.value.items.is_empty(), "No volumes.", |l| render::volumes(&l.items))
+            let listing: Listing<Volume> = fetch_all(&client, &["v1", "volumes"], &all_query(all)).await?;
+            ctx.show_listing(&listing, "No volumes.", render::volumes)
         }
         VolumeCommand::Show { volume } => {
             let reply: Reply<Volume> = client.get(&["v1", "volumes", &volume], &()).await?;
             ctx.show(&reply, render::volume)
         }
         VolumeCommand::Attach { volume, instance, wait } => {
-            let action = VolumeAction::Attach { instance: instance.to_string() };
+            let action = VolumeAction::Attach { instance };
             let reply: Reply<Volume> = client.post(&["v1", "volumes", &volume, "actions"], &action).await?;
             finish(ctx, &client, reply, wait, &[VolumeState::InUse]).await
         }

@@ -52,6 +52,9 @@ fn expired_token_means_not_logged_in() {
 #[test]
 fn usage_errors_exit_2() {
     let env = Env::new();
-    let out = env.kumo(&["instance", "show", "not-an-id"]);
+    // Instances are named by name or id (issue 20), so a usage error is a bad flag or a missing argument.
+    let out = env.kumo(&["instance", "show", "web1", "--no-such-flag"]);
+    assert_eq!(out.code, Some(2), "{out:#?}");
+    let out = env.kumo(&["instance", "show"]);
     assert_eq!(out.code, Some(2), "{out:#?}");
 }

@@ -13,11 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use kumo_wire::api::{
-    CreateImage, CreateKeyPair, CreatedKeyPair, HostVerdict, Image, ImageFile, ImageFileRole, ImageState, Instance,
-    InstancePage, KeyPair, ListInstancesQuery, Placement, Role, RunInstances, RunInstancesResponse, TokenRequest,
-    TokenResponse, Visibility,
+    ConsoleOutput, CreateImage, CreateKeyPair, CreatedKeyPair, HostVerdict, Image, ImageFile, ImageFileRole,
+    ImageState, Instance, InstancePage, KeyPair, ListInstancesQuery, Listing, Placement, Role, RunInstances,
+    RunInstancesResponse, TokenRequest, TokenResponse, Visibility,
 };
 use kumo_wire::network::{AddRule, CreateNetwork};
+use kumo_wire::storage::{Volume, VolumeState};
 use kumo_wire::{DesiredPower, ErrorBody, ImageId, InstanceId, InstanceState, KeyPairId, Timestamp};
 
 /// The only accepted credentials and the token they get.
@@ -55,6 +56,12 @@ pub struct Seen {
     pub rule_requests: Vec<(String, AddRule)>,
     /// (floating IP, instance) of each `fip associate`.
     pub associations: Vec<(String, String)>,
+    /// (instance id, action) of each `POST /v1/instances/{id}/actions`.
+    pub actions: Vec<(String, String)>,
+    /// Volume name -> how many times it was fetched (it is `attaching` twice, then `in-use`).
+    pub volume_polls: HashMap<String, u32>,
+    /// Instance id -> console fetches (empty twice, then the ready line).
+    pub console_polls: HashMap<String, u32>,
 }
 
 /// A running fake controller.
@@ -95,6 +102,10 @@ fn router(seen: Shared) -> Router {
         .route("/v1/auth/tokens", post(login))
         .route("/v1/instances", post(run_instances).get(list_instances))
         .route("/v1/instances/{id}", get(show_instance))
+        .route("/v1/instances/{id}/actions", post(instance_action))
+        .route("/v1/instances/{id}/console", get(console))
+        .route("/v1/volumes", get(list_volumes))
+        .route("/v1/volumes/{volume}", get(show_volume))
         .route("/v1/images", post(create_image))
         .route("/v1/images/{id}/files/{role}", put(upload_file))
         .route("/v1/images/upload", post(upload_image))
@@ -180,9 +191,124 @@ async fn run_instances(State(seen): State<Shared>, headers: HeaderMap, Json(req)
         if count == 1 { vec![req.name.clone()] } else { (1..=count).map(|n| format!("{}-{n}", req.name)).collect() };
     let instances: Vec<Instance> = names.iter().map(|n| instance(n)).collect();
     let mut seen = seen.lock().expect("lock");
+    // Like the controller: a duplicate live name warns, or is refused with unique_name.
+    let mut warnings = Vec::new();
+    for name in &names {
+        let same: Vec<String> = seen
+            .instances
+            .iter()
+            .filter(|(i, _)| &i.name == name && i.state != InstanceState::Deleted)
+            .map(|(i, _)| format!("{} ({})", i.id, i.state))
+            .collect();
+        if same.is_empty() {
+            continue;
+        }
+        if req.unique_name {
+            let msg = format!(
+                "an instance named '{name}' already exists: {}; --unique-name refuses a second one",
+                same.join(", ")
+            );
+            return error(StatusCode::CONFLICT, "conflict", &msg);
+        }
+        warnings.push(format!("another instance is also named '{name}': {}", same.join(", ")));
+    }
     seen.run_requests.push(req);
     seen.instances.extend(instances.iter().cloned().map(|i| (i, 0)));
-    (StatusCode::ACCEPTED, Json(RunInstancesResponse { instances })).into_response()
+    (StatusCode::ACCEPTED, Json(RunInstancesResponse { instances, warnings })).into_response()
+}
+
+/// The controller's one rule: an id, or the name of exactly one live instance.
+fn resolve(seen: &Seen, key: &str) -> Result<usize, Response> {
+    if key.starts_with("i-") {
+        return seen
+            .instances
+            .iter()
+            .position(|(i, _)| i.id.as_str() == key)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, "not_found", &format!("instance '{key}' not found")));
+    }
+    let found: Vec<usize> = (0..seen.instances.len())
+        .filter(|&n| seen.instances[n].0.name == key && seen.instances[n].0.state != InstanceState::Deleted)
+        .collect();
+    match found.as_slice() {
+        [] => Err(error(StatusCode::NOT_FOUND, "not_found", &format!("instance '{key}' not found"))),
+        [one] => Ok(*one),
+        many => {
+            let list: Vec<String> =
+                many.iter().map(|&n| format!("{} ({})", seen.instances[n].0.id, seen.instances[n].0.state)).collect();
+            let msg = format!("{} instances are named '{key}': {}; use the id", many.len(), list.join(", "));
+            Err(error(StatusCode::CONFLICT, "conflict", &msg))
+        }
+    }
+}
+
+async fn instance_action(
+    State(seen): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(action): Json<serde_json::Value>,
+) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    let mut seen = seen.lock().expect("lock");
+    let n = match resolve(&seen, &id) {
+        Ok(n) => n,
+        Err(e) => return e,
+    };
+    let instance = seen.instances[n].0.clone();
+    seen.actions.push((instance.id.to_string(), action["action"].as_str().unwrap_or_default().to_owned()));
+    (StatusCode::ACCEPTED, Json(instance)).into_response()
+}
+
+/// Nothing printed for the first two fetches, then the tiny image's ready line.
+async fn console(State(seen): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    let mut seen = seen.lock().expect("lock");
+    let n = match resolve(&seen, &id) {
+        Ok(n) => n,
+        Err(e) => return e,
+    };
+    let instance = seen.instances[n].0.clone();
+    let polls = seen.console_polls.entry(instance.id.to_string()).or_default();
+    *polls += 1;
+    let output = if *polls <= 2 {
+        String::new()
+    } else {
+        format!("boot\nKUMO-READY instance-id={} hostname={}\n", instance.id, instance.name)
+    };
+    Json(ConsoleOutput { instance_id: instance.id, output, truncated: false }).into_response()
+}
+
+/// A canned volume named `name`, attached to nothing.
+fn volume(name: &str, state: VolumeState) -> Volume {
+    serde_json::from_value(serde_json::json!({
+        "id": "vol-00000000000000001", "name": name, "project_id": PROJECT, "size_gib": 1,
+        "backend": "local", "state": state, "created_at": Timestamp::now(),
+        "updated_at": Timestamp::now()
+    }))
+    .expect("volume")
+}
+
+/// `attaching` for two fetches, then `in-use`.
+async fn show_volume(State(seen): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    let mut seen = seen.lock().expect("lock");
+    let polls = seen.volume_polls.entry(name.clone()).or_default();
+    *polls += 1;
+    let state = if *polls <= 2 { VolumeState::Attaching } else { VolumeState::InUse };
+    Json(volume(&name, state)).into_response()
+}
+
+/// One volume, in the list envelope.
+async fn list_volumes(headers: HeaderMap) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    Json(Listing { items: vec![volume("data", VolumeState::Available)], next: None }).into_response()
 }
 
 /// Each fetch moves an instance along: building, building, then running
@@ -192,9 +318,11 @@ async fn show_instance(State(seen): State<Shared>, headers: HeaderMap, Path(id):
         return denied;
     }
     let mut seen = seen.lock().expect("lock");
-    let Some((instance, polls)) = seen.instances.iter_mut().find(|(i, _)| i.id.as_str() == id) else {
-        return error(StatusCode::NOT_FOUND, "not_found", &format!("instance {id} not found"));
+    let n = match resolve(&seen, &id) {
+        Ok(n) => n,
+        Err(e) => return e,
     };
+    let (instance, polls) = &mut seen.instances[n];
     *polls += 1;
     let placed = Placement {
         host_id: Some("host-00000000000000002".parse().expect("id")),
@@ -240,7 +368,7 @@ async fn list_instances(
     let limit = q.limit.unwrap_or(2) as usize;
     let end = (start + limit).min(all.len());
     let next = (end < all.len()).then(|| end.to_string());
-    Json(InstancePage { instances: all[start.min(end)..end].to_vec(), next }).into_response()
+    Json(InstancePage { items: all[start.min(end)..end].to_vec(), next }).into_response()
 }
 
 async fn create_image(State(seen): State<Shared>, headers: HeaderMap, Json(req): Json<CreateImage>) -> Response {

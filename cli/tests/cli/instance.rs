@@ -39,7 +39,7 @@ fn run_wait_stops_at_error_with_the_reason() {
 fn api_errors_are_one_line_and_exit_1() {
     let env = Env::logged_in();
     let out = env.kumo(&["instance", "show", "i-00000000000000000"]);
-    assert_eq!(out.failed(), "error: instance i-00000000000000000 not found (not_found)");
+    assert_eq!(out.failed(), "error: instance 'i-00000000000000000' not found (not_found)");
     assert!(out.stdout.is_empty());
 
     let out = env.kumo(&["instance", "run", "--flavor", "huge", "web"]);
@@ -85,19 +85,104 @@ fn show_prints_placement_and_json_prints_the_body() {
 }
 
 #[test]
-fn list_all_follows_every_page() {
+fn list_follows_every_page_unless_one_is_asked_for() {
     let env = Env::logged_in();
     env.kumo(&["instance", "run", "--flavor", "small", "--count", "5", "web"]).ok();
 
-    let first = env.kumo(&["instance", "list"]);
-    assert_eq!(first.ok().lines().count(), 3, "{first:#?}");
-    assert!(first.stderr.contains("kumo instance list --after 2"), "{first:#?}");
+    let page = env.kumo(&["instance", "list", "--limit", "2"]);
+    assert_eq!(page.ok().lines().count(), 3, "{page:#?}");
+    assert!(page.stderr.contains("kumo instance list --after 2"), "{page:#?}");
 
-    let all = env.kumo(&["instance", "list", "--all"]);
+    // The fake pages by two: without --limit the CLI follows `next` to the end.
+    let all = env.kumo(&["instance", "list"]);
     assert_eq!(all.ok().lines().count(), 6, "{all:#?}");
+}
 
-    let json = env.kumo(&["instance", "list", "--all", "-o", "json"]);
-    let body: serde_json::Value = serde_json::from_str(json.ok()).expect("json");
-    assert_eq!(body["instances"].as_array().map(Vec::len), Some(5));
-    assert!(body["next"].is_null());
+/// The one list envelope: `{"items": [...], "next": null}` for instances as for every other list.
+#[test]
+fn list_json_is_the_one_envelope() {
+    let env = Env::logged_in();
+    env.kumo(&["instance", "run", "--flavor", "small", "--count", "5", "web"]).ok();
+    for args in [&["instance", "list", "-o", "json"][..], &["volume", "list", "-o", "json"][..]] {
+        let out = env.kumo(args);
+        let body: serde_json::Value = serde_json::from_str(out.ok()).expect("json");
+        let keys: Vec<&String> = body.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["items", "next"], "{args:?}: {body}");
+        assert!(body["items"].is_array() && body["next"].is_null(), "{args:?}: {body}");
+    }
+    let out = env.kumo(&["instance", "list", "-o", "json"]);
+    let body: serde_json::Value = serde_json::from_str(out.ok()).expect("json");
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(5), "every page: {body}");
+}
+
+/// Regression (issue 20): `kumo instance stop db1` said "not a valid instance id".
+#[test]
+fn instance_commands_take_a_name() {
+    let env = Env::logged_in();
+    env.kumo(&["instance", "run", "--flavor", "small", "db1"]).ok();
+    let id = env.fake.seen().instances[0].0.id.to_string();
+
+    let out = env.kumo(&["instance", "stop", "db1"]);
+    assert!(out.ok().starts_with("Stop requested for db1 ("), "{out:#?}");
+    env.kumo(&["instance", "reboot", &id]).ok();
+    assert_eq!(env.fake.seen().actions, [(id.clone(), "stop".to_owned()), (id.clone(), "reboot".to_owned())]);
+
+    let shown = env.kumo(&["instance", "show", "db1"]);
+    assert!(shown.ok().contains(&id), "{shown:#?}");
+    let missing = env.kumo(&["instance", "show", "nope"]);
+    assert_eq!(missing.failed(), "error: instance 'nope' not found (not_found)");
+}
+
+/// Regression (issue 20): a second `web1` launched silently, and commands naming it then failed.
+#[test]
+fn duplicate_name_warns_at_launch_and_ambiguous_names_list_the_candidates() {
+    let env = Env::logged_in();
+    let first = env.kumo(&["instance", "run", "--flavor", "small", "web1"]);
+    first.ok();
+    assert!(!first.stderr.contains("warning"), "{first:#?}");
+    let second = env.kumo(&["instance", "run", "--flavor", "small", "web1"]);
+    second.ok();
+    assert!(second.stderr.contains("warning: another instance is also named 'web1': i-"), "{second:#?}");
+
+    let ids: Vec<String> = env.fake.seen().instances.iter().map(|(i, _)| i.id.to_string()).collect();
+    let line = env.kumo(&["instance", "stop", "web1"]).failed().to_owned();
+    assert!(line.starts_with("error: 2 instances are named 'web1': "), "{line}");
+    assert!(ids.iter().all(|id| line.contains(id.as_str())), "{line} lacks {ids:?}");
+    assert!(line.ends_with("; use the id (conflict)"), "{line}");
+    assert!(env.fake.seen().actions.is_empty());
+
+    let refused = env.kumo(&["instance", "run", "--flavor", "small", "--unique-name", "web1"]);
+    assert!(refused.failed().contains("--unique-name refuses a second one"), "{refused:#?}");
+    assert_eq!(env.fake.seen().instances.len(), 2, "nothing launched");
+}
+
+/// Regression (issue 20): `run --volume V --wait` returned while V was still `attaching`.
+#[test]
+fn run_wait_waits_for_volumes_to_be_attached() {
+    let env = Env::logged_in();
+    let out =
+        env.kumo(&["instance", "run", "--flavor", "small", "--volume", "data", "--wait", "--timeout", "30", "db"]);
+    out.ok();
+    assert_eq!(env.fake.seen().volume_polls.get("data"), Some(&3), "stopped before in-use: {out:#?}");
+}
+
+/// `--wait-ready` waits for the guest's `KUMO-READY` line on its console.
+#[test]
+fn run_wait_ready_waits_for_the_ready_line() {
+    let env = Env::logged_in();
+    let out = env.kumo(&["instance", "run", "--flavor", "small", "--wait-ready", "web"]);
+    assert!(out.ok().contains("running"), "{out:#?}");
+    let seen = env.fake.seen();
+    assert_eq!(seen.console_polls.values().copied().collect::<Vec<_>>(), [3], "{out:#?}");
+}
+
+/// Regression (issue 20): `console` right after launch printed nothing and said nothing.
+#[test]
+fn console_without_output_says_so() {
+    let env = Env::logged_in();
+    env.kumo(&["instance", "run", "--flavor", "small", "web"]).ok();
+    let out = env.kumo(&["instance", "console", "web"]);
+    assert_eq!(out.ok(), "");
+    assert!(out.stderr.contains("no console output yet: web is "), "{out:#?}");
+    assert!(out.stderr.contains("has printed nothing so far"), "{out:#?}");
 }

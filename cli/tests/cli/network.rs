@@ -58,7 +58,7 @@ pub async fn list_networks(headers: HeaderMap) -> Response {
     let mut n = net(&req);
     n.default = true;
     n.port_count = 3;
-    Json(Listing { items: vec![n] }).into_response()
+    Json(Listing { items: vec![n], next: None }).into_response()
 }
 
 fn group(name: &str, rules: Vec<SecurityGroupRule>) -> SecurityGroup {

@@ -73,7 +73,7 @@ fn boto3_and_the_aws_cli_drive_kumo() {
 
     // Whatever happened, this test's domains are cleaned up by the stack.
     let all = s.kumo_json(&["instance", "list"]).unwrap();
-    for inst in all["instances"].as_array().unwrap() {
+    for inst in all["items"].as_array().unwrap() {
         s.track(inst["id"].as_str().unwrap());
     }
     assert!(

@@ -8,6 +8,7 @@ mod ec2;
 mod lifecycle;
 mod networks;
 mod panel;
+mod readme;
 mod resilience;
 mod seams;
 mod storage;

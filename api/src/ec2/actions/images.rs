@@ -29,7 +29,7 @@ pub async fn describe_images(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let ids = ctx.params.list("ImageId");
     let owners = ctx.params.list("Owner");
     let filters = ctx.params.filters()?;
-    let all = ctx.state.db.list_images(&ctx.caller.project_id).await?;
+    let all = ctx.state.db.list_images(&ctx.caller.project_id, false).await?;
     for raw in &ids {
         let id = parse_image_id(raw)?;
         if !all.iter().any(|i| i.id == id) {

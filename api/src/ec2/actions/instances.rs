@@ -50,8 +50,14 @@ pub async fn all_instances(ctx: &Ctx<'_>) -> Ec2Result<Vec<InstanceRecord>> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
-        let filter =
-            InstanceFilter { state: None, name_contains: None, limit: 1000, after, deleted_visible_since: since };
+        let filter = InstanceFilter {
+            state: None,
+            name_contains: None,
+            limit: 1000,
+            after,
+            deleted_visible_since: since,
+            include_deleted: true,
+        };
         let page = ctx.state.db.list_instances(&ctx.caller.project_id, &filter).await?;
         let full = page.len() == 1000;
         after = page.last().map(InstanceRecord::seq);
@@ -338,6 +344,7 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         networks,
         security_groups,
         config_drive: false,
+        unique_name: false,
     };
     let rows = match crate::instances::run_recorded(ctx.state, &ctx.caller, req, Some(&side)).await {
         Ok(rows) => rows,

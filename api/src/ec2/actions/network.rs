@@ -458,7 +458,7 @@ pub async fn allocate_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     }
     let side = side_record(ctx, ACTION, "elastic-ip")?;
     dry_run(ctx)?;
-    match floating_ips::allocate_recorded(ctx.state, &ctx.caller, Some(&side)).await {
+    match floating_ips::allocate_recorded(ctx.state, &ctx.caller, None, Some(&side)).await {
         Ok(f) => {
             x.leaf("publicIp", f.address).leaf("domain", "vpc").leaf("allocationId", &f.id);
             Ok(())
