@@ -6,6 +6,7 @@
 //! operations in [`instances`], [`scheduler`], [`reconcile`] and [`watchdog`].
 
 pub mod access_keys;
+pub mod audit;
 pub mod auth;
 pub mod billing;
 pub mod bootstrap;

@@ -220,6 +220,8 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
         snapshots,
         networks,
         floating_ips,
+        inventory_wanted: false,
+        repairs: Vec::new(),
     })
 }
 
@@ -305,6 +307,9 @@ pub async fn sync(state: &AppState, host: HostRecord, req: SyncRequest) -> Resul
             .await?;
     }
     state.db.set_host_volume_backends(&host.host.id, &req.volume_backends).await?;
+    if let Some(inv) = &req.inventory {
+        state.db.store_inventory(&host.host.id, inv, now).await?;
+    }
     for obs in &req.observed {
         observe(state, &host, obs).await?;
     }
@@ -318,13 +323,16 @@ pub async fn sync(state: &AppState, host: HostRecord, req: SyncRequest) -> Resul
     let notified = notify.notified();
     tokio::pin!(notified);
     notified.as_mut().enable();
-    let response = desired_for(state, &host).await?;
-    if req.wait_ms == 0 || req.known_revision.as_deref() != Some(response.revision.as_str()) {
+    let mut response = desired_for(state, &host).await?;
+    let audit_waits = crate::routes::audit::for_sync(state, &host.host.id, &mut response).await?;
+    if audit_waits || req.wait_ms == 0 || req.known_revision.as_deref() != Some(response.revision.as_str()) {
         return Ok(response);
     }
     let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
     let _ = tokio::time::timeout(wait, notified).await;
-    desired_for(state, &host).await
+    let mut response = desired_for(state, &host).await?;
+    crate::routes::audit::for_sync(state, &host.host.id, &mut response).await?;
+    Ok(response)
 }
 
 #[cfg(test)]

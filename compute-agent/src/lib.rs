@@ -21,6 +21,7 @@ pub mod converge;
 pub mod credentials;
 pub mod domain_xml;
 pub mod hypervisor;
+pub mod inventory;
 pub mod ledger;
 pub mod locks;
 pub mod networking;

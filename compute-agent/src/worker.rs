@@ -122,7 +122,12 @@ pub struct SyncWorker {
     floating_ips: Vec<kumo_wire::network::DesiredFloatingIp>,
     /// The revision the networking was last converged for, and when.
     networked: Option<(String, Instant)>,
+    /// Syncs since the last inventory was sent; the controller's ask sets it to the period.
+    syncs_since_inventory: u32,
 }
+
+/// The inventory is sent every this many syncs, and whenever an audit asks.
+const INVENTORY_EVERY: u32 = 30;
 
 /// How often the networking is converged again although nothing changed
 /// (repairs what someone else removed); after a failure it is retried sooner.
@@ -149,6 +154,7 @@ impl SyncWorker {
             networks: Vec::new(),
             floating_ips: Vec::new(),
             networked: None,
+            syncs_since_inventory: INVENTORY_EVERY,
         }
     }
 
@@ -201,6 +207,22 @@ impl SyncWorker {
         .into_iter()
         .flatten()
         .min();
+        let mut request = request;
+        if self.synced && self.syncs_since_inventory >= INVENTORY_EVERY {
+            let cfg = &self.parts.config;
+            request.inventory = Some(
+                crate::inventory::take(
+                    &*self.parts.hypervisor,
+                    &domains,
+                    &*self.parts.disks,
+                    self.parts.volumes.backends(),
+                    &self.parts.networking,
+                    &cfg.state_dir,
+                )
+                .await,
+            );
+            self.syncs_since_inventory = 0;
+        }
         let wake = tokio::select! {
             biased;
             () = shutdown.cancelled() => Wake::Shutdown,
@@ -212,7 +234,25 @@ impl SyncWorker {
             Wake::Shutdown | Wake::RetryDue => {}
             // The long poll was dropped; the next pass reports the result at once.
             Wake::TaskDone(done) => self.record(done),
-            Wake::Synced(Ok(response)) => self.accept(response),
+            Wake::Synced(Ok(response)) => {
+                self.syncs_since_inventory += 1;
+                let repairs = response.repairs.clone();
+                if response.inventory_wanted {
+                    self.syncs_since_inventory = INVENTORY_EVERY;
+                }
+                self.accept(response);
+                if !repairs.is_empty() {
+                    crate::inventory::repair(
+                        &repairs,
+                        &*self.parts.hypervisor,
+                        &mut self.parts.networking,
+                        &self.desired,
+                    )
+                    .await;
+                    // The audit waits for the host as it is after the repairs.
+                    self.syncs_since_inventory = INVENTORY_EVERY;
+                }
+            }
             Wake::Synced(Err(ClientError::Unauthorized(message))) => {
                 tracing::warn!(%message, "the controller no longer accepts the host token; registering again");
                 self.parts.creds.set(None);
@@ -295,6 +335,7 @@ impl SyncWorker {
             observed_volumes,
             observed_snapshots,
             volume_backends: self.volume_backends(),
+            inventory: None,
         })
     }
 

@@ -121,6 +121,9 @@ pub struct SyncRequest {
     /// The volume backends this host can serve now (older agents send none).
     #[serde(default)]
     pub volume_backends: Vec<VolumeBackendKind>,
+    /// What the host holds, for audits: sent when the controller asks and every few syncs.
+    #[serde(default)]
+    pub inventory: Option<crate::inventory::HostInventory>,
 }
 
 /// The desired state of every instance placed on the host.
@@ -147,6 +150,12 @@ pub struct SyncResponse {
     /// Floating IPs mapped to ports of `instances`.
     #[serde(default)]
     pub floating_ips: Vec<DesiredFloatingIp>,
+    /// An audit waits for this host's inventory: send it with the next sync.
+    #[serde(default)]
+    pub inventory_wanted: bool,
+    /// Removals an audit's `--repair` asks for (carried out once, then reported in the inventory).
+    #[serde(default)]
+    pub repairs: Vec<crate::inventory::Repair>,
 }
 
 /// What the controller wants one instance to be.

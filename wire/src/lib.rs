@@ -10,6 +10,7 @@ pub mod api;
 pub mod billing;
 pub mod error;
 pub mod ids;
+pub mod inventory;
 pub mod lifecycle;
 pub mod network;
 pub mod storage;

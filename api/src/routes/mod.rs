@@ -2,6 +2,7 @@
 
 mod access_keys;
 mod agent;
+pub(crate) mod audit;
 mod billing;
 mod flavors;
 mod hosts;
@@ -50,6 +51,7 @@ pub fn native() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(keypairs::routes())
         .merge(instances::routes())
         .merge(hosts::routes())
+        .merge(audit::routes())
         .merge(billing::routes())
         .merge(volumes::routes())
         .merge(snapshots::routes())

@@ -227,9 +227,7 @@ impl FakeAgent {
             wait_ms: 0,
             observed_volumes,
             observed_snapshots,
-            volume_backends: vec![VolumeBackendKind::Local, VolumeBackendKind::Shared],
-        };
-        let (s, b) = cloud.call(Method::POST, "/agent/v1/sync", Some(&self.host_token), Some(serde_json::to_value(req).unwrap())).await;
+XX, Some(&self.host_token), Some(serde_json::to_value(req).unwrap())).await;
         assert_eq!(s, StatusCode::OK, "{b}");
         serde_json::from_value(b).unwrap()
     }

@@ -218,6 +218,8 @@ async fn sync(State(fake): State<FakeController>, headers: HeaderMap, Json(req):
         snapshots: vec![],
         networks: vec![],
         floating_ips: vec![],
+        inventory_wanted: false,
+        repairs: vec![],
     })
     .into_response()
 }
