@@ -47,17 +47,13 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
     }
     if let Some(data) = &req.user_data {
         if data.len() > MAX_USER_DATA {
-            return Err(ApiError::Invalid(format!(
-                "user data is {} bytes; the limit is {MAX_USER_DATA}",
-                data.len()
-            )));
+            return Err(ApiError::Invalid(format!("user data is {} bytes; the limit is {MAX_USER_DATA}", data.len())));
         }
     }
-    let flavor = state
-        .db
-        .find_flavor(&req.flavor)
-        .await?
-        .ok_or_else(|| ApiError::Invalid(format!("flavor '{}' does not exist (see `kumo flavor list`)", req.flavor)))?;
+    let flavor =
+        state.db.find_flavor(&req.flavor).await?.ok_or_else(|| {
+            ApiError::Invalid(format!("flavor '{}' does not exist (see `kumo flavor list`)", req.flavor))
+        })?;
     let image_ref = req.image.clone().unwrap_or_else(|| state.config.default_image.clone());
     let image = state
         .db
@@ -65,7 +61,10 @@ pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result
         .await?
         .ok_or_else(|| ApiError::Invalid(format!("image '{image_ref}' does not exist (see `kumo image list`)")))?;
     if image.state != kumo_wire::api::ImageState::Active {
-        return Err(ApiError::Conflict(format!("image '{}' is not active yet: its files are still missing", image.name)));
+        return Err(ApiError::Conflict(format!(
+            "image '{}' is not active yet: its files are still missing",
+            image.name
+        )));
     }
     if let Some(virtual_size) = image.virtual_size_bytes {
         if virtual_size > flavor.disk_gib.saturating_mul(1 << 30) {
@@ -212,7 +211,12 @@ pub async fn find_by_id_or_name(state: &AppState, caller: &Caller, key: &str) ->
 }
 
 /// Stop, start or reboot.
-pub async fn act(state: &AppState, caller: &Caller, id: &str, action: InstanceAction) -> Result<InstanceRecord, ApiError> {
+pub async fn act(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    action: InstanceAction,
+) -> Result<InstanceRecord, ApiError> {
     let rec = find(state, caller, id).await?;
     let (event, desired) = match action {
         InstanceAction::Stop => (LifecycleEvent::StopRequested, DesiredPower::Stopped),
@@ -247,7 +251,8 @@ pub async fn act(state: &AppState, caller: &Caller, id: &str, action: InstanceAc
 /// visible as `deleted` for a while.
 pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<InstanceRecord, ApiError> {
     let rec = find(state, caller, id).await?;
-    let change = Change { event: LifecycleEvent::DeleteRequested, actor: caller.actor(), at: Timestamp::now(), reason: None };
+    let change =
+        Change { event: LifecycleEvent::DeleteRequested, actor: caller.actor(), at: Timestamp::now(), reason: None };
     let updated = transition::apply(state, &rec.id, &change, |old, new| {
         if old.desired != DesiredPower::Deleted {
             new.desired = DesiredPower::Deleted;
@@ -286,7 +291,11 @@ pub async fn console_output(
         .find_host(host_id.as_str())
         .await?
         .ok_or_else(|| ApiError::Internal(format!("host {host_id} of {} vanished", rec.id)))?;
-    let url = format!("{}{}?tail_bytes={tail}", host.agent_url.trim_end_matches('/'), kumo_wire::agent::console_path(&rec.id));
+    let url = format!(
+        "{}{}?tail_bytes={tail}",
+        host.agent_url.trim_end_matches('/'),
+        kumo_wire::agent::console_path(&rec.id)
+    );
     let unavailable =
         |e: reqwest::Error| ApiError::Unavailable(format!("cannot read the console from host {}: {e}", host.host.name));
     let resp = state.http.get(&url).bearer_auth(&host.agent_token).send().await.map_err(unavailable)?;

@@ -15,8 +15,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::db::events::NewEvent;
-use crate::db::networks::HostNetworking;
 use crate::db::hosts::HostRecord;
+use crate::db::networks::HostNetworking;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::transition::{self, Change, TransitionError};
@@ -59,14 +59,12 @@ async fn observe(state: &AppState, host: &HostRecord, obs: &ObservedInstance) ->
     } else {
         None
     };
-    let change = change.or_else(|| {
-        (applied == rec.generation).then(|| event_for(rec.desired, obs.power)).flatten().map(|(event, reason)| Change {
-            event,
-            actor: actor.clone(),
-            at: obs.observed_at,
-            reason: reason.map(str::to_owned),
-        })
-    });
+    let change =
+        change.or_else(|| {
+            (applied == rec.generation).then(|| event_for(rec.desired, obs.power)).flatten().map(|(event, reason)| {
+                Change { event, actor: actor.clone(), at: obs.observed_at, reason: reason.map(str::to_owned) }
+            })
+        });
     let Some(change) = change else { return Ok(()) };
     let result = transition::apply(state, &rec.id, &change, |old, new| {
         new.applied_generation = new.applied_generation.max(applied.min(old.generation));
@@ -90,7 +88,8 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
     let volumes = state.db.volumes_on_host(&host.host.id).await?;
     let net = state.db.host_networking(&host.host.id).await?;
     let mut ports_of = desired_ports(&net);
-    let public_of: HashMap<_, _> = net.floating.iter().filter_map(|(f, _)| Some((f.port_id.clone()?, f.address))).collect();
+    let public_of: HashMap<_, _> =
+        net.floating.iter().filter_map(|(f, _)| Some((f.port_id.clone()?, f.address))).collect();
     for rec in records {
         let attached: Vec<AttachedVolume> = state
             .db
@@ -102,11 +101,10 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
         for v in &attached {
             digest.update(format!("{}@{}:{};", v.id, rec.id, v.device));
         }
-        let image = state
-            .db
-            .image_by_id(&rec.image_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal(format!("instance {} uses missing image {}", rec.id, rec.image_id)))?;
+        let image =
+            state.db.image_by_id(&rec.image_id).await?.ok_or_else(|| {
+                ApiError::Internal(format!("instance {} uses missing image {}", rec.id, rec.image_id))
+            })?;
         digest.update(format!("{}:{}:{}:{};", rec.id, rec.generation, rec.applied_generation, rec.desired));
         let ports = ports_of.remove(&rec.id).unwrap_or_default();
         let metadata = InstanceMetadata {
@@ -160,7 +158,11 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
                 present: v.present,
                 size_gib: v.size_gib,
                 source: v.source_snapshot_id.clone().map(|id| SnapshotRef { id, backend: v.backend }),
-                attach: v.instance_id.clone().zip(v.device.clone()).map(|(instance, device)| VolumeAttachment { instance, device }),
+                attach: v
+                    .instance_id
+                    .clone()
+                    .zip(v.device.clone())
+                    .map(|(instance, device)| VolumeAttachment { instance, device }),
             }
         })
         .collect();
@@ -170,7 +172,11 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
             SnapshotKind::Volume => {
                 let Some(volume) = s.volume_id.clone() else { continue };
                 let attached_to = state.db.volume(&volume).await?.and_then(|v| v.instance_id);
-                SnapshotSource::Volume { volume, backend: s.backend.unwrap_or(kumo_wire::storage::VolumeBackendKind::Local), attached_to }
+                SnapshotSource::Volume {
+                    volume,
+                    backend: s.backend.unwrap_or(kumo_wire::storage::VolumeBackendKind::Local),
+                    attached_to,
+                }
             }
             SnapshotKind::Instance => {
                 let (Some(instance), Some(image)) = (s.instance_id.clone(), s.image_id.clone()) else { continue };
@@ -240,7 +246,8 @@ pub fn desired_ports(net: &HostNetworking) -> HashMap<kumo_wire::InstanceId, Vec
     for (group, ip) in &net.source_members {
         members.entry(group).or_default().push(*ip);
     }
-    let mut rules_of: HashMap<&kumo_wire::SecurityGroupId, Vec<&kumo_wire::network::SecurityGroupRule>> = HashMap::new();
+    let mut rules_of: HashMap<&kumo_wire::SecurityGroupId, Vec<&kumo_wire::network::SecurityGroupRule>> =
+        HashMap::new();
     for (group, rule) in &net.rules {
         rules_of.entry(group).or_default().push(rule);
     }
@@ -255,12 +262,9 @@ pub fn desired_ports(net: &HostNetworking) -> HashMap<kumo_wire::InstanceId, Vec
             for rule in rules_of.get(group).into_iter().flatten() {
                 let sources: Vec<ipnet::Ipv4Net> = match (&rule.cidr, &rule.source_group_id) {
                     (Some(cidr), _) => vec![*cidr],
-                    (None, Some(source)) => members
-                        .get(source)
-                        .into_iter()
-                        .flatten()
-                        .map(|ip| ipnet::Ipv4Net::from(*ip))
-                        .collect(),
+                    (None, Some(source)) => {
+                        members.get(source).into_iter().flatten().map(|ip| ipnet::Ipv4Net::from(*ip)).collect()
+                    }
                     (None, None) => Vec::new(),
                 };
                 ingress.extend(sources.into_iter().map(|source| IngressRule {
@@ -272,8 +276,12 @@ pub fn desired_ports(net: &HostNetworking) -> HashMap<kumo_wire::InstanceId, Vec
             }
         }
         ingress.sort_by(|a, b| {
-            (&a.rule, a.source, a.protocol.as_str(), a.ports.map(|r| (r.first, r.last)))
-                .cmp(&(&b.rule, b.source, b.protocol.as_str(), b.ports.map(|r| (r.first, r.last))))
+            (&a.rule, a.source, a.protocol.as_str(), a.ports.map(|r| (r.first, r.last))).cmp(&(
+                &b.rule,
+                b.source,
+                b.protocol.as_str(),
+                b.ports.map(|r| (r.first, r.last)),
+            ))
         });
         ingress.dedup();
         out.entry(p.instance_id.clone()).or_default().push(DesiredPort {

@@ -118,7 +118,12 @@ fn tally<'a>(reasons: impl Iterator<Item = &'a str>) -> String {
 /// The verdict lines kept with a placement: the chosen host, the best
 /// alternatives, then rejections, at most [`MAX_VERDICTS`], and a summary of the rest.
 /// `lost` are hosts that fit but whose capacity another request claimed first.
-pub fn explain(hosts: &[Host], j: &Judgement, chosen: Option<usize>, lost: &[usize]) -> (Vec<HostVerdict>, Option<String>) {
+pub fn explain(
+    hosts: &[Host],
+    j: &Judgement,
+    chosen: Option<usize>,
+    lost: &[usize],
+) -> (Vec<HostVerdict>, Option<String>) {
     let mut lines: Vec<(usize, HostVerdict)> = Vec::new();
     let accepted = |i: usize, reason: String| HostVerdict { host: hosts[i].name.clone(), accepted: true, reason };
     if let Some(c) = chosen {
@@ -130,7 +135,11 @@ pub fn explain(hosts: &[Host], j: &Judgement, chosen: Option<usize>, lost: &[usi
             continue;
         }
         let verdict = if lost.contains(&i) {
-            HostVerdict { host: hosts[i].name.clone(), accepted: false, reason: "lost the race for its last free capacity".into() }
+            HostVerdict {
+                host: hosts[i].name.clone(),
+                accepted: false,
+                reason: "lost the race for its last free capacity".into(),
+            }
         } else {
             accepted(i, format!("fits; weight {weight:.3}"))
         };
@@ -228,7 +237,12 @@ pub async fn schedule_pending(state: &AppState, batch: u32) -> Result<usize, Api
 }
 
 /// Places one instance, keeping `hosts` (the batch's view) up to date with its claim.
-async fn place_one(state: &AppState, old: &InstanceRecord, hosts: &mut [Host], policy: &Policy) -> Result<bool, ApiError> {
+async fn place_one(
+    state: &AppState,
+    old: &InstanceRecord,
+    hosts: &mut [Host],
+    policy: &Policy,
+) -> Result<bool, ApiError> {
     let claim = Claim { vcpus: old.vcpus, memory_mib: old.memory_mib, disk_gib: old.disk_gib };
     let now = Timestamp::now();
     let mut judgement = judge(hosts, claim, policy, now);
@@ -276,9 +290,16 @@ async fn place_one(state: &AppState, old: &InstanceRecord, hosts: &mut [Host], p
     }
     let reason = no_valid_host_reason(hosts, &judgement);
     let (verdicts, omitted) = explain(hosts, &judgement, None, &[]);
-    let placement =
-        Placement { host_id: None, host_name: None, strategy: policy.strategy.as_str().into(), verdicts, omitted, decided_at: now };
-    let change = Change { event: LifecycleEvent::NoValidHost, actor: "scheduler".into(), at: now, reason: Some(reason) };
+    let placement = Placement {
+        host_id: None,
+        host_name: None,
+        strategy: policy.strategy.as_str().into(),
+        verdicts,
+        omitted,
+        decided_at: now,
+    };
+    let change =
+        Change { event: LifecycleEvent::NoValidHost, actor: "scheduler".into(), at: now, reason: Some(reason) };
     let result = transition::apply(state, &old.id, &change, |_, new| new.placement = Some(placement.clone())).await;
     match result {
         Ok(new) => Ok(new.state == InstanceState::Error),
@@ -359,7 +380,10 @@ mod tests {
             ]
         );
         let reason = no_valid_host_reason(&hosts, &j);
-        assert!(reason.starts_with("no host can take it: off: disabled by an operator; silent: unreachable"), "{reason}");
+        assert!(
+            reason.starts_with("no host can take it: off: disabled by an operator; silent: unreachable"),
+            "{reason}"
+        );
     }
 
     #[test]

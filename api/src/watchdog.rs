@@ -31,7 +31,8 @@ pub async fn expire_deadlines(state: &AppState) -> Result<usize, ApiError> {
             ),
             (None, state) => format!("timed out after {waited}s while {state}"),
         };
-        let change = Change { event: LifecycleEvent::DeadlinePassed, actor: "controller".into(), at: now, reason: Some(reason) };
+        let change =
+            Change { event: LifecycleEvent::DeadlinePassed, actor: "controller".into(), at: now, reason: Some(reason) };
         ignore_lost_races(transition::apply(state, &rec.id, &change, |_, _| {}).await)?;
     }
     Ok(expired.len())
@@ -63,7 +64,9 @@ pub async fn detect_lost_hosts(state: &AppState) -> Result<usize, ApiError> {
                 event: LifecycleEvent::HostLost,
                 actor: "controller".into(),
                 at: now,
-                reason: Some(format!("host {name} stopped reporting (last heartbeat {last}); the instance may still run")),
+                reason: Some(format!(
+                    "host {name} stopped reporting (last heartbeat {last}); the instance may still run"
+                )),
             };
             ignore_lost_races(transition::apply(state, &rec.id, &change, |_, _| {}).await)?;
         }

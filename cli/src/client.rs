@@ -88,6 +88,17 @@ impl Client {
         decode(&url, self.send(req, &url).await?)
     }
 
+    /// `POST` with no body and a query string.
+    pub async fn post_query<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &impl Serialize,
+    ) -> Result<Reply<T>, Error> {
+        let url = self.url(segments);
+        let req = self.request(Method::POST, url.clone()).query(query);
+        decode(&url, self.send(req, &url).await?)
+    }
+
     /// `DELETE` that answers with a body (instances: 202 and the instance).
     pub async fn delete<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<Reply<T>, Error> {
         let url = self.url(segments);

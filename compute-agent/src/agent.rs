@@ -75,7 +75,8 @@ impl Agent {
             std::path::absolute(dir).map_err(|source| AgentError::StateDir { path: dir.to_owned(), source })
         };
         let state_dir = &absolute(state_dir)?;
-        let mut backends = Backends::default().with(Arc::new(FileVolumeBackend::new(VolumeBackendKind::Local, state_dir.clone())));
+        let mut backends =
+            Backends::default().with(Arc::new(FileVolumeBackend::new(VolumeBackendKind::Local, state_dir.clone())));
         if let Some(shared) = &config.shared_volume_dir {
             std::fs::create_dir_all(shared).map_err(|source| AgentError::StateDir { path: shared.clone(), source })?;
             backends = backends.with(Arc::new(FileVolumeBackend::new(VolumeBackendKind::Shared, absolute(shared)?)));

@@ -216,8 +216,14 @@ fn default_sweep_interval_secs() -> u64 {
 }
 
 /// Settings whose environment variables hold numbers (all others hold strings).
-const NUMERIC: &[&str] =
-    &["sync_wait_ms", "shutdown_timeout_secs", "reserved_memory_mib", "disk_gib", "sweep_interval_secs", "image_cache_ttl_secs"];
+const NUMERIC: &[&str] = &[
+    "sync_wait_ms",
+    "shutdown_timeout_secs",
+    "reserved_memory_mib",
+    "disk_gib",
+    "sweep_interval_secs",
+    "image_cache_ttl_secs",
+];
 /// Settings whose environment variables hold `true` or `false`.
 const BOOLEAN: &[&str] = &["metadata"];
 /// Every setting, for checking `KUMO_AGENT_*` variables.
@@ -415,7 +421,11 @@ mod tests {
             (&format!("{MINIMAL}sync_wait_ms = 600000\n"), &[], "sync_wait_ms must be at most 60000"),
             ("controller_url = ", &[], "is not valid TOML"),
             (MINIMAL, &[("KUMO_AGENT_METADATA", "maybe")], "KUMO_AGENT_METADATA must be true or false, got 'maybe'"),
-            (&format!("{MINIMAL}trunk_interface = \"eth 1\"\n"), &[], "trunk_interface 'eth 1' is not an interface name"),
+            (
+                &format!("{MINIMAL}trunk_interface = \"eth 1\"\n"),
+                &[],
+                "trunk_interface 'eth 1' is not an interface name",
+            ),
             (
                 &format!("{MINIMAL}public_interface = \"a-very-long-interface\"\n"),
                 &[],

@@ -179,7 +179,10 @@ impl Converger {
                     }),
                     None => None,
                 };
-                (self.disks.ensure_root_disk(&desired.id, backing.as_ref(), spec.disk_gib).await?, Some((kernel, initrd)))
+                (
+                    self.disks.ensure_root_disk(&desired.id, backing.as_ref(), spec.disk_gib).await?,
+                    Some((kernel, initrd)),
+                )
             }
         };
         let volumes = desired

@@ -407,8 +407,16 @@ mod tests {
     fn nics_in_port_order_and_the_config_drive_as_a_readonly_cdrom() {
         let (instance, project) = ids();
         let interfaces = [
-            Interface { mac: "02:00:00:00:00:01".into(), bridge: "kbr0123456789ab".into(), tap: "ktap00000000001".into() },
-            Interface { mac: "02:00:00:00:00:02".into(), bridge: "kbr00000000000c".into(), tap: "ktap00000000002".into() },
+            Interface {
+                mac: "02:00:00:00:00:01".into(),
+                bridge: "kbr0123456789ab".into(),
+                tap: "ktap00000000001".into(),
+            },
+            Interface {
+                mac: "02:00:00:00:00:02".into(),
+                bridge: "kbr00000000000c".into(),
+                tap: "ktap00000000002".into(),
+            },
         ];
         let spec = DomainSpec {
             domain_type: DomainType::Qemu,
@@ -426,7 +434,8 @@ mod tests {
             config_drive: Some(Path::new("/d/cidata.iso")),
         };
         let xml = render(&spec);
-        let devices = &xml[xml.find("    <disk type='file' device='cdrom'>").expect("cdrom")..xml.find("    <serial").expect("serial")];
+        let devices = &xml[xml.find("    <disk type='file' device='cdrom'>").expect("cdrom")
+            ..xml.find("    <serial").expect("serial")];
         // expect-test strips the common indentation of the snapshot.
         let devices: String = devices.lines().map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l))).collect();
         expect![[r#"

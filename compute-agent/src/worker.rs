@@ -199,14 +199,11 @@ impl SyncWorker {
             Err(err) => return self.fail("cannot measure the host", error_chain(&err), shutdown).await,
         };
         let now = Instant::now();
-        let next_retry = [
-            self.ledger.next_retry(now),
-            self.volume_ledger.next_retry(now),
-            self.snapshot_ledger.next_retry(now),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let next_retry =
+            [self.ledger.next_retry(now), self.volume_ledger.next_retry(now), self.snapshot_ledger.next_retry(now)]
+                .into_iter()
+                .flatten()
+                .min();
         let mut request = request;
         if self.synced && self.syncs_since_inventory >= INVENTORY_EVERY {
             let cfg = &self.parts.config;
@@ -313,7 +310,8 @@ impl SyncWorker {
         let now = Timestamp::now();
         let (observed, unmanaged_domains) = observe(&self.desired, domains, &self.ledger, now);
         self.parts.status.update(|s| {
-            s.tasks_running = self.ledger.busy_count() + self.volume_ledger.busy_count() + self.snapshot_ledger.busy_count();
+            s.tasks_running =
+                self.ledger.busy_count() + self.volume_ledger.busy_count() + self.snapshot_ledger.busy_count();
             s.unmanaged_domains.clone_from(&unmanaged_domains);
         });
         let observed_volumes = self
@@ -392,7 +390,11 @@ impl SyncWorker {
         );
         let started = Instant::now();
         self.parts.networking.converge(&plan).await;
-        tracing::debug!(networks = plan.networks.len(), ms = started.elapsed().as_millis() as u64, "networking converged");
+        tracing::debug!(
+            networks = plan.networks.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "networking converged"
+        );
         self.networked = Some((revision, Instant::now()));
     }
 
@@ -418,15 +420,18 @@ impl SyncWorker {
     /// Starts the volume and snapshot tasks that are due.
     fn start_due_storage(&mut self) {
         let now = Instant::now();
-        let volumes: Vec<_> = self.desired_volumes.iter().map(|d| (d.id.clone(), d.generation, d.applied_generation)).collect();
+        let volumes: Vec<_> =
+            self.desired_volumes.iter().map(|d| (d.id.clone(), d.generation, d.applied_generation)).collect();
         for id in self.volume_ledger.due(&volumes, now) {
             let Some(desired) = self.desired_volumes.iter().find(|d| d.id == id).cloned() else { continue };
             self.volume_ledger.start(&id);
-            let span = tracing::info_span!("volume", volume = %id, generation = desired.generation, present = desired.present);
+            let span =
+                tracing::info_span!("volume", volume = %id, generation = desired.generation, present = desired.present);
             let work = Arc::clone(&self.parts.volumes);
             let generation = desired.generation;
             let handle = self.tasks.spawn(
-                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }.instrument(span),
+                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }
+                    .instrument(span),
             );
             self.task_ids.insert(handle.id(), (TaskKey::Volume(id), generation));
         }
@@ -439,7 +444,8 @@ impl SyncWorker {
             let work = Arc::clone(&self.parts.snapshots);
             let generation = desired.generation;
             let handle = self.tasks.spawn(
-                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }.instrument(span),
+                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }
+                    .instrument(span),
             );
             self.task_ids.insert(handle.id(), (TaskKey::Snapshot(id), generation));
         }
@@ -506,16 +512,29 @@ impl SyncWorker {
         if let Ok(local) = self.parts.volumes.backends().get(VolumeBackendKind::Local) {
             match local.list().await {
                 Ok((leaked_volumes, leaked_snapshots)) => {
-                    for id in leaked_volumes.iter().filter(|id| !volumes.contains(id) && !self.volume_ledger.is_busy(id)) {
+                    for id in
+                        leaked_volumes.iter().filter(|id| !volumes.contains(id) && !self.volume_ledger.is_busy(id))
+                    {
                         match local.delete_volume(id).await {
-                            Ok(_) => tracing::warn!(volume = %id, "removed a local volume the controller does not list"),
-                            Err(e) => tracing::warn!(volume = %id, error = %error_chain(&e), "could not remove a leaked volume"),
+                            Ok(_) => {
+                                tracing::warn!(volume = %id, "removed a local volume the controller does not list")
+                            }
+                            Err(e) => {
+                                tracing::warn!(volume = %id, error = %error_chain(&e), "could not remove a leaked volume")
+                            }
                         }
                     }
-                    for id in leaked_snapshots.iter().filter(|id| !snapshots.contains(id) && !self.snapshot_ledger.is_busy(id)) {
+                    for id in leaked_snapshots
+                        .iter()
+                        .filter(|id| !snapshots.contains(id) && !self.snapshot_ledger.is_busy(id))
+                    {
                         match local.delete_snapshot(id).await {
-                            Ok(_) => tracing::warn!(snapshot = %id, "removed a local snapshot the controller does not list"),
-                            Err(e) => tracing::warn!(snapshot = %id, error = %error_chain(&e), "could not remove a leaked snapshot"),
+                            Ok(_) => {
+                                tracing::warn!(snapshot = %id, "removed a local snapshot the controller does not list")
+                            }
+                            Err(e) => {
+                                tracing::warn!(snapshot = %id, error = %error_chain(&e), "could not remove a leaked snapshot")
+                            }
                         }
                     }
                 }

@@ -40,7 +40,8 @@ pub async fn list_tables(table: &str) -> Result<Vec<NftTableChains>, NftListErro
     }
     for item in nft_json("list chains", &["-j", "list", "chains"]).await? {
         if let Some(c) = item.get("chain") {
-            let (Some(family), Some(name), Some(chain)) = (c["family"].as_str(), c["table"].as_str(), c["name"].as_str())
+            let (Some(family), Some(name), Some(chain)) =
+                (c["family"].as_str(), c["table"].as_str(), c["name"].as_str())
             else {
                 continue;
             };

@@ -18,5 +18,5 @@ pub mod time;
 
 pub use error::ErrorBody;
 pub use ids::*;
-pub use lifecycle::{DesiredPower, InstanceState, LifecycleEvent, IllegalTransition};
+pub use lifecycle::{DesiredPower, IllegalTransition, InstanceState, LifecycleEvent};
 pub use time::Timestamp;

@@ -86,7 +86,14 @@ impl InstanceState {
             (S::Pending, E::DeleteRequested) => S::Deleted,
             (S::Deleted, E::DeleteRequested) => S::Deleted,
             (
-                S::Building | S::Running | S::Stopping | S::Stopped | S::Rebooting | S::Deleting | S::Error | S::Unknown,
+                S::Building
+                | S::Running
+                | S::Stopping
+                | S::Stopped
+                | S::Rebooting
+                | S::Deleting
+                | S::Error
+                | S::Unknown,
                 E::DeleteRequested,
             ) => S::Deleting,
             (S::Building | S::Running | S::Rebooting | S::Error | S::Unknown, E::StopRequested) => S::Stopping,
@@ -112,7 +119,14 @@ impl InstanceState {
             // The controller's watchdogs.
             (s, E::DeadlinePassed) if s.is_transitional() => S::Error,
             (
-                S::Building | S::Running | S::Stopping | S::Stopped | S::Rebooting | S::Deleting | S::Error | S::Unknown,
+                S::Building
+                | S::Running
+                | S::Stopping
+                | S::Stopped
+                | S::Rebooting
+                | S::Deleting
+                | S::Error
+                | S::Unknown,
                 E::HostLost,
             ) => S::Unknown,
 

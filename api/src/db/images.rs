@@ -127,7 +127,10 @@ impl Db {
 
     /// An image by id, whoever owns it (for agents).
     pub async fn image_by_id(&self, id: &ImageId) -> DbResult<Option<Image>> {
-        let row = sqlx::query("SELECT * FROM images WHERE id = $1 AND state <> 'deleted'").bind(id.as_str()).fetch_optional(self.pool()).await?;
+        let row = sqlx::query("SELECT * FROM images WHERE id = $1 AND state <> 'deleted'")
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?;
         match row {
             Some(row) => Ok(Some(self.image_of(&row).await?)),
             None => Ok(None),
@@ -294,10 +297,12 @@ pub async fn project_has_image_named(
     project: &ProjectId,
     name: &str,
 ) -> DbResult<bool> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM images WHERE owner_project_id = $1 AND name = $2 AND state <> 'deleted'")
-        .bind(project.as_str())
-        .bind(name)
-        .fetch_one(&mut **tx)
-        .await?;
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM images WHERE owner_project_id = $1 AND name = $2 AND state <> 'deleted'",
+    )
+    .bind(project.as_str())
+    .bind(name)
+    .fetch_one(&mut **tx)
+    .await?;
     Ok(row.try_get::<i64, _>("n")? > 0)
 }

@@ -272,10 +272,8 @@ impl Db {
 
     /// An instance by id, for the controller's own workers.
     pub async fn instance(&self, id: &InstanceId) -> DbResult<Option<InstanceRecord>> {
-        let row = sqlx::query(&format!("{SELECT} WHERE i.id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?;
+        let row =
+            sqlx::query(&format!("{SELECT} WHERE i.id = $1")).bind(id.as_str()).fetch_optional(self.pool()).await?;
         row.as_ref().map(record_of).transpose()
     }
 

@@ -33,7 +33,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn register(State(state): State<AppState>, ApiJson(req): ApiJson<RegisterRequest>) -> ApiResult<Json<RegisterResponse>> {
+async fn register(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> ApiResult<Json<RegisterResponse>> {
     if !constant_time_eq(req.join_token.as_bytes(), state.join_token.as_bytes()) {
         return Err(ApiError::Unauthorized("wrong join token".into()));
     }
@@ -77,7 +80,11 @@ async fn register(State(state): State<AppState>, ApiJson(req): ApiJson<RegisterR
     Ok(Json(RegisterResponse { host_id, host_token, agent_token }))
 }
 
-async fn sync(State(state): State<AppState>, AgentHost(host): AgentHost, ApiJson(req): ApiJson<SyncRequest>) -> ApiResult<Json<SyncResponse>> {
+async fn sync(
+    State(state): State<AppState>,
+    AgentHost(host): AgentHost,
+    ApiJson(req): ApiJson<SyncRequest>,
+) -> ApiResult<Json<SyncResponse>> {
     Ok(Json(reconcile::sync(&state, host, req).await?))
 }
 

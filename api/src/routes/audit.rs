@@ -51,7 +51,11 @@ pub async fn for_sync(state: &AppState, host: &HostId, response: &mut SyncRespon
 /// Compares the controller's records with each host's inventory.
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "hosts", params(AuditQuery),
     responses((status = 200, body = AuditReport), (status = 403, body = kumo_wire::ErrorBody), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn audit(State(state): State<AppState>, caller: Caller, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult<Json<AuditReport>> {
+async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<AuditReport>> {
     caller.require_admin()?;
     let hosts = hosts_of(&state, q.host.as_deref()).await?;
     if q.fresh.unwrap_or(true) {
@@ -66,7 +70,11 @@ async fn audit(State(state): State<AppState>, caller: Caller, ApiQuery(q): ApiQu
 /// `repaired` lists what was asked; `differences` what is left for a person.
 #[utoipa::path(post, path = "/v1/admin/audit/repair", tag = "hosts", params(AuditQuery),
     responses((status = 200, body = AuditReport), (status = 403, body = kumo_wire::ErrorBody), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn repair(State(state): State<AppState>, caller: Caller, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult<Json<AuditReport>> {
+async fn repair(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<AuditReport>> {
     caller.require_admin()?;
     let hosts = hosts_of(&state, q.host.as_deref()).await?;
     refresh(&state, &hosts).await?;
@@ -74,7 +82,8 @@ async fn repair(State(state): State<AppState>, caller: Caller, ApiQuery(q): ApiQ
     let repaired: Vec<Difference> = before.differences.into_iter().filter(|d| d.repair.is_some()).collect();
     let mut asked = Vec::new();
     for h in &hosts {
-        let repairs: Vec<Repair> = repaired.iter().filter(|d| d.host == h.host.id).filter_map(|d| d.repair.clone()).collect();
+        let repairs: Vec<Repair> =
+            repaired.iter().filter(|d| d.host == h.host.id).filter_map(|d| d.repair.clone()).collect();
         if repairs.is_empty() {
             continue;
         }

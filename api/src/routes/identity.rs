@@ -24,7 +24,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// Logs in: exchanges a user name and password for a signed token.
 #[utoipa::path(post, path = "/v1/auth/tokens", tag = "identity", request_body = TokenRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = kumo_wire::ErrorBody)))]
-async fn issue_token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenRequest>) -> ApiResult<Json<TokenResponse>> {
+async fn issue_token(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> ApiResult<Json<TokenResponse>> {
     let denied = || ApiError::Unauthorized("wrong user name or password".into());
     let creds = state.db.user_credentials(&req.username).await?.ok_or_else(denied)?;
     let hash = creds.password_hash.clone();

@@ -79,7 +79,13 @@ pub async fn cloud_on(dir: tempfile::TempDir, db_url: String, tweak: impl FnOnce
 
 impl Cloud {
     /// Sends a request; returns the status and the JSON body (Null when empty).
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -118,8 +124,9 @@ impl Cloud {
 
     /// Logs in; panics on failure.
     pub async fn login(&self, user: &str, password: &str) -> String {
-        let (status, body) =
-            self.call(Method::POST, "/v1/auth/tokens", None, Some(json!({"username": user, "password": password}))).await;
+        let (status, body) = self
+            .call(Method::POST, "/v1/auth/tokens", None, Some(json!({"username": user, "password": password})))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["token"].as_str().unwrap().to_owned()
     }
@@ -138,9 +145,8 @@ impl Cloud {
 
     /// Registers a public kernel image named `name` with tiny files.
     pub async fn kernel_image(&self, name: &str) -> String {
-        let (s, img) = self
-            .post("/v1/images", &self.admin, json!({"name": name, "kind": "kernel", "visibility": "public"}))
-            .await;
+        let (s, img) =
+            self.post("/v1/images", &self.admin, json!({"name": name, "kind": "kernel", "visibility": "public"})).await;
         assert_eq!(s, StatusCode::CREATED, "{img}");
         let id = img["id"].as_str().unwrap().to_owned();
         for role in ["kernel", "initrd"] {
@@ -201,9 +207,13 @@ impl FakeAgent {
             availability_zone: "zone-1".into(),
             volume_backends: vec![VolumeBackendKind::Local, VolumeBackendKind::Shared],
         };
-        let (s, b) = cloud.call(Method::POST, "/agent/v1/register", None, Some(serde_json::to_value(req).unwrap())).await;
+        let (s, b) =
+            cloud.call(Method::POST, "/agent/v1/register", None, Some(serde_json::to_value(req).unwrap())).await;
         assert_eq!(s, StatusCode::OK, "{b}");
-        FakeAgent { host_token: b["host_token"].as_str().unwrap().into(), host_id: b["host_id"].as_str().unwrap().into() }
+        FakeAgent {
+            host_token: b["host_token"].as_str().unwrap().into(),
+            host_id: b["host_id"].as_str().unwrap().into(),
+        }
     }
 
     /// One sync without waiting; returns the desired state.
@@ -227,7 +237,12 @@ impl FakeAgent {
             wait_ms: 0,
             observed_volumes,
             observed_snapshots,
-XX, Some(&self.host_token), Some(serde_json::to_value(req).unwrap())).await;
+            volume_backends: vec![VolumeBackendKind::Local, VolumeBackendKind::Shared],
+            inventory: None,
+        };
+        let (s, b) = cloud
+            .call(Method::POST, "/agent/v1/sync", Some(&self.host_token), Some(serde_json::to_value(req).unwrap()))
+            .await;
         assert_eq!(s, StatusCode::OK, "{b}");
         serde_json::from_value(b).unwrap()
     }

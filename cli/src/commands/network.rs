@@ -106,6 +106,7 @@ pub async fn admin(ctx: &Ctx, command: AdminCommand) -> Result<(), Error> {
             let reply: Reply<VlanPool> = ctx.client()?.get(&["v1", "admin", "vlans"], &()).await?;
             ctx.show(&reply, render::vlan_pool)
         }
+        AdminCommand::Audit { host, repair } => crate::commands::audit::audit(ctx, host, repair).await,
     }
 }
 

@@ -12,12 +12,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use kumo_wire::network::{AddRule, CreateNetwork};
 use kumo_wire::api::{
     CreateImage, CreateKeyPair, CreatedKeyPair, HostVerdict, Image, ImageFile, ImageFileRole, ImageState, Instance,
     InstancePage, KeyPair, ListInstancesQuery, Placement, Role, RunInstances, RunInstancesResponse, TokenRequest,
     TokenResponse, Visibility,
 };
+use kumo_wire::network::{AddRule, CreateNetwork};
 use kumo_wire::{DesiredPower, ErrorBody, ImageId, InstanceId, InstanceState, KeyPairId, Timestamp};
 
 /// The only accepted credentials and the token they get.
@@ -324,7 +324,11 @@ async fn upload_image(
         name: query.get("name").cloned().unwrap_or_default(),
         kind: kumo_wire::api::ImageKind::Disk,
         disk_format: Some(kumo_wire::api::DiskFormat::Raw),
-        visibility: if query.get("visibility").map(String::as_str) == Some("public") { Visibility::Public } else { Visibility::Private },
+        visibility: if query.get("visibility").map(String::as_str) == Some("public") {
+            Visibility::Public
+        } else {
+            Visibility::Private
+        },
         state: ImageState::Active,
         owner_project_id: PROJECT.parse().expect("id"),
         files: vec![ImageFile { role: ImageFileRole::Disk, size_bytes: body.len() as u64, sha256: "0".repeat(64) }],
