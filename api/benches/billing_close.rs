@@ -185,7 +185,10 @@ async fn main() {
     let hour = NOV_1 + 10 * 3600;
     let started = Instant::now();
     seed(&db, hour).await;
-    println!("[{backend}] seeded {RESOURCES} running instances and their events in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "[{backend}] seeded {RESOURCES} running instances and their events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let settings = BillingSettings { calendar: Calendar::UTC, currency: Currency::JPY, tax_rate_bp: 1000 };
     let prices = PriceList::new(FLAVORS.iter().enumerate().map(|(i, f)| PriceVersion {
         id: i as i64 + 1,
@@ -220,7 +223,10 @@ async fn main() {
     let big = project(0);
     let started = Instant::now();
     let n = seed_month(&db, &big, NOV_1 - 30 * 86_400).await;
-    println!("[{backend}] seeded {n} ledger lines (1,000 resources x 720 hours) in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "[{backend}] seeded {n} ledger lines (1,000 resources x 720 hours) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let prev = Calendar::UTC.month_of(NOV_1 - 1);
     let (from, to) = (Calendar::UTC.start_of(prev), Calendar::UTC.end_of(prev));
     let started = Instant::now();

@@ -113,13 +113,11 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
         let mut validation = Validation::default();
         validation.leeway = 0;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    ApiError::Unauthorized("the token has expired; log in again".into())
-                }
-                _ => ApiError::Unauthorized("the token is not valid".into()),
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                ApiError::Unauthorized("the token has expired; log in again".into())
             }
+            _ => ApiError::Unauthorized("the token is not valid".into()),
         })?;
         let c = data.claims;
         let invalid = || ApiError::Unauthorized("the token is not valid".into());

@@ -46,10 +46,9 @@ pub async fn bootstrap(db: &Db, config: &ControllerConfig) -> Result<Bootstrappe
     if db.count_users().await? == 0 {
         let project = match db.insert_project("admin").await {
             Ok(p) => p,
-            Err(DbError::Duplicate) => db
-                .find_project("admin")
-                .await?
-                .ok_or_else(|| ApiError::Internal("admin project vanished".into()))?,
+            Err(DbError::Duplicate) => {
+                db.find_project("admin").await?.ok_or_else(|| ApiError::Internal("admin project vanished".into()))?
+            }
             Err(e) => return Err(e.into()),
         };
         let password = config.admin_password.clone().unwrap_or_else(random_secret);
@@ -58,7 +57,8 @@ pub async fn bootstrap(db: &Db, config: &ControllerConfig) -> Result<Bootstrappe
             .map_err(|e| ApiError::Internal(format!("cannot write admin-password: {e}")))?;
         new_admin_password = Some(password);
         // The operator's own project is not limited; tenants get the defaults.
-        let unlimited: Vec<_> = kumo_wire::storage::QuotaResource::ALL.map(|r| (r, kumo_wire::storage::UNLIMITED)).to_vec();
+        let unlimited: Vec<_> =
+            kumo_wire::storage::QuotaResource::ALL.map(|r| (r, kumo_wire::storage::UNLIMITED)).to_vec();
         let mut tx = db.begin_write().await?;
         crate::db::quotas::set_limits(&mut tx, project.id.as_str(), &unlimited, &[]).await?;
         tx.commit().await.map_err(DbError::from)?;

@@ -187,10 +187,7 @@ pub const ENV_PREFIX: &str = "KUMO_";
 
 impl ControllerConfig {
     /// Loads defaults, then `file` (if any), then `KUMO_*` variables from `env`.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -327,10 +324,13 @@ mod tests {
     fn file_then_environment_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kumo.toml");
-        std::fs::write(&path, "listen = '0.0.0.0:9000'\ncpu_allocation_ratio = 2.0\nscheduler_strategy = 'pack'\n").unwrap();
-        let config =
-            ControllerConfig::load(Some(&path), env(&[("KUMO_LISTEN", "127.0.0.1:1"), ("KUMO_HOST_TIMEOUT_SECS", "5")]))
-                .unwrap();
+        std::fs::write(&path, "listen = '0.0.0.0:9000'\ncpu_allocation_ratio = 2.0\nscheduler_strategy = 'pack'\n")
+            .unwrap();
+        let config = ControllerConfig::load(
+            Some(&path),
+            env(&[("KUMO_LISTEN", "127.0.0.1:1"), ("KUMO_HOST_TIMEOUT_SECS", "5")]),
+        )
+        .unwrap();
         assert_eq!(config.listen, "127.0.0.1:1");
         assert_eq!(config.cpu_allocation_ratio, 2.0);
         assert_eq!(config.scheduler_strategy, Strategy::Pack);

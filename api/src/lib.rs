@@ -6,6 +6,7 @@
 //! operations in [`instances`], [`scheduler`], [`reconcile`] and [`watchdog`].
 
 pub mod access_keys;
+pub mod audit;
 pub mod auth;
 pub mod billing;
 pub mod bootstrap;
@@ -83,10 +84,8 @@ pub struct Controller {
 impl Controller {
     /// Opens the database, bootstraps, and starts the background workers.
     pub async fn start(config: ControllerConfig) -> Result<Self, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
         let bootstrapped = bootstrap::bootstrap(&db, &config).await.map_err(StartError::Bootstrap)?;
         let keys = TokenKeys::load_or_create(&db, config.token_ttl_secs).await?;
@@ -118,18 +117,32 @@ impl Controller {
                 s.clone(),
                 |s| async move { scheduler::schedule_pending(&s, 100).await },
             ),
-            workers::spawn_with("deadlines", workers::every(secs(1), secs(10)), rx.clone(), s.clone(), |s| async move {
-                watchdog::expire_deadlines(&s).await.map(|_| 0)
-            }),
-            workers::spawn_with("host-liveness", workers::every(secs(1), secs(10)), rx.clone(), s.clone(), |s| async move {
-                watchdog::detect_lost_hosts(&s).await.map(|_| 0)
-            }),
+            workers::spawn_with(
+                "deadlines",
+                workers::every(secs(1), secs(10)),
+                rx.clone(),
+                s.clone(),
+                |s| async move { watchdog::expire_deadlines(&s).await.map(|_| 0) },
+            ),
+            workers::spawn_with(
+                "host-liveness",
+                workers::every(secs(1), secs(10)),
+                rx.clone(),
+                s.clone(),
+                |s| async move { watchdog::detect_lost_hosts(&s).await.map(|_| 0) },
+            ),
             // Reports zero: one pass per interval is enough, even when it touched something.
-            workers::spawn_with("storage-deadlines", workers::every(secs(1), secs(10)), rx.clone(), s.clone(), |s| async move {
-                volumes::watchdog(&s).await?;
-                snapshots::watchdog(&s).await?;
-                Ok(0)
-            }),
+            workers::spawn_with(
+                "storage-deadlines",
+                workers::every(secs(1), secs(10)),
+                rx.clone(),
+                s.clone(),
+                |s| async move {
+                    volumes::watchdog(&s).await?;
+                    snapshots::watchdog(&s).await?;
+                    Ok(0)
+                },
+            ),
             workers::spawn_with(
                 "image-store-sweep",
                 workers::every(secs(600), secs(600)),

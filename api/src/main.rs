@@ -29,7 +29,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             password.len()
         );
     }
-    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!("kumo-api listening on http://{}", listener.local_addr()?);
     let app = controller.router().layer(tower_http::trace::TraceLayer::new_for_http());
     // With the peer's address, for the login throttle.

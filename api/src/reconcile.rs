@@ -341,6 +341,8 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
         networks,
         floating_ips,
         restore_quarantined,
+        inventory_wanted: false,
+        repairs: Vec::new(),
     })
 }
 
@@ -478,6 +480,9 @@ pub async fn sync(state: &AppState, host: HostRecord, req: SyncRequest) -> Resul
             restart_after_reboot(state, &host, id, reboot.booted_at).await?;
         }
     }
+    if let Some(inv) = &req.inventory {
+        state.db.store_inventory(&host.host.id, inv, now).await?;
+    }
     for obs in &req.observed {
         observe(state, &host, obs).await?;
     }
@@ -494,13 +499,16 @@ pub async fn sync(state: &AppState, host: HostRecord, req: SyncRequest) -> Resul
     let notified = notify.notified();
     tokio::pin!(notified);
     notified.as_mut().enable();
-    let response = desired_for(state, &host).await?;
-    if req.wait_ms == 0 || req.known_revision.as_deref() != Some(response.revision.as_str()) {
+    let mut response = desired_for(state, &host).await?;
+    let audit_waits = crate::routes::audit::for_sync(state, &host.host.id, &mut response).await?;
+    if audit_waits || req.wait_ms == 0 || req.known_revision.as_deref() != Some(response.revision.as_str()) {
         return Ok(response);
     }
     let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
     let _ = tokio::time::timeout(wait, notified).await;
-    desired_for(state, &host).await
+    let mut response = desired_for(state, &host).await?;
+    crate::routes::audit::for_sync(state, &host.host.id, &mut response).await?;
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -88,7 +88,11 @@ fn describe(event: LifecycleEvent) -> &'static str {
 }
 
 /// The record after `change`, or why the lifecycle forbids it. Pure: no I/O.
-pub fn prepare(config: &ControllerConfig, old: &InstanceRecord, change: &Change) -> Result<InstanceRecord, TransitionError> {
+pub fn prepare(
+    config: &ControllerConfig,
+    old: &InstanceRecord,
+    change: &Change,
+) -> Result<InstanceRecord, TransitionError> {
     let next_state = old
         .state
         .apply(change.event)
@@ -188,7 +192,12 @@ pub async fn apply(
     mut edit: impl FnMut(&InstanceRecord, &mut InstanceRecord),
 ) -> Result<InstanceRecord, TransitionError> {
     for _ in 0..CAS_ATTEMPTS {
-        let old = state.db.instance(id).await.map_err(ApiError::from)?.ok_or_else(|| TransitionError::NotFound(id.clone()))?;
+        let old = state
+            .db
+            .instance(id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| TransitionError::NotFound(id.clone()))?;
         let mut new = prepare(&state.config, &old, change)?;
         edit(&old, &mut new);
         if new == old {
@@ -209,7 +218,5 @@ pub async fn apply(
         crate::networks::security_groups::wake(state, &seeing);
         return Ok(new);
     }
-    Err(TransitionError::Api(ApiError::Unavailable(format!(
-        "instance {id} is changing too quickly; try again"
-    ))))
+    Err(TransitionError::Api(ApiError::Unavailable(format!("instance {id} is changing too quickly; try again"))))
 }

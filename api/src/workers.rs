@@ -24,7 +24,12 @@ pub struct Pacing {
 /// Runs `work` until `shutdown` turns true. `work` returns how many items it
 /// handled: more than zero runs it again at once, zero waits for the interval
 /// or a wake-up, an error backs off (doubling up to `max_backoff`).
-pub fn spawn<F, Fut>(name: &'static str, pacing: Pacing, mut shutdown: watch::Receiver<bool>, mut work: F) -> JoinHandle<()>
+pub fn spawn<F, Fut>(
+    name: &'static str,
+    pacing: Pacing,
+    mut shutdown: watch::Receiver<bool>,
+    mut work: F,
+) -> JoinHandle<()>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<usize, ApiError>> + Send,

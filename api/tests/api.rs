@@ -21,7 +21,11 @@ async fn login_and_token_errors() {
         let (s, _) = c.call(Method::GET, "/v1/flavors", None, None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
         let forged = kumo_api::auth::TokenKeys::from_secret(b"not the key", 3600)
-            .issue(&"usr-00000000000000000".parse().unwrap(), &"prj-00000000000000000".parse().unwrap(), kumo_wire::api::Role::Admin)
+            .issue(
+                &"usr-00000000000000000".parse().unwrap(),
+                &"prj-00000000000000000".parse().unwrap(),
+                kumo_wire::api::Role::Admin,
+            )
             .unwrap()
             .0;
         let (s, b) = c.get("/v1/flavors", &forged).await;
@@ -72,7 +76,10 @@ async fn key_pairs_import_generate_and_reject_bad_keys() {
         let (s, b) = c.post("/v1/keypairs", &t, json!({"name": "bad", "public_key": "ssh-ed25519 AAAAnotakey"})).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
         assert!(b["message"].as_str().unwrap().contains("not a valid OpenSSH public key"));
-        assert_eq!(c.post("/v1/keypairs", &t, json!({"name": "alice", "public_key": key})).await.0, StatusCode::CONFLICT);
+        assert_eq!(
+            c.post("/v1/keypairs", &t, json!({"name": "alice", "public_key": key})).await.0,
+            StatusCode::CONFLICT
+        );
         let (s, b) = c.post("/v1/keypairs", &t, json!({"name": "gen"})).await;
         assert_eq!(s, StatusCode::CREATED);
         assert!(b["private_key"].as_str().unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
@@ -158,13 +165,18 @@ async fn another_projects_instances_are_not_found() {
         let inst = c.run(&a, "secret", "mini").await;
         let id = inst["id"].as_str().unwrap();
         let missing = "i-00000000000000000";
-        for path in [format!("/v1/instances/{id}"), format!("/v1/instances/{id}/events"), format!("/v1/instances/{id}/console")] {
+        for path in
+            [format!("/v1/instances/{id}"), format!("/v1/instances/{id}/events"), format!("/v1/instances/{id}/console")]
+        {
             let (s1, b1) = c.get(&path, &b).await;
             let (s2, b2) = c.get(&path.replace(id, missing), &b).await;
             assert_eq!((s1, s2), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
             assert_eq!(b1["code"], b2["code"]);
         }
-        assert_eq!(c.post(&format!("/v1/instances/{id}/actions"), &b, json!({"action": "stop"})).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            c.post(&format!("/v1/instances/{id}/actions"), &b, json!({"action": "stop"})).await.0,
+            StatusCode::NOT_FOUND
+        );
         assert_eq!(c.delete(&format!("/v1/instances/{id}"), &b).await.0, StatusCode::NOT_FOUND);
         assert_eq!(c.get("/v1/instances/not-an-id", &b).await.0, StatusCode::NOT_FOUND);
         let (_, page) = c.get("/v1/instances", &b).await;
@@ -235,7 +247,18 @@ async fn full_lifecycle_through_the_agent_protocol() {
             .collect();
         assert_eq!(
             states,
-            ["building", "running", "stopping", "stopped", "building", "running", "rebooting", "running", "deleting", "deleted"]
+            [
+                "building",
+                "running",
+                "stopping",
+                "stopped",
+                "building",
+                "running",
+                "rebooting",
+                "running",
+                "deleting",
+                "deleted"
+            ]
         );
         assert_eq!(events["items"][0]["action"], "run_requested");
     }
@@ -393,7 +416,13 @@ async fn openapi_document_describes_the_native_api() {
     let c = cloud("sqlite", |_| {}).await;
     let (s, doc) = c.call(Method::GET, "/v1/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    for path in ["/v1/instances", "/v1/instances/{id}/actions", "/v1/images/{image}/files/{role}", "/v1/auth/tokens", "/v1/hosts"] {
+    for path in [
+        "/v1/instances",
+        "/v1/instances/{id}/actions",
+        "/v1/images/{image}/files/{role}",
+        "/v1/auth/tokens",
+        "/v1/hosts",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     assert!(doc["components"]["schemas"].get("Instance").is_some());

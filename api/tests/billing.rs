@@ -585,7 +585,11 @@ async fn volumes_and_snapshots_are_billed_per_gib_hour_from_confirmation_to_dele
         assert_eq!(row["usage_hours"], vsecs.to_string(), "{row}");
         assert_eq!(row["amount"], (10 * vgib).to_string(), "{row}");
         let row = usage_row(&usage, &sid);
-        assert_eq!((row["resource_type"].as_str(), row["item"].as_str()), (Some("snapshot"), Some("snapshot")), "{row}");
+        assert_eq!(
+            (row["resource_type"].as_str(), row["item"].as_str()),
+            (Some("snapshot"), Some("snapshot")),
+            "{row}"
+        );
         assert_eq!(row["meter"], "gone", "{row}");
         assert_eq!(row["usage_hours"], ssecs.to_string(), "{row}");
         assert_eq!(row["amount"], (7 * sgib).to_string(), "{row}");
@@ -594,7 +598,8 @@ async fn volumes_and_snapshots_are_billed_per_gib_hour_from_confirmation_to_dele
         // The invoice lists both.
         let (s, inv) = c.get(&format!("/v1/billing/invoices/{}", month_now()), &t).await;
         assert_eq!(s, StatusCode::OK, "{inv}");
-        let kinds: Vec<&str> = inv["lines"].as_array().unwrap().iter().map(|l| l["resource_type"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> =
+            inv["lines"].as_array().unwrap().iter().map(|l| l["resource_type"].as_str().unwrap()).collect();
         assert!(kinds.contains(&"volume") && kinds.contains(&"snapshot"), "{inv}");
         assert_eq!(inv["subtotal"], (10 * vgib + 7 * sgib).to_string(), "{inv}");
 
@@ -654,7 +659,9 @@ async fn a_floating_ip_is_billed_per_hour_from_allocation_to_release() {
     for backend in backends() {
         let c = cloud(backend, fast_hours).await;
         let t = c.tenant("acme").await;
-        let (s, b) = c.post("/v1/networks", &c.admin, json!({"name": "public", "cidr": "203.0.113.0/28", "external": true})).await;
+        let (s, b) = c
+            .post("/v1/networks", &c.admin, json!({"name": "public", "cidr": "203.0.113.0/28", "external": true}))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let (s, fip) = c.post("/v1/floating-ips", &t, json!({})).await;
         assert_eq!(s, StatusCode::CREATED, "{fip}");
@@ -671,7 +678,11 @@ async fn a_floating_ip_is_billed_per_hour_from_allocation_to_release() {
         let rows = usage["resources"].as_array().unwrap();
         assert_eq!(rows.len(), 1, "{usage}");
         let row = &rows[0];
-        assert_eq!((row["resource_id"].as_str(), row["item"].as_str()), (Some(id.as_str()), Some("floating-ip")), "{row}");
+        assert_eq!(
+            (row["resource_id"].as_str(), row["item"].as_str()),
+            (Some(id.as_str()), Some("floating-ip")),
+            "{row}"
+        );
         assert_eq!(row["meter"], "gone", "{row}");
         // 1 JPY per hour (a second here), from allocation to release.
         let secs: i64 = row["usage_hours"].as_str().unwrap().parse().unwrap();

@@ -234,6 +234,18 @@ pub enum FloatingIpCommand {
 pub enum AdminCommand {
     /// The VLAN pool: size, use and every tag in use.
     Vlans,
+    /// Compares the controller's records with what every host holds (domains,
+    /// disks, volume files, bridges, dnsmasq, firewall, floating addresses).
+    /// Exits 0 when nothing differs, 1 when something does (like diff).
+    Audit {
+        /// Audit one host (name or id) only.
+        #[arg(long)]
+        host: Option<String>,
+        /// Remove what is safe to remove automatically (Kumo domains and
+        /// networks nobody owns; never tenant data), then audit again.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Local volume and snapshot files the agents moved aside because the
     /// controller did not list them (kept, never deleted at once).
     #[command(subcommand)]

@@ -99,6 +99,10 @@ pub enum Error {
     #[error("cannot read the password (use --password-stdin or KUMO_PASSWORD when there is no terminal)")]
     Password(#[source] io::Error),
 
+    /// `kumo admin audit` found differences (exit code 1, like diff).
+    #[error("the audit found {0} difference(s)")]
+    AuditDifferences(usize),
+
     /// An instance that `--wait` was waiting for went to `error`.
     #[error("instance {name} ({id}) went to error: {reason}")]
     InstanceFailed {

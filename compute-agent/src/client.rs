@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use futures::TryStreamExt as _;
 use kumo_storage::{ByteStream, FetchError, ImageFetcher};
 use kumo_wire::agent::{
-    image_file_path, snapshot_upload_path, RegisterRequest, RegisterResponse, SyncRequest, SyncResponse,
-    REGISTER_PATH, SYNC_PATH,
+    image_file_path, snapshot_upload_path, RegisterRequest, RegisterResponse, SyncRequest, SyncResponse, REGISTER_PATH,
+    SYNC_PATH,
 };
 use kumo_wire::api::ImageFileRole;
 use kumo_wire::{ErrorBody, ImageId, SnapshotId};
@@ -142,12 +142,16 @@ impl ControllerClient {
 
 impl ControllerClient {
     /// Uploads the disk of an instance snapshot, streamed from `file`.
-    pub async fn upload_snapshot(&self, host_token: &str, snapshot: &SnapshotId, file: &std::path::Path) -> Result<(), ClientError> {
+    pub async fn upload_snapshot(
+        &self,
+        host_token: &str,
+        snapshot: &SnapshotId,
+        file: &std::path::Path,
+    ) -> Result<(), ClientError> {
         let url = self.url(&snapshot_upload_path(snapshot));
-        let body = tokio::fs::File::open(file).await.map_err(|e| ClientError::Status {
-            status: 0,
-            message: format!("cannot open {}: {e}", file.display()),
-        })?;
+        let body = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| ClientError::Status { status: 0, message: format!("cannot open {}: {e}", file.display()) })?;
         let len = body.metadata().await.map(|m| m.len()).unwrap_or(0);
         let stream = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
         let req = self

@@ -320,7 +320,10 @@ async fn an_unusable_network_fails_the_instance_before_anything_is_defined() {
     status.set([(net.id.clone(), Ok((net.clone(), "kbr0000000000000".to_owned())))].into());
     assert_eq!(h.converger.apply(&want).await.expect("plumbed"), ObservedPower::Running);
     let xml = h.libvirt.domain_xml(&domain_name(&id), true).await.expect("xml");
-    assert!(xml.contains("<source bridge='kbr0000000000000'/>") || xml.contains("<source bridge=\"kbr0000000000000\"/>"), "{xml}");
+    assert!(
+        xml.contains("<source bridge='kbr0000000000000'/>") || xml.contains("<source bridge=\"kbr0000000000000\"/>"),
+        "{xml}"
+    );
     assert!(xml.contains("02:00:00:00:00:0b") && xml.contains("ktap00000000000"), "{xml}");
 }
 
@@ -341,7 +344,10 @@ async fn a_config_drive_is_written_and_attached() {
     let bytes = std::fs::read(&iso).expect("iso written");
     assert!(bytes.windows(6).any(|w| w == b"cidata"), "volume id cidata");
     let xml = h.libvirt.domain_xml(&domain_name(&id), true).await.expect("xml");
-    assert!(xml.contains("cidata.iso") && (xml.contains("device=\"cdrom\"") || xml.contains("device='cdrom'")), "{xml}");
+    assert!(
+        xml.contains("cidata.iso") && (xml.contains("device=\"cdrom\"") || xml.contains("device='cdrom'")),
+        "{xml}"
+    );
     // Deleting the instance removes the drive with its directory.
     h.converger.apply(&desired(&id, 2, DesiredPower::Deleted, &image)).await.expect("delete");
     assert!(!iso.exists());

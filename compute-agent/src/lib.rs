@@ -25,6 +25,7 @@ pub mod credentials;
 pub mod domain_xml;
 pub mod hypervisor;
 pub mod lease_watch;
+pub mod inventory;
 pub mod ledger;
 pub mod locks;
 pub mod networking;

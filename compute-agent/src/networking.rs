@@ -29,6 +29,8 @@ use kumo_wire::{DesiredPower, NetworkId};
 
 use crate::error_chain;
 
+mod audit;
+
 /// Everything one network needs on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkPlan {

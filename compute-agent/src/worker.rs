@@ -135,7 +135,12 @@ pub struct SyncWorker {
     quarantined: Vec<QuarantinedFile>,
     /// Quarantine entries the controller asks to restore.
     restores: Vec<String>,
+    /// Syncs since the last inventory was sent; the controller's ask sets it to the period.
+    syncs_since_inventory: u32,
 }
+
+/// The inventory is sent every this many syncs, and whenever an audit asks.
+const INVENTORY_EVERY: u32 = 30;
 
 /// How often the networking is converged again although nothing changed
 /// (repairs what someone else removed); after a failure it is retried sooner.
@@ -165,6 +170,7 @@ impl SyncWorker {
             lease_watch: LeaseWatch::default(),
             quarantined: Vec::new(),
             restores: Vec::new(),
+            syncs_since_inventory: INVENTORY_EVERY,
         }
     }
 
@@ -223,6 +229,22 @@ impl SyncWorker {
                 .into_iter()
                 .flatten()
                 .min();
+        let mut request = request;
+        if self.synced && self.syncs_since_inventory >= INVENTORY_EVERY {
+            let cfg = &self.parts.config;
+            request.inventory = Some(
+                crate::inventory::take(
+                    &*self.parts.hypervisor,
+                    &domains,
+                    &*self.parts.disks,
+                    self.parts.volumes.backends(),
+                    &self.parts.networking,
+                    &cfg.state_dir,
+                )
+                .await,
+            );
+            self.syncs_since_inventory = 0;
+        }
         let wake = tokio::select! {
             biased;
             () = shutdown.cancelled() => Wake::Shutdown,
@@ -236,7 +258,23 @@ impl SyncWorker {
             Wake::TaskDone(done) => self.record(done),
             Wake::Synced(Ok(response)) => {
                 self.parts.converger.notices().acknowledge(&notices_sent);
+                self.syncs_since_inventory += 1;
+                let repairs = response.repairs.clone();
+                if response.inventory_wanted {
+                    self.syncs_since_inventory = INVENTORY_EVERY;
+                }
                 self.accept(response);
+                if !repairs.is_empty() {
+                    crate::inventory::repair(
+                        &repairs,
+                        &*self.parts.hypervisor,
+                        &mut self.parts.networking,
+                        &self.desired,
+                    )
+                    .await;
+                    // The audit waits for the host as it is after the repairs.
+                    self.syncs_since_inventory = INVENTORY_EVERY;
+                }
             }
             // The join token is sent only to enrol a host that has no token. A
             // refused host token is the operator's to look at (revoked, or a
@@ -329,6 +367,7 @@ impl SyncWorker {
             notices: self.parts.converger.notices().pending(),
             host_rebooted: self.parts.boot.report(),
             quarantine: self.quarantined.clone(),
+            inventory: None,
         })
     }
 

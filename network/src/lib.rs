@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod dhcp;
 pub mod firewall;
 pub mod metadata;
+pub mod nft_inventory;
 
 pub use datapath::{
     bridge_name, kernel_supports_vlan, tap_name, vlan_link_name, Datapath, DatapathConfig, DatapathError, NetworkLinks,

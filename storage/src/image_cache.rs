@@ -158,7 +158,11 @@ impl ImageCache {
     /// Removes cached images not in `keep` whose files were fetched more than
     /// `min_age` ago and that no download is using; returns the images removed.
     /// The caller keeps every image an instance on the host is built on.
-    pub async fn evict(&self, keep: &std::collections::HashSet<ImageId>, min_age: std::time::Duration) -> Result<Vec<ImageId>, ImageCacheError> {
+    pub async fn evict(
+        &self,
+        keep: &std::collections::HashSet<ImageId>,
+        min_age: std::time::Duration,
+    ) -> Result<Vec<ImageId>, ImageCacheError> {
         let mut entries = match tokio::fs::read_dir(&self.root).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -181,7 +185,10 @@ impl ImageCache {
                 continue;
             }
             tokio::fs::remove_dir_all(&dir).await.map_err(io_at(&dir))?;
-            self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).retain(|path, _| !path.starts_with(&dir));
+            self.locks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .retain(|path, _| !path.starts_with(&dir));
             tracing::info!(%image, "evicted an image no instance on this host uses from the cache");
             removed.push(image);
         }
@@ -407,7 +414,10 @@ mod tests {
     #[tokio::test]
     async fn unused_images_are_evicted_and_kept_ones_stay() {
         let data = b"kernel bytes".to_vec();
-        let (dir, _, cache) = cache_with(FakeFetcher { files: HashMap::from([(ImageFileRole::Kernel, data.clone())]), ..Default::default() });
+        let (dir, _, cache) = cache_with(FakeFetcher {
+            files: HashMap::from([(ImageFileRole::Kernel, data.clone())]),
+            ..Default::default()
+        });
         let other: ImageId = "ami-0000000000000000f".parse().expect("id");
         cache.ensure(&image(), &file_ref(ImageFileRole::Kernel, &data)).await.expect("fetch");
         cache.ensure(&other, &file_ref(ImageFileRole::Kernel, &data)).await.expect("fetch");

@@ -14,5 +14,5 @@ pub mod volume_backend;
 pub use image_cache::{ByteStream, FetchError, ImageCache, ImageCacheError, ImageFetcher};
 pub use image_inspect::{inspect, InspectError, Inspection};
 pub use image_store::{FsImageStore, ImageStoreError, Staged, StoredFile};
-pub use volume_backend::{FileVolumeBackend, VolumeBackend, VolumeError, VolumeSource};
 pub use instance_disk::{BackingImage, DiskError, InstanceDisks, QemuImgDisks};
+pub use volume_backend::{FileVolumeBackend, VolumeBackend, VolumeError, VolumeSource};

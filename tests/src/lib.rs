@@ -182,7 +182,15 @@ impl Stack {
             instances: Vec::new(),
         };
         stack.start_agent()?;
-        stack.kumo_ok(&["login", "--endpoint", &stack.endpoint.clone(), "--username", "admin", "--password", "e2e-admin-pass"])?;
+        stack.kumo_ok(&[
+            "login",
+            "--endpoint",
+            &stack.endpoint.clone(),
+            "--username",
+            "admin",
+            "--password",
+            "e2e-admin-pass",
+        ])?;
         stack.wait_until(Duration::from_secs(60), "the host to register", |s| {
             let hosts = s.kumo_json(&["host", "list"])?;
             Ok(hosts["items"].as_array().is_some_and(|h| h.iter().any(|h| h["name"] == s.host_name.as_str())))
@@ -193,7 +201,10 @@ impl Stack {
     /// Starts (or restarts) the agent process.
     pub fn start_agent(&mut self) -> Result<()> {
         let mut cmd = Command::new(bin("kumo-agent"));
-        cmd.arg("--config").arg(&self.agent_config).env("RUST_LOG", "info,kumo_agent=debug").env("KUMO_LOG", "info,kumo_agent=debug");
+        cmd.arg("--config")
+            .arg(&self.agent_config)
+            .env("RUST_LOG", "info,kumo_agent=debug")
+            .env("KUMO_LOG", "info,kumo_agent=debug");
         self.agent = Some(Process::spawn(cmd, self.dir.path().join("agent.log"))?);
         Ok(())
     }
@@ -203,7 +214,8 @@ impl Stack {
         self.api.stop();
         while_down(self);
         self.api = spawn_api(&self.api_config, self.dir.path())?;
-        wait_http(&format!("{}/healthz", self.endpoint), Duration::from_secs(60)).context("controller did not come back")
+        wait_http(&format!("{}/healthz", self.endpoint), Duration::from_secs(60))
+            .context("controller did not come back")
     }
 
     /// Runs the CLI; returns its output whatever the exit code.
@@ -268,9 +280,7 @@ impl Stack {
         let config: toml::Table = std::fs::read_to_string(self.dir.path().join(file))?.parse()?;
         let token = config.get("token").and_then(|t| t.as_str()).context("the CLI config holds no token")?;
         let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        let mut req = client
-            .request(method.parse()?, format!("{}{path}", self.endpoint))
-            .bearer_auth(token);
+        let mut req = client.request(method.parse()?, format!("{}{path}", self.endpoint)).bearer_auth(token);
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -287,7 +297,11 @@ impl Stack {
     pub fn kumo_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.kumo(args)?;
         if !out.status.success() {
-            bail!("kumo {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "kumo {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -306,8 +320,15 @@ impl Stack {
         let kernel = dir.join("vmlinuz");
         let initrd = dir.join("initrd.img");
         self.kumo_json(&[
-            "image", "register", "--name", "tiny", "--kernel", &kernel.to_string_lossy(), "--initrd",
-            &initrd.to_string_lossy(), "--public",
+            "image",
+            "register",
+            "--name",
+            "tiny",
+            "--kernel",
+            &kernel.to_string_lossy(),
+            "--initrd",
+            &initrd.to_string_lossy(),
+            "--public",
         ])
     }
 
@@ -317,7 +338,12 @@ impl Stack {
     }
 
     /// Polls `check` every 500 ms until it returns true.
-    pub fn wait_until(&self, timeout: Duration, what: &str, mut check: impl FnMut(&Self) -> Result<bool>) -> Result<()> {
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&Self) -> Result<bool>,
+    ) -> Result<()> {
         let start = Instant::now();
         let mut last_err = None;
         while start.elapsed() < timeout {
@@ -363,15 +389,21 @@ impl Stack {
 
     /// `virsh domstate` of an instance's domain, or None when there is no domain.
     pub fn domstate(&self, id: &str) -> Option<String> {
-        let out = Command::new("virsh").args(["-c", "qemu:///system", "domstate", &format!("kumo-{id}")]).output().ok()?;
+        let out =
+            Command::new("virsh").args(["-c", "qemu:///system", "domstate", &format!("kumo-{id}")]).output().ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     /// The controller's and agent's logs, for failure reports.
     pub fn logs(&self) -> String {
         let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        let tail = |s: String| s.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        format!("--- controller.log ---\n{}\n--- agent.log ---\n{}", tail(read("controller.log")), tail(read("agent.log")))
+        let tail =
+            |s: String| s.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        format!(
+            "--- controller.log ---\n{}\n--- agent.log ---\n{}",
+            tail(read("controller.log")),
+            tail(read("agent.log"))
+        )
     }
 }
 

@@ -134,6 +134,9 @@ pub struct SyncRequest {
     /// not list them (instead of deleting them), as they are now.
     #[serde(default)]
     pub quarantine: Vec<QuarantinedFile>,
+    /// What the host holds, for audits: sent when the controller asks and every few syncs.
+    #[serde(default)]
+    pub inventory: Option<crate::inventory::HostInventory>,
 }
 
 /// The host booted since the agent last ran (its boot id changed).
@@ -247,6 +250,12 @@ pub struct SyncResponse {
     /// Quarantine entries an admin asked to put back where they were.
     #[serde(default)]
     pub restore_quarantined: Vec<String>,
+    /// An audit waits for this host's inventory: send it with the next sync.
+    #[serde(default)]
+    pub inventory_wanted: bool,
+    /// Removals an audit's `--repair` asks for (carried out once, then reported in the inventory).
+    #[serde(default)]
+    pub repairs: Vec<crate::inventory::Repair>,
 }
 
 /// What the controller wants one instance to be.

@@ -10,6 +10,7 @@ pub mod api;
 pub mod billing;
 pub mod error;
 pub mod ids;
+pub mod inventory;
 pub mod lifecycle;
 pub mod network;
 pub mod storage;
@@ -17,5 +18,5 @@ pub mod time;
 
 pub use error::ErrorBody;
 pub use ids::*;
-pub use lifecycle::{DesiredPower, InstanceState, LifecycleEvent, IllegalTransition};
+pub use lifecycle::{DesiredPower, IllegalTransition, InstanceState, LifecycleEvent};
 pub use time::Timestamp;

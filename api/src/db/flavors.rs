@@ -21,8 +21,14 @@ fn flavor_of(row: &AnyRow) -> DbResult<Flavor> {
 impl Db {
     /// Creates a flavor.
     pub async fn insert_flavor(&self, name: &str, vcpus: u32, memory_mib: u64, disk_gib: u64) -> DbResult<Flavor> {
-        let flavor =
-            Flavor { id: FlavorId::generate(), name: name.to_owned(), vcpus, memory_mib, disk_gib, created_at: Timestamp::now() };
+        let flavor = Flavor {
+            id: FlavorId::generate(),
+            name: name.to_owned(),
+            vcpus,
+            memory_mib,
+            disk_gib,
+            created_at: Timestamp::now(),
+        };
         sqlx::query(
             "INSERT INTO flavors (id, name, vcpus, memory_mib, disk_gib, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -39,8 +45,7 @@ impl Db {
 
     /// Every flavor, smallest first.
     pub async fn list_flavors(&self) -> DbResult<Vec<Flavor>> {
-        let rows =
-            sqlx::query("SELECT * FROM flavors ORDER BY vcpus, memory_mib, name").fetch_all(self.pool()).await?;
+        let rows = sqlx::query("SELECT * FROM flavors ORDER BY vcpus, memory_mib, name").fetch_all(self.pool()).await?;
         rows.iter().map(flavor_of).collect()
     }
 

@@ -45,7 +45,8 @@ pub struct Ratios {
     pub disk: f64,
 }
 
-const HOST_COLUMNS: &str = "h.*, (SELECT COUNT(*) FROM instances i WHERE i.host_id = h.id AND i.state <> 'deleted') AS n_instances";
+const HOST_COLUMNS: &str =
+    "h.*, (SELECT COUNT(*) FROM instances i WHERE i.host_id = h.id AND i.state <> 'deleted') AS n_instances";
 
 fn host_of(row: &AnyRow) -> DbResult<HostRecord> {
     let status: String = row.try_get("status")?;
@@ -212,9 +213,8 @@ impl Db {
 
     /// Every host, by name.
     pub async fn list_hosts(&self) -> DbResult<Vec<HostRecord>> {
-        let rows = sqlx::query(&format!("SELECT {HOST_COLUMNS} FROM hosts h ORDER BY h.name"))
-            .fetch_all(self.pool())
-            .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {HOST_COLUMNS} FROM hosts h ORDER BY h.name")).fetch_all(self.pool()).await?;
         rows.iter().map(host_of).collect()
     }
 
@@ -382,11 +382,13 @@ impl Db {
     pub async fn hosts_with_volume_backends(
         &self,
     ) -> DbResult<Vec<(HostRecord, Vec<kumo_wire::storage::VolumeBackendKind>)>> {
-        let rows = sqlx::query(&format!("SELECT {HOST_COLUMNS} FROM hosts h ORDER BY h.name")).fetch_all(self.pool()).await?;
+        let rows =
+            sqlx::query(&format!("SELECT {HOST_COLUMNS} FROM hosts h ORDER BY h.name")).fetch_all(self.pool()).await?;
         rows.iter()
             .map(|row| {
                 let raw: String = row.try_get("volume_backends")?;
-                let backends = serde_json::from_str(&raw).map_err(|e| DbError::Corrupt(format!("volume_backends: {e}")))?;
+                let backends =
+                    serde_json::from_str(&raw).map_err(|e| DbError::Corrupt(format!("volume_backends: {e}")))?;
                 Ok((host_of(row)?, backends))
             })
             .collect()

@@ -110,13 +110,13 @@ impl Db {
     /// A user and password hash by login name.
     pub async fn user_credentials(&self, name: &str) -> DbResult<Option<UserCredentials>> {
         let row = sqlx::query("SELECT * FROM users WHERE name = $1").bind(name).fetch_optional(self.pool()).await?;
-        row.map(|r| Ok(UserCredentials { user: user_of(&r)?, password_hash: r.try_get("password_hash")? }))
-            .transpose()
+        row.map(|r| Ok(UserCredentials { user: user_of(&r)?, password_hash: r.try_get("password_hash")? })).transpose()
     }
 
     /// A user by id.
     pub async fn user(&self, id: &UserId) -> DbResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = $1").bind(id.as_str()).fetch_optional(self.pool()).await?;
+        let row =
+            sqlx::query("SELECT * FROM users WHERE id = $1").bind(id.as_str()).fetch_optional(self.pool()).await?;
         row.as_ref().map(user_of).transpose()
     }
 

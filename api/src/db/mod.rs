@@ -15,6 +15,7 @@ pub mod hosts;
 pub mod identity;
 pub mod images;
 pub mod instances;
+pub mod inventories;
 pub mod keypairs;
 pub mod networks;
 pub mod quarantine;

@@ -58,7 +58,11 @@ async fn create_flavor(
 #[utoipa::path(delete, path = "/v1/flavors/{flavor}", tag = "flavors",
     params(("flavor" = String, Path, description = "Flavor name or id")),
     responses((status = 204), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn delete_flavor(State(state): State<AppState>, caller: Caller, Path(flavor): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_flavor(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(flavor): Path<String>,
+) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     let found = state.db.find_flavor(&flavor).await?.ok_or_else(|| ApiError::not_found("flavor", &flavor))?;
     state.db.delete_flavor(&found.id).await?;

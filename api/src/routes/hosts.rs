@@ -79,7 +79,11 @@ async fn set_enabled(state: &AppState, caller: &Caller, host: &str, enabled: boo
 /// Stops the scheduler from placing new instances on a host; running ones stay.
 #[utoipa::path(post, path = "/v1/hosts/{host}/disable", tag = "hosts", params(("host" = String, Path, description = "Host name or id")),
     responses((status = 200, body = Host), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn disable_host(State(state): State<AppState>, caller: Caller, Path(host): Path<String>) -> ApiResult<Json<Host>> {
+async fn disable_host(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(host): Path<String>,
+) -> ApiResult<Json<Host>> {
     set_enabled(&state, &caller, &host, false).await
 }
 

@@ -71,7 +71,12 @@ async fn create_image(
         }
         _ => {}
     }
-    if state.db.find_image(&caller.project_id, &req.name).await?.is_some_and(|i| i.owner_project_id == caller.project_id) {
+    if state
+        .db
+        .find_image(&caller.project_id, &req.name)
+        .await?
+        .is_some_and(|i| i.owner_project_id == caller.project_id)
+    {
         return Err(ApiError::Conflict(format!("image '{}' already exists in this project", req.name)));
     }
     let image = state.db.insert_image(&caller.project_id, &req.name, req.kind, req.disk_format, visibility).await?;
@@ -82,7 +87,11 @@ async fn create_image(
 #[utoipa::path(get, path = "/v1/images/{image}", tag = "images",
     params(("image" = String, Path, description = "Image id or name")),
     responses((status = 200, body = Image), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn show_image(State(state): State<AppState>, caller: Caller, Path(image): Path<String>) -> ApiResult<Json<Image>> {
+async fn show_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(image): Path<String>,
+) -> ApiResult<Json<Image>> {
     Ok(Json(find(&state, &caller, &image).await?))
 }
 
@@ -90,7 +99,11 @@ async fn show_image(State(state): State<AppState>, caller: Caller, Path(image): 
 #[utoipa::path(delete, path = "/v1/images/{image}", tag = "images",
     params(("image" = String, Path, description = "Image id or name")),
     responses((status = 204), (status = 404, body = kumo_wire::ErrorBody), (status = 409, body = kumo_wire::ErrorBody)))]
-async fn delete_image(State(state): State<AppState>, caller: Caller, Path(image): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(image): Path<String>,
+) -> ApiResult<StatusCode> {
     let found = find(&state, &caller, &image).await?;
     may_modify(&caller, &found)?;
     if !state.db.delete_image_unless_used(&found.id).await? {

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use kumo_wire::api::{
-    ConsoleOutput, ConsoleQuery, Event, Instance, InstanceAction, InstancePage, Listing, ListInstancesQuery,
+    ConsoleOutput, ConsoleQuery, Event, Instance, InstanceAction, InstancePage, ListInstancesQuery, Listing,
     RunInstances, RunInstancesResponse,
 };
 use kumo_wire::Timestamp;
@@ -81,7 +81,11 @@ async fn list_instances(
 #[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances",
     params(("id" = String, Path, description = "Instance id or name")),
     responses((status = 200, body = Instance), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn show_instance(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Instance>> {
+async fn show_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Instance>> {
     let rec = instances::find(&state, &caller, &id).await?;
     Ok(Json(crate::networks::view(&state, &rec).await?))
 }

@@ -19,7 +19,9 @@ const MAX_PUBLIC_KEY_LEN: usize = 16 * 1024;
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_key_pairs, create_key_pair)).routes(routes!(show_key_pair, delete_key_pair))
+    OpenApiRouter::new()
+        .routes(routes!(list_key_pairs, create_key_pair))
+        .routes(routes!(show_key_pair, delete_key_pair))
 }
 
 /// Parses an OpenSSH public key line; returns (type, SHA-256 fingerprint, normalized line).
@@ -76,8 +78,16 @@ async fn create_key_pair(
 #[utoipa::path(get, path = "/v1/keypairs/{name}", tag = "keypairs",
     params(("name" = String, Path, description = "Key pair name or id")),
     responses((status = 200, body = KeyPair), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn show_key_pair(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<KeyPair>> {
-    let kp = state.db.find_key_pair(&caller.project_id, &name).await?.ok_or_else(|| ApiError::not_found("key pair", &name))?;
+async fn show_key_pair(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<KeyPair>> {
+    let kp = state
+        .db
+        .find_key_pair(&caller.project_id, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("key pair", &name))?;
     Ok(Json(kp))
 }
 
@@ -85,8 +95,16 @@ async fn show_key_pair(State(state): State<AppState>, caller: Caller, Path(name)
 #[utoipa::path(delete, path = "/v1/keypairs/{name}", tag = "keypairs",
     params(("name" = String, Path, description = "Key pair name or id")),
     responses((status = 204), (status = 404, body = kumo_wire::ErrorBody)))]
-async fn delete_key_pair(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    let kp = state.db.find_key_pair(&caller.project_id, &name).await?.ok_or_else(|| ApiError::not_found("key pair", &name))?;
+async fn delete_key_pair(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let kp = state
+        .db
+        .find_key_pair(&caller.project_id, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("key pair", &name))?;
     state.db.delete_key_pair(&caller.project_id, &kp.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,6 +2,7 @@
 
 mod access_keys;
 mod agent;
+pub(crate) mod audit;
 mod billing;
 pub mod etag;
 mod flavors;
@@ -53,6 +54,7 @@ pub fn native() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(instances::routes())
         .merge(hosts::routes())
         .merge(quarantine::routes())
+        .merge(audit::routes())
         .merge(billing::routes())
         .merge(volumes::routes())
         .merge(snapshots::routes())

@@ -249,6 +249,7 @@ impl FakeAgent {
             host_rebooted: None,
             quarantine: vec![],
             notices: vec![],
+            inventory: None,
         }
     }
 

@@ -4,7 +4,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, Listing, UploadImageQuery, Visibility, MAX_NAME_LEN};
+use kumo_wire::api::{
+    CreateImage, Image, ImageFileRole, ImageKind, Listing, UploadImageQuery, Visibility, MAX_NAME_LEN,
+};
 
 use crate::args::{ImageCommand, RegisterImageArgs, UploadImageArgs};
 use crate::client::Reply;

@@ -3,6 +3,7 @@
 
 pub mod access_key;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod billing;
 pub mod image;

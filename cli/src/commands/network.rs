@@ -105,6 +105,7 @@ pub async fn admin(ctx: &Ctx, command: AdminCommand) -> Result<(), Error> {
             ctx.show(&reply, render::vlan_pool)
         }
         AdminCommand::Quarantine(command) => crate::commands::quarantine::run(ctx, command).await,
+        AdminCommand::Audit { host, repair } => crate::commands::audit::audit(ctx, host, repair).await,
     }
 }
 

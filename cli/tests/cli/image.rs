@@ -55,7 +55,15 @@ fn image_upload_streams_the_file_in_one_request_and_shows_refusals_on_one_line()
     let env = Env::logged_in();
     let disk = pattern(1_048_576, 5);
     std::fs::write(env.path("disk.raw"), &disk).expect("write");
-    let out = env.kumo(&["image", "upload", env.path("disk.raw").to_str().expect("utf-8"), "--name", "deb", "--format", "raw"]);
+    let out = env.kumo(&[
+        "image",
+        "upload",
+        env.path("disk.raw").to_str().expect("utf-8"),
+        "--name",
+        "deb",
+        "--format",
+        "raw",
+    ]);
     let stdout = out.ok();
     assert!(stdout.contains("STATE:        active"), "{stdout}");
     assert!(stdout.contains("VIRTUAL SIZE: 1.0 MiB"), "{stdout}");

@@ -225,13 +225,16 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     async fn backup_disk(&self, name: &str, device: &str, target: &Path) -> Result<(), HypervisorError> {
-        let fail = |message: String| HypervisorError::Call { action: "back up a disk of", target: name.to_owned(), message };
+        let fail =
+            |message: String| HypervisorError::Call { action: "back up a disk of", target: name.to_owned(), message };
         // Every other disk is left out explicitly, or libvirt would back it up too, next to its source.
         let live = self.domain_xml(name, false).await?;
         let others: Vec<String> = disks_of(&live).into_iter().map(|d| d.target).filter(|t| t != device).collect();
         let xml = backup_xml(device, target, &others);
         let xml_path = target.with_extension("backup.xml");
-        tokio::fs::write(&xml_path, xml).await.map_err(|e| fail(format!("cannot write {}: {e}", xml_path.display())))?;
+        tokio::fs::write(&xml_path, xml)
+            .await
+            .map_err(|e| fail(format!("cannot write {}: {e}", xml_path.display())))?;
         // The `virt` crate has no binding for virDomainBackupBegin; virsh makes the one call.
         let out = virsh(&self.uri, &["backup-begin", name, &xml_path.to_string_lossy()]).await;
         let _ = tokio::fs::remove_file(&xml_path).await;
@@ -278,9 +281,8 @@ enum CompletedJob {
 }
 
 fn completed_job(text: &str) -> CompletedJob {
-    let field = |key: &str| {
-        text.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim_start_matches(':').trim().to_owned())
-    };
+    let field =
+        |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim_start_matches(':').trim().to_owned());
     match field("Job type").as_deref() {
         Some("Completed") => CompletedJob::Completed,
         Some("Failed" | "Cancelled") => {
@@ -439,7 +441,8 @@ mod tests {
 
     #[test]
     fn completed_jobs_are_read_from_virsh() {
-        let done = "Job type:         Completed   \nOperation:        Backup      \nTime elapsed:     55           ms\n";
+        let done =
+            "Job type:         Completed   \nOperation:        Backup      \nTime elapsed:     55           ms\n";
         assert_eq!(completed_job(done), CompletedJob::Completed);
         let failed = "Job type:         Failed      \nOperation:        Backup      \nError message:    No space left on device\n";
         assert_eq!(completed_job(failed), CompletedJob::Failed("No space left on device".into()));

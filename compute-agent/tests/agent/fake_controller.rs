@@ -221,6 +221,8 @@ async fn sync(State(fake): State<FakeController>, headers: HeaderMap, Json(req):
         networks: vec![],
         floating_ips: vec![],
         restore_quarantined: inner.restore.clone(),
+        inventory_wanted: false,
+        repairs: vec![],
     })
     .into_response()
 }

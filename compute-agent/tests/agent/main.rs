@@ -11,8 +11,8 @@ use fake_controller::{desired, FakeController, JOIN_TOKEN};
 use kumo_agent::hypervisor::{test_node_uri, Hypervisor, LibvirtHypervisor};
 use kumo_agent::{Agent, AgentConfig, AgentError};
 use kumo_wire::agent::{DesiredVolume, ObservedPower, SyncRequest};
-use kumo_wire::storage::VolumeBackendKind;
 use kumo_wire::api::ImageFileRole;
+use kumo_wire::storage::VolumeBackendKind;
 use kumo_wire::{DesiredPower, InstanceId};
 use tokio_util::sync::CancellationToken;
 
@@ -135,7 +135,9 @@ async fn volumes_are_created_and_reported_and_unlisted_ones_are_swept() {
     let (local, nfs) = (volume(1, VolumeBackendKind::Local), volume(2, VolumeBackendKind::Shared));
     fake.edit_volumes(|v| v.extend([local.clone(), nfs.clone()]));
     let report = fake
-        .wait_report("volumes created", |r| r.observed_volumes.len() == 2 && r.observed_volumes.iter().all(|o| o.applied_generation == 1))
+        .wait_report("volumes created", |r| {
+            r.observed_volumes.len() == 2 && r.observed_volumes.iter().all(|o| o.applied_generation == 1)
+        })
         .await;
     assert_eq!(report.volume_backends, [VolumeBackendKind::Local, VolumeBackendKind::Shared]);
     assert!(report.observed_volumes.iter().all(|o| o.error.is_none() && o.stored_bytes.is_some()), "{report:#?}");

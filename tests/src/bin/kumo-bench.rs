@@ -58,7 +58,8 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
     let url = match &postgres {
         Some(base) => {
             let name = format!("kumo_bench_{}", &InstanceId::generate().as_str()[2..]);
-            let status = Command::new("psql").args([base.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")]).status()?;
+            let status =
+                Command::new("psql").args([base.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")]).status()?;
             if !status.success() {
                 bail!("cannot create database {name}");
             }
@@ -271,7 +272,12 @@ async fn api_reads() -> Result<()> {
         .await?;
     let image_id = img["id"].as_str().context("image id")?;
     for role in ["kernel", "initrd"] {
-        client.put(format!("{endpoint}/v1/images/{image_id}/files/{role}")).bearer_auth(&token).body("bytes").send().await?;
+        client
+            .put(format!("{endpoint}/v1/images/{image_id}/files/{role}"))
+            .bearer_auth(&token)
+            .body("bytes")
+            .send()
+            .await?;
     }
     let run = client
         .post(format!("{endpoint}/v1/instances"))
@@ -297,8 +303,10 @@ async fn api_reads() -> Result<()> {
         if list.len() == 100 {
             let observed: Vec<Value> = list
                 .iter()
-                .map(|d| json!({"id": d["id"], "power": "running", "applied_generation": d["generation"],
-                    "error": null, "failed_generation": null, "observed_at": Timestamp::now().to_string()}))
+                .map(|d| {
+                    json!({"id": d["id"], "power": "running", "applied_generation": d["generation"],
+                    "error": null, "failed_generation": null, "observed_at": Timestamp::now().to_string()})
+                })
                 .collect();
             client
                 .post(format!("{endpoint}/agent/v1/sync"))
@@ -402,7 +410,14 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
-async fn describe_load(client: &reqwest::Client, signer: &Ec2Signer, pid: u32, n: usize, concurrency: usize, total: usize) -> Result<()> {
+async fn describe_load(
+    client: &reqwest::Client,
+    signer: &Ec2Signer,
+    pid: u32,
+    n: usize,
+    concurrency: usize,
+    total: usize,
+) -> Result<()> {
     let per_task = total / concurrency;
     let cpu_before = cpu_ticks(pid)?;
     let start = Instant::now();
@@ -493,7 +508,12 @@ async fn ec2_bench() -> Result<()> {
         .await?;
     let image_id = img["id"].as_str().context("image id")?.to_owned();
     for role in ["kernel", "initrd"] {
-        client.put(format!("{endpoint}/v1/images/{image_id}/files/{role}")).bearer_auth(&token).body("bytes").send().await?;
+        client
+            .put(format!("{endpoint}/v1/images/{image_id}/files/{role}"))
+            .bearer_auth(&token)
+            .body("bytes")
+            .send()
+            .await?;
     }
     // The default /24 holds about 250 instances: launch into a /20.
     let net: Value = client
@@ -518,8 +538,18 @@ async fn ec2_bench() -> Result<()> {
         let token = format!("bench-{n}");
         let t = Instant::now();
         signer
-            .call(&client, &[("Action", "RunInstances"), ("ImageId", &image_id), ("InstanceType", "mini"),
-                ("MinCount", "1"), ("MaxCount", "1"), ("ClientToken", &token), ("SubnetId", &subnet)])
+            .call(
+                &client,
+                &[
+                    ("Action", "RunInstances"),
+                    ("ImageId", &image_id),
+                    ("InstanceType", "mini"),
+                    ("MinCount", "1"),
+                    ("MaxCount", "1"),
+                    ("ClientToken", &token),
+                    ("SubnetId", &subnet),
+                ],
+            )
             .await?;
         lat.push(t.elapsed());
     }
@@ -535,8 +565,18 @@ async fn ec2_bench() -> Result<()> {
     for n in 0..9 {
         let token = format!("bulk-{n}");
         signer
-            .call(&client, &[("Action", "RunInstances"), ("ImageId", &image_id), ("InstanceType", "mini"),
-                ("MinCount", "100"), ("MaxCount", "100"), ("ClientToken", &token), ("SubnetId", &subnet)])
+            .call(
+                &client,
+                &[
+                    ("Action", "RunInstances"),
+                    ("ImageId", &image_id),
+                    ("InstanceType", "mini"),
+                    ("MinCount", "100"),
+                    ("MaxCount", "100"),
+                    ("ClientToken", &token),
+                    ("SubnetId", &subnet),
+                ],
+            )
             .await?;
     }
     describe_load(&client, &signer, pid, 1_000, 1, 40).await?;

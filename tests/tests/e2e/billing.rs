@@ -25,7 +25,8 @@ fn running_seconds(s: &Stack, id: &str) -> i64 {
 
 fn billing(opts: Options) {
     let mut s = Stack::start(Options {
-        controller_extra: "billing_hour_secs = 2\nbilling_close_grace_secs = 0\nbilling_close_interval_secs = 1\n".into(),
+        controller_extra: "billing_hour_secs = 2\nbilling_close_grace_secs = 0\nbilling_close_interval_secs = 1\n"
+            .into(),
         ..opts
     })
     .unwrap();

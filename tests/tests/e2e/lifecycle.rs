@@ -78,7 +78,8 @@ fn lifecycle(opts: Options) {
     let show = s.kumo_ok(&["instance", "show", &id]).unwrap();
     assert!(show.contains(&s.host_name), "show explains the placement: {show}");
     let events = s.kumo_json(&["instance", "events", &id]).unwrap();
-    let actions: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        events["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert!(actions.contains(&"run_requested") && actions.contains(&"state_changed"), "{actions:?}");
     assert!(!actions.contains(&"forced_power_off"), "{actions:?}");
 

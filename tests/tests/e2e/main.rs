@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod billing;
 mod ec2;
 mod lifecycle;

@@ -57,7 +57,16 @@ fn the_panel_in_a_real_browser() {
     }
     println!("{stdout}\n{stderr}");
     assert!(out.status.success(), "the browser scenario failed ({}):\n{stdout}\n{stderr}", out.status);
-    for name in ["dashboard", "launch-error", "instance", "instances", "instances-ja", "billing", "admin-hosts", "member-admin-403"] {
+    for name in [
+        "dashboard",
+        "launch-error",
+        "instance",
+        "instances",
+        "instances-ja",
+        "billing",
+        "admin-hosts",
+        "member-admin-403",
+    ] {
         assert!(shots.join(format!("{name}.png")).is_file(), "no screenshot {name}.png in {}", shots.display());
     }
 }
