@@ -27,6 +27,9 @@ async fn sync_with(c: &Cloud, agent: &FakeAgent, inventory: Option<HostInventory
         observed_volumes: vec![],
         observed_snapshots: vec![],
         volume_backends: vec![VolumeBackendKind::Local],
+        notices: vec![],
+        host_rebooted: None,
+        quarantine: vec![],
         inventory,
     };
     let (s, b) =

@@ -11,7 +11,6 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::db::DbError;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
-use crate::instances::validate_name;
 use crate::state::AppState;
 
 /// Longest accepted public key line.

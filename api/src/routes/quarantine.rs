@@ -48,7 +48,7 @@ async fn list_quarantine(
 ) -> ApiResult<Json<Listing<QuarantineEntry>>> {
     caller.require_admin()?;
     let host = host_of(&state, filter.host.as_deref()).await?;
-    Ok(Json(Listing { items: state.db.quarantine(host.as_ref()).await? }))
+    Ok(Json(Listing::all(state.db.quarantine(host.as_ref()).await?)))
 }
 
 /// Asks a host's agent to put a quarantined file back where it was. Only

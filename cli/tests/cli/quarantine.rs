@@ -43,7 +43,7 @@ pub async fn list(headers: HeaderMap, Query(q): Query<HashMap<String, String>>) 
         Some("node1") => vec![],
         Some(other) => return error(StatusCode::NOT_FOUND, "not_found", &format!("host '{other}' not found")),
     };
-    Json(Listing { items }).into_response()
+    Json(Listing::all(items)).into_response()
 }
 
 pub async fn restore(headers: HeaderMap, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
