@@ -1411,7 +1411,7 @@ async fn concurrent_client_token_retries_create_one_resource_and_answer_the_same
             assert!(a.contains("<key>Name</key><value>web</value>"), "tags recorded with the launch: {a}");
         }
         let (_, list) = c.get("/v1/instances", &t).await;
-        assert_eq!(list["instances"].as_array().unwrap().len(), 2, "launched once: {list}");
+        assert_eq!(list["items"].as_array().unwrap().len(), 2, "launched once: {list}");
         let mut other = run.to_vec();
         other[2].1 = "small";
         ec2.err(&other, StatusCode::BAD_REQUEST, "IdempotentParameterMismatch").await;

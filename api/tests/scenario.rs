@@ -310,7 +310,6 @@ impl Driver<'_> {
             let t = &self.tokens[p];
             let list = |v: &Value| v["items"].as_array().cloned().unwrap_or_default();
             let (_, b) = self.c.get("/v1/instances?limit=1000", t).await;
-            let b = json!({"items": b["instances"].clone()});
             let mut running = BTreeSet::new();
             let mut stopped = BTreeSet::new();
             for i in list(&b) {

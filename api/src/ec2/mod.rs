@@ -123,7 +123,15 @@ async fn serve(
     let req = sigv4::Request { method: method.as_str(), path: uri.path(), query, headers, body };
     let action = params.get("Action").unwrap_or_default().to_owned();
     let sts = sts::ACTIONS.contains(&action.as_str());
-    let caller = authenticate(state, &req, if sts { sts::SERVICE } else { SERVICE }).await?;
+    let (caller, signed) = authenticate(state, &req, if sts { sts::SERVICE } else { SERVICE }).await?;
+    if replay::guards(&action, params.get("ClientToken").is_some()) {
+        state.guards.ec2_replay.admit(&signed.signature, signed.valid_until, signed.now).map_err(|e| match e {
+            replay::Replay::Seen => Ec2Error::auth_failure(e.to_string()),
+            replay::Replay::Full => {
+                Ec2Error { code: "RequestLimitExceeded", status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() }
+            }
+        })?;
+    }
     if action.is_empty() {
         return Err(Ec2Error::missing("Action"));
     }
@@ -141,7 +149,14 @@ async fn serve(
 }
 
 /// Verifies the signature and returns the key's owner.
-async fn authenticate(state: &AppState, req: &sigv4::Request<'_>, service: &str) -> Ec2Result<Caller> {
+/// A verified signature, for the replay cache.
+struct Signed {
+    signature: Vec<u8>,
+    valid_until: i64,
+    now: i64,
+}
+
+async fn authenticate(state: &AppState, req: &sigv4::Request<'_>, service: &str) -> Ec2Result<(Caller, Signed)> {
     let sig = sigv4::parse(req).map_err(|e| match e {
         sigv4::SigError::Missing => {
             Ec2Error { code: "MissingAuthenticationToken", status: StatusCode::UNAUTHORIZED, message: e.to_string() }
@@ -170,12 +185,6 @@ async fn authenticate(state: &AppState, req: &sigv4::Request<'_>, service: &str)
         sigv4::SigError::Expired(m) => Ec2Error::request_expired(m),
         other => Ec2Error::auth_failure(other.to_string()),
     })?;
-    state.guards.ec2_replay.admit(&sig.signature, valid_until, now).map_err(|e| match e {
-        replay::Replay::Seen => Ec2Error::auth_failure(e.to_string()),
-        replay::Replay::Full => {
-            Ec2Error { code: "RequestLimitExceeded", status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() }
-        }
-    })?;
     crate::access_keys::touch(&state.db, &sig.credential.access_key_id).await?;
-    Ok(owner.caller)
+    Ok((owner.caller, Signed { signature: sig.signature, valid_until, now }))
 }

@@ -7,15 +7,28 @@
 //! number of requests accepted inside one window, and by `capacity`, past
 //! which new requests are refused (never old entries forgotten early).
 //!
-//! Real clients never trip it: boto3 and the AWS CLI sign a fresh
-//! `amz-sdk-invocation-id` and `amz-sdk-request: attempt=N` into every call
-//! and every retry, so two of their requests never share a signature.
+//! Only requests that change something are guarded ([`guards`]): real
+//! clients do send byte-identical signed requests. The AWS CLI signs no
+//! per-call header (only `content-type`, `host` and `x-amz-date`), so the
+//! same `describe-instances` twice in one second (a waiter's last poll and
+//! the next command, Ansible's repeated reads) carries the same signature,
+//! and AWS itself accepts that. A replayed read shows its sender only what
+//! the original answer already showed; a replayed change would act again, so
+//! it is refused, unless it carries a `ClientToken`, which makes a replay a
+//! harmless retry answered from the idempotency record.
 //!
 //! The cache is per controller process: replicas behind one address each keep
 //! their own (a replay sent to another replica is not caught).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
+
+/// Whether a request for `action` must not be accepted twice: every action
+/// but reads (`Describe*`, `Get*`), unless the request carries a client token.
+pub fn guards(action: &str, has_client_token: bool) -> bool {
+    let read = action.starts_with("Describe") || action.starts_with("Get");
+    !read && !has_client_token
+}
 
 /// Why a signature is refused by the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -110,5 +123,15 @@ mod tests {
         assert_eq!(cache.admit(&[3; 32], 100, 0), Err(Replay::Full));
         assert_eq!(cache.admit(&[1; 32], 100, 0), Err(Replay::Seen));
         assert_eq!(cache.admit(&[3; 32], 200, 101), Ok(()));
+    }
+
+    #[test]
+    fn only_changes_without_a_client_token_are_guarded() {
+        assert!(!guards("DescribeInstances", false));
+        assert!(!guards("GetConsoleOutput", false));
+        assert!(guards("RunInstances", false));
+        assert!(!guards("RunInstances", true));
+        assert!(guards("CreateKeyPair", false));
+        assert!(guards("TerminateInstances", false));
     }
 }
