@@ -25,6 +25,11 @@ use crate::volumes::{Backends, VolumeWorkError};
 
 /// The file name of an instance's serial console log inside its directory.
 pub const CONSOLE_LOG_FILE: &str = "console.log";
+/// The size past which [`Converger::cap_console_logs`] cuts a console log.
+pub const CONSOLE_LOG_MAX: u64 = 2 << 20;
+/// How much of a console log's tail it keeps then (more than the console
+/// endpoint serves).
+pub const CONSOLE_LOG_KEEP: u64 = 512 << 10;
 /// The file name of an instance's NoCloud config drive inside its directory.
 pub const CONFIG_DRIVE_FILE: &str = "cidata.iso";
 
@@ -165,6 +170,25 @@ impl Converger {
     /// The instance's console log (whether or not it exists).
     pub fn console_log(&self, id: &InstanceId) -> PathBuf {
         self.disks.instance_dir(id).join(CONSOLE_LOG_FILE)
+    }
+
+    /// Cuts the console logs of `ids` that grew past [`CONSOLE_LOG_MAX`] to
+    /// their last [`CONSOLE_LOG_KEEP`] bytes of lines, in place: QEMU appends
+    /// (`append='on'`), so it goes on at the new end. Returns how many were cut.
+    pub fn cap_console_logs<'a>(&self, ids: impl IntoIterator<Item = &'a InstanceId>) -> usize {
+        let mut cut = 0;
+        for id in ids {
+            let log = self.console_log(id);
+            match kumo_network::log_cap::cap(&log, CONSOLE_LOG_MAX, CONSOLE_LOG_KEEP) {
+                Ok(true) => {
+                    tracing::info!(instance = %id, "console log cut to its tail");
+                    cut += 1;
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(instance = %id, error = %err, "could not cap the console log"),
+            }
+        }
+        cut
     }
 
     /// Brings the instance to `desired` and returns the power state it is left in.

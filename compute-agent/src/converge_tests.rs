@@ -352,3 +352,34 @@ async fn a_config_drive_is_written_and_attached() {
     h.converger.apply(&desired(&id, 2, DesiredPower::Deleted, &image)).await.expect("delete");
     assert!(!iso.exists());
 }
+
+/// Issue 12 item 14: a console log past its cap is cut to its tail (whole
+/// lines), and QEMU's next write (it appends) lands at the new end.
+#[tokio::test(flavor = "multi_thread")]
+async fn console_logs_past_their_cap_keep_their_tail() {
+    use std::io::Write as _;
+    let h = Harness::new();
+    let (big, small) = (instance_id(40), instance_id(41));
+    for id in [&big, &small] {
+        std::fs::create_dir_all(h.disks.instance_dir(id)).expect("dir");
+    }
+    let mut guest =
+        std::fs::OpenOptions::new().create(true).append(true).open(h.converger.console_log(&big)).expect("log");
+    let mut n = 0u64;
+    while n <= CONSOLE_LOG_MAX {
+        let line = format!("[ {n:10} ] boot message\n");
+        guest.write_all(line.as_bytes()).expect("write");
+        n += line.len() as u64;
+    }
+    std::fs::write(h.converger.console_log(&small), b"KUMO-READY\n").expect("log");
+    let gone = instance_id(42);
+    assert_eq!(h.converger.cap_console_logs([&big, &small, &gone]), 1);
+    let text = std::fs::read_to_string(h.converger.console_log(&big)).expect("read");
+    assert!(text.len() as u64 <= CONSOLE_LOG_KEEP, "{}", text.len());
+    assert!(text.starts_with("[ "), "cut mid-line");
+    assert!(text.ends_with(" boot message\n"));
+    guest.write_all(b"KUMO-READY\n").expect("write");
+    let text = std::fs::read(h.converger.console_log(&big)).expect("read");
+    assert!(!text.contains(&0) && text.ends_with(b" boot message\nKUMO-READY\n"));
+    assert_eq!(std::fs::read(h.converger.console_log(&small)).expect("read"), b"KUMO-READY\n");
+}

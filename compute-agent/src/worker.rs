@@ -570,6 +570,7 @@ impl SyncWorker {
             tracing::warn!(error = %error_chain(&err), "leak sweep failed");
         }
         self.sweep_storage().await;
+        self.parts.converger.cap_console_logs(self.desired.iter().map(|d| &d.id));
         let keep: HashSet<kumo_wire::ImageId> = self.desired.iter().map(|d| d.spec.image.id.clone()).collect();
         let ttl = Duration::from_secs(self.parts.config.image_cache_ttl_secs);
         if let Err(err) = self.parts.images.evict(&keep, ttl).await {

@@ -172,6 +172,12 @@ impl Dhcp {
             // dnsmasq drops to `nobody` and rereads the hosts file on SIGHUP.
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).map_err(io_err(d))?;
         }
+        let log = dir.join("log");
+        match crate::log_cap::cap(&log, LOG_MAX, LOG_KEEP) {
+            Ok(true) => tracing::info!(network = %net.id.as_str(), "dnsmasq log cut to its tail"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(network = %net.id.as_str(), error = %e, "could not cap the dnsmasq log"),
+        }
         let hosts_path = dir.join("hosts");
         let changed = std::fs::read_to_string(&hosts_path).ok().as_deref() != Some(hosts_text.as_str());
         if changed {
@@ -339,6 +345,11 @@ fn stale_leases(leases: &[Lease], hosts: &[DhcpHost]) -> Vec<Lease> {
         .cloned()
         .collect()
 }
+
+/// The size past which [`Dhcp::ensure`] cuts a network's dnsmasq log.
+pub const LOG_MAX: u64 = 1 << 20;
+/// How much of the log's tail it keeps then.
+pub const LOG_KEEP: u64 = 256 << 10;
 
 /// dnsmasq's options for one network (without argv\[0\]).
 fn dnsmasq_args(net: &DesiredNetwork, bridge: &str, dir: &Path) -> Vec<String> {

@@ -7,6 +7,7 @@ pub mod config_drive;
 pub mod datapath;
 pub mod dhcp;
 pub mod firewall;
+pub mod log_cap;
 pub mod metadata;
 pub mod nft_inventory;
 

@@ -10,6 +10,12 @@
 //! (`PUT /latest/api/token`). A request without a token is served (IMDSv1,
 //! EC2's default); one with an invalid, expired or another instance's token
 //! gets 401.
+//!
+//! One misbehaving guest cannot stall the host: each instance holds at most
+//! [`MAX_TOKENS_PER_INSTANCE`] tokens (a new one evicts its oldest), and the
+//! listener enforces [`ConnectionLimits`]: concurrent connections per source
+//! address and in all, a deadline for a request's header, a lifetime per
+//! connection, and a cap on the header size.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -30,6 +36,37 @@ pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 pub const TOKEN_TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 /// The longest token lifetime EC2 allows (6 hours).
 pub const MAX_TOKEN_TTL: u64 = 21_600;
+
+/// The most live IMDSv2 tokens one instance holds; a new token evicts its oldest.
+pub const MAX_TOKENS_PER_INSTANCE: usize = 64;
+
+/// Bounds on the connections of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Concurrent connections from one source address; more are closed at once.
+    pub per_source: usize,
+    /// Concurrent connections in all; more are closed at once.
+    pub total: usize,
+    /// How long a request's header may take to arrive (also the idle time
+    /// allowed between keep-alive requests).
+    pub header_read: Duration,
+    /// How long one connection may stay open at all.
+    pub lifetime: Duration,
+    /// The largest request header accepted, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            per_source: 16,
+            total: 512,
+            header_read: Duration::from_secs(10),
+            lifetime: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
 
 /// Errors of the metadata service.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +106,8 @@ struct Token {
     bridge: String,
     instance_id: String,
     expires: Instant,
+    /// Issue order, to evict an instance's oldest token.
+    issued: u64,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +115,12 @@ struct Inner {
     /// bridge -> source IP -> instance.
     bridges: HashMap<String, HashMap<Ipv4Addr, Arc<InstanceView>>>,
     tokens: HashMap<String, Token>,
+    issued: u64,
+    /// Open connections per (bridge, source address).
+    connections: HashMap<(String, std::net::IpAddr), usize>,
+    /// Open connections per bridge.
+    bridge_connections: HashMap<String, usize>,
+    limits: ConnectionLimits,
     listeners: HashMap<String, Weak<ListenerTask>>,
 }
 
@@ -119,6 +164,13 @@ impl MetadataService {
     /// An empty service.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty service whose listeners enforce `limits`.
+    pub fn with_limits(limits: ConnectionLimits) -> Self {
+        let s = Self::default();
+        s.lock().limits = limits;
+        s
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -170,13 +222,7 @@ impl MetadataService {
         let std_listener: std::net::TcpListener = socket.into();
         let listener = tokio::net::TcpListener::from_std(std_listener).map_err(err)?;
         let local = listener.local_addr().map_err(err)?;
-        let app = self.router_for(bridge).into_make_service_with_connect_info::<SocketAddr>();
-        let name = bridge.to_owned();
-        let handle = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(bridge = %name, error = %e, "metadata listener stopped");
-            }
-        });
+        let handle = tokio::spawn(self.clone().accept_loop(bridge.to_owned(), listener));
         let task = Arc::new(ListenerTask(handle, local));
         inner.listeners.insert(bridge.to_owned(), Arc::downgrade(&task));
         Ok(MetadataListener { _task: task, local })
@@ -188,9 +234,96 @@ impl MetadataService {
         Router::new().fallback(serve).with_state(Served { service: self.clone(), bridge: bridge.into() })
     }
 
+    /// Accepts connections on `listener` for `bridge` under the service's
+    /// [`ConnectionLimits`] until the task is aborted.
+    async fn accept_loop(self, bridge: String, listener: tokio::net::TcpListener) {
+        let router = self.router_for(&bridge);
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(bridge = %bridge, error = %e, "metadata accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(slot) = self.admit(&bridge, peer) else {
+                tracing::debug!(bridge = %bridge, %peer, "metadata connection refused: too many");
+                drop(stream);
+                continue;
+            };
+            let limits = self.lock().limits;
+            let router = router.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    tower_call(router.clone(), req.map(axum::body::Body::new))
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.header_read)
+                    .max_buf_size(limits.max_header_bytes.max(8192))
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                match tokio::time::timeout(limits.lifetime, conn).await {
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metadata connection ended"),
+                    Err(_) => tracing::debug!(%peer, "metadata connection closed: lifetime over"),
+                    Ok(Ok(())) => {}
+                }
+            });
+        }
+    }
+
+    /// Counts a new connection from `peer` on `bridge`, or `None` when a limit is reached.
+    fn admit(&self, bridge: &str, peer: SocketAddr) -> Option<ConnectionSlot> {
+        let mut inner = self.lock();
+        let limits = inner.limits;
+        let key = (bridge.to_owned(), peer.ip());
+        let from_peer = inner.connections.get(&key).copied().unwrap_or(0);
+        let on_bridge = inner.bridge_connections.get(bridge).copied().unwrap_or(0);
+        if from_peer >= limits.per_source || on_bridge >= limits.total {
+            return None;
+        }
+        inner.connections.insert(key.clone(), from_peer + 1);
+        inner.bridge_connections.insert(bridge.to_owned(), on_bridge + 1);
+        Some(ConnectionSlot { service: self.clone(), key })
+    }
+
     fn instance(&self, bridge: &str, ip: Ipv4Addr) -> Option<Arc<InstanceView>> {
         self.lock().bridges.get(bridge)?.get(&ip).cloned()
     }
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct ConnectionSlot {
+    service: MetadataService,
+    key: (String, std::net::IpAddr),
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut inner = self.service.lock();
+        if let Some(n) = inner.connections.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                inner.connections.remove(&self.key);
+            }
+        }
+        if let Some(n) = inner.bridge_connections.get_mut(&self.key.0) {
+            *n -= 1;
+            if *n == 0 {
+                inner.bridge_connections.remove(&self.key.0);
+            }
+        }
+    }
+}
+
+async fn tower_call(
+    router: Router,
+    req: axum::http::Request<axum::body::Body>,
+) -> Result<Response, std::convert::Infallible> {
+    tower::ServiceExt::oneshot(router, req).await
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
@@ -281,12 +414,29 @@ fn new_token(s: &Served, view: &InstanceView, headers: &HeaderMap) -> Response {
     let now = Instant::now();
     let mut inner = s.service.lock();
     inner.tokens.retain(|_, t| t.expires > now);
+    // A token flood from one instance evicts its own oldest tokens, nobody else's.
+    loop {
+        let mine = inner.tokens.iter().filter(|(_, t)| t.bridge == *s.bridge && t.instance_id == view.instance_id);
+        let (count, oldest) = mine.fold((0usize, None::<(&String, u64)>), |(n, old), (k, t)| {
+            (n + 1, if old.is_some_and(|(_, i)| i <= t.issued) { old } else { Some((k, t.issued)) })
+        });
+        match oldest {
+            Some((key, _)) if count >= MAX_TOKENS_PER_INSTANCE => {
+                let key = key.clone();
+                inner.tokens.remove(&key);
+            }
+            _ => break,
+        }
+    }
+    inner.issued += 1;
+    let issued = inner.issued;
     inner.tokens.insert(
         token.clone(),
         Token {
             bridge: s.bridge.to_string(),
             instance_id: view.instance_id.clone(),
             expires: now + Duration::from_secs(ttl),
+            issued,
         },
     );
     let ttl_header = header::HeaderName::from_static(TOKEN_TTL_HEADER);
@@ -469,6 +619,140 @@ mod tests {
             };
             proptest::prop_assert!(status == StatusCode::OK || status == StatusCode::NOT_FOUND, "{path}: {status}");
         }
+    }
+
+    async fn call(s: &MetadataService, peer: Ipv4Addr, method: Method, path: &str, token: Option<&str>) -> Response {
+        let mut req = axum::http::Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(TOKEN_HEADER, t);
+        }
+        req = req.header(TOKEN_TTL_HEADER, "600");
+        let mut req = req.body(axum::body::Body::empty()).unwrap();
+        req.extensions_mut().insert(ConnectInfo(SocketAddr::from((peer, 40000))));
+        tower::ServiceExt::oneshot(s.router_for("kbr1"), req).await.unwrap()
+    }
+
+    async fn token(s: &MetadataService, peer: Ipv4Addr) -> String {
+        let resp = call(s, peer, Method::PUT, "/latest/api/token", None).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    fn other() -> InstanceView {
+        InstanceView { instance_id: "i-other".into(), ip: Ipv4Addr::new(10, 0, 0, 3), ..view() }
+    }
+
+    /// Issue 12 item 6: a guest asking for tokens in a loop keeps at most
+    /// [`MAX_TOKENS_PER_INSTANCE`] (its oldest evicted), and another
+    /// instance's token and service are untouched.
+    #[tokio::test]
+    async fn token_flood_keeps_tokens_bounded_and_others_served() {
+        let s = MetadataService::new();
+        s.set_bridge("kbr1", vec![view(), other()]);
+        let theirs = token(&s, other().ip).await;
+        let first = token(&s, view().ip).await;
+        let mut last = String::new();
+        for _ in 0..1_000 {
+            last = token(&s, view().ip).await;
+        }
+        let mine = s.lock().tokens.values().filter(|t| t.instance_id == view().instance_id).count();
+        assert_eq!(mine, MAX_TOKENS_PER_INSTANCE);
+        assert_eq!(s.lock().tokens.len(), MAX_TOKENS_PER_INSTANCE + 1);
+        let get = |peer, t| call(&s, peer, Method::GET, "/latest/meta-data/instance-id", Some(t));
+        assert_eq!(get(view().ip, &first).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(get(view().ip, &last).await.status(), StatusCode::OK);
+        assert_eq!(get(other().ip, &theirs).await.status(), StatusCode::OK);
+    }
+
+    /// A service with the view at 127.0.0.1 on "lo", served by a plain loopback listener.
+    async fn loopback(limits: ConnectionLimits) -> (MetadataService, SocketAddr, tokio::task::JoinHandle<()>) {
+        let s = MetadataService::with_limits(limits);
+        let mut here = view();
+        here.ip = Ipv4Addr::LOCALHOST;
+        let mut there = other();
+        there.ip = Ipv4Addr::new(127, 0, 0, 2);
+        s.set_bridge("lo", vec![here, there]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(s.clone().accept_loop("lo".into(), listener));
+        (s, addr, task)
+    }
+
+    /// Reads until the server closes; `None` if it stays open past `within`.
+    async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        match tokio::time::timeout(within, stream.read_to_end(&mut got)).await {
+            Ok(_) => Some(got),
+            Err(_) => None,
+        }
+    }
+
+    async fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((source, 0))).unwrap();
+        socket.connect(addr).await.unwrap()
+    }
+
+    async fn get_instance_id(source: Ipv4Addr, addr: SocketAddr) -> String {
+        use tokio::io::AsyncWriteExt;
+        let mut c = connect_from(source, addr).await;
+        c.write_all(b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let got = closed_within(&mut c, Duration::from_secs(10)).await.expect("answered");
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// Issue 12 item 6: a guest that opens a connection and sends half a
+    /// header (slowloris) or nothing at all is cut off after the header
+    /// deadline, and the listener still serves.
+    #[tokio::test]
+    async fn slow_and_idle_connections_are_closed() {
+        use tokio::io::AsyncWriteExt;
+        let limits = ConnectionLimits { header_read: Duration::from_millis(500), ..ConnectionLimits::default() };
+        let (s, addr, task) = loopback(limits).await;
+        let mut slow = connect_from(Ipv4Addr::LOCALHOST, addr).await;
+        slow.write_all(b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        let mut idle = connect_from(Ipv4Addr::LOCALHOST, addr).await;
+        assert!(closed_within(&mut slow, Duration::from_secs(10)).await.is_some(), "slow header not cut off");
+        assert!(closed_within(&mut idle, Duration::from_secs(10)).await.is_some(), "idle connection not cut off");
+        assert!(get_instance_id(Ipv4Addr::LOCALHOST, addr).await.ends_with("i-0123456789abcdef0"));
+        // Their slots were given back.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(s.lock().connections.is_empty(), "{:?}", s.lock().connections);
+        task.abort();
+    }
+
+    /// Issue 12 item 6: one source cannot hold more than `per_source`
+    /// connections (more are closed at once, unanswered), another source is
+    /// still served, and the header size is capped.
+    #[tokio::test]
+    async fn connections_per_source_are_capped() {
+        use tokio::io::AsyncWriteExt;
+        let limits = ConnectionLimits { per_source: 2, ..ConnectionLimits::default() };
+        let (_s, addr, task) = loopback(limits).await;
+        let mut held =
+            vec![connect_from(Ipv4Addr::LOCALHOST, addr).await, connect_from(Ipv4Addr::LOCALHOST, addr).await];
+        // Let the listener admit both before the third arrives.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut third = connect_from(Ipv4Addr::LOCALHOST, addr).await;
+        let _ = third.write_all(b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let got = closed_within(&mut third, Duration::from_secs(5)).await;
+        assert_eq!(got.as_deref(), Some(&b""[..]), "the third connection from one source was served");
+        assert!(get_instance_id(Ipv4Addr::new(127, 0, 0, 2), addr).await.ends_with("i-other"));
+        // A header beyond the cap is refused, not buffered.
+        let mut big = connect_from(Ipv4Addr::new(127, 0, 0, 2), addr).await;
+        let filler = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Fill: {}\r\n\r\n", "a".repeat(64 * 1024));
+        let _ = big.write_all(filler.as_bytes()).await;
+        let got = closed_within(&mut big, Duration::from_secs(5)).await.expect("closed");
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&got));
+        // Once a held connection goes, the source gets a slot again.
+        held.pop();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(get_instance_id(Ipv4Addr::LOCALHOST, addr).await.ends_with("i-0123456789abcdef0"));
+        task.abort();
     }
 
     #[test]

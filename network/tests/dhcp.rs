@@ -240,3 +240,58 @@ fn a_reused_address_goes_to_the_new_mac_at_once() {
         dp.remove_network(&net.id).await.expect("remove");
     });
 }
+
+/// Issue 12 item 14: dnsmasq's log does not grow without bound. Past
+/// `LOG_MAX` the next `ensure` cuts it to its tail, and the same dnsmasq goes
+/// on logging at the new end (it appends), with no hole left behind.
+#[test]
+fn the_dnsmasq_log_is_capped_and_dnsmasq_keeps_logging() {
+    let server = TestNetns::new("");
+    server.enter();
+    let state = tempfile::tempdir().expect("tempdir");
+    let scripts = tempfile::tempdir().expect("tempdir");
+    let net = DesiredNetwork {
+        id: NetworkId::generate(),
+        vlan_id: 100,
+        cidr: "10.76.0.0/24".parse().expect("cidr"),
+        gateway: "10.76.0.1".parse().expect("ip"),
+        dns_servers: vec![],
+    };
+    let known = DhcpHost { mac: KNOWN_MAC.into(), ip: "10.76.0.10".parse().expect("ip"), hostname: "vm-one".into() };
+    runtime().block_on(async {
+        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let bridge = dp.ensure_network(&net).await.expect("bridge").bridge;
+        let dhcp = Dhcp::new(state.path().to_owned());
+        let _guard = StopOnDrop(dhcp.clone(), net.id.clone());
+        dhcp.ensure(&net, &bridge, std::slice::from_ref(&known)).await.expect("start dnsmasq");
+        let pid = dhcp.pid(&net.id).expect("running");
+        let log = dhcp.network_dir(&net.id).join("log");
+
+        // A flood of log lines (as a guest's DHCP requests would write), as
+        // another appender to the file dnsmasq holds open.
+        let mut flood = std::fs::OpenOptions::new().append(true).open(&log).expect("log exists");
+        let line = "dnsmasq-dhcp[1]: 1234 DHCPDISCOVER(kbr) 52:54:00:aa:00:99 no address available\n";
+        let mut written = 0u64;
+        while written <= kumo_network::dhcp::LOG_MAX {
+            std::io::Write::write_all(&mut flood, line.as_bytes()).expect("write");
+            written += line.len() as u64;
+        }
+        drop(flood);
+        dhcp.ensure(&net, &bridge, std::slice::from_ref(&known)).await.expect("ensure again");
+        assert_eq!(dhcp.pid(&net.id), Some(pid), "capping the log does not restart dnsmasq");
+        let size = std::fs::metadata(&log).expect("log").len();
+        assert!(size <= kumo_network::dhcp::LOG_KEEP, "log is {size} bytes after the cap");
+
+        // dnsmasq still logs, at the end of the cut file.
+        let c1 = client(&server, "a", &bridge, KNOWN_MAC);
+        assert_eq!(udhcpc(&c1, scripts.path()), Some(("10.76.0.10".into(), "10.76.0.1".into())));
+        let text = std::fs::read(&log).expect("log");
+        assert!(!text.contains(&0), "a hole of NULs: dnsmasq wrote at its old offset");
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.len() as u64 <= kumo_network::dhcp::LOG_KEEP + 64 * 1024, "{}", text.len());
+        assert!(text.contains("DHCPACK"), "dnsmasq stopped logging: {}", &text[text.len().saturating_sub(500)..]);
+
+        dhcp.stop(&net.id).await.expect("stop");
+        dp.remove_network(&net.id).await.expect("remove");
+    });
+}
