@@ -124,7 +124,7 @@ async fn serve(
     let action = params.get("Action").unwrap_or_default().to_owned();
     let sts = sts::ACTIONS.contains(&action.as_str());
     let (caller, signed) = authenticate(state, &req, if sts { sts::SERVICE } else { SERVICE }).await?;
-    if replay::guards(&action, params.get("ClientToken").is_some()) {
+    if signed.presigned && replay::guards(&action, params.get("ClientToken").is_some()) {
         state.guards.ec2_replay.admit(&signed.signature, signed.valid_until, signed.now).map_err(|e| match e {
             replay::Replay::Seen => Ec2Error::auth_failure(e.to_string()),
             replay::Replay::Full => {
@@ -151,6 +151,8 @@ async fn serve(
 /// Verifies the signature and returns the key's owner.
 /// A verified signature, for the replay cache.
 struct Signed {
+    /// A presigned URL (query-string signature), as opposed to a header signature.
+    presigned: bool,
     signature: Vec<u8>,
     valid_until: i64,
     now: i64,
@@ -186,5 +188,5 @@ async fn authenticate(state: &AppState, req: &sigv4::Request<'_>, service: &str)
         other => Ec2Error::auth_failure(other.to_string()),
     })?;
     crate::access_keys::touch(&state.db, &sig.credential.access_key_id).await?;
-    Ok((owner.caller, Signed { signature: sig.signature, valid_until, now }))
+    Ok((owner.caller, Signed { presigned: sig.presigned_expires.is_some(), signature: sig.signature, valid_until, now }))
 }

@@ -7,15 +7,17 @@
 //! number of requests accepted inside one window, and by `capacity`, past
 //! which new requests are refused (never old entries forgotten early).
 //!
-//! Only requests that change something are guarded ([`guards`]): real
-//! clients do send byte-identical signed requests. The AWS CLI signs no
-//! per-call header (only `content-type`, `host` and `x-amz-date`), so the
-//! same `describe-instances` twice in one second (a waiter's last poll and
-//! the next command, Ansible's repeated reads) carries the same signature,
-//! and AWS itself accepts that. A replayed read shows its sender only what
-//! the original answer already showed; a replayed change would act again, so
-//! it is refused, unless it carries a `ClientToken`, which makes a replay a
-//! harmless retry answered from the idempotency record.
+//! Only presigned URLs of changes are guarded ([`guards`]): a presigned URL
+//! travels in links, logs and histories, and acts again each time it is
+//! opened. Header-signed requests are not: real clients send byte-identical
+//! signed requests on purpose. The AWS CLI and boto3 sign no per-call header
+//! (only `content-type`, `host` and `x-amz-date`), so a waiter's last poll and
+//! the next command, or the same `ImportKeyPair` twice in one second (to see
+//! `InvalidKeyPair.Duplicate`), carry one signature, and AWS answers both. A
+//! header-signed request is bound to its body and to 15 minutes; keeping an
+//! eavesdropper from replaying it inside that window is TLS's job.
+//! A presigned change with a `ClientToken` is a harmless retry, answered from
+//! the idempotency record, so it is not guarded either.
 //!
 //! The cache is per controller process: replicas behind one address each keep
 //! their own (a replay sent to another replica is not caught).
@@ -23,8 +25,8 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
-/// Whether a request for `action` must not be accepted twice: every action
-/// but reads (`Describe*`, `Get*`), unless the request carries a client token.
+/// Whether a presigned request for `action` must not be accepted twice: every
+/// action but reads (`Describe*`, `Get*`), unless it carries a client token.
 pub fn guards(action: &str, has_client_token: bool) -> bool {
     let read = action.starts_with("Describe") || action.starts_with("Get");
     !read && !has_client_token

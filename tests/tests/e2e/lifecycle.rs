@@ -56,7 +56,7 @@ fn lifecycle(opts: Options) {
     // loaded TCG host), the forced reset is recorded as an event that says why.
     s.kumo_ok(&["instance", "stop", "--wait", &id]).unwrap();
     s.kumo_ok(&["instance", "start", "--wait", &id]).unwrap();
-    let markers = s.markers(&id).unwrap();
+    let seen = s.console(&id).unwrap().len();
     let asked = std::time::Instant::now();
     s.kumo_ok(&["instance", "reboot", "--wait", &id]).unwrap();
     let took = asked.elapsed();
@@ -64,7 +64,13 @@ fn lifecycle(opts: Options) {
     eprintln!("FIGURE reboot --wait during boot: {took:?}, forced resets={}", resets.len());
     if resets.is_empty() {
         // The guest heard a press and went down by itself: it boots again.
-        s.wait_until(BOOT, "a marker after the reboot during boot", |s| Ok(s.markers(&id)? > markers)).unwrap();
+        // (The console log is either appended to or begun anew by the restart.)
+        s.wait_until(BOOT, "the ready marker after the reboot during boot", |s| {
+            let console = s.console(&id)?;
+            let fresh = if console.len() >= seen { console.get(seen..).unwrap_or(&console) } else { &console };
+            Ok(fresh.contains(&format!("KUMO-READY instance-id={id} ")))
+        })
+        .unwrap();
     } else {
         assert_eq!(resets.len(), 1, "one forced reset, recorded once: {resets:?}");
         assert_eq!(
