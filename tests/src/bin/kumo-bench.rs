@@ -320,7 +320,7 @@ async fn api_reads() -> Result<()> {
     }
     let url = format!("{endpoint}/v1/instances?limit=100");
     let page: Value = client.get(&url).bearer_auth(&token).send().await?.json().await?;
-    let running = page["instances"].as_array().map_or(0, |a| a.iter().filter(|i| i["state"] == "running").count());
+    let running = page["items"].as_array().map_or(0, |a| a.iter().filter(|i| i["state"] == "running").count());
     println!("api-reads: {running} of 100 instances running; page size {} bytes", page.to_string().len());
     let pid = api.child.id();
     load(&client, &url, &token, pid, 1, 2_000).await?;

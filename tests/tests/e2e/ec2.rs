@@ -186,8 +186,8 @@ fn ansible_amazon_aws_creates_converges_and_removes() {
     let first = play("present");
     let second = if first.0 { Some(play("present")) } else { None };
     let third = play("absent");
-    let all = s.kumo_json(&["instance", "list"]).unwrap();
-    for inst in all["instances"].as_array().unwrap() {
+    let all = s.kumo_json(&["instance", "list", "--all"]).unwrap();
+    for inst in all["items"].as_array().unwrap() {
         s.track(inst["id"].as_str().unwrap());
     }
     assert!(first.0, "the first run failed:\n{}", first.1);

@@ -56,7 +56,11 @@ fn lifecycle(opts: Options) {
     // loaded TCG host), the forced reset is recorded as an event that says why.
     s.kumo_ok(&["instance", "stop", "--wait", &id]).unwrap();
     s.kumo_ok(&["instance", "start", "--wait", &id]).unwrap();
-    let seen = s.console(&id).unwrap().len();
+    // The console is read as its last 64 KiB: remember where it ended.
+    let end_before = {
+        let console = s.console(&id).unwrap();
+        console.get(console.len().saturating_sub(256)..).unwrap_or_default().to_owned()
+    };
     let asked = std::time::Instant::now();
     s.kumo_ok(&["instance", "reboot", "--wait", &id]).unwrap();
     let took = asked.elapsed();
@@ -64,10 +68,12 @@ fn lifecycle(opts: Options) {
     eprintln!("FIGURE reboot --wait during boot: {took:?}, forced resets={}", resets.len());
     if resets.is_empty() {
         // The guest heard a press and went down by itself: it boots again.
-        // (The console log is either appended to or begun anew by the restart.)
         s.wait_until(BOOT, "the ready marker after the reboot during boot", |s| {
             let console = s.console(&id)?;
-            let fresh = if console.len() >= seen { console.get(seen..).unwrap_or(&console) } else { &console };
+            let fresh = match console.rfind(&end_before) {
+                Some(at) if !end_before.is_empty() => &console[at + end_before.len()..],
+                _ => console.as_str(),
+            };
             Ok(fresh.contains(&format!("KUMO-READY instance-id={id} ")))
         })
         .unwrap();
