@@ -349,11 +349,6 @@ pub fn ambiguous(name: &str, candidates: &[InstanceRecord]) -> ApiError {
     ApiError::Conflict(format!("{} instances are named '{name}': {}; use the id", candidates.len(), list.join(", ")))
 }
 
-/// [`find`]; kept for the callers that named it so.
-pub async fn find_by_id_or_name(state: &AppState, caller: &Caller, key: &str) -> Result<InstanceRecord, ApiError> {
-    find(state, caller, key).await
-}
-
 /// Warnings for a launch: names that other live instances of the project also carry.
 pub async fn duplicate_name_warnings(
     state: &AppState,

@@ -114,7 +114,7 @@ pub async fn associate(
     instance: &str,
 ) -> Result<FloatingIpRecord, ApiError> {
     let fip = find(state, caller, key).await?;
-    let inst = crate::instances::find_by_id_or_name(state, caller, instance).await?;
+    let inst = crate::instances::find(state, caller, instance).await?;
     if let Some(other) = &fip.instance_id {
         return Err(ApiError::Conflict(format!(
             "floating IP {} is already associated with instance {other}: disassociate it first",
