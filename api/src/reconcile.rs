@@ -77,14 +77,13 @@ async fn observe(state: &AppState, host: &HostRecord, obs: &ObservedInstance) ->
     } else {
         None
     };
-    let change = change.or_else(|| {
-        (applied == rec.generation).then(|| event_for(rec.desired, obs.power)).flatten().map(|(event, reason)| Change {
-            event,
-            actor: actor.clone(),
-            at,
-            reason: reason.map(str::to_owned),
-        })
-    });
+    let change =
+        change.or_else(|| {
+            (applied == rec.generation)
+                .then(|| event_for(rec.desired, obs.power))
+                .flatten()
+                .map(|(event, reason)| Change { event, actor: actor.clone(), at, reason: reason.map(str::to_owned) })
+        });
     let Some(change) = change else { return Ok(()) };
     let result = transition::apply(state, &rec.id, &change, |old, new| {
         new.applied_generation = new.applied_generation.max(applied.min(old.generation));

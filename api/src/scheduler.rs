@@ -404,9 +404,16 @@ async fn no_valid_host(
     }
     let reason = no_valid_host_reason(hosts, &judgement);
     let (verdicts, omitted) = explain(hosts, &judgement, None, &[]);
-    let placement =
-        Placement { host_id: None, host_name: None, strategy: policy.strategy.as_str().into(), verdicts, omitted, decided_at: now };
-    let change = Change { event: LifecycleEvent::NoValidHost, actor: "scheduler".into(), at: now, reason: Some(reason) };
+    let placement = Placement {
+        host_id: None,
+        host_name: None,
+        strategy: policy.strategy.as_str().into(),
+        verdicts,
+        omitted,
+        decided_at: now,
+    };
+    let change =
+        Change { event: LifecycleEvent::NoValidHost, actor: "scheduler".into(), at: now, reason: Some(reason) };
     // The launch's volumes, ports and quota are given back in the same transaction.
     let result = crate::unplaced::fail(state, &old.id, &change, |_, new| new.placement = Some(placement.clone())).await;
     match result {
@@ -489,7 +496,10 @@ mod tests {
             ]
         );
         let reason = no_valid_host_reason(&hosts, &j);
-        assert!(reason.starts_with("no host can take it: off: disabled by an operator; silent: unreachable"), "{reason}");
+        assert!(
+            reason.starts_with("no host can take it: off: disabled by an operator; silent: unreachable"),
+            "{reason}"
+        );
     }
 
     #[test]

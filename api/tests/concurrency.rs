@@ -17,7 +17,8 @@ async fn two_controllers_racing_for_the_last_capacity_never_overcommit() {
         let tb = b.login("acme-user", "password-123").await;
         // 20 instances are more than a tenant's default quota; this test is about host capacity.
         let unlimited = json!({"instances": -1, "vcpus": -1, "ram_mib": -1});
-        let (s, body) = a.call(axum::http::Method::PUT, "/v1/projects/acme/quotas", Some(&a.admin), Some(unlimited)).await;
+        let (s, body) =
+            a.call(axum::http::Method::PUT, "/v1/projects/acme/quotas", Some(&a.admin), Some(unlimited)).await;
         assert!(s.is_success(), "{body}");
         a.kernel_image("tiny").await;
         // 4096 MiB of memory at ratio 1.0: room for exactly 8 `mini` (512 MiB) instances.
@@ -39,7 +40,8 @@ async fn two_controllers_racing_for_the_last_capacity_never_overcommit() {
         let mut states = Vec::new();
         for _ in 0..200 {
             let (_, page) = a.get("/v1/instances?limit=100", &ta).await;
-            states = page["items"].as_array().unwrap().iter().map(|i| i["state"].as_str().unwrap().to_owned()).collect();
+            states =
+                page["items"].as_array().unwrap().iter().map(|i| i["state"].as_str().unwrap().to_owned()).collect();
             if states.len() == 20 && states.iter().all(|s| s != "pending") {
                 break;
             }

@@ -1770,8 +1770,12 @@ async fn modify_volume_grows_online_and_describe_volumes_modifications_follows_i
         let vol = first(&b, "volumeId").unwrap();
         agent.converge_storage(&c, None).await;
         for bad in ["1", "0"] {
-            ec2.err(&[("Action", "ModifyVolume"), ("VolumeId", &vol), ("Size", bad)], StatusCode::BAD_REQUEST, "InvalidParameterValue")
-                .await;
+            ec2.err(
+                &[("Action", "ModifyVolume"), ("VolumeId", &vol), ("Size", bad)],
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValue",
+            )
+            .await;
         }
         ec2.err(
             &[("Action", "ModifyVolume"), ("VolumeId", &vol), ("Size", "2"), ("Iops", "3000")],
@@ -1794,7 +1798,11 @@ async fn modify_volume_grows_online_and_describe_volumes_modifications_follows_i
         let b = ec2.ok(&[("Action", "DescribeVolumes"), ("VolumeId.1", &vol)]).await;
         assert_eq!(first(&b, "size").as_deref(), Some("3"), "{b}");
         let b = ec2
-            .ok(&[("Action", "DescribeVolumesModifications"), ("Filter.1.Name", "modification-state"), ("Filter.1.Value.1", "modifying")])
+            .ok(&[
+                ("Action", "DescribeVolumesModifications"),
+                ("Filter.1.Name", "modification-state"),
+                ("Filter.1.Value.1", "modifying"),
+            ])
             .await;
         assert!(b.contains("<volumeModificationSet></volumeModificationSet>"), "{b}");
     }

@@ -439,7 +439,8 @@ mod tests {
             config_drive: Some(Path::new("/d/cidata.iso")),
         };
         let xml = render(&spec);
-        let devices = &xml[xml.find("    <controller type='scsi'").expect("controller")..xml.find("    <serial").expect("serial")];
+        let devices = &xml
+            [xml.find("    <controller type='scsi'").expect("controller")..xml.find("    <serial").expect("serial")];
         // expect-test strips the common indentation of the snapshot.
         let devices: String = devices.lines().map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l))).collect();
         expect![[r#"

@@ -302,7 +302,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsImageStore::open(dir.path()).unwrap();
         let id = ImageId::generate();
-        let stored = store.put(&id, ImageFileRole::Kernel, chunks(vec![Ok(b"hello "), Ok(b"world")]), 100).await.unwrap();
+        let stored =
+            store.put(&id, ImageFileRole::Kernel, chunks(vec![Ok(b"hello "), Ok(b"world")]), 100).await.unwrap();
         assert_eq!(stored.size_bytes, 11);
         assert_eq!(stored.sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
         let (_, len) = store.open_file(&id, ImageFileRole::Kernel).await.unwrap();
@@ -325,10 +326,7 @@ mod tests {
             Err(ImageStoreError::TooLarge { limit: 15 })
         ));
         assert!(!dir.path().join(id.as_str()).exists(), "the image's directory was left behind");
-        assert!(matches!(
-            store.open_file(&id, ImageFileRole::Disk).await,
-            Err(ImageStoreError::NotFound { .. })
-        ));
+        assert!(matches!(store.open_file(&id, ImageFileRole::Disk).await, Err(ImageStoreError::NotFound { .. })));
         store.delete_image(&id).await.unwrap();
         store.delete_image(&id).await.unwrap();
         assert!(!dir.path().join(id.as_str()).exists());

@@ -127,9 +127,11 @@ async fn serve(
     if signed.presigned && replay::guards(&action, params.get("ClientToken").is_some()) {
         state.guards.ec2_replay.admit(&signed.signature, signed.valid_until, signed.now).map_err(|e| match e {
             replay::Replay::Seen => Ec2Error::auth_failure(e.to_string()),
-            replay::Replay::Full => {
-                Ec2Error { code: "RequestLimitExceeded", status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() }
-            }
+            replay::Replay::Full => Ec2Error {
+                code: "RequestLimitExceeded",
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+            },
         })?;
     }
     if action.is_empty() {
@@ -188,5 +190,8 @@ async fn authenticate(state: &AppState, req: &sigv4::Request<'_>, service: &str)
         other => Ec2Error::auth_failure(other.to_string()),
     })?;
     crate::access_keys::touch(&state.db, &sig.credential.access_key_id).await?;
-    Ok((owner.caller, Signed { presigned: sig.presigned_expires.is_some(), signature: sig.signature, valid_until, now }))
+    Ok((
+        owner.caller,
+        Signed { presigned: sig.presigned_expires.is_some(), signature: sig.signature, valid_until, now },
+    ))
 }

@@ -98,7 +98,11 @@ async fn register(
     Ok(Json(RegisterResponse { host_id, host_token, agent_token }))
 }
 
-async fn sync(State(state): State<AppState>, AgentHost(host): AgentHost, ApiJson(req): ApiJson<SyncRequest>) -> ApiResult<Json<SyncResponse>> {
+async fn sync(
+    State(state): State<AppState>,
+    AgentHost(host): AgentHost,
+    ApiJson(req): ApiJson<SyncRequest>,
+) -> ApiResult<Json<SyncResponse>> {
     Ok(Json(reconcile::sync(&state, host, req).await?))
 }
 

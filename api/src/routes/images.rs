@@ -5,7 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use futures::TryStreamExt;
-use kumo_wire::api::{CreateImage, Image, ImageFileRole, ImageKind, ImageState, ListQuery, Listing, UploadImageQuery, Visibility};
+use kumo_wire::api::{
+    CreateImage, Image, ImageFileRole, ImageKind, ImageState, ListQuery, Listing, UploadImageQuery, Visibility,
+};
 use kumo_wire::storage::QuotaResource;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

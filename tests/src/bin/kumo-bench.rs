@@ -180,7 +180,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn load(client: &reqwest::Client, url: &str, token: &str, pid: u32, concurrency: usize, total: usize) -> Result<()> {
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    pid: u32,
+    concurrency: usize,
+    total: usize,
+) -> Result<()> {
     let per_task = total / concurrency;
     let cpu_before = cpu_ticks(pid)?;
     let start = Instant::now();

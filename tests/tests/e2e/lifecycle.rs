@@ -80,8 +80,7 @@ fn lifecycle(opts: Options) {
     } else {
         assert_eq!(resets.len(), 1, "one forced reset, recorded once: {resets:?}");
         assert_eq!(
-            resets[0]["detail"]["message"],
-            "forced reset because the guest ignored the ACPI request after 30 s",
+            resets[0]["detail"]["message"], "forced reset because the guest ignored the ACPI request after 30 s",
             "{resets:?}"
         );
     }
