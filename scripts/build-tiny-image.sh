@@ -170,8 +170,32 @@ done
 [ -n "$hn" ] || hn=kumo-guest
 hostname "$hn"
 
-# ACPI power button -> /etc/acpi/PWRF/00000080 (needs evdev nodes, so after insmod)
+# ACPI power button -> /etc/acpi/PWRF/00000080 (needs evdev nodes, so after insmod).
+# acpid opens the /dev/input/event* nodes that exist when it starts, once: on a
+# slow (loaded TCG) boot the power button's node can appear after that, and then
+# no press is ever heard. Wait for it (up to 10 s) first.
+n=0 pwrbtn=
+while [ -z "$pwrbtn" ] && [ $n -lt 100 ]; do
+  for e in /sys/class/input/event*; do
+    case "$(cat "$e/device/name" 2>/dev/null)" in
+      *"Power Button"*) [ -c "/dev/input/${e##*/}" ] && pwrbtn=${e##*/} ;;
+    esac
+  done
+  [ -n "$pwrbtn" ] || usleep 100000
+  n=$((n + 1))
+done
+[ -n "$pwrbtn" ] || echo "kumo-init: no power button input device; ACPI presses will not be heard"
 acpid -c /etc/acpi -l /run/acpid.log
+# acpid opens the nodes after it forks into the background: the marker below
+# promises a guest that hears the power button, so wait until it listens.
+n=0
+while [ -n "$pwrbtn" ] && [ $n -lt 100 ]; do
+  p=$(pidof acpid)
+  [ -n "$p" ] && ls -l /proc/$p/fd 2>/dev/null | grep -q "/dev/input/$pwrbtn\$" && break
+  usleep 100000
+  n=$((n + 1))
+done
+[ $n -lt 100 ] || echo "kumo-init: acpid does not listen to the power button ($pwrbtn)"
 
 # In-guest poweroff/halt/reboot signal PID 1; so does ctrl-alt-del once
 # the kernel is told not to reboot at once (its default).
