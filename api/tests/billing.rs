@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, Request, StatusCode};
 use common::{backends, cloud, cloud_on, Cloud, FakeAgent, CAPACITY};

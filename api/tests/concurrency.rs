@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::{backends, cloud, cloud_on, FakeAgent, CAPACITY};
 use serde_json::json;

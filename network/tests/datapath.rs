@@ -1,6 +1,6 @@
 //! The datapath against the real kernel, inside a network namespace the test creates.
 
-mod common;
+use crate::common;
 
 use common::{runtime, TestNetns};
 use kumo_network::{bridge_name, kernel_supports_vlan, Datapath, DatapathConfig, DatapathError};

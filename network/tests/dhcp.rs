@@ -1,7 +1,7 @@
 //! DHCP with a real dnsmasq in a test network namespace, and real DHCP
 //! clients (busybox udhcpc) in their own namespaces attached by veth.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! "outside" namespace on the public interface.
 #![allow(clippy::unwrap_used)]
 
-mod netns;
+use crate::netns;
 
 use std::net::Ipv4Addr;
 

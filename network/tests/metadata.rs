@@ -3,7 +3,7 @@
 //! in a network namespace this test creates.
 #![allow(clippy::unwrap_used)]
 
-mod netns;
+use crate::netns;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -1,0 +1,19 @@
+//! The api crate's integration tests, one binary of modules (one link on
+//! slow machines): `cargo test -p kumo-api --test integration -- <module>::`.
+
+mod common;
+
+mod api;
+mod attacks;
+mod audit;
+mod billing;
+mod concurrency;
+mod ec2;
+mod etag;
+mod first_hour;
+mod networks;
+mod notices;
+mod panel;
+mod scenario;
+mod seams;
+mod storage;
