@@ -79,6 +79,18 @@ pub fn validate_group_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Checks metadata options: the hop limit is 1-64, as on EC2.
+pub fn validate_metadata_options(o: &kumo_wire::network::MetadataOptions) -> Result<(), ApiError> {
+    let (lo, hi) = kumo_wire::network::HOP_LIMIT_RANGE;
+    let hops = o.http_put_response_hop_limit;
+    if !(lo..=hi).contains(&hops) {
+        return Err(ApiError::Invalid(format!(
+            "http_put_response_hop_limit must be between {lo} and {hi}, not {hops}"
+        )));
+    }
+    Ok(())
+}
+
 /// Validates a run request and records its instances as `pending`.
 pub async fn run(state: &AppState, caller: &Caller, req: RunInstances) -> Result<Vec<InstanceRecord>, ApiError> {
     run_recorded(state, caller, req, None).await
@@ -100,6 +112,8 @@ pub async fn run_recorded(
     if count > 1 && req.name.len() + 1 + count.to_string().len() > MAX_NAME_LEN {
         return Err(ApiError::Invalid(format!("instance name '{}' is too long to number {count} instances", req.name)));
     }
+    let metadata_options = req.metadata_options.unwrap_or_default();
+    validate_metadata_options(&metadata_options)?;
     if let Some(data) = &req.user_data {
         if data.len() > MAX_USER_DATA {
             return Err(ApiError::Invalid(format!("user data is {} bytes; the limit is {MAX_USER_DATA}", data.len())));
@@ -192,6 +206,7 @@ pub async fn run_recorded(
             launched_at: None,
             deleted_at: None,
             config_drive: req.config_drive,
+            metadata_options,
         });
     }
     let mut tx = state.db.begin_write().await?;

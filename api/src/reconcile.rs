@@ -235,6 +235,7 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
             key_name: rec.key_pair_name.clone(),
             public_ipv4: ports.first().and_then(|p| public_of.get(&p.id).copied()),
             config_drive: rec.config_drive,
+            options: rec.metadata_options,
         };
         digest_json(&mut digest, &(&ports, &metadata));
         instances.push(DesiredInstance {

@@ -1807,3 +1807,273 @@ async fn modify_volume_grows_online_and_describe_volumes_modifications_follows_i
         assert!(b.contains("<volumeModificationSet></volumeModificationSet>"), "{b}");
     }
 }
+
+/// The `metadataOptions` members of an EC2 answer, in order.
+fn metadata_options_of(xml: &str, container: &str) -> Vec<String> {
+    let part = &elements(xml, container)[0];
+    ["state", "httpTokens", "httpPutResponseHopLimit", "httpEndpoint", "httpProtocolIpv6", "instanceMetadataTags"]
+        .iter()
+        .map(|t| first(part, t).unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn modify_instance_metadata_options_reaches_both_views_and_the_agent() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let t2 = c.tenant("rival").await;
+        let image = c.kernel_image("tiny").await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        let ec2 = Ec2::new(&c, &t).await;
+        let rival = Ec2::new(&c, &t2).await;
+        // RunInstances' MetadataOptions.* are kept; bad values change nothing.
+        let launch = |extra: &'static [(&'static str, &'static str)]| {
+            let mut p = vec![
+                ("Action", "RunInstances"),
+                ("ImageId", image.as_str()),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+            ];
+            p.extend_from_slice(extra);
+            p
+        };
+        ec2.err(
+            &launch(&[("MetadataOptions.HttpTokens", "sometimes")]),
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValue",
+        )
+        .await;
+        ec2.err(
+            &launch(&[("MetadataOptions.HttpPutResponseHopLimit", "65")]),
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValue",
+        )
+        .await;
+        assert!(ec2.ok(&[("Action", "DescribeInstances")]).await.contains("<reservationSet></reservationSet>"));
+        let out = ec2
+            .ok(&launch(&[
+                ("MetadataOptions.HttpTokens", "required"),
+                ("MetadataOptions.HttpPutResponseHopLimit", "2"),
+            ]))
+            .await;
+        let id = first(&out, "instanceId").unwrap();
+        assert_eq!(
+            metadata_options_of(&out, "metadataOptions"),
+            ["applied", "required", "2", "enabled", "disabled", "disabled"]
+        );
+        c.wait_state(&t, &id, "building").await;
+        let desired = agent.converge(&c).await;
+        let mine = desired.instances.iter().find(|d| d.id.as_str() == id).unwrap();
+        assert_eq!(mine.metadata.options.http_tokens, kumo_wire::network::HttpTokens::Required);
+        assert_eq!(mine.metadata.options.http_put_response_hop_limit, 2);
+        c.wait_state(&t, &id, "running").await;
+
+        // The action: named options change, the others stay; the answer says pending.
+        let modify = |extra: &[(&'static str, &'static str)]| {
+            let mut p = vec![("Action", "ModifyInstanceMetadataOptions"), ("InstanceId", id.as_str())];
+            p.extend_from_slice(extra);
+            p
+        };
+        let b = ec2
+            .ok(&modify(&[
+                ("HttpTokens", "optional"),
+                ("HttpEndpoint", "disabled"),
+                ("InstanceMetadataTags", "enabled"),
+            ]))
+            .await;
+        assert_eq!(first(&b, "instanceId").as_deref(), Some(id.as_str()), "{b}");
+        assert_eq!(
+            metadata_options_of(&b, "instanceMetadataOptions"),
+            ["pending", "optional", "2", "disabled", "disabled", "enabled"]
+        );
+        let d = ec2.ok(&[("Action", "DescribeInstances"), ("InstanceId.1", &id)]).await;
+        assert_eq!(
+            metadata_options_of(&d, "metadataOptions"),
+            ["applied", "optional", "2", "disabled", "disabled", "enabled"]
+        );
+        // The native API reads the same values back.
+        let (s, native) = c.get(&format!("/v1/instances/{id}"), &t).await;
+        assert_eq!(s, StatusCode::OK, "{native}");
+        assert_eq!(
+            native["metadata_options"],
+            serde_json::json!({"http_tokens": "optional", "http_put_response_hop_limit": 2, "http_endpoint": "disabled",
+                "http_protocol_ipv6": "disabled", "instance_metadata_tags": "enabled"})
+        );
+        // The agent's next desired state carries them.
+        let desired = agent.converge(&c).await;
+        let mine = desired.instances.iter().find(|d| d.id.as_str() == id).unwrap();
+        assert_eq!(mine.metadata.options.http_endpoint, kumo_wire::network::Switch::Disabled);
+
+        // DryRun: 412 and nothing changes.
+        ec2.err(
+            &modify(&[("HttpTokens", "required"), ("DryRun", "true")]),
+            StatusCode::PRECONDITION_FAILED,
+            "DryRunOperation",
+        )
+        .await;
+        // Bad values, unknown and other projects' instances: AWS's codes, nothing changes.
+        for bad in [
+            &[("HttpTokens", "always")][..],
+            &[("HttpEndpoint", "on")],
+            &[("HttpProtocolIpv6", "yes")],
+            &[("InstanceMetadataTags", "true")],
+            &[("HttpPutResponseHopLimit", "0")],
+            &[("HttpPutResponseHopLimit", "65")],
+            &[("HttpPutResponseHopLimit", "two")],
+        ] {
+            ec2.err(&modify(bad), StatusCode::BAD_REQUEST, "InvalidParameterValue").await;
+        }
+        ec2.err(
+            &[
+                ("Action", "ModifyInstanceMetadataOptions"),
+                ("InstanceId", "i-0123456789abcdef0"),
+                ("HttpTokens", "required"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "InvalidInstanceID.NotFound",
+        )
+        .await;
+        rival
+            .err(
+                &[("Action", "ModifyInstanceMetadataOptions"), ("InstanceId", &id), ("HttpTokens", "required")],
+                StatusCode::BAD_REQUEST,
+                "InvalidInstanceID.NotFound",
+            )
+            .await;
+        ec2.err(&[("Action", "ModifyInstanceMetadataOptions")], StatusCode::BAD_REQUEST, "MissingParameter").await;
+        let d = ec2.ok(&[("Action", "DescribeInstances"), ("InstanceId.1", &id)]).await;
+        assert_eq!(
+            metadata_options_of(&d, "metadataOptions"),
+            ["applied", "optional", "2", "disabled", "disabled", "enabled"]
+        );
+
+        // The native API accepts them at launch, validates them, and EC2 shows them.
+        let (s, b) = c
+            .post(
+                "/v1/instances",
+                &t,
+                serde_json::json!({"name": "native", "flavor": "mini",
+                    "metadata_options": {"http_tokens": "required", "http_put_response_hop_limit": 3}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let native_id = b["instances"][0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(b["instances"][0]["metadata_options"]["http_tokens"], "required");
+        let d = ec2.ok(&[("Action", "DescribeInstances"), ("InstanceId.1", &native_id)]).await;
+        assert_eq!(
+            metadata_options_of(&d, "metadataOptions"),
+            ["applied", "required", "3", "enabled", "disabled", "disabled"]
+        );
+        for bad in [
+            serde_json::json!({"http_put_response_hop_limit": 0}),
+            serde_json::json!({"http_put_response_hop_limit": 65}),
+            serde_json::json!({"http_tokens": "sometimes"}),
+            serde_json::json!({"hop_limit": 2}),
+        ] {
+            let (s, b) = c
+                .post(
+                    "/v1/instances",
+                    &t,
+                    serde_json::json!({"name": "bad", "flavor": "mini", "metadata_options": bad}),
+                )
+                .await;
+            assert!(s == StatusCode::UNPROCESSABLE_ENTITY || s == StatusCode::BAD_REQUEST, "{bad}: {s} {b}");
+        }
+        let (_, list) = c.get("/v1/instances?name=bad", &t).await;
+        assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
+    }
+}
+
+#[tokio::test]
+async fn address_domain_names_are_set_shown_and_reset() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let t2 = c.tenant("rival").await;
+        let (s, b) = c
+            .post(
+                "/v1/networks",
+                &c.admin,
+                serde_json::json!({"name": "public", "cidr": "203.0.113.0/29", "external": true}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let ec2 = Ec2::new(&c, &t).await;
+        let rival = Ec2::new(&c, &t2).await;
+        let alloc = ec2.ok(&[("Action", "AllocateAddress"), ("Domain", "vpc")]).await;
+        let id = first(&alloc, "allocationId").unwrap();
+        let ip = first(&alloc, "publicIp").unwrap();
+        let describe = || ec2.ok(&[("Action", "DescribeAddressesAttribute"), ("Attribute", "domain-name")]);
+        let d = describe().await;
+        assert_eq!(all(&d, "allocationId"), [id.clone()], "{d}");
+        assert_eq!(all(&d, "publicIp"), [ip.clone()]);
+        assert!(all(&d, "ptrRecord").is_empty(), "no PTR name yet: {d}");
+        // Set: AWS's answer (update pending), then shown.
+        let m = ec2
+            .ok(&[("Action", "ModifyAddressAttribute"), ("AllocationId", &id), ("DomainName", "Mail.Example.com")])
+            .await;
+        assert_eq!(first(&elements(&m, "ptrRecordUpdate")[0], "value").as_deref(), Some("mail.example.com."), "{m}");
+        assert_eq!(first(&m, "status").as_deref(), Some("PENDING"));
+        let d = ec2
+            .ok(&[("Action", "DescribeAddressesAttribute"), ("AllocationId.1", &id), ("Attribute", "domain-name")])
+            .await;
+        assert_eq!(all(&d, "ptrRecord"), ["mail.example.com."], "{d}");
+        // Errors change nothing.
+        for (params, code) in [
+            (
+                vec![("Action", "ModifyAddressAttribute"), ("AllocationId", id.as_str()), ("DomainName", "bad_name")],
+                "InvalidParameterValue",
+            ),
+            (vec![("Action", "ModifyAddressAttribute"), ("AllocationId", id.as_str())], "MissingParameter"),
+            (vec![("Action", "DescribeAddressesAttribute"), ("Attribute", "color")], "InvalidParameterValue"),
+            (
+                vec![("Action", "ResetAddressAttribute"), ("AllocationId", id.as_str()), ("Attribute", "color")],
+                "InvalidParameterValue",
+            ),
+            (vec![("Action", "ResetAddressAttribute"), ("AllocationId", id.as_str())], "MissingParameter"),
+            (
+                vec![("Action", "ModifyAddressAttribute"), ("AllocationId", "eipalloc-nothing"), ("DomainName", "a.b")],
+                "InvalidAllocationID.Malformed",
+            ),
+            (
+                vec![
+                    ("Action", "ModifyAddressAttribute"),
+                    ("AllocationId", id.as_str()),
+                    ("DomainName", "a.b"),
+                    ("DryRun", "true"),
+                ],
+                "DryRunOperation",
+            ),
+        ] {
+            let status =
+                if code == "DryRunOperation" { StatusCode::PRECONDITION_FAILED } else { StatusCode::BAD_REQUEST };
+            ec2.err(&params, status, code).await;
+        }
+        for action in ["ModifyAddressAttribute", "ResetAddressAttribute", "DescribeAddressesAttribute"] {
+            let (k, v) = if action == "DescribeAddressesAttribute" {
+                ("AllocationId.1", id.as_str())
+            } else {
+                ("AllocationId", id.as_str())
+            };
+            rival
+                .err(
+                    &[("Action", action), (k, v), ("DomainName", "x.example.com"), ("Attribute", "domain-name")],
+                    StatusCode::BAD_REQUEST,
+                    "InvalidAllocationID.NotFound",
+                )
+                .await;
+        }
+        assert_eq!(all(&describe().await, "ptrRecord"), ["mail.example.com."]);
+        // Reset removes it.
+        let r =
+            ec2.ok(&[("Action", "ResetAddressAttribute"), ("AllocationId", &id), ("Attribute", "domain-name")]).await;
+        assert_eq!(first(&r, "ptrRecord").as_deref(), Some("mail.example.com."), "the old name: {r}");
+        assert!(all(&describe().await, "ptrRecord").is_empty());
+        // A released address takes its name along.
+        ec2.ok(&[("Action", "ModifyAddressAttribute"), ("AllocationId", &id), ("DomainName", "a.example.com")]).await;
+        ec2.ok(&[("Action", "ReleaseAddress"), ("AllocationId", &id)]).await;
+        assert!(all(&describe().await, "allocationId").is_empty());
+    }
+}

@@ -605,6 +605,7 @@ mod tests {
             addresses: Vec::new(),
             security_groups: Vec::new(),
             config_drive: false,
+            metadata_options: Default::default(),
         }
     }
 

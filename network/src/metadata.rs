@@ -11,6 +11,13 @@
 //! EC2's default); one with an invalid, expired or another instance's token
 //! gets 401.
 //!
+//! Each instance's EC2 `MetadataOptions` are honoured: `HttpTokens=required`
+//! answers a GET without a token 401 (as EC2 does), `HttpEndpoint=disabled`
+//! answers every request of the instance 403 Forbidden (EC2's answer when the
+//! endpoint is turned off), and the token answer leaves with the IP TTL
+//! `HttpPutResponseHopLimit` (other answers with the socket's default TTL),
+//! so a token does not reach a container more hops behind the guest.
+//!
 //! One misbehaving guest cannot stall the host: each instance holds at most
 //! [`MAX_TOKENS_PER_INSTANCE`] tokens (a new one evicts its oldest), and the
 //! listener enforces [`ConnectionLimits`]: concurrent connections per source
@@ -26,8 +33,9 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Router;
-use kumo_wire::network::{InstanceMetadata, METADATA_ADDRESS};
+use kumo_wire::network::{HttpTokens, InstanceMetadata, Switch, METADATA_ADDRESS};
 use rand::RngCore;
 
 /// The header carrying an IMDSv2 token.
@@ -255,10 +263,18 @@ impl MetadataService {
             };
             let limits = self.lock().limits;
             let router = router.clone();
+            let (stream, socket) = match ConnSocket::of(stream) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "metadata connection dropped: socket unusable");
+                    continue;
+                }
+            };
             tokio::spawn(async move {
                 let _slot = slot;
                 let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
+                    req.extensions_mut().insert(socket.clone());
                     tower_call(router.clone(), req.map(axum::body::Body::new))
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -292,6 +308,30 @@ impl MetadataService {
 
     fn instance(&self, bridge: &str, ip: Ipv4Addr) -> Option<Arc<InstanceView>> {
         self.lock().bridges.get(bridge)?.get(&ip).cloned()
+    }
+}
+
+/// A second handle on a connection's socket, through which a handler sets
+/// the IP TTL of its answer (the hop limit of token answers).
+#[derive(Debug, Clone)]
+struct ConnSocket {
+    socket: Arc<std::net::TcpStream>,
+    default_ttl: u32,
+}
+
+impl ConnSocket {
+    fn of(stream: tokio::net::TcpStream) -> std::io::Result<(tokio::net::TcpStream, Self)> {
+        let std_stream = stream.into_std()?;
+        let dup = std_stream.try_clone()?;
+        let default_ttl = dup.ttl()?;
+        Ok((tokio::net::TcpStream::from_std(std_stream)?, Self { socket: Arc::new(dup), default_ttl }))
+    }
+
+    /// Sets the TTL of what is written next (HTTP/1 answers one request at a time).
+    fn set_ttl(&self, ttl: u32) {
+        if let Err(e) = self.socket.set_ttl(ttl) {
+            tracing::debug!(error = %e, ttl, "cannot set the metadata answer's TTL");
+        }
     }
 }
 
@@ -337,6 +377,7 @@ fn not_found() -> Response {
 async fn serve(
     State(s): State<Served>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    socket: Option<Extension<ConnSocket>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -345,6 +386,15 @@ async fn serve(
     let Some(view) = s.service.instance(&s.bridge, *peer.ip()) else {
         return if method == Method::PUT { text(StatusCode::FORBIDDEN, "Forbidden") } else { not_found() };
     };
+    let options = view.metadata.options;
+    if let Some(Extension(socket)) = &socket {
+        let token_answer = method == Method::PUT && uri.path() == "/latest/api/token";
+        socket.set_ttl(if token_answer { u32::from(options.http_put_response_hop_limit) } else { socket.default_ttl });
+    }
+    // EC2: with the endpoint turned off, every request is refused.
+    if options.http_endpoint == Switch::Disabled {
+        return text(StatusCode::FORBIDDEN, "Forbidden");
+    }
     let path = uri.path();
     if path == "/latest/api/token" {
         if method != Method::PUT {
@@ -370,6 +420,9 @@ async fn serve(
         if !valid {
             return text(StatusCode::UNAUTHORIZED, "Unauthorized");
         }
+    } else if options.http_tokens == HttpTokens::Required {
+        // IMDSv2 only: EC2 answers a token-less request 401.
+        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
     }
     answer(&view, &path)
 }
@@ -592,6 +645,7 @@ mod tests {
                 key_name: Some("k".into()),
                 public_ipv4: None,
                 config_drive: false,
+                options: Default::default(),
             },
         }
     }

@@ -34,6 +34,7 @@ fn view(id: &str, ip: Ipv4Addr, rich: bool) -> InstanceView {
             key_name: rich.then(|| "mykey".into()),
             public_ipv4: rich.then(|| Ipv4Addr::new(198, 51, 100, 10)),
             config_drive: false,
+            options: Default::default(),
         },
     }
 }
@@ -300,4 +301,44 @@ fn listeners_answer_per_bridge() {
     assert_eq!(curl(&c2, &[url]), (true, "i-two".into()));
     stop_tx.send(()).unwrap();
     server.join().unwrap();
+}
+
+/// EC2's `MetadataOptions`: `HttpTokens=required` refuses token-less GETs
+/// with 401 and serves them with a token; `optional` serves both;
+/// `HttpEndpoint=disabled` answers 403 to everything, tokens included.
+#[tokio::test]
+async fn metadata_options_require_tokens_or_turn_the_endpoint_off() {
+    use kumo_wire::network::{HttpTokens, MetadataOptions, Switch};
+    let with = |id: &str, ip, options| {
+        let mut v = view(id, ip, true);
+        v.metadata.options = options;
+        v
+    };
+    let required = MetadataOptions { http_tokens: HttpTokens::Required, ..MetadataOptions::default() };
+    let off = MetadataOptions { http_endpoint: Switch::Disabled, ..MetadataOptions::default() };
+    let s = MetadataService::new();
+    s.set_bridge("kbr1", vec![with("i-a", A, required), with("i-b", B, MetadataOptions::default())]);
+    s.set_bridge("kbr2", vec![with("i-c", A, off)]);
+    let path = "/latest/meta-data/instance-id";
+    // Required: no token, 401 for every path; a token opens them.
+    for p in [path, "/latest/user-data", "/", "/latest/meta-data/"] {
+        assert_eq!(get(&s, "kbr1", A, p).await.0, StatusCode::UNAUTHORIZED, "{p}");
+    }
+    let (status, t) = token(&s, "kbr1", A, "60").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        call(&s, "kbr1", A, Method::GET, path, &[("X-aws-ec2-metadata-token", t.as_str())]).await,
+        (StatusCode::OK, "i-a".into())
+    );
+    assert_eq!(call(&s, "kbr1", A, Method::GET, path, &[("X-aws-ec2-metadata-token", "bogus")]).await.0, 401);
+    // Optional (the default): served without and with a token.
+    assert_eq!(get(&s, "kbr1", B, path).await, (StatusCode::OK, "i-b".into()));
+    let (_, tb) = token(&s, "kbr1", B, "60").await;
+    assert_eq!(call(&s, "kbr1", B, Method::GET, path, &[("X-aws-ec2-metadata-token", tb.as_str())]).await.0, 200);
+    // Disabled: 403 for reads and token requests alike.
+    assert_eq!(get(&s, "kbr2", A, path).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(token(&s, "kbr2", A, "60").await.0, StatusCode::FORBIDDEN);
+    // A change of options takes effect with the next table.
+    s.set_bridge("kbr1", vec![with("i-a", A, MetadataOptions::default())]);
+    assert_eq!(get(&s, "kbr1", A, path).await, (StatusCode::OK, "i-a".into()));
 }

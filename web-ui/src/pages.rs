@@ -306,6 +306,7 @@ pub async fn launch(State(panel): State<Panel>, Posted { session: s, form }: Pos
         security_groups: form.all("security_groups"),
         config_drive: form.opt("config_drive").is_some(),
         unique_name: false,
+        metadata_options: None,
     };
     match panel.api.send::<_, RunInstancesResponse>(Some(&s.token), Method::POST, "/v1/instances", &req).await {
         Ok(r) if r.instances.len() == 1 => see_other(&format!("/ui/instances/{}", r.instances[0].id)),

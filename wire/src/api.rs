@@ -484,6 +484,9 @@ pub struct RunInstances {
     /// (always so when the project's `unique_instance_names` is set).
     #[serde(default)]
     pub unique_name: bool,
+    /// How the metadata service answers the instances (EC2's defaults when left out).
+    #[serde(default)]
+    pub metadata_options: Option<crate::network::MetadataOptions>,
 }
 
 /// How the scheduler judged one host.
@@ -565,6 +568,9 @@ pub struct Instance {
     /// Whether a NoCloud config drive is attached.
     #[serde(default)]
     pub config_drive: bool,
+    /// How the metadata service answers it (EC2's `MetadataOptions`).
+    #[serde(default)]
+    pub metadata_options: crate::network::MetadataOptions,
 }
 
 /// `POST /v1/instances` answer.

@@ -145,6 +145,85 @@ pub struct InstanceMetadata {
     pub public_ipv4: Option<Ipv4Addr>,
     /// Whether to attach a NoCloud `cidata` ISO as well.
     pub config_drive: bool,
+    /// How the metadata service answers this instance (EC2's
+    /// `MetadataOptions`); older controllers send none: EC2's defaults.
+    #[serde(default)]
+    pub options: MetadataOptions,
+}
+
+/// EC2's `HttpTokens`: whether the metadata service serves requests without an
+/// IMDSv2 session token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpTokens {
+    /// IMDSv1 and IMDSv2 (EC2's default).
+    #[default]
+    Optional,
+    /// IMDSv2 only: a GET without a token gets 401.
+    Required,
+}
+
+/// `enabled` or `disabled`, as EC2 spells its metadata switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// On.
+    Enabled,
+    /// Off.
+    Disabled,
+}
+
+impl Switch {
+    /// `enabled` or `disabled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+impl HttpTokens {
+    /// `optional` or `required`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Optional => "optional",
+            Self::Required => "required",
+        }
+    }
+}
+
+/// The lowest and highest `http_put_response_hop_limit` EC2 accepts.
+pub const HOP_LIMIT_RANGE: (u8, u8) = (1, 64);
+
+/// An instance's metadata options (EC2's `InstanceMetadataOptions`); every
+/// field left out takes EC2's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetadataOptions {
+    /// `required` refuses token-less (IMDSv1) GETs with 401.
+    pub http_tokens: HttpTokens,
+    /// The IP TTL of the token (`PUT /latest/api/token`) answer, 1-64: a
+    /// token cannot reach a container more hops away.
+    pub http_put_response_hop_limit: u8,
+    /// `disabled`: the service answers every request of the instance 403.
+    pub http_endpoint: Switch,
+    /// Stored and reported; Kumo's metadata service is IPv4 only.
+    pub http_protocol_ipv6: Switch,
+    /// Stored and reported; the service does not list tags yet.
+    pub instance_metadata_tags: Switch,
+}
+
+impl Default for MetadataOptions {
+    fn default() -> Self {
+        Self {
+            http_tokens: HttpTokens::Optional,
+            http_put_response_hop_limit: 1,
+            http_endpoint: Switch::Enabled,
+            http_protocol_ipv6: Switch::Disabled,
+            instance_metadata_tags: Switch::Disabled,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- native API

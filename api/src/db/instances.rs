@@ -1,6 +1,7 @@
 //! Instances: the desired state a tenant asked for and the state agents confirmed.
 
 use kumo_wire::api::{Instance, Placement};
+use kumo_wire::network::MetadataOptions;
 use kumo_wire::{DesiredPower, HostId, ImageId, InstanceId, InstanceState, ProjectId, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -66,6 +67,8 @@ pub struct InstanceRecord {
     pub deleted_at: Option<Timestamp>,
     /// Also attach a NoCloud config drive.
     pub config_drive: bool,
+    /// How the metadata service answers it.
+    pub metadata_options: MetadataOptions,
 }
 
 impl InstanceRecord {
@@ -94,6 +97,7 @@ impl InstanceRecord {
             addresses: Vec::new(),
             security_groups: Vec::new(),
             config_drive: self.config_drive,
+            metadata_options: self.metadata_options,
         }
     }
 
@@ -110,7 +114,7 @@ const SELECT: &str = "SELECT i.*, h.name AS host_name FROM instances i LEFT JOIN
 const LIST_SELECT: &str = "SELECT i.id, i.project_id, i.name, i.flavor_name, i.vcpus, i.memory_mib, i.disk_gib, \
      i.image_id, i.key_pair_name, i.host_id, i.required_host_id, i.state, i.state_reason, i.state_deadline_at, \
      i.desired, i.generation, i.applied_generation, i.reboot_generation, i.created_by, i.created_at, i.updated_at, \
-     i.launched_at, i.deleted_at, i.config_drive, h.name AS host_name \
+     i.launched_at, i.deleted_at, i.config_drive, i.metadata_options, h.name AS host_name \
      FROM instances i LEFT JOIN hosts h ON h.id = i.host_id";
 
 fn opt_u64(row: &AnyRow, col: &str) -> DbResult<Option<u64>> {
@@ -156,7 +160,34 @@ fn record_with(row: &AnyRow, full: bool) -> DbResult<InstanceRecord> {
         launched_at: row.try_get::<Option<i64>, _>("launched_at")?.map(Timestamp),
         deleted_at: row.try_get::<Option<i64>, _>("deleted_at")?.map(Timestamp),
         config_drive: row.try_get::<i64, _>("config_drive")? != 0,
+        metadata_options: match row.try_get::<Option<String>, _>("metadata_options")? {
+            Some(j) => serde_json::from_str(&j).map_err(|e| DbError::Corrupt(format!("metadata_options: {e}")))?,
+            None => MetadataOptions::default(),
+        },
     })
+}
+
+fn options_json(o: &MetadataOptions) -> DbResult<Option<String>> {
+    if *o == MetadataOptions::default() {
+        return Ok(None);
+    }
+    serde_json::to_string(o).map(Some).map_err(|e| DbError::Corrupt(e.to_string()))
+}
+
+/// Replaces the metadata options of a live instance; false when there is none.
+pub async fn set_metadata_options(db: &Db, id: &InstanceId, o: &MetadataOptions) -> DbResult<bool> {
+    let mut tx = db.begin_write().await?;
+    let done =
+        sqlx::query("UPDATE instances SET metadata_options = $1, updated_at = $2 WHERE id = $3 AND state <> 'deleted'")
+            .bind(options_json(o)?)
+            .bind(Timestamp::now().millis())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+    tx.commit().await?;
+    Ok(done)
 }
 
 fn placement_json(p: &Option<Placement>) -> DbResult<Option<String>> {
@@ -202,9 +233,9 @@ pub async fn insert(tx: &mut Transaction<'static, Any>, r: &InstanceRecord) -> D
         "INSERT INTO instances (id, project_id, name, flavor_name, vcpus, memory_mib, disk_gib, image_id, \
          key_pair_name, ssh_public_key, user_data, host_id, state, state_reason, state_deadline_at, desired, \
          generation, applied_generation, reboot_generation, placement, created_by, created_at, updated_at, \
-         launched_at, deleted_at, seq, required_host_id, config_drive) \
+         launched_at, deleted_at, seq, required_host_id, config_drive, metadata_options) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-         $22, $23, $24, $25, $26, $27, $28)",
+         $22, $23, $24, $25, $26, $27, $28, $29)",
     )
     .bind(r.id.as_str())
     .bind(r.project_id.as_str())
@@ -234,6 +265,7 @@ pub async fn insert(tx: &mut Transaction<'static, Any>, r: &InstanceRecord) -> D
     .bind(r.seq())
     .bind(r.required_host_id.as_ref().map(|h| h.as_str().to_owned()))
     .bind(i64::from(r.config_drive))
+    .bind(options_json(&r.metadata_options)?)
     .execute(&mut **tx)
     .await?;
     Ok(())

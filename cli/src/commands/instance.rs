@@ -66,6 +66,7 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<(), Error> {
         security_groups: args.security_groups,
         config_drive: args.config_drive,
         unique_name: args.unique_name,
+        metadata_options: None,
     };
     let client = ctx.client()?;
     let reply: Reply<RunInstancesResponse> = client.post(&["v1", "instances"], &request).await?;

@@ -176,6 +176,7 @@ pub fn instance(name: &str) -> Instance {
         addresses: Vec::new(),
         security_groups: Vec::new(),
         config_drive: false,
+        metadata_options: Default::default(),
     }
 }
 

@@ -108,6 +108,7 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
                 ssh_public_key: None,
                 user_data: None,
                 config_drive: false,
+                metadata_options: Default::default(),
                 host_id: None,
                 required_host_id: None,
                 host_name: None,

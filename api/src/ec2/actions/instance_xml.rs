@@ -239,14 +239,7 @@ pub fn write_instance(
         .with("cpuOptions", |x| {
             x.leaf("coreCount", rec.vcpus).leaf("threadsPerCore", 1);
         })
-        .with("metadataOptions", |x| {
-            x.leaf("state", "applied")
-                .leaf("httpTokens", "optional")
-                .leaf("httpPutResponseHopLimit", 1)
-                .leaf("httpEndpoint", "enabled")
-                .leaf("httpProtocolIpv6", "disabled")
-                .leaf("instanceMetadataTags", "disabled");
-        })
+        .with("metadataOptions", |x| super::metadata_options::write(x, &rec.metadata_options, "applied"))
         .with("privateDnsNameOptions", |x| {
             x.leaf("hostnameType", "ip-name")
                 .leaf("enableResourceNameDnsARecord", false)

@@ -329,6 +329,8 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         })?;
         networks.push(net);
     }
+    let mut metadata_options = kumo_wire::network::MetadataOptions::default();
+    super::metadata_options::apply(p, "MetadataOptions.", &mut metadata_options)?;
     let side = side_record(ctx, ACTION, "instance")?;
     let attrs = launch_attributes(ctx)?;
     dry_run(ctx)?;
@@ -345,6 +347,7 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         security_groups,
         config_drive: false,
         unique_name: false,
+        metadata_options: Some(metadata_options),
     };
     let rows = match crate::instances::run_recorded(ctx.state, &ctx.caller, req, Some(&side)).await {
         Ok(rows) => rows,

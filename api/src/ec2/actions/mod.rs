@@ -1,6 +1,7 @@
 //! EC2 actions, one module per resource family. [`dispatch`] is the one
 //! exhaustive table from action name to handler.
 
+pub mod address_attributes;
 pub mod attributes;
 pub mod images;
 pub mod instance_xml;
@@ -8,6 +9,7 @@ pub mod instances;
 pub mod interfaces;
 pub mod keypairs;
 pub mod meta;
+pub mod metadata_options;
 pub mod modifications;
 pub mod network;
 pub mod related;
@@ -71,6 +73,10 @@ pub const ACTIONS: &[&str] = &[
     "DescribeAccountAttributes",
     "ModifyVolume",
     "DescribeVolumesModifications",
+    "ModifyInstanceMetadataOptions",
+    "DescribeAddressesAttribute",
+    "ModifyAddressAttribute",
+    "ResetAddressAttribute",
 ];
 
 /// Runs one action and returns the XML body.
@@ -128,6 +134,10 @@ pub async fn dispatch(ctx: &Ctx<'_>, action: &str) -> Ec2Result<String> {
         "DescribeAccountAttributes" => interfaces::describe_account_attributes(ctx, &mut x).await?,
         "ModifyVolume" => modifications::modify_volume(ctx, &mut x).await?,
         "DescribeVolumesModifications" => modifications::describe_volumes_modifications(ctx, &mut x).await?,
+        "ModifyInstanceMetadataOptions" => metadata_options::modify_instance_metadata_options(ctx, &mut x).await?,
+        "DescribeAddressesAttribute" => address_attributes::describe_addresses_attribute(ctx, &mut x).await?,
+        "ModifyAddressAttribute" => address_attributes::modify_address_attribute(ctx, &mut x).await?,
+        "ResetAddressAttribute" => address_attributes::reset_address_attribute(ctx, &mut x).await?,
         other => return Err(Ec2Error::invalid_action(other)),
     }
     Ok(x.finish(action))

@@ -434,7 +434,7 @@ fn association_of(f: &FloatingIpRecord) -> Option<String> {
     f.instance_id.as_ref().map(|_| format!("eipassoc-{}", hex_of(f.id.as_str())))
 }
 
-async fn find_address(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<FloatingIpRecord> {
+pub async fn find_address(ctx: &Ctx<'_>, raw: &str) -> Ec2Result<FloatingIpRecord> {
     if raw.parse::<kumo_wire::FloatingIpId>().is_err() {
         return Err(Ec2Error::malformed("InvalidAllocationID.Malformed", "allocation", raw));
     }
@@ -558,6 +558,7 @@ pub async fn release_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         other => net_error(other),
     })?;
     tags::forget(&ctx.state.db, &ctx.caller.project_id, f.id.as_str()).await?;
+    super::address_attributes::forget(ctx, f.id.as_str()).await?;
     x.leaf("return", true);
     Ok(())
 }
