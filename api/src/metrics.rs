@@ -187,9 +187,10 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let response = next.run(request).await;
     let status = response.status();
-    metrics.http_duration.get_or_create(&RouteLabels { method: method.clone(), route: route.clone() }).observe(
-        started.elapsed().as_secs_f64(),
-    );
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+        .observe(started.elapsed().as_secs_f64());
     metrics.http_requests.get_or_create(&RequestLabels { method, route, status: status_code(status) }).inc();
     response
 }

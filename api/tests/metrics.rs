@@ -63,7 +63,9 @@ async fn scrape(c: &Cloud, peer: Option<&str>) -> (StatusCode, String) {
 }
 
 fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
-    samples.iter().find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+    samples
+        .iter()
+        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
 }
 
 #[tokio::test]
@@ -141,8 +143,9 @@ async fn metrics_can_be_turned_off_or_restricted() {
 
 #[test]
 fn a_bad_metrics_allow_list_is_refused_at_load() {
-    let err = ControllerConfig::load(None, [("KUMO_METRICS_ALLOWED_CIDRS".to_owned(), "10.0.0.0/8, nonsense".to_owned())])
-        .unwrap_err();
+    let err =
+        ControllerConfig::load(None, [("KUMO_METRICS_ALLOWED_CIDRS".to_owned(), "10.0.0.0/8, nonsense".to_owned())])
+            .unwrap_err();
     assert!(err.to_string().contains("'nonsense' is not an IP range"), "{err}");
     let ok = ControllerConfig::load(None, [("KUMO_METRICS".to_owned(), "false".to_owned())]).unwrap();
     assert!(!ok.metrics);

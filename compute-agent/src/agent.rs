@@ -154,8 +154,7 @@ impl Agent {
             .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| AgentError::Bind { addr: config.listen, source })?;
         let status = StatusHandle::default();
-        let router =
-            console::router(ConsoleState {
+        let router = console::router(ConsoleState {
             disks: disks.clone(),
             creds: creds.clone(),
             status: status.clone(),

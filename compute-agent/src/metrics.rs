@@ -58,7 +58,11 @@ impl Default for AgentMetrics {
         let syncs = Counter::default();
         registry.register("syncs", "Syncs with the controller that succeeded", syncs.clone());
         let sync_errors = Counter::default();
-        registry.register("sync_errors", "Sync passes that failed (libvirt, registration, the controller)", sync_errors.clone());
+        registry.register(
+            "sync_errors",
+            "Sync passes that failed (libvirt, registration, the controller)",
+            sync_errors.clone(),
+        );
         let sync_duration = latency_histogram();
         registry.register(
             "sync_duration_seconds",
@@ -74,7 +78,11 @@ impl Default for AgentMetrics {
         let converge_errors = Family::<ActionLabels, Counter>::default();
         registry.register("converge_errors", "Convergence tasks that failed, by action", converge_errors.clone());
         let libvirt_duration: HistogramFamily<CallLabels> = Family::new_with_constructor(latency_histogram);
-        registry.register("libvirt_call_duration_seconds", "libvirt calls by call and outcome", libvirt_duration.clone());
+        registry.register(
+            "libvirt_call_duration_seconds",
+            "libvirt calls by call and outcome",
+            libvirt_duration.clone(),
+        );
         let firewall_applies = Counter::default();
         registry.register("firewall_applies", "Host firewall applies (nftables)", firewall_applies.clone());
         let firewall_failures = Counter::default();
