@@ -6,7 +6,7 @@ set -euo pipefail
 # Usage: install-system-deps.sh [build] [run] [test]   (no group: all three)
 #   build  what compiling Kumo needs (the `virt` crate links against libvirt-dev)
 #   run    what running Kumo needs (scripts/kumo-up.sh)
-#   test   what only the test suite needs (PostgreSQL, the browser, tcpdump)
+#   test   what only the test suite needs (PostgreSQL, the browser, tcpdump, Prometheus)
 BUILD=(libvirt-dev pkg-config)
 RUN=(
   # hypervisor + libvirt
@@ -28,6 +28,8 @@ TEST=(
   chromium chromium-driver
   # Japanese glyphs in the panel's screenshots
   fonts-noto-cjk
+  # the metrics e2e test scrapes a stack with a real Prometheus server
+  prometheus
 )
 
 WANT=("$@")

@@ -104,6 +104,7 @@ async fn close_one(state: &AppState) -> Result<Option<CloseSummary>, ApiError> {
     let started = std::time::Instant::now();
     let summary = state.db.close_billing_hour(hour, &s, &prices).await?;
     if let Some(done) = &summary {
+        state.metrics.billing_closes.inc();
         tracing::info!(
             hour = %ts(hour),
             lines = done.lines,

@@ -134,6 +134,11 @@ pub struct ControllerConfig {
     pub login_max_backoff_secs: u64,
     /// User names and addresses the login throttle tracks at most.
     pub login_tracked_max: usize,
+    /// Serve Prometheus metrics at `GET /metrics` (unauthenticated, as Prometheus expects).
+    pub metrics: bool,
+    /// Who may read `/metrics`: IP ranges separated by commas (`"127.0.0.0/8, 10.0.0.5/32"`);
+    /// empty lets anyone who reaches `listen` (loopback by default) read it.
+    pub metrics_allowed_cidrs: String,
 }
 
 impl Default for ControllerConfig {
@@ -178,8 +183,22 @@ impl Default for ControllerConfig {
             login_free_attempts: 5,
             login_max_backoff_secs: 900,
             login_tracked_max: 10_000,
+            metrics: true,
+            metrics_allowed_cidrs: String::new(),
         }
     }
+}
+
+fn parse_cidrs(text: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::Invalid(format!("metrics_allowed_cidrs: '{t}' is not an IP range")))
+        })
+        .collect()
 }
 
 /// The prefix of environment overrides.
@@ -216,7 +235,13 @@ impl ControllerConfig {
         Ok(config)
     }
 
+    /// The parsed `metrics_allowed_cidrs` (validated at load; an entry that does not parse is skipped).
+    pub fn metrics_allow_list(&self) -> Vec<ipnet::IpNet> {
+        parse_cidrs(&self.metrics_allowed_cidrs).unwrap_or_default()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        parse_cidrs(&self.metrics_allowed_cidrs)?;
         for (name, ratio) in [
             ("cpu_allocation_ratio", self.cpu_allocation_ratio),
             ("ram_allocation_ratio", self.ram_allocation_ratio),

@@ -18,6 +18,7 @@ pub mod guards;
 pub mod image_uploads;
 pub mod instances;
 pub mod login_limit;
+pub mod metrics;
 pub mod networks;
 pub mod paging;
 pub mod quotas;
@@ -104,6 +105,7 @@ impl Controller {
                 .build()
                 .map_err(|e| StartError::Bootstrap(ApiError::Internal(e.to_string())))?,
             guards,
+            metrics: Arc::new(metrics::Metrics::new()),
         };
         let (shutdown, rx) = watch::channel(false);
         let secs = Duration::from_secs;

@@ -317,11 +317,13 @@ pub async fn schedule_pending(state: &AppState, batch: u32) -> Result<usize, Api
             planned.push(Planned { candidate, new, host: i, claim });
         }
         let (placed, refused) = commit_placements(state, &hosts, &policy, planned, &change).await?;
+        state.metrics.placements.inc_by(placed as u64);
         decided += placed;
         if refused.is_empty() {
             // The view held: nothing fits these.
             for (candidate, judgement, lost) in unplaceable {
                 if no_valid_host(state, &hosts, &candidate.old, judgement, lost, &policy, now).await? {
+                    state.metrics.placement_failures.inc();
                     decided += 1;
                 }
             }

@@ -51,4 +51,6 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// In-memory defences against replays and floods.
     pub guards: Arc<crate::guards::Guards>,
+    /// Prometheus metrics (one registry per controller).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }

@@ -90,7 +90,11 @@ impl Agent {
             tracing::info!(host_id = %c.host_id, "reusing saved host credentials");
         }
 
-        let hypervisor: Arc<dyn Hypervisor> = Arc::new(LibvirtHypervisor::new(config.libvirt_uri.clone()));
+        let metrics = Arc::new(crate::metrics::AgentMetrics::default());
+        let hypervisor: Arc<dyn Hypervisor> = Arc::new(crate::metrics::MeteredHypervisor::new(
+            Arc::new(LibvirtHypervisor::new(config.libvirt_uri.clone())),
+            metrics.clone(),
+        ));
         match hypervisor.node_resources().await {
             Ok(node) => {
                 tracing::info!(uri = %config.libvirt_uri, cpus = node.cpus, memory_mib = node.memory_mib, "libvirt connected")
@@ -103,7 +107,7 @@ impl Agent {
         let disks: Arc<dyn InstanceDisks> = Arc::new(QemuImgDisks::new(state_dir.join("instances")));
         let locks = Arc::new(InstanceLocks::default());
         let network_status = NetworkStatus::default();
-        let networking = Networking::new(
+        let mut networking = Networking::new(
             NetworkingConfig {
                 state_dir: state_dir.join("network"),
                 trunk_interface: config.trunk_interface.clone(),
@@ -115,6 +119,7 @@ impl Agent {
             network_status.clone(),
         )
         .await?;
+        networking.metrics = metrics.clone();
         let converger = Arc::new(
             Converger::new(
                 hypervisor.clone(),
@@ -149,8 +154,13 @@ impl Agent {
             .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| AgentError::Bind { addr: config.listen, source })?;
         let status = StatusHandle::default();
-        let router =
-            console::router(ConsoleState { disks: disks.clone(), creds: creds.clone(), status: status.clone() });
+        let router = console::router(ConsoleState {
+            disks: disks.clone(),
+            creds: creds.clone(),
+            status: status.clone(),
+            metrics: metrics.clone(),
+            metrics_enabled: config.metrics,
+        });
         let agent_url = config.advertise_url.clone().unwrap_or_else(|| format!("http://{local_addr}"));
         let worker = SyncWorker::new(WorkerParts {
             config,
@@ -168,6 +178,7 @@ impl Agent {
             networking,
             quarantine,
             boot,
+            metrics,
         });
         Ok(Self { listener, local_addr, router, worker })
     }

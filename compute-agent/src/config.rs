@@ -169,6 +169,9 @@ pub struct AgentConfig {
     /// Whether to serve the metadata service at 169.254.169.254 on every tenant bridge.
     #[serde(default = "default_true")]
     pub metadata: bool,
+    /// Whether the agent's HTTP server answers `GET /metrics` (Prometheus text).
+    #[serde(default = "default_true")]
+    pub metrics: bool,
     /// A guest running this long (seconds) without having taken the DHCP
     /// lease of one of its ports gets a `no_dhcp_lease` event; 0: never.
     #[serde(default = "default_dhcp_lease_warning_secs")]

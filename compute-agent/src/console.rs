@@ -35,6 +35,10 @@ pub struct ConsoleState {
     pub creds: SharedCredentials,
     /// The sync loop's status.
     pub status: StatusHandle,
+    /// What `GET /metrics` serves.
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// `metrics` from the configuration.
+    pub metrics_enabled: bool,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -45,7 +49,20 @@ impl std::fmt::Debug for ConsoleState {
 
 /// The agent's routes.
 pub fn router(state: ConsoleState) -> Router {
-    Router::new().route("/v1/instances/{id}/console", get(console)).route("/healthz", get(healthz)).with_state(state)
+    Router::new()
+        .route("/v1/instances/{id}/console", get(console))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text, unauthenticated like Prometheus expects (the
+/// agent listens where the controller reaches it; `metrics = false` turns it off).
+async fn metrics(State(state): State<ConsoleState>) -> Response {
+    if !state.metrics_enabled {
+        return error(StatusCode::NOT_FOUND, "not_found", "metrics are turned off (metrics = false)");
+    }
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.render()).into_response()
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -146,7 +163,13 @@ mod tests {
             host_token: "host-tok".into(),
             agent_token: "tok".into(),
         }));
-        router(ConsoleState { disks: Arc::new(QemuImgDisks::new(dir)), creds, status: StatusHandle::default() })
+        router(ConsoleState {
+            disks: Arc::new(QemuImgDisks::new(dir)),
+            creds,
+            status: StatusHandle::default(),
+            metrics: Default::default(),
+            metrics_enabled: true,
+        })
     }
 
     async fn get_console(app: Router, uri: &str, token: Option<&str>) -> (StatusCode, Option<String>, String) {

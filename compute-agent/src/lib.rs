@@ -28,6 +28,7 @@ pub mod inventory;
 pub mod lease_watch;
 pub mod ledger;
 pub mod locks;
+pub mod metrics;
 pub mod networking;
 pub mod notices;
 pub mod observe;

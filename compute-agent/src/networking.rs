@@ -187,6 +187,8 @@ pub struct Networking {
     status: NetworkStatus,
     /// Whether the last converge left everything as planned.
     pub healthy: bool,
+    /// Counts firewall applies (the agent replaces it with the one it serves).
+    pub metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
 }
 
 impl std::fmt::Debug for Networking {
@@ -230,6 +232,7 @@ impl Networking {
             listeners: HashMap::new(),
             status,
             healthy: false,
+            metrics: Default::default(),
         })
     }
 
@@ -279,6 +282,7 @@ impl Networking {
         } else {
             self.firewall.apply(&firewall).await
         };
+        self.metrics.firewall_applied(result.is_ok());
         if let Err(err) = result {
             let message = format!("cannot apply the host firewall: {}", error_chain(&err));
             tracing::warn!(error = %message);

@@ -106,6 +106,8 @@ pub struct WorkerParts {
     pub quarantine: Quarantine,
     /// Tells a host reboot from guests that powered off.
     pub boot: BootWatch,
+    /// Prometheus metrics (served by the agent's HTTP server).
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 /// The sync loop's state.
@@ -193,6 +195,7 @@ impl SyncWorker {
             Ok(domains) => domains,
             Err(err) => return self.fail("cannot observe the host; not syncing", error_chain(&err), shutdown).await,
         };
+        self.parts.metrics.set_instances(domains.iter().filter(|d| d.instance.is_some()).count());
         if self.synced {
             self.converge_networks().await;
         }
@@ -245,6 +248,7 @@ impl SyncWorker {
             );
             self.syncs_since_inventory = 0;
         }
+        let sync_started = Instant::now();
         let wake = tokio::select! {
             biased;
             () = shutdown.cancelled() => Wake::Shutdown,
@@ -257,6 +261,7 @@ impl SyncWorker {
             // The long poll was dropped; the next pass reports the result at once.
             Wake::TaskDone(done) => self.record(done),
             Wake::Synced(Ok(response)) => {
+                self.parts.metrics.synced(sync_started);
                 self.parts.converger.notices().acknowledge(&notices_sent);
                 self.syncs_since_inventory += 1;
                 let repairs = response.repairs.clone();
@@ -295,6 +300,7 @@ impl SyncWorker {
     /// Logs a failed pass and waits out the backoff (or until a task ends).
     async fn fail(&mut self, what: &str, message: String, shutdown: &CancellationToken) {
         tracing::warn!(error = %message, retry_in_ms = self.backoff.as_millis() as u64, "{what}");
+        self.parts.metrics.sync_failed();
         self.parts.status.update(|s| s.last_error = Some(format!("{what}: {message}")));
         let delay = self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -467,9 +473,15 @@ impl SyncWorker {
                 power = %desired.power);
             let (id, generation) = (desired.id.clone(), desired.generation);
             let converger = Arc::clone(&self.parts.converger);
+            let metrics = Arc::clone(&self.parts.metrics);
             let handle = self.tasks.spawn(
-                async move { TaskResult::Instance(converger.apply(&desired).await.map_err(|e| error_chain(&e))) }
-                    .instrument(span),
+                async move {
+                    let started = Instant::now();
+                    let result = converger.apply(&desired).await.map_err(|e| error_chain(&e));
+                    metrics.converged("instance", started, result.is_err());
+                    TaskResult::Instance(result)
+                }
+                .instrument(span),
             );
             self.task_ids.insert(handle.id(), (TaskKey::Instance(id), generation));
         }
@@ -486,10 +498,16 @@ impl SyncWorker {
             let span =
                 tracing::info_span!("volume", volume = %id, generation = desired.generation, present = desired.present);
             let work = Arc::clone(&self.parts.volumes);
+            let metrics = Arc::clone(&self.parts.metrics);
             let generation = desired.generation;
             let handle = self.tasks.spawn(
-                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }
-                    .instrument(span),
+                async move {
+                    let started = Instant::now();
+                    let result = work.apply(&desired).await.map_err(|e| error_chain(&e));
+                    metrics.converged("volume", started, result.is_err());
+                    TaskResult::Storage(result)
+                }
+                .instrument(span),
             );
             self.task_ids.insert(handle.id(), (TaskKey::Volume(id), generation));
         }
@@ -500,10 +518,16 @@ impl SyncWorker {
             self.snapshot_ledger.start(&id);
             let span = tracing::info_span!("snapshot", snapshot = %id, generation = desired.generation, present = desired.present);
             let work = Arc::clone(&self.parts.snapshots);
+            let metrics = Arc::clone(&self.parts.metrics);
             let generation = desired.generation;
             let handle = self.tasks.spawn(
-                async move { TaskResult::Storage(work.apply(&desired).await.map_err(|e| error_chain(&e))) }
-                    .instrument(span),
+                async move {
+                    let started = Instant::now();
+                    let result = work.apply(&desired).await.map_err(|e| error_chain(&e));
+                    metrics.converged("snapshot", started, result.is_err());
+                    TaskResult::Storage(result)
+                }
+                .instrument(span),
             );
             self.task_ids.insert(handle.id(), (TaskKey::Snapshot(id), generation));
         }

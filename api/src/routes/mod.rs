@@ -67,16 +67,20 @@ pub fn native() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole controller: native API, OpenAPI document, agent protocol, and
 /// the control panel under `/ui` (a client of the same router, in-process).
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     let (native, doc) = native();
     let doc = Json(doc);
     let api = native
         .route("/v1/openapi.json", get(move || async move { doc.clone() }))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(crate::metrics::serve))
         .merge(agent::routes())
         .merge(crate::ec2::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state);
     // `/` is the EC2 Query API's; a plain browser visit there is sent to the panel (see `ec2::handle`).
     let panel = kumo_web_ui::routes(api.clone());
-    api.merge(panel).layer(axum::middleware::from_fn(etag::tag))
+    api.merge(panel)
+        .layer(axum::middleware::from_fn(etag::tag))
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::track))
 }

@@ -141,6 +141,7 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
         scheduler_wake: Arc::new(tokio::sync::Notify::new()),
         http: reqwest::Client::new(),
         guards,
+        metrics: Arc::new(kumo_api::metrics::Metrics::new()),
     };
     let start = Instant::now();
     let mut placed = 0;

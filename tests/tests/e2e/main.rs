@@ -7,6 +7,7 @@ mod audit;
 mod billing;
 mod ec2;
 mod lifecycle;
+mod metrics;
 mod networks;
 mod panel;
 mod readme;
