@@ -12,6 +12,7 @@ mod ec2;
 mod etag;
 mod first_hour;
 mod networks;
+mod metrics;
 mod notices;
 mod panel;
 mod scenario;
