@@ -458,7 +458,9 @@ pub fn desired_ports(net: &HostNetworking) -> HashMap<kumo_wire::InstanceId, Vec
 /// open until it changes or `wait_ms` passes.
 pub async fn sync(state: &AppState, host: HostRecord, req: SyncRequest) -> Result<SyncResponse, ApiError> {
     let now = Timestamp::now();
-    let came_back = state.db.record_heartbeat(&host.host.id, now, req.capacity, &req.unmanaged_domains).await?;
+    let skew_ms = req.sent_at.map(|t| t.millis() - now.millis());
+    let came_back =
+        state.db.record_heartbeat(&host.host.id, now, req.capacity, &req.unmanaged_domains, skew_ms).await?;
     if came_back {
         state
             .db

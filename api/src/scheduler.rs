@@ -448,6 +448,7 @@ mod tests {
             last_heartbeat_at: Some(Timestamp(1_000_000)),
             unmanaged_domains: vec![],
             allocation_ratios: None,
+            clock_skew_ms: None,
         }
     }
 

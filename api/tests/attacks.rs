@@ -458,3 +458,26 @@ async fn re_upload_of_an_active_image_is_refused() {
     let file = c.controller.state.images.file_path(&id.parse().unwrap(), kumo_wire::api::ImageFileRole::Kernel);
     assert_eq!(std::fs::read(file).unwrap(), b"kernel bytes");
 }
+
+/// Issue 12 item 9: the admin sees an agent's clock skew (here 90 s ahead)
+/// on the host list (its observed times are clamped, see reconcile's tests).
+#[tokio::test]
+async fn an_agent_with_a_fast_clock_shows_its_skew_on_the_host_list() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        let (_, hosts) = c.get("/v1/hosts", &c.admin).await;
+        assert_eq!(hosts["items"][0]["clock_skew_ms"], json!(null), "unknown before a sync: {hosts}");
+        let mut req = FakeAgent::request(vec![]);
+        req.sent_at = Some(kumo_wire::Timestamp::now().plus_millis(90_000));
+        agent.send_sync(&c, req).await;
+        let (s, hosts) = c.get("/v1/hosts", &c.admin).await;
+        assert_eq!(s, StatusCode::OK, "{hosts}");
+        let skew = hosts["items"][0]["clock_skew_ms"].as_i64().unwrap();
+        assert!((85_000..=90_000).contains(&skew), "skew {skew} ms, wanted about 90 s: {hosts}");
+        // An older agent that sends no clock leaves the skew unknown, not zero.
+        agent.send_sync(&c, FakeAgent::request(vec![])).await;
+        let (_, host) = c.get("/v1/hosts/host-a", &c.admin).await;
+        assert_eq!(host["clock_skew_ms"], json!(null), "{host}");
+    }
+}

@@ -31,6 +31,7 @@ async fn sync_with(c: &Cloud, agent: &FakeAgent, inventory: Option<HostInventory
         host_rebooted: None,
         quarantine: vec![],
         inventory,
+        sent_at: None,
     };
     let (s, b) =
         c.call(Method::POST, "/agent/v1/sync", Some(&agent.host_token), Some(serde_json::to_value(req).unwrap())).await;

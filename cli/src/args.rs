@@ -764,6 +764,12 @@ pub enum HostCommand {
         /// Host name.
         name: String,
     },
+    /// Let a host whose agent lost its state enrol again with the join token
+    /// (once); the host's current token stops working at once.
+    ApproveEnrolment {
+        /// Host name or id.
+        name: String,
+    },
 }
 
 /// `kumo project ...` (admin).

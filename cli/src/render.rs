@@ -325,7 +325,7 @@ pub fn created_key_pair(created: &CreatedKeyPair) -> String {
 /// Each capacity is `used/physical`, followed by `x RATIO` (the overcommit
 /// ratio in force: the host takes claims up to physical × ratio).
 pub fn hosts(items: &[Host], now: Timestamp) -> String {
-    let mut t = table(["NAME", "STATUS", "ENABLED", "VCPUS", "MEMORY", "DISK", "INSTANCES", "HEARTBEAT"]);
+    let mut t = table(["NAME", "STATUS", "ENABLED", "VCPUS", "MEMORY", "DISK", "INSTANCES", "HEARTBEAT", "CLOCK SKEW"]);
     for h in items {
         let ratio = |pick: fn(&kumo_wire::api::AllocationRatios) -> f64| {
             h.allocation_ratios.as_ref().map_or_else(String::new, |r| format!(" x{}", pick(r)))
@@ -339,6 +339,7 @@ pub fn hosts(items: &[Host], now: Timestamp) -> String {
             format!("{}/{} GiB{}", h.used_disk_gib, h.disk_gib, ratio(|r| r.disk)),
             h.instances.to_string(),
             h.last_heartbeat_at.map_or_else(|| "never".to_owned(), |at| ago(at, now)),
+            clock_skew(h),
         ]);
     }
     render(&t)
@@ -360,8 +361,15 @@ pub fn host(h: &Host, now: Timestamp) -> String {
         ("DISK", format!("{} GiB used of {} GiB", h.used_disk_gib, h.disk_gib)),
         ("INSTANCES", h.instances.to_string()),
         ("HEARTBEAT", heartbeat),
+        ("CLOCK SKEW", clock_skew(h)),
         ("UNMANAGED", unmanaged),
     ])
+}
+
+/// The agent's clock against the controller's, in seconds (`+` when the
+/// agent is ahead); `-` until the agent sent its clock.
+fn clock_skew(h: &Host) -> String {
+    h.clock_skew_ms.map_or_else(|| "-".to_owned(), |ms| format!("{:+.1}s", ms as f64 / 1000.0))
 }
 
 fn host_status(h: &Host) -> &'static str {
@@ -772,12 +780,13 @@ AT                    ACTOR        ACTION         DETAIL
             last_heartbeat_at: Some(T0),
             unmanaged_domains: vec![],
             allocation_ratios: Some(kumo_wire::api::AllocationRatios { cpu: 4.0, ram: 1.0, disk: 1.0 }),
+            clock_skew_ms: Some(90_000),
         };
         assert_eq!(
             hosts(&[h], T0.plus_millis(12_000)),
             "\
-NAME   STATUS  ENABLED  VCPUS    MEMORY             DISK           INSTANCES  HEARTBEAT
-node2  up      yes      3/16 x4  1536/65536 MiB x1  15/500 GiB x1  3          12s ago"
+NAME   STATUS  ENABLED  VCPUS    MEMORY             DISK           INSTANCES  HEARTBEAT  CLOCK SKEW
+node2  up      yes      3/16 x4  1536/65536 MiB x1  15/500 GiB x1  3          12s ago    +90.0s"
         );
     }
 }

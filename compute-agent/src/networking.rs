@@ -280,7 +280,14 @@ impl Networking {
         let result = if firewall.bridges.is_empty() && firewall.floating_ips.is_empty() {
             self.firewall.remove().await
         } else {
-            self.firewall.apply(&firewall).await
+            // One port whose rules cannot be applied is cut off alone; the
+            // other ports' (and networks') rules stay in force.
+            self.firewall.apply_isolating(&firewall).await.map(|left_out| {
+                for (port, err) in left_out {
+                    tracing::warn!(%port, error = %error_chain(&err), "port cut off: its firewall rules cannot be applied");
+                    healthy = false;
+                }
+            })
         };
         self.metrics.firewall_applied(result.is_ok());
         if let Err(err) = result {

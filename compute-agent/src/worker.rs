@@ -374,6 +374,7 @@ impl SyncWorker {
             host_rebooted: self.parts.boot.report(),
             quarantine: self.quarantined.clone(),
             inventory: None,
+            sent_at: Some(Timestamp::now()),
         })
     }
 

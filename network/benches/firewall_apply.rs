@@ -59,7 +59,7 @@ fn state() -> FirewallState {
             bridge: p.bridge.clone(),
         })
         .collect();
-    FirewallState { bridges, ports, floating_ips, public_interface: Some("kpub0".into()) }
+    FirewallState { bridges, ports, floating_ips, public_interface: Some("kpub0".into()), isolated_taps: vec![] }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -174,6 +174,9 @@ pub struct FirewallState {
     /// Where floating IPs live (the agent adds each as a /32 there); without
     /// it floating IPs get DNAT only and nothing leaves the tenant bridges.
     pub public_interface: Option<String>,
+    /// Taps whose every frame is dropped: ports left out because their own
+    /// rules could not be applied (see [`Firewall::apply_isolating`]).
+    pub isolated_taps: Vec<String>,
 }
 
 /// Kumo's nftables tables on this host. Clones share the record of what was
@@ -263,6 +266,52 @@ impl Firewall {
             chains: chains.iter().map(|c| ((c.family.to_owned(), c.name.clone()), Some(c.hash()))).collect(),
         });
         Ok(())
+    }
+
+    /// [`Firewall::apply`], except that a port whose rules cannot be applied
+    /// (bad input, or rules the kernel refuses) does not keep the others out:
+    /// when the whole state fails, each port is checked alone (`nft -c`, which
+    /// changes nothing) and the state without the failing ports is applied.
+    /// Returns the ports left out, each with its error (every frame from their
+    /// taps is dropped: a port without its anti-spoofing rules must not reach
+    /// anything); an error only when even the rest cannot be applied.
+    pub async fn apply_isolating(&self, state: &FirewallState) -> Result<Vec<(PortId, FirewallError)>, FirewallError> {
+        let whole = match self.apply(state).await {
+            Ok(()) => return Ok(Vec::new()),
+            Err(e) => e,
+        };
+        if state.ports.is_empty() {
+            return Err(whole);
+        }
+        tracing::warn!(error = %whole, table = %self.table, "firewall apply failed; checking each port alone");
+        let base = FirewallState { ports: Vec::new(), floating_ips: Vec::new(), ..state.clone() };
+        let mut good = base.clone();
+        let mut failed = Vec::new();
+        for p in &state.ports {
+            let mut one = base.clone();
+            one.ports.push(p.clone());
+            one.floating_ips =
+                state.floating_ips.iter().filter(|f| f.bridge == p.bridge && f.private_ip == p.ip).cloned().collect();
+            let checked = match render(&one) {
+                Ok(chains) => nft_stdin_args(&self.rebuild_script(&chains), "check", &["-c", "-f", "-"]).await,
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(()) => {
+                    good.ports.push(p.clone());
+                    good.floating_ips.extend(one.floating_ips);
+                }
+                Err(e) => {
+                    tracing::warn!(port = %p.port, error = %e, "a port's firewall rules cannot be applied; left out");
+                    if check_name(&p.tap).is_ok() {
+                        good.isolated_taps.push(p.tap.clone());
+                    }
+                    failed.push((p.port.clone(), e));
+                }
+            }
+        }
+        self.apply(&good).await?;
+        Ok(failed)
     }
 
     /// Deletes Kumo's tables (network deleted / tests' clean-up).
@@ -429,8 +478,13 @@ fn nft_timed_out() -> String {
 }
 
 async fn nft_stdin(script: &str, action: &'static str) -> Result<(), FirewallError> {
+    nft_stdin_args(script, action, &["-f", "-"]).await
+}
+
+/// `nft ARGS` with `script` on its standard input.
+async fn nft_stdin_args(script: &str, action: &'static str, args: &[&str]) -> Result<(), FirewallError> {
     let mut child = Command::new("nft")
-        .args(["-f", "-"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -602,6 +656,10 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
         vmap.push(format!("\"{}\" : jump {name}", p.tap));
         out_chains.push(c);
     }
+    for tap in &state.isolated_taps {
+        check_name(tap)?;
+        vmap.push(format!("\"{tap}\" : drop"));
+    }
     if !vmap.is_empty() {
         let rule = format!("iifname vmap {{ {} }}", vmap.join(", "));
         b_forward.rules.push(rule.clone());
@@ -722,6 +780,7 @@ mod tests {
             }],
             floating_ips: vec![],
             public_interface: None,
+            isolated_taps: vec![],
         }
     }
 

@@ -109,6 +109,7 @@ impl Topo {
             ports: vec![port(&self.a), port(&self.b), port(&self.c), port(&self.d)],
             floating_ips: vec![],
             public_interface: Some(PUB.into()),
+            isolated_taps: vec![],
         }
     }
 
@@ -401,4 +402,34 @@ fn a_failed_incremental_apply_rebuilds_the_tables() {
     // And the firewall stays incremental afterwards.
     t.apply(&without_d).unwrap();
     t.apply(&state).unwrap();
+}
+
+/// Issue 12 item 4: one port's rules that cannot be applied (here a MAC nft
+/// would choke on) keep neither the other ports' rules nor their traffic out.
+#[test]
+fn one_ports_failure_leaves_the_other_ports_rules_in_force() {
+    let t = topo();
+    t.b.ns.echo_server(8080);
+    t.c.ns.echo_server(9090);
+    let mut state = t.state();
+    state.ports[0].mac = "52:54:00:00:00:zz".into();
+    state.ports[1].ingress = vec![allow(Protocol::Tcp, Some((8080, 8080)), "10.0.0.7/32")];
+    state.ports[2].ingress = vec![allow(Protocol::Any, None, "0.0.0.0/0")];
+    assert!(t.apply(&state).is_err(), "the whole state fails as one transaction");
+    let fw = t.fw.clone();
+    let whole = state.clone();
+    let failed = t.host.block_on(move || async move { fw.apply_isolating(&whole).await }).unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, t.a.port);
+    assert!(matches!(failed[0].1, FirewallError::InvalidMac(_)), "{:?}", failed[0].1);
+    assert!(t.c.ns.reaches(t.b.ip, 8080), "B's rule is in force");
+    assert!(!t.a.ns.reaches(t.b.ip, 8080), "and so is its default deny (A is not in the rule)");
+    assert!(t.b.ns.reaches(t.c.ip, 9090), "C lets everyone in");
+    assert!(!t.a.ns.reaches(t.c.ip, 9090), "but the port left out is cut off (no anti-spoofing, no traffic)");
+    // Once A's port is fixed, all of it applies again.
+    state.ports[0].mac = t.a.mac.clone();
+    let fw = t.fw.clone();
+    let failed = t.host.block_on(move || async move { fw.apply_isolating(&state).await }).unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(t.c.ns.reaches(t.b.ip, 8080));
 }

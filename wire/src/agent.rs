@@ -137,6 +137,10 @@ pub struct SyncRequest {
     /// What the host holds, for audits: sent when the controller asks and every few syncs.
     #[serde(default)]
     pub inventory: Option<crate::inventory::HostInventory>,
+    /// The agent's clock when it sent this sync; the controller records the
+    /// host's clock skew from it (older agents send none).
+    #[serde(default)]
+    pub sent_at: Option<Timestamp>,
 }
 
 /// The host booted since the agent last ran (its boot id changed).

@@ -704,6 +704,10 @@ pub struct Host {
     /// The overcommit ratios the scheduler applies to this host's capacity.
     #[serde(default)]
     pub allocation_ratios: Option<AllocationRatios>,
+    /// The agent's clock minus the controller's at the last sync, in ms
+    /// (positive: the agent is ahead); unknown until an agent sends its clock.
+    #[serde(default)]
+    pub clock_skew_ms: Option<i64>,
 }
 
 /// A local volume or snapshot file that a host's agent moved to its

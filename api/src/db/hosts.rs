@@ -72,6 +72,7 @@ fn host_of(row: &AnyRow) -> DbResult<HostRecord> {
         last_heartbeat_at: row.try_get::<Option<i64>, _>("last_heartbeat_at")?.map(Timestamp),
         unmanaged_domains: serde_json::from_str(&unmanaged).map_err(|e| DbError::Corrupt(e.to_string()))?,
         allocation_ratios: None,
+        clock_skew_ms: row.try_get::<Option<i64>, _>("clock_skew_ms")?,
     };
     Ok(HostRecord { host, agent_url: row.try_get("agent_url")?, agent_token: row.try_get("agent_token")? })
 }
@@ -152,13 +153,15 @@ impl Db {
         row.as_ref().map(host_of).transpose()
     }
 
-    /// Records a heartbeat; returns whether the host was `unreachable` until now.
+    /// Records a heartbeat (with the agent's clock skew, ms, when it sent its
+    /// clock); returns whether the host was `unreachable` until now.
     pub async fn record_heartbeat(
         &self,
         host: &HostId,
         at: Timestamp,
         capacity: HostCapacity,
         unmanaged_domains: &[String],
+        clock_skew_ms: Option<i64>,
     ) -> DbResult<bool> {
         let came_back = sqlx::query(
             "UPDATE hosts SET status = 'up', last_heartbeat_at = $2 WHERE id = $1 AND status = 'unreachable'",
@@ -172,7 +175,7 @@ impl Db {
         let unmanaged = serde_json::to_string(unmanaged_domains).map_err(|e| DbError::Corrupt(e.to_string()))?;
         sqlx::query(
             "UPDATE hosts SET last_heartbeat_at = $2, vcpus = $3, memory_mib = $4, disk_gib = $5, \
-             unmanaged_domains = $6 WHERE id = $1",
+             unmanaged_domains = $6, clock_skew_ms = $7 WHERE id = $1",
         )
         .bind(host.as_str())
         .bind(at.millis())
@@ -180,6 +183,7 @@ impl Db {
         .bind(i64_of(capacity.memory_mib))
         .bind(i64_of(capacity.disk_gib))
         .bind(unmanaged)
+        .bind(clock_skew_ms)
         .execute(self.pool())
         .await?;
         Ok(came_back)

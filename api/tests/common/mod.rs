@@ -250,6 +250,7 @@ impl FakeAgent {
             quarantine: vec![],
             notices: vec![],
             inventory: None,
+            sent_at: None,
         }
     }
 

@@ -52,6 +52,15 @@ pub async fn host(ctx: &Ctx, command: HostCommand) -> Result<(), Error> {
         HostCommand::Show { name } => client.get(&["v1", "hosts", &name], &()).await?,
         HostCommand::Disable { name } => client.post_empty(&["v1", "hosts", &name, "disable"]).await?,
         HostCommand::Enable { name } => client.post_empty(&["v1", "hosts", &name, "enable"]).await?,
+        HostCommand::ApproveEnrolment { name } => {
+            let reply: Reply<Host> = client.post_empty(&["v1", "hosts", &name, "approve-enrolment"]).await?;
+            return ctx.show(&reply, |h| {
+                format!(
+                    "Approved one enrolment of host {} with the join token; its current token no longer works.",
+                    h.name
+                )
+            });
+        }
     };
     let now = Timestamp::now();
     ctx.show(&reply, |h| render::host(h, now))

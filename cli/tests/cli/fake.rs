@@ -115,6 +115,7 @@ fn router(seen: Shared) -> Router {
         .route("/v1/security-groups/{group}/rules", post(crate::network::add_rule))
         .route("/v1/floating-ips/{fip}/associate", post(crate::network::associate))
         .route("/v1/admin/vlans", get(crate::network::vlans))
+        .route("/v1/hosts/{host}/approve-enrolment", post(crate::host::approve_enrolment))
         .route("/v1/admin/quarantine", get(crate::quarantine::list))
         .route("/v1/admin/quarantine/{id}/restore", post(crate::quarantine::restore))
         .route("/v1/billing/invoices/{month}", get(crate::billing::invoice))

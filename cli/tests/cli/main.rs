@@ -5,6 +5,7 @@ mod fake;
 
 mod auth;
 mod billing;
+mod host;
 mod image;
 mod instance;
 mod keypair;
