@@ -146,11 +146,16 @@ impl Metrics {
         }
         let now = kumo_wire::Timestamp::now().millis();
         self.heartbeat_age.clear();
-        for host in state.db.list_hosts().await? {
-            if let Some(at) = host.host.last_heartbeat_at {
-                let age = (now - at.millis()).max(0) as f64 / 1000.0;
-                self.heartbeat_age.get_or_create(&HostLabels { host: host.host.name.clone() }).set(age);
-            }
+        // Two columns, not the full host list (~10x slower at 1,000 hosts: kumo-bench scheduler).
+        let hosts = sqlx::query("SELECT name, last_heartbeat_at FROM hosts WHERE last_heartbeat_at IS NOT NULL")
+            .fetch_all(state.db.pool())
+            .await
+            .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
+        for row in &hosts {
+            let name: String = row.try_get("name").map_err(|e| ApiError::Internal(e.to_string()))?;
+            let at: i64 = row.try_get("last_heartbeat_at").map_err(|e| ApiError::Internal(e.to_string()))?;
+            let age = (now - at).max(0) as f64 / 1000.0;
+            self.heartbeat_age.get_or_create(&HostLabels { host: name }).set(age);
         }
         let mut out = String::new();
         encode(&mut out, &self.registry).map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;

@@ -1,7 +1,7 @@
 //! `kumo-bench`: prints the foundation's performance figures.
 //!
 //! ```text
-//! kumo-bench scheduler [--postgres URL]   place 10,000 instances onto 1,000 simulated hosts
+//! kumo-bench scheduler [--postgres URL]   place 10,000 instances onto 1,000 simulated hosts, then time /metrics' render
 //! kumo-bench api-reads                    GET /v1/instances (100 instances) at concurrency 1 and 32, idle RSS
 //! kumo-bench ec2                          EC2 API: RunInstances latency; DescribeInstances (100, 1,000 instances)
 //!                                         at concurrency 1 and 32 with per-request controller CPU time
@@ -167,6 +167,20 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
     if placed != INSTANCES || used != INSTANCES as u64 {
         bail!("expected {INSTANCES} placements");
     }
+    // `GET /metrics`' work (one GROUP BY, the host list, encoding), in process.
+    let mut scrapes = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..20 {
+        let started = Instant::now();
+        bytes = state.metrics.render(&state).await.map_err(|e| anyhow::anyhow!("{e}"))?.len();
+        scrapes.push(started.elapsed());
+    }
+    scrapes.sort();
+    println!(
+        "metrics[{backend}]: render with {INSTANCES} instances and {HOSTS} hosts: p50 {:.1} ms, max {:.1} ms, {bytes} bytes",
+        percentile(&scrapes, 0.5).as_secs_f64() * 1000.0,
+        scrapes[scrapes.len() - 1].as_secs_f64() * 1000.0
+    );
     Ok(())
 }
 
