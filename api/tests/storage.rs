@@ -359,7 +359,14 @@ async fn volume_deadlines_and_detach_on_instance_delete() {
         wait_volume(&c, &t, &id, "in-use").await;
         c.delete(&format!("/v1/instances/{iid}"), &t).await;
         let v = wait_volume(&c, &t, &id, "detaching").await;
-        assert!(v["state_reason"].as_str().unwrap().contains(&format!("instance {iid} is being deleted")), "{v}");
+        // With the test's 1 s deadlines a loaded machine may already have seen
+        // the instance's delete finish: either reason names the instance.
+        let reason = v["state_reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("instance {iid} is being deleted"))
+                || reason.contains(&format!("instance {iid} was deleted")),
+            "{v}"
+        );
         agent.converge_storage(&c, None).await;
         wait_volume(&c, &t, &id, "available").await;
     }
