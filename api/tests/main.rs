@@ -11,6 +11,7 @@ mod concurrency;
 mod ec2;
 mod etag;
 mod first_hour;
+mod fuzz;
 mod networks;
 mod metrics;
 mod notices;

@@ -360,4 +360,108 @@ mod tests {
         let msg = check(&external, Some(DiskFormat::Qcow2)).await;
         assert!(msg.starts_with("the qcow2 image keeps its data in an external data file"), "{msg}");
     }
+
+    mod properties {
+        //! The header parser is the first code to touch an upload: property
+        //! tests that it never panics and that no header naming another file
+        //! gets through, however the rest of the header is filled. 2,000
+        //! cases each (`PROPTEST_CASES` for more).
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2_000);
+            ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+        }
+
+        /// A qcow2 header of `version` with the given fields, then `tail`.
+        fn header(version: u32, backing: (u64, u32), encrypted: u32, incompatible: u64, tail: &[u8]) -> Vec<u8> {
+            let mut h = Vec::new();
+            h.extend_from_slice(QCOW2_MAGIC);
+            h.extend_from_slice(&version.to_be_bytes());
+            h.extend_from_slice(&backing.0.to_be_bytes());
+            h.extend_from_slice(&backing.1.to_be_bytes());
+            h.extend_from_slice(&16u32.to_be_bytes()); // cluster bits
+            h.extend_from_slice(&(1u64 << 26).to_be_bytes()); // size
+            h.extend_from_slice(&encrypted.to_be_bytes());
+            h.resize(72, 0);
+            if version >= 3 {
+                h.extend_from_slice(&incompatible.to_be_bytes());
+                h.resize(100, 0);
+                h.extend_from_slice(&104u32.to_be_bytes()); // header length
+            }
+            h.extend_from_slice(tail);
+            h
+        }
+
+        /// Header extensions: (type, data) each padded to 8 bytes, then the end marker.
+        fn extensions(exts: &[(u32, Vec<u8>)]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (kind, data) in exts {
+                out.extend_from_slice(&kind.to_be_bytes());
+                out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_be_bytes());
+                out.extend_from_slice(data);
+                out.resize(out.len().div_ceil(8) * 8, 0);
+            }
+            out.extend_from_slice(&[0; 8]);
+            out
+        }
+
+        fn other_extension() -> impl Strategy<Value = (u32, Vec<u8>)> {
+            (
+                any::<u32>().prop_filter("not the end or a data file", |k| *k != 0 && *k != EXT_DATA_FILE),
+                prop::collection::vec(any::<u8>(), 0..40),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_bytes_are_sniffed_and_checked_without_panicking(head in prop::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = sniff(&head);
+                let _ = check_qcow2_header(&head);
+                let mut qcow = QCOW2_MAGIC.to_vec();
+                qcow.extend_from_slice(&head);
+                let _ = check_qcow2_header(&qcow);
+            }
+
+            #[test]
+            fn a_header_naming_a_backing_file_is_always_refused(
+                version in 2u32..=3,
+                offset in 1u64..,
+                len in any::<u32>(),
+                encrypted in any::<u32>(),
+                incompatible in any::<u64>(),
+                tail in prop::collection::vec(any::<u8>(), 0..512),
+            ) {
+                let h = header(version, (offset, len), encrypted, incompatible, &tail);
+                prop_assert!(matches!(check_qcow2_header(&h), Err(InspectError::BackingFile(_))));
+            }
+
+            #[test]
+            fn an_external_data_file_is_always_refused(
+                before in prop::collection::vec(other_extension(), 0..5),
+                name in prop::collection::vec(any::<u8>(), 0..64),
+                flagged in any::<bool>(),
+                incompatible in any::<u64>(),
+            ) {
+                let mut exts = before;
+                exts.push((EXT_DATA_FILE, name));
+                let incompatible = if flagged { incompatible | INCOMPAT_DATA_FILE } else { incompatible & !INCOMPAT_DATA_FILE };
+                let h = header(3, (0, 0), 0, incompatible, &extensions(&exts));
+                prop_assert!(matches!(check_qcow2_header(&h), Err(InspectError::ExternalDataFile(_))));
+            }
+
+            #[test]
+            fn a_clean_header_passes_whatever_its_other_extensions(
+                exts in prop::collection::vec(other_extension(), 0..6),
+                version in 2u32..=3,
+            ) {
+                let tail = if version == 3 { extensions(&exts) } else { Vec::new() };
+                let h = header(version, (0, 0), 0, 0, &tail);
+                prop_assert!(check_qcow2_header(&h).is_ok(), "{:?}", check_qcow2_header(&h));
+            }
+        }
+    }
 }
