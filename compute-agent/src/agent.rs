@@ -92,7 +92,10 @@ impl Agent {
 
         let metrics = Arc::new(crate::metrics::AgentMetrics::default());
         let hypervisor: Arc<dyn Hypervisor> = Arc::new(crate::metrics::MeteredHypervisor::new(
-            Arc::new(LibvirtHypervisor::new(config.libvirt_uri.clone())),
+            Arc::new(
+                LibvirtHypervisor::new(config.libvirt_uri.clone())
+                    .with_call_timeout(std::time::Duration::from_secs(config.libvirt_call_timeout_secs)),
+            ),
             metrics.clone(),
         ));
         match hypervisor.node_resources().await {

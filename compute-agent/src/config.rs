@@ -135,6 +135,10 @@ pub struct AgentConfig {
     /// How long a guest gets to power off after an ACPI shutdown before it is destroyed.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// How long one libvirt call may take before the agent gives up on it and
+    /// reports a timeout (seconds).
+    #[serde(default = "default_libvirt_call_timeout_secs")]
+    pub libvirt_call_timeout_secs: u64,
     /// Memory kept back for the host itself, subtracted from what is offered (MiB).
     #[serde(default = "default_reserved_memory_mib")]
     pub reserved_memory_mib: u64,
@@ -212,6 +216,10 @@ fn default_zone() -> String {
 fn default_sync_wait_ms() -> u64 {
     2000
 }
+fn default_libvirt_call_timeout_secs() -> u64 {
+    crate::hypervisor::DEFAULT_CALL_TIMEOUT.as_secs()
+}
+
 fn default_shutdown_timeout_secs() -> u64 {
     60
 }
@@ -244,6 +252,7 @@ fn default_sweep_interval_secs() -> u64 {
 const NUMERIC: &[&str] = &[
     "sync_wait_ms",
     "shutdown_timeout_secs",
+    "libvirt_call_timeout_secs",
     "reserved_memory_mib",
     "disk_gib",
     "sweep_interval_secs",
@@ -266,6 +275,7 @@ const FIELDS: &[&str] = &[
     "availability_zone",
     "sync_wait_ms",
     "shutdown_timeout_secs",
+    "libvirt_call_timeout_secs",
     "reserved_memory_mib",
     "disk_gib",
     "shared_volume_dir",
@@ -333,6 +343,9 @@ impl AgentConfig {
         }
         if self.shutdown_timeout_secs == 0 {
             return Err(ConfigError::Value("shutdown_timeout_secs must be at least 1".to_owned()));
+        }
+        if self.libvirt_call_timeout_secs == 0 {
+            return Err(ConfigError::Value("libvirt_call_timeout_secs must be at least 1".to_owned()));
         }
         let interface_ok = |n: &str| {
             !n.is_empty() && n.len() <= 15 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
@@ -450,6 +463,7 @@ mod tests {
             ("controller_url = \"ftp://x\"\njoin_token = \"t\"\n", &[], "must be http or https"),
             ("controller_url = \"http://x\"\njoin_token = \"\"\n", &[], "join_token is empty"),
             (&format!("{MINIMAL}shutdown_timeout_secs = 0\n"), &[], "shutdown_timeout_secs must be at least 1"),
+            (&format!("{MINIMAL}libvirt_call_timeout_secs = 0\n"), &[], "libvirt_call_timeout_secs must be at least 1"),
             (&format!("{MINIMAL}sync_wait_ms = 600000\n"), &[], "sync_wait_ms must be at most 60000"),
             ("controller_url = ", &[], "is not valid TOML"),
             (MINIMAL, &[("KUMO_AGENT_METADATA", "maybe")], "KUMO_AGENT_METADATA must be true or false, got 'maybe'"),

@@ -1,6 +1,9 @@
 //! [`Hypervisor`] on libvirt through the `virt` crate. Each call runs on the
 //! blocking thread pool; the connection is opened lazily and reopened when
-//! libvirt reports it dead (e.g. after libvirtd restarted).
+//! libvirt reports it dead (e.g. after libvirtd restarted). Every call has a
+//! time limit: a libvirtd that stops answering (a stuck QEMU monitor, a hung
+//! daemon) turns into [`HypervisorError::Timeout`] for that call, so the agent
+//! keeps reporting and converging everything else instead of waiting forever.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,7 +23,11 @@ use crate::domain_xml::{disks_of, instance_of, instance_of_metadata, METADATA_NS
 pub struct LibvirtHypervisor {
     uri: String,
     conn: Arc<Mutex<Option<Connect>>>,
+    call_timeout: std::time::Duration,
 }
+
+/// How long one libvirt call may take unless the operator says otherwise.
+pub const DEFAULT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl std::fmt::Debug for LibvirtHypervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,7 +94,13 @@ impl LibvirtHypervisor {
     pub fn new(uri: impl Into<String>) -> Self {
         // libvirt prints every error to stderr by default; ours go through tracing.
         virt::error::clear_error_callback();
-        Self { uri: uri.into(), conn: Arc::new(Mutex::new(None)) }
+        Self { uri: uri.into(), conn: Arc::new(Mutex::new(None)), call_timeout: DEFAULT_CALL_TIMEOUT }
+    }
+
+    /// The same connection with another per-call time limit.
+    pub fn with_call_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.call_timeout = limit;
+        self
     }
 
     /// The connection URI.
@@ -109,14 +122,20 @@ impl LibvirtHypervisor {
         Ok(conn)
     }
 
-    /// Runs `f` with a live connection on the blocking thread pool.
-    async fn with<T, F>(&self, f: F) -> Result<T, HypervisorError>
+    /// Runs `f` with a live connection on the blocking thread pool, for at
+    /// most the call time limit. A call past it is abandoned (its thread
+    /// finishes, or not, on its own) and reported as a timeout of `action` on `target`.
+    async fn with<T, F>(&self, action: &'static str, target: &str, f: F) -> Result<T, HypervisorError>
     where
         T: Send + 'static,
         F: FnOnce(&Connect) -> Result<T, HypervisorError> + Send + 'static,
     {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || f(&this.connection()?)).await.map_err(|_| HypervisorError::Aborted)?
+        let call = tokio::task::spawn_blocking(move || f(&this.connection()?));
+        match tokio::time::timeout(self.call_timeout, call).await {
+            Ok(done) => done.map_err(|_| HypervisorError::Aborted)?,
+            Err(_) => Err(HypervisorError::Timeout { action, target: target.to_owned(), limit: self.call_timeout }),
+        }
     }
 
     /// Runs `op` on the domain called `name`.
@@ -125,10 +144,10 @@ impl LibvirtHypervisor {
         T: Send + 'static,
         F: FnOnce(&Domain) -> Result<T, virt::error::Error> + Send + 'static,
     {
-        let name = name.to_owned();
-        self.with(move |conn| {
-            let domain = conn.lookup_domain_by_name(&name).map_err(call(action, &name))?;
-            op(&domain).map_err(call(action, &name))
+        let target = name.to_owned();
+        self.with(action, name, move |conn| {
+            let domain = conn.lookup_domain_by_name(&target).map_err(call(action, &target))?;
+            op(&domain).map_err(call(action, &target))
         })
         .await
     }
@@ -137,7 +156,7 @@ impl LibvirtHypervisor {
 #[async_trait]
 impl Hypervisor for LibvirtHypervisor {
     async fn node_resources(&self) -> Result<NodeResources, HypervisorError> {
-        self.with(|conn| {
+        self.with("node info", "node", |conn| {
             let info = conn.node_info().map_err(call("node info", "node"))?;
             Ok(NodeResources { cpus: info.cpus, memory_mib: info.memory / 1024 })
         })
@@ -145,7 +164,7 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     async fn list_domains(&self) -> Result<Vec<DomainInfo>, HypervisorError> {
-        self.with(|conn| {
+        self.with("list", "domains", |conn| {
             let domains = conn.list_all_domains(0).map_err(call("list", "domains"))?;
             let mut infos = Vec::with_capacity(domains.len());
             for domain in &domains {
@@ -172,7 +191,7 @@ impl Hypervisor for LibvirtHypervisor {
 
     async fn define(&self, xml: &str) -> Result<(), HypervisorError> {
         let xml = xml.to_owned();
-        self.with(move |conn| {
+        self.with("define", "domain", move |conn| {
             conn.define_domain_xml(&xml).map(drop).map_err(|e| HypervisorError::Call {
                 action: "define",
                 target: "domain".to_owned(),
@@ -407,6 +426,38 @@ mod tests {
         let bad = LibvirtHypervisor::new("test:///nonexistent/node.xml");
         let err = bad.list_domains().await.expect_err("no such file");
         assert!(err.to_string().starts_with("could not connect to libvirt at test:///nonexistent/node.xml: "), "{err}");
+    }
+
+    /// A libvirtd that accepts the connection and never answers (as a hung
+    /// daemon does): every call ends in a timeout naming it, none hangs.
+    #[tokio::test]
+    async fn a_libvirtd_that_never_answers_times_out_each_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("libvirt-sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        // Accept and hold every connection, reading nothing.
+        let held = Arc::new(Mutex::new(Vec::<std::os::unix::net::UnixStream>::new()));
+        let holder = held.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                holder.lock().expect("lock").push(conn);
+            }
+        });
+        let limit = std::time::Duration::from_millis(500);
+        let hv = LibvirtHypervisor::new(format!("qemu:///system?socket={}", socket.display())).with_call_timeout(limit);
+        let started = std::time::Instant::now();
+        let err = hv.list_domains().await.expect_err("no answer");
+        assert_eq!(err, HypervisorError::Timeout { action: "list", target: "domains".into(), limit });
+        assert!(err.to_string().contains("did not answer within 500ms"), "{err}");
+        // The next calls time out too (the stuck one holds the connection slot).
+        assert!(matches!(hv.start("kumo-x").await, Err(HypervisorError::Timeout { action: "start", .. })));
+        assert!(matches!(hv.node_resources().await, Err(HypervisorError::Timeout { action: "node info", .. })));
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+        // The daemon "recovers" (closes): the abandoned calls end and their
+        // threads with them (the runtime waits for them when it stops).
+        for conn in held.lock().expect("lock").drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     #[tokio::test]

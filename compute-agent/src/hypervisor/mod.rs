@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use kumo_wire::agent::ObservedPower;
 use kumo_wire::InstanceId;
 
-pub use libvirt::{test_node_uri, LibvirtHypervisor};
+pub use libvirt::{test_node_uri, LibvirtHypervisor, DEFAULT_CALL_TIMEOUT};
 
 /// A libvirt domain as the agent sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,16 @@ pub enum HypervisorError {
         target: String,
         /// libvirt's message.
         message: String,
+    },
+    /// libvirt did not answer within the call time limit.
+    #[error("libvirt {action} of {target} did not answer within {limit:?} (is libvirtd or the guest's QEMU stuck?)")]
+    Timeout {
+        /// What was attempted.
+        action: &'static str,
+        /// The domain (or `node`).
+        target: String,
+        /// The time limit it ran into.
+        limit: std::time::Duration,
     },
     /// A blocking call's thread panicked or was cancelled (a bug).
     #[error("libvirt call was aborted")]
