@@ -18,3 +18,4 @@ mod panel;
 mod scenario;
 mod seams;
 mod storage;
+mod tls;
