@@ -48,6 +48,15 @@ impl Strategy {
 pub struct ControllerConfig {
     /// Address the HTTP server listens on.
     pub listen: String,
+    /// The listener's certificate chain (PEM: the certificate, then any
+    /// intermediates). With `tls_key_file`, everything on `listen` (native
+    /// API, EC2 API, panel, agent sync) is served over HTTPS only; unset, plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA (PEM) that signs agents' certificates: when set, the controller
+    /// trusts only it when it calls agents over https (console logs).
+    pub agent_ca_file: Option<PathBuf>,
     /// Where state lives: the image store, the generated join token and admin password.
     pub data_dir: PathBuf,
     /// `sqlite://PATH` (default: `<data_dir>/kumo.db`) or `postgres://...`.
@@ -145,6 +154,9 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8774".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            agent_ca_file: None,
             data_dir: PathBuf::from("/var/lib/kumo/controller"),
             database_url: None,
             database_max_connections: 16,
@@ -218,7 +230,10 @@ impl ControllerConfig {
         let known = toml::Table::try_from(Self::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let mut known_keys: Vec<String> = known.keys().cloned().collect();
         // Optional fields serialize to nothing when unset; list them explicitly.
-        known_keys.extend(["database_url", "admin_password", "join_token"].map(String::from));
+        known_keys.extend(
+            ["database_url", "admin_password", "join_token", "tls_cert_file", "tls_key_file", "agent_ca_file"]
+                .map(String::from),
+        );
         for (name, value) in env {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
             let key = key.to_ascii_lowercase();
@@ -242,6 +257,11 @@ impl ControllerConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         parse_cidrs(&self.metrics_allowed_cidrs)?;
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => return Err(ConfigError::Invalid("tls_cert_file is set but tls_key_file is not".into())),
+            (None, Some(_)) => return Err(ConfigError::Invalid("tls_key_file is set but tls_cert_file is not".into())),
+            _ => {}
+        }
         for (name, ratio) in [
             ("cpu_allocation_ratio", self.cpu_allocation_ratio),
             ("ram_allocation_ratio", self.ram_allocation_ratio),
@@ -299,6 +319,15 @@ impl ControllerConfig {
             currency: self.billing_currency.parse()?,
             tax_rate_bp: self.billing_tax_rate_bp,
         })
+    }
+
+    /// The listener's TLS configuration, read from `tls_cert_file` and
+    /// `tls_key_file`; `None` serves plain HTTP.
+    pub fn server_tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, crate::tls::TlsError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => crate::tls::server_config(cert, key).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.
@@ -386,6 +415,31 @@ mod tests {
         assert!(err.contains("unknown currency 'XYZ'"), "{err}");
         let err = ControllerConfig::load(None, env(&[("KUMO_BILLING_TAX_RATE_BP", "20000")])).unwrap_err().to_string();
         assert!(err.contains("billing_tax_rate_bp must be 0-10000"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_names_the_bad_one() {
+        let err = ControllerConfig::load(None, env(&[("KUMO_TLS_CERT_FILE", "/x/cert.pem")])).unwrap_err();
+        assert!(err.to_string().contains("tls_cert_file is set but tls_key_file is not"), "{err}");
+        let err = ControllerConfig::load(None, env(&[("KUMO_TLS_KEY_FILE", "/x/key.pem")])).unwrap_err();
+        assert!(err.to_string().contains("tls_key_file is set but tls_cert_file is not"), "{err}");
+        assert!(ControllerConfig::default().server_tls().unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let made = crate::tls::generate(dir.path(), "controller", &[]).unwrap();
+        let config = ControllerConfig::load(
+            None,
+            env(&[
+                ("KUMO_TLS_CERT_FILE", made.cert.to_str().unwrap()),
+                ("KUMO_TLS_KEY_FILE", "/nonexistent/key.pem"),
+                ("KUMO_AGENT_CA_FILE", made.ca_cert.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.agent_ca_file.as_deref(), Some(made.ca_cert.as_path()));
+        let err = config.server_tls().unwrap_err();
+        assert_eq!(err.to_string(), "cannot read private key /nonexistent/key.pem");
+        let config = ControllerConfig { tls_key_file: Some(made.key.clone()), ..config };
+        assert!(config.server_tls().unwrap().is_some());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod routes;
 pub mod scheduler;
 pub mod snapshots;
 pub mod state;
+pub mod tls;
 pub mod transition;
 pub mod unplaced;
 pub mod volumes;
@@ -66,6 +67,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// `agent_ca_file` could not be used.
+    #[error("agent_ca_file")]
+    AgentCa(#[from] tls::TlsError),
     /// First-start set-up failed.
     #[error("bootstrap: {0}")]
     Bootstrap(ApiError),
@@ -85,6 +89,13 @@ pub struct Controller {
 impl Controller {
     /// Opens the database, bootstraps, and starts the background workers.
     pub async fn start(config: ControllerConfig) -> Result<Self, StartError> {
+        // Calls to agents (console logs); over https they trust only `agent_ca_file` when set.
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        let http = match &config.agent_ca_file {
+            Some(ca) => tls::trusting(http, ca)?,
+            None => http,
+        };
+        let http = http.build().map_err(|e| StartError::Bootstrap(ApiError::Internal(e.to_string())))?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
@@ -100,10 +111,7 @@ impl Controller {
             join_token: Arc::new(bootstrapped.join_token.clone()),
             hosts: Arc::new(HostNotifier::default()),
             scheduler_wake: Arc::new(Notify::new()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .map_err(|e| StartError::Bootstrap(ApiError::Internal(e.to_string())))?,
+            http,
             guards,
             metrics: Arc::new(metrics::Metrics::new()),
         };

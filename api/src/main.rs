@@ -14,11 +14,67 @@ struct Args {
     /// TOML configuration file (settings can also come from KUMO_* variables).
     #[arg(long, env = "KUMO_CONFIG_FILE")]
     config: Option<PathBuf>,
+    /// Without a command: run the controller.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Certificates for TLS between the controller, agents and clients.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TlsCommand {
+    /// Make a certificate and key signed by the CA in DIR (ca.pem, ca-key.pem;
+    /// made first when missing). Valid for the names and addresses given plus
+    /// localhost, 127.0.0.1 and ::1. Never overwrites a file.
+    Generate {
+        /// Where the CA and the certificates live.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The files' name: NAME.pem and NAME-key.pem.
+        #[arg(long, value_name = "NAME", default_value = "controller")]
+        cert: String,
+        /// A DNS name the certificate is valid for (repeatable).
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
+        /// An IP address the certificate is valid for (repeatable).
+        #[arg(long = "ip", value_name = "ADDRESS")]
+        ips: Vec<std::net::IpAddr>,
+    },
+}
+
+fn tls_command(command: TlsCommand) -> anyhow::Result<()> {
+    match command {
+        TlsCommand::Generate { dir, cert, names, ips } => {
+            let names: Vec<String> = names.into_iter().chain(ips.iter().map(|ip| ip.to_string())).collect();
+            let made = kumo_api::tls::generate(&dir, &cert, &names)?;
+            if made.new_ca {
+                println!("made a new CA: {} (its key beside it, mode 0600)", made.ca_cert.display());
+            }
+            println!(
+                "wrote {} and {} (valid for {}), signed by {}",
+                made.cert.display(),
+                made.key.display(),
+                made.names.join(", "),
+                made.ca_cert.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Tls(command)) = args.command {
+        return tls_command(command);
+    }
     let config = ControllerConfig::load(args.config.as_deref(), std::env::vars())?;
     let listen = config.listen.clone();
+    // Read before anything starts, so a bad file stops the controller at once.
+    let tls = config.server_tls()?;
     let controller = Controller::start(config).await?;
     if let Some(password) = &controller.bootstrapped.new_admin_password {
         let dir = &controller.state.config.data_dir;
@@ -31,11 +87,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let listener =
         tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    tracing::info!("kumo-api listening on http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("kumo-api listening on {scheme}://{}", listener.local_addr()?);
     let app = controller.router().layer(tower_http::trace::TraceLayer::new_for_http());
-    // With the peer's address, for the login throttle.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    kumo_api::tls::serve(listener, app, tls, shutdown_signal()).await?;
     controller.stop().await;
     Ok(())
 }

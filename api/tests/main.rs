@@ -19,3 +19,4 @@ mod panel;
 mod scenario;
 mod seams;
 mod storage;
+mod tls;

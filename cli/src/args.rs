@@ -15,6 +15,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "KUMO_ENDPOINT", value_name = "URL")]
     pub endpoint: Option<String>,
 
+    /// CA certificate (PEM) to trust for an https controller instead of the
+    /// public roots, e.g. /etc/kumo/tls/ca.pem (default: the one saved by login).
+    #[arg(long, global = true, env = "KUMO_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
     /// Output format: tables for people, the API's JSON bodies for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,

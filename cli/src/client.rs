@@ -40,13 +40,20 @@ pub struct Client {
 
 impl Client {
     /// A client for `endpoint` (already normalized) sending `token`, if any.
-    pub fn new(endpoint: &str, token: Option<String>) -> Result<Self, Error> {
+    /// With `ca_cert`, https connections trust only the CA certificates in
+    /// that PEM file (the cloud's `ca.pem`), not the public roots.
+    pub fn new(endpoint: &str, token: Option<String>, ca_cert: Option<&Path>) -> Result<Self, Error> {
         let base = Url::parse(endpoint).map_err(|_| Error::BadEndpoint(endpoint.to_owned()))?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("kumo-cli/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|source| Error::Transport { url: endpoint.to_owned(), source })?;
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(path) = ca_cert {
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in read_ca(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|source| Error::Transport { url: endpoint.to_owned(), source })?;
         Ok(Self { http, base, token })
     }
 
@@ -150,8 +157,12 @@ impl Client {
     /// Sends `req` and returns the body of a success answer; error statuses
     /// become [`Error::Api`] (or [`Error::UnexpectedStatus`] without Kumo's body).
     async fn send(&self, req: RequestBuilder, url: &Url) -> Result<Vec<u8>, Error> {
-        let transport =
-            |source: reqwest::Error| Error::Transport { url: url.to_string(), source: source.without_url() };
+        let transport = |source: reqwest::Error| {
+            if crate::error::chain_contains(&source, "invalid peer certificate") {
+                return Error::UntrustedCertificate { url: url.to_string(), source: source.without_url() };
+            }
+            Error::Transport { url: url.to_string(), source: source.without_url() }
+        };
         let response = req.send().await.map_err(transport)?;
         let status = response.status();
         let body = response.bytes().await.map_err(transport)?.to_vec();
@@ -160,6 +171,17 @@ impl Client {
         }
         Err(error_from_body(url, status, &body))
     }
+}
+
+/// The certificates in the PEM file at `path` (at least one).
+fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, Error> {
+    let pem = std::fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    let bad = || Error::Invalid(format!("{} holds no CA certificate in PEM form", path.display()));
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| bad())?;
+    if certs.is_empty() {
+        return Err(bad());
+    }
+    Ok(certs)
 }
 
 /// The error for an answer with an error `status`.
@@ -224,13 +246,28 @@ mod tests {
 
     #[test]
     fn url_segments_are_encoded_and_base_paths_kept() {
-        let client = Client::new("https://h:8443/kumo", None).expect("client");
+        let client = Client::new("https://h:8443/kumo", None, None).expect("client");
         assert_eq!(
             client.url(&["v1", "images", "my image/2"]).as_str(),
             "https://h:8443/kumo/v1/images/my%20image%2F2"
         );
-        let client = Client::new("http://h", None).expect("client");
+        let client = Client::new("http://h", None, None).expect("client");
         assert_eq!(client.url(&["v1", "flavors"]).as_str(), "http://h/v1/flavors");
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        let err = Client::new("https://h", None, Some(&missing)).expect_err("missing file");
+        assert!(crate::error::error_line(&err).starts_with(&format!("error: cannot read {}", missing.display())));
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "hello\n").expect("write");
+        let err = Client::new("https://h", None, Some(&garbage)).expect_err("no certificate");
+        assert_eq!(
+            crate::error::error_line(&err),
+            format!("error: {} holds no CA certificate in PEM form", garbage.display())
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Config {
     pub expires_at: Option<Timestamp>,
     /// Who logged in.
     pub username: Option<String>,
+    /// The CA certificate (PEM) that https connections to the endpoint trust
+    /// instead of the public roots; saved by `kumo login --ca-cert`.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl fmt::Debug for Config {
@@ -33,6 +36,7 @@ impl fmt::Debug for Config {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("expires_at", &self.expires_at)
             .field("username", &self.username)
+            .field("ca_cert", &self.ca_cert)
             .finish()
     }
 }
@@ -134,6 +138,12 @@ pub fn credentials(
     Ok(Credentials { endpoint: endpoint(config, override_endpoint)?, token })
 }
 
+/// The CA file to trust: `--ca-cert` or `KUMO_CA_CERT` (`override_ca`),
+/// else the config file's.
+pub fn ca_cert(config: &Config, override_ca: Option<&Path>) -> Option<PathBuf> {
+    override_ca.filter(|p| !p.as_os_str().is_empty()).map(Path::to_owned).or_else(|| config.ca_cert.clone())
+}
+
 /// Checks that `endpoint` is an http(s) URL and drops trailing slashes.
 pub fn normalize_endpoint(endpoint: &str) -> Result<String, Error> {
     let trimmed = endpoint.trim().trim_end_matches('/');
@@ -156,6 +166,7 @@ mod tests {
             token: Some("jwt".into()),
             expires_at: Some(Timestamp(expires_at)),
             username: Some("alice".into()),
+            ca_cert: None,
         }
     }
 
@@ -236,6 +247,14 @@ mod tests {
         assert_eq!(creds, Credentials { endpoint: "https://other".into(), token: "env-jwt".into() });
         let no_endpoint = Config { endpoint: None, ..logged_in(9_000) };
         assert!(matches!(credentials(&no_endpoint, None, None, now), Err(Error::NoEndpoint)));
+    }
+
+    #[test]
+    fn the_ca_flag_beats_the_saved_one() {
+        let saved = Config { ca_cert: Some("/etc/kumo/ca.pem".into()), ..logged_in(1) };
+        assert_eq!(ca_cert(&saved, None), Some(PathBuf::from("/etc/kumo/ca.pem")));
+        assert_eq!(ca_cert(&saved, Some(Path::new("/tmp/other.pem"))), Some(PathBuf::from("/tmp/other.pem")));
+        assert_eq!(ca_cert(&logged_in(1), None), None);
     }
 
     #[test]

@@ -42,6 +42,20 @@ pub enum Error {
         snippet: String,
     },
 
+    /// The controller's certificate is not signed by a CA the CLI trusts
+    /// (or not for the endpoint's name).
+    #[error(
+        "the controller at {url} presented a certificate the CLI does not trust (give the cloud's CA with \
+         --ca-cert FILE or KUMO_CA_CERT; kumo login saves it)"
+    )]
+    UntrustedCertificate {
+        /// The request URL.
+        url: String,
+        /// What rustls said.
+        #[source]
+        source: reqwest::Error,
+    },
+
     /// The request could not be sent or its answer not read.
     #[error("request to {url} failed")]
     Transport {
@@ -195,6 +209,18 @@ pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
         current = e.source();
     }
     one_line(&line)
+}
+
+/// Whether `err` or one of its causes says `needle`.
+pub(crate) fn chain_contains(err: &(dyn std::error::Error + 'static), needle: &str) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.to_string().contains(needle) {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Folds runs of whitespace that contain line breaks into one space.

@@ -30,6 +30,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         output: cli.output,
         config_path,
         endpoint: cli.endpoint.filter(|e| !e.is_empty()),
+        ca_cert: cli.ca_cert.filter(|p| !p.as_os_str().is_empty()),
         env_token: std::env::var("KUMO_TOKEN").ok().filter(|t| !t.is_empty()),
     };
     if cli.output == args::OutputFormat::Csv

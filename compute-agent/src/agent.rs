@@ -51,6 +51,9 @@ pub enum AgentError {
     /// The HTTP server failed.
     #[error("the agent's HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// A certificate, key or CA file could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The host's networking could not be set up.
     #[error("cannot set up the host's networking")]
     Networking(#[from] crate::networking::NetworkingError),
@@ -60,6 +63,7 @@ pub enum AgentError {
 #[derive(Debug)]
 pub struct Agent {
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     local_addr: SocketAddr,
     router: axum::Router,
     worker: SyncWorker,
@@ -68,6 +72,12 @@ pub struct Agent {
 impl Agent {
     /// Prepares the agent: state directory, saved credentials, libvirt, server socket.
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        // Certificates first: a bad file stops the agent before it touches anything.
+        let client = ControllerClient::new(config.controller_base(), config.controller_ca_file.as_deref())?;
+        let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            _ => None,
+        };
         let state_dir = &config.state_dir;
         for dir in [state_dir.clone(), state_dir.join("instances"), state_dir.join("images")] {
             std::fs::create_dir_all(&dir).map_err(|source| AgentError::StateDir { path: dir.clone(), source })?;
@@ -104,7 +114,6 @@ impl Agent {
             }
             Err(err) => tracing::warn!(error = %err, "libvirt is not reachable yet; will keep trying"),
         }
-        let client = ControllerClient::new(config.controller_base());
         let fetcher = Arc::new(HttpImageFetcher::new(client.clone(), creds.clone()));
         let images = Arc::new(ImageCache::new(state_dir.join("images"), fetcher));
         let disks: Arc<dyn InstanceDisks> = Arc::new(QemuImgDisks::new(state_dir.join("instances")));
@@ -164,7 +173,8 @@ impl Agent {
             metrics: metrics.clone(),
             metrics_enabled: config.metrics,
         });
-        let agent_url = config.advertise_url.clone().unwrap_or_else(|| format!("http://{local_addr}"));
+        let agent_url =
+            config.advertise_url.clone().unwrap_or_else(|| format!("{}://{local_addr}", config.listen_scheme()));
         let worker = SyncWorker::new(WorkerParts {
             config,
             agent_url,
@@ -183,7 +193,7 @@ impl Agent {
             boot,
             metrics,
         });
-        Ok(Self { listener, local_addr, router, worker })
+        Ok(Self { listener, tls, local_addr, router, worker })
     }
 
     /// The address the agent's HTTP server listens on.
@@ -193,9 +203,30 @@ impl Agent {
 
     /// Serves and syncs until `shutdown` is cancelled; domains are left running.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
-        tracing::info!(listen = %self.local_addr, "agent HTTP server listening");
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let server = tokio::spawn(std::future::IntoFuture::into_future(server));
+        let server = match self.tls {
+            None => {
+                tracing::info!(listen = %self.local_addr, "agent HTTP server listening");
+                let server =
+                    axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+                tokio::spawn(std::future::IntoFuture::into_future(server))
+            }
+            Some(tls) => {
+                tracing::info!(listen = %self.local_addr, "agent HTTPS server listening");
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    stop.cancelled().await;
+                    stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+                });
+                let listener = self.listener.into_std().map_err(AgentError::Serve)?;
+                let server =
+                    axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))
+                        .handle(handle)
+                        .serve(self.router.into_make_service());
+                tokio::spawn(server)
+            }
+        };
         self.worker.run(shutdown.clone()).await;
         shutdown.cancel();
         match server.await {

@@ -65,16 +65,20 @@ pub struct ControllerClient {
 
 impl ControllerClient {
     /// A client for the controller at `base` (no trailing slash needed).
-    pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder()
+    /// With `ca_file`, https connections trust only the certificates in it.
+    pub fn new(base: &str, ca_file: Option<&std::path::Path>) -> Result<Self, crate::tls::TlsError> {
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             // A stalled download must fail rather than hang a convergence task
             // forever; long polls are far shorter than this (see `config::MAX_SYNC_WAIT_MS`).
             .read_timeout(Duration::from_secs(120))
-            .user_agent(concat!("kumo-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        Self { base: base.trim_end_matches('/').to_owned(), http }
+            .user_agent(concat!("kumo-agent/", env!("CARGO_PKG_VERSION")));
+        let (builder, ca) = match ca_file {
+            Some(ca) => (crate::tls::trust_only(builder, ca)?, ca.to_owned()),
+            None => (builder, std::path::PathBuf::new()),
+        };
+        let http = builder.build().map_err(|source| crate::tls::TlsError::Client { path: ca, source })?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
     }
 
     fn url(&self, path: &str) -> String {

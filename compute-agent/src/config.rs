@@ -104,8 +104,21 @@ impl DomainType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Base URL of the controller, e.g. `http://127.0.0.1:8774`.
+    /// Base URL of the controller, e.g. `https://kumo.example:8774`.
     pub controller_url: String,
+    /// The CA certificate (PEM) that signed the controller's certificate, or
+    /// the controller's own self-signed certificate. Required with an https
+    /// `controller_url`: the agent then trusts only it (no public roots), so
+    /// a server with any other certificate is refused before a token is sent.
+    #[serde(default)]
+    pub controller_ca_file: Option<PathBuf>,
+    /// The certificate chain (PEM) the agent's own listener serves; with
+    /// `tls_key_file` it serves HTTPS only, and the default `advertise_url` is https.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// The cluster join token, used to register (and re-register) this host.
     pub join_token: Secret,
     /// This host's name in the cluster (default: the machine's hostname).
@@ -264,6 +277,9 @@ const BOOLEAN: &[&str] = &["metadata"];
 /// Every setting, for checking `KUMO_AGENT_*` variables.
 const FIELDS: &[&str] = &[
     "controller_url",
+    "controller_ca_file",
+    "tls_cert_file",
+    "tls_key_file",
     "dhcp_lease_warning_secs",
     "join_token",
     "name",
@@ -332,6 +348,27 @@ impl AgentConfig {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ConfigError::Value(format!("controller_url '{}' must be http or https", self.controller_url)));
         }
+        match (url.scheme(), &self.controller_ca_file) {
+            ("https", None) => {
+                return Err(ConfigError::Value(format!(
+                    "controller_url '{}' is https but controller_ca_file is not set (the agent trusts only the CA \
+                     named there)",
+                    self.controller_url
+                )))
+            }
+            ("http", Some(_)) => {
+                return Err(ConfigError::Value(format!(
+                    "controller_ca_file is set but controller_url '{}' is plain http (use https://)",
+                    self.controller_url
+                )))
+            }
+            _ => {}
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => return Err(ConfigError::Value("tls_cert_file is set but tls_key_file is not".into())),
+            (None, Some(_)) => return Err(ConfigError::Value("tls_key_file is set but tls_cert_file is not".into())),
+            _ => {}
+        }
         if self.join_token.expose().is_empty() {
             return Err(ConfigError::Value("join_token is empty".to_owned()));
         }
@@ -371,7 +408,16 @@ impl AgentConfig {
 
     /// The URL the controller reaches this agent at.
     pub fn advertise_url(&self) -> String {
-        self.advertise_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+        self.advertise_url.clone().unwrap_or_else(|| format!("{}://{}", self.listen_scheme(), self.listen))
+    }
+
+    /// `https` when the agent's listener serves TLS, else `http`.
+    pub fn listen_scheme(&self) -> &'static str {
+        if self.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The controller's base URL without a trailing slash.
@@ -466,6 +512,18 @@ mod tests {
             (&format!("{MINIMAL}libvirt_call_timeout_secs = 0\n"), &[], "libvirt_call_timeout_secs must be at least 1"),
             (&format!("{MINIMAL}sync_wait_ms = 600000\n"), &[], "sync_wait_ms must be at most 60000"),
             ("controller_url = ", &[], "is not valid TOML"),
+            (
+                "controller_url = \"https://ctl:8774\"\njoin_token = \"t\"\n",
+                &[],
+                "controller_url 'https://ctl:8774' is https but controller_ca_file is not set",
+            ),
+            (
+                MINIMAL,
+                &[("KUMO_AGENT_CONTROLLER_CA_FILE", "/etc/kumo/ca.pem")],
+                "controller_ca_file is set but controller_url 'http://127.0.0.1:8774' is plain http",
+            ),
+            (MINIMAL, &[("KUMO_AGENT_TLS_CERT_FILE", "/c.pem")], "tls_cert_file is set but tls_key_file is not"),
+            (MINIMAL, &[("KUMO_AGENT_TLS_KEY_FILE", "/k.pem")], "tls_key_file is set but tls_cert_file is not"),
             (MINIMAL, &[("KUMO_AGENT_METADATA", "maybe")], "KUMO_AGENT_METADATA must be true or false, got 'maybe'"),
             (
                 &format!("{MINIMAL}trunk_interface = \"eth 1\"\n"),
@@ -486,6 +544,18 @@ mod tests {
         }
         let err = AgentConfig::load(Some(Path::new("/nonexistent/agent.toml")), env(&[])).expect_err("missing");
         assert_eq!(err.to_string(), "could not read the configuration file /nonexistent/agent.toml");
+    }
+
+    #[test]
+    fn https_settings_load() {
+        let c = load_text(
+            "controller_url = \"https://ctl:8774\"\njoin_token = \"t\"\ncontroller_ca_file = \"/etc/kumo/ca.pem\"\n\
+             tls_cert_file = \"/etc/kumo/agent.pem\"\ntls_key_file = \"/etc/kumo/agent-key.pem\"\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(c.controller_ca_file.as_deref(), Some(Path::new("/etc/kumo/ca.pem")));
+        assert_eq!(c.advertise_url(), "https://127.0.0.1:8775");
     }
 
     #[test]

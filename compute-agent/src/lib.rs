@@ -35,6 +35,7 @@ pub mod observe;
 pub mod quarantine;
 pub mod snapshots;
 pub mod status;
+pub mod tls;
 pub mod volumes;
 pub mod work_ledger;
 pub mod worker;

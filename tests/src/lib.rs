@@ -52,7 +52,8 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Result<Self> {
+    /// Starts `cmd` with its output appended to `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Result<Self> {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         cmd.stdout(out.try_clone()?).stderr(out).stdin(Stdio::null());
         let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
@@ -109,6 +110,9 @@ pub struct Stack {
     /// The agent's nftables table name (unique per stack, so agents of
     /// concurrent tests never touch each other's rules).
     pub nft_table: String,
+    /// With [`Options::tls`]: the cloud's CA certificate, which the agent,
+    /// the controller (for agents) and the CLI trust.
+    pub ca_cert: Option<PathBuf>,
     agent_config: PathBuf,
     api_config: PathBuf,
     instances: Vec<String>,
@@ -125,6 +129,9 @@ pub struct Options {
     pub controller_extra: String,
     /// More agent settings, as TOML lines.
     pub agent_extra: String,
+    /// Serve the controller and the agent over TLS with a CA and certificates
+    /// made by `kumo_api::tls::generate` (in `<dir>/tls`).
+    pub tls: bool,
 }
 
 impl Stack {
@@ -134,7 +141,15 @@ impl Stack {
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         let api_port = free_port()?;
         let agent_port = free_port()?;
-        let endpoint = format!("http://127.0.0.1:{api_port}");
+        let tls_dir = dir.path().join("tls");
+        let (scheme, ca_cert) = if opts.tls {
+            let controller = kumo_api::tls::generate(&tls_dir, "controller", &[])?;
+            kumo_api::tls::generate(&tls_dir, "agent", &[])?;
+            ("https", Some(controller.ca_cert))
+        } else {
+            ("http", None)
+        };
+        let endpoint = format!("{scheme}://127.0.0.1:{api_port}");
         let data = dir.path().join("controller");
         let mut api_toml = format!(
             "listen = '127.0.0.1:{api_port}'\ndata_dir = '{}'\nadmin_password = 'e2e-admin-pass'\njoin_token = 'e2e-join'\n\
@@ -147,16 +162,29 @@ impl Stack {
         if let Some(t) = opts.host_timeout_secs {
             api_toml.push_str(&format!("host_timeout_secs = {t}\n"));
         }
+        if opts.tls {
+            api_toml.push_str(&format!(
+                "tls_cert_file = '{0}/controller.pem'\ntls_key_file = '{0}/controller-key.pem'\nagent_ca_file = '{0}/ca.pem'\n",
+                tls_dir.display()
+            ));
+        }
         api_toml.push_str(&opts.controller_extra);
         let api_config = dir.path().join("controller.toml");
         std::fs::write(&api_config, api_toml)?;
         let api = spawn_api(&api_config, dir.path())?;
-        wait_http(&format!("{endpoint}/healthz"), Duration::from_secs(60)).context("controller did not come up")?;
+        wait_http(&format!("{endpoint}/healthz"), Duration::from_secs(60), ca_cert.as_deref())
+            .context("controller did not come up")?;
 
         let host_name = format!("e2e-{}", &kumo_wire::HostId::generate().as_str()[5..13]);
         let nft_table = format!("ke2e{}", &host_name[4..]);
-        let nft_line =
+        let mut nft_line =
             if opts.agent_extra.contains("nft_table") { String::new() } else { format!("nft_table = '{nft_table}'\n") };
+        if opts.tls {
+            nft_line.push_str(&format!(
+                "controller_ca_file = '{0}/ca.pem'\ntls_cert_file = '{0}/agent.pem'\ntls_key_file = '{0}/agent-key.pem'\n",
+                tls_dir.display()
+            ));
+        }
         let agent_state = dir.path().join("agent");
         let agent_config = dir.path().join("agent.toml");
         std::fs::write(
@@ -177,6 +205,7 @@ impl Stack {
             host_name,
             agent_state,
             nft_table,
+            ca_cert,
             agent_config,
             api_config,
             instances: Vec::new(),
@@ -214,32 +243,35 @@ impl Stack {
         self.api.stop();
         while_down(self);
         self.api = spawn_api(&self.api_config, self.dir.path())?;
-        wait_http(&format!("{}/healthz", self.endpoint), Duration::from_secs(60))
+        wait_http(&format!("{}/healthz", self.endpoint), Duration::from_secs(60), self.ca_cert.as_deref())
             .context("controller did not come back")
     }
 
     /// Runs the CLI; returns its output whatever the exit code.
     pub fn kumo(&self, args: &[&str]) -> Result<Output> {
-        Command::new(bin("kumo"))
-            .args(args)
-            .env("KUMO_CONFIG", self.dir.path().join("cli.toml"))
-            .env_remove("KUMO_ENDPOINT")
-            .env_remove("KUMO_TOKEN")
-            .stdin(Stdio::null())
-            .output()
-            .context("running kumo")
+        self.cli(self.dir.path().join("cli.toml")).args(args).output().context("running kumo")
+    }
+
+    /// The `kumo` command with `config` as its config file, trusting the
+    /// stack's CA when it serves TLS.
+    fn cli(&self, config: PathBuf) -> Command {
+        let mut cmd = Command::new(bin("kumo"));
+        cmd.env("KUMO_CONFIG", config).env_remove("KUMO_ENDPOINT").env_remove("KUMO_TOKEN").stdin(Stdio::null());
+        match &self.ca_cert {
+            Some(ca) => cmd.env("KUMO_CA_CERT", ca),
+            None => cmd.env_remove("KUMO_CA_CERT"),
+        };
+        cmd
+    }
+
+    /// A blocking HTTP client that trusts the stack's CA (when it has one).
+    pub fn http_client(&self, timeout: Duration) -> Result<reqwest::blocking::Client> {
+        http_client(timeout, self.ca_cert.as_deref())
     }
 
     /// Runs the CLI with another config file (another user, see [`Stack::login_as`]).
     pub fn kumo_as(&self, user: &str, args: &[&str]) -> Result<Output> {
-        Command::new(bin("kumo"))
-            .args(args)
-            .env("KUMO_CONFIG", self.dir.path().join(format!("cli-{user}.toml")))
-            .env_remove("KUMO_ENDPOINT")
-            .env_remove("KUMO_TOKEN")
-            .stdin(Stdio::null())
-            .output()
-            .context("running kumo")
+        self.cli(self.dir.path().join(format!("cli-{user}.toml"))).args(args).output().context("running kumo")
     }
 
     /// [`Stack::kumo_as`] with `--output json`, failing unless it exits 0.
@@ -279,7 +311,7 @@ impl Stack {
         let file = if user.is_empty() { "cli.toml".to_owned() } else { format!("cli-{user}.toml") };
         let config: toml::Table = std::fs::read_to_string(self.dir.path().join(file))?.parse()?;
         let token = config.get("token").and_then(|t| t.as_str()).context("the CLI config holds no token")?;
-        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let client = self.http_client(Duration::from_secs(30))?;
         let mut req = client.request(method.parse()?, format!("{}{path}", self.endpoint)).bearer_auth(token);
         if let Some(body) = body {
             req = req.json(&body);
@@ -474,9 +506,21 @@ fn spawn_api(config: &Path, dir: &Path) -> Result<Process> {
     Process::spawn(cmd, dir.join("controller.log"))
 }
 
-fn wait_http(url: &str, timeout: Duration) -> Result<()> {
+/// A blocking HTTP client; with `ca`, https trusts only the certificates in that file.
+pub fn http_client(timeout: Duration, ca: Option<&Path>) -> Result<reqwest::blocking::Client> {
+    let mut builder = reqwest::blocking::Client::builder().timeout(timeout);
+    if let Some(ca) = ca {
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in reqwest::Certificate::from_pem_bundle(&std::fs::read(ca)?)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder.build()?)
+}
+
+fn wait_http(url: &str, timeout: Duration, ca: Option<&Path>) -> Result<()> {
     let start = Instant::now();
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let client = http_client(Duration::from_secs(2), ca)?;
     while start.elapsed() < timeout {
         if client.get(url).send().is_ok_and(|r| r.status().is_success()) {
             return Ok(());

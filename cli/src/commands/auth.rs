@@ -10,7 +10,8 @@ use crate::commands::Ctx;
 use crate::config::{self, Config};
 use crate::error::Error;
 
-/// `POST /v1/auth/tokens`, then saves endpoint, token, expiry and user name.
+/// `POST /v1/auth/tokens`, then saves endpoint, token, expiry, user name and
+/// the CA file in use (`--ca-cert`, or the one saved before).
 pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<(), Error> {
     let saved = Config::load(&ctx.config_path)?;
     let endpoint = config::endpoint(&saved, ctx.endpoint.as_deref())?;
@@ -18,7 +19,9 @@ pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<(), Error> {
         return Err(Error::Invalid("the user name is empty".into()));
     }
     let password = read_password(&args.password, &format!("Password for {}: ", args.username))?;
-    let client = Client::new(&endpoint, None)?;
+    // Saved absolute, so later commands find it from any directory.
+    let ca_cert = config::ca_cert(&saved, ctx.ca_cert.as_deref()).map(|p| std::path::absolute(&p).unwrap_or(p));
+    let client = Client::new(&endpoint, None, ca_cert.as_deref())?;
     let request = TokenRequest { username: args.username.clone(), password };
     let reply: Reply<TokenResponse> = client.post(&["v1", "auth", "tokens"], &request).await?;
     let token = &reply.value;
@@ -27,6 +30,7 @@ pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<(), Error> {
         token: Some(token.token.clone()),
         expires_at: Some(token.expires_at),
         username: Some(args.username.clone()),
+        ca_cert,
     };
     config.save(&ctx.config_path)?;
     ctx.show(&reply, |t| {

@@ -39,6 +39,8 @@ pub struct Ctx {
     pub endpoint: Option<String>,
     /// `KUMO_TOKEN`.
     pub env_token: Option<String>,
+    /// `--ca-cert` or `KUMO_CA_CERT`.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -53,7 +55,8 @@ impl Ctx {
         let config = Config::load(&self.config_path)?;
         let creds =
             config::credentials(&config, self.endpoint.as_deref(), self.env_token.as_deref(), Timestamp::now())?;
-        Client::new(&creds.endpoint, Some(creds.token))
+        let ca = config::ca_cert(&config, self.ca_cert.as_deref());
+        Client::new(&creds.endpoint, Some(creds.token), ca.as_deref())
     }
 
     /// Prints `reply`: its body as received with `--output json`, else the

@@ -37,6 +37,8 @@ pub struct Inner {
     pub down: bool,
     /// Quarantine entries to ask the agent to restore.
     pub restore: Vec<String>,
+    /// Every HTTP request that reached the routes (any path, any body).
+    pub requests: usize,
 }
 
 #[derive(Clone)]
@@ -44,6 +46,7 @@ pub struct FakeController {
     pub inner: Arc<Mutex<Inner>>,
     changed: watch::Sender<u64>,
     pub addr: SocketAddr,
+    tls: bool,
 }
 
 fn err(status: StatusCode, code: &str, message: &str) -> Response {
@@ -52,21 +55,37 @@ fn err(status: StatusCode, code: &str, message: &str) -> Response {
 
 impl FakeController {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Serves HTTPS with `tls` (a certificate for localhost and 127.0.0.1), or plain HTTP.
+    pub async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (changed, _) = watch::channel(0);
-        let fake = Self { inner: Arc::default(), changed, addr };
+        let fake = Self { inner: Arc::default(), changed, addr, tls: tls.is_some() };
         let app = Router::new()
             .route("/agent/v1/register", post(register))
             .route("/agent/v1/sync", post(sync))
             .route("/agent/v1/images/{id}/files/{role}", get(image_file))
+            .layer(axum::middleware::from_fn_with_state(fake.clone(), count))
             .with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        match tls {
+            None => {
+                tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+            }
+            Some(tls) => {
+                let listener = listener.into_std().expect("std listener");
+                let server =
+                    axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls));
+                tokio::spawn(async move { server.serve(app.into_make_service()).await.expect("serve") });
+            }
+        }
         fake
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -150,6 +169,15 @@ pub fn desired(id: &InstanceId, generation: u64, power: DesiredPower, image: &Im
         ports: vec![],
         metadata: Default::default(),
     }
+}
+
+async fn count(
+    State(fake): State<FakeController>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    fake.lock().requests += 1;
+    next.run(req).await
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -3,6 +3,7 @@
 
 mod fake_controller;
 mod seams;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,16 +38,23 @@ impl RunningAgent {
     ) -> Self {
         let mut config = config_for(fake, state_dir, libvirt_uri, "127.0.0.1:0");
         config.join_token = kumo_agent::config::Secret(join_token.to_owned());
+        tweak(&mut config);
+        Self::start_config(config).await
+    }
+
+    /// Starts an agent with `config` and the settings every test here uses.
+    async fn start_config(mut config: AgentConfig) -> Self {
         config.name = "host-a".to_owned();
         config.domain_type = kumo_agent::config::DomainType::Qemu;
         config.shutdown_timeout_secs = 1;
         config.disk_gib = Some(50);
-        tweak(&mut config);
+        let state_dir = config.state_dir.clone();
+        let scheme = config.listen_scheme();
         let agent = Agent::start(config).await.expect("agent starts");
-        let url = format!("http://{}", agent.local_addr());
+        let url = format!("{scheme}://{}", agent.local_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(agent.run(shutdown.clone()));
-        Self { url, state_dir: state_dir.to_owned(), shutdown, task }
+        Self { url, state_dir, shutdown, task }
     }
 
     fn instance_dir(&self, id: &InstanceId) -> PathBuf {

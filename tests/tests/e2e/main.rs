@@ -14,3 +14,4 @@ mod readme;
 mod resilience;
 mod seams;
 mod storage;
+mod tls;
