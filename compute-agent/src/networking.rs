@@ -87,7 +87,12 @@ pub fn plan(
     let mut out = Plan::default();
     for net in networks {
         let bridge = bridge_name(&net.id);
-        out.firewall.bridges.push(BridgeFilter { name: bridge.clone(), cidr: net.cidr, gateway: net.gateway });
+        out.firewall.bridges.push(BridgeFilter {
+            name: bridge.clone(),
+            cidr: net.cidr,
+            gateway: net.gateway,
+            vlan_id: net.vlan_id,
+        });
         out.networks.insert(
             net.id.clone(),
             NetworkPlan { network: net.clone(), bridge, dhcp_hosts: Vec::new(), views: Vec::new() },

@@ -9,4 +9,5 @@ mod datapath;
 mod dhcp;
 mod firewall;
 mod metadata;
+mod overlap;
 mod vlan_in_guest;
