@@ -7,8 +7,7 @@
 //! projects' networks may use the same CIDR on one host and no tenant prefix
 //! ever captures the host's own traffic. The gateway address is added with
 //! `IFA_F_NOPREFIXROUTE` (no connected route in `main`); the network's prefix
-//! route lives in its own table [`route_table`]`(vlan_id)` (VLAN ids are
-//! unique in the cloud, hence on a host), chosen by three policy rules at
+//! route lives in its own table [`route_table`]`(route_id)`, chosen by three policy rules at
 //! [`RULE_PRIORITY`]: `iif <bridge>` (guests' traffic), `oif <bridge>` (host
 //! sockets bound to the bridge: dnsmasq, the metadata listener) and
 //! `fwmark <table id>` (what the firewall marks for the network: traffic
@@ -18,6 +17,11 @@
 //! traffic to anywhere else falls through to `main` (floating-IP SNAT).
 //! Kumo's rules and tables are recognised by priority and table range, so
 //! they are adopted after a restart and removed with the network.
+//!
+//! The route id (1-65535; also the network's conntrack zone) is allocated per
+//! host, the lowest one no other Kumo bridge holds, and kept in the bridge's
+//! link group (`IFLA_GROUP`): VLAN ids are unique in one cloud only, and
+//! several clouds' agents (test stacks) may share a machine.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -42,20 +46,21 @@ const BRIDGE_ID_DIGITS: usize = 12;
 /// Hex digits of the port id kept in a tap's name.
 const TAP_ID_DIGITS: usize = 11;
 /// Base of a network's routing table id and firewall mark (0x6b75 = "ku"):
-/// both are `ROUTE_BASE + vlan_id`.
+/// both are `ROUTE_BASE + route_id`.
 pub const ROUTE_BASE: u32 = 0x6b75_0000;
 /// Priority of Kumo's policy-routing rules: after `local` (0), before `main` (32766).
 pub const RULE_PRIORITY: u32 = 0x6b75;
 
-/// The routing table of the network with `vlan_id`, which is also the
-/// firewall mark that sends traffic to it (its conntrack zone is the VLAN id).
-pub fn route_table(vlan_id: u16) -> u32 {
-    ROUTE_BASE + u32::from(vlan_id)
+/// The routing table of the network with route id `route_id` on this host
+/// ([`NetworkLinks::route_id`]), which is also the firewall mark that sends
+/// traffic to it (its conntrack zone is the route id itself).
+pub fn route_table(route_id: u16) -> u32 {
+    ROUTE_BASE + u32::from(route_id)
 }
 
 /// Whether `table` is one of Kumo's per-network tables.
 fn is_kumo_table(table: u32) -> bool {
-    (route_table(MIN_VLAN_ID)..=route_table(MAX_VLAN_ID)).contains(&table)
+    (route_table(1)..=route_table(u16::MAX)).contains(&table)
 }
 
 /// How this host connects tenant networks to other hosts.
@@ -73,6 +78,10 @@ pub struct NetworkLinks {
     pub bridge: String,
     /// The 802.1Q link on the trunk enslaved to the bridge (trunk mode only).
     pub vlan_link: Option<String>,
+    /// The network's route id on this host: its table is
+    /// [`route_table`]`(route_id)`, so is the firewall mark of its packets,
+    /// and its conntrack zone is `route_id`.
+    pub route_id: u16,
 }
 
 /// A Kumo bridge found on this host.
@@ -247,6 +256,8 @@ struct Link {
     controller: Option<u32>,
     alias: Option<String>,
     up: bool,
+    /// The link group (Kumo's bridges: their route id).
+    group: u32,
 }
 
 impl Link {
@@ -260,6 +271,7 @@ impl Link {
             controller: None,
             alias: None,
             up: msg.header.flags.contains(LinkFlags::Up),
+            group: 0,
         };
         for attr in &msg.attributes {
             match attr {
@@ -267,6 +279,7 @@ impl Link {
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
                 LinkAttribute::Controller(c) => link.controller = Some(*c),
                 LinkAttribute::Link(l) => link.lower = Some(*l),
+                LinkAttribute::Group(g) => link.group = *g,
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
@@ -460,14 +473,15 @@ impl Datapath {
             return Err(DatapathError::Overlap { network: net.id.clone(), cidr, what });
         }
         let bridge = self.ensure_bridge(net).await?;
+        let route_id = self.ensure_route_id(&bridge).await?;
         self.ensure_addresses(&bridge, net).await?;
-        self.ensure_routing(&bridge, net).await?;
+        self.ensure_routing(&bridge, net, route_id).await?;
 
         let vlan_link = match trunk {
             None => None,
             Some(trunk) => Some(self.ensure_vlan_link(&trunk, &bridge, net.vlan_id).await?),
         };
-        Ok(NetworkLinks { bridge: bridge.name, vlan_link })
+        Ok(NetworkLinks { bridge: bridge.name, vlan_link, route_id })
     }
 
     async fn ensure_bridge(&self, net: &DesiredNetwork) -> Result<Link, DatapathError> {
@@ -554,17 +568,57 @@ impl Datapath {
         Ok(())
     }
 
+    /// The bridge's route id: the one its link group holds, or the lowest
+    /// no other Kumo bridge holds (written to its group, then checked again:
+    /// another agent on the machine may have picked the same one at once).
+    async fn ensure_route_id(&self, bridge: &Link) -> Result<u16, DatapathError> {
+        if let Ok(id @ 1..) = u16::try_from(bridge.group) {
+            return Ok(id);
+        }
+        for _ in 0..8 {
+            let links = self.links().await?;
+            let taken: std::collections::BTreeSet<u32> = links
+                .iter()
+                .filter(|l| {
+                    l.index != bridge.index && l.kind == Some(InfoKind::Bridge) && l.name.starts_with(BRIDGE_PREFIX)
+                })
+                .map(|l| l.group)
+                .collect();
+            let Some(id) = (1..=u16::MAX).find(|id| !taken.contains(&u32::from(*id))) else {
+                return Err(DatapathError::Conflict {
+                    name: bridge.name.clone(),
+                    problem: "every route id (1-65535) is held by another bridge".into(),
+                });
+            };
+            let msg = LinkUnspec::new_with_index(bridge.index)
+                .append_extra_attribute(LinkAttribute::Group(u32::from(id)))
+                .build();
+            self.handle.link().set(msg).execute().await.map_err(nl(format!("set the group of {}", bridge.name)))?;
+            // Another bridge given the same id meanwhile: the older one keeps it.
+            let clash = self.links().await?.iter().any(|l| {
+                l.index < bridge.index
+                    && l.group == u32::from(id)
+                    && l.kind == Some(InfoKind::Bridge)
+                    && l.name.starts_with(BRIDGE_PREFIX)
+            });
+            if !clash {
+                return Ok(id);
+            }
+        }
+        Err(DatapathError::Conflict { name: bridge.name.clone(), problem: "no free route id could be kept".into() })
+    }
+
     /// The network's table (its prefix route only), the three rules that
     /// choose it, and the sysctls they need. Kumo rules that name the bridge
     /// or the table but are not wanted (an earlier shape) are removed.
-    async fn ensure_routing(&self, bridge: &Link, net: &DesiredNetwork) -> Result<(), DatapathError> {
+    async fn ensure_routing(&self, bridge: &Link, net: &DesiredNetwork, route_id: u16) -> Result<(), DatapathError> {
         // The kernel's replies (echo replies, ICMP errors) carry the mark of
         // what they answer, so they find the network's table.
         set_sysctl("/proc/sys/net/ipv4/fwmark_reflect")?;
         // Reverse-path checks see the firewall's mark (strict rp_filter on the host).
         set_sysctl(&format!("/proc/sys/net/ipv4/conf/{}/src_valid_mark", bridge.name))?;
 
-        let table = route_table(net.vlan_id);
+        let table = route_table(route_id);
         let cidr = net.cidr.trunc();
         let routes = self.routes().await?;
         let mut present = false;

@@ -26,7 +26,7 @@
 //!   prerouting and output, SNAT private IP -> address in postrouting out of
 //!   `public_interface`. Before conntrack (priority raw), every packet from a
 //!   tenant bridge, and every packet to a floating IP, gets its network's
-//!   conntrack zone (the VLAN id) and mark (`datapath::route_table`, which
+//!   conntrack zone (its route id on the host) and mark (`datapath::route_table`, which
 //!   policy routing maps to the network's own table): tenants' subnets may
 //!   overlap on one host, so the DNAT'ed private address alone names no
 //!   network, and two tenants' connections may share a tuple.
@@ -137,9 +137,9 @@ pub struct BridgeFilter {
     pub cidr: Ipv4Net,
     /// The gateway address the bridge holds.
     pub gateway: Ipv4Addr,
-    /// The network's VLAN id (unique on the host): its conntrack zone, and
-    /// through `datapath::route_table` its mark.
-    pub vlan_id: u16,
+    /// The network's route id on this host (`NetworkLinks::route_id`): its
+    /// conntrack zone, and through `datapath::route_table` its mark.
+    pub route_id: u16,
 }
 
 /// One port (tap) to filter.
@@ -767,13 +767,13 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
     let mut raw_pre = ChainSpec::new("ip", "raw_prerouting", Some(RAW_PREROUTING));
     let mut raw_out = ChainSpec::new("ip", "raw_output", Some(RAW_OUTPUT));
     for b in bridges.values() {
-        let (n, zone, mark) = (&b.name, b.vlan_id, crate::datapath::route_table(b.vlan_id));
+        let (n, zone, mark) = (&b.name, b.route_id, crate::datapath::route_table(b.route_id));
         raw_pre.rules.push(format!("iifname \"{n}\" meta mark set {mark:#x} ct zone set {zone} accept"));
         raw_out.rules.push(format!("oifname \"{n}\" ct zone set {zone} accept"));
     }
     for f in &fips {
         let Some(b) = bridges.get(f.bridge.as_str()) else { continue };
-        let (zone, mark) = (b.vlan_id, crate::datapath::route_table(b.vlan_id));
+        let (zone, mark) = (b.route_id, crate::datapath::route_table(b.route_id));
         let rule = format!("ip daddr {} meta mark set {mark:#x} ct zone set {zone}", f.address);
         raw_pre.rules.push(rule.clone());
         raw_out.rules.push(rule);
@@ -795,7 +795,7 @@ mod tests {
                 name: "kbr000000000001".into(),
                 cidr: "10.0.0.0/24".parse().unwrap(),
                 gateway: Ipv4Addr::new(10, 0, 0, 1),
-                vlan_id: 100,
+                route_id: 100,
             }],
             ports: vec![PortFilter {
                 port: PortId::generate(),

@@ -94,20 +94,22 @@ fn same_cidr_networks_on_one_host_each_get_only_their_own_traffic() {
     let main_before = ip_out(&host.name, &["route", "show", "table", "main"]);
 
     let nets = [network(100), network(101)];
-    let plumbed = {
+    let links = {
         let nets = nets.clone();
         host.block_on(move || async move {
             let dp = Datapath::connect(DatapathConfig { trunk: None }).await.unwrap();
-            let mut bridges = Vec::new();
+            let mut links = Vec::new();
             for net in &nets {
-                bridges.push(dp.ensure_network(net).await.expect("same CIDR as another Kumo network").bridge);
+                links.push(dp.ensure_network(net).await.expect("same CIDR as another Kumo network"));
             }
-            bridges
+            links
         })
     };
+    let plumbed: Vec<String> = links.iter().map(|l| l.bridge.clone()).collect();
+    assert_eq!(links.iter().map(|l| l.route_id).collect::<Vec<_>>(), [1, 2], "the lowest free route ids");
     assert_eq!(ip_out(&host.name, &["route", "show", "table", "main"]), main_before, "main is untouched");
-    for net in &nets {
-        let table = ip_out(&host.name, &["route", "show", "table", &route_table(net.vlan_id).to_string()]);
+    for (net, l) in nets.iter().zip(&links) {
+        let table = ip_out(&host.name, &["route", "show", "table", &route_table(l.route_id).to_string()]);
         assert!(table.contains(&format!("{CIDR} dev {} ", bridge_name(&net.id))), "{table}");
     }
 
@@ -129,7 +131,7 @@ fn same_cidr_networks_on_one_host_each_get_only_their_own_traffic() {
             name: plumbed[i].clone(),
             cidr: net.cidr,
             gateway: GATEWAY,
-            vlan_id: net.vlan_id,
+            route_id: links[i].route_id,
         });
         state.ports.push(PortFilter {
             port: PortId::generate(),
@@ -220,15 +222,17 @@ fn same_cidr_networks_on_one_host_each_get_only_their_own_traffic() {
 }
 
 /// DHCP (real dnsmasq, udhcpc) and the metadata listener on two networks with
-/// the same CIDR at once; re-ensuring (an agent restart) adopts the routing
-/// without duplicates; removal leaves no rule, route or table entry.
+/// the same CIDR at once; each keeps its own route id (even with the same VLAN
+/// id); re-ensuring (an agent restart) adopts the routing without duplicates
+/// or moves; removal leaves no rule, route or table entry.
 #[test]
 fn same_cidr_networks_serve_dhcp_and_metadata_and_are_removed_cleanly() {
     let server = TestNetns::new("");
     server.enter();
     let state = tempfile::tempdir().unwrap();
     let scripts = tempfile::tempdir().unwrap();
-    let nets = [network(200), network(201)];
+    // Even the same VLAN id: two clouds' agents (test stacks) may share a machine.
+    let nets = [network(200), network(200)];
     let macs = ["52:54:00:aa:09:01", "52:54:00:aa:09:02"];
     let main_before = ip_out(&server.name, &["route", "show", "table", "main"]);
     runtime().block_on(async {
@@ -236,9 +240,12 @@ fn same_cidr_networks_serve_dhcp_and_metadata_and_are_removed_cleanly() {
         let dhcp = Dhcp::new(state.path().to_owned());
         let metadata = MetadataService::new();
         let mut bridges = Vec::new();
+        let mut ids = Vec::new();
         let mut listeners = Vec::new();
         for (i, net) in nets.iter().enumerate() {
-            let bridge = dp.ensure_network(net).await.unwrap().bridge;
+            let links = dp.ensure_network(net).await.unwrap();
+            ids.push(links.route_id);
+            let bridge = links.bridge;
             let host = DhcpHost { mac: macs[i].into(), ip: VM_IP, hostname: format!("vm-{i}") };
             dhcp.ensure(net, &bridge, &[host]).await.unwrap();
             metadata.set_bridge(&bridge, vec![crate::metadata::view(&format!("i-{i}"), VM_IP, false)]);
@@ -248,14 +255,14 @@ fn same_cidr_networks_serve_dhcp_and_metadata_and_are_removed_cleanly() {
         // Agent restart: a new handle re-ensures; nothing is duplicated.
         let restarted = Datapath::connect(DatapathConfig { trunk: None }).await.unwrap();
         let rules_before = kumo_rules(&server.name);
-        for net in &nets {
+        for (net, id) in nets.iter().zip(&ids) {
             // A rule deleted and re-added would move behind the other network's.
-            restarted.ensure_network(net).await.unwrap();
+            assert_eq!(restarted.ensure_network(net).await.unwrap().route_id, *id, "adopted from the bridge");
             assert_eq!(kumo_rules(&server.name), rules_before);
         }
         assert_eq!(rules_before.len(), 6, "{rules_before:?}");
-        for (net, bridge) in nets.iter().zip(&bridges) {
-            let table = route_table(net.vlan_id);
+        for (id, bridge) in ids.iter().zip(&bridges) {
+            let table = route_table(*id);
             for rule in [format!("iif {bridge}"), format!("oif {bridge}"), format!("fwmark {table:#x}")] {
                 let want = format!("{RULE_PRIORITY}: from all {rule} lookup {table}");
                 assert!(rules_before.contains(&want), "{want} in {rules_before:?}");
@@ -266,9 +273,9 @@ fn same_cidr_networks_serve_dhcp_and_metadata_and_are_removed_cleanly() {
             assert!(addrs.contains("10.9.0.1/24") && addrs.contains("noprefixroute"), "{addrs}");
         }
         let listed = restarted.plumbed_networks().await.unwrap();
-        for net in &nets {
+        for (net, id) in nets.iter().zip(&ids) {
             let p = listed.iter().find(|p| p.is_for(&net.id)).unwrap();
-            assert_eq!(p.route_table, Some(route_table(net.vlan_id)));
+            assert_eq!(p.route_table, Some(route_table(*id)));
         }
         assert_eq!(ip_out(&server.name, &["route", "show", "table", "main"]), main_before);
 
@@ -301,8 +308,8 @@ fn same_cidr_networks_serve_dhcp_and_metadata_and_are_removed_cleanly() {
         assert!(kumo_rules(&server.name).is_empty());
         let all = ip_out(&server.name, &["route", "show", "table", "all"]);
         assert!(!all.contains("10.9.0."), "{all}");
-        for net in &nets {
-            assert!(!all.contains(&format!("table {}", route_table(net.vlan_id))), "{all}");
+        for id in &ids {
+            assert!(!all.contains(&format!("table {}", route_table(*id))), "{all}");
         }
         assert_eq!(ip_out(&server.name, &["route", "show", "table", "main"]), main_before);
     });
