@@ -87,7 +87,13 @@ pub fn plan(
     let mut out = Plan::default();
     for net in networks {
         let bridge = bridge_name(&net.id);
-        out.firewall.bridges.push(BridgeFilter { name: bridge.clone(), cidr: net.cidr, gateway: net.gateway });
+        out.firewall.bridges.push(BridgeFilter {
+            name: bridge.clone(),
+            cidr: net.cidr,
+            gateway: net.gateway,
+            // The host's route id, known once the network is plumbed (`converge`).
+            route_id: 0,
+        });
         out.networks.insert(
             net.id.clone(),
             NetworkPlan { network: net.clone(), bridge, dhcp_hosts: Vec::new(), views: Vec::new() },
@@ -258,9 +264,11 @@ impl Networking {
         let mut status = HashMap::new();
         let mut plumbed = self.read_set(PLUMBED_FILE);
         let mut healthy = true;
+        let mut route_ids = HashMap::new();
         for (id, net) in &plan.networks {
             match self.plumb(net, &mut plumbed).await {
-                Ok(()) => {
+                Ok(route_id) => {
+                    route_ids.insert(net.bridge.clone(), route_id);
                     status.insert(id.clone(), Ok((net.network.clone(), net.bridge.clone())));
                 }
                 Err(message) => {
@@ -275,6 +283,9 @@ impl Networking {
         let usable: BTreeSet<&str> =
             status.values().filter_map(|s| s.as_ref().ok()).map(|(_, bridge)| bridge.as_str()).collect();
         firewall.bridges.retain(|b| usable.contains(b.name.as_str()));
+        for b in &mut firewall.bridges {
+            b.route_id = route_ids.get(&b.name).copied().unwrap_or_default();
+        }
         firewall.ports.retain(|p| usable.contains(p.bridge.as_str()));
         firewall.floating_ips.retain(|f| usable.contains(f.bridge.as_str()));
         let result = if firewall.bridges.is_empty() && firewall.floating_ips.is_empty() {
@@ -345,7 +356,8 @@ impl Networking {
         self.dhcp.leases(network).iter().any(|l| l.ip == ip && l.mac.eq_ignore_ascii_case(mac))
     }
 
-    async fn plumb(&mut self, net: &NetworkPlan, plumbed: &mut BTreeSet<String>) -> Result<(), String> {
+    /// Plumbs one network; its route id on this host.
+    async fn plumb(&mut self, net: &NetworkPlan, plumbed: &mut BTreeSet<String>) -> Result<u16, String> {
         let id = &net.network.id;
         // Record first: whatever ensure_network creates is then cleaned up later.
         if plumbed.insert(id.to_string()) {
@@ -360,7 +372,7 @@ impl Networking {
                 self.listeners.insert(links.bridge.clone(), listener);
             }
         }
-        Ok(())
+        Ok(links.route_id)
     }
 
     async fn unplumb(&mut self, id: &NetworkId) -> Result<(), String> {

@@ -37,6 +37,7 @@ fn state() -> FirewallState {
             name: format!("kbr{b:012x}"),
             cidr: format!("10.{b}.0.0/24").parse().unwrap(),
             gateway: Ipv4Addr::new(10, b as u8, 0, 1),
+            route_id: 100 + b as u16,
         })
         .collect();
     let ports: Vec<PortFilter> = (0..PORTS)

@@ -2,6 +2,26 @@
 //! on a host with a trunk NIC, an 802.1Q VLAN link on that trunk enslaved to
 //! the bridge. Kumo's links are recognised by name (`kbr…`, `kvlan…`), so an
 //! agent that restarts adopts what it finds instead of duplicating it.
+//!
+//! Tenant networks stay out of the host's main routing table, so two
+//! projects' networks may use the same CIDR on one host and no tenant prefix
+//! ever captures the host's own traffic. The gateway address is added with
+//! `IFA_F_NOPREFIXROUTE` (no connected route in `main`); the network's prefix
+//! route lives in its own table [`route_table`]`(route_id)`, chosen by three policy rules at
+//! [`RULE_PRIORITY`]: `iif <bridge>` (guests' traffic), `oif <bridge>` (host
+//! sockets bound to the bridge: dnsmasq, the metadata listener) and
+//! `fwmark <table id>` (what the firewall marks for the network: traffic
+//! DNAT'ed to its floating IPs, and everything from its bridge, so the
+//! kernel's own replies, such as echo replies from the gateway, follow it
+//! with `net.ipv4.fwmark_reflect`). The table has no default route: guests'
+//! traffic to anywhere else falls through to `main` (floating-IP SNAT).
+//! Kumo's rules and tables are recognised by priority and table range, so
+//! they are adopted after a restart and removed with the network.
+//!
+//! The route id (1-65535; also the network's conntrack zone) is allocated per
+//! host, the lowest one no other Kumo bridge holds, and kept in the bridge's
+//! link group (`IFLA_GROUP`): VLAN ids are unique in one cloud only, and
+//! several clouds' agents (test stacks) may share a machine.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -9,10 +29,11 @@ use std::path::Path;
 use futures::TryStreamExt;
 use kumo_wire::network::{DesiredNetwork, MAX_VLAN_ID, METADATA_ADDRESS, MIN_VLAN_ID};
 use kumo_wire::{NetworkId, PortId};
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVlan, RouteMessageBuilder};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use rtnetlink::{Handle, IpVersion, LinkBridge, LinkUnspec, LinkVlan, RouteMessageBuilder};
 
 /// Prefix of the bridges Kumo owns (`kbr` + the network id's first 12 hex digits).
 pub const BRIDGE_PREFIX: &str = "kbr";
@@ -24,6 +45,23 @@ pub const TAP_PREFIX: &str = "ktap";
 const BRIDGE_ID_DIGITS: usize = 12;
 /// Hex digits of the port id kept in a tap's name.
 const TAP_ID_DIGITS: usize = 11;
+/// Base of a network's routing table id and firewall mark (0x6b75 = "ku"):
+/// both are `ROUTE_BASE + route_id`.
+pub const ROUTE_BASE: u32 = 0x6b75_0000;
+/// Priority of Kumo's policy-routing rules: after `local` (0), before `main` (32766).
+pub const RULE_PRIORITY: u32 = 0x6b75;
+
+/// The routing table of the network with route id `route_id` on this host
+/// ([`NetworkLinks::route_id`]), which is also the firewall mark that sends
+/// traffic to it (its conntrack zone is the route id itself).
+pub fn route_table(route_id: u16) -> u32 {
+    ROUTE_BASE + u32::from(route_id)
+}
+
+/// Whether `table` is one of Kumo's per-network tables.
+fn is_kumo_table(table: u32) -> bool {
+    (route_table(1)..=route_table(u16::MAX)).contains(&table)
+}
 
 /// How this host connects tenant networks to other hosts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,6 +78,10 @@ pub struct NetworkLinks {
     pub bridge: String,
     /// The 802.1Q link on the trunk enslaved to the bridge (trunk mode only).
     pub vlan_link: Option<String>,
+    /// The network's route id on this host: its table is
+    /// [`route_table`]`(route_id)`, so is the firewall mark of its packets,
+    /// and its conntrack zone is `route_id`.
+    pub route_id: u16,
 }
 
 /// A Kumo bridge found on this host.
@@ -54,6 +96,8 @@ pub struct PlumbedNetwork {
     pub network: Option<NetworkId>,
     /// The VLAN link enslaved to the bridge, if any.
     pub vlan_link: Option<String>,
+    /// The routing table Kumo's rules for this bridge point to, if any.
+    pub route_table: Option<u32>,
 }
 
 impl PlumbedNetwork {
@@ -136,6 +180,15 @@ pub enum DatapathError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A sysctl the network's routing needs could not be set.
+    #[error("cannot set {path}")]
+    Sysctl {
+        /// The /proc/sys file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A netlink request failed.
     #[error("netlink request failed: {what}")]
     Netlink {
@@ -203,6 +256,8 @@ struct Link {
     controller: Option<u32>,
     alias: Option<String>,
     up: bool,
+    /// The link group (Kumo's bridges: their route id).
+    group: u32,
 }
 
 impl Link {
@@ -216,6 +271,7 @@ impl Link {
             controller: None,
             alias: None,
             up: msg.header.flags.contains(LinkFlags::Up),
+            group: 0,
         };
         for attr in &msg.attributes {
             match attr {
@@ -223,6 +279,7 @@ impl Link {
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
                 LinkAttribute::Controller(c) => link.controller = Some(*c),
                 LinkAttribute::Link(l) => link.lower = Some(*l),
+                LinkAttribute::Group(g) => link.group = *g,
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
@@ -373,7 +430,9 @@ impl Datapath {
     }
 
     /// Idempotent. The bridge `bridge_name(id)`, up, holding the gateway
-    /// address (with the CIDR's prefix) and 169.254.169.254/32; with a trunk
+    /// address (with the CIDR's prefix, but no prefix route in `main`) and
+    /// 169.254.169.254/32; the CIDR's route in table `route_table(vlan_id)`
+    /// and the rules that choose it (see the module's doc); with a trunk
     /// also the VLAN link `vlan_link_name(vlan_id)` on the trunk (which is
     /// brought up), enslaved to the bridge, up. Every refusal (bad VLAN id,
     /// gateway outside the CIDR, no 802.1Q in the kernel, missing trunk) comes
@@ -414,13 +473,15 @@ impl Datapath {
             return Err(DatapathError::Overlap { network: net.id.clone(), cidr, what });
         }
         let bridge = self.ensure_bridge(net).await?;
+        let route_id = self.ensure_route_id(&bridge).await?;
         self.ensure_addresses(&bridge, net).await?;
+        self.ensure_routing(&bridge, net, route_id).await?;
 
         let vlan_link = match trunk {
             None => None,
             Some(trunk) => Some(self.ensure_vlan_link(&trunk, &bridge, net.vlan_id).await?),
         };
-        Ok(NetworkLinks { bridge: bridge.name, vlan_link })
+        Ok(NetworkLinks { bridge: bridge.name, vlan_link, route_id })
     }
 
     async fn ensure_bridge(&self, net: &DesiredNetwork) -> Result<Link, DatapathError> {
@@ -472,7 +533,13 @@ impl Datapath {
                 continue;
             };
             let entry = (addr, msg.header.prefix_len);
-            if wanted.contains(&entry) {
+            let no_prefix_route = msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Flags(f) if f.contains(AddressFlags::Noprefixroute)));
+            // The gateway must not put its prefix into `main` (a bridge
+            // plumbed by an older agent has it: re-added without it).
+            if wanted.contains(&entry) && (no_prefix_route || entry.1 == 32) {
                 present.push(entry);
             } else {
                 // An address of an earlier shape of this network (e.g. another gateway).
@@ -488,10 +555,181 @@ impl Datapath {
             if present.contains(&(addr, prefix)) {
                 continue;
             }
-            match self.handle.address().add(bridge.index, IpAddr::V4(addr), prefix).execute().await {
+            let mut request = self.handle.address().add(bridge.index, IpAddr::V4(addr), prefix);
+            if prefix < 32 {
+                request.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+            }
+            match request.execute().await {
                 Ok(()) => {}
                 Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_eexist() => {}
                 Err(e) => return Err(nl(format!("add {addr}/{prefix} to {}", bridge.name))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The bridge's route id: the one its link group holds, or the lowest
+    /// no other Kumo bridge holds (written to its group, then checked again:
+    /// another agent on the machine may have picked the same one at once).
+    async fn ensure_route_id(&self, bridge: &Link) -> Result<u16, DatapathError> {
+        if let Ok(id @ 1..) = u16::try_from(bridge.group) {
+            return Ok(id);
+        }
+        for _ in 0..8 {
+            let links = self.links().await?;
+            let taken: std::collections::BTreeSet<u32> = links
+                .iter()
+                .filter(|l| {
+                    l.index != bridge.index && l.kind == Some(InfoKind::Bridge) && l.name.starts_with(BRIDGE_PREFIX)
+                })
+                .map(|l| l.group)
+                .collect();
+            let Some(id) = (1..=u16::MAX).find(|id| !taken.contains(&u32::from(*id))) else {
+                return Err(DatapathError::Conflict {
+                    name: bridge.name.clone(),
+                    problem: "every route id (1-65535) is held by another bridge".into(),
+                });
+            };
+            let msg = LinkUnspec::new_with_index(bridge.index)
+                .append_extra_attribute(LinkAttribute::Group(u32::from(id)))
+                .build();
+            self.handle.link().set(msg).execute().await.map_err(nl(format!("set the group of {}", bridge.name)))?;
+            // Another bridge given the same id meanwhile: the older one keeps it.
+            let clash = self.links().await?.iter().any(|l| {
+                l.index < bridge.index
+                    && l.group == u32::from(id)
+                    && l.kind == Some(InfoKind::Bridge)
+                    && l.name.starts_with(BRIDGE_PREFIX)
+            });
+            if !clash {
+                return Ok(id);
+            }
+        }
+        Err(DatapathError::Conflict { name: bridge.name.clone(), problem: "no free route id could be kept".into() })
+    }
+
+    /// The network's table (its prefix route only), the three rules that
+    /// choose it, and the sysctls they need. Kumo rules that name the bridge
+    /// or the table but are not wanted (an earlier shape) are removed.
+    async fn ensure_routing(&self, bridge: &Link, net: &DesiredNetwork, route_id: u16) -> Result<(), DatapathError> {
+        // The kernel's replies (echo replies, ICMP errors) carry the mark of
+        // what they answer, so they find the network's table.
+        set_sysctl("/proc/sys/net/ipv4/fwmark_reflect")?;
+        // Reverse-path checks see the firewall's mark (strict rp_filter on the host).
+        set_sysctl(&format!("/proc/sys/net/ipv4/conf/{}/src_valid_mark", bridge.name))?;
+
+        let table = route_table(route_id);
+        let cidr = net.cidr.trunc();
+        let routes = self.routes().await?;
+        let mut present = false;
+        for msg in routes.iter().filter(|m| route_table_of(m) == table) {
+            let r = RouteView::of(msg);
+            if !present
+                && r.destination == Some(cidr.network())
+                && msg.header.destination_prefix_length == cidr.prefix_len()
+                && r.oif == Some(bridge.index)
+                && r.pref_source == Some(net.gateway)
+            {
+                present = true;
+            } else {
+                self.delete_route(msg.clone()).await?;
+            }
+        }
+        if !present {
+            let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(cidr.network(), cidr.prefix_len())
+                .output_interface(bridge.index)
+                .pref_source(net.gateway)
+                .scope(RouteScope::Link)
+                .table_id(table)
+                .build();
+            self.handle
+                .route()
+                .add(msg)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!("add route {cidr} dev {} table {table}", bridge.name)))?;
+        }
+
+        let wanted = [Selector::Iif(bridge.name.clone()), Selector::Oif(bridge.name.clone()), Selector::FwMark(table)];
+        let mut found = Vec::new();
+        for rule in self.kumo_rules().await? {
+            let concerns = rule.table == table || rule.names(&bridge.name);
+            if !concerns {
+                continue;
+            }
+            match &rule.selector {
+                Some(sel) if rule.table == table && wanted.contains(sel) && !found.contains(sel) => {
+                    found.push(sel.clone());
+                }
+                _ => self.delete_rule(rule.message).await?,
+            }
+        }
+        for sel in wanted.iter().filter(|s| !found.contains(s)) {
+            let add = self.handle.rule().add().v4().table_id(table).priority(RULE_PRIORITY).action(RuleAction::ToTable);
+            let add = match sel {
+                Selector::Iif(name) => add.input_interface(name.clone()),
+                Selector::Oif(name) => add.output_interface(name.clone()),
+                Selector::FwMark(mark) => add.fw_mark(*mark),
+            };
+            match add.execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_eexist() => {}
+                Err(e) => return Err(nl(format!("add rule {sel:?} lookup {table}"))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn routes(&self) -> Result<Vec<RouteMessage>, DatapathError> {
+        self.handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list routes"))
+    }
+
+    async fn delete_route(&self, msg: RouteMessage) -> Result<(), DatapathError> {
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_esrch() => Ok(()),
+            Err(e) => Err(nl("delete a stale route")(e)),
+        }
+    }
+
+    /// Kumo's policy rules: at [`RULE_PRIORITY`], pointing to a Kumo table.
+    async fn kumo_rules(&self) -> Result<Vec<KumoRule>, DatapathError> {
+        let rules: Vec<RuleMessage> =
+            self.handle.rule().get(IpVersion::V4).execute().try_collect().await.map_err(nl("list rules"))?;
+        Ok(rules.into_iter().filter_map(KumoRule::of).collect())
+    }
+
+    async fn delete_rule(&self, msg: RuleMessage) -> Result<(), DatapathError> {
+        match self.handle.rule().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code() == -libc_enoent() || e.raw_code() == -libc_esrch() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(nl("delete a policy rule")(e)),
+        }
+    }
+
+    /// Removes Kumo's rules that name `bridge` and the ones (and routes) of
+    /// the tables those point to.
+    async fn remove_routing(&self, bridge: &str) -> Result<(), DatapathError> {
+        let rules = self.kumo_rules().await?;
+        let tables: Vec<u32> = rules.iter().filter(|r| r.names(bridge)).map(|r| r.table).collect();
+        for rule in rules.into_iter().filter(|r| r.names(bridge) || tables.contains(&r.table)) {
+            self.delete_rule(rule.message).await?;
+        }
+        if !tables.is_empty() {
+            for msg in self.routes().await?.into_iter().filter(|m| tables.contains(&route_table_of(m))) {
+                self.delete_route(msg).await?;
             }
         }
         Ok(())
@@ -538,14 +776,17 @@ impl Datapath {
         Ok(name)
     }
 
-    /// Idempotent: removes the network's bridge and the VLAN links enslaved to it.
+    /// Idempotent: removes the network's policy rules, its table's routes,
+    /// its bridge and the VLAN links enslaved to it.
     pub async fn remove_network(&self, id: &NetworkId) -> Result<(), DatapathError> {
         let links = self.links().await?;
         let name = bridge_name(id);
         let Some(bridge) = links.iter().find(|l| l.name == name && l.kind == Some(InfoKind::Bridge)) else {
-            return Ok(());
+            // Rules outlive their device (an agent stopped half-way).
+            return self.remove_routing(&name).await;
         };
         check_owner(bridge, id)?;
+        self.remove_routing(&name).await?;
         for vlan in links.iter().filter(|l| is_kumo_vlan_port(l, bridge.index)) {
             self.delete(vlan).await?;
         }
@@ -564,6 +805,7 @@ impl Datapath {
     /// Kumo's bridges on this host (recognised by name), for adoption and clean-up.
     pub async fn plumbed_networks(&self) -> Result<Vec<PlumbedNetwork>, DatapathError> {
         let links = self.links().await?;
+        let rules = self.kumo_rules().await?;
         let mut found: Vec<PlumbedNetwork> = links
             .iter()
             .filter(|l| l.kind == Some(InfoKind::Bridge))
@@ -578,11 +820,14 @@ impl Datapath {
                     .and_then(|a| a.parse::<NetworkId>().ok())
                     .filter(|id| bridge_name(id) == bridge.name);
                 let vlan_link = links.iter().find(|l| is_kumo_vlan_port(l, bridge.index)).map(|l| l.name.clone());
+                let route_table =
+                    rules.iter().find(|r| r.selector == Some(Selector::Iif(bridge.name.clone()))).map(|r| r.table);
                 Some(PlumbedNetwork {
                     bridge: bridge.name.clone(),
                     id_prefix: id_prefix.to_owned(),
                     network,
                     vlan_link,
+                    route_table,
                 })
             })
             .collect();
@@ -608,6 +853,110 @@ fn is_kumo_vlan_port(link: &Link, bridge_index: u32) -> bool {
     link.controller == Some(bridge_index)
         && link.kind == Some(InfoKind::Vlan)
         && link.name.starts_with(VLAN_LINK_PREFIX)
+}
+
+/// What one of Kumo's rules selects on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Selector {
+    Iif(String),
+    Oif(String),
+    FwMark(u32),
+}
+
+/// A policy rule of Kumo's (priority [`RULE_PRIORITY`], a Kumo table).
+#[derive(Debug)]
+struct KumoRule {
+    message: RuleMessage,
+    table: u32,
+    /// `None`: not one Kumo would make (several selectors, or others).
+    selector: Option<Selector>,
+}
+
+impl KumoRule {
+    fn of(message: RuleMessage) -> Option<Self> {
+        let (mut priority, mut table) = (None, u32::from(message.header.table));
+        let mut selectors = Vec::new();
+        let mut other = message.header.src_len != 0 || message.header.dst_len != 0 || message.header.tos != 0;
+        for attr in &message.attributes {
+            match attr {
+                RuleAttribute::Priority(p) => priority = Some(*p),
+                RuleAttribute::Table(t) => table = *t,
+                RuleAttribute::Iifname(n) => selectors.push(Selector::Iif(n.clone())),
+                RuleAttribute::Oifname(n) => selectors.push(Selector::Oif(n.clone())),
+                RuleAttribute::FwMark(m) => selectors.push(Selector::FwMark(*m)),
+                RuleAttribute::FwMask(m) => other |= *m != u32::MAX,
+                // What the kernel reports for every rule (unset = all ones).
+                RuleAttribute::SuppressPrefixLen(n) | RuleAttribute::SuppressIfGroup(n) => other |= *n != u32::MAX,
+                RuleAttribute::Protocol(_) => {}
+                _ => other = true,
+            }
+        }
+        if priority != Some(RULE_PRIORITY) || !is_kumo_table(table) {
+            return None;
+        }
+        let selector = (selectors.len() == 1 && !other && message.header.action == RuleAction::ToTable)
+            .then(|| selectors.pop())
+            .flatten();
+        Some(Self { message, table, selector })
+    }
+
+    /// Whether the rule names interface `name` (as iif or oif).
+    fn names(&self, name: &str) -> bool {
+        self.message.attributes.iter().any(|a| match a {
+            RuleAttribute::Iifname(n) | RuleAttribute::Oifname(n) => n == name,
+            _ => false,
+        })
+    }
+}
+
+/// The table a route is in (the attribute, else the header's byte).
+fn route_table_of(msg: &RouteMessage) -> u32 {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(msg.header.table))
+}
+
+/// The attributes of a route the datapath compares.
+struct RouteView {
+    destination: Option<Ipv4Addr>,
+    oif: Option<u32>,
+    pref_source: Option<Ipv4Addr>,
+}
+
+impl RouteView {
+    fn of(msg: &RouteMessage) -> Self {
+        let mut view = Self { destination: None, oif: None, pref_source: None };
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => view.destination = Some(*ip),
+                RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => view.pref_source = Some(*ip),
+                RouteAttribute::Oif(i) => view.oif = Some(*i),
+                _ => {}
+            }
+        }
+        view
+    }
+}
+
+/// Writes "1" to a /proc/sys file unless it holds it already.
+fn set_sysctl(path: &str) -> Result<(), DatapathError> {
+    let err = |source| DatapathError::Sysctl { path: path.to_owned(), source };
+    if std::fs::read_to_string(path).map_err(err)?.trim() != "1" {
+        std::fs::write(path, "1\n").map_err(err)?;
+    }
+    Ok(())
+}
+
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
+}
+
+fn libc_esrch() -> i32 {
+    nix::errno::Errno::ESRCH as i32
 }
 
 fn libc_eexist() -> i32 {

@@ -24,7 +24,12 @@
 //!   gateway and replies to its own traffic.
 //! - `ip <table>`: floating IPs as 1:1 NAT: DNAT address -> private IP in
 //!   prerouting and output, SNAT private IP -> address in postrouting out of
-//!   `public_interface`.
+//!   `public_interface`. Before conntrack (priority raw), every packet from a
+//!   tenant bridge, and every packet to a floating IP, gets its network's
+//!   conntrack zone (its route id on the host) and mark (`datapath::route_table`, which
+//!   policy routing maps to the network's own table): tenants' subnets may
+//!   overlap on one host, so the DNAT'ed private address alone names no
+//!   network, and two tenants' connections may share a tuple.
 //!
 //! Why the inbound filter lives in `inet` and not in `bridge`: stateful
 //! matching (`ct state`) in the bridge family needs `nf_conntrack_bridge`,
@@ -132,6 +137,9 @@ pub struct BridgeFilter {
     pub cidr: Ipv4Net,
     /// The gateway address the bridge holds.
     pub gateway: Ipv4Addr,
+    /// The network's route id on this host (`NetworkLinks::route_id`): its
+    /// conntrack zone, and through `datapath::route_table` its mark.
+    pub route_id: u16,
 }
 
 /// One port (tap) to filter.
@@ -598,6 +606,8 @@ const INET_INPUT: &str = "type filter hook input priority filter; policy accept;
 const NAT_PREROUTING: &str = "type nat hook prerouting priority dstnat; policy accept;";
 const NAT_OUTPUT: &str = "type nat hook output priority -100; policy accept;";
 const NAT_POSTROUTING: &str = "type nat hook postrouting priority srcnat; policy accept;";
+const RAW_PREROUTING: &str = "type filter hook prerouting priority raw; policy accept;";
+const RAW_OUTPUT: &str = "type filter hook output priority raw; policy accept;";
 
 /// Every chain Kumo wants for `state`, validated.
 fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
@@ -752,10 +762,26 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
             ));
         }
     }
-    for c in [&mut pre, &mut out, &mut post] {
+    // Each packet's network (zone and mark): from a bridge, the bridge's;
+    // to a floating IP, its port's (the host's own connections to it too).
+    let mut raw_pre = ChainSpec::new("ip", "raw_prerouting", Some(RAW_PREROUTING));
+    let mut raw_out = ChainSpec::new("ip", "raw_output", Some(RAW_OUTPUT));
+    for b in bridges.values() {
+        let (n, zone, mark) = (&b.name, b.route_id, crate::datapath::route_table(b.route_id));
+        raw_pre.rules.push(format!("iifname \"{n}\" meta mark set {mark:#x} ct zone set {zone} accept"));
+        raw_out.rules.push(format!("oifname \"{n}\" ct zone set {zone} accept"));
+    }
+    for f in &fips {
+        let Some(b) = bridges.get(f.bridge.as_str()) else { continue };
+        let (zone, mark) = (b.route_id, crate::datapath::route_table(b.route_id));
+        let rule = format!("ip daddr {} meta mark set {mark:#x} ct zone set {zone}", f.address);
+        raw_pre.rules.push(rule.clone());
+        raw_out.rules.push(rule);
+    }
+    for c in [&mut pre, &mut out, &mut post, &mut raw_pre, &mut raw_out] {
         c.rules.push("accept".to_owned());
     }
-    chains.extend([pre, out, post]);
+    chains.extend([pre, out, post, raw_pre, raw_out]);
     Ok(chains)
 }
 
@@ -769,6 +795,7 @@ mod tests {
                 name: "kbr000000000001".into(),
                 cidr: "10.0.0.0/24".parse().unwrap(),
                 gateway: Ipv4Addr::new(10, 0, 0, 1),
+                route_id: 100,
             }],
             ports: vec![PortFilter {
                 port: PortId::generate(),
@@ -871,6 +898,8 @@ mod tests {
             add chain ip kumo prerouting { type nat hook prerouting priority dstnat; policy accept; }
             add chain ip kumo output { type nat hook output priority -100; policy accept; }
             add chain ip kumo postrouting { type nat hook postrouting priority srcnat; policy accept; }
+            add chain ip kumo raw_prerouting { type filter hook prerouting priority raw; policy accept; }
+            add chain ip kumo raw_output { type filter hook output priority raw; policy accept; }
             add rule bridge kumo forward iifname vmap { "ktap00000000001" : jump out_eni_0123456789abcdef0 }
             add rule bridge kumo forward accept
             add rule bridge kumo input iifname vmap { "ktap00000000001" : jump out_eni_0123456789abcdef0 }
@@ -906,6 +935,12 @@ mod tests {
             add rule ip kumo output ip daddr 203.0.113.5 dnat to 10.0.0.5
             add rule ip kumo output accept
             add rule ip kumo postrouting iifname "kbr000000000001" oifname "eth1" ip saddr 10.0.0.5 snat to 203.0.113.5
-            add rule ip kumo postrouting accept"#]].assert_eq(&without_hashes);
+            add rule ip kumo postrouting accept
+            add rule ip kumo raw_prerouting iifname "kbr000000000001" meta mark set 0x6b750064 ct zone set 100 accept
+            add rule ip kumo raw_prerouting ip daddr 203.0.113.5 meta mark set 0x6b750064 ct zone set 100
+            add rule ip kumo raw_prerouting accept
+            add rule ip kumo raw_output oifname "kbr000000000001" ct zone set 100 accept
+            add rule ip kumo raw_output ip daddr 203.0.113.5 meta mark set 0x6b750064 ct zone set 100
+            add rule ip kumo raw_output accept"#]].assert_eq(&without_hashes);
     }
 }

@@ -12,8 +12,8 @@ pub mod metadata;
 pub mod nft_inventory;
 
 pub use datapath::{
-    bridge_name, kernel_supports_vlan, tap_name, vlan_link_name, Datapath, DatapathConfig, DatapathError, NetworkLinks,
-    PlumbedNetwork,
+    bridge_name, kernel_supports_vlan, route_table, tap_name, vlan_link_name, Datapath, DatapathConfig, DatapathError,
+    NetworkLinks, PlumbedNetwork, ROUTE_BASE, RULE_PRIORITY,
 };
 pub use dhcp::{Dhcp, DhcpError, DhcpHost, Lease};
 

@@ -28,7 +28,7 @@ impl Drop for StopOnDrop {
 }
 
 /// A "VM": its own namespace, `eth0` with `mac` on the server namespace's bridge.
-fn client(server: &TestNetns, suffix: &str, bridge: &str, mac: &str) -> TestNetns {
+pub(crate) fn client(server: &TestNetns, suffix: &str, bridge: &str, mac: &str) -> TestNetns {
     let ns = TestNetns::new(suffix);
     let host_side = format!("kv{}", &ns.name[7..15]);
     server.ip(&["link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
@@ -38,7 +38,7 @@ fn client(server: &TestNetns, suffix: &str, bridge: &str, mac: &str) -> TestNetn
 }
 
 /// Runs udhcpc once in `ns`; `Some((ip, router))` if it got a lease.
-fn udhcpc(ns: &TestNetns, script_dir: &Path) -> Option<(String, String)> {
+pub(crate) fn udhcpc(ns: &TestNetns, script_dir: &Path) -> Option<(String, String)> {
     let script = script_dir.join("udhcpc.sh");
     std::fs::write(&script, "#!/bin/sh\n[ \"$1\" = bound ] && echo \"KUMO-LEASE ip=$ip router=$router\"\nexit 0\n")
         .expect("script");

@@ -99,11 +99,13 @@ impl Topo {
                     name: BR1.into(),
                     cidr: "10.0.0.0/24".parse().unwrap(),
                     gateway: Ipv4Addr::new(10, 0, 0, 1),
+                    route_id: 100,
                 },
                 BridgeFilter {
                     name: BR2.into(),
                     cidr: "10.1.0.0/24".parse().unwrap(),
                     gateway: Ipv4Addr::new(10, 1, 0, 1),
+                    route_id: 101,
                 },
             ],
             ports: vec![port(&self.a), port(&self.b), port(&self.c), port(&self.d)],

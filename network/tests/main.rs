@@ -10,4 +10,5 @@ mod dhcp;
 mod firewall;
 mod metadata;
 mod metadata_hops;
+mod overlap;
 mod vlan_in_guest;

@@ -19,7 +19,7 @@ use tower::ServiceExt;
 const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 6);
 
-fn view(id: &str, ip: Ipv4Addr, rich: bool) -> InstanceView {
+pub(crate) fn view(id: &str, ip: Ipv4Addr, rich: bool) -> InstanceView {
     InstanceView {
         instance_id: id.into(),
         ip,

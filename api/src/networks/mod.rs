@@ -37,8 +37,9 @@ pub const MAX_PREFIX_LEN: u8 = 29;
 /// Most DNS servers a network hands out.
 pub const MAX_DNS_SERVERS: usize = 4;
 /// The subnet of a project's default network: `10.<hi>.<lo>.0/24` from its
-/// VLAN id, so no two default networks in the cloud overlap (every host holds
-/// each plumbed network's gateway in one routing table; see ARCHITECTURE.md).
+/// VLAN id, so no two default networks in the cloud overlap (networks of
+/// different projects may overlap: hosts keep each in its own routing table
+/// and conntrack zone; see ARCHITECTURE.md).
 pub fn default_cidr(vlan_id: u16) -> Ipv4Net {
     let [hi, lo] = vlan_id.to_be_bytes();
     Ipv4Net::new(Ipv4Addr::new(10, hi, lo, 0), 24).expect("/24 is a valid prefix")
