@@ -421,3 +421,96 @@ async fn native_networks_are_their_own_vpcs_and_the_vpcs_quota_is_enforced() {
         ec2.ok(&[("Action", "DeleteVpc"), ("VpcId", &vpc)]).await;
     }
 }
+
+/// An install made before migration 0023: its tenant networks become VPCs of
+/// their own with the ids EC2 showed before (`vpc-X`, `subnet-X` for `net-X`),
+/// the default network the default VPC's subnet, external networks none.
+#[tokio::test]
+async fn existing_networks_migrate_to_their_own_vpcs_with_the_ids_ec2_showed() {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = common::fresh_db_url(backend, dir.path()).await;
+        // The schema before 0023, with a project's networks in it.
+        let old = tempfile::tempdir().unwrap();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            if name.as_str() < "0023" {
+                std::fs::copy(e.path(), old.path().join(&name)).unwrap();
+            }
+        }
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&mut conn).await.unwrap();
+        let (a, b, x) = ("0000000000000000a", "0000000000000000b", "0000000000000000c");
+        sqlx::query("INSERT INTO projects (id, name, created_at) VALUES ('prj-00000000000000001', 'old', 0)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for (hex, name, cidr, vlan, external, default) in [
+            (a, "default", "10.0.100.0/24", 100, 0, 1),
+            (b, "back", "10.20.0.0/24", 101, 0, 0),
+            (x, "public", "203.0.113.0/29", 102, 1, 0),
+        ] {
+            let gateway = cidr.replace(".0/", ".1/");
+            sqlx::query(
+                "INSERT INTO networks (id, project_id, name, cidr, gateway, vlan_id, external, is_default, created_by, \
+                 created_at) VALUES ($1, 'prj-00000000000000001', $2, $3, $4, $5, $6, $7, 'admin', 0)",
+            )
+            .bind(format!("net-{hex}"))
+            .bind(name)
+            .bind(cidr)
+            .bind(gateway.split('/').next().unwrap().to_owned())
+            .bind(vlan as i64)
+            .bind(external as i64)
+            .bind(default as i64)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        conn.close().await.unwrap();
+
+        // The controller applies 0023 on start.
+        let c = common::cloud_on(dir, url.clone(), |_| {}).await;
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let rows = sqlx::query("SELECT id, vpc_id FROM networks ORDER BY vlan_id").fetch_all(&mut conn).await.unwrap();
+        let got: Vec<(String, Option<String>)> =
+            rows.iter().map(|r| (r.try_get("id").unwrap(), r.try_get("vpc_id").unwrap())).collect();
+        assert_eq!(
+            got,
+            [
+                (format!("net-{a}"), Some(format!("vpc-{a}"))),
+                (format!("net-{b}"), Some(format!("vpc-{b}"))),
+                (format!("net-{x}"), None)
+            ]
+        );
+        let (s, body) = c
+            .post("/v1/users", &c.admin, json!({"name": "old-user", "password": "password-123", "project": "old"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        let t = c.login("old-user", "password-123").await;
+        let ec2 = Ec2::new(&c, &t).await;
+        let b1 =
+            ec2.ok(&[("Action", "DescribeVpcs"), ("Filter.1.Name", "is-default"), ("Filter.1.Value.1", "true")]).await;
+        assert_eq!(all(&b1, "vpcId"), [format!("vpc-{a}")], "{b1}");
+        let subnets = ec2.ok(&[("Action", "DescribeSubnets")]).await;
+        let mut ids = all(&subnets, "subnetId");
+        ids.sort();
+        assert_eq!(ids, [format!("subnet-{a}"), format!("subnet-{b}")], "{subnets}");
+        let vpcs = all(&ec2.ok(&[("Action", "DescribeVpcs")]).await, "vpcId");
+        assert_eq!(vpcs.len(), 2, "no second default VPC: {vpcs:?}");
+        let (_, net) = c.get(&format!("/v1/networks/net-{b}"), &t).await;
+        assert_eq!(net["vpc_id"], json!(format!("vpc-{b}")), "{net}");
+        // Deleting a migrated network takes its VPC with it.
+        let (s, _) = c.delete(&format!("/v1/networks/net-{b}"), &t).await;
+        assert_eq!(s, StatusCode::OK);
+        ec2.err(
+            &[("Action", "DescribeVpcs"), ("VpcId.1", &format!("vpc-{b}"))],
+            StatusCode::BAD_REQUEST,
+            "InvalidVpcID.NotFound",
+        )
+        .await;
+    }
+}
