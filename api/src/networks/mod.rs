@@ -314,7 +314,9 @@ pub async fn delete(state: &AppState, caller: &Caller, key: &str) -> Result<Netw
     }
     // A VPC made with the network goes with it (a CreateVpc one stays).
     if let Some(vpc) = &rec.vpc_id {
-        crate::db::vpcs::delete_vpc_if_empty(&mut tx, vpc, true).await?;
+        if crate::db::vpcs::delete_vpc_if_empty(&mut tx, vpc, true).await? {
+            crate::db::vpcs::forget_groups_of(&mut tx, vpc).await?;
+        }
     }
     events::append(
         &mut *tx,
