@@ -74,7 +74,7 @@ fn sigv4_matches_the_official_test_vectors() {
 }
 
 /// A client of the EC2 API with one access key.
-struct Ec2<'a> {
+pub(crate) struct Ec2<'a> {
     cloud: &'a Cloud,
     key: String,
     secret: String,
@@ -83,7 +83,7 @@ struct Ec2<'a> {
 }
 
 impl<'a> Ec2<'a> {
-    async fn new(cloud: &'a Cloud, token: &str) -> Self {
+    pub(crate) async fn new(cloud: &'a Cloud, token: &str) -> Self {
         let (s, b) = cloud.call(Method::POST, "/v1/access-keys", Some(token), None).await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         Ec2 {
@@ -131,19 +131,19 @@ impl<'a> Ec2<'a> {
         (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
-    async fn call(&self, params: &[(&str, &str)]) -> (StatusCode, String) {
+    pub(crate) async fn call(&self, params: &[(&str, &str)]) -> (StatusCode, String) {
         self.call_at(params, 0, &self.secret.clone()).await
     }
 
     /// A call that must succeed.
-    async fn ok(&self, params: &[(&str, &str)]) -> String {
+    pub(crate) async fn ok(&self, params: &[(&str, &str)]) -> String {
         let (s, b) = self.call(params).await;
         assert_eq!(s, StatusCode::OK, "{params:?}: {b}");
         b
     }
 
     /// A call that must fail with `code`.
-    async fn err(&self, params: &[(&str, &str)], status: StatusCode, code: &str) -> String {
+    pub(crate) async fn err(&self, params: &[(&str, &str)], status: StatusCode, code: &str) -> String {
         let (s, b) = self.call(params).await;
         assert_eq!(s, status, "{params:?}: {b}");
         assert_eq!(all(&b, "Code"), [code], "{params:?}: {b}");
@@ -153,7 +153,7 @@ impl<'a> Ec2<'a> {
 }
 
 /// Every text of `<tag>…</tag>` in document order.
-fn all(xml: &str, tag: &str) -> Vec<String> {
+pub(crate) fn all(xml: &str, tag: &str) -> Vec<String> {
     let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
     let mut out = Vec::new();
     let mut rest = xml;
@@ -768,7 +768,7 @@ async fn security_groups_addresses_vpcs_and_subnets_map_onto_kumo_networks() {
 
 /// The inner texts of `<tag>` elements at the top level of `xml` for that tag
 /// (an `<item>` inside an `<item>` stays inside its parent).
-fn elements(xml: &str, tag: &str) -> Vec<String> {
+pub(crate) fn elements(xml: &str, tag: &str) -> Vec<String> {
     let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
     let mut out = Vec::new();
     let mut rest = xml;
@@ -799,12 +799,12 @@ fn elements(xml: &str, tag: &str) -> Vec<String> {
 }
 
 /// The first `<tag>` text in `xml`, if any.
-fn first(xml: &str, tag: &str) -> Option<String> {
+pub(crate) fn first(xml: &str, tag: &str) -> Option<String> {
     all(xml, tag).into_iter().next()
 }
 
 /// The `item`s of the first `<set>` in `xml`.
-fn items(xml: &str, set: &str) -> Vec<String> {
+pub(crate) fn items(xml: &str, set: &str) -> Vec<String> {
     elements(xml, set).first().map(|s| elements(s, "item")).unwrap_or_default()
 }
 

@@ -675,6 +675,9 @@ pub struct SetQuotaArgs {
     /// Networks.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub networks: Option<i64>,
+    /// VPCs made through EC2's CreateVpc.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub vpcs: Option<i64>,
     /// Security groups.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub security_groups: Option<i64>,

@@ -450,6 +450,7 @@ pub fn network(n: &Network) -> String {
         ("VLAN", n.vlan_id.to_string()),
         ("EXTERNAL", yes_no(n.external).to_owned()),
         ("DEFAULT", yes_no(n.default).to_owned()),
+        ("VPC", n.vpc_id.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string)),
         ("PORTS", n.port_count.to_string()),
         ("CREATED", n.created_at.to_string()),
     ])

@@ -149,6 +149,57 @@ class Ec2Scenario(unittest.TestCase):
         subnets = ec2.describe_subnets()["Subnets"]
         self.assertEqual(len(vpcs), len(subnets))
 
+        # A VPC of its own with two subnets (each a Kumo network with its own VLAN).
+        vpc = ec2.create_vpc(CidrBlock="10.77.0.0/16", TagSpecifications=[
+            {"ResourceType": "vpc", "Tags": [{"Key": "Name", "Value": "e2e-vpc"}]}])["Vpc"]
+        vpc_id = vpc["VpcId"]
+        self.assertEqual((vpc["CidrBlock"], vpc["IsDefault"], vpc["OwnerId"]), ("10.77.0.0/16", False, account))
+        ec2.get_waiter("vpc_available").wait(VpcIds=[vpc_id], WaiterConfig=WAIT)
+        self.assertEqual(code_of(ec2.create_vpc, CidrBlock="10.0.0.0/8")[0], "InvalidVpc.Range")
+        self.assertEqual(code_of(ec2.create_vpc, CidrBlock="10.78.0.0/16", DryRun=True), ("DryRunOperation", 412))
+        sub_a = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.77.1.0/24", AvailabilityZone=zone)["Subnet"]
+        sub_b = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.77.2.0/24")["Subnet"]
+        ec2.get_waiter("subnet_available").wait(SubnetIds=[sub_a["SubnetId"]], WaiterConfig=WAIT)
+        self.assertEqual((sub_a["VpcId"], sub_a["CidrBlock"], sub_a["AvailabilityZone"]), (vpc_id, "10.77.1.0/24", zone))
+        self.assertEqual(code_of(ec2.create_subnet, VpcId=vpc_id, CidrBlock="10.99.0.0/24")[0], "InvalidSubnet.Range")
+        self.assertEqual(code_of(ec2.create_subnet, VpcId=vpc_id, CidrBlock="10.77.1.0/25")[0], "InvalidSubnet.Conflict")
+        self.assertEqual(code_of(ec2.create_subnet, VpcId="vpc-0123456789abcdef0", CidrBlock="10.77.3.0/24")[0],
+                         "InvalidVpcID.NotFound")
+        in_vpc = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
+        self.assertEqual(sorted(x["SubnetId"] for x in in_vpc), sorted([sub_a["SubnetId"], sub_b["SubnetId"]]))
+        self.assertEqual([v["VpcId"] for v in ec2.describe_vpcs(
+            Filters=[{"Name": "tag:Name", "Values": ["e2e-vpc"]}])["Vpcs"]], [vpc_id])
+        self.assertEqual(code_of(other.describe_vpcs, VpcIds=[vpc_id])[0], "InvalidVpcID.NotFound")
+        self.assertEqual(code_of(other.delete_subnet, SubnetId=sub_b["SubnetId"])[0], "InvalidSubnetID.NotFound")
+        vpc_sg = ec2.create_security_group(GroupName="e2e-in-vpc", Description="in the VPC", VpcId=vpc_id)["GroupId"]
+        self.assertEqual(ec2.describe_security_groups(GroupIds=[vpc_sg])["SecurityGroups"][0]["VpcId"], vpc_id)
+        # An instance launched into the subnet: an address of it, the subnet's VPC in every view.
+        placed = ec2.run_instances(ImageId=image_id, InstanceType="mini", MinCount=1, MaxCount=1,
+                                   SubnetId=sub_a["SubnetId"], SecurityGroupIds=[vpc_sg])["Instances"][0]
+        self.assertEqual((placed["SubnetId"], placed["VpcId"]), (sub_a["SubnetId"], vpc_id))
+        self.assertTrue(placed["PrivateIpAddress"].startswith("10.77.1."), placed)
+        enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["NetworkInterfaces"]
+        self.assertEqual([(e["SubnetId"], e["PrivateIpAddress"]) for e in enis],
+                         [(sub_a["SubnetId"], placed["PrivateIpAddress"])])
+        self.assertEqual(code_of(ec2.delete_vpc, VpcId=vpc_id)[0], "DependencyViolation")
+        self.assertEqual(code_of(ec2.delete_subnet, SubnetId=sub_a["SubnetId"])[0], "DependencyViolation")
+        ec2.delete_subnet(SubnetId=sub_b["SubnetId"])
+        ec2.terminate_instances(InstanceIds=[placed["InstanceId"]])
+        ec2.get_waiter("instance_terminated").wait(InstanceIds=[placed["InstanceId"]], WaiterConfig=WAIT)
+        for _ in range(30):  # the port is freed once the host confirms the domain is gone
+            try:
+                ec2.delete_subnet(SubnetId=sub_a["SubnetId"])
+                break
+            except ClientError as e:
+                self.assertEqual(e.response["Error"]["Code"], "DependencyViolation")
+                time.sleep(2)
+        self.assertEqual(code_of(ec2.delete_vpc, VpcId=vpc_id)[0], "DependencyViolation")  # its group
+        ec2.delete_security_group(GroupId=vpc_sg)
+        self.assertEqual(code_of(ec2.delete_vpc, VpcId=vpc_id, DryRun=True), ("DryRunOperation", 412))
+        ec2.delete_vpc(VpcId=vpc_id)
+        self.assertEqual(code_of(ec2.describe_vpcs, VpcIds=[vpc_id])[0], "InvalidVpcID.NotFound")
+        self.assertEqual(len(ec2.describe_vpcs()["Vpcs"]), len(vpcs))
+
         # DryRun.
         self.assertEqual(code_of(ec2.run_instances, ImageId=image_id, InstanceType="mini", MinCount=1, MaxCount=1,
                                  DryRun=True), ("DryRunOperation", 412))

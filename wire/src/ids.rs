@@ -123,8 +123,10 @@ define_id!(/// A block volume.
     VolumeId, "vol", "volume");
 define_id!(/// A point-in-time copy of a volume or of an instance's root disk.
     SnapshotId, "snap", "snapshot");
-define_id!(/// A project's private network (EC2 shows it as `subnet-…` and `vpc-…` with the same digits).
+define_id!(/// A project's private network (EC2 shows it as the subnet `subnet-…` with the same digits).
     NetworkId, "net", "network");
+define_id!(/// A project's address space (EC2's VPC): its networks are its subnets.
+    VpcId, "vpc", "VPC");
 define_id!(/// An instance's attachment to a network: MAC address and fixed IP (EC2's network interface).
     PortId, "eni", "port");
 define_id!(/// A set of inbound firewall rules applied to ports.

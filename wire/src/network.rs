@@ -15,7 +15,9 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{FloatingIpId, InstanceId, NetworkId, PortId, ProjectId, SecurityGroupId, SecurityGroupRuleId, Timestamp};
+use crate::{
+    FloatingIpId, InstanceId, NetworkId, PortId, ProjectId, SecurityGroupId, SecurityGroupRuleId, Timestamp, VpcId,
+};
 
 /// The lowest VLAN id a network may carry (0 means "untagged" and 1 is the
 /// default VLAN of most switches; neither is ever used).
@@ -252,6 +254,9 @@ pub struct Network {
     pub external: bool,
     /// The project's default network (made on the first launch that names none).
     pub default: bool,
+    /// The VPC it is a subnet of (EC2's view; none for external networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<VpcId>,
     /// Ports on it now.
     pub port_count: u64,
     /// Creation time.

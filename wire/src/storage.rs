@@ -498,6 +498,8 @@ pub enum QuotaResource {
     FloatingIps,
     /// Tenant networks (the default network counts once made).
     Networks,
+    /// VPCs made by EC2's CreateVpc (a network's own VPC counts as the network).
+    Vpcs,
     /// Security groups (the default group counts once made).
     SecurityGroups,
     /// Rules in any one security group (in use: the largest group's count).
@@ -512,7 +514,7 @@ pub enum QuotaResource {
 
 impl QuotaResource {
     /// Every resource, in display order.
-    pub const ALL: [QuotaResource; 13] = [
+    pub const ALL: [QuotaResource; 14] = [
         Self::Instances,
         Self::Vcpus,
         Self::RamMib,
@@ -521,6 +523,7 @@ impl QuotaResource {
         Self::Snapshots,
         Self::FloatingIps,
         Self::Networks,
+        Self::Vpcs,
         Self::SecurityGroups,
         Self::RulesPerGroup,
         Self::KeyPairs,
@@ -539,6 +542,7 @@ impl QuotaResource {
             Self::Snapshots => "snapshots",
             Self::FloatingIps => "floating_ips",
             Self::Networks => "networks",
+            Self::Vpcs => "vpcs",
             Self::SecurityGroups => "security_groups",
             Self::RulesPerGroup => "rules_per_group",
             Self::KeyPairs => "key_pairs",
@@ -558,6 +562,7 @@ impl QuotaResource {
             Self::Snapshots => 10,
             Self::FloatingIps => 10,
             Self::Networks => 10,
+            Self::Vpcs => 5,
             Self::SecurityGroups => 10,
             Self::RulesPerGroup => 100,
             Self::KeyPairs => 100,
@@ -655,6 +660,9 @@ pub struct SetQuotas {
     /// Networks.
     #[serde(default)]
     pub networks: Option<i64>,
+    /// VPCs.
+    #[serde(default)]
+    pub vpcs: Option<i64>,
     /// Security groups.
     #[serde(default)]
     pub security_groups: Option<i64>,
@@ -687,6 +695,7 @@ impl SetQuotas {
             (QuotaResource::Snapshots, self.snapshots),
             (QuotaResource::FloatingIps, self.floating_ips),
             (QuotaResource::Networks, self.networks),
+            (QuotaResource::Vpcs, self.vpcs),
             (QuotaResource::SecurityGroups, self.security_groups),
             (QuotaResource::RulesPerGroup, self.rules_per_group),
             (QuotaResource::KeyPairs, self.key_pairs),

@@ -22,6 +22,7 @@ pub mod quarantine;
 pub mod quotas;
 pub mod snapshots;
 pub mod volumes;
+pub mod vpcs;
 
 use std::str::FromStr;
 

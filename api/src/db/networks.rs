@@ -13,6 +13,7 @@ use ipnet::Ipv4Net;
 use kumo_wire::network::{FloatingIp, InstanceAddress, Network, PortRange, Protocol, SecurityGroup, SecurityGroupRule};
 use kumo_wire::{
     FloatingIpId, HostId, InstanceId, NetworkId, PortId, ProjectId, SecurityGroupId, SecurityGroupRuleId, Timestamp,
+    VpcId,
 };
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row};
@@ -56,6 +57,8 @@ pub struct NetworkRecord {
     pub external: bool,
     /// The project's default network.
     pub is_default: bool,
+    /// The VPC it is a subnet of (none for external networks).
+    pub vpc_id: Option<VpcId>,
     /// Who made it.
     pub created_by: String,
     /// When.
@@ -77,6 +80,7 @@ impl NetworkRecord {
             vlan_id: self.vlan_id,
             external: self.external,
             default: self.is_default,
+            vpc_id: self.vpc_id.clone(),
             port_count: self.port_count,
             created_at: self.created_at,
         }
@@ -99,6 +103,7 @@ fn network_of(row: &AnyRow) -> DbResult<NetworkRecord> {
         vlan_id: u16::try_from(vlan).map_err(|_| DbError::Corrupt(format!("vlan_id {vlan}")))?,
         external: flag(row, "external")?,
         is_default: flag(row, "is_default")?,
+        vpc_id: parse_opt_col(row, "vpc_id")?,
         created_by: row.try_get("created_by")?,
         created_at: Timestamp(row.try_get("created_at")?),
         port_count: u64_col(row, "port_count")?,
@@ -110,7 +115,8 @@ pub async fn insert_network(conn: &mut Conn, n: &NetworkRecord) -> DbResult<bool
     let dns = serde_json::to_string(&n.dns_servers).map_err(|e| DbError::Corrupt(e.to_string()))?;
     let done = sqlx::query(
         "INSERT INTO networks (id, project_id, name, cidr, gateway, dns_servers, vlan_id, external, is_default, \
-         created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+         created_by, created_at, vpc_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(n.id.as_str())
     .bind(n.project_id.as_str())
@@ -123,6 +129,7 @@ pub async fn insert_network(conn: &mut Conn, n: &NetworkRecord) -> DbResult<bool
     .bind(i64::from(n.is_default))
     .bind(&n.created_by)
     .bind(n.created_at.millis())
+    .bind(n.vpc_id.as_ref().map(|v| v.as_str().to_owned()))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -110,6 +110,7 @@ pub async fn usage(
         .bind(project.as_str())
         .fetch_one(&mut *conn)
         .await?;
+    let vpcs = super::vpcs::explicit_count(&mut *conn, project).await?;
     let groups = sqlx::query("SELECT COUNT(*) AS n FROM security_groups WHERE project_id = $1")
         .bind(project.as_str())
         .fetch_one(&mut *conn)
@@ -142,6 +143,7 @@ pub async fn usage(
         (QuotaResource::Snapshots, count(&snaps, "n")?),
         (QuotaResource::FloatingIps, count(&fips, "n")?),
         (QuotaResource::Networks, count(&nets, "n")?),
+        (QuotaResource::Vpcs, vpcs),
         (QuotaResource::SecurityGroups, count(&groups, "n")?),
         (QuotaResource::RulesPerGroup, count(&rules, "n")?),
         (QuotaResource::KeyPairs, count(&keys, "n")?),

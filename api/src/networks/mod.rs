@@ -11,6 +11,7 @@ pub mod floating_ips;
 pub mod ipam;
 pub mod reserved;
 pub mod security_groups;
+pub mod vpcs;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -85,6 +86,8 @@ struct NewNetwork {
     vlan_id: Option<u16>,
     external: bool,
     is_default: bool,
+    /// The VPC it becomes a subnet of; `None`: a VPC of its own (none if external).
+    vpc_id: Option<kumo_wire::VpcId>,
     actor: String,
 }
 
@@ -119,6 +122,7 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateNetwork) -> Re
         vlan_id: req.vlan_id,
         external: req.external,
         is_default: false,
+        vpc_id: None,
         actor: caller.actor(),
     };
     insert(state, new).await
@@ -128,19 +132,34 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateNetwork) -> Re
 /// transaction that first checks names and overlaps inside the project. For a
 /// default network, returns the project's existing default if another request made it first.
 async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiError> {
-    let (pool_first, pool_last) = state.config.vlan_pool().map_err(|e| ApiError::Internal(e.to_string()))?;
     let reserved = reserved::current(state).await?;
     let mut tx = state.db.begin_write().await?;
-    db::lock_project(&mut tx, &new.project_id).await?;
+    let rec = insert_in(state, &mut tx, &reserved, new, None).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(rec)
+}
+
+/// [`insert`]'s work inside the caller's transaction (which it commits).
+/// A network that names no VPC (and is not external) gets one of its own:
+/// `vpc-` and its digits, its CIDR, deleted with it.
+async fn insert_in(
+    state: &AppState,
+    tx: &mut Transaction<'static, Any>,
+    reserved: &reserved::Reserved,
+    new: NewNetwork,
+    id: Option<NetworkId>,
+) -> Result<NetworkRecord, ApiError> {
+    let (pool_first, pool_last) = state.config.vlan_pool().map_err(|e| ApiError::Internal(e.to_string()))?;
+    db::lock_project(&mut **tx, &new.project_id).await?;
     if new.is_default {
-        if let Some(existing) = db::default_network(&mut tx, &new.project_id).await? {
+        if let Some(existing) = db::default_network(&mut **tx, &new.project_id).await? {
             return Ok(existing);
         }
     } else {
         // The default network is made for a launch and never refused for the quota.
-        crate::quotas::check(&mut tx, &new.project_id, &[(QuotaResource::Networks, 1)]).await?;
+        crate::quotas::check(tx, &new.project_id, &[(QuotaResource::Networks, 1)]).await?;
     }
-    let project_networks = db::project_networks(&mut tx, &new.project_id).await?;
+    let project_networks = db::project_networks(&mut **tx, &new.project_id).await?;
     for other in &project_networks {
         if other.name == new.name {
             return Err(ApiError::Conflict(format!("network '{}' already exists", new.name)));
@@ -154,7 +173,7 @@ async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiE
         }
     }
     if new.external {
-        for other in db::external_networks(&mut tx).await? {
+        for other in db::external_networks(&mut **tx).await? {
             if other.cidr.contains(&new.cidr.network()) || new.cidr.contains(&other.cidr.network()) {
                 return Err(ApiError::Conflict(format!(
                     "CIDR {} overlaps the external network '{}' ({})",
@@ -163,10 +182,10 @@ async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiE
             }
         }
     }
-    let in_use = db::vlans_in_use(&mut tx).await?;
+    let in_use = db::vlans_in_use(&mut **tx).await?;
     let used: HashSet<u16> = in_use.iter().map(|n| n.vlan_id).collect();
     let mut rec = NetworkRecord {
-        id: NetworkId::generate(),
+        id: id.unwrap_or_else(NetworkId::generate),
         project_id: new.project_id.clone(),
         name: new.name.clone(),
         cidr: new.cidr,
@@ -175,6 +194,7 @@ async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiE
         vlan_id: 0,
         external: new.external,
         is_default: new.is_default,
+        vpc_id: new.vpc_id.clone(),
         created_by: new.actor.clone(),
         created_at: Timestamp::now(),
         port_count: 0,
@@ -185,7 +205,7 @@ async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiE
                 return Err(ApiError::Conflict(format!("VLAN id {v} is already used by network {}", holder.id)));
             }
             rec.vlan_id = v;
-            db::insert_network(&mut tx, &rec).await?
+            db::insert_network(&mut **tx, &rec).await?
         }
         None => {
             let (mut stored, mut reserved_skipped) = (false, 0);
@@ -203,7 +223,7 @@ async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiE
                         continue;
                     }
                 }
-                if db::insert_network(&mut tx, &rec).await? {
+                if db::insert_network(&mut **tx, &rec).await? {
                     stored = true;
                     break;
                 }
@@ -229,8 +249,25 @@ async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiE
             rec.name, rec.vlan_id
         )));
     }
+    if rec.vpc_id.is_none() && !rec.external {
+        let vpc = crate::db::vpcs::VpcRecord {
+            id: crate::db::vpcs::own_vpc_id(&rec.id),
+            project_id: rec.project_id.clone(),
+            cidr: rec.cidr,
+            is_default: rec.is_default,
+            implicit: true,
+            created_by: rec.created_by.clone(),
+            created_at: rec.created_at,
+            subnet_count: 1,
+        };
+        if !crate::db::vpcs::insert_vpc(&mut **tx, &vpc).await? {
+            return Err(ApiError::Conflict(format!("VPC {} (or the default VPC) already exists; try again", vpc.id)));
+        }
+        crate::db::vpcs::set_network_vpc(&mut **tx, &rec.id, &vpc.id).await?;
+        rec.vpc_id = Some(vpc.id);
+    }
     events::append(
-        &mut *tx,
+        &mut **tx,
         &NewEvent {
             project_id: Some(&rec.project_id),
             resource_type: "network",
@@ -238,11 +275,11 @@ async fn insert(state: &AppState, new: NewNetwork) -> Result<NetworkRecord, ApiE
             at: rec.created_at,
             actor: &rec.created_by,
             action: "created",
-            detail: json!({ "name": rec.name, "cidr": rec.cidr, "vlan_id": rec.vlan_id, "external": rec.external }),
+            detail: json!({ "name": rec.name, "cidr": rec.cidr, "vlan_id": rec.vlan_id, "external": rec.external,
+                "vpc_id": rec.vpc_id }),
         },
     )
     .await?;
-    tx.commit().await.map_err(DbError::from)?;
     Ok(rec)
 }
 
@@ -275,6 +312,12 @@ pub async fn delete(state: &AppState, caller: &Caller, key: &str) -> Result<Netw
             )),
             None => ApiError::not_found("network", key),
         });
+    }
+    // A VPC made with the network goes with it (a CreateVpc one stays).
+    if let Some(vpc) = &rec.vpc_id {
+        if crate::db::vpcs::delete_vpc_if_empty(&mut tx, vpc, true).await? {
+            crate::db::vpcs::forget_groups_of(&mut tx, vpc).await?;
+        }
     }
     events::append(
         &mut *tx,
@@ -358,6 +401,7 @@ pub async fn default_network(state: &AppState, caller: &Caller) -> Result<Networ
         vlan_id: None,
         external: false,
         is_default: true,
+        vpc_id: None,
         actor: caller.actor(),
     };
     insert(state, new).await.map_err(|e| match e {

@@ -38,6 +38,7 @@ async fn set(ctx: &Ctx, args: SetQuotaArgs) -> Result<(), Error> {
         snapshots: args.snapshots,
         floating_ips: args.floating_ips,
         networks: args.networks,
+        vpcs: args.vpcs,
         security_groups: args.security_groups,
         rules_per_group: args.rules_per_group,
         key_pairs: args.key_pairs,

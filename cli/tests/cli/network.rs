@@ -28,6 +28,7 @@ fn net(req: &CreateNetwork) -> Network {
         vlan_id: req.vlan_id.unwrap_or(100),
         external: req.external,
         default: false,
+        vpc_id: (!req.external).then(|| "vpc-0000000000000000a".parse().expect("id")),
         port_count: 0,
         created_at: Timestamp(1_795_000_000_000),
     }

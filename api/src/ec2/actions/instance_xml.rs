@@ -158,7 +158,7 @@ fn write_nic(x: &mut Xml, nic: &Nic, look: &Lookups, source_dest_check: bool) {
     .leaf("sourceDestCheck", source_dest_check)
     .leaf("status", "in-use")
     .leaf("subnetId", subnet_of(&nic.network_id))
-    .leaf("vpcId", vpc_of(&nic.network_id));
+    .leaf("vpcId", vpc_of(nic));
     write_groups(x, &nic.groups);
 }
 
@@ -208,7 +208,7 @@ pub fn write_instance(
             x.leaf("state", "disabled");
         })
         .opt("subnetId", primary.map(|n| subnet_of(&n.network_id)))
-        .opt("vpcId", primary.map(|n| vpc_of(&n.network_id)))
+        .opt("vpcId", primary.map(vpc_of))
         .opt("privateIpAddress", primary.map(|n| n.ip))
         .opt("ipAddress", primary.and_then(|n| n.floating.as_ref().map(|f| f.1)))
         .leaf("sourceDestCheck", attrs.source_dest_check);
@@ -379,7 +379,7 @@ pub fn filter_values(look: &Lookups, rel: &Related, rec: &InstanceRecord, name: 
         }
         "private-dns-name" => primary.map(|n| private_dns_name(n.ip, &look.region)).into_iter().collect(),
         "subnet-id" => primary.map(|n| subnet_of(&n.network_id)).into_iter().collect(),
-        "vpc-id" => primary.map(|n| vpc_of(&n.network_id)).into_iter().collect(),
+        "vpc-id" => primary.map(vpc_of).into_iter().collect(),
         "instance.group-id" | "group-id" | "network-interface.group-id" => {
             groups.iter().map(|g| g.0.to_string()).collect()
         }
@@ -403,7 +403,7 @@ pub fn filter_values(look: &Lookups, rel: &Related, rec: &InstanceRecord, name: 
         "network-interface.private-dns-name" => each(&|n| Some(private_dns_name(n.ip, &look.region))),
         "network-interface.mac-address" => each(&|n| Some(n.mac.clone())),
         "network-interface.subnet-id" => each(&|n| Some(subnet_of(&n.network_id))),
-        "network-interface.vpc-id" => each(&|n| Some(vpc_of(&n.network_id))),
+        "network-interface.vpc-id" => each(&|n| Some(vpc_of(n))),
         "network-interface.status" => each(&|_| Some("in-use".into())),
         "block-device-mapping.volume-id" => rel.disks(&rec.id).iter().map(|d| d.volume_id.to_string()).collect(),
         "block-device-mapping.device-name" => rel.disks(&rec.id).iter().map(|d| d.device.clone()).collect(),

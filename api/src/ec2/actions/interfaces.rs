@@ -26,7 +26,7 @@ fn filter_values(nic: &Nic, inst: &InstanceRecord, look: &Lookups, name: &str) -
         "private-dns-name" => vec![private_dns_name(nic.ip, &look.region)],
         "mac-address" => vec![nic.mac.clone()],
         "subnet-id" => vec![subnet_of(&nic.network_id)],
-        "vpc-id" => vec![vpc_of(&nic.network_id)],
+        "vpc-id" => vec![vpc_of(nic)],
         "group-id" => nic.groups.iter().map(|g| g.0.to_string()).collect(),
         "group-name" => nic.groups.iter().map(|g| g.1.clone()).collect(),
         "status" => vec!["in-use".into()],
@@ -129,7 +129,7 @@ pub async fn describe_network_interfaces(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Resul
         .leaf("status", "in-use")
         .leaf("subnetId", subnet_of(&nic.network_id))
         .tags(look.tags(nic.port_id.as_str()))
-        .leaf("vpcId", vpc_of(&nic.network_id));
+        .leaf("vpcId", vpc_of(nic));
     });
     x.opt("nextToken", next);
     Ok(())
@@ -233,7 +233,7 @@ pub async fn describe_account_attributes(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Resul
     };
     let all: Vec<(&str, Vec<String>)> = vec![
         ("supported-platforms", vec!["VPC".into()]),
-        ("default-vpc", vec![vpc_of(&default.id)]),
+        ("default-vpc", vec![default.vpc_id.as_ref().map(ToString::to_string).unwrap_or_default()]),
         ("max-instances", vec![limit(QuotaResource::Instances)]),
         ("max-elastic-ips", vec![limit(QuotaResource::FloatingIps)]),
         ("vpc-max-elastic-ips", vec![limit(QuotaResource::FloatingIps)]),

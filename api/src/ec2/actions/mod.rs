@@ -15,6 +15,7 @@ pub mod network;
 pub mod related;
 pub mod tags;
 pub mod volumes;
+pub mod vpcs;
 
 use sha2::{Digest, Sha256};
 
@@ -66,6 +67,10 @@ pub const ACTIONS: &[&str] = &[
     "DescribeAddresses",
     "DescribeVpcs",
     "DescribeSubnets",
+    "CreateVpc",
+    "DeleteVpc",
+    "CreateSubnet",
+    "DeleteSubnet",
     "DescribeInstanceAttribute",
     "ModifyInstanceAttribute",
     "DescribeNetworkInterfaces",
@@ -125,8 +130,12 @@ pub async fn dispatch(ctx: &Ctx<'_>, action: &str) -> Ec2Result<String> {
         "DisassociateAddress" => network::disassociate_address(ctx, &mut x).await?,
         "ReleaseAddress" => network::release_address(ctx, &mut x).await?,
         "DescribeAddresses" => network::describe_addresses(ctx, &mut x).await?,
-        "DescribeVpcs" => network::describe_vpcs(ctx, &mut x).await?,
-        "DescribeSubnets" => network::describe_subnets(ctx, &mut x).await?,
+        "DescribeVpcs" => vpcs::describe_vpcs(ctx, &mut x).await?,
+        "DescribeSubnets" => vpcs::describe_subnets(ctx, &mut x).await?,
+        "CreateVpc" => vpcs::create_vpc(ctx, &mut x).await?,
+        "DeleteVpc" => vpcs::delete_vpc(ctx, &mut x).await?,
+        "CreateSubnet" => vpcs::create_subnet(ctx, &mut x).await?,
+        "DeleteSubnet" => vpcs::delete_subnet(ctx, &mut x).await?,
         "DescribeInstanceAttribute" => attributes::describe_instance_attribute(ctx, &mut x).await?,
         "ModifyInstanceAttribute" => attributes::modify_instance_attribute(ctx, &mut x).await?,
         "DescribeNetworkInterfaces" => interfaces::describe_network_interfaces(ctx, &mut x).await?,

@@ -1,7 +1,6 @@
-//! Security groups, Elastic IPs, VPCs and subnets over Kumo's networks
-//! (`crate::networks`): each Kumo network is one VPC and one subnet whose ids
-//! carry the network id's hex digits (`net-X` → `vpc-X`, `subnet-X`);
-//! a floating IP is an Elastic IP (`eipalloc-X`, association `eipassoc-X`).
+//! Security groups and Elastic IPs over Kumo's networks (`crate::networks`;
+//! VPCs and subnets are in `vpcs.rs`): a floating IP is an Elastic IP
+//! (`eipalloc-X`, association `eipassoc-X`).
 //! Egress is open in Kumo, so every group shows EC2's allow-all egress rule.
 
 use kumo_wire::network::{AddRule, CreateSecurityGroup, PortRange, Protocol, SecurityGroupRule};
@@ -10,7 +9,7 @@ use super::super::errors::{Ec2Error, Ec2Result};
 use super::super::params::Params;
 use super::super::xml::Xml;
 use super::{dry_run, owner_id, replayed, side_record, tags, Ctx};
-use crate::db::networks::{FloatingIpRecord, GroupRecord, NetworkRecord};
+use crate::db::networks::{FloatingIpRecord, GroupRecord};
 use crate::error::ApiError;
 use crate::networks::{floating_ips, security_groups};
 
@@ -21,21 +20,6 @@ fn hex_of(id: &str) -> &str {
 /// `vpc-X`/`subnet-X` → `net-X` (`None` for the wrong prefix).
 pub fn network_id_of(ec2_id: &str, prefix: &str) -> Option<String> {
     ec2_id.strip_prefix(prefix).and_then(|h| h.strip_prefix('-')).map(|h| format!("net-{h}"))
-}
-
-async fn find_network(
-    ctx: &Ctx<'_>,
-    raw: &str,
-    prefix: &str,
-    code: &'static str,
-    what: &str,
-) -> Ec2Result<NetworkRecord> {
-    let net = network_id_of(raw, prefix)
-        .filter(|n| n.parse::<kumo_wire::NetworkId>().is_ok())
-        .ok_or_else(|| Ec2Error::client(code, format!("The {what} ID '{raw}' is malformed")))?;
-    crate::networks::find(ctx.state, &ctx.caller, &net)
-        .await
-        .map_err(|_| Ec2Error::client(code, format!("The {what} ID '{raw}' does not exist")))
 }
 
 fn net_error(e: ApiError) -> Ec2Error {
@@ -49,117 +33,6 @@ fn net_error(e: ApiError) -> Ec2Error {
         ApiError::QuotaExceeded(m) => Ec2Error::client("AddressLimitExceeded", m),
         other => other.into(),
     }
-}
-
-/// `DescribeVpcs`.
-pub async fn describe_vpcs(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
-    // The default VPC exists before the first launch, as on AWS (tools look for it).
-    crate::networks::default_network(ctx.state, &ctx.caller).await.map_err(net_error)?;
-    let ids = ctx.params.list("VpcId");
-    let mut nets = Vec::new();
-    if ids.is_empty() {
-        nets = crate::networks::list(ctx.state, &ctx.caller).await.map_err(net_error)?;
-    } else {
-        for id in &ids {
-            nets.push(find_network(ctx, id, "vpc", "InvalidVpcID.NotFound", "vpc").await?);
-        }
-    }
-    let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
-    let none = Vec::new();
-    let filters = ctx.params.filters()?;
-    let owner = owner_id(ctx);
-    let nets: Vec<NetworkRecord> = nets
-        .into_iter()
-        .filter(|n| {
-            let vpc = format!("vpc-{}", hex_of(n.id.as_str()));
-            let t = all_tags.get(&vpc).unwrap_or(&none);
-            filters.iter().all(|f| match tags::tag_filter(f, t) {
-                Some(m) => m,
-                None => match f.name.as_str() {
-                    "vpc-id" => f.matches(&vpc),
-                    "cidr" | "cidr-block-association.cidr-block" => f.matches(&n.cidr.to_string()),
-                    "is-default" | "isDefault" => f.matches(if n.is_default { "true" } else { "false" }),
-                    "state" => f.matches("available"),
-                    "owner-id" => f.matches(&owner),
-                    _ => false,
-                },
-            })
-        })
-        .collect();
-    dry_run(ctx)?;
-    x.set("vpcSet", nets, |x, n| {
-        let vpc = format!("vpc-{}", hex_of(n.id.as_str()));
-        x.leaf("vpcId", &vpc)
-            .leaf("ownerId", &owner)
-            .leaf("state", "available")
-            .leaf("cidrBlock", n.cidr)
-            .leaf("dhcpOptionsId", "default")
-            .tags(all_tags.get(&vpc).unwrap_or(&none))
-            .leaf("instanceTenancy", "default")
-            .leaf("isDefault", n.is_default);
-    });
-    Ok(())
-}
-
-/// `DescribeSubnets`.
-pub async fn describe_subnets(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
-    crate::networks::default_network(ctx.state, &ctx.caller).await.map_err(net_error)?;
-    let ids = ctx.params.list("SubnetId");
-    let mut nets = Vec::new();
-    if ids.is_empty() {
-        nets = crate::networks::list(ctx.state, &ctx.caller).await.map_err(net_error)?;
-    } else {
-        for id in &ids {
-            nets.push(find_network(ctx, id, "subnet", "InvalidSubnetID.NotFound", "subnet").await?);
-        }
-    }
-    let zone = super::meta::zones(ctx)
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| format!("{}a", ctx.state.config.ec2_region));
-    let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
-    let none = Vec::new();
-    let filters = ctx.params.filters()?;
-    let owner = owner_id(ctx);
-    let nets: Vec<NetworkRecord> = nets
-        .into_iter()
-        .filter(|n| {
-            let hex = hex_of(n.id.as_str());
-            let subnet = format!("subnet-{hex}");
-            let t = all_tags.get(&subnet).unwrap_or(&none);
-            filters.iter().all(|f| match tags::tag_filter(f, t) {
-                Some(m) => m,
-                None => match f.name.as_str() {
-                    "subnet-id" => f.matches(&subnet),
-                    "vpc-id" => f.matches(&format!("vpc-{hex}")),
-                    "cidr-block" | "cidr" | "cidrBlock" => f.matches(&n.cidr.to_string()),
-                    "availability-zone" => f.matches(&zone),
-                    "default-for-az" => f.matches(if n.is_default { "true" } else { "false" }),
-                    "state" => f.matches("available"),
-                    "owner-id" => f.matches(&owner),
-                    _ => false,
-                },
-            })
-        })
-        .collect();
-    dry_run(ctx)?;
-    x.set("subnetSet", nets, |x, n| {
-        let hex = hex_of(n.id.as_str());
-        let size = 1u64 << (32 - u32::from(n.cidr.prefix_len()));
-        let free = size.saturating_sub(3 + n.port_count);
-        x.leaf("subnetId", format!("subnet-{hex}"))
-            .leaf("state", "available")
-            .leaf("ownerId", &owner)
-            .leaf("vpcId", format!("vpc-{hex}"))
-            .leaf("cidrBlock", n.cidr)
-            .leaf("availableIpAddressCount", free)
-            .leaf("availabilityZone", &zone)
-            .leaf("defaultForAz", n.is_default)
-            .leaf("mapPublicIpOnLaunch", false)
-            .tags(all_tags.get(&format!("subnet-{hex}")).unwrap_or(&none));
-    });
-    Ok(())
 }
 
 /// The group named by `GroupId` or `GroupName`.
@@ -183,9 +56,10 @@ async fn group_param(ctx: &Ctx<'_>, p: &Params) -> Ec2Result<GroupRecord> {
 pub async fn create_security_group(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let name = ctx.params.required("GroupName")?;
     let description = ctx.params.required("GroupDescription")?;
-    if let Some(vpc) = ctx.params.get("VpcId") {
-        find_network(ctx, vpc, "vpc", "InvalidVpcID.NotFound", "vpc").await?;
-    }
+    let vpc = match ctx.params.get("VpcId") {
+        Some(v) => Some(crate::networks::vpcs::find(ctx.state, &ctx.caller, v).await.map_err(super::vpcs::vpc_error)?),
+        None => None,
+    };
     let new_tags = ctx.params.tag_specifications("security-group")?;
     tags::validate(&new_tags)?;
     dry_run(ctx)?;
@@ -194,6 +68,10 @@ pub async fn create_security_group(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> 
         ApiError::Conflict(m) => Ec2Error::client("InvalidGroup.Duplicate", m),
         other => net_error(other),
     })?;
+    if let Some(v) = vpc {
+        let mut conn = ctx.state.db.pool().acquire().await.map_err(crate::db::DbError::from)?;
+        crate::db::vpcs::set_group_vpc(&mut conn, &ctx.caller.project_id, &g.id, &v.id).await?;
+    }
     tags::tag_new(ctx, g.id.as_str(), &new_tags).await?;
     x.leaf("return", true).leaf("groupId", &g.id).tags(&new_tags);
     Ok(())
@@ -209,6 +87,8 @@ pub async fn delete_security_group(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> 
         other => net_error(other),
     })?;
     tags::forget(&ctx.state.db, &ctx.caller.project_id, g.id.as_str()).await?;
+    let mut conn = ctx.state.db.pool().acquire().await.map_err(crate::db::DbError::from)?;
+    crate::db::vpcs::forget_group(&mut conn, &g.id).await?;
     x.leaf("return", true).leaf("groupId", &g.id);
     Ok(())
 }
@@ -360,18 +240,26 @@ pub async fn describe_security_groups(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<(
             return Err(Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{n}' does not exist")));
         }
     }
-    // Kumo's groups are the project's, whatever the network: each shows the
-    // default VPC, and a `vpc-id` filter naming any of the project's VPCs matches.
-    let default_vpc = format!(
-        "vpc-{}",
-        hex_of(crate::networks::default_network(ctx.state, &ctx.caller).await.map_err(net_error)?.id.as_str())
-    );
-    let vpcs: Vec<String> = crate::networks::list(ctx.state, &ctx.caller)
+    // Kumo's groups are the project's, whatever the network: a group shows the
+    // VPC its CreateSecurityGroup named (only that one matches a `vpc-id`
+    // filter), else the default VPC (and any of the project's VPCs matches).
+    let default_vpc = crate::networks::default_network(ctx.state, &ctx.caller)
+        .await
+        .map_err(net_error)?
+        .vpc_id
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let vpcs: Vec<String> = crate::networks::vpcs::list(ctx.state, &ctx.caller)
         .await
         .map_err(net_error)?
         .iter()
-        .map(|n| format!("vpc-{}", hex_of(n.id.as_str())))
+        .map(|v| v.id.to_string())
         .collect();
+    let named = {
+        let mut conn = ctx.state.db.pool().acquire().await.map_err(crate::db::DbError::from)?;
+        crate::db::vpcs::group_vpcs(&mut conn, &ctx.caller.project_id).await?
+    };
+    let vpc_of_group = |g: &GroupRecord| named.get(g.id.as_str()).map_or(default_vpc.clone(), ToString::to_string);
     let all_tags = tags::all_of_project(&ctx.state.db, &ctx.caller.project_id).await?;
     let none = Vec::new();
     let filters = ctx.params.filters()?;
@@ -389,7 +277,10 @@ pub async fn describe_security_groups(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<(
                     "group-name" => f.matches(&g.name),
                     "description" => f.matches(&g.description),
                     "owner-id" => f.matches(&owner),
-                    "vpc-id" => f.matches_any(vpcs.iter().map(String::as_str)),
+                    "vpc-id" => match named.get(g.id.as_str()) {
+                        Some(v) => f.matches(v.as_str()),
+                        None => f.matches_any(vpcs.iter().map(String::as_str)),
+                    },
                     _ => false,
                 },
             })
@@ -401,7 +292,7 @@ pub async fn describe_security_groups(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<(
             .leaf("groupId", &g.id)
             .leaf("groupName", &g.name)
             .leaf("groupDescription", &g.description)
-            .leaf("vpcId", &default_vpc)
+            .leaf("vpcId", vpc_of_group(&g))
             .set("ipPermissions", &g.rules, |x, r| {
                 x.leaf("ipProtocol", ec2_protocol(r.protocol));
                 if let Some(p) = r.ports {

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use kumo_wire::storage::VolumeState;
-use kumo_wire::{FloatingIpId, InstanceId, NetworkId, PortId, SecurityGroupId, Timestamp, VolumeId};
+use kumo_wire::{FloatingIpId, InstanceId, NetworkId, PortId, SecurityGroupId, Timestamp, VolumeId, VpcId};
 use sqlx::Row;
 
 use super::super::errors::Ec2Result;
@@ -25,8 +25,10 @@ pub const CHUNK: usize = 400;
 pub struct Nic {
     /// The port (`eni-…`).
     pub port_id: PortId,
-    /// Its network (subnet and VPC).
+    /// Its network (the subnet).
     pub network_id: NetworkId,
+    /// The network's VPC.
+    pub vpc_id: Option<VpcId>,
     /// The network's subnet.
     pub cidr: Ipv4Net,
     /// NIC order (0 = eth0).
@@ -114,7 +116,7 @@ impl Related {
         let list = placeholders(ids.len());
         let sql = format!(
             "SELECT p.id, p.instance_id, p.network_id, p.device_index, p.mac, p.ip, p.created_at, n.cidr, \
-             f.id AS fip_id, f.address AS fip FROM ports p JOIN networks n ON n.id = p.network_id \
+             n.vpc_id, f.id AS fip_id, f.address AS fip FROM ports p JOIN networks n ON n.id = p.network_id \
              LEFT JOIN floating_ips f ON f.port_id = p.id WHERE p.instance_id IN ({list}) \
              ORDER BY p.instance_id, p.device_index"
         );
@@ -131,6 +133,7 @@ impl Related {
             let nic = Nic {
                 port_id: parse_col(&row, "id")?,
                 network_id: parse_col(&row, "network_id")?,
+                vpc_id: crate::db::parse_opt_col(&row, "vpc_id")?,
                 cidr: parse_col(&row, "cidr")?,
                 device_index: u32_col(&row, "device_index")?,
                 mac: row.try_get("mac")?,
@@ -221,9 +224,9 @@ pub fn private_dns_name(ip: Ipv4Addr, region: &str) -> String {
     format!("ip-{a}-{b}-{c}-{d}.{region}.compute.internal")
 }
 
-/// `vpc-X` / `subnet-X` for network `net-X`.
-pub fn vpc_of(net: &NetworkId) -> String {
-    format!("vpc-{}", hex(net.as_str()))
+/// The VPC of a NIC's network (`vpc-…`; empty for none, which no tenant network lacks).
+pub fn vpc_of(nic: &Nic) -> String {
+    nic.vpc_id.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
 /// `subnet-X` for network `net-X`.
@@ -244,7 +247,6 @@ mod tests {
     fn dns_names_and_ids_follow_aws() {
         assert_eq!(private_dns_name(Ipv4Addr::new(10, 0, 0, 5), "kumo-1"), "ip-10-0-0-5.kumo-1.compute.internal");
         let net: NetworkId = "net-0123456789abcdef0".parse().unwrap_or_else(|_| NetworkId::generate());
-        assert_eq!(vpc_of(&net), format!("vpc-{}", &net.as_str()[4..]));
         assert_eq!(subnet_of(&net), format!("subnet-{}", &net.as_str()[4..]));
         assert_eq!(placeholders(3), "$1, $2, $3");
     }

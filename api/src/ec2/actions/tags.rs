@@ -140,6 +140,8 @@ async fn exists(ctx: &Ctx<'_>, id: &str) -> Ec2Result<bool> {
         Some("snapshot") => db.snapshot_in_project(project, id).await?.is_some_and(|s| s.deleted_at.is_none()),
         Some("image") => db.find_image(project, id).await?.is_some_and(|i| i.id.as_str() == id),
         Some("key-pair") => db.find_key_pair(project, id).await?.is_some_and(|k| k.id.as_str() == id),
+        Some("vpc") => crate::networks::vpcs::find(ctx.state, &ctx.caller, id).await.is_ok(),
+        Some("subnet") => super::vpcs::find_subnet(ctx, id).await.is_ok(),
         _ => false,
     })
 }
@@ -151,6 +153,8 @@ fn malformed_code(id: &str) -> (&'static str, &'static str) {
         Some("snapshot") => ("InvalidSnapshot.NotFound", "snapshot"),
         Some("image") => ("InvalidAMIID.NotFound", "image"),
         Some("key-pair") => ("InvalidKeyPair.NotFound", "key pair"),
+        Some("vpc") => ("InvalidVpcID.NotFound", "vpc"),
+        Some("subnet") => ("InvalidSubnetID.NotFound", "subnet"),
         _ => ("InvalidID", "resource"),
     }
 }
