@@ -73,8 +73,8 @@ fn sigv4_matches_the_official_test_vectors() {
     }
 }
 
-/// A client of the EC2 API with one access key.
-struct Ec2<'a> {
+/// A client of the EC2 API with one access key (also used by `egress`).
+pub(crate) struct Ec2<'a> {
     cloud: &'a Cloud,
     key: String,
     secret: String,
@@ -83,7 +83,7 @@ struct Ec2<'a> {
 }
 
 impl<'a> Ec2<'a> {
-    async fn new(cloud: &'a Cloud, token: &str) -> Self {
+    pub(crate) async fn new(cloud: &'a Cloud, token: &str) -> Self {
         let (s, b) = cloud.call(Method::POST, "/v1/access-keys", Some(token), None).await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         Ec2 {
@@ -136,14 +136,14 @@ impl<'a> Ec2<'a> {
     }
 
     /// A call that must succeed.
-    async fn ok(&self, params: &[(&str, &str)]) -> String {
+    pub(crate) async fn ok(&self, params: &[(&str, &str)]) -> String {
         let (s, b) = self.call(params).await;
         assert_eq!(s, StatusCode::OK, "{params:?}: {b}");
         b
     }
 
     /// A call that must fail with `code`.
-    async fn err(&self, params: &[(&str, &str)], status: StatusCode, code: &str) -> String {
+    pub(crate) async fn err(&self, params: &[(&str, &str)], status: StatusCode, code: &str) -> String {
         let (s, b) = self.call(params).await;
         assert_eq!(s, status, "{params:?}: {b}");
         assert_eq!(all(&b, "Code"), [code], "{params:?}: {b}");
@@ -153,7 +153,7 @@ impl<'a> Ec2<'a> {
 }
 
 /// Every text of `<tag>…</tag>` in document order.
-fn all(xml: &str, tag: &str) -> Vec<String> {
+pub(crate) fn all(xml: &str, tag: &str) -> Vec<String> {
     let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
     let mut out = Vec::new();
     let mut rest = xml;

@@ -9,6 +9,7 @@ mod audit;
 mod billing;
 mod concurrency;
 mod ec2;
+mod egress;
 mod etag;
 mod first_hour;
 mod networks;
