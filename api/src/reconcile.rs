@@ -10,7 +10,9 @@ use kumo_wire::agent::{
     VolumeAttachment, NOTICE_FORCED_POWER_OFF, NOTICE_FORCED_RESET, NOTICE_NO_DHCP_LEASE,
 };
 use kumo_wire::api::ImageKind;
-use kumo_wire::network::{DesiredFloatingIp, DesiredNetwork, DesiredPort, IngressRule, InstanceMetadata};
+use kumo_wire::network::{
+    DesiredFloatingIp, DesiredNetwork, DesiredPort, Direction, EgressRule, IngressRule, InstanceMetadata, PortRange,
+};
 use kumo_wire::storage::SnapshotKind;
 use kumo_wire::{DesiredPower, InstanceState, LifecycleEvent, Timestamp};
 use serde_json::json;
@@ -388,12 +390,37 @@ fn digest_json(digest: &mut Sha256, value: &impl serde::Serialize) {
 
 /// The most inbound rules one port gets after source groups are expanded (one
 /// per member address): a host applies every port's rules on every change.
+/// Outbound rules have the same cap of their own.
 pub const MAX_INGRESS_PER_PORT: usize = 1_000;
 
-/// The ports of a host's instances with their inbound rules resolved: a rule
-/// naming a CIDR is kept as is, a rule naming a source group becomes one
-/// rule per member port's address (as a /32). Sorted and deduplicated, so
-/// the same model always gives the same digest.
+/// A port's rules of one direction, resolved: (rule, protocol, ports, peer).
+type Resolved = (kumo_wire::SecurityGroupRuleId, kumo_wire::network::Protocol, Option<PortRange>, ipnet::Ipv4Net);
+
+/// Sorts, deduplicates and caps one port's resolved rules (fail closed: a
+/// rule left out allows less, never more).
+fn settle(port: &kumo_wire::PortId, what: &str, mut rules: Vec<Resolved>) -> Vec<Resolved> {
+    rules.sort_by(|a, b| {
+        (&a.0, a.3, a.1.as_str(), a.2.map(|r| (r.first, r.last))).cmp(&(
+            &b.0,
+            b.3,
+            b.1.as_str(),
+            b.2.map(|r| (r.first, r.last)),
+        ))
+    });
+    rules.dedup();
+    if rules.len() > MAX_INGRESS_PER_PORT {
+        tracing::warn!(%port, direction = what, rules = rules.len(), max = MAX_INGRESS_PER_PORT,
+            "a port's expanded rules pass the cap; the rest are left out");
+        rules.truncate(MAX_INGRESS_PER_PORT);
+    }
+    rules
+}
+
+/// The ports of a host's instances with their rules resolved: a rule naming
+/// a CIDR is kept as is, a rule naming a group (the source of an inbound
+/// rule, the destination of an outbound one) becomes one rule per member
+/// port's address (as a /32). Sorted and deduplicated, so the same model
+/// always gives the same digest.
 pub fn desired_ports(net: &HostNetworking) -> HashMap<kumo_wire::InstanceId, Vec<DesiredPort>> {
     let mut members: HashMap<&kumo_wire::SecurityGroupId, Vec<std::net::Ipv4Addr>> = HashMap::new();
     for (group, ip) in &net.source_members {
@@ -410,45 +437,38 @@ pub fn desired_ports(net: &HostNetworking) -> HashMap<kumo_wire::InstanceId, Vec
     }
     let mut out: HashMap<kumo_wire::InstanceId, Vec<DesiredPort>> = HashMap::new();
     for p in &net.ports {
-        let mut ingress: Vec<IngressRule> = Vec::new();
+        let (mut ingress, mut egress): (Vec<Resolved>, Vec<Resolved>) = (Vec::new(), Vec::new());
         for group in groups_of.get(&p.id).into_iter().flatten() {
             for rule in rules_of.get(group).into_iter().flatten() {
-                let sources: Vec<ipnet::Ipv4Net> = match (&rule.cidr, &rule.source_group_id) {
+                let peers: Vec<ipnet::Ipv4Net> = match (&rule.cidr, &rule.source_group_id) {
                     (Some(cidr), _) => vec![*cidr],
                     (None, Some(source)) => {
                         members.get(source).into_iter().flatten().map(|ip| ipnet::Ipv4Net::from(*ip)).collect()
                     }
                     (None, None) => Vec::new(),
                 };
-                ingress.extend(sources.into_iter().map(|source| IngressRule {
-                    rule: rule.id.clone(),
-                    protocol: rule.protocol,
-                    ports: rule.ports,
-                    source,
-                }));
+                let into = match rule.direction {
+                    Direction::Ingress => &mut ingress,
+                    Direction::Egress => &mut egress,
+                };
+                into.extend(peers.into_iter().map(|peer| (rule.id.clone(), rule.protocol, rule.ports, peer)));
             }
         }
-        ingress.sort_by(|a, b| {
-            (&a.rule, a.source, a.protocol.as_str(), a.ports.map(|r| (r.first, r.last))).cmp(&(
-                &b.rule,
-                b.source,
-                b.protocol.as_str(),
-                b.ports.map(|r| (r.first, r.last)),
-            ))
-        });
-        ingress.dedup();
-        if ingress.len() > MAX_INGRESS_PER_PORT {
-            // Fail closed: a rule left out allows less, never more.
-            tracing::warn!(port = %p.id, rules = ingress.len(), max = MAX_INGRESS_PER_PORT,
-                "a port's expanded inbound rules pass the cap; the rest are left out");
-            ingress.truncate(MAX_INGRESS_PER_PORT);
-        }
+        let ingress = settle(&p.id, "ingress", ingress)
+            .into_iter()
+            .map(|(rule, protocol, ports, source)| IngressRule { rule, protocol, ports, source })
+            .collect();
+        let egress = settle(&p.id, "egress", egress)
+            .into_iter()
+            .map(|(rule, protocol, ports, destination)| EgressRule { rule, protocol, ports, destination })
+            .collect();
         out.entry(p.instance_id.clone()).or_default().push(DesiredPort {
             id: p.id.clone(),
             network: p.network_id.clone(),
             mac: p.mac.clone(),
             ip: p.ip,
             ingress,
+            egress: Some(egress),
         });
     }
     out

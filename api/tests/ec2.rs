@@ -73,7 +73,7 @@ fn sigv4_matches_the_official_test_vectors() {
     }
 }
 
-/// A client of the EC2 API with one access key.
+/// A client of the EC2 API with one access key (also used by `ec2_vpc` and `egress`).
 pub(crate) struct Ec2<'a> {
     cloud: &'a Cloud,
     key: String,

@@ -10,6 +10,7 @@ mod billing;
 mod concurrency;
 mod ec2;
 mod ec2_vpc;
+mod egress;
 mod etag;
 mod first_hour;
 mod fuzz;

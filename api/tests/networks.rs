@@ -205,9 +205,13 @@ async fn first_launch_makes_the_default_network_and_group_and_instances_show_the
         let groups = items(&groups);
         assert_eq!(groups.len(), 1);
         assert_eq!((groups[0]["name"].as_str(), groups[0]["default"].as_bool()), (Some("default"), Some(true)));
+        // Inbound from its members, and AWS's default egress rule.
         let rules = groups[0]["rules"].as_array().unwrap();
-        assert_eq!(rules.len(), 1);
-        assert_eq!((rules[0]["protocol"].as_str(), rules[0]["source_group"].as_str()), (Some("any"), Some("default")));
+        assert_eq!(rules.len(), 2);
+        let inbound = rules.iter().find(|r| r["direction"] == "ingress").unwrap();
+        assert_eq!((inbound["protocol"].as_str(), inbound["source_group"].as_str()), (Some("any"), Some("default")));
+        let outbound = rules.iter().find(|r| r["direction"] == "egress").unwrap();
+        assert_eq!((outbound["protocol"].as_str(), outbound["cidr"].as_str()), (Some("any"), Some("0.0.0.0/0")));
 
         // A second launch reuses both; in use, neither can be deleted.
         c.run(&t, "db", "mini").await;
@@ -285,7 +289,10 @@ async fn security_groups_and_rules_with_every_bad_input_refused() {
         let other = c.tenant("umbrella").await;
         let (s, web) = c.post("/v1/security-groups", &t, json!({"name": "web", "description": "front"})).await;
         assert_eq!(s, StatusCode::CREATED, "{web}");
-        assert_eq!(web["rules"], json!([]));
+        // A new group has AWS's default egress rule, nothing inbound.
+        let rules = web["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 1, "{web}");
+        assert_eq!((rules[0]["direction"].as_str(), rules[0]["cidr"].as_str()), (Some("egress"), Some("0.0.0.0/0")));
         let (s, _) = c.post("/v1/security-groups", &other, json!({"name": "theirs"})).await;
         assert_eq!(s, StatusCode::CREATED);
         refused(
@@ -314,7 +321,7 @@ async fn security_groups_and_rules_with_every_bad_input_refused() {
         let (s, g) =
             c.post("/v1/security-groups/web/rules", &t, json!({"protocol": "icmp", "source_group": "web"})).await;
         assert_eq!(s, StatusCode::CREATED, "{g}");
-        assert_eq!(g["rules"].as_array().unwrap().len(), 2);
+        assert_eq!(g["rules"].as_array().unwrap().len(), 3);
 
         let bad = [
             (
@@ -372,7 +379,10 @@ async fn security_groups_and_rules_with_every_bad_input_refused() {
         );
         refused(c.delete("/v1/security-groups/web", &other).await, StatusCode::NOT_FOUND, "not found");
 
-        let rule = g["rules"][0]["id"].as_str().unwrap().to_owned();
+        let rule = g["rules"].as_array().unwrap().iter().find(|r| r["protocol"] == "tcp").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         refused(
             c.delete(&format!("/v1/security-groups/web/rules/{rule}"), &other).await,
             StatusCode::NOT_FOUND,
@@ -386,7 +396,7 @@ async fn security_groups_and_rules_with_every_bad_input_refused() {
         refused(c.delete("/v1/security-groups/web/rules/junk", &t).await, StatusCode::NOT_FOUND, "rule");
         let (s, after) = c.delete(&format!("/v1/security-groups/web/rules/{rule}"), &t).await;
         assert_eq!(s, StatusCode::OK, "{after}");
-        assert_eq!(after["rules"].as_array().unwrap().len(), 1);
+        assert_eq!(after["rules"].as_array().unwrap().len(), 2);
 
         // A group named as source elsewhere, or used by ports, stays.
         c.post("/v1/security-groups", &t, json!({"name": "db"})).await;

@@ -173,7 +173,8 @@ pub enum SecurityGroupCommand {
 /// `kumo sg rule ...`.
 #[derive(Debug, Subcommand)]
 pub enum RuleCommand {
-    /// Allow inbound traffic: `kumo sg rule add web --protocol tcp --port 80 --cidr 0.0.0.0/0`.
+    /// Allow inbound traffic: `kumo sg rule add web --protocol tcp --port 80 --cidr 0.0.0.0/0`
+    /// (outbound with `--egress`).
     Add(RuleAddArgs),
     /// Remove a rule by id (see `kumo sg show`).
     Remove {
@@ -196,12 +197,18 @@ pub struct RuleAddArgs {
     /// A port or range, e.g. 80 or 8000-8080 (tcp and udp; default: all).
     #[arg(long)]
     pub port: Option<String>,
-    /// Allowed sources, e.g. 0.0.0.0/0.
+    /// Allowed sources (with --egress: destinations), e.g. 0.0.0.0/0.
     #[arg(long)]
     pub cidr: Option<String>,
-    /// Allowed source group (its members' addresses).
-    #[arg(long)]
+    /// Allowed source group (with --egress: destination group), its members' addresses.
+    #[arg(long, alias = "destination-group")]
     pub source_group: Option<String>,
+    /// An outbound rule (same as `--direction egress`).
+    #[arg(long, conflicts_with = "direction")]
+    pub egress: bool,
+    /// ingress (the default) or egress.
+    #[arg(long, value_parser = ["ingress", "egress"])]
+    pub direction: Option<String>,
 }
 
 /// `kumo fip ...`.

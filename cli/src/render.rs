@@ -483,9 +483,10 @@ pub fn security_group(g: &SecurityGroup) -> String {
     ]);
     out.push_str("\n\n");
     if g.rules.is_empty() {
-        out.push_str("RULES: none (all inbound traffic is dropped)");
+        out.push_str("RULES: none (all inbound and new outbound traffic is dropped)");
     } else {
-        let mut t = table(["RULE", "PROTOCOL", "PORTS", "SOURCE"]);
+        // PEER: the source of an ingress rule, the destination of an egress rule.
+        let mut t = table(["RULE", "DIRECTION", "PROTOCOL", "PORTS", "PEER"]);
         for r in &g.rules {
             let ports = match r.ports {
                 Some(p) if p.first == p.last => p.first.to_string(),
@@ -498,7 +499,13 @@ pub fn security_group(g: &SecurityGroup) -> String {
                 (None, None, Some(id)) => format!("group {id}"),
                 (None, None, None) => "-".to_owned(),
             };
-            t.add_row([r.id.to_string(), r.protocol.as_str().to_owned(), ports, source]);
+            t.add_row([
+                r.id.to_string(),
+                r.direction.as_str().to_owned(),
+                r.protocol.as_str().to_owned(),
+                ports,
+                source,
+            ]);
         }
         out.push_str(&render(&t));
     }

@@ -291,6 +291,7 @@ fn with_port(mut d: DesiredInstance, net: &kumo_wire::network::DesiredNetwork) -
         mac: "02:00:00:00:00:0b".into(),
         ip: "10.9.0.5".parse().expect("ip"),
         ingress: vec![],
+        egress: None,
     }];
     d
 }

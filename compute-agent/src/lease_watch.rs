@@ -86,6 +86,7 @@ mod tests {
             mac: format!("02:00:00:00:00:{n:02x}"),
             ip: std::net::Ipv4Addr::new(10, 0, 0, 10 + n as u8),
             ingress: vec![],
+            egress: None,
         });
         d
     }

@@ -115,6 +115,7 @@ pub fn plan(
                 mac: port.mac.clone(),
                 ip: port.ip,
                 ingress: port.ingress.clone(),
+                egress: port.egress.clone(),
             });
         }
     }
@@ -507,6 +508,7 @@ mod tests {
                 ports: None,
                 source: "0.0.0.0/0".parse().expect("cidr"),
             }],
+            egress: None,
         }
     }
 

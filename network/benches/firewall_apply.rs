@@ -48,6 +48,7 @@ fn state() -> FirewallState {
             mac: format!("52:54:00:00:{:02x}:{:02x}", p / 256, p % 256),
             ip: Ipv4Addr::new(10, (p % BRIDGES) as u8, 0, 10 + (p / BRIDGES) as u8),
             ingress: rules(0),
+            egress: None,
         })
         .collect();
     let floating_ips = ports

@@ -11,10 +11,15 @@
 //!   packets must come from its IP, except a DHCP discover from 0.0.0.0. A
 //!   guest cannot answer as a DHCP server (udp sport 67). IPv6 is dropped
 //!   (tenant networks are IPv4 only).
-//! - `inet <table>`: per-port inbound filtering, isolation and the host's
-//!   input. Inbound to a port: default deny; replies to its own traffic
-//!   (conntrack established/related) and what its [`IngressRule`]s allow
-//!   (protocol, port range, source CIDR) pass. ARP is never filtered.
+//! - `inet <table>`: per-port inbound and outbound filtering, isolation and
+//!   the host's input. Inbound to a port: default deny; replies to its own
+//!   traffic (conntrack established/related) and what its [`IngressRule`]s
+//!   allow (protocol, port range, source CIDR) pass. Outbound from a port
+//!   with egress rules (forwarded, or to the host): replies to allowed
+//!   inbound connections (established/related), DHCP, the metadata service
+//!   and DNS to its gateway always pass, new traffic only as its
+//!   [`EgressRule`]s allow (protocol, port range, destination CIDR);
+//!   a port without (`None`) is not filtered outbound. ARP is never filtered.
 //!   Forwarding between different tenant bridges is dropped (projects are
 //!   isolated even on one host), so is anything between a tenant bridge and a
 //!   non-Kumo interface, except floating-IP traffic via `public_interface`
@@ -40,7 +45,8 @@
 //! br_netfilter (`net.bridge.bridge-nf-call-iptables = 1`, set by `apply`),
 //! bridged IPv4 traffic also passes the `inet` hooks with conntrack, its
 //! `oifname` being the bridge; since the `bridge` table pins every port to its
-//! IP, "bridge + destination IP" names the port. The host's own traffic to a
+//! IP, "bridge + destination IP" names the port (and "bridge + source IP" the
+//! port sending, for the outbound filter). The host's own traffic to a
 //! guest (DHCP replies, metadata answers) is trusted and not filtered.
 //!
 //! Incremental updates: the last rule of every chain carries a comment with a
@@ -70,7 +76,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use kumo_wire::network::{IngressRule, Protocol, METADATA_ADDRESS};
+use kumo_wire::network::{EgressRule, IngressRule, PortRange, Protocol, METADATA_ADDRESS};
 use kumo_wire::PortId;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -106,7 +112,7 @@ pub enum FirewallError {
         /// The bridge named.
         bridge: String,
     },
-    /// An ingress rule with a port range on a protocol without ports, or a bad range.
+    /// A rule with a port range on a protocol without ports, or a bad range.
     #[error("rule {0}: bad port range for its protocol")]
     BadPortRange(String),
     /// `nft` could not be started.
@@ -157,6 +163,9 @@ pub struct PortFilter {
     pub ip: Ipv4Addr,
     /// What inbound traffic it accepts.
     pub ingress: Vec<IngressRule>,
+    /// What outbound traffic it may start (besides DHCP, DNS to its gateway
+    /// and the metadata service); `None`: outbound is not filtered.
+    pub egress: Option<Vec<EgressRule>>,
 }
 
 /// A floating IP: 1:1 NAT between `address` and `private_ip`.
@@ -572,16 +581,35 @@ fn ip_set(ips: &[Ipv4Addr]) -> String {
 
 /// The match of one ingress rule (without its verdict).
 fn ingress_match(rule: &IngressRule) -> Result<String, FirewallError> {
-    let mut m = format!("ip saddr {}", rule.source.trunc());
-    if let Some(ports) = rule.ports {
-        if !rule.protocol.has_ports() || ports.first == 0 || ports.first > ports.last {
-            return Err(FirewallError::BadPortRange(rule.rule.to_string()));
+    peer_match("saddr", rule.source, rule.protocol, rule.ports, &rule.rule)
+}
+
+/// `iifname vmap { bridge : jump eg_<bridge>, ... }`: a tenant bridge's
+/// traffic to its ports' outbound rules.
+fn egress_dispatch(bridges: &BTreeMap<&str, &BridgeFilter>) -> String {
+    let map: Vec<String> = bridges.keys().map(|n| format!("\"{n}\" : jump {}", chain_name("eg", n))).collect();
+    format!("iifname vmap {{ {} }}", map.join(", "))
+}
+
+/// The match of one rule (without its verdict): the peer address (`saddr`
+/// for inbound, `daddr` for outbound), protocol and destination ports.
+fn peer_match(
+    dir: &str,
+    peer: Ipv4Net,
+    protocol: Protocol,
+    ports: Option<PortRange>,
+    rule: &kumo_wire::SecurityGroupRuleId,
+) -> Result<String, FirewallError> {
+    let mut m = format!("ip {dir} {}", peer.trunc());
+    if let Some(range) = ports {
+        if !protocol.has_ports() || range.first == 0 || range.first > range.last {
+            return Err(FirewallError::BadPortRange(rule.to_string()));
         }
     }
-    match rule.protocol {
+    match protocol {
         Protocol::Tcp | Protocol::Udp => {
-            let p = rule.protocol.as_str();
-            match rule.ports {
+            let p = protocol.as_str();
+            match ports {
                 Some(r) if r.first == r.last => {
                     let _ = write!(m, " {p} dport {}", r.first);
                 }
@@ -689,6 +717,9 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
         let all = name_set(bridges.keys().copied());
         fwd.rules.push(format!("iifname {all} ct state established,related accept"));
         fwd.rules.push(format!("oifname {all} ct state established,related accept"));
+        // New traffic from a port: its outbound rules first (they return
+        // what they allow), then isolation and the destination's inbound rules.
+        fwd.rules.push(egress_dispatch(&bridges));
         for b in bridges.values() {
             let n = &b.name;
             let privs: Vec<Ipv4Addr> = fips.iter().filter(|f| f.bridge == *n).map(|f| f.private_ip).collect();
@@ -711,6 +742,7 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
         input.rules.push(format!("iifname {all} ct state established,related accept"));
         input.rules.push(format!("iifname {all} udp dport 67 accept"));
         input.rules.push(format!("iifname {all} ip daddr {METADATA_ADDRESS} tcp dport 80 accept"));
+        input.rules.push(egress_dispatch(&bridges));
         for b in bridges.values() {
             input.rules.push(format!("iifname \"{}\" ip daddr {} icmp type echo-request accept", b.name, b.gateway));
         }
@@ -746,6 +778,40 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
         in_ports.push(c);
     }
     chains.extend(in_ports);
+
+    // Per bridge: outbound traffic always allowed (DNS to the gateway; DHCP
+    // and the metadata service are accepted before the jump), then dispatch
+    // by source IP to the port's outbound chain; other sources are dropped.
+    // A port's outbound chain returns what it allows and drops the rest.
+    for b in bridges.values() {
+        let mut c = ChainSpec::new("inet", chain_name("eg", &b.name), None);
+        c.rules.push(format!("ip daddr {} meta l4proto {{ tcp, udp }} th dport 53 return", b.gateway));
+        let map: Vec<String> = ports
+            .iter()
+            .filter(|p| p.bridge == b.name)
+            // `goto`: the port chain's `return` goes back to forward/input.
+            .map(|p| format!("{} : goto {}", p.ip, port_chain("eg", &p.port)))
+            .collect();
+        if !map.is_empty() {
+            c.rules.push(format!("ip saddr vmap {{ {} }}", map.join(", ")));
+        }
+        c.rules.push("drop".to_owned());
+        chains.push(c);
+    }
+    for p in &ports {
+        let mut c = ChainSpec::new("inet", port_chain("eg", &p.port), None);
+        match &p.egress {
+            None => c.rules.push("return".to_owned()),
+            Some(rules) => {
+                for rule in rules {
+                    let m = peer_match("daddr", rule.destination, rule.protocol, rule.ports, &rule.rule)?;
+                    c.rules.push(format!("{m} return"));
+                }
+                c.rules.push("drop".to_owned());
+            }
+        }
+        chains.push(c);
+    }
 
     // ip: floating IPs.
     let mut pre = ChainSpec::new("ip", "prerouting", Some(NAT_PREROUTING));
@@ -804,6 +870,7 @@ mod tests {
                 mac: "52:54:00:00:00:01".into(),
                 ip: Ipv4Addr::new(10, 0, 0, 5),
                 ingress: vec![],
+                egress: None,
             }],
             floating_ips: vec![],
             public_interface: None,
@@ -863,6 +930,23 @@ mod tests {
         assert_eq!(flushed.len(), 1, "{script}");
         assert!(flushed[0].contains("in_eni"), "{script}");
         assert!(script.contains("tcp dport 22 accept"), "{script}");
+        // So does a change of its outbound rules (None -> Some: filtered).
+        let mut s = base.clone();
+        s.ports[0].egress = Some(vec![EgressRule {
+            rule: kumo_wire::SecurityGroupRuleId::generate(),
+            protocol: Protocol::Udp,
+            ports: Some(kumo_wire::network::PortRange { first: 123, last: 123 }),
+            destination: "192.0.2.1/32".parse().unwrap(),
+        }]);
+        let script = fw.script(&render(&s).unwrap(), &existing);
+        let flushed: Vec<&str> = script.lines().filter(|l| l.starts_with("flush")).collect();
+        assert_eq!(flushed.len(), 1, "{script}");
+        assert!(flushed[0].contains("eg_eni"), "{script}");
+        assert!(script.contains("ip daddr 192.0.2.1/32 udp dport 123 return"), "{script}");
+        assert!(script.contains("eg_eni") && script.lines().last().unwrap().contains("drop"), "{script}");
+        // A bad port range in an outbound rule is refused before nft runs.
+        s.ports[0].egress.as_mut().unwrap()[0].protocol = Protocol::Icmp;
+        assert!(matches!(render(&s), Err(FirewallError::BadPortRange(_))));
     }
 
     #[test]
@@ -875,6 +959,12 @@ mod tests {
             ports: Some(kumo_wire::network::PortRange { first: 8000, last: 8080 }),
             source: "192.0.2.0/24".parse().unwrap(),
         });
+        s.ports[0].egress = Some(vec![EgressRule {
+            rule: kumo_wire::SecurityGroupRuleId::generate(),
+            protocol: Protocol::Tcp,
+            ports: Some(kumo_wire::network::PortRange { first: 443, last: 443 }),
+            destination: "0.0.0.0/0".parse().unwrap(),
+        }]);
         s.floating_ips.push(FloatingNat {
             address: Ipv4Addr::new(203, 0, 113, 5),
             private_ip: Ipv4Addr::new(10, 0, 0, 5),
@@ -895,6 +985,8 @@ mod tests {
             add chain inet kumo input { type filter hook input priority filter; policy accept; }
             add chain inet kumo in_kbr000000000001
             add chain inet kumo in_eni_0123456789abcdef0
+            add chain inet kumo eg_kbr000000000001
+            add chain inet kumo eg_eni_0123456789abcdef0
             add chain ip kumo prerouting { type nat hook prerouting priority dstnat; policy accept; }
             add chain ip kumo output { type nat hook output priority -100; policy accept; }
             add chain ip kumo postrouting { type nat hook postrouting priority srcnat; policy accept; }
@@ -914,6 +1006,7 @@ mod tests {
             add rule bridge kumo out_eni_0123456789abcdef0 return
             add rule inet kumo forward iifname "kbr000000000001" ct state established,related accept
             add rule inet kumo forward oifname "kbr000000000001" ct state established,related accept
+            add rule inet kumo forward iifname vmap { "kbr000000000001" : jump eg_kbr000000000001 }
             add rule inet kumo forward iifname "kbr000000000001" oifname "eth1" ip saddr 10.0.0.5 accept
             add rule inet kumo forward iifname "eth1" oifname "kbr000000000001" ip daddr 10.0.0.5 ct status dnat jump in_kbr000000000001
             add rule inet kumo forward iifname "kbr000000000001" oifname != "kbr000000000001" drop
@@ -923,6 +1016,7 @@ mod tests {
             add rule inet kumo input iifname "kbr000000000001" ct state established,related accept
             add rule inet kumo input iifname "kbr000000000001" udp dport 67 accept
             add rule inet kumo input iifname "kbr000000000001" ip daddr 169.254.169.254 tcp dport 80 accept
+            add rule inet kumo input iifname vmap { "kbr000000000001" : jump eg_kbr000000000001 }
             add rule inet kumo input iifname "kbr000000000001" ip daddr 10.0.0.1 icmp type echo-request accept
             add rule inet kumo input iifname "kbr000000000001" drop
             add rule inet kumo input accept
@@ -930,6 +1024,11 @@ mod tests {
             add rule inet kumo in_kbr000000000001 drop
             add rule inet kumo in_eni_0123456789abcdef0 ip saddr 192.0.2.0/24 tcp dport 8000-8080 accept
             add rule inet kumo in_eni_0123456789abcdef0 drop
+            add rule inet kumo eg_kbr000000000001 ip daddr 10.0.0.1 meta l4proto { tcp, udp } th dport 53 return
+            add rule inet kumo eg_kbr000000000001 ip saddr vmap { 10.0.0.5 : goto eg_eni_0123456789abcdef0 }
+            add rule inet kumo eg_kbr000000000001 drop
+            add rule inet kumo eg_eni_0123456789abcdef0 ip daddr 0.0.0.0/0 tcp dport 443 return
+            add rule inet kumo eg_eni_0123456789abcdef0 drop
             add rule ip kumo prerouting ip daddr 203.0.113.5 dnat to 10.0.0.5
             add rule ip kumo prerouting accept
             add rule ip kumo output ip daddr 203.0.113.5 dnat to 10.0.0.5

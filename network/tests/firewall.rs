@@ -9,7 +9,7 @@ use crate::netns;
 use std::net::Ipv4Addr;
 
 use kumo_network::firewall::{BridgeFilter, Firewall, FirewallError, FirewallState, FloatingNat, PortFilter};
-use kumo_wire::network::{IngressRule, PortRange, Protocol};
+use kumo_wire::network::{EgressRule, IngressRule, PortRange, Protocol};
 use kumo_wire::{PortId, SecurityGroupRuleId};
 use netns::{veth, Netns};
 
@@ -83,6 +83,15 @@ fn allow(protocol: Protocol, ports: Option<(u16, u16)>, source: &str) -> Ingress
     }
 }
 
+fn allow_out(protocol: Protocol, ports: Option<(u16, u16)>, destination: &str) -> EgressRule {
+    EgressRule {
+        rule: SecurityGroupRuleId::generate(),
+        protocol,
+        ports: ports.map(|(first, last)| PortRange { first, last }),
+        destination: destination.parse().unwrap(),
+    }
+}
+
 impl Topo {
     fn state(&self) -> FirewallState {
         let port = |v: &Vm| PortFilter {
@@ -92,6 +101,7 @@ impl Topo {
             mac: v.mac.clone(),
             ip: v.ip,
             ingress: vec![],
+            egress: None,
         };
         FirewallState {
             bridges: vec![
@@ -434,4 +444,75 @@ fn one_ports_failure_leaves_the_other_ports_rules_in_force() {
     let failed = t.host.block_on(move || async move { fw.apply_isolating(&state).await }).unwrap();
     assert!(failed.is_empty(), "{failed:?}");
     assert!(t.c.ns.reaches(t.b.ip, 8080));
+}
+
+/// Issue 13: egress rules. With AWS's default rule (everything to
+/// 0.0.0.0/0) a port reaches anything; with only tcp/8080 to one address it
+/// reaches that and nothing else, while replies to its allowed inbound
+/// connections, connections it opened before, DHCP and the metadata service
+/// still pass.
+#[test]
+fn egress_rules_limit_what_a_port_starts() {
+    let t = topo();
+    t.host.ip(&format!("addr add 169.254.169.254/32 dev {BR1}"));
+    t.host.echo_server(80);
+    let dhcp = t.host.run(|| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:67").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(8))).unwrap();
+        s
+    });
+    for port in [8080, 9090] {
+        t.a.ns.echo_server(port);
+    }
+    t.c.ns.echo_server(8080);
+    t.b.ns.echo_server(7000);
+    t.outside.echo_server(9000);
+    let mut state = t.state();
+    let everyone = vec![allow(Protocol::Any, None, "0.0.0.0/0")];
+    state.ports[0].ingress = everyone.clone();
+    state.ports[2].ingress = everyone.clone();
+    state.ports[1].ingress = vec![allow(Protocol::Tcp, Some((7000, 7000)), "0.0.0.0/0")];
+    state.ports[1].egress = Some(vec![allow_out(Protocol::Any, None, "0.0.0.0/0")]);
+    state.floating_ips = vec![FloatingNat { address: FIP, private_ip: t.b.ip, bridge: BR1.into() }];
+    t.apply(&state).unwrap();
+    let pings_gateway = |vm: &Vm| vm.ns.exec(&["busybox", "ping", "-c1", "-W1", "10.0.0.1"]).status.success();
+    assert!(t.b.ns.reaches(t.a.ip, 8080) && t.b.ns.reaches(t.a.ip, 9090), "the default rule allows everything");
+    assert!(t.b.ns.reaches(t.c.ip, 8080));
+    assert!(t.b.ns.reaches(OUTSIDE, 9000), "out through the floating IP");
+    assert!(pings_gateway(&t.b), "ICMP to the gateway");
+    let mut before = t.b.ns.connect(t.c.ip, 8080, None).expect("B connects to C");
+
+    state.ports[1].egress = Some(vec![allow_out(Protocol::Tcp, Some((8080, 8080)), "10.0.0.5/32")]);
+    t.apply(&state).unwrap();
+    assert!(t.b.ns.reaches(t.a.ip, 8080), "the one destination allowed");
+    assert!(!t.b.ns.reaches(t.a.ip, 9090), "another port of it is not (A lets everyone in)");
+    assert!(!t.b.ns.reaches(t.c.ip, 8080), "another address is not");
+    assert!(!t.b.ns.reaches(OUTSIDE, 9000), "nor the outside");
+    assert!(!pings_gateway(&t.b), "nor ICMP to the gateway");
+    assert!(netns::echo(&mut before), "a connection opened before the change stays open");
+    // Inbound connections the port allows get their replies.
+    assert!(t.a.ns.reaches(t.b.ip, 7000), "replies to allowed inbound traffic pass");
+    assert!(t.outside.reaches(FIP, 7000), "also through the floating IP");
+    // The metadata service and DHCP always work.
+    assert!(t.b.ns.reaches(Ipv4Addr::new(169, 254, 169, 254), 80), "metadata");
+    let client = t.b.ns.exec(&["busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "2", "-T", "1", "-s", "/bin/true"]);
+    let mut buf = [0u8; 1500];
+    let (len, from) = dhcp.recv_from(&mut buf).expect("the discover reached the host");
+    assert_eq!(from.to_string(), "0.0.0.0:68", "{client:?}");
+    assert!(len >= 240 && buf[0] == 1, "a BOOTREQUEST");
+    // A port without egress rules (here A: `None`) is not filtered outbound.
+    t.c.ns.echo_server(9999);
+    assert!(t.a.ns.reaches(t.c.ip, 9999));
+
+    // No egress rule at all: nothing new leaves B, inbound replies still do.
+    state.ports[1].egress = Some(vec![]);
+    t.apply(&state).unwrap();
+    assert!(!t.b.ns.reaches(t.a.ip, 8080));
+    assert!(t.a.ns.reaches(t.b.ip, 7000));
+    assert!(t.b.ns.reaches(Ipv4Addr::new(169, 254, 169, 254), 80), "metadata");
+
+    // The default rule back: everything again.
+    state.ports[1].egress = Some(vec![allow_out(Protocol::Any, None, "0.0.0.0/0")]);
+    t.apply(&state).unwrap();
+    assert!(t.b.ns.reaches(t.c.ip, 8080) && t.b.ns.reaches(OUTSIDE, 9000));
 }

@@ -145,6 +145,36 @@ class Ec2Scenario(unittest.TestCase):
         self.assertEqual(sorted((r["IsEgress"], r["IpProtocol"], r["FromPort"]) for r in rules),
                          [(False, "tcp", 22), (True, "-1", -1)])
         self.assertEqual(groups[0]["IpPermissions"][0]["IpRanges"], [{"CidrIp": "0.0.0.0/0"}])
+
+        # Egress rules (issue 13): AWS's default allow-all rule is a real rule;
+        # authorize, read back, duplicates and unknown rules refused, revoke.
+        allow_all = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+        self.assertEqual([(p["IpProtocol"], p["IpRanges"]) for p in groups[0]["IpPermissionsEgress"]],
+                         [("-1", [{"CidrIp": "0.0.0.0/0"}])])
+        egress = [{"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "10.9.0.0/16"}],
+                   "UserIdGroupPairs": [{"GroupId": sg}]}]
+        self.assertEqual(code_of(ec2.authorize_security_group_egress, GroupId=sg, IpPermissions=egress, DryRun=True),
+                         ("DryRunOperation", 412))
+        ec2.authorize_security_group_egress(GroupId=sg, IpPermissions=egress)
+        self.assertEqual(code_of(ec2.authorize_security_group_egress, GroupId=sg, IpPermissions=egress)[0],
+                         "InvalidPermission.Duplicate")
+        ec2.revoke_security_group_egress(GroupId=sg, IpPermissions=[allow_all])
+        self.assertEqual(code_of(ec2.revoke_security_group_egress, GroupId=sg, IpPermissions=[allow_all])[0],
+                         "InvalidPermission.NotFound")
+        out = ec2.describe_security_groups(GroupIds=[sg])["SecurityGroups"][0]["IpPermissionsEgress"]
+        self.assertEqual(sorted((p["IpProtocol"], p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]],
+                                 [g["GroupId"] for g in p["UserIdGroupPairs"]]) for p in out),
+                         [("tcp", 8080, 8080, [], [sg]), ("tcp", 8080, 8080, ["10.9.0.0/16"], [])])
+        rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [sg]}])["SecurityGroupRules"]
+        self.assertEqual(sorted((r["IsEgress"], r["IpProtocol"], r["FromPort"], r.get("CidrIpv4", "")) for r in rules),
+                         [(False, "tcp", 22, "0.0.0.0/0"), (True, "tcp", 8080, ""), (True, "tcp", 8080, "10.9.0.0/16")])
+        filtered = ec2.describe_security_groups(Filters=[{"Name": "egress.ip-permission.cidr", "Values": ["10.9.0.0/16"]}])
+        self.assertEqual([g["GroupId"] for g in filtered["SecurityGroups"]], [sg])
+        # Back to AWS's default for the instances below.
+        ec2.revoke_security_group_egress(GroupId=sg, IpPermissions=egress)
+        ec2.authorize_security_group_egress(GroupId=sg, IpPermissions=[allow_all])
+        out = ec2.describe_security_groups(GroupIds=[sg])["SecurityGroups"][0]["IpPermissionsEgress"]
+        self.assertEqual([(p["IpProtocol"], p["IpRanges"]) for p in out], [("-1", [{"CidrIp": "0.0.0.0/0"}])])
         vpcs = ec2.describe_vpcs()["Vpcs"]
         subnets = ec2.describe_subnets()["Subnets"]
         self.assertEqual(len(vpcs), len(subnets))

@@ -123,6 +123,9 @@ fn port_range(text: &str) -> Result<Value, String> {
 
 fn rule_body(form: &FormData) -> Result<Value, String> {
     let mut body = json!({"protocol": form.get("protocol"), "ports": port_range(&form.get("ports"))?});
+    if let Some(d) = form.opt("direction") {
+        body["direction"] = json!(d);
+    }
     if let Some(c) = form.opt("cidr") {
         body["cidr"] = json!(c);
     }
@@ -132,7 +135,7 @@ fn rule_body(form: &FormData) -> Result<Value, String> {
     Ok(body)
 }
 
-/// Adds an inbound rule to a group.
+/// Adds a rule (inbound unless the form says `egress`) to a group.
 pub async fn rule_add(
     State(panel): State<Panel>,
     Path(id): Path<String>,

@@ -190,7 +190,8 @@ mod tests {
             "keypairs": [{"name": "k"}],
             "networks": [{"id": "net-1", "name": "n", "cidr": "10.0.0.0/24"}],
             "groups": [{"id": "sg-1", "name": "default", "default": true, "description": "d", "port_count": 1,
-                        "rules": [{"id": "sgr-1", "protocol": "tcp", "ports": {"first": 22, "last": 22}, "cidr": "0.0.0.0/0"}]}],
+                        "rules": [{"id": "sgr-1", "direction": "ingress", "protocol": "tcp", "ports": {"first": 22, "last": 22}, "cidr": "0.0.0.0/0"},
+                                  {"id": "sgr-2", "direction": "egress", "protocol": "any", "ports": null, "cidr": "0.0.0.0/0"}]}],
             "input": {"networks": [], "security_groups": []},
         });
         let more = serde_json::json!({

@@ -129,7 +129,7 @@ define_id!(/// A project's address space (EC2's VPC): its networks are its subne
     VpcId, "vpc", "VPC");
 define_id!(/// An instance's attachment to a network: MAC address and fixed IP (EC2's network interface).
     PortId, "eni", "port");
-define_id!(/// A set of inbound firewall rules applied to ports.
+define_id!(/// A set of firewall rules (inbound and outbound) applied to ports.
     SecurityGroupId, "sg", "security group");
 define_id!(/// One rule of a security group.
     SecurityGroupRuleId, "sgr", "security group rule");

@@ -221,7 +221,8 @@ pub struct AuditedHost {
 
 /// Whether `chain` is a per-port chain of Kumo's firewall, and of which port.
 pub fn port_of_chain(chain: &str) -> Option<PortId> {
-    let rest = chain.strip_prefix("in_").or_else(|| chain.strip_prefix("out_"))?;
+    let rest =
+        chain.strip_prefix("in_").or_else(|| chain.strip_prefix("out_")).or_else(|| chain.strip_prefix("eg_"))?;
     rest.replacen('_', "-", 1).parse().ok()
 }
 
@@ -233,7 +234,9 @@ mod tests {
     fn port_chains_name_their_port() {
         let port: PortId = "eni-0123456789abcdef0".parse().expect("id");
         assert_eq!(port_of_chain("in_eni_0123456789abcdef0"), Some(port.clone()));
-        assert_eq!(port_of_chain("out_eni_0123456789abcdef0"), Some(port));
+        assert_eq!(port_of_chain("out_eni_0123456789abcdef0"), Some(port.clone()));
+        assert_eq!(port_of_chain("eg_eni_0123456789abcdef0"), Some(port));
+        assert_eq!(port_of_chain("eg_kbr000000000001"), None);
         assert_eq!(port_of_chain("in_kbr000000000001"), None);
         assert_eq!(port_of_chain("forward"), None);
     }

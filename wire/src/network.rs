@@ -59,6 +59,12 @@ pub struct DesiredPort {
     /// Inbound traffic allowed to this port (everything else inbound is
     /// dropped, replies to its own outbound traffic excepted).
     pub ingress: Vec<IngressRule>,
+    /// Outbound traffic allowed from this port: everything else it starts is
+    /// dropped, except replies to allowed inbound connections, DHCP, DNS to
+    /// its gateway and the metadata service. `None` (a controller from before
+    /// egress rules): outbound is not filtered.
+    #[serde(default)]
+    pub egress: Option<Vec<EgressRule>>,
 }
 
 /// IP protocols a security-group rule can name.
@@ -113,6 +119,54 @@ pub struct IngressRule {
     pub ports: Option<PortRange>,
     /// Allowed sources.
     pub source: Ipv4Net,
+}
+
+/// One outbound rule as the host enforces it: a destination-group rule
+/// arrives resolved into one rule per member address (as a /32).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EgressRule {
+    /// The rule it comes from (several host rules may share one).
+    pub rule: SecurityGroupRuleId,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// Destination ports (TCP/UDP only; `None` = all).
+    pub ports: Option<PortRange>,
+    /// Allowed destinations.
+    pub destination: Ipv4Net,
+}
+
+/// Which traffic a security-group rule allows: inbound to the group's ports
+/// (from its CIDR or group) or outbound from them (to its CIDR or group).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Inbound (the default, and every rule made before egress rules).
+    #[default]
+    Ingress,
+    /// Outbound.
+    Egress,
+}
+
+impl Direction {
+    /// `ingress` or `egress`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        }
+    }
+}
+
+impl std::str::FromStr for Direction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ingress" => Ok(Self::Ingress),
+            "egress" => Ok(Self::Egress),
+            other => Err(format!("direction '{other}' is neither ingress nor egress")),
+        }
+    }
 }
 
 /// A floating IP on this host: 1:1 NAT between `address` and `private_ip`.
@@ -309,8 +363,10 @@ pub struct InstanceAddress {
     pub security_groups: Vec<String>,
 }
 
-/// A set of inbound rules (`/v1/security-groups`). Inbound traffic not
-/// allowed by a rule of one of a port's groups is dropped; outbound is open.
+/// A set of rules (`/v1/security-groups`). Traffic not allowed by a rule of
+/// one of a port's groups is dropped, inbound and outbound; each group starts
+/// with AWS's default egress rule (everything to 0.0.0.0/0), which can be
+/// removed like any other rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SecurityGroup {
     /// Id.
@@ -331,19 +387,24 @@ pub struct SecurityGroup {
     pub created_at: Timestamp,
 }
 
-/// One inbound rule: protocol, ports, and a CIDR or a source group.
+/// One rule: direction, protocol, ports, and a CIDR or a group (for an
+/// ingress rule the allowed sources, for an egress rule the allowed
+/// destinations).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SecurityGroupRule {
     /// Id.
     pub id: SecurityGroupRuleId,
+    /// Inbound or outbound (older controllers: inbound).
+    #[serde(default)]
+    pub direction: Direction,
     /// Protocol.
     pub protocol: Protocol,
     /// Destination ports (TCP/UDP; `None` = all).
     pub ports: Option<PortRange>,
-    /// Allowed source addresses.
+    /// Allowed source (ingress) or destination (egress) addresses.
     #[schema(value_type = Option<String>)]
     pub cidr: Option<Ipv4Net>,
-    /// Allowed source group (its members' addresses).
+    /// Allowed source (ingress) or destination (egress) group: its members' addresses.
     pub source_group_id: Option<SecurityGroupId>,
     /// That group's name.
     pub source_group: Option<String>,
@@ -364,17 +425,21 @@ pub struct CreateSecurityGroup {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddRule {
+    /// `ingress` (the default) or `egress`.
+    #[serde(default)]
+    pub direction: Direction,
     /// Protocol.
     pub protocol: Protocol,
     /// Destination ports, TCP/UDP only (`None` = all ports).
     #[serde(default)]
     pub ports: Option<PortRange>,
-    /// Allowed source addresses, e.g. `0.0.0.0/0`.
+    /// Allowed source (ingress) or destination (egress) addresses, e.g. `0.0.0.0/0`.
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub cidr: Option<Ipv4Net>,
-    /// Allowed source group (id or name, same project).
-    #[serde(default)]
+    /// Allowed source (ingress) or destination (egress) group (id or name,
+    /// same project); `destination_group` is accepted too.
+    #[serde(default, alias = "destination_group")]
     pub source_group: Option<String>,
 }
 

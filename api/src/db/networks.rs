@@ -10,7 +10,9 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use kumo_wire::network::{FloatingIp, InstanceAddress, Network, PortRange, Protocol, SecurityGroup, SecurityGroupRule};
+use kumo_wire::network::{
+    Direction, FloatingIp, InstanceAddress, Network, PortRange, Protocol, SecurityGroup, SecurityGroupRule,
+};
 use kumo_wire::{
     FloatingIpId, HostId, InstanceId, NetworkId, PortId, ProjectId, SecurityGroupId, SecurityGroupRuleId, Timestamp,
     VpcId,
@@ -451,6 +453,7 @@ pub(crate) fn rule_of(row: &AnyRow) -> DbResult<SecurityGroupRule> {
     let protocol: String = row.try_get("protocol")?;
     Ok(SecurityGroupRule {
         id: parse_col(row, "id")?,
+        direction: parse_text(row, "direction")?,
         protocol: serde_json::from_value(serde_json::Value::from(protocol))
             .map_err(|e| DbError::Corrupt(format!("protocol: {e}")))?,
         ports,
@@ -510,23 +513,44 @@ pub struct NewRule {
     pub id: SecurityGroupRuleId,
     /// Its group.
     pub group_id: SecurityGroupId,
+    /// Inbound or outbound.
+    pub direction: Direction,
     /// Protocol.
     pub protocol: Protocol,
     /// Ports.
     pub ports: Option<PortRange>,
-    /// Source CIDR.
+    /// Source (ingress) or destination (egress) CIDR.
     pub cidr: Option<Ipv4Net>,
-    /// Source group.
+    /// Source (ingress) or destination (egress) group.
     pub source_group_id: Option<SecurityGroupId>,
     /// When.
     pub created_at: Timestamp,
 }
 
+impl NewRule {
+    /// AWS's default egress rule of a new group (every protocol to
+    /// 0.0.0.0/0); its id is `sgr-` and the group's hex digits, as migration
+    /// 0024 gives existing groups.
+    pub fn default_egress(group: &SecurityGroupId, created_at: Timestamp) -> Self {
+        let hex = group.as_str().split_once('-').map_or(group.as_str(), |(_, h)| h);
+        Self {
+            id: format!("sgr-{hex}").parse().unwrap_or_else(|_| SecurityGroupRuleId::generate()),
+            group_id: group.clone(),
+            direction: Direction::Egress,
+            protocol: Protocol::Any,
+            ports: None,
+            cidr: Some(Ipv4Net::default()),
+            source_group_id: None,
+            created_at,
+        }
+    }
+}
+
 /// Inserts a rule.
 pub async fn insert_rule(conn: &mut Conn, r: &NewRule) -> DbResult<()> {
     sqlx::query(
-        "INSERT INTO security_group_rules (id, group_id, protocol, port_first, port_last, cidr, source_group_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO security_group_rules (id, group_id, protocol, port_first, port_last, cidr, source_group_id, \
+         created_at, direction) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(r.id.as_str())
     .bind(r.group_id.as_str())
@@ -536,6 +560,7 @@ pub async fn insert_rule(conn: &mut Conn, r: &NewRule) -> DbResult<()> {
     .bind(r.cidr.map(|c| c.to_string()))
     .bind(r.source_group_id.as_ref().map(|g| g.as_str().to_owned()))
     .bind(r.created_at.millis())
+    .bind(r.direction.as_str())
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -589,7 +614,7 @@ pub async fn project_groups(conn: &mut Conn, project: &ProjectId) -> DbResult<Ve
     Ok(out)
 }
 
-/// Names of the other groups whose rules name `group` as their source.
+/// Names of the other groups whose rules (ingress or egress) name `group`.
 pub async fn groups_referring_to(conn: &mut Conn, group: &SecurityGroupId) -> DbResult<Vec<String>> {
     let rows = sqlx::query(
         "SELECT DISTINCT g.name FROM security_group_rules r JOIN security_groups g ON g.id = r.group_id \

@@ -1,10 +1,12 @@
-//! Security groups: sets of inbound rules applied to ports. Each project has a
-//! `default` group, made on first use, that like AWS's allows inbound traffic
-//! from its own members and nothing else. A rule change changes the desired
+//! Security groups: sets of inbound and outbound rules applied to ports. Each
+//! project has a `default` group, made on first use, that like AWS's allows
+//! inbound traffic from its own members and nothing else. Every group starts
+//! with AWS's default egress rule (everything to 0.0.0.0/0), made in the
+//! transaction that makes the group, and removable. A rule change changes the desired
 //! state of every host with a port in the group (or in a group whose rules
 //! name it as source), and wakes those hosts.
 
-use kumo_wire::network::{AddRule, CreateSecurityGroup, Protocol};
+use kumo_wire::network::{AddRule, CreateSecurityGroup, Direction, Protocol};
 use kumo_wire::storage::QuotaResource;
 use kumo_wire::{HostId, SecurityGroupId, SecurityGroupRuleId, Timestamp};
 use serde_json::json;
@@ -43,6 +45,7 @@ pub async fn default_group(state: &AppState, caller: &Caller) -> Result<GroupRec
             &NewRule {
                 id: SecurityGroupRuleId::generate(),
                 group_id: rec.id.clone(),
+                direction: Direction::Ingress,
                 protocol: Protocol::Any,
                 ports: None,
                 cidr: None,
@@ -51,6 +54,7 @@ pub async fn default_group(state: &AppState, caller: &Caller) -> Result<GroupRec
             },
         )
         .await?;
+        db::insert_rule(&mut tx, &NewRule::default_egress(&rec.id, rec.created_at)).await?;
         tx.commit().await.map_err(DbError::from)?;
     } else {
         drop(tx);
@@ -102,9 +106,10 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateSecurityGroup)
     if !db::insert_group(&mut tx, &rec).await? {
         return Err(ApiError::Conflict(format!("security group '{}' already exists", rec.name)));
     }
+    db::insert_rule(&mut tx, &NewRule::default_egress(&rec.id, rec.created_at)).await?;
     event(&mut tx, caller, &rec, "created", json!({ "name": rec.name })).await?;
     tx.commit().await.map_err(DbError::from)?;
-    Ok(rec)
+    find(state, caller, rec.id.as_str()).await
 }
 
 /// `DELETE /v1/security-groups/{id}`: not the default group, not while ports
@@ -135,7 +140,8 @@ pub async fn delete(state: &AppState, caller: &Caller, key: &str) -> Result<Grou
 }
 
 /// Checks a rule's shape: ports only for TCP/UDP, 1-65535, first <= last;
-/// exactly one of a CIDR (a network address) and a source group.
+/// exactly one of a CIDR (a network address) and a group (the source of an
+/// ingress rule, the destination of an egress rule).
 pub fn check_rule(req: &AddRule) -> Result<(), ApiError> {
     if let Some(r) = req.ports {
         if !req.protocol.has_ports() {
@@ -150,7 +156,13 @@ pub fn check_rule(req: &AddRule) -> Result<(), ApiError> {
     }
     match (&req.cidr, &req.source_group) {
         (Some(_), Some(_)) => Err(ApiError::Invalid("give a CIDR or a source group, not both".into())),
-        (None, None) => Err(ApiError::Invalid("give a CIDR (e.g. 0.0.0.0/0) or a source group".into())),
+        (None, None) => Err(ApiError::Invalid(format!(
+            "give a CIDR (e.g. 0.0.0.0/0) or a {} group",
+            match req.direction {
+                Direction::Ingress => "source",
+                Direction::Egress => "destination",
+            }
+        ))),
         (Some(cidr), None) if cidr.trunc() != *cidr => {
             Err(ApiError::Invalid(format!("CIDR {cidr} has host bits set; did you mean {}?", cidr.trunc())))
         }
@@ -167,14 +179,23 @@ pub async fn add_rule(state: &AppState, caller: &Caller, key: &str, req: AddRule
         None => None,
     };
     let duplicate = group.rules.iter().any(|r| {
-        r.protocol == req.protocol && r.ports == req.ports && r.cidr == req.cidr && r.source_group_id == source_group_id
+        r.direction == req.direction
+            && r.protocol == req.protocol
+            && r.ports == req.ports
+            && r.cidr == req.cidr
+            && r.source_group_id == source_group_id
     });
     if duplicate {
-        return Err(ApiError::Conflict(format!("security group '{}' already has this rule", group.name)));
+        return Err(ApiError::Conflict(format!(
+            "security group '{}' already has this {} rule",
+            group.name,
+            req.direction.as_str()
+        )));
     }
     let rule = NewRule {
         id: SecurityGroupRuleId::generate(),
         group_id: group.id.clone(),
+        direction: req.direction,
         protocol: req.protocol,
         ports: req.ports,
         cidr: req.cidr,
@@ -184,7 +205,7 @@ pub async fn add_rule(state: &AppState, caller: &Caller, key: &str, req: AddRule
     let mut tx = state.db.begin_write().await?;
     crate::quotas::check_rules_in_group(&mut tx, &caller.project_id, rule.group_id.as_str()).await?;
     db::insert_rule(&mut tx, &rule).await?;
-    let detail = json!({ "rule": rule.id, "protocol": rule.protocol, "ports": rule.ports, "cidr": rule.cidr,
+    let detail = json!({ "rule": rule.id, "direction": rule.direction, "protocol": rule.protocol, "ports": rule.ports, "cidr": rule.cidr,
         "source_group": rule.source_group_id });
     event(&mut tx, caller, &group, "rule_added", detail).await?;
     let hosts = db::hosts_affected_by_group(&mut tx, &group.id).await?;
@@ -267,6 +288,7 @@ mod tests {
 
     fn rule(protocol: Protocol, ports: Option<(u16, u16)>, cidr: Option<&str>, source: Option<&str>) -> AddRule {
         AddRule {
+            direction: Direction::Ingress,
             protocol,
             ports: ports.map(|(first, last)| PortRange { first, last }),
             cidr: cidr.map(|c| c.parse().unwrap()),

@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use kumo_wire::api::Listing;
 use kumo_wire::network::{
-    AddRule, AllocateFloatingIp, AssociateFloatingIp, CreateNetwork, CreateSecurityGroup, FloatingIp, Network,
-    PortRange, Protocol, SecurityGroup, VlanPool,
+    AddRule, AllocateFloatingIp, AssociateFloatingIp, CreateNetwork, CreateSecurityGroup, Direction, FloatingIp,
+    Network, PortRange, Protocol, SecurityGroup, VlanPool,
 };
 
 use crate::args::{AdminCommand, FloatingIpCommand, NetworkCommand, RuleAddArgs, RuleCommand, SecurityGroupCommand};
@@ -136,7 +136,12 @@ fn rule_request(args: RuleAddArgs) -> Result<AddRule, Error> {
     if ports.is_some() && !protocol.has_ports() {
         return Err(Error::Invalid(format!("--port does not apply to protocol {}", protocol.as_str())));
     }
+    let direction = match (args.egress, args.direction.as_deref()) {
+        (true, _) | (false, Some("egress")) => Direction::Egress,
+        _ => Direction::Ingress,
+    };
     Ok(AddRule {
+        direction,
         protocol,
         ports,
         cidr: args.cidr.as_deref().map(parse_cidr).transpose()?,

@@ -85,6 +85,7 @@ pub async fn show_group(headers: HeaderMap, Path(name): Path<String>) -> Respons
     let rules = vec![
         SecurityGroupRule {
             id: "sgr-0000000000000000a".parse().expect("id"),
+            direction: kumo_wire::network::Direction::Ingress,
             protocol: kumo_wire::network::Protocol::Tcp,
             ports: Some(kumo_wire::network::PortRange { first: 80, last: 90 }),
             cidr: Some("0.0.0.0/0".parse().expect("cidr")),
@@ -93,11 +94,21 @@ pub async fn show_group(headers: HeaderMap, Path(name): Path<String>) -> Respons
         },
         SecurityGroupRule {
             id: "sgr-0000000000000000b".parse().expect("id"),
+            direction: kumo_wire::network::Direction::Ingress,
             protocol: kumo_wire::network::Protocol::Any,
             ports: None,
             cidr: None,
             source_group_id: Some(SecurityGroupId::generate()),
             source_group: Some("default".into()),
+        },
+        SecurityGroupRule {
+            id: "sgr-0000000000000000c".parse().expect("id"),
+            direction: kumo_wire::network::Direction::Egress,
+            protocol: kumo_wire::network::Protocol::Any,
+            ports: None,
+            cidr: Some("0.0.0.0/0".parse().expect("cidr")),
+            source_group_id: None,
+            source_group: None,
         },
     ];
     Json(group("web", rules)).into_response()
@@ -114,6 +125,7 @@ pub async fn add_rule(
     }
     let rule = SecurityGroupRule {
         id: SecurityGroupRuleId::generate(),
+        direction: req.direction,
         protocol: req.protocol,
         ports: req.ports,
         cidr: req.cidr,
@@ -225,13 +237,31 @@ fn sg_rule_add_parses_ports_and_sources() {
     env.kumo(&["sg", "rule", "add", "web", "--protocol", "udp", "--port", "53", "--source-group", "dns"]).ok();
     let out = env.kumo(&["sg", "rule", "add", "web", "--protocol", "icmp", "--cidr", "10.0.0.0/8"]);
     assert!(out.ok().contains("icmp"), "{out:?}");
+    let out = env.kumo(&[
+        "sg",
+        "rule",
+        "add",
+        "web",
+        "--egress",
+        "--protocol",
+        "tcp",
+        "--port",
+        "443",
+        "--cidr",
+        "192.0.2.0/24",
+    ]);
+    assert!(out.ok().contains("egress     tcp       443    192.0.2.0/24"), "{out:?}");
+    env.kumo(&["sg", "rule", "add", "web", "--direction", "egress", "--protocol", "udp", "--destination-group", "dns"])
+        .ok();
+    env.kumo(&["sg", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--cidr", "10.0.0.0/8"]).ok();
     let seen = env.fake.seen();
     let rules: Vec<String> = seen
         .rule_requests
         .iter()
         .map(|(g, r)| {
             format!(
-                "{g} {} {:?} {:?} {:?}",
+                "{g} {} {} {:?} {:?} {:?}",
+                r.direction.as_str(),
                 r.protocol.as_str(),
                 r.ports.map(|p| (p.first, p.last)),
                 r.cidr.map(|c| c.to_string()),
@@ -242,9 +272,12 @@ fn sg_rule_add_parses_ports_and_sources() {
     assert_eq!(
         rules,
         vec![
-            "web tcp Some((80, 90)) Some(\"0.0.0.0/0\") None",
-            "web udp Some((53, 53)) None Some(\"dns\")",
-            "web icmp None Some(\"10.0.0.0/8\") None",
+            "web ingress tcp Some((80, 90)) Some(\"0.0.0.0/0\") None",
+            "web ingress udp Some((53, 53)) None Some(\"dns\")",
+            "web ingress icmp None Some(\"10.0.0.0/8\") None",
+            "web egress tcp Some((443, 443)) Some(\"192.0.2.0/24\") None",
+            "web egress udp None None Some(\"dns\")",
+            "web ingress tcp None Some(\"10.0.0.0/8\") None",
         ]
     );
 }
@@ -278,6 +311,9 @@ fn sg_rule_bad_input_is_refused_before_any_request() {
         &["sg", "rule", "add", "web", "--protocol", "tcp"][..],
         &["sg", "rule", "add", "web", "--protocol", "tcp", "--cidr", "0.0.0.0/0", "--source-group", "x"][..],
         &["sg", "rule", "add", "web", "--protocol", "gre", "--cidr", "0.0.0.0/0"][..],
+        &["sg", "rule", "add", "web", "--direction", "out", "--protocol", "tcp", "--cidr", "0.0.0.0/0"][..],
+        &["sg", "rule", "add", "web", "--egress", "--direction", "ingress", "--protocol", "tcp", "--cidr", "0.0.0.0/0"]
+            [..],
     ] {
         assert_eq!(env.kumo(args).code, Some(2), "{args:?}");
     }
@@ -288,8 +324,9 @@ fn sg_rule_bad_input_is_refused_before_any_request() {
 fn sg_show_lists_rules_and_unknown_groups_fail_in_one_line() {
     let env = Env::logged_in();
     let stdout = env.kumo(&["sg", "show", "web"]).ok().to_owned();
-    assert!(stdout.contains("sgr-0000000000000000a  tcp       80-90  0.0.0.0/0"), "{stdout}");
-    assert!(stdout.contains("sgr-0000000000000000b  any       all    group default"), "{stdout}");
+    assert!(stdout.contains("sgr-0000000000000000a  ingress    tcp       80-90  0.0.0.0/0"), "{stdout}");
+    assert!(stdout.contains("sgr-0000000000000000b  ingress    any       all    group default"), "{stdout}");
+    assert!(stdout.contains("sgr-0000000000000000c  egress     any       all    0.0.0.0/0"), "{stdout}");
     assert_eq!(env.kumo(&["sg", "show", "nope"]).failed(), "error: security group 'nope' not found (not_found)");
 }
 

@@ -145,12 +145,15 @@ fn readme_walkthrough(opts: Options) {
                     let rules = shown["rules"].as_array().unwrap();
                     if *group == "default" {
                         // The README's claim: members reach each other and nothing else gets in.
-                        assert_eq!(rules.len(), 1, "{shown}");
+                        // (Outbound: AWS's default egress rule.)
+                        let inbound: Vec<_> = rules.iter().filter(|r| r["direction"] == "ingress").collect();
+                        assert_eq!(inbound.len(), 1, "{shown}");
                         assert_eq!(
-                            (rules[0]["protocol"].as_str(), rules[0]["source_group"].as_str()),
+                            (inbound[0]["protocol"].as_str(), inbound[0]["source_group"].as_str()),
                             (Some("any"), Some("default"))
                         );
-                        assert!(rules[0]["cidr"].is_null(), "{shown}");
+                        assert!(inbound[0]["cidr"].is_null(), "{shown}");
+                        assert!(rules.iter().any(|r| r["direction"] == "egress" && r["cidr"] == "0.0.0.0/0"));
                     }
                     rule = rules.last().and_then(|r| r["id"].as_str()).map(str::to_owned);
                 }

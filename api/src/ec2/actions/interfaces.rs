@@ -1,6 +1,7 @@
 //! DescribeNetworkInterfaces (one `eni-` per Kumo port), DescribeSecurityGroupRules
 //! and DescribeAccountAttributes.
 
+use kumo_wire::network::Direction;
 use kumo_wire::storage::QuotaResource;
 use kumo_wire::InstanceId;
 
@@ -146,33 +147,27 @@ struct RuleRow {
     source: Option<String>,
 }
 
-/// `DescribeSecurityGroupRules`: every group's ingress rules and its allow-all egress rule.
+/// `DescribeSecurityGroupRules`: every group's ingress and egress rules.
 pub async fn describe_security_group_rules(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let wanted = ctx.params.list("SecurityGroupRuleId");
     let filters = ctx.params.filters()?;
     let groups = security_groups::list(ctx.state, &ctx.caller).await.map_err(Ec2Error::from)?;
     let mut rows = Vec::new();
     for g in &groups {
-        for r in &g.rules {
-            rows.push(RuleRow {
-                id: r.id.to_string(),
-                group_id: g.id.to_string(),
-                egress: false,
-                protocol: super::network::ec2_protocol(r.protocol),
-                ports: r.ports.map(|p| (p.first, p.last)),
-                cidr: r.cidr.map(|c| c.to_string()),
-                source: r.source_group_id.as_ref().map(ToString::to_string),
-            });
+        // Ingress rules first, then egress (each oldest first).
+        for egress in [false, true] {
+            for r in g.rules.iter().filter(|r| (r.direction == Direction::Egress) == egress) {
+                rows.push(RuleRow {
+                    id: r.id.to_string(),
+                    group_id: g.id.to_string(),
+                    egress,
+                    protocol: super::network::ec2_protocol(r.protocol),
+                    ports: r.ports.map(|p| (p.first, p.last)),
+                    cidr: r.cidr.map(|c| c.to_string()),
+                    source: r.source_group_id.as_ref().map(ToString::to_string),
+                });
+            }
         }
-        rows.push(RuleRow {
-            id: super::network::egress_rule_id(&g.id),
-            group_id: g.id.to_string(),
-            egress: true,
-            protocol: "-1",
-            ports: None,
-            cidr: Some("0.0.0.0/0".into()),
-            source: None,
-        });
     }
     for w in &wanted {
         if !rows.iter().any(|r| &r.id == w) {

@@ -1,9 +1,11 @@
 //! Security groups and Elastic IPs over Kumo's networks (`crate::networks`;
 //! VPCs and subnets are in `vpcs.rs`): a floating IP is an Elastic IP
 //! (`eipalloc-X`, association `eipassoc-X`).
-//! Egress is open in Kumo, so every group shows EC2's allow-all egress rule.
+//! Security-group rules are Kumo's, in both directions (`ipPermissions` and
+//! `ipPermissionsEgress`); each group starts with AWS's allow-all egress rule.
 
-use kumo_wire::network::{AddRule, CreateSecurityGroup, PortRange, Protocol, SecurityGroupRule};
+use kumo_wire::network::{AddRule, CreateSecurityGroup, Direction, PortRange, Protocol, SecurityGroupRule};
+use kumo_wire::storage::QuotaResource;
 
 use super::super::errors::{Ec2Error, Ec2Result};
 use super::super::params::Params;
@@ -93,11 +95,6 @@ pub async fn delete_security_group(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> 
     Ok(())
 }
 
-/// The id shown for a group's allow-all egress rule: `sgr-` and the group's hex digits.
-pub fn egress_rule_id(group: &kumo_wire::SecurityGroupId) -> String {
-    format!("sgr-{}", hex_of(group.as_str()))
-}
-
 /// EC2's name of a protocol (`-1` for all).
 pub fn ec2_protocol(p: Protocol) -> &'static str {
     match p {
@@ -108,8 +105,10 @@ pub fn ec2_protocol(p: Protocol) -> &'static str {
     }
 }
 
-/// The rules `IpPermissions.N` (or the flat legacy parameters) describe.
-async fn permissions(ctx: &Ctx<'_>) -> Ec2Result<Vec<AddRule>> {
+/// The rules of `direction` that `IpPermissions.N` (or the flat legacy
+/// parameters) describe: each `IpRanges.M.CidrIp` and each
+/// `Groups.M.GroupId` (UserIdGroupPairs) is one Kumo rule.
+async fn permissions(ctx: &Ctx<'_>, direction: Direction) -> Ec2Result<Vec<AddRule>> {
     let mut perms = ctx.params.groups("IpPermissions");
     if perms.is_empty() && ctx.params.get("IpProtocol").is_some() {
         let mut p = Params::default();
@@ -153,13 +152,13 @@ async fn permissions(ctx: &Ctx<'_>) -> Ec2Result<Vec<AddRule>> {
         for r in p.groups("IpRanges") {
             let cidr = r.required("CidrIp")?;
             let cidr = cidr.parse().map_err(|_| Ec2Error::invalid_value(format!("CIDR block {cidr} is malformed")))?;
-            out.push(AddRule { protocol: proto, ports, cidr: Some(cidr), source_group: None });
+            out.push(AddRule { direction, protocol: proto, ports, cidr: Some(cidr), source_group: None });
             any = true;
         }
         for g in p.groups("Groups") {
             let source =
                 g.get("GroupId").or_else(|| g.get("GroupName")).ok_or_else(|| Ec2Error::missing("Groups.N.GroupId"))?;
-            out.push(AddRule { protocol: proto, ports, cidr: None, source_group: Some(source.to_owned()) });
+            out.push(AddRule { direction, protocol: proto, ports, cidr: None, source_group: Some(source.to_owned()) });
             any = true;
         }
         if !any {
@@ -170,7 +169,8 @@ async fn permissions(ctx: &Ctx<'_>) -> Ec2Result<Vec<AddRule>> {
 }
 
 fn same_rule(rule: &SecurityGroupRule, want: &AddRule) -> bool {
-    rule.protocol == want.protocol
+    rule.direction == want.direction
+        && rule.protocol == want.protocol
         && rule.ports == want.ports
         && rule.cidr == want.cidr
         && match &want.source_group {
@@ -184,42 +184,125 @@ fn same_rule(rule: &SecurityGroupRule, want: &AddRule) -> bool {
 
 /// `AuthorizeSecurityGroupIngress`.
 pub async fn authorize_ingress(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    authorize(ctx, x, Direction::Ingress).await
+}
+
+/// `AuthorizeSecurityGroupEgress`.
+pub async fn authorize_egress(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    authorize(ctx, x, Direction::Egress).await
+}
+
+/// `RevokeSecurityGroupIngress`.
+pub async fn revoke_ingress(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    revoke(ctx, x, Direction::Ingress).await
+}
+
+/// `RevokeSecurityGroupEgress`.
+pub async fn revoke_egress(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+    revoke(ctx, x, Direction::Egress).await
+}
+
+/// Adds every rule asked for, or (any duplicate, bad rule, unknown group,
+/// too many rules) none.
+async fn authorize(ctx: &Ctx<'_>, x: &mut Xml, direction: Direction) -> Ec2Result<()> {
     let g = group_param(ctx, &ctx.params).await?;
-    let rules = permissions(ctx).await?;
-    if let Some(dup) = rules.iter().find(|r| g.rules.iter().any(|have| same_rule(have, r))) {
-        return Err(Ec2Error::client(
-            "InvalidPermission.Duplicate",
-            format!("the rule {dup:?} already exists in {}", g.id),
-        ));
+    let rules = permissions(ctx, direction).await?;
+    for (i, r) in rules.iter().enumerate() {
+        if g.rules.iter().any(|have| same_rule(have, r))
+            || rules[..i].iter().any(|earlier| {
+                earlier.protocol == r.protocol
+                    && earlier.ports == r.ports
+                    && earlier.cidr == r.cidr
+                    && earlier.source_group == r.source_group
+            })
+        {
+            return Err(Ec2Error::client(
+                "InvalidPermission.Duplicate",
+                format!("the specified rule \"{}\" already exists in {}", describe_rule(r), g.id),
+            ));
+        }
     }
     for r in &rules {
         security_groups::check_rule(r).map_err(net_error)?;
+        if let Some(name) = &r.source_group {
+            security_groups::find(ctx.state, &ctx.caller, name).await.map_err(|_| {
+                Ec2Error::client("InvalidGroup.NotFound", format!("The security group '{name}' does not exist"))
+            })?;
+        }
+    }
+    let quotas = crate::quotas::report(ctx.state, &ctx.caller.project_id).await.map_err(net_error)?;
+    let limit = quotas.quotas.iter().find(|q| q.resource == QuotaResource::RulesPerGroup).map_or(-1, |q| q.limit);
+    if limit >= 0 && g.rules.len() + rules.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
+        return Err(Ec2Error::client(
+            "RulesPerSecurityGroupLimitExceeded",
+            format!("{} has {} rules; the rules_per_group quota is {limit}", g.id, g.rules.len()),
+        ));
     }
     dry_run(ctx)?;
     for r in rules {
-        security_groups::add_rule(ctx.state, &ctx.caller, g.id.as_str(), r).await.map_err(net_error)?;
+        security_groups::add_rule(ctx.state, &ctx.caller, g.id.as_str(), r).await.map_err(|e| match e {
+            ApiError::QuotaExceeded(m) => Ec2Error::client("RulesPerSecurityGroupLimitExceeded", m),
+            other => net_error(other),
+        })?;
     }
     x.leaf("return", true);
     Ok(())
 }
 
-/// `RevokeSecurityGroupIngress`.
-pub async fn revoke_ingress(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
+/// Removes every rule named, or (any not there) none.
+async fn revoke(ctx: &Ctx<'_>, x: &mut Xml, direction: Direction) -> Ec2Result<()> {
     let g = group_param(ctx, &ctx.params).await?;
-    let rules = permissions(ctx).await?;
+    let rules = permissions(ctx, direction).await?;
     let mut ids = Vec::new();
     for want in &rules {
         let rule = g.rules.iter().find(|have| same_rule(have, want)).ok_or_else(|| {
-            Ec2Error::client("InvalidPermission.NotFound", format!("The specified rule does not exist in {}", g.id))
+            Ec2Error::client(
+                "InvalidPermission.NotFound",
+                format!("The specified rule \"{}\" does not exist in {}", describe_rule(want), g.id),
+            )
         })?;
-        ids.push(rule.id.to_string());
+        if !ids.contains(&rule.id) {
+            ids.push(rule.id.clone());
+        }
     }
     dry_run(ctx)?;
     for id in ids {
-        security_groups::remove_rule(ctx.state, &ctx.caller, g.id.as_str(), &id).await.map_err(net_error)?;
+        security_groups::remove_rule(ctx.state, &ctx.caller, g.id.as_str(), id.as_str()).await.map_err(net_error)?;
     }
     x.leaf("return", true);
     Ok(())
+}
+
+/// A rule as AWS's error messages word it (`peer:tcp:80-80` or `peer:ALL`).
+fn describe_rule(r: &AddRule) -> String {
+    let peer = r.cidr.map(|c| c.to_string()).or_else(|| r.source_group.clone()).unwrap_or_default();
+    match r.ports {
+        Some(p) => format!("peer: {peer}, {}, from port: {}, to port: {}", ec2_protocol(r.protocol), p.first, p.last),
+        None => format!("peer: {peer}, {}, ALL", ec2_protocol(r.protocol)),
+    }
+}
+
+/// Whether a rule of `g` in `direction` matches an `ip-permission.*` filter
+/// (`field` is what follows the prefix).
+fn permission_filter(
+    g: &GroupRecord,
+    direction: Direction,
+    field: &str,
+    f: &super::super::params::Filter,
+) -> Option<bool> {
+    let rules = g.rules.iter().filter(|r| r.direction == direction);
+    let any = |value: &dyn Fn(&SecurityGroupRule) -> Option<String>| {
+        rules.clone().any(|r| value(r).is_some_and(|v| f.matches(&v)))
+    };
+    Some(match field {
+        "cidr" => any(&|r| r.cidr.map(|c| c.to_string())),
+        "protocol" => any(&|r| Some(ec2_protocol(r.protocol).to_owned())),
+        "from-port" => any(&|r| Some(r.ports.map_or(-1, |p| i32::from(p.first)).to_string())),
+        "to-port" => any(&|r| Some(r.ports.map_or(-1, |p| i32::from(p.last)).to_string())),
+        "group-id" => any(&|r| r.source_group_id.as_ref().map(ToString::to_string)),
+        "group-name" => any(&|r| r.source_group.clone()),
+        _ => return None,
+    })
 }
 
 /// `DescribeSecurityGroups`.
@@ -281,7 +364,13 @@ pub async fn describe_security_groups(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<(
                         Some(v) => f.matches(v.as_str()),
                         None => f.matches_any(vpcs.iter().map(String::as_str)),
                     },
-                    _ => false,
+                    name => {
+                        let (direction, field) = match name.strip_prefix("egress.ip-permission.") {
+                            Some(field) => (Direction::Egress, field),
+                            None => (Direction::Ingress, name.strip_prefix("ip-permission.").unwrap_or("")),
+                        };
+                        permission_filter(g, direction, field, f).unwrap_or(false)
+                    }
                 },
             })
         })
@@ -293,32 +382,31 @@ pub async fn describe_security_groups(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<(
             .leaf("groupName", &g.name)
             .leaf("groupDescription", &g.description)
             .leaf("vpcId", vpc_of_group(&g))
-            .set("ipPermissions", &g.rules, |x, r| {
-                x.leaf("ipProtocol", ec2_protocol(r.protocol));
-                if let Some(p) = r.ports {
-                    x.leaf("fromPort", p.first).leaf("toPort", p.last);
-                }
-                x.set("groups", r.source_group_id.iter(), |x, sg| {
-                    x.leaf("userId", &owner).leaf("groupId", sg);
-                });
-                x.set("ipRanges", r.cidr.iter(), |x, c| {
-                    x.leaf("cidrIp", c);
-                });
-                x.set("ipv6Ranges", Vec::<u8>::new(), |_, _| {});
-                x.set("prefixListIds", Vec::<u8>::new(), |_, _| {});
+            .set("ipPermissions", g.rules.iter().filter(|r| r.direction == Direction::Ingress), |x, r| {
+                permission(x, r, &owner)
             })
-            .set("ipPermissionsEgress", [()], |x, ()| {
-                x.leaf("ipProtocol", "-1").set("groups", Vec::<u8>::new(), |_, _| {}).set(
-                    "ipRanges",
-                    ["0.0.0.0/0"],
-                    |x, c| {
-                        x.leaf("cidrIp", c);
-                    },
-                );
+            .set("ipPermissionsEgress", g.rules.iter().filter(|r| r.direction == Direction::Egress), |x, r| {
+                permission(x, r, &owner)
             })
             .tags(all_tags.get(g.id.as_str()).unwrap_or(&none));
     });
     Ok(())
+}
+
+/// One rule as an `IpPermission` (one per Kumo rule).
+fn permission(x: &mut Xml, r: &SecurityGroupRule, owner: &str) {
+    x.leaf("ipProtocol", ec2_protocol(r.protocol));
+    if let Some(p) = r.ports {
+        x.leaf("fromPort", p.first).leaf("toPort", p.last);
+    }
+    x.set("groups", r.source_group_id.iter(), |x, sg| {
+        x.leaf("userId", owner).leaf("groupId", sg);
+    });
+    x.set("ipRanges", r.cidr.iter(), |x, c| {
+        x.leaf("cidrIp", c);
+    });
+    x.set("ipv6Ranges", Vec::<u8>::new(), |_, _| {});
+    x.set("prefixListIds", Vec::<u8>::new(), |_, _| {});
 }
 
 fn association_of(f: &FloatingIpRecord) -> Option<String> {
