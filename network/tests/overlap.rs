@@ -145,6 +145,7 @@ fn same_cidr_networks_on_one_host_each_get_only_their_own_traffic() {
                 ports: None,
                 source: "0.0.0.0/0".parse().unwrap(),
             }],
+            egress: None,
         });
         state.floating_ips.push(FloatingNat { address: FIPS[i], private_ip: VM_IP, bridge: plumbed[i].clone() });
         vms.push(vm);
