@@ -31,6 +31,44 @@ fn a_guest_runs_with_every_link_over_tls_and_other_cas_are_refused() {
     // The console travels agent -> controller over https (agent_ca_file) -> CLI.
     s.wait_console(&id, &format!("KUMO-READY instance-id={id} hostname=tls1"), Duration::from_secs(180)).unwrap();
 
+    // The EC2 API over TLS: the AWS CLI with --ca-bundle, boto3 with AWS_CA_BUNDLE (README).
+    let venv = std::path::PathBuf::from(
+        std::env::var("KUMO_EC2_VENV").expect("KUMO_EC2_VENV: a venv with boto3 and awscli (scripts/test.sh makes it)"),
+    );
+    let key = s.kumo_json(&["access-key", "create"]).unwrap();
+    let ca = s.ca_cert.clone().unwrap();
+    let aws_env = |cmd: &mut Command| {
+        cmd.env("AWS_ACCESS_KEY_ID", key["access_key_id"].as_str().unwrap())
+            .env("AWS_SECRET_ACCESS_KEY", key["secret_access_key"].as_str().unwrap())
+            .env("AWS_DEFAULT_REGION", "kumo-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_CA_BUNDLE");
+    };
+    let aws = |extra: &[&str]| {
+        let mut cmd = Command::new(venv.join("bin/aws"));
+        cmd.args(["--endpoint-url", &format!("{}/", s.endpoint)]).args(extra).args(["ec2", "describe-instances"]);
+        aws_env(&mut cmd);
+        cmd.output().unwrap()
+    };
+    let out = aws(&["--ca-bundle", ca.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = aws(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SSL validation failed"), "{out:?}");
+    let mut py = Command::new(venv.join("bin/python"));
+    py.args([
+        "-c",
+        "import boto3,os; r = boto3.client('ec2', endpoint_url=os.environ['AWS_URL']).describe_instances(); \
+         print([i['InstanceId'] for res in r['Reservations'] for i in res['Instances']])",
+    ])
+    .env("AWS_URL", format!("{}/", s.endpoint));
+    aws_env(&mut py);
+    let out = py.env("AWS_CA_BUNDLE", &ca).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id), "{}", String::from_utf8_lossy(&out.stdout));
+
     // Another cloud's CA.
     let other = s.dir.path().join("other-tls");
     kumo_api::tls::generate(&other, "controller", &[]).unwrap();
