@@ -273,7 +273,7 @@ async fn revoke(ctx: &Ctx<'_>, x: &mut Xml, direction: Direction) -> Ec2Result<(
     Ok(())
 }
 
-/// A rule as AWS's error messages word it (`peer:tcp:80-80` or `peer:ALL`).
+/// A rule as the error messages name it (peer, protocol, ports).
 fn describe_rule(r: &AddRule) -> String {
     let peer = r.cidr.map(|c| c.to_string()).or_else(|| r.source_group.clone()).unwrap_or_default();
     match r.ports {
