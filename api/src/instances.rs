@@ -492,7 +492,8 @@ pub async fn console_output(
     );
     let unavailable =
         |e: reqwest::Error| ApiError::Unavailable(format!("cannot read the console from host {}: {e}", host.host.name));
-    let resp = state.http.get(&url).bearer_auth(&host.agent_token).send().await.map_err(unavailable)?;
+    let agent_token = state.sealer.agent_token(&host.host.name, &host.agent_token)?;
+    let resp = state.http.get(&url).bearer_auth(&agent_token).send().await.map_err(unavailable)?;
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(empty());
     }

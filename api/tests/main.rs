@@ -16,5 +16,6 @@ mod metrics;
 mod notices;
 mod panel;
 mod scenario;
+mod secrets;
 mod seams;
 mod storage;
