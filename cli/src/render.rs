@@ -44,6 +44,9 @@ pub fn instance(i: &Instance) -> String {
         ("LAUNCHED", or_dash(i.launched_at)),
         ("DELETED", or_dash(i.deleted_at)),
     ]);
+    if let Some(why) = &i.network_cut_off {
+        out.push_str(&format!("\nNETWORK CUT OFF: {why}"));
+    }
     out.push_str("\n\n");
     out.push_str(&addresses(i));
     out.push_str("\n\n");
@@ -614,6 +617,7 @@ mod tests {
             security_groups: Vec::new(),
             config_drive: false,
             metadata_options: Default::default(),
+            network_cut_off: None,
         }
     }
 
