@@ -2,6 +2,8 @@
 //! tokens are sealed under a key file outside the database, the join token
 //! and host tokens are kept as hashes; a database copy mints nothing.
 
+#![allow(clippy::unwrap_used)]
+
 use crate::common;
 
 use axum::http::{Method, StatusCode};
