@@ -682,6 +682,15 @@ node3  rejected  not enough memory (256 MiB free)";
     }
 
     #[test]
+    fn an_instance_whose_network_is_cut_off_says_why() {
+        assert!(!instance(&sample_instance()).contains("CUT OFF"));
+        let why = "network cut off: the firewall rules of port eni-1 cannot be applied on its host: nft: Error";
+        let i = Instance { network_cut_off: Some(why.into()), ..sample_instance() };
+        let text = instance(&i);
+        assert!(text.contains(&format!("\nNETWORK CUT OFF: {why}\n")), "{text}");
+    }
+
+    #[test]
     fn instance_not_placed_yet() {
         let i = Instance { placement: None, host_name: None, state: InstanceState::Pending, ..sample_instance() };
         let text = instance(&i);
