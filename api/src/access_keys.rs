@@ -3,19 +3,11 @@
 //!
 //! AWS Signature Version 4 is an HMAC keyed by the secret, so the server must
 //! hold the secret itself; a one-way hash would not do. The secret is sealed
-//! with AES-256-GCM (random 96-bit nonce, the key id as associated data) under
-//! a 256-bit key kept in the file `<data_dir>/ec2-access-key.key` (mode 0600),
-//! never in the database: a copy of the database alone reveals no secret.
-//! Controller replicas that share a database must share that file too.
+//! by [`crate::sealing`] (the key id as associated data): a copy of the
+//! database alone reveals no secret.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
 use kumo_wire::{ProjectId, Timestamp, UserId};
-use rand::{Rng, RngCore};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
@@ -23,9 +15,7 @@ use utoipa::ToSchema;
 use crate::auth::Caller;
 use crate::db::{Db, DbError, DbResult};
 use crate::error::ApiError;
-
-/// The file, inside the data directory, that holds the sealing key.
-pub const KEY_FILE: &str = "ec2-access-key.key";
+use crate::sealing::Sealer;
 
 /// Keys a user may hold at once (AWS allows two; a few more help rotation scripts).
 pub const MAX_KEYS_PER_USER: usize = 5;
@@ -76,67 +66,10 @@ impl std::fmt::Debug for KeyOwner {
     }
 }
 
-/// The sealing key, read once per data directory.
-fn sealing_key(data_dir: &Path) -> Result<Arc<Aes256Gcm>, ApiError> {
-    static CACHE: Mutex<Option<HashMap<PathBuf, Arc<Aes256Gcm>>>> = Mutex::new(None);
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let map = cache.get_or_insert_with(HashMap::new);
-    if let Some(k) = map.get(data_dir) {
-        return Ok(k.clone());
-    }
-    let path = data_dir.join(KEY_FILE);
-    let io = |e: std::io::Error| ApiError::Internal(format!("access key sealing key {}: {e}", path.display()));
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut key = [0u8; 32];
-            rand::thread_rng().fill_bytes(&mut key);
-            let hexed = hex::encode(key);
-            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-                Ok(mut f) => {
-                    f.write_all(hexed.as_bytes()).map_err(io)?;
-                    f.sync_all().map_err(io)?;
-                    hexed.into_bytes()
-                }
-                // Another task created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(&path).map_err(io)?,
-                Err(e) => return Err(io(e)),
-            }
-        }
-        Err(e) => return Err(io(e)),
-    };
-    let raw = hex::decode(String::from_utf8_lossy(&bytes).trim())
-        .ok()
-        .filter(|k| k.len() == 32)
-        .ok_or_else(|| ApiError::Internal(format!("{} does not hold 64 hex digits", path.display())))?;
-    let cipher = Arc::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&raw)));
-    map.insert(data_dir.to_owned(), cipher.clone());
-    Ok(cipher)
-}
-
-fn seal(data_dir: &Path, key_id: &str, secret: &str) -> Result<String, ApiError> {
-    let cipher = sealing_key(data_dir)?;
-    let mut nonce = [0u8; 12];
-    rand::thread_rng().fill_bytes(&mut nonce);
-    let sealed = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret.as_bytes(), aad: key_id.as_bytes() })
-        .map_err(|_| ApiError::Internal("sealing an access key failed".into()))?;
-    Ok(format!("{}{}", hex::encode(nonce), hex::encode(sealed)))
-}
-
-fn unseal(data_dir: &Path, key_id: &str, sealed: &str) -> Result<String, ApiError> {
-    let cipher = sealing_key(data_dir)?;
-    let bad = || ApiError::Internal(format!("access key {key_id} cannot be unsealed (was {KEY_FILE} replaced?)"));
-    let raw = hex::decode(sealed).map_err(|_| bad())?;
-    if raw.len() < 12 {
-        return Err(bad());
-    }
-    let (nonce, body) = raw.split_at(12);
-    let plain =
-        cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: key_id.as_bytes() }).map_err(|_| bad())?;
-    String::from_utf8(plain).map_err(|_| bad())
+/// The associated data an access key's secret is sealed under: its id, so a
+/// sealed secret moved to another key does not open.
+pub fn secret_aad(key_id: &str) -> String {
+    key_id.to_owned()
 }
 
 const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -158,7 +91,7 @@ fn key_of(row: &sqlx::any::AnyRow) -> DbResult<AccessKey> {
 }
 
 /// Creates a key for the caller; the secret is in the answer and nowhere else in plain text.
-pub async fn create(db: &Db, data_dir: &Path, caller: &Caller) -> Result<CreatedAccessKey, ApiError> {
+pub async fn create(db: &Db, sealer: &Sealer, caller: &Caller) -> Result<CreatedAccessKey, ApiError> {
     if list(db, caller).await?.len() >= MAX_KEYS_PER_USER {
         return Err(ApiError::Conflict(format!(
             "a user may hold {MAX_KEYS_PER_USER} access keys; delete one first (kumo access-key delete)"
@@ -166,7 +99,7 @@ pub async fn create(db: &Db, data_dir: &Path, caller: &Caller) -> Result<Created
     }
     let id = format!("AKIA{}", random_from(ID_ALPHABET, 16));
     let secret = random_from(SECRET_ALPHABET, 40);
-    let sealed = seal(data_dir, &id, &secret)?;
+    let sealed = sealer.seal(&secret_aad(&id), &secret)?;
     let now = Timestamp::now();
     sqlx::query(
         "INSERT INTO access_keys (id, user_id, project_id, secret_sealed, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -217,7 +150,7 @@ pub async fn delete(db: &Db, caller: &Caller, id: &str) -> Result<(), ApiError> 
 
 /// Looks a key up for signature verification: its owner (with the owner's
 /// current role) and its secret. `None` for unknown keys and deleted users.
-pub async fn lookup(db: &Db, data_dir: &Path, id: &str) -> Result<Option<KeyOwner>, ApiError> {
+pub async fn lookup(db: &Db, sealer: &Sealer, id: &str) -> Result<Option<KeyOwner>, ApiError> {
     let row = sqlx::query(
         "SELECT k.id, k.user_id, k.project_id, k.secret_sealed, u.role FROM access_keys k \
          JOIN users u ON u.id = k.user_id WHERE k.id = $1",
@@ -233,7 +166,7 @@ pub async fn lookup(db: &Db, data_dir: &Path, id: &str) -> Result<Option<KeyOwne
         project_id: crate::db::parse_col(&row, "project_id")?,
         role: crate::db::parse_col(&row, "role")?,
     };
-    Ok(Some(KeyOwner { caller, secret: unseal(data_dir, id, &sealed)? }))
+    Ok(Some(KeyOwner { caller, secret: sealer.unseal(&secret_aad(id), &sealed)? }))
 }
 
 /// Records that a key was used (at most one write a minute per key).
@@ -254,22 +187,6 @@ pub async fn touch(db: &Db, id: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sealed_secrets_open_only_under_their_key_id_and_file() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let sealed = seal(dir.path(), "AKIAONE", "s3cret").unwrap_or_else(|e| panic!("{e}"));
-        assert!(!sealed.contains("s3cret"));
-        assert_eq!(unseal(dir.path(), "AKIAONE", &sealed).ok().as_deref(), Some("s3cret"));
-        // Moving the sealed secret to another key id fails.
-        assert!(unseal(dir.path(), "AKIATWO", &sealed).is_err());
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(dir.path().join(KEY_FILE)).unwrap_or_else(|e| panic!("{e}")).permissions(),
-        );
-        assert_eq!(mode & 0o777, 0o600);
-        let other = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        assert!(unseal(other.path(), "AKIAONE", &sealed).is_err());
-    }
 
     #[test]
     fn ids_and_secrets_have_aws_shapes() {

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::db::hosts::HostRecord;
-use crate::db::{Db, DbResult};
+use crate::db::Db;
 use crate::error::ApiError;
+use crate::sealing::{SealError, Sealer};
 use crate::state::AppState;
 
 /// Hashes a password with Argon2id and a random salt (PHC string).
@@ -60,8 +61,14 @@ struct Claims {
     jti: String,
 }
 
-/// The HMAC key that signs API tokens. Generated once, kept in the database,
-/// so every controller replica accepts every other's tokens.
+/// The `settings` row holding the sealed HMAC key that signs API tokens.
+pub const JWT_KEY_SETTING: &str = "jwt_hs256_key_sealed";
+/// Where versions before sealing kept the key in plaintext; dropped at start.
+pub const LEGACY_JWT_KEY_SETTING: &str = "jwt_hs256_key";
+
+/// The HMAC key that signs API tokens. Generated once, kept sealed in the
+/// database (`settings.jwt_hs256_key_sealed`), so every controller replica
+/// (sharing the sealing key file) accepts every other's tokens.
 #[derive(Clone)]
 pub struct TokenKeys {
     encoding: EncodingKey,
@@ -76,9 +83,22 @@ impl std::fmt::Debug for TokenKeys {
 }
 
 impl TokenKeys {
-    /// Loads the signing key, generating and storing it on first start.
-    pub async fn load_or_create(db: &Db, ttl_secs: u64) -> DbResult<Self> {
-        let secret = db.setting_or_insert("jwt_hs256_key", &random_secret()).await?;
+    /// Loads the signing key, generating and storing it sealed on first start.
+    ///
+    /// A plaintext key left by an older version is dropped, not sealed: every
+    /// backup taken until now holds it, so it is replaced by a new key and
+    /// the tokens it signed are refused (users log in again; agents use host
+    /// tokens and are not affected).
+    pub async fn load_or_create(db: &Db, sealer: &Sealer, ttl_secs: u64) -> Result<Self, SealError> {
+        let fresh = sealer.seal(JWT_KEY_SETTING, &random_secret())?;
+        let sealed = db.setting_or_insert(JWT_KEY_SETTING, &fresh).await?;
+        let secret = sealer.unseal(JWT_KEY_SETTING, &sealed)?;
+        if db.delete_setting(LEGACY_JWT_KEY_SETTING).await? {
+            tracing::warn!(
+                "the API token signing key was stored in plaintext; replaced by a sealed new key: tokens issued \
+                 before this start are refused, users log in again"
+            );
+        }
         Ok(Self::from_secret(secret.as_bytes(), ttl_secs))
     }
 

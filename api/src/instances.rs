@@ -492,7 +492,8 @@ pub async fn console_output(
     );
     let unavailable =
         |e: reqwest::Error| ApiError::Unavailable(format!("cannot read the console from host {}: {e}", host.host.name));
-    let resp = state.http.get(&url).bearer_auth(&host.agent_token).send().await.map_err(unavailable)?;
+    let agent_token = state.sealer.agent_token(&host.host.name, &host.agent_token)?;
+    let resp = state.http.get(&url).bearer_auth(&agent_token).send().await.map_err(unavailable)?;
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(empty());
     }
@@ -506,6 +507,27 @@ pub async fn console_output(
     let truncated = resp.headers().get("x-kumo-truncated").is_some_and(|v| v.as_bytes() == b"true");
     let bytes = resp.bytes().await.map_err(unavailable)?;
     Ok(ConsoleOutput { instance_id: rec.id, output: String::from_utf8_lossy(&bytes).into_owned(), truncated })
+}
+
+/// Why an instance's network is cut off: the messages of its ports whose last
+/// firewall notice is `firewall_isolated` (the agent's notice keys are
+/// `<action>:<port>:<time>`); `None` when no port is cut off.
+pub async fn network_cut_off(state: &AppState, id: &InstanceId) -> Result<Option<String>, ApiError> {
+    use kumo_wire::agent::{NOTICE_FIREWALL_ISOLATED, NOTICE_FIREWALL_RESTORED};
+    let mut last: std::collections::BTreeMap<String, Option<String>> = Default::default();
+    for e in state.db.events_of("instance", id.as_str()).await? {
+        let isolated = match e.action.as_str() {
+            NOTICE_FIREWALL_ISOLATED => true,
+            NOTICE_FIREWALL_RESTORED => false,
+            _ => continue,
+        };
+        let key = e.detail.get("key").and_then(|k| k.as_str()).unwrap_or_default();
+        let port = key.split(':').nth(1).unwrap_or_default().to_owned();
+        let message = e.detail.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
+        last.insert(port, isolated.then_some(message));
+    }
+    let cut: Vec<String> = last.into_values().flatten().collect();
+    Ok((!cut.is_empty()).then(|| cut.join("; ")))
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod quotas;
 pub mod reconcile;
 pub mod routes;
 pub mod scheduler;
+pub mod sealing;
 pub mod snapshots;
 pub mod state;
 pub mod tls;
@@ -70,6 +71,9 @@ pub enum StartError {
     /// `agent_ca_file` could not be used.
     #[error("agent_ca_file")]
     AgentCa(#[from] tls::TlsError),
+    /// The sealing key file is missing, wrong or unreadable.
+    #[error(transparent)]
+    Sealing(#[from] sealing::SealError),
     /// First-start set-up failed.
     #[error("bootstrap: {0}")]
     Bootstrap(ApiError),
@@ -99,8 +103,9 @@ impl Controller {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
+        let sealer = sealing::open_for(&db, &config.data_dir).await?;
         let bootstrapped = bootstrap::bootstrap(&db, &config).await.map_err(StartError::Bootstrap)?;
-        let keys = TokenKeys::load_or_create(&db, config.token_ttl_secs).await?;
+        let keys = TokenKeys::load_or_create(&db, &sealer, config.token_ttl_secs).await?;
         let images = FsImageStore::open(config.data_dir.join("images"))?;
         let guards = Arc::new(guards::Guards::new(&config));
         let state = AppState {
@@ -108,7 +113,8 @@ impl Controller {
             config: Arc::new(config),
             keys: Arc::new(keys),
             images,
-            join_token: Arc::new(bootstrapped.join_token.clone()),
+            join_token: Arc::new(bootstrapped.join_check.clone()),
+            sealer: Arc::new(sealer),
             hosts: Arc::new(HostNotifier::default()),
             scheduler_wake: Arc::new(Notify::new()),
             http,

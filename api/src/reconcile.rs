@@ -7,7 +7,8 @@ use std::time::Duration;
 use kumo_wire::agent::{
     AttachedVolume, DesiredInstance, DesiredSnapshot, DesiredVolume, ImageFileRef, ImageRef, InstanceNotice,
     InstanceSpec, ObservedInstance, ObservedPower, SnapshotRef, SnapshotSource, SyncRequest, SyncResponse,
-    VolumeAttachment, NOTICE_FORCED_POWER_OFF, NOTICE_FORCED_RESET, NOTICE_NO_DHCP_LEASE,
+    VolumeAttachment, NOTICE_FIREWALL_ISOLATED, NOTICE_FIREWALL_RESTORED, NOTICE_FORCED_POWER_OFF, NOTICE_FORCED_RESET,
+    NOTICE_NO_DHCP_LEASE,
 };
 use kumo_wire::api::ImageKind;
 use kumo_wire::network::{
@@ -143,7 +144,13 @@ async fn restart_after_reboot(
 }
 
 /// The notices an agent may report, and the longest message kept.
-const NOTICE_ACTIONS: [&str; 3] = [NOTICE_FORCED_RESET, NOTICE_FORCED_POWER_OFF, NOTICE_NO_DHCP_LEASE];
+const NOTICE_ACTIONS: [&str; 5] = [
+    NOTICE_FORCED_RESET,
+    NOTICE_FORCED_POWER_OFF,
+    NOTICE_NO_DHCP_LEASE,
+    NOTICE_FIREWALL_ISOLATED,
+    NOTICE_FIREWALL_RESTORED,
+];
 const NOTICE_MAX_CHARS: usize = 500;
 
 /// Records an agent's notice as an event of its instance, once per key

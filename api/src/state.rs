@@ -41,8 +41,10 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     /// Image files.
     pub images: FsImageStore,
-    /// The cluster join token agents register with.
-    pub join_token: Arc<String>,
+    /// Checks the cluster join token agents register with (only its hash is kept).
+    pub join_token: Arc<crate::bootstrap::JoinTokenCheck>,
+    /// Seals and opens the secrets kept in the database.
+    pub sealer: Arc<crate::sealing::Sealer>,
     /// Per-host wake-ups for agent long polls.
     pub hosts: Arc<HostNotifier>,
     /// Wakes the scheduler when instances are waiting.

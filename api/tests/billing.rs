@@ -8,7 +8,7 @@
 use crate::common;
 
 use axum::http::{Method, Request, StatusCode};
-use common::{backends, cloud, cloud_on, Cloud, FakeAgent, CAPACITY};
+use common::{backends, cloud, cloud_on, replica_dir, Cloud, FakeAgent, CAPACITY};
 use kumo_api::config::ControllerConfig;
 use kumo_wire::agent::{ObservedInstance, ObservedPower};
 use kumo_wire::Timestamp;
@@ -389,7 +389,7 @@ async fn bad_billing_input_gets_clear_errors_and_changes_nothing() {
 async fn two_controllers_closing_at_once_never_double_charge() {
     for backend in backends() {
         let a = cloud(backend, fast_hours).await;
-        let b = cloud_on(tempfile::tempdir().unwrap(), a.db_url.clone(), fast_hours).await;
+        let b = cloud_on(replica_dir(&a), a.db_url.clone(), fast_hours).await;
         let t = a.tenant("acme").await;
         a.kernel_image("tiny").await;
         let agent = FakeAgent::register(&a, "host-a", CAPACITY).await;

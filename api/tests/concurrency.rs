@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{backends, cloud, cloud_on, FakeAgent, CAPACITY};
+use common::{backends, cloud, cloud_on, replica_dir, FakeAgent, CAPACITY};
 use serde_json::json;
 
 #[tokio::test]
@@ -12,7 +12,7 @@ async fn two_controllers_racing_for_the_last_capacity_never_overcommit() {
     for backend in backends() {
         let a = cloud(backend, |_| {}).await;
         // A second controller on the same database, with its own scheduler.
-        let b = cloud_on(tempfile::tempdir().unwrap(), a.db_url.clone(), |_| {}).await;
+        let b = cloud_on(replica_dir(&a), a.db_url.clone(), |_| {}).await;
         let ta = a.tenant("acme").await;
         let tb = b.login("acme-user", "password-123").await;
         // 20 instances are more than a tenant's default quota; this test is about host capacity.

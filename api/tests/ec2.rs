@@ -186,7 +186,7 @@ async fn access_keys_are_shown_once_sealed_at_rest_and_revocable() {
             .await
             .unwrap();
         assert!(!sealed.contains(&ec2.secret));
-        let key_file = c.controller.state.config.data_dir.join(kumo_api::access_keys::KEY_FILE);
+        let key_file = c.controller.state.config.data_dir.join(kumo_api::sealing::KEY_FILE);
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600);
 

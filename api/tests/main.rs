@@ -19,6 +19,7 @@ mod metrics;
 mod notices;
 mod panel;
 mod scenario;
+mod secrets;
 mod seams;
 mod storage;
 mod tls;

@@ -44,6 +44,9 @@ pub fn instance(i: &Instance) -> String {
         ("LAUNCHED", or_dash(i.launched_at)),
         ("DELETED", or_dash(i.deleted_at)),
     ]);
+    if let Some(why) = &i.network_cut_off {
+        out.push_str(&format!("\nNETWORK CUT OFF: {why}"));
+    }
     out.push_str("\n\n");
     out.push_str(&addresses(i));
     out.push_str("\n\n");
@@ -622,6 +625,7 @@ mod tests {
             security_groups: Vec::new(),
             config_drive: false,
             metadata_options: Default::default(),
+            network_cut_off: None,
         }
     }
 
@@ -683,6 +687,15 @@ node1  rejected  disabled
 node2  accepted  weight 0.75
 node3  rejected  not enough memory (256 MiB free)";
         assert_eq!(instance(&sample_instance()), expected);
+    }
+
+    #[test]
+    fn an_instance_whose_network_is_cut_off_says_why() {
+        assert!(!instance(&sample_instance()).contains("CUT OFF"));
+        let why = "network cut off: the firewall rules of port eni-1 cannot be applied on its host: nft: Error";
+        let i = Instance { network_cut_off: Some(why.into()), ..sample_instance() };
+        let text = instance(&i);
+        assert!(text.contains(&format!("\nNETWORK CUT OFF: {why}\n")), "{text}");
     }
 
     #[test]

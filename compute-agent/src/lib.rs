@@ -25,6 +25,7 @@ pub mod credentials;
 pub mod domain_xml;
 pub mod hypervisor;
 pub mod inventory;
+pub mod isolation;
 pub mod lease_watch;
 pub mod ledger;
 pub mod locks;

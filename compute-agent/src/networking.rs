@@ -25,7 +25,7 @@ use kumo_network::metadata::{InstanceView, MetadataListener, MetadataService};
 use kumo_network::{bridge_name, tap_name, Datapath, DatapathConfig, Dhcp, DhcpHost};
 use kumo_wire::agent::DesiredInstance;
 use kumo_wire::network::{DesiredFloatingIp, DesiredNetwork};
-use kumo_wire::{DesiredPower, NetworkId};
+use kumo_wire::{DesiredPower, NetworkId, PortId};
 
 use crate::error_chain;
 
@@ -194,6 +194,9 @@ pub struct Networking {
     status: NetworkStatus,
     /// Whether the last converge left everything as planned.
     pub healthy: bool,
+    /// The ports the last firewall apply cut off (their rules could not be
+    /// applied), with the reason; the worker turns changes into notices.
+    pub isolated_ports: BTreeMap<PortId, String>,
     /// Counts firewall applies (the agent replaces it with the one it serves).
     pub metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
 }
@@ -220,6 +223,9 @@ pub enum NetworkingError {
 
 const PLUMBED_FILE: &str = "plumbed-networks";
 const ADDRESSES_FILE: &str = "floating-addresses";
+/// The ports cut off at the last converge (`<port> <reason>` lines), so that
+/// after a restart the agent still says when they are restored.
+const ISOLATED_FILE: &str = "isolated-ports";
 
 impl Networking {
     /// Opens netlink; nothing on the host changes until [`converge`](Self::converge).
@@ -239,8 +245,22 @@ impl Networking {
             listeners: HashMap::new(),
             status,
             healthy: false,
+            isolated_ports: BTreeMap::new(),
             metrics: Default::default(),
-        })
+        }
+        .with_isolated_ports_read())
+    }
+
+    fn with_isolated_ports_read(mut self) -> Self {
+        self.isolated_ports = self
+            .read_set(ISOLATED_FILE)
+            .iter()
+            .filter_map(|l| {
+                let (port, reason) = l.split_once(' ')?;
+                Some((port.parse().ok()?, reason.to_owned()))
+            })
+            .collect();
+        self
     }
 
     fn read_set(&self, file: &str) -> BTreeSet<String> {
@@ -290,17 +310,27 @@ impl Networking {
         firewall.ports.retain(|p| usable.contains(p.bridge.as_str()));
         firewall.floating_ips.retain(|f| usable.contains(f.bridge.as_str()));
         let result = if firewall.bridges.is_empty() && firewall.floating_ips.is_empty() {
-            self.firewall.remove().await
+            self.firewall.remove().await.map(|()| self.isolated_ports.clear())
         } else {
             // One port whose rules cannot be applied is cut off alone; the
             // other ports' (and networks') rules stay in force.
             self.firewall.apply_isolating(&firewall).await.map(|left_out| {
+                let mut isolated = BTreeMap::new();
                 for (port, err) in left_out {
-                    tracing::warn!(%port, error = %error_chain(&err), "port cut off: its firewall rules cannot be applied");
+                    let reason = error_chain(&err);
+                    tracing::warn!(%port, error = %reason, "port cut off: its firewall rules cannot be applied");
                     healthy = false;
+                    isolated.insert(port, reason);
                 }
+                self.isolated_ports = isolated;
             })
         };
+        if result.is_ok() {
+            let lines = self.isolated_ports.iter().map(|(p, r)| format!("{p} {}", r.replace('\n', " "))).collect();
+            if let Err(err) = self.write_set(ISOLATED_FILE, &lines) {
+                tracing::warn!(error = %error_chain(&err), "cannot record the isolated ports");
+            }
+        }
         self.metrics.firewall_applied(result.is_ok());
         if let Err(err) = result {
             let message = format!("cannot apply the host firewall: {}", error_chain(&err));

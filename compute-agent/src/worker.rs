@@ -454,7 +454,17 @@ impl SyncWorker {
             self.parts.config.public_interface.as_deref(),
         );
         let started = Instant::now();
+        let isolated_before = self.parts.networking.isolated_ports.clone();
         self.parts.networking.converge(&plan).await;
+        let changes = crate::isolation::notices(
+            &isolated_before,
+            &self.parts.networking.isolated_ports,
+            &self.desired,
+            Timestamp::now(),
+        );
+        for notice in changes {
+            self.parts.converger.notices().push(notice);
+        }
         tracing::debug!(
             networks = plan.networks.len(),
             ms = started.elapsed().as_millis() as u64,

@@ -516,3 +516,38 @@ fn egress_rules_limit_what_a_port_starts() {
     t.apply(&state).unwrap();
     assert!(t.b.ns.reaches(t.c.ip, 8080) && t.b.ns.reaches(OUTSIDE, 9000));
 }
+
+/// Issue 12 item 4: every port passes `nft -c` alone, yet nft refuses them
+/// together when the rest is applied (here two ports claim one tap, so the
+/// dispatch map gets one key twice). `apply_isolating` fails; the rules in
+/// force before stay in force, whole (nft applies a transaction or nothing),
+/// and the next good state applies.
+#[test]
+fn a_state_nft_refuses_only_at_apply_leaves_the_previous_rules_whole() {
+    let t = topo();
+    t.b.ns.echo_server(8080);
+    let mut state = t.state();
+    state.ports[1].ingress = vec![allow(Protocol::Tcp, Some((8080, 8080)), "10.0.0.7/32")];
+    t.apply(&state).unwrap();
+    let before = t.ruleset();
+    assert!(t.c.ns.reaches(t.b.ip, 8080) && !t.a.ns.reaches(t.b.ip, 8080));
+
+    let mut clash = state.clone();
+    let mut twin = clash.ports[2].clone();
+    twin.port = PortId::generate();
+    twin.ingress = vec![allow(Protocol::Any, None, "0.0.0.0/0")];
+    clash.ports.push(twin);
+    // Each port alone passes nft's own check (so none is left out)...
+    let fw = t.fw.clone();
+    let checked = clash.clone();
+    let err = t.host.block_on(move || async move { fw.apply_isolating(&checked).await }).unwrap_err();
+    // ...but the kernel's nft refuses the whole at apply.
+    assert!(matches!(err, FirewallError::Nft { .. }), "{err:?}");
+    assert_eq!(t.ruleset(), before, "nothing half-applied");
+    assert!(t.c.ns.reaches(t.b.ip, 8080), "B's rule is still in force");
+    assert!(!t.a.ns.reaches(t.b.ip, 8080), "and so is its default deny");
+    // The firewall forgot what it had applied; the next good state applies.
+    state.ports[0].ingress = vec![allow(Protocol::Icmp, None, "0.0.0.0/0")];
+    t.apply(&state).unwrap();
+    assert!(t.c.ns.reaches(t.b.ip, 8080));
+}

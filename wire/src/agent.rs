@@ -226,6 +226,11 @@ pub const NOTICE_FORCED_RESET: &str = "forced_reset";
 pub const NOTICE_FORCED_POWER_OFF: &str = "forced_power_off";
 /// Notice action: a running guest has not taken its DHCP lease.
 pub const NOTICE_NO_DHCP_LEASE: &str = "no_dhcp_lease";
+/// Notice action: a port's firewall rules cannot be applied on its host, so
+/// every frame from it is dropped (its network is cut off); the message says why.
+pub const NOTICE_FIREWALL_ISOLATED: &str = "firewall_isolated";
+/// Notice action: a port cut off by [`NOTICE_FIREWALL_ISOLATED`] has its rules in force again.
+pub const NOTICE_FIREWALL_RESTORED: &str = "firewall_restored";
 
 /// The desired state of every instance placed on the host.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -571,6 +571,11 @@ pub struct Instance {
     /// How the metadata service answers it (EC2's `MetadataOptions`).
     #[serde(default)]
     pub metadata_options: crate::network::MetadataOptions,
+    /// Why its network is cut off, when a port's firewall rules cannot be
+    /// applied on its host (from its `firewall_isolated` events not yet
+    /// followed by `firewall_restored`); shown by `GET /v1/instances/{id}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_cut_off: Option<String>,
 }
 
 /// `POST /v1/instances` answer.

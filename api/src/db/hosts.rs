@@ -19,7 +19,8 @@ pub struct HostRecord {
     pub host: Host,
     /// Where the agent serves console logs.
     pub agent_url: String,
-    /// What the controller presents to the agent.
+    /// What the controller presents to the agent, as stored: sealed
+    /// (`Sealer::agent_token` opens it).
     pub agent_token: String,
 }
 
@@ -84,7 +85,7 @@ pub struct Registration<'a> {
     pub name: &'a str,
     /// SHA-256 of the new per-host token.
     pub token_hash: &'a str,
-    /// The token the controller presents to the agent.
+    /// The token the controller presents to the agent, sealed (`Sealer::seal_agent_token`).
     pub agent_token: &'a str,
     /// Where the agent listens.
     pub agent_url: &'a str,

@@ -98,6 +98,7 @@ impl InstanceRecord {
             security_groups: Vec::new(),
             config_drive: self.config_drive,
             metadata_options: self.metadata_options,
+            network_cut_off: None,
         }
     }
 

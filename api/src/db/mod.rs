@@ -155,6 +155,12 @@ impl Db {
             .await?;
         self.setting(key).await?.ok_or_else(|| DbError::Corrupt(format!("setting {key} vanished")))
     }
+
+    /// Removes a setting; whether it existed.
+    pub async fn delete_setting(&self, key: &str) -> DbResult<bool> {
+        let done = sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 /// Reads a column that holds a parseable value (an id, a state name).

@@ -180,7 +180,7 @@ async fn authenticate(state: &AppState, req: &sigv4::Request<'_>, service: &str)
             sig.credential.region
         )));
     }
-    let owner = crate::access_keys::lookup(&state.db, &state.config.data_dir, &sig.credential.access_key_id)
+    let owner = crate::access_keys::lookup(&state.db, &state.sealer, &sig.credential.access_key_id)
         .await?
         .ok_or_else(|| Ec2Error::auth_failure("AWS was not able to validate the provided access credentials"))?;
     let now = Timestamp::now().millis() / 1000;

@@ -24,7 +24,7 @@ async fn create_access_key(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<(StatusCode, Json<CreatedAccessKey>)> {
-    let created = access_keys::create(&state.db, &state.config.data_dir, &caller).await?;
+    let created = access_keys::create(&state.db, &state.sealer, &caller).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -29,16 +29,12 @@ pub fn routes() -> Router<AppState> {
         .route("/agent/v1/snapshots/{id}/image", put(snapshot_image))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn register(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> ApiResult<Json<RegisterResponse>> {
-    if !constant_time_eq(req.join_token.as_bytes(), state.join_token.as_bytes()) {
+    if !state.join_token.matches(&req.join_token) {
         return Err(ApiError::Unauthorized("wrong join token".into()));
     }
     // The join token enrols new hosts only. A known name re-registers with its
@@ -74,7 +70,7 @@ async fn register(
         .register_host(&Registration {
             name: &req.name,
             token_hash: &sha256_hex(&host_token),
-            agent_token: &agent_token,
+            agent_token: &state.sealer.seal_agent_token(&req.name, &agent_token)?,
             agent_url: &req.agent_url,
             hypervisor: &req.hypervisor,
             availability_zone: &req.availability_zone,

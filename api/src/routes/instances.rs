@@ -87,7 +87,9 @@ async fn show_instance(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Instance>> {
     let rec = instances::find(&state, &caller, &id).await?;
-    Ok(Json(crate::networks::view(&state, &rec).await?))
+    let mut view = crate::networks::view(&state, &rec).await?;
+    view.network_cut_off = instances::network_cut_off(&state, &rec.id).await?;
+    Ok(Json(view))
 }
 
 /// Stops, starts or reboots an instance.

@@ -60,6 +60,17 @@ pub async fn cloud(backend: &str, tweak: impl FnOnce(&mut ControllerConfig)) -> 
     cloud_on(dir, db_url, tweak).await
 }
 
+/// A directory for another controller replica of `a`: replicas share the
+/// sealing key file, so it holds a copy of `a`'s.
+pub fn replica_dir(a: &Cloud) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let key = kumo_api::sealing::KEY_FILE;
+    std::fs::copy(a.controller.state.config.data_dir.join(key), data.join(key)).unwrap();
+    dir
+}
+
 /// Starts a controller on an existing database.
 pub async fn cloud_on(dir: tempfile::TempDir, db_url: String, tweak: impl FnOnce(&mut ControllerConfig)) -> Cloud {
     let mut config = ControllerConfig {

@@ -178,6 +178,7 @@ pub fn instance(name: &str) -> Instance {
         security_groups: Vec::new(),
         config_drive: false,
         metadata_options: Default::default(),
+        network_cut_off: None,
     }
 }
 

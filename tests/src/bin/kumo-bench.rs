@@ -131,12 +131,14 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
         tx.commit().await?;
     }
     let guards = Arc::new(kumo_api::guards::Guards::new(&config));
+    let sealer = Arc::new(kumo_api::sealing::Sealer::open(&config.data_dir, true)?);
     let state = AppState {
         db: db.clone(),
         config: Arc::new(config),
         keys: Arc::new(TokenKeys::from_secret(b"bench", 60)),
         images: kumo_storage::FsImageStore::open(dir.path().join("images"))?,
-        join_token: Arc::new(boot.join_token),
+        join_token: Arc::new(boot.join_check),
+        sealer,
         hosts: Arc::new(HostNotifier::default()),
         scheduler_wake: Arc::new(tokio::sync::Notify::new()),
         http: reqwest::Client::new(),
