@@ -150,16 +150,16 @@ async fn insert_in(
     id: Option<NetworkId>,
 ) -> Result<NetworkRecord, ApiError> {
     let (pool_first, pool_last) = state.config.vlan_pool().map_err(|e| ApiError::Internal(e.to_string()))?;
-    db::lock_project(&mut **tx, &new.project_id).await?;
+    db::lock_project(tx, &new.project_id).await?;
     if new.is_default {
-        if let Some(existing) = db::default_network(&mut **tx, &new.project_id).await? {
+        if let Some(existing) = db::default_network(tx, &new.project_id).await? {
             return Ok(existing);
         }
     } else {
         // The default network is made for a launch and never refused for the quota.
         crate::quotas::check(tx, &new.project_id, &[(QuotaResource::Networks, 1)]).await?;
     }
-    let project_networks = db::project_networks(&mut **tx, &new.project_id).await?;
+    let project_networks = db::project_networks(tx, &new.project_id).await?;
     for other in &project_networks {
         if other.name == new.name {
             return Err(ApiError::Conflict(format!("network '{}' already exists", new.name)));
@@ -173,7 +173,7 @@ async fn insert_in(
         }
     }
     if new.external {
-        for other in db::external_networks(&mut **tx).await? {
+        for other in db::external_networks(tx).await? {
             if other.cidr.contains(&new.cidr.network()) || new.cidr.contains(&other.cidr.network()) {
                 return Err(ApiError::Conflict(format!(
                     "CIDR {} overlaps the external network '{}' ({})",
@@ -182,7 +182,7 @@ async fn insert_in(
             }
         }
     }
-    let in_use = db::vlans_in_use(&mut **tx).await?;
+    let in_use = db::vlans_in_use(tx).await?;
     let used: HashSet<u16> = in_use.iter().map(|n| n.vlan_id).collect();
     let mut rec = NetworkRecord {
         id: id.unwrap_or_else(NetworkId::generate),
@@ -205,7 +205,7 @@ async fn insert_in(
                 return Err(ApiError::Conflict(format!("VLAN id {v} is already used by network {}", holder.id)));
             }
             rec.vlan_id = v;
-            db::insert_network(&mut **tx, &rec).await?
+            db::insert_network(tx, &rec).await?
         }
         None => {
             let (mut stored, mut reserved_skipped) = (false, 0);
@@ -223,7 +223,7 @@ async fn insert_in(
                         continue;
                     }
                 }
-                if db::insert_network(&mut **tx, &rec).await? {
+                if db::insert_network(tx, &rec).await? {
                     stored = true;
                     break;
                 }
@@ -260,10 +260,10 @@ async fn insert_in(
             created_at: rec.created_at,
             subnet_count: 1,
         };
-        if !crate::db::vpcs::insert_vpc(&mut **tx, &vpc).await? {
+        if !crate::db::vpcs::insert_vpc(tx, &vpc).await? {
             return Err(ApiError::Conflict(format!("VPC {} (or the default VPC) already exists; try again", vpc.id)));
         }
-        crate::db::vpcs::set_network_vpc(&mut **tx, &rec.id, &vpc.id).await?;
+        crate::db::vpcs::set_network_vpc(tx, &rec.id, &vpc.id).await?;
         rec.vpc_id = Some(vpc.id);
     }
     events::append(
