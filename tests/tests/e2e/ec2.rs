@@ -47,6 +47,7 @@ fn boto3_and_the_aws_cli_drive_kumo() {
     }
     let mut s = Stack::start(Options::default()).unwrap();
     s.register_tiny_image().unwrap();
+    s.kumo_ok(&["network", "create", "public", "--cidr", "203.0.113.0/28", "--external"]).unwrap();
     let key = s.kumo_json(&["access-key", "create"]).unwrap();
     let (id, secret) =
         (key["access_key_id"].as_str().unwrap().to_owned(), key["secret_access_key"].as_str().unwrap().to_owned());
