@@ -196,6 +196,7 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
     let mut ports_of = desired_ports(&net);
     let public_of: HashMap<_, _> =
         net.floating.iter().filter_map(|(f, _)| Some((f.port_id.clone()?, f.address))).collect();
+    let mut tags_of = state.db.instance_tags_on_host(&host.host.id).await?;
     for rec in records {
         // One instance whose row cannot be turned into desired state is that
         // instance's problem: it goes to `error` with the reason and the rest
@@ -245,6 +246,12 @@ pub async fn desired_for(state: &AppState, host: &HostRecord) -> Result<SyncResp
             public_ipv4: ports.first().and_then(|p| public_of.get(&p.id).copied()),
             config_drive: rec.config_drive,
             options: rec.metadata_options,
+            // EC2's InstanceMetadataTags: the guest sees its tags only when enabled.
+            tags: if rec.metadata_options.instance_metadata_tags == kumo_wire::network::Switch::Enabled {
+                tags_of.remove(rec.id.as_str()).unwrap_or_default()
+            } else {
+                Vec::new()
+            },
         };
         digest_json(&mut digest, &(&ports, &metadata));
         instances.push(DesiredInstance {

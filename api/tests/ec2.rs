@@ -614,6 +614,8 @@ async fn volumes_attach_detach_snapshot_and_delete() {
             "{b}"
         );
         ec2.ok(&[("Action", "DetachVolume"), ("VolumeId", &vol)]).await;
+        // Still detaching: AWS's VolumeInUse, which Terraform's aws_ebs_volume delete retries on.
+        ec2.err(&[("Action", "DeleteVolume"), ("VolumeId", &vol)], StatusCode::BAD_REQUEST, "VolumeInUse").await;
         agent.converge_storage(&c, None).await;
         ec2.ok(&[("Action", "DeleteSnapshot"), ("SnapshotId", &snap)]).await;
         ec2.ok(&[("Action", "DeleteVolume"), ("VolumeId", &vol)]).await;
@@ -723,6 +725,20 @@ async fn security_groups_addresses_vpcs_and_subnets_map_onto_kumo_networks() {
         let assoc = all(&b, "associationId")[0].clone();
         let b = ec2.ok(&[("Action", "DescribeAddresses")]).await;
         assert_eq!((all(&b, "instanceId"), all(&b, "associationId")), (vec![inst.clone()], vec![assoc.clone()]), "{b}");
+        // The ENI and private IP of the association, as DescribeInstances shows them (Terraform's
+        // aws_eip reads network_interface and private_ip), and the filters on them.
+        let d = ec2.ok(&[("Action", "DescribeInstances"), ("InstanceId.1", &inst)]).await;
+        let (eni, ip) = (all(&d, "networkInterfaceId")[0].clone(), all(&d, "privateIpAddress")[0].clone());
+        assert_eq!((all(&b, "networkInterfaceId"), all(&b, "privateIpAddress")), (vec![eni.clone()], vec![ip.clone()]));
+        assert_eq!(all(&b, "networkInterfaceOwnerId"), all(&d, "ownerId")[..1].to_vec(), "{b}");
+        for (name, value) in [("network-interface-id", &eni), ("private-ip-address", &ip)] {
+            let f =
+                ec2.ok(&[("Action", "DescribeAddresses"), ("Filter.1.Name", name), ("Filter.1.Value.1", value)]).await;
+            assert_eq!(all(&f, "allocationId"), vec![alloc.clone()], "{name}");
+            let f =
+                ec2.ok(&[("Action", "DescribeAddresses"), ("Filter.1.Name", name), ("Filter.1.Value.1", "x")]).await;
+            assert!(all(&f, "allocationId").is_empty(), "{name}");
+        }
         ec2.err(
             &[("Action", "ReleaseAddress"), ("AllocationId", &alloc)],
             StatusCode::BAD_REQUEST,
@@ -1864,10 +1880,21 @@ async fn modify_instance_metadata_options_reaches_both_views_and_the_agent() {
             ["applied", "required", "2", "enabled", "disabled", "disabled"]
         );
         c.wait_state(&t, &id, "building").await;
+        ec2.ok(&[
+            ("Action", "CreateTags"),
+            ("ResourceId.1", &id),
+            ("Tag.1.Key", "Name"),
+            ("Tag.1.Value", "web"),
+            ("Tag.2.Key", "role"),
+            ("Tag.2.Value", "db"),
+        ])
+        .await;
         let desired = agent.converge(&c).await;
         let mine = desired.instances.iter().find(|d| d.id.as_str() == id).unwrap();
         assert_eq!(mine.metadata.options.http_tokens, kumo_wire::network::HttpTokens::Required);
         assert_eq!(mine.metadata.options.http_put_response_hop_limit, 2);
+        // InstanceMetadataTags is disabled: the guest is not told its tags.
+        assert_eq!(mine.metadata.tags, Vec::<(String, String)>::new());
         c.wait_state(&t, &id, "running").await;
 
         // The action: named options change, the others stay; the answer says pending.
@@ -1905,6 +1932,13 @@ async fn modify_instance_metadata_options_reaches_both_views_and_the_agent() {
         let desired = agent.converge(&c).await;
         let mine = desired.instances.iter().find(|d| d.id.as_str() == id).unwrap();
         assert_eq!(mine.metadata.options.http_endpoint, kumo_wire::network::Switch::Disabled);
+        // Enabled: the instance's EC2 tags reach the agent, sorted, and follow DeleteTags.
+        let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        assert_eq!(mine.metadata.tags, pairs(&[("Name", "web"), ("role", "db")]));
+        ec2.ok(&[("Action", "DeleteTags"), ("ResourceId.1", &id), ("Tag.1.Key", "role")]).await;
+        let desired = agent.converge(&c).await;
+        let mine = desired.instances.iter().find(|d| d.id.as_str() == id).unwrap();
+        assert_eq!(mine.metadata.tags, pairs(&[("Name", "web")]));
 
         // DryRun: 412 and nothing changes.
         ec2.err(

@@ -537,6 +537,9 @@ fn answer(view: &InstanceView, path: &str) -> Response {
             if !view.public_keys.is_empty() {
                 entries.push("public-keys/");
             }
+            if tags_on(view) {
+                entries.push("tags/");
+            }
             ok(entries.join("\n"))
         }
         "/latest/meta-data/ami-id" => ok(meta.image_id.clone()),
@@ -581,8 +584,50 @@ fn answer(view: &InstanceView, path: &str) -> Response {
         "/latest/meta-data/network" => ok("interfaces/".into()),
         "/latest/meta-data/network/interfaces" => ok("macs/".into()),
         "/latest/meta-data/network/interfaces/macs" => ok(format!("{}/", view.mac)),
-        _ => public_key(view, dir).or_else(|| nic(view, dir)).unwrap_or_else(not_found),
+        "/latest/meta-data/tags" if tags_on(view) => ok("instance".into()),
+        "/latest/meta-data/tags/instance" if tags_on(view) => ok(view
+            .metadata
+            .tags
+            .iter()
+            .filter(|(k, _)| !k.contains('/'))
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")),
+        _ => public_key(view, dir).or_else(|| nic(view, dir)).or_else(|| tag(view, dir)).unwrap_or_else(not_found),
     }
+}
+
+/// EC2's `InstanceMetadataTags`: tags are served only while it is enabled.
+fn tags_on(view: &InstanceView) -> bool {
+    view.metadata.options.instance_metadata_tags == kumo_wire::network::Switch::Enabled
+}
+
+/// `/latest/meta-data/tags/instance/<key>` (the key percent-encoded or not): its value.
+fn tag(view: &InstanceView, dir: &str) -> Option<Response> {
+    let key = percent_decode(dir.strip_prefix("/latest/meta-data/tags/instance/")?)?;
+    if !tags_on(view) {
+        return None;
+    }
+    let (_, value) = view.metadata.tags.iter().find(|(k, _)| *k == key)?;
+    Some(text(StatusCode::OK, value.clone()))
+}
+
+/// `%XX` escapes decoded (`None` for a malformed escape or bytes that are not UTF-8).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `/latest/meta-data/network/interfaces/macs/<mac>/...`: the one NIC, as
@@ -646,6 +691,7 @@ mod tests {
                 public_ipv4: None,
                 config_drive: false,
                 options: Default::default(),
+                tags: Vec::new(),
             },
         }
     }

@@ -35,6 +35,9 @@ pub(crate) fn view(id: &str, ip: Ipv4Addr, rich: bool) -> InstanceView {
             public_ipv4: rich.then(|| Ipv4Addr::new(198, 51, 100, 10)),
             config_drive: false,
             options: Default::default(),
+            // Tags the controller would not send while the option is off: the
+            // service itself must still hide them.
+            tags: vec![("Name".into(), "web server".into())],
         },
     }
 }
@@ -341,4 +344,42 @@ async fn metadata_options_require_tokens_or_turn_the_endpoint_off() {
     // A change of options takes effect with the next table.
     s.set_bridge("kbr1", vec![with("i-a", A, MetadataOptions::default())]);
     assert_eq!(get(&s, "kbr1", A, path).await, (StatusCode::OK, "i-a".into()));
+}
+
+#[tokio::test]
+async fn instance_metadata_tags_are_served_only_when_enabled() {
+    use kumo_wire::network::{MetadataOptions, Switch};
+    let s = MetadataService::new();
+    let mut tagged = view("i-t", A, false);
+    tagged.metadata.options = MetadataOptions { instance_metadata_tags: Switch::Enabled, ..Default::default() };
+    tagged.metadata.tags =
+        vec![("Name".into(), "web".into()), ("env".into(), "prod".into()), ("team name".into(), "db ops".into())];
+    s.set_bridge("kbr1", vec![tagged.clone(), view("i-u", B, false)]);
+    let (status, listing) = get(&s, "kbr1", A, "/latest/meta-data/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(listing.ends_with("\ntags/"), "{listing}");
+    for (path, want) in [
+        ("/latest/meta-data/tags", "instance"),
+        ("/latest/meta-data/tags/", "instance"),
+        ("/latest/meta-data/tags/instance", "Name\nenv\nteam name"),
+        ("/latest/meta-data/tags/instance/", "Name\nenv\nteam name"),
+        ("/latest/meta-data/tags/instance/Name", "web"),
+        ("/latest/meta-data/tags/instance/env", "prod"),
+        ("/latest/meta-data/tags/instance/team%20name", "db ops"),
+    ] {
+        assert_eq!(get(&s, "kbr1", A, path).await, (StatusCode::OK, want.to_owned()), "{path}");
+    }
+    for path in ["/latest/meta-data/tags/instance/nope", "/latest/meta-data/tags/instance/%zz"] {
+        assert_eq!(get(&s, "kbr1", A, path).await.0, StatusCode::NOT_FOUND, "{path}");
+    }
+    // Disabled (the other instance, whose view carries a tag): 404, not listed.
+    let (_, listing) = get(&s, "kbr1", B, "/latest/meta-data/").await;
+    assert!(!listing.contains("tags"), "{listing}");
+    for path in ["/latest/meta-data/tags", "/latest/meta-data/tags/instance", "/latest/meta-data/tags/instance/Name"] {
+        assert_eq!(get(&s, "kbr1", B, path).await.0, StatusCode::NOT_FOUND, "{path}");
+    }
+    // Turned off later (ModifyInstanceMetadataOptions reaches the agent's next sync): gone at once.
+    tagged.metadata.options.instance_metadata_tags = Switch::Disabled;
+    s.set_bridge("kbr1", vec![tagged]);
+    assert_eq!(get(&s, "kbr1", A, "/latest/meta-data/tags/instance/Name").await.0, StatusCode::NOT_FOUND);
 }

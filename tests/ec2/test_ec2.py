@@ -287,6 +287,33 @@ class Ec2Scenario(unittest.TestCase):
         self.assertEqual(code_of(ec2.terminate_instances, InstanceIds=[ids[0]])[0], "OperationNotPermitted")
         ec2.modify_instance_attribute(InstanceId=ids[0], DisableApiTermination={"Value": False})
         self.assertIn({"Key": "Name", "Value": "e2e"}, inst["Tags"])
+        # Metadata options: the change answers "pending" with the new values, Describe reads them back.
+        self.assertEqual(inst["MetadataOptions"]["HttpTokens"], "optional")
+        changed = ec2.modify_instance_metadata_options(InstanceId=ids[0], HttpTokens="required",
+                                                       HttpPutResponseHopLimit=2, InstanceMetadataTags="enabled")
+        self.assertEqual(changed["InstanceId"], ids[0])
+        self.assertEqual(changed["InstanceMetadataOptions"]["State"], "pending")
+        opts = ec2.describe_instances(InstanceIds=[ids[0]])["Reservations"][0]["Instances"][0]["MetadataOptions"]
+        self.assertEqual({k: opts[k] for k in ("State", "HttpTokens", "HttpPutResponseHopLimit", "HttpEndpoint",
+                                                "HttpProtocolIpv6", "InstanceMetadataTags")},
+                         {"State": "applied", "HttpTokens": "required", "HttpPutResponseHopLimit": 2,
+                          "HttpEndpoint": "enabled", "HttpProtocolIpv6": "disabled", "InstanceMetadataTags": "enabled"})
+        self.assertEqual(code_of(ec2.modify_instance_metadata_options, InstanceId=ids[0], HttpTokens="always")[0],
+                         "InvalidParameterValue")
+        # An Elastic IP's domain-name attribute (PTR): set, read back, reset.
+        alloc = ec2.allocate_address(Domain="vpc")
+        ec2.modify_address_attribute(AllocationId=alloc["AllocationId"], DomainName="web.example.com")
+        (attr,) = ec2.describe_addresses_attribute(AllocationIds=[alloc["AllocationId"]],
+                                                   Attribute="domain-name")["Addresses"]
+        self.assertEqual((attr["PublicIp"], attr["PtrRecord"]), (alloc["PublicIp"], "web.example.com."))
+        self.assertEqual(code_of(ec2.modify_address_attribute, AllocationId=alloc["AllocationId"],
+                                 DomainName="-bad-.example")[0], "InvalidParameterValue")
+        ec2.reset_address_attribute(AllocationId=alloc["AllocationId"], Attribute="domain-name")
+        (attr,) = ec2.describe_addresses_attribute(AllocationIds=[alloc["AllocationId"]],
+                                                   Attribute="domain-name")["Addresses"]
+        self.assertNotIn("PtrRecord", attr)
+        ec2.release_address(AllocationId=alloc["AllocationId"])
+        self.assertEqual(ec2.describe_addresses()["Addresses"], [])
         none = ec2.describe_instances(Filters=[{"Name": "tag:suite", "Values": ["other"]}])
         self.assertEqual(none["Reservations"], [])
 

@@ -205,6 +205,10 @@ pub struct InstanceMetadata {
     /// `MetadataOptions`); older controllers send none: EC2's defaults.
     #[serde(default)]
     pub options: MetadataOptions,
+    /// The instance's tags, sorted by key (`tags/instance/<key>`): sent only
+    /// while `options.instance_metadata_tags` is enabled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<(String, String)>,
 }
 
 /// EC2's `HttpTokens`: whether the metadata service serves requests without an
@@ -266,7 +270,8 @@ pub struct MetadataOptions {
     pub http_endpoint: Switch,
     /// Stored and reported; Kumo's metadata service is IPv4 only.
     pub http_protocol_ipv6: Switch,
-    /// Stored and reported; the service does not list tags yet.
+    /// `enabled`: the service lists the instance's tags under
+    /// `/latest/meta-data/tags/instance` (404 while disabled).
     pub instance_metadata_tags: Switch,
 }
 

@@ -473,6 +473,27 @@ impl Db {
             .collect())
     }
 
+    /// The EC2 tags of the live instances on `host`, by instance id, each
+    /// sorted by key (the metadata service's `tags/instance`).
+    pub async fn instance_tags_on_host(
+        &self,
+        host: &HostId,
+    ) -> DbResult<std::collections::HashMap<String, Vec<(String, String)>>> {
+        let rows = sqlx::query(
+            "SELECT t.resource_id, t.tag_key, t.tag_value FROM tags t \
+             JOIN instances i ON i.id = t.resource_id AND i.project_id = t.project_id \
+             WHERE i.host_id = $1 AND i.state <> 'deleted' ORDER BY t.resource_id, t.tag_key",
+        )
+        .bind(host.as_str())
+        .fetch_all(self.pool())
+        .await?;
+        let mut out: std::collections::HashMap<String, Vec<(String, String)>> = std::collections::HashMap::new();
+        for r in rows {
+            out.entry(r.try_get("resource_id")?).or_default().push((r.try_get("tag_key")?, r.try_get("tag_value")?));
+        }
+        Ok(out)
+    }
+
     /// Instances waiting for the scheduler, oldest first.
     pub async fn pending_instances(&self, limit: u32) -> DbResult<Vec<InstanceRecord>> {
         let rows = sqlx::query(&format!("{SELECT} WHERE i.state = 'pending' ORDER BY i.seq LIMIT $1"))

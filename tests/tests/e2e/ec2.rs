@@ -47,6 +47,7 @@ fn boto3_and_the_aws_cli_drive_kumo() {
     }
     let mut s = Stack::start(Options::default()).unwrap();
     s.register_tiny_image().unwrap();
+    s.kumo_ok(&["network", "create", "public", "--cidr", "203.0.113.0/28", "--external"]).unwrap();
     let key = s.kumo_json(&["access-key", "create"]).unwrap();
     let (id, secret) =
         (key["access_key_id"].as_str().unwrap().to_owned(), key["secret_access_key"].as_str().unwrap().to_owned());
@@ -102,6 +103,39 @@ fn boto3_and_the_aws_cli_drive_kumo() {
     let out = cli.output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("AuthFailure"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Terraform's AWS provider, replayed from its source (`tests/ec2/test_terraform_replay.py`
+/// names the provider functions and commits): apply, a refresh that must read back every
+/// field unchanged, destroy, nothing left.
+#[test]
+fn terraform_provider_call_sequence_replayed() {
+    if !enabled() {
+        return;
+    }
+    let mut s = Stack::start(Options::default()).unwrap();
+    s.register_tiny_image().unwrap();
+    s.kumo_ok(&["network", "create", "public", "--cidr", "203.0.113.0/28", "--external"]).unwrap();
+    let key = s.kumo_json(&["access-key", "create"]).unwrap();
+    let mut py = Command::new(venv().join("bin/python"));
+    py.arg(repo_file("ec2/test_terraform_replay.py"))
+        .env("KUMO_EC2_ENDPOINT", format!("{}/", s.endpoint))
+        .env("KUMO_EC2_REGION", "kumo-1")
+        .env("KUMO_EC2_KEY_ID", key["access_key_id"].as_str().unwrap())
+        .env("KUMO_EC2_SECRET", key["secret_access_key"].as_str().unwrap())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    let out = py.output().unwrap();
+    let all = s.kumo_json(&["instance", "list", "--all"]).unwrap();
+    for inst in all["items"].as_array().unwrap() {
+        s.track(inst["id"].as_str().unwrap());
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the Terraform replay failed:\n{text}");
+    assert!(text.contains("provider calls, actions:"), "{text}");
+    for line in text.lines().filter(|l| l.contains("SKIPPED") || l.contains("provider calls")) {
+        eprintln!("{line}");
+    }
 }
 
 /// `localhost : ok=… changed=N …` of a playbook's recap.

@@ -571,6 +571,8 @@ pub async fn describe_addresses(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
                     "public-ip" => flt.matches(&f.address.to_string()),
                     "instance-id" => f.instance_id.as_ref().is_some_and(|i| flt.matches(i.as_str())),
                     "association-id" => association_of(f).is_some_and(|a| flt.matches(&a)),
+                    "network-interface-id" => f.port_id.as_ref().is_some_and(|p| flt.matches(p.as_str())),
+                    "private-ip-address" => f.private_ip.is_some_and(|ip| flt.matches(&ip.to_string())),
                     "domain" => flt.matches("vpc"),
                     _ => false,
                 },
@@ -578,12 +580,16 @@ pub async fn describe_addresses(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         })
         .collect();
     dry_run(ctx)?;
+    let owner = owner_id(ctx);
     x.set("addressesSet", rows, |x, f| {
+        // The ENI is the Kumo port the address maps to (as in DescribeInstances).
         x.leaf("publicIp", f.address)
             .leaf("allocationId", &f.id)
             .leaf("domain", "vpc")
             .opt("instanceId", f.instance_id.as_ref())
             .opt("associationId", association_of(&f))
+            .opt("networkInterfaceId", f.port_id.as_ref())
+            .opt("networkInterfaceOwnerId", f.port_id.as_ref().map(|_| &owner))
             .opt("privateIpAddress", f.private_ip)
             .tags(all_tags.get(f.id.as_str()).unwrap_or(&none));
     });

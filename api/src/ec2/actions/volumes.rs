@@ -365,7 +365,8 @@ pub async fn detach_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
 /// `DeleteVolume`.
 pub async fn delete_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let v = find_volume(ctx, ctx.params.required("VolumeId")?).await?;
-    if v.instance_id.is_some() {
+    // Attached, or still attaching or detaching: AWS answers VolumeInUse (tools retry on it).
+    if v.instance_id.is_some() || matches!(v.state, VolumeState::Attaching | VolumeState::Detaching) {
         return Err(Ec2Error::client("VolumeInUse", format!("Volume {} is currently attached", v.id)));
     }
     dry_run(ctx)?;
