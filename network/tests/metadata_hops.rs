@@ -31,6 +31,7 @@ fn view(hop_limit: u8) -> InstanceView {
             public_ipv4: None,
             config_drive: false,
             options: MetadataOptions { http_put_response_hop_limit: hop_limit, ..MetadataOptions::default() },
+            tags: vec![],
         },
     }
 }
