@@ -6,6 +6,7 @@
 mod audit;
 mod billing;
 mod ec2;
+mod ec2_sdk;
 mod lifecycle;
 mod metrics;
 mod networks;
