@@ -346,6 +346,28 @@ async fn ec2_authorize_and_revoke_egress_with_aws_errors() {
         ec2.err(&to_theirs, StatusCode::BAD_REQUEST, "InvalidGroup.NotFound").await;
         let missing = [("Action", "AuthorizeSecurityGroupEgress"), ("GroupId", sg.as_str())];
         ec2.err(&missing, StatusCode::BAD_REQUEST, "MissingParameter").await;
+        // IPv6: no group holds such a rule, so revoking AWS's default `::/0`
+        // egress rule (as Terraform does) finds nothing, and adding one is
+        // refused clearly; a malformed IPv6 CIDR is named.
+        let v6 = |action: &'static str, cidr: &'static str| {
+            [
+                ("Action", action),
+                ("GroupId", sg.as_str()),
+                ("IpPermissions.1.IpProtocol", "-1"),
+                ("IpPermissions.1.FromPort", "0"),
+                ("IpPermissions.1.ToPort", "0"),
+                ("IpPermissions.1.Ipv6Ranges.1.CidrIpv6", cidr),
+            ]
+        };
+        let b = ec2
+            .err(&v6("RevokeSecurityGroupEgress", "::/0"), StatusCode::BAD_REQUEST, "InvalidPermission.NotFound")
+            .await;
+        assert!(b.contains("::/0"), "{b}");
+        let b = ec2
+            .err(&v6("AuthorizeSecurityGroupEgress", "::/0"), StatusCode::BAD_REQUEST, "InvalidParameterValue")
+            .await;
+        assert!(b.contains("IPv4 only"), "{b}");
+        ec2.err(&v6("RevokeSecurityGroupEgress", "::zz/0"), StatusCode::BAD_REQUEST, "InvalidParameterValue").await;
         assert_eq!(count().await, 3, "{backend}: nothing changed");
         assert_eq!(shown(&c, &t, &sg).await["rules"], native["rules"]);
 

@@ -200,8 +200,10 @@ fn agent_sync_payloads_never_fail_the_controller() {
         }]);
         req.unmanaged_domains = vec!["somebody-elses".into()];
         req.known_revision = Some("not-the-current-one".into());
-        let work = |id: &str| serde_json::json!({"id": id, "applied_generation": 1, "error": null,
-            "failed_generation": null, "stored_bytes": 4096, "observed_at": kumo_wire::Timestamp::now()});
+        let work = |id: &str| {
+            serde_json::json!({"id": id, "applied_generation": 1, "error": null,
+            "failed_generation": null, "stored_bytes": 4096, "observed_at": kumo_wire::Timestamp::now()})
+        };
         let mut base = serde_json::to_value(&req).unwrap();
         base["observed_volumes"] = json!([work("vol-0000000000000000a")]);
         base["observed_snapshots"] = json!([work("snap-0000000000000000a")]);

@@ -690,7 +690,7 @@ async fn addresses(c: &Cloud, t: &str) -> Vec<String> {
 async fn two_controllers_racing_for_addresses_never_hand_one_out_twice() {
     for backend in backends() {
         let a = cloud(backend, |_| {}).await;
-        let b = cloud_on(tempfile::tempdir().unwrap(), a.db_url.clone(), |_| {}).await;
+        let b = cloud_on(common::replica_dir(&a), a.db_url.clone(), |_| {}).await;
         let ta = a.tenant("acme").await;
         let tb = b.login("acme-user", "password-123").await;
         unlimited(&a, "acme").await;

@@ -567,6 +567,7 @@ async fn quotas_are_shown_set_and_enforced_with_clear_errors() {
                 "snapshots",
                 "floating_ips",
                 "networks",
+                "vpcs",
                 "security_groups",
                 "rules_per_group",
                 "key_pairs",
@@ -624,8 +625,10 @@ async fn quotas_are_shown_set_and_enforced_with_clear_errors() {
 
         let (_, q) = c.get("/v1/quotas", &t).await;
         let used: Vec<u64> = q["quotas"].as_array().unwrap().iter().map(|q| q["in_use"].as_u64().unwrap()).collect();
-        // The launches made the default network and the default group (one rule).
-        assert_eq!(used, [2, 2, 1024, 1, 3, 0, 0, 1, 1, 1, 0, 0, 0]);
+        // The launches made the default network (no VPC of its own) and the
+        // default group (its member-to-member ingress rule and AWS's default
+        // egress rule).
+        assert_eq!(used, [2, 2, 1024, 1, 3, 0, 0, 1, 0, 1, 2, 0, 0, 0]);
 
         // Defaults (admin) apply to projects without their own limit; reset drops an override.
         let (s, d) = put(&c, &c.admin, "/v1/quotas/defaults", json!({"floating_ips": 5})).await;
@@ -642,7 +645,7 @@ async fn a_quota_race_for_the_last_slot_lets_exactly_one_through() {
     for backend in backends() {
         let a = cloud(backend, |_| {}).await;
         // A second controller on the same database: two processes racing.
-        let b = common::cloud_on(tempfile::tempdir().unwrap(), a.db_url.clone(), |_| {}).await;
+        let b = common::cloud_on(common::replica_dir(&a), a.db_url.clone(), |_| {}).await;
         a.kernel_image("tiny").await;
         // Room for every instance: one that no host can take would not count against the quota.
         let room = kumo_wire::agent::HostCapacity { vcpus: 16, memory_mib: 16384, disk_gib: 100 };

@@ -105,10 +105,18 @@ pub fn ec2_protocol(p: Protocol) -> &'static str {
     }
 }
 
+/// What `IpPermissions.N` asks for: Kumo rules, and IPv6 ranges, which
+/// Kumo's IPv4-only groups can never hold.
+struct Permissions {
+    rules: Vec<AddRule>,
+    /// Each `Ipv6Ranges.M.CidrIpv6`, as a rule description for errors.
+    ipv6: Vec<String>,
+}
+
 /// The rules of `direction` that `IpPermissions.N` (or the flat legacy
 /// parameters) describe: each `IpRanges.M.CidrIp` and each
 /// `Groups.M.GroupId` (UserIdGroupPairs) is one Kumo rule.
-async fn permissions(ctx: &Ctx<'_>, direction: Direction) -> Ec2Result<Vec<AddRule>> {
+async fn permissions(ctx: &Ctx<'_>, direction: Direction) -> Ec2Result<Permissions> {
     let mut perms = ctx.params.groups("IpPermissions");
     if perms.is_empty() && ctx.params.get("IpProtocol").is_some() {
         let mut p = Params::default();
@@ -126,6 +134,7 @@ async fn permissions(ctx: &Ctx<'_>, direction: Direction) -> Ec2Result<Vec<AddRu
         return Err(Ec2Error::missing("IpPermissions"));
     }
     let mut out = Vec::new();
+    let mut ipv6 = Vec::new();
     for p in perms {
         let proto = match p.required("IpProtocol")?.to_ascii_lowercase().as_str() {
             "tcp" | "6" => Protocol::Tcp,
@@ -155,6 +164,14 @@ async fn permissions(ctx: &Ctx<'_>, direction: Direction) -> Ec2Result<Vec<AddRu
             out.push(AddRule { direction, protocol: proto, ports, cidr: Some(cidr), source_group: None });
             any = true;
         }
+        for r in p.groups("Ipv6Ranges") {
+            let cidr = r.required("CidrIpv6")?;
+            if cidr.parse::<ipnet::Ipv6Net>().is_err() {
+                return Err(Ec2Error::invalid_value(format!("CIDR block {cidr} is malformed")));
+            }
+            ipv6.push(format!("peer: {cidr}, {}", p.get("IpProtocol").unwrap_or_default()));
+            any = true;
+        }
         for g in p.groups("Groups") {
             let source =
                 g.get("GroupId").or_else(|| g.get("GroupName")).ok_or_else(|| Ec2Error::missing("Groups.N.GroupId"))?;
@@ -165,7 +182,7 @@ async fn permissions(ctx: &Ctx<'_>, direction: Direction) -> Ec2Result<Vec<AddRu
             return Err(Ec2Error::missing("IpRanges.N.CidrIp"));
         }
     }
-    Ok(out)
+    Ok(Permissions { rules: out, ipv6 })
 }
 
 fn same_rule(rule: &SecurityGroupRule, want: &AddRule) -> bool {
@@ -206,7 +223,12 @@ pub async fn revoke_egress(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
 /// too many rules) none.
 async fn authorize(ctx: &Ctx<'_>, x: &mut Xml, direction: Direction) -> Ec2Result<()> {
     let g = group_param(ctx, &ctx.params).await?;
-    let rules = permissions(ctx, direction).await?;
+    let Permissions { rules, ipv6 } = permissions(ctx, direction).await?;
+    if let Some(peer) = ipv6.first() {
+        return Err(Ec2Error::invalid_value(format!(
+            "IPv6 rules are not supported: Kumo's networks are IPv4 only ({peer})"
+        )));
+    }
     for (i, r) in rules.iter().enumerate() {
         if g.rules.iter().any(|have| same_rule(have, r))
             || rules[..i].iter().any(|earlier| {
@@ -252,7 +274,15 @@ async fn authorize(ctx: &Ctx<'_>, x: &mut Xml, direction: Direction) -> Ec2Resul
 /// Removes every rule named, or (any not there) none.
 async fn revoke(ctx: &Ctx<'_>, x: &mut Xml, direction: Direction) -> Ec2Result<()> {
     let g = group_param(ctx, &ctx.params).await?;
-    let rules = permissions(ctx, direction).await?;
+    let Permissions { rules, ipv6 } = permissions(ctx, direction).await?;
+    if let Some(peer) = ipv6.first() {
+        // No group can hold an IPv6 rule, so revoking one finds nothing,
+        // which is what tools that revoke AWS's default `::/0` rule expect.
+        return Err(Ec2Error::client(
+            "InvalidPermission.NotFound",
+            format!("The specified rule \"{peer}\" does not exist in {}", g.id),
+        ));
+    }
     let mut ids = Vec::new();
     for want in &rules {
         let rule = g.rules.iter().find(|have| same_rule(have, want)).ok_or_else(|| {
