@@ -42,6 +42,17 @@ impl Strategy {
     }
 }
 
+/// Where the controller keeps image files (see `crate::image_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageStoreKind {
+    /// One directory, `image_dir`: one replica, or several sharing it (NFS).
+    Directory,
+    /// Each replica keeps copies in its own `image_dir` and fetches a file it
+    /// lacks from a replica that has it (checksum verified).
+    Replicated,
+}
+
 /// Everything the controller can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -95,6 +106,20 @@ pub struct ControllerConfig {
     pub deleted_retention_secs: u64,
     /// Largest accepted image file, in bytes.
     pub max_image_bytes: u64,
+    /// `directory` (every replica serves `image_dir`; several replicas share
+    /// it over NFS) or `replicated` (see `replica_url`, `image_copies`).
+    pub image_store: ImageStoreKind,
+    /// The image directory (default: `<data_dir>/images`).
+    pub image_dir: Option<PathBuf>,
+    /// With `image_store = "replicated"`: the URL the other replicas reach this
+    /// one at (`http://10.0.0.11:8774`), to fetch the image files it holds.
+    pub replica_url: Option<String>,
+    /// With `image_store = "replicated"`: how many replicas keep a copy of every
+    /// image file (a background worker brings every file to this many).
+    pub image_copies: u32,
+    /// The CA (PEM) of the replicas' certificates when `replica_url`s are
+    /// https; unset, the system's roots.
+    pub replica_ca_file: Option<PathBuf>,
     /// Name of the image launched when a run request names none.
     pub default_image: String,
     /// The currency of prices and invoices (ISO 4217 code; JPY bills whole yen).
@@ -176,6 +201,11 @@ impl Default for ControllerConfig {
             deleting_deadline_secs: 300,
             deleted_retention_secs: 3600,
             max_image_bytes: 20 * 1024 * 1024 * 1024,
+            image_store: ImageStoreKind::Directory,
+            image_dir: None,
+            replica_url: None,
+            image_copies: 2,
+            replica_ca_file: None,
             default_image: "tiny".into(),
             billing_currency: "JPY".into(),
             billing_tax_rate_bp: 1000,
@@ -231,8 +261,18 @@ impl ControllerConfig {
         let mut known_keys: Vec<String> = known.keys().cloned().collect();
         // Optional fields serialize to nothing when unset; list them explicitly.
         known_keys.extend(
-            ["database_url", "admin_password", "join_token", "tls_cert_file", "tls_key_file", "agent_ca_file"]
-                .map(String::from),
+            [
+                "database_url",
+                "admin_password",
+                "join_token",
+                "tls_cert_file",
+                "tls_key_file",
+                "agent_ca_file",
+                "image_dir",
+                "replica_url",
+                "replica_ca_file",
+            ]
+            .map(String::from),
         );
         for (name, value) in env {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
@@ -285,6 +325,23 @@ impl ControllerConfig {
             return Err(ConfigError::Invalid("billing_close_interval_secs must be at least 1".into()));
         }
         self.vlan_pool()?;
+        if self.image_store == ImageStoreKind::Replicated {
+            match &self.replica_url {
+                None => {
+                    return Err(ConfigError::Invalid(
+                        "image_store = \"replicated\" needs replica_url: the URL the other replicas reach this one at"
+                            .into(),
+                    ))
+                }
+                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                    return Err(ConfigError::Invalid(format!("replica_url '{u}' must start with http:// or https://")))
+                }
+                Some(_) => {}
+            }
+            if self.image_copies == 0 {
+                return Err(ConfigError::Invalid("image_copies must be at least 1".into()));
+            }
+        }
         crate::networks::reserved::parse_list(&self.reserved_cidrs)
             .map_err(|e| ConfigError::Invalid(format!("reserved_cidrs: {e}")))?;
         Ok(())
@@ -330,6 +387,11 @@ impl ControllerConfig {
         }
     }
 
+    /// The image directory, defaulting to `<data_dir>/images`.
+    pub fn image_dir(&self) -> PathBuf {
+        self.image_dir.clone().unwrap_or_else(|| self.data_dir.join("images"))
+    }
+
     /// The database URL, defaulting to a SQLite file in the data directory.
     pub fn database_url(&self) -> String {
         self.database_url
@@ -359,6 +421,27 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_replicated_image_store_needs_a_replica_url_and_copies() {
+        let err = |pairs: &[(&str, &str)]| ControllerConfig::load(None, env(pairs)).unwrap_err().to_string();
+        assert!(err(&[("KUMO_IMAGE_STORE", "replicated")]).contains("needs replica_url"));
+        assert!(err(&[("KUMO_IMAGE_STORE", "replicated"), ("KUMO_REPLICA_URL", "10.0.0.1:8774")])
+            .contains("must start with http://"));
+        let no_copies =
+            [("KUMO_IMAGE_STORE", "replicated"), ("KUMO_REPLICA_URL", "http://a:1"), ("KUMO_IMAGE_COPIES", "0")];
+        assert!(err(&no_copies).contains("image_copies must be at least 1"));
+        assert!(err(&[("KUMO_IMAGE_STORE", "mogilefs")]).contains("image_store"));
+        let ok = ControllerConfig::load(
+            None,
+            env(&[("KUMO_IMAGE_STORE", "replicated"), ("KUMO_REPLICA_URL", "http://10.0.0.1:8774")]),
+        )
+        .unwrap();
+        assert_eq!((ok.image_store, ok.image_copies), (ImageStoreKind::Replicated, 2));
+        let shared = ControllerConfig::load(None, env(&[("KUMO_IMAGE_DIR", "/mnt/kumo-images")])).unwrap();
+        assert_eq!(shared.image_dir(), PathBuf::from("/mnt/kumo-images"));
+        assert_eq!(ControllerConfig::default().image_dir(), PathBuf::from("/var/lib/kumo/controller/images"));
     }
 
     #[test]

@@ -125,7 +125,7 @@ where
         state.images.discard(staged).await;
         return Err(e);
     }
-    state.images.commit(staged).await.map_err(store_error)?;
+    state.images.commit(staged).await?;
     let recorded = async {
         let mut tx = state.db.begin_write().await?;
         crate::quotas::check(&mut tx, &caller.project_id, &asks).await?;

@@ -15,6 +15,7 @@ pub mod db;
 pub mod ec2;
 pub mod error;
 pub mod guards;
+pub mod image_store;
 pub mod image_uploads;
 pub mod instances;
 pub mod login_limit;
@@ -38,7 +39,6 @@ pub mod workers;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kumo_storage::FsImageStore;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -58,7 +58,7 @@ pub enum StartError {
     Db(#[from] db::DbError),
     /// The image store directory could not be created.
     #[error("image store")]
-    Images(#[from] kumo_storage::ImageStoreError),
+    Images(#[from] image_store::ImageFilesError),
     /// The data directory could not be created.
     #[error("cannot create the data directory {path}")]
     DataDir {
@@ -106,7 +106,7 @@ impl Controller {
         let sealer = sealing::open_for(&db, &config.data_dir).await?;
         let bootstrapped = bootstrap::bootstrap(&db, &config).await.map_err(StartError::Bootstrap)?;
         let keys = TokenKeys::load_or_create(&db, &sealer, config.token_ttl_secs).await?;
-        let images = FsImageStore::open(config.data_dir.join("images"))?;
+        let images = image_store::ImageFiles::open(&config, &db, &sealer).await?;
         let guards = Arc::new(guards::Guards::new(&config));
         let state = AppState {
             db,
@@ -125,7 +125,7 @@ impl Controller {
         let secs = Duration::from_secs;
         let s = &state;
         // One line per background loop; `work` returns how many items it handled.
-        let workers = vec![
+        let mut workers = vec![
             workers::spawn_with(
                 "scheduler",
                 Pacing { interval: secs(2), wake: Some(s.scheduler_wake.clone()), max_backoff: secs(10) },
@@ -169,11 +169,21 @@ impl Controller {
             workers::spawn_with(
                 "billing",
                 workers::every(secs(s.config.billing_close_interval_secs), secs(300)),
-                rx,
+                rx.clone(),
                 s.clone(),
                 |s| async move { billing::close_due(&s).await },
             ),
         ];
+        if state.images.peer_token().is_some() {
+            // Reports zero: a pass every interval is enough.
+            workers.push(workers::spawn_with(
+                "image-replication",
+                workers::every(secs(10), secs(60)),
+                rx.clone(),
+                state.clone(),
+                |s| async move { s.images.maintain().await.map(|_| 0).map_err(ApiError::from) },
+            ));
+        }
         Ok(Self { state, bootstrapped, shutdown, workers })
     }
 

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use kumo_storage::FsImageStore;
 use kumo_wire::HostId;
 use tokio::sync::Notify;
 
@@ -40,7 +39,7 @@ pub struct AppState {
     /// API token signing.
     pub keys: Arc<TokenKeys>,
     /// Image files.
-    pub images: FsImageStore,
+    pub images: crate::image_store::ImageFiles,
     /// Checks the cluster join token agents register with (only its hash is kept).
     pub join_token: Arc<crate::bootstrap::JoinTokenCheck>,
     /// Seals and opens the secrets kept in the database.

@@ -18,6 +18,7 @@ mod metrics;
 mod networks;
 mod notices;
 mod panel;
+mod replicas;
 mod scenario;
 mod seams;
 mod secrets;

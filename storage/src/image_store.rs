@@ -54,6 +54,10 @@ pub struct Staged {
     final_path: PathBuf,
     /// Its size and checksum.
     pub stored: StoredFile,
+    /// The image it belongs to.
+    pub image: ImageId,
+    /// Its role in the image.
+    pub role: ImageFileRole,
     /// Marks the image's directory busy until this is committed or dropped.
     _busy: Busy,
 }
@@ -199,7 +203,7 @@ impl FsImageStore {
         }
         .await;
         match result {
-            Ok(stored) => Ok(Staged { tmp_path, final_path, stored, _busy: busy }),
+            Ok(stored) => Ok(Staged { tmp_path, final_path, stored, image: image.clone(), role, _busy: busy }),
             Err(err) => {
                 let _ = tokio::fs::remove_file(&tmp_path).await;
                 remove_dir_if_empty(&dir).await;

@@ -20,6 +20,7 @@ pub mod keypairs;
 pub mod networks;
 pub mod quarantine;
 pub mod quotas;
+pub mod replicas;
 pub mod snapshots;
 pub mod volumes;
 pub mod vpcs;

@@ -111,7 +111,10 @@ async fn image_file(
     let id: ImageId = id.parse().map_err(|_| not_found())?;
     let role: ImageFileRole = role.parse().map_err(|_| not_found())?;
     state.db.image_by_id(&id).await?.ok_or_else(not_found)?;
-    let (file, len) = state.images.open_file(&id, role).await.map_err(|_| not_found())?;
+    let (file, len) = state.images.open_file(&id, role).await.map_err(|e| match e {
+        crate::image_store::ImageFilesError::Store(kumo_storage::ImageStoreError::NotFound { .. }) => not_found(),
+        other => ApiError::from(other),
+    })?;
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, len)

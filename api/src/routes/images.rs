@@ -187,7 +187,7 @@ async fn upload_image_file(
         state.images.discard(staged).await;
         return Err(e);
     }
-    state.images.commit(staged).await.map_err(image_uploads::store_error)?;
+    state.images.commit(staged).await?;
     let virtual_size = (role == ImageFileRole::Disk).then_some(virtual_size);
     state.db.record_image_file(&found, role, stored.size_bytes, &stored.sha256, virtual_size).await?;
     Ok(Json(find(&state, &caller, found.id.as_str()).await?))

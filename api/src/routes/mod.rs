@@ -14,6 +14,7 @@ pub(crate) mod keypairs;
 mod networks;
 mod quarantine;
 mod quotas;
+mod replica;
 mod snapshots;
 mod volumes;
 
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(crate::metrics::serve))
         .merge(agent::routes())
+        .merge(replica::routes())
         .merge(crate::ec2::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state);
