@@ -33,6 +33,7 @@ pub mod tls;
 pub mod transition;
 pub mod unplaced;
 pub mod volumes;
+pub mod wakeups;
 pub mod watchdog;
 pub mod workers;
 
@@ -125,7 +126,12 @@ impl Controller {
         let secs = Duration::from_secs;
         let s = &state;
         // One line per background loop; `work` returns how many items it handled.
-        let mut workers = vec![
+        let mut workers = if state.db.backend() == db::Backend::Postgres {
+            wakeups::start(&state.hosts, &state.config.database_url(), rx.clone()).await?
+        } else {
+            Vec::new()
+        };
+        workers.extend([
             workers::spawn_with(
                 "scheduler",
                 Pacing { interval: secs(2), wake: Some(s.scheduler_wake.clone()), max_backoff: secs(10) },
@@ -173,7 +179,7 @@ impl Controller {
                 s.clone(),
                 |s| async move { billing::close_due(&s).await },
             ),
-        ];
+        ]);
         if state.images.peer_token().is_some() {
             // Reports zero: a pass every interval is enough.
             workers.push(workers::spawn_with(

@@ -14,6 +14,8 @@ use crate::db::Db;
 #[derive(Debug, Default)]
 pub struct HostNotifier {
     hosts: Mutex<HashMap<HostId, Arc<Notify>>>,
+    /// Where wake-ups go for the other replicas (see `crate::wakeups`), on PostgreSQL.
+    relay: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<HostId>>,
 }
 
 impl HostNotifier {
@@ -23,9 +25,30 @@ impl HostNotifier {
         hosts.entry(host.clone()).or_default().clone()
     }
 
-    /// Wakes the host's waiting sync, if any.
+    /// Wakes the host's waiting sync, if any, on every replica.
     pub fn wake(&self, host: &HostId) {
+        self.wake_here(host);
+        if let Some(relay) = self.relay.get() {
+            let _ = relay.send(host.clone());
+        }
+    }
+
+    /// Wakes the host's waiting sync on this replica only.
+    pub fn wake_here(&self, host: &HostId) {
         self.of(host).notify_waiters();
+    }
+
+    /// Wakes every waiting sync on this replica.
+    pub fn wake_all_here(&self) {
+        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        for notify in hosts.values() {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Sends every later wake-up to `relay` as well (once).
+    pub fn relay_to(&self, relay: tokio::sync::mpsc::UnboundedSender<HostId>) {
+        let _ = self.relay.set(relay);
     }
 }
 

@@ -219,3 +219,68 @@ async fn the_replication_worker_brings_files_to_their_copies() {
         assert_eq!(two.maintain(state.images.local()).await.unwrap(), 0, "{backend}: nothing left to do");
     }
 }
+
+/// An agent's long poll of `router` with `revision` as known, waiting up to
+/// the controller's longest wait (25 s).
+fn long_poll(router: &axum::Router, host_token: &str, revision: String) -> tokio::task::JoinHandle<Value> {
+    let mut req = FakeAgent::request(vec![]);
+    req.known_revision = Some(revision);
+    req.wait_ms = 25_000;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/agent/v1/sync")
+        .header("authorization", format!("Bearer {host_token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&req).unwrap()))
+        .unwrap();
+    let router = router.clone();
+    tokio::spawn(async move {
+        let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    })
+}
+
+/// Waits for a long poll that must have been woken: well before its 25 s
+/// wait would have ended on its own.
+async fn woken(poll: tokio::task::JoinHandle<Value>) -> Value {
+    tokio::time::timeout(std::time::Duration::from_secs(15), poll)
+        .await
+        .expect("the long poll was not woken by the change through the other replica")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_change_through_one_replica_wakes_the_agents_polling_the_other() {
+    // SQLite runs one replica; its wake-ups stay in the process.
+    if !backends().contains(&"postgres") {
+        return;
+    }
+    let a = common::cloud("postgres", |_| {}).await;
+    let b = cloud_on(replica_dir(&a), a.db_url.clone(), |_| {}).await;
+    a.kernel_image("tiny").await;
+    a.tenant("acme").await;
+    let token_b = b.login("acme-user", "password-123").await;
+    let agent = FakeAgent::register(&a, "host-a", CAPACITY).await;
+    let idle = agent.sync(&a, vec![]).await;
+
+    // The agent long-polls A; an instance is launched through B.
+    let poll = long_poll(&a.router, &agent.host_token, idle.revision.clone());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let inst = b.run(&token_b, "w1", "mini").await;
+    let id = inst["id"].as_str().unwrap().to_owned();
+    let desired = woken(poll).await;
+    assert_eq!(desired["instances"][0]["id"], json!(id), "{desired:#}");
+
+    // Running; the agent long-polls A again and the instance is stopped
+    // through B (B's request handler makes the change: no scheduler involved).
+    let converged = agent.converge(&a).await;
+    b.wait_state(&token_b, &id, "running").await;
+    let poll = long_poll(&a.router, &agent.host_token, converged.revision.clone());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (s, body) = b.post(&format!("/v1/instances/{id}/actions"), &token_b, json!({"action": "stop"})).await;
+    assert!(s.is_success(), "{body}");
+    let desired = woken(poll).await;
+    assert_eq!(desired["instances"][0]["power"], json!("stopped"), "{desired:#}");
+}
