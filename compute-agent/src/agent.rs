@@ -73,7 +73,7 @@ impl Agent {
     /// Prepares the agent: state directory, saved credentials, libvirt, server socket.
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
         // Certificates first: a bad file stops the agent before it touches anything.
-        let client = ControllerClient::new(config.controller_base(), config.controller_ca_file.as_deref())?;
+        let client = ControllerClient::with_failover(&config.controller_list(), config.controller_ca_file.as_deref())?;
         let tls = match (&config.tls_cert_file, &config.tls_key_file) {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
             _ => None,
@@ -126,7 +126,11 @@ impl Agent {
                 public_interface: config.public_interface.clone(),
                 nft_table: config.nft_table.clone(),
                 metadata: config.metadata,
-                reserved: crate::networking::controller_reserved(&config.controller_url),
+                reserved: config
+                    .controller_list()
+                    .into_iter()
+                    .flat_map(crate::networking::controller_reserved)
+                    .collect(),
             },
             network_status.clone(),
         )

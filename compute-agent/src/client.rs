@@ -1,6 +1,10 @@
 //! The agent's HTTP client for the controller: registration, the sync long
-//! poll, and image downloads (as the image cache's [`ImageFetcher`]).
+//! poll, and image downloads (as the image cache's [`ImageFetcher`]). With
+//! several controller URLs (replicas), a request the one in use does not
+//! answer is sent to the next, which is then kept.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -56,10 +60,24 @@ pub enum ClientError {
     NotRegistered,
 }
 
-/// A client for one controller.
+impl ClientError {
+    /// Whether another controller replica may answer where this one did not:
+    /// no connection, or a load balancer or a replica going away (502-504).
+    fn worth_failing_over(&self) -> bool {
+        match self {
+            Self::Transport { .. } => true,
+            Self::Status { status, .. } => matches!(status, 502..=504),
+            _ => false,
+        }
+    }
+}
+
+/// A client for the controller (one URL, or several replicas to fail over between).
 #[derive(Debug, Clone)]
 pub struct ControllerClient {
-    base: String,
+    bases: Arc<Vec<String>>,
+    /// The replica in use (an index in `bases`).
+    current: Arc<AtomicUsize>,
     http: reqwest::Client,
 }
 
@@ -67,6 +85,12 @@ impl ControllerClient {
     /// A client for the controller at `base` (no trailing slash needed).
     /// With `ca_file`, https connections trust only the certificates in it.
     pub fn new(base: &str, ca_file: Option<&std::path::Path>) -> Result<Self, crate::tls::TlsError> {
+        Self::with_failover(&[base], ca_file)
+    }
+
+    /// A client for the controller replicas at `bases`, tried in order when
+    /// the one in use does not answer. `bases` must not be empty.
+    pub fn with_failover(bases: &[&str], ca_file: Option<&std::path::Path>) -> Result<Self, crate::tls::TlsError> {
         let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             // A stalled download must fail rather than hang a convergence task
@@ -78,11 +102,43 @@ impl ControllerClient {
             None => (builder, std::path::PathBuf::new()),
         };
         let http = builder.build().map_err(|source| crate::tls::TlsError::Client { path: ca, source })?;
-        Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
+        let bases = bases.iter().map(|b| b.trim_end_matches('/').to_owned()).collect();
+        Ok(Self { bases: Arc::new(bases), current: Arc::default(), http })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// The controller URL in use.
+    pub fn current_base(&self) -> &str {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Sends the request `build` makes for `path`, to the replica in use and,
+    /// when it does not answer, to the next ones in turn.
+    async fn request(
+        &self,
+        path: &str,
+        build: impl Fn(&reqwest::Client, &str) -> Result<reqwest::RequestBuilder, ClientError>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let n = self.bases.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut tried = 0;
+        loop {
+            let idx = (start + tried) % n;
+            let url = format!("{}{path}", self.bases[idx]);
+            match self.send(&url, build(&self.http, &url)?).await {
+                Ok(resp) => {
+                    if tried > 0 {
+                        self.current.store(idx, Ordering::Relaxed);
+                        tracing::warn!(controller = %self.bases[idx], "failed over to another controller replica");
+                    }
+                    return Ok(resp);
+                }
+                Err(e) if e.worth_failing_over() && tried + 1 < n => {
+                    tracing::warn!(controller = %self.bases[idx], "controller replica did not answer: {e}; trying the next");
+                    tried += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn send(&self, url: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
@@ -111,12 +167,16 @@ impl ControllerClient {
         body: &impl serde::Serialize,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        let url = self.url(path);
-        let mut req = self.http.post(&url).json(body).timeout(timeout);
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        let resp = self.send(&url, req).await?;
+        let resp = self
+            .request(path, |http, url| {
+                let req = http.post(url).json(body).timeout(timeout);
+                Ok(match token {
+                    Some(token) => req.bearer_auth(token),
+                    None => req,
+                })
+            })
+            .await?;
+        let url = resp.url().to_string();
         resp.json().await.map_err(|source| ClientError::Decode { url, source })
     }
 
@@ -138,9 +198,7 @@ impl ControllerClient {
         image: &ImageId,
         role: ImageFileRole,
     ) -> Result<reqwest::Response, ClientError> {
-        let url = self.url(&image_file_path(image, role));
-        let req = self.http.get(&url).bearer_auth(host_token);
-        self.send(&url, req).await
+        self.request(&image_file_path(image, role), |http, url| Ok(http.get(url).bearer_auth(host_token))).await
     }
 }
 
@@ -152,20 +210,29 @@ impl ControllerClient {
         snapshot: &SnapshotId,
         file: &std::path::Path,
     ) -> Result<(), ClientError> {
-        let url = self.url(&snapshot_upload_path(snapshot));
-        let body = tokio::fs::File::open(file)
-            .await
-            .map_err(|e| ClientError::Status { status: 0, message: format!("cannot open {}: {e}", file.display()) })?;
-        let len = body.metadata().await.map(|m| m.len()).unwrap_or(0);
-        let stream = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
-        let req = self
-            .http
-            .put(&url)
-            .bearer_auth(host_token)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(reqwest::Body::wrap_stream(stream));
-        self.send(&url, req).await.map(drop)
+        // Opened again for every replica tried: a body is sent once.
+        let open = || {
+            let cannot = |e: std::io::Error| ClientError::Status {
+                status: 0,
+                message: format!("cannot open {}: {e}", file.display()),
+            };
+            let body = std::fs::File::open(file).map_err(cannot)?;
+            let len = body.metadata().map(|m| m.len()).map_err(cannot)?;
+            Ok((tokio::fs::File::from_std(body), len))
+        };
+        open()?;
+        self.request(&snapshot_upload_path(snapshot), |http, url| {
+            let (body, len) = open()?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
+            Ok(http
+                .put(url)
+                .bearer_auth(host_token)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(reqwest::Body::wrap_stream(stream)))
+        })
+        .await
+        .map(drop)
     }
 }
 
@@ -211,5 +278,103 @@ impl ImageFetcher for HttpImageFetcher {
         let creds = self.creds.get().ok_or(ClientError::NotRegistered)?;
         let resp = self.client.image_file(&creds.host_token, image, role).await?;
         Ok(Box::pin(resp.bytes_stream().map_err(std::io::Error::other)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::{get, post, put};
+    use kumo_wire::agent::HostCapacity;
+    use kumo_wire::HostId;
+
+    /// A loopback port nothing listens on (connections are refused).
+    async fn dead_url() -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", l.local_addr().expect("addr"));
+        drop(l);
+        url
+    }
+
+    /// A stand-in controller replica on loopback: registers anyone, serves an
+    /// image file, accepts snapshot uploads (answering their size), or answers
+    /// every request with `status` when given one.
+    async fn replica(status: Option<u16>) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", l.local_addr().expect("addr"));
+        let app = match status {
+            Some(code) => axum::Router::new().fallback(move || async move {
+                (axum::http::StatusCode::from_u16(code).expect("status"), "{\"code\":\"x\",\"message\":\"nope\"}")
+            }),
+            None => axum::Router::new()
+                .route(
+                    REGISTER_PATH,
+                    post(|| async {
+                        axum::Json(RegisterResponse {
+                            host_id: HostId::generate(),
+                            host_token: "ht".into(),
+                            agent_token: "at".into(),
+                        })
+                    }),
+                )
+                .route("/agent/v1/images/{id}/files/{role}", get(|| async { "disk bytes" }))
+                .route(
+                    "/agent/v1/snapshots/{id}/image",
+                    put(|body: bytes::Bytes| async move { format!("{}", body.len()) }),
+                ),
+        };
+        tokio::spawn(async move { axum::serve(l, app).await });
+        url
+    }
+
+    fn register_request() -> RegisterRequest {
+        RegisterRequest {
+            join_token: "j".into(),
+            name: "h".into(),
+            agent_url: "http://127.0.0.1:9".into(),
+            capacity: HostCapacity { vcpus: 1, memory_mib: 512, disk_gib: 1 },
+            hypervisor: "qemu".into(),
+            availability_zone: "z".into(),
+            volume_backends: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_does_not_answer_is_failed_over_and_the_next_kept() {
+        let (dead, busy, live) = (dead_url().await, replica(Some(503)).await, replica(None).await);
+        let client = ControllerClient::with_failover(&[&dead, &busy, &live], None).expect("client");
+        assert_eq!(client.current_base(), dead);
+        let registered = client.register(&register_request()).await.expect("registered through the live replica");
+        assert_eq!(registered.host_token, "ht");
+        assert_eq!(client.current_base(), live, "the answering replica is kept");
+
+        // Downloads and uploads go there too; an upload's body is sent whole to the replica that answers.
+        let image = ImageId::generate();
+        let resp = client.image_file("ht", &image, ImageFileRole::Disk).await.expect("download");
+        assert_eq!(resp.text().await.expect("body"), "disk bytes");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("snap.qcow2");
+        std::fs::write(&file, vec![7u8; 100_000]).expect("write");
+        let flaky = ControllerClient::with_failover(&[&dead, &live], None).expect("client");
+        flaky.upload_snapshot("ht", &SnapshotId::generate(), &file).await.expect("upload fails over");
+        assert_eq!(flaky.current_base(), live);
+        let missing = dir.path().join("gone.qcow2");
+        let err = flaky.upload_snapshot("ht", &SnapshotId::generate(), &missing).await.expect_err("no file");
+        assert!(err.to_string().contains("cannot open"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn refusals_are_not_failed_over_and_no_replica_answering_is_an_error() {
+        // A replica that answers (here: 401, 404) has spoken for the cloud: no failover.
+        for code in [401, 404] {
+            let (first, live) = (replica(Some(code)).await, replica(None).await);
+            let client = ControllerClient::with_failover(&[&first, &live], None).expect("client");
+            let err = client.register(&register_request()).await.expect_err("refused");
+            assert!(err.to_string().contains("nope"), "{err}");
+            assert_eq!(client.current_base(), first);
+        }
+        let client = ControllerClient::with_failover(&[&dead_url().await, &dead_url().await], None).expect("client");
+        let err = client.register(&register_request()).await.expect_err("nobody answers");
+        assert!(matches!(err, ClientError::Transport { .. }), "{err}");
     }
 }

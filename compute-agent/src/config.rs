@@ -104,8 +104,15 @@ impl DomainType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Base URL of the controller, e.g. `https://kumo.example:8774`.
+    /// Base URL of the controller, e.g. `https://kumo.example:8774` (one
+    /// replica, or a load balancer in front of several).
+    #[serde(default)]
     pub controller_url: String,
+    /// Base URLs of further controller replicas (or all of them, leaving
+    /// `controller_url` unset): when the one in use does not answer, the agent
+    /// fails over to the next, in order.
+    #[serde(default)]
+    pub controller_urls: Vec<String>,
     /// The CA certificate (PEM) that signed the controller's certificate, or
     /// the controller's own self-signed certificate. Required with an https
     /// `controller_url`: the agent then trusts only it (no public roots), so
@@ -277,6 +284,7 @@ const BOOLEAN: &[&str] = &["metadata"];
 /// Every setting, for checking `KUMO_AGENT_*` variables.
 const FIELDS: &[&str] = &[
     "controller_url",
+    "controller_urls",
     "controller_ca_file",
     "tls_cert_file",
     "tls_key_file",
@@ -326,6 +334,10 @@ impl AgentConfig {
             let value = if NUMERIC.contains(&key.as_str()) {
                 let n: i64 = value.trim().parse().map_err(|_| ConfigError::NotANumber { var, value })?;
                 toml::Value::Integer(n)
+            } else if key == "controller_urls" {
+                // A comma-separated list.
+                let urls = value.split(',').map(str::trim).filter(|u| !u.is_empty());
+                toml::Value::Array(urls.map(|u| toml::Value::String(u.to_owned())).collect())
             } else if BOOLEAN.contains(&key.as_str()) {
                 match value.trim() {
                     "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
@@ -343,26 +355,12 @@ impl AgentConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let url = reqwest::Url::parse(&self.controller_url)
-            .map_err(|e| ConfigError::Value(format!("controller_url '{}' is not a URL: {e}", self.controller_url)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::Value(format!("controller_url '{}' must be http or https", self.controller_url)));
+        let urls = self.controller_list();
+        if urls.is_empty() {
+            return Err(ConfigError::Value("set controller_url (or controller_urls): where the controller is".into()));
         }
-        match (url.scheme(), &self.controller_ca_file) {
-            ("https", None) => {
-                return Err(ConfigError::Value(format!(
-                    "controller_url '{}' is https but controller_ca_file is not set (the agent trusts only the CA \
-                     named there)",
-                    self.controller_url
-                )))
-            }
-            ("http", Some(_)) => {
-                return Err(ConfigError::Value(format!(
-                    "controller_ca_file is set but controller_url '{}' is plain http (use https://)",
-                    self.controller_url
-                )))
-            }
-            _ => {}
+        for controller_url in urls {
+            Self::validate_controller_url(controller_url, self.controller_ca_file.is_some())?;
         }
         match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(_), None) => return Err(ConfigError::Value("tls_cert_file is set but tls_key_file is not".into())),
@@ -406,6 +404,37 @@ impl AgentConfig {
         Ok(())
     }
 
+    fn validate_controller_url(controller_url: &str, has_ca: bool) -> Result<(), ConfigError> {
+        let url = reqwest::Url::parse(controller_url)
+            .map_err(|e| ConfigError::Value(format!("controller_url '{controller_url}' is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::Value(format!("controller_url '{controller_url}' must be http or https")));
+        }
+        match (url.scheme(), has_ca) {
+            ("https", false) => Err(ConfigError::Value(format!(
+                "controller_url '{controller_url}' is https but controller_ca_file is not set (the agent trusts only \
+                 the CA named there)"
+            ))),
+            ("http", true) => Err(ConfigError::Value(format!(
+                "controller_ca_file is set but controller_url '{controller_url}' is plain http (use https://)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every controller URL the agent may use, in the order it tries them:
+    /// `controller_url` (when set), then `controller_urls`, without repeats.
+    pub fn controller_list(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        let all = std::iter::once(&self.controller_url).chain(&self.controller_urls);
+        for url in all.map(|u| u.trim().trim_end_matches('/')).filter(|u| !u.is_empty()) {
+            if !out.contains(&url) {
+                out.push(url);
+            }
+        }
+        out
+    }
+
     /// The URL the controller reaches this agent at.
     pub fn advertise_url(&self) -> String {
         self.advertise_url.clone().unwrap_or_else(|| format!("{}://{}", self.listen_scheme(), self.listen))
@@ -420,9 +449,9 @@ impl AgentConfig {
         }
     }
 
-    /// The controller's base URL without a trailing slash.
+    /// The (first) controller's base URL without a trailing slash.
     pub fn controller_base(&self) -> &str {
-        self.controller_url.trim_end_matches('/')
+        self.controller_list().first().copied().unwrap_or_default()
     }
 }
 
@@ -493,6 +522,17 @@ mod tests {
     }
 
     #[test]
+    fn several_controller_urls_are_tried_in_order() {
+        let c =
+            load_text("join_token = \"t\"\ncontroller_urls = [\"http://a:1/\", \"http://b:1\", \"http://a:1\"]\n", &[])
+                .expect("valid");
+        assert_eq!(c.controller_list(), ["http://a:1", "http://b:1"]);
+        assert_eq!(c.controller_base(), "http://a:1");
+        let c = load_text(MINIMAL, &[("KUMO_AGENT_CONTROLLER_URLS", "http://b:1, http://c:1")]).expect("valid");
+        assert_eq!(c.controller_list(), ["http://127.0.0.1:8774", "http://b:1", "http://c:1"]);
+    }
+
+    #[test]
     fn user_errors_are_reported_clearly() {
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
         let cases: &[Case] = &[
@@ -503,7 +543,14 @@ mod tests {
                 "environment variable KUMO_AGENT_DISK_GIB must be a whole number",
             ),
             ("controller_url = \"http://x\"\njoin_token = \"t\"\ncolour = 1\n", &[], "unknown field `colour`"),
-            ("join_token = \"t\"\n", &[], "missing field `controller_url`"),
+            ("join_token = \"t\"\n", &[], "set controller_url (or controller_urls)"),
+            ("join_token = \"t\"\ncontroller_urls = []\n", &[], "set controller_url (or controller_urls)"),
+            (
+                "join_token = \"t\"\ncontroller_urls = [\"http://a:1\", \"ftp://b\"]\n",
+                &[],
+                "controller_url 'ftp://b' must be http or https",
+            ),
+            (MINIMAL, &[("KUMO_AGENT_CONTROLLER_URLS", "http://a:1, b")], "controller_url 'b' is not a URL"),
             (&format!("{MINIMAL}domain_type = \"xen\"\n"), &[], "unknown variant `xen`"),
             (&format!("{MINIMAL}listen = \"nowhere\"\n"), &[], "invalid socket address"),
             ("controller_url = \"ftp://x\"\njoin_token = \"t\"\n", &[], "must be http or https"),
