@@ -191,9 +191,7 @@ impl VolumeState {
             },
             E::ObservedGone => match self {
                 S::Deleting | S::Error => Some(S::Deleted),
-                S::Creating | S::Available | S::Attaching | S::InUse | S::Detaching | S::Extending | S::Deleted => {
-                    None
-                }
+                S::Creating | S::Available | S::Attaching | S::InUse | S::Detaching | S::Extending | S::Deleted => None,
             },
             E::AgentFailed => match self {
                 S::Creating
