@@ -2,13 +2,12 @@
 //! the power state (and the reboot's generation).
 
 use kumo_wire::events::{InstanceDetail, InstanceStateChanged};
-use kumo_wire::{DesiredPower, InstanceId, InstanceState, LifecycleEvent, ProjectId, Timestamp};
+use kumo_wire::{DesiredPower, InstanceId, InstanceState, LifecycleEvent};
 
-use super::{Change, Common, Effect, Kind, Tx};
+use super::{Change, Effect, Kind};
 use crate::config::ControllerConfig;
 use crate::db::hosts::Claim;
 use crate::db::instances::{self, InstanceRecord};
-use crate::db::{Db, DbResult};
 
 /// The instance kind.
 #[derive(Debug)]
@@ -44,6 +43,11 @@ impl Kind for Instance {
     type Desired = (DesiredPower, Option<u64>);
     type Detail = InstanceStateChanged;
 
+    super::record_columns!(
+        InstanceRecord, InstanceId, InstanceState,
+        load: instance, save: instances::save, past_deadline: instances_past_deadline
+    );
+
     fn next(state: InstanceState, event: LifecycleEvent) -> Option<InstanceState> {
         state.apply(event).ok()
     }
@@ -68,35 +72,8 @@ impl Kind for Instance {
         format!("instance is {}: cannot {}", old.state, describe(event))
     }
 
-    fn id(rec: &InstanceRecord) -> &InstanceId {
-        &rec.id
-    }
-    fn id_str(rec: &InstanceRecord) -> &str {
-        rec.id.as_str()
-    }
-    fn project(rec: &InstanceRecord) -> &ProjectId {
-        &rec.project_id
-    }
-    fn state(rec: &InstanceRecord) -> InstanceState {
-        rec.state
-    }
-    fn updated_at(rec: &InstanceRecord) -> Timestamp {
-        rec.updated_at
-    }
-    fn generation(rec: &InstanceRecord) -> u64 {
-        rec.generation
-    }
     fn desired(rec: &InstanceRecord) -> Self::Desired {
         (rec.desired, rec.reboot_generation)
-    }
-    fn common(rec: &mut InstanceRecord) -> Common<'_, InstanceState> {
-        Common {
-            state: &mut rec.state,
-            state_reason: &mut rec.state_reason,
-            state_deadline: &mut rec.state_deadline,
-            deleted_at: &mut rec.deleted_at,
-            updated_at: &mut rec.updated_at,
-        }
     }
     fn entered(_old: &InstanceRecord, new: &mut InstanceRecord, change: &Change<LifecycleEvent>) {
         if new.state == InstanceState::Running && new.launched_at.is_none() {
@@ -136,25 +113,6 @@ impl Kind for Instance {
         effects
     }
 
-    fn load<'a>(
-        db: &'a Db,
-        id: &'a InstanceId,
-    ) -> impl std::future::Future<Output = DbResult<Option<InstanceRecord>>> + Send + 'a {
-        db.instance(id)
-    }
-    fn save<'a>(
-        tx: &'a mut Tx,
-        old: &'a InstanceRecord,
-        new: &'a InstanceRecord,
-    ) -> impl std::future::Future<Output = DbResult<bool>> + Send + 'a {
-        instances::save(tx, old, new)
-    }
-    fn past_deadline(
-        db: &Db,
-        now: Timestamp,
-    ) -> impl std::future::Future<Output = DbResult<Vec<InstanceRecord>>> + Send + '_ {
-        db.instances_past_deadline(now)
-    }
     fn timeout_reason(config: &ControllerConfig, rec: &InstanceRecord) -> String {
         let waited = Self::deadline_secs(config, rec.state).unwrap_or_default();
         match (&rec.host_name, rec.state) {

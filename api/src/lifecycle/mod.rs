@@ -25,16 +25,6 @@ use crate::db::{Db, DbError, DbResult};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub mod effects;
-mod instance;
-mod snapshot;
-mod volume;
-
-pub use effects::Effect;
-pub use instance::Instance;
-pub use snapshot::Snapshot;
-pub use volume::Volume;
-
 /// How often a compare-and-swap conflict is retried before giving up.
 const CAS_ATTEMPTS: usize = 8;
 
@@ -121,6 +111,72 @@ pub trait Kind: Sized + Send + Sync + 'static {
     /// Why `rec` timed out, in words.
     fn timeout_reason(config: &ControllerConfig, rec: &Self::Record) -> String;
 }
+
+/// The parts of a [`Kind`] impl that only name the record's columns (every
+/// lifecycle row has `id`, `project_id`, `state`, `generation`, ...) and its
+/// queries: `load` (a `Db` method), `save` (the compare-and-swap writer) and
+/// `past_deadline` (a `Db` method).
+macro_rules! record_columns {
+    ($record:ty, $id:ty, $state:ty, load: $load:ident, save: $save:path, past_deadline: $past:ident) => {
+        fn id(rec: &$record) -> &$id {
+            &rec.id
+        }
+        fn id_str(rec: &$record) -> &str {
+            rec.id.as_str()
+        }
+        fn project(rec: &$record) -> &kumo_wire::ProjectId {
+            &rec.project_id
+        }
+        fn state(rec: &$record) -> $state {
+            rec.state
+        }
+        fn updated_at(rec: &$record) -> kumo_wire::Timestamp {
+            rec.updated_at
+        }
+        fn generation(rec: &$record) -> u64 {
+            rec.generation
+        }
+        fn common(rec: &mut $record) -> $crate::lifecycle::Common<'_, $state> {
+            $crate::lifecycle::Common {
+                state: &mut rec.state,
+                state_reason: &mut rec.state_reason,
+                state_deadline: &mut rec.state_deadline,
+                deleted_at: &mut rec.deleted_at,
+                updated_at: &mut rec.updated_at,
+            }
+        }
+        fn load<'a>(
+            db: &'a $crate::db::Db,
+            id: &'a $id,
+        ) -> impl std::future::Future<Output = $crate::db::DbResult<Option<$record>>> + Send + 'a {
+            db.$load(id)
+        }
+        fn save<'a>(
+            tx: &'a mut $crate::lifecycle::Tx,
+            old: &'a $record,
+            new: &'a $record,
+        ) -> impl std::future::Future<Output = $crate::db::DbResult<bool>> + Send + 'a {
+            $save(tx, old, new)
+        }
+        fn past_deadline(
+            db: &$crate::db::Db,
+            now: kumo_wire::Timestamp,
+        ) -> impl std::future::Future<Output = $crate::db::DbResult<Vec<$record>>> + Send + '_ {
+            db.$past(now)
+        }
+    };
+}
+use record_columns;
+
+pub mod effects;
+mod instance;
+mod snapshot;
+mod volume;
+
+pub use effects::Effect;
+pub use instance::Instance;
+pub use snapshot::Snapshot;
+pub use volume::Volume;
 
 /// One requested change.
 #[derive(Debug, Clone)]

@@ -3,12 +3,11 @@
 
 use kumo_wire::events::{SnapshotDetail, SnapshotStateChanged};
 use kumo_wire::storage::{SnapshotEvent, SnapshotState};
-use kumo_wire::{ProjectId, SnapshotId, Timestamp};
+use kumo_wire::SnapshotId;
 
-use super::{Change, Common, Effect, Kind, Tx};
+use super::{Change, Effect, Kind};
 use crate::config::ControllerConfig;
 use crate::db::snapshots::{self, SnapshotRecord};
-use crate::db::{Db, DbResult};
 
 /// The snapshot kind.
 #[derive(Debug)]
@@ -24,6 +23,11 @@ impl Kind for Snapshot {
     type Desired = bool;
     type Detail = SnapshotStateChanged;
 
+    super::record_columns!(
+        SnapshotRecord, SnapshotId, SnapshotState,
+        load: snapshot, save: snapshots::save, past_deadline: snapshots_past_deadline
+    );
+
     fn next(state: SnapshotState, event: SnapshotEvent) -> Option<SnapshotState> {
         state.apply(event).ok()
     }
@@ -37,35 +41,8 @@ impl Kind for Snapshot {
         format!("snapshot {} is {}: cannot apply {event:?}", old.name, old.state)
     }
 
-    fn id(rec: &SnapshotRecord) -> &SnapshotId {
-        &rec.id
-    }
-    fn id_str(rec: &SnapshotRecord) -> &str {
-        rec.id.as_str()
-    }
-    fn project(rec: &SnapshotRecord) -> &ProjectId {
-        &rec.project_id
-    }
-    fn state(rec: &SnapshotRecord) -> SnapshotState {
-        rec.state
-    }
-    fn updated_at(rec: &SnapshotRecord) -> Timestamp {
-        rec.updated_at
-    }
-    fn generation(rec: &SnapshotRecord) -> u64 {
-        rec.generation
-    }
     fn desired(rec: &SnapshotRecord) -> bool {
         rec.present
-    }
-    fn common(rec: &mut SnapshotRecord) -> Common<'_, SnapshotState> {
-        Common {
-            state: &mut rec.state,
-            state_reason: &mut rec.state_reason,
-            state_deadline: &mut rec.state_deadline,
-            deleted_at: &mut rec.deleted_at,
-            updated_at: &mut rec.updated_at,
-        }
     }
     fn detail(old: &SnapshotRecord, new: &SnapshotRecord, change: &Change<SnapshotEvent>) -> SnapshotStateChanged {
         SnapshotStateChanged {
@@ -80,25 +57,6 @@ impl Kind for Snapshot {
         new.host_id.iter().map(|h| Effect::WakeHost(h.clone())).collect()
     }
 
-    fn load<'a>(
-        db: &'a Db,
-        id: &'a SnapshotId,
-    ) -> impl std::future::Future<Output = DbResult<Option<SnapshotRecord>>> + Send + 'a {
-        db.snapshot(id)
-    }
-    fn save<'a>(
-        tx: &'a mut Tx,
-        old: &'a SnapshotRecord,
-        new: &'a SnapshotRecord,
-    ) -> impl std::future::Future<Output = DbResult<bool>> + Send + 'a {
-        snapshots::save(tx, old, new)
-    }
-    fn past_deadline(
-        db: &Db,
-        now: Timestamp,
-    ) -> impl std::future::Future<Output = DbResult<Vec<SnapshotRecord>>> + Send + '_ {
-        db.snapshots_past_deadline(now)
-    }
     fn timeout_reason(config: &ControllerConfig, rec: &SnapshotRecord) -> String {
         format!(
             "timed out after {}s while {} on host {}: the agent did not confirm it",

@@ -3,13 +3,12 @@
 
 use kumo_wire::events::{VolumeDetail, VolumeStateChanged};
 use kumo_wire::storage::{VolumeEvent, VolumeState};
-use kumo_wire::{InstanceId, ProjectId, Timestamp, VolumeId};
+use kumo_wire::{InstanceId, VolumeId};
 
-use super::{Change, Common, Effect, Kind, Tx};
+use super::{Change, Effect, Kind};
 use crate::config::ControllerConfig;
 use crate::db::hosts::Claim;
 use crate::db::volumes::{self, VolumeRecord};
-use crate::db::{Db, DbResult};
 
 /// The volume kind.
 #[derive(Debug)]
@@ -41,6 +40,11 @@ impl Kind for Volume {
     type Desired = (bool, Option<InstanceId>, u64);
     type Detail = VolumeStateChanged;
 
+    super::record_columns!(
+        VolumeRecord, VolumeId, VolumeState,
+        load: volume, save: volumes::save, past_deadline: volumes_past_deadline
+    );
+
     fn next(state: VolumeState, event: VolumeEvent) -> Option<VolumeState> {
         state.apply(event).ok()
     }
@@ -54,35 +58,8 @@ impl Kind for Volume {
         format!("volume {} is {}: cannot {}", old.name, old.state, describe(event))
     }
 
-    fn id(rec: &VolumeRecord) -> &VolumeId {
-        &rec.id
-    }
-    fn id_str(rec: &VolumeRecord) -> &str {
-        rec.id.as_str()
-    }
-    fn project(rec: &VolumeRecord) -> &ProjectId {
-        &rec.project_id
-    }
-    fn state(rec: &VolumeRecord) -> VolumeState {
-        rec.state
-    }
-    fn updated_at(rec: &VolumeRecord) -> Timestamp {
-        rec.updated_at
-    }
-    fn generation(rec: &VolumeRecord) -> u64 {
-        rec.generation
-    }
     fn desired(rec: &VolumeRecord) -> Self::Desired {
         (rec.present, rec.instance_id.clone(), rec.size_gib)
-    }
-    fn common(rec: &mut VolumeRecord) -> Common<'_, VolumeState> {
-        Common {
-            state: &mut rec.state,
-            state_reason: &mut rec.state_reason,
-            state_deadline: &mut rec.state_deadline,
-            deleted_at: &mut rec.deleted_at,
-            updated_at: &mut rec.updated_at,
-        }
     }
     fn entered(old: &VolumeRecord, new: &mut VolumeRecord, _change: &Change<VolumeEvent>) {
         if new.state == VolumeState::Deleted && old.state != VolumeState::Deleted {
@@ -116,25 +93,6 @@ impl Kind for Volume {
         effects
     }
 
-    fn load<'a>(
-        db: &'a Db,
-        id: &'a VolumeId,
-    ) -> impl std::future::Future<Output = DbResult<Option<VolumeRecord>>> + Send + 'a {
-        db.volume(id)
-    }
-    fn save<'a>(
-        tx: &'a mut Tx,
-        old: &'a VolumeRecord,
-        new: &'a VolumeRecord,
-    ) -> impl std::future::Future<Output = DbResult<bool>> + Send + 'a {
-        volumes::save(tx, old, new)
-    }
-    fn past_deadline(
-        db: &Db,
-        now: Timestamp,
-    ) -> impl std::future::Future<Output = DbResult<Vec<VolumeRecord>>> + Send + '_ {
-        db.volumes_past_deadline(now)
-    }
     fn timeout_reason(config: &ControllerConfig, rec: &VolumeRecord) -> String {
         format!(
             "timed out after {}s while {} on host {}: the agent did not confirm it",
