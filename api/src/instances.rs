@@ -11,8 +11,8 @@ use crate::db::events::{self, NewEvent};
 use crate::db::instances::{self, InstanceRecord};
 use crate::db::DbError;
 use crate::error::ApiError;
+use crate::lifecycle::{self, deadline_for, Change};
 use crate::state::AppState;
-use crate::transition::{self, deadline_for, Change};
 
 /// Largest accepted user data, in bytes.
 pub const MAX_USER_DATA: usize = 64 * 1024;
@@ -194,7 +194,7 @@ pub async fn run_recorded(
             host_name: None,
             state: InstanceState::Pending,
             state_reason: None,
-            state_deadline: deadline_for(&state.config, InstanceState::Pending, now),
+            state_deadline: deadline_for::<lifecycle::Instance>(&state.config, InstanceState::Pending, now),
             desired: DesiredPower::Running,
             generation: 1,
             applied_generation: 0,
@@ -420,7 +420,7 @@ pub async fn act(
     };
     let change = Change { event, actor: caller.actor(), at: Timestamp::now(), reason: None };
     let rebooting = matches!(action, InstanceAction::Reboot);
-    let updated = transition::apply(state, &rec.id, &change, |old, new| {
+    let updated = lifecycle::apply::<lifecycle::Instance>(state, &rec.id, &change, |old, new| {
         if event == LifecycleEvent::Rescheduled {
             new.placement = None;
         }
@@ -447,7 +447,7 @@ pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Insta
     let rec = find(state, caller, id).await?;
     let change =
         Change { event: LifecycleEvent::DeleteRequested, actor: caller.actor(), at: Timestamp::now(), reason: None };
-    let updated = transition::apply(state, &rec.id, &change, |old, new| {
+    let updated = lifecycle::apply::<lifecycle::Instance>(state, &rec.id, &change, |old, new| {
         if old.desired != DesiredPower::Deleted {
             new.desired = DesiredPower::Deleted;
             new.generation = old.generation + 1;
@@ -463,7 +463,7 @@ pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Insta
             at: Timestamp::now(),
             reason: Some("it was never placed on a host".into()),
         };
-        return Ok(transition::apply(state, &updated.id, &gone, |_, _| {}).await?);
+        return Ok(lifecycle::apply::<lifecycle::Instance>(state, &updated.id, &gone, |_, _| {}).await?);
     }
     Ok(updated)
 }

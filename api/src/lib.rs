@@ -18,6 +18,7 @@ pub mod guards;
 pub mod image_store;
 pub mod image_uploads;
 pub mod instances;
+pub mod lifecycle;
 pub mod login_limit;
 pub mod metrics;
 pub mod networks;
@@ -30,7 +31,6 @@ pub mod sealing;
 pub mod snapshots;
 pub mod state;
 pub mod tls;
-pub mod transition;
 pub mod unplaced;
 pub mod volumes;
 pub mod wakeups;
@@ -144,7 +144,7 @@ impl Controller {
                 workers::every(secs(1), secs(10)),
                 rx.clone(),
                 s.clone(),
-                |s| async move { watchdog::expire_deadlines(&s).await.map(|_| 0) },
+                |s| async move { lifecycle::watchdog::<lifecycle::Instance>(&s).await.map(|_| 0) },
             ),
             workers::spawn_with(
                 "host-liveness",
@@ -160,8 +160,9 @@ impl Controller {
                 rx.clone(),
                 s.clone(),
                 |s| async move {
-                    volumes::watchdog(&s).await?;
-                    snapshots::watchdog(&s).await?;
+                    lifecycle::watchdog::<lifecycle::Volume>(&s).await?;
+                    volumes::detach_orphans(&s).await?;
+                    lifecycle::watchdog::<lifecycle::Snapshot>(&s).await?;
                     Ok(0)
                 },
             ),

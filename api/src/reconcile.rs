@@ -25,8 +25,8 @@ use crate::db::instances::InstanceRecord;
 use crate::db::networks::HostNetworking;
 use crate::db::DbError;
 use crate::error::ApiError;
+use crate::lifecycle::{self, ignore_races, Change, Instance, TransitionError};
 use crate::state::AppState;
-use crate::transition::{self, Change, TransitionError};
 
 /// The longest an agent's sync may be held open.
 const MAX_WAIT: Duration = Duration::from_secs(25);
@@ -88,7 +88,7 @@ async fn observe(state: &AppState, host: &HostRecord, obs: &ObservedInstance) ->
                 .map(|(event, reason)| Change { event, actor: actor.clone(), at, reason: reason.map(str::to_owned) })
         });
     let Some(change) = change else { return Ok(()) };
-    let result = transition::apply(state, &rec.id, &change, |old, new| {
+    let result = lifecycle::apply::<Instance>(state, &rec.id, &change, |old, new| {
         new.applied_generation = new.applied_generation.max(applied.min(old.generation));
         if change.event == LifecycleEvent::GuestPoweredOff {
             new.desired = DesiredPower::Stopped;
@@ -96,10 +96,7 @@ async fn observe(state: &AppState, host: &HostRecord, obs: &ObservedInstance) ->
         }
     })
     .await;
-    match result {
-        Ok(_) | Err(TransitionError::Illegal { .. } | TransitionError::NotFound(_)) => Ok(()),
-        Err(TransitionError::Api(e)) => Err(e),
-    }
+    ignore_races(result)
 }
 
 /// An instance that ran on `host` until the host went down and that the boot
@@ -125,22 +122,19 @@ async fn restart_after_reboot(
     // Never before the instance's last recorded change (e.g. `unknown` while the host was down).
     let at = if booted_at > rec.updated_at { booted_at } else { rec.updated_at };
     let off = Change { event: LifecycleEvent::HostRebooted, actor: actor.clone(), at, reason: Some(reason.clone()) };
-    match transition::apply(state, &rec.id, &off, |_, _| {}).await {
+    match lifecycle::apply::<Instance>(state, &rec.id, &off, |_, _| {}).await {
         Ok(_) => {}
-        Err(TransitionError::Illegal { .. } | TransitionError::NotFound(_)) => return Ok(()),
+        Err(TransitionError::Illegal(_) | TransitionError::NotFound { .. }) => return Ok(()),
         Err(TransitionError::Api(e)) => return Err(e),
     }
     let start = Change { event: LifecycleEvent::StartRequested, actor, at: Timestamp::now(), reason: Some(reason) };
-    let result = transition::apply(state, &rec.id, &start, |old, new| {
+    let result = lifecycle::apply::<Instance>(state, &rec.id, &start, |old, new| {
         if old.state == InstanceState::Stopped {
             new.generation = old.generation + 1;
         }
     })
     .await;
-    match result {
-        Ok(_) | Err(TransitionError::Illegal { .. } | TransitionError::NotFound(_)) => Ok(()),
-        Err(TransitionError::Api(e)) => Err(e),
-    }
+    ignore_races(result)
 }
 
 /// The notices an agent may report, and the longest message kept.
@@ -390,10 +384,7 @@ async fn unbuildable(state: &AppState, rec: &InstanceRecord, reason: String) -> 
         at: Timestamp::now(),
         reason: Some(reason),
     };
-    match transition::apply(state, &rec.id, &change, |_, _| {}).await {
-        Ok(_) | Err(TransitionError::Illegal { .. } | TransitionError::NotFound(_)) => Ok(()),
-        Err(TransitionError::Api(e)) => Err(e),
-    }
+    ignore_races(lifecycle::apply::<Instance>(state, &rec.id, &change, |_, _| {}).await)
 }
 
 /// Feeds a value's JSON into the revision digest.

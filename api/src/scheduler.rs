@@ -14,8 +14,8 @@ use crate::db::hosts::{claim_capacities, release_capacity, Claim, Ratios};
 use crate::db::instances::{save_many, InstanceRecord};
 use crate::db::DbError;
 use crate::error::ApiError;
+use crate::lifecycle::{self, Change, Instance, Kind, TransitionError};
 use crate::state::AppState;
-use crate::transition::{self, Change};
 
 /// What the scheduler needs to know besides the hosts.
 #[derive(Debug, Clone, Copy)]
@@ -299,7 +299,7 @@ pub async fn schedule_pending(state: &AppState, batch: u32) -> Result<usize, Api
                 unplaceable.push((candidate, judgement, lost));
                 continue;
             };
-            let Ok(mut new) = transition::prepare(&state.config, old, &change) else { continue };
+            let Ok(mut new) = lifecycle::prepare::<Instance>(&state.config, old, &change) else { continue };
             let (verdicts, omitted) = explain(&hosts, &judgement, Some(i), &lost);
             let host = &mut hosts[i];
             new.host_id = Some(host.id.clone());
@@ -343,7 +343,7 @@ async fn commit_placements(
     hosts: &[Host],
     policy: &Policy,
     planned: Vec<Planned>,
-    change: &Change,
+    change: &Change<LifecycleEvent>,
 ) -> Result<(usize, Vec<Candidate>), ApiError> {
     if planned.is_empty() {
         return Ok((0, Vec::new()));
@@ -361,7 +361,7 @@ async fn commit_placements(
     let (mut writes, refused): (Vec<Planned>, Vec<Planned>) =
         planned.into_iter().partition(|p| granted.contains(&hosts[p.host].id));
     for p in &mut writes {
-        p.new.updated_at = transition::updated_at_after(&p.candidate.old);
+        p.new.updated_at = lifecycle::updated_at_after(p.candidate.old.updated_at);
     }
     let pairs: Vec<(&InstanceRecord, &InstanceRecord)> = writes.iter().map(|p| (&p.candidate.old, &p.new)).collect();
     let saved = save_many(&mut tx, &pairs).await?;
@@ -370,14 +370,15 @@ async fn commit_placements(
         release_capacity(&mut tx, &hosts[p.host].id, p.claim).await?;
     }
     let writes: Vec<&Planned> = writes.iter().filter(|p| saved.contains(&p.new.id)).collect();
-    let events: Vec<_> = writes.iter().map(|p| transition::event_of(&p.candidate.old, &p.new, change)).collect();
+    let events: Vec<_> =
+        writes.iter().map(|p| lifecycle::event_of::<Instance>(&p.candidate.old, &p.new, change)).collect();
     append_many(&mut tx, &events).await?;
     // Shared volumes attached at launch are served by the instance's host.
     let follow: Vec<_> = writes.iter().map(|p| (&p.new.id, &hosts[p.host].id)).collect();
     crate::db::volumes::follow_instances(&mut tx, &follow).await?;
     tx.commit().await.map_err(DbError::from)?;
     for p in &writes {
-        transition::wake(state, &p.new);
+        lifecycle::effects::after_commit(state, &Instance::effects(&p.candidate.old, &p.new));
     }
     let refused = refused
         .into_iter()
@@ -417,11 +418,12 @@ async fn no_valid_host(
     let change =
         Change { event: LifecycleEvent::NoValidHost, actor: "scheduler".into(), at: now, reason: Some(reason) };
     // The launch's volumes, ports and quota are given back in the same transaction.
-    let result = crate::unplaced::fail(state, &old.id, &change, |_, new| new.placement = Some(placement.clone())).await;
+    let result =
+        lifecycle::apply::<Instance>(state, &old.id, &change, |_, new| new.placement = Some(placement.clone())).await;
     match result {
         Ok(new) => Ok(new.state == InstanceState::Error),
-        Err(transition::TransitionError::Illegal { .. } | transition::TransitionError::NotFound(_)) => Ok(false),
-        Err(transition::TransitionError::Api(e)) => Err(e),
+        Err(TransitionError::Illegal(_) | TransitionError::NotFound { .. }) => Ok(false),
+        Err(TransitionError::Api(e)) => Err(e),
     }
 }
 

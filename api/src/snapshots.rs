@@ -1,6 +1,6 @@
 //! Snapshots: tenant operations (create, delete), the agent's reports and
-//! uploads, the deadline watchdog, and the one path by which a snapshot's
-//! state changes ([`apply`]).
+//! uploads. Every state change goes through the lifecycle kernel
+//! (`lifecycle::Snapshot`; its watchdog handles deadlines).
 //!
 //! A volume snapshot is a full copy kept by the volume's backend on the
 //! volume's host; volumes made from it are full copies too, so either can be
@@ -14,7 +14,6 @@ use kumo_wire::api::{DiskFormat, ImageFileRole, ImageKind, ImageState, Visibilit
 use kumo_wire::storage::{CreateSnapshot, QuotaResource, SnapshotEvent, SnapshotKind, SnapshotState, VolumeState};
 use kumo_wire::{InstanceState, SnapshotId, Timestamp};
 use serde_json::json;
-use sqlx::{Any, Transaction};
 
 use crate::auth::Caller;
 use crate::db::events::{self, NewEvent};
@@ -24,112 +23,9 @@ use crate::db::snapshots::{self, SnapshotRecord};
 use crate::db::DbError;
 use crate::error::ApiError;
 use crate::instances::validate_name;
+use crate::lifecycle::{self, ignore_races, Change, Snapshot};
 use crate::quotas;
 use crate::state::AppState;
-
-const CAS_ATTEMPTS: usize = 8;
-
-/// One requested change of a snapshot.
-#[derive(Debug, Clone)]
-pub struct Change {
-    /// The lifecycle event.
-    pub event: SnapshotEvent,
-    /// Who caused it.
-    pub actor: String,
-    /// When it happened.
-    pub at: Timestamp,
-    /// A reason a user can read.
-    pub reason: Option<String>,
-}
-
-impl Change {
-    /// A change made now by `actor`.
-    pub fn now(event: SnapshotEvent, actor: impl Into<String>, reason: Option<String>) -> Self {
-        Self { event, actor: actor.into(), at: Timestamp::now(), reason }
-    }
-}
-
-fn deadline(state: &AppState, to: SnapshotState, now: Timestamp) -> Option<Timestamp> {
-    to.is_transitional().then(|| {
-        now.plus_millis(i64::try_from(state.config.snapshot_deadline_secs.saturating_mul(1000)).unwrap_or(i64::MAX / 2))
-    })
-}
-
-/// The record after `change`, or why the lifecycle forbids it. Pure.
-pub fn prepare(state: &AppState, old: &SnapshotRecord, change: &Change) -> Result<SnapshotRecord, ApiError> {
-    let next = old.state.apply(change.event).map_err(|_| {
-        ApiError::Conflict(format!("snapshot {} is {}: cannot apply {:?}", old.name, old.state, change.event))
-    })?;
-    let mut new = old.clone();
-    new.state = next;
-    if next != old.state {
-        new.state_deadline = deadline(state, next, Timestamp::now());
-        new.state_reason = change.reason.clone();
-    } else if change.reason.is_some() {
-        new.state_reason = change.reason.clone();
-    }
-    if next == SnapshotState::Deleted && old.state != SnapshotState::Deleted {
-        new.deleted_at = Some(change.at);
-        new.state_deadline = None;
-    }
-    Ok(new)
-}
-
-/// Writes `new` over `old` in `tx` with its event. `Ok(false)`: the row changed meanwhile.
-pub async fn commit(
-    tx: &mut Transaction<'static, Any>,
-    old: &SnapshotRecord,
-    new: &mut SnapshotRecord,
-    change: &Change,
-) -> Result<bool, ApiError> {
-    let now = Timestamp::now();
-    new.updated_at = if now > old.updated_at { now } else { old.updated_at.plus_millis(1) };
-    if !snapshots::save(tx, old, new).await? {
-        return Ok(false);
-    }
-    let action = if new.state != old.state { "state_changed" } else { "requested" };
-    events::append(
-        &mut **tx,
-        &NewEvent {
-            project_id: Some(&new.project_id),
-            resource_type: "snapshot",
-            resource_id: new.id.as_str(),
-            at: change.at,
-            actor: &change.actor,
-            action,
-            detail: json!({ "event": change.event, "from": old.state, "to": new.state, "reason": change.reason }),
-        },
-    )
-    .await?;
-    Ok(true)
-}
-
-/// Applies `change` to snapshot `id`, `edit` adjusting the record further; retries on races.
-pub async fn apply(
-    state: &AppState,
-    id: &SnapshotId,
-    change: &Change,
-    mut edit: impl FnMut(&SnapshotRecord, &mut SnapshotRecord),
-) -> Result<SnapshotRecord, ApiError> {
-    for _ in 0..CAS_ATTEMPTS {
-        let old = state.db.snapshot(id).await?.ok_or_else(|| ApiError::not_found("snapshot", id.as_str()))?;
-        let mut new = prepare(state, &old, change)?;
-        edit(&old, &mut new);
-        if new == old {
-            return Ok(old);
-        }
-        let mut tx = state.db.begin_write().await?;
-        if !commit(&mut tx, &old, &mut new, change).await? {
-            continue;
-        }
-        tx.commit().await.map_err(DbError::from)?;
-        if let Some(host) = &new.host_id {
-            state.hosts.wake(host);
-        }
-        return Ok(new);
-    }
-    Err(ApiError::Unavailable(format!("snapshot {id} is changing too quickly; try again")))
-}
 
 /// Loads a snapshot of the caller's project by id or name; 404 otherwise.
 pub async fn find(state: &AppState, caller: &Caller, id_or_name: &str) -> Result<SnapshotRecord, ApiError> {
@@ -169,7 +65,7 @@ pub async fn create_recorded(
         host_name: None,
         state: SnapshotState::Creating,
         state_reason: None,
-        state_deadline: deadline(state, SnapshotState::Creating, now),
+        state_deadline: lifecycle::deadline_for::<Snapshot>(&state.config, SnapshotState::Creating, now),
         present: true,
         generation: 1,
         applied_generation: 0,
@@ -286,13 +182,13 @@ pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Snaps
             }
             drop(tx);
             let change = Change::now(SnapshotEvent::DeleteRequested, actor, None);
-            apply(state, &snap.id, &change, |old, new| {
+            Ok(lifecycle::apply::<Snapshot>(state, &snap.id, &change, |old, new| {
                 if old.present {
                     new.present = false;
                     new.generation = old.generation + 1;
                 }
             })
-            .await
+            .await?)
         }
         SnapshotKind::Instance => {
             if let Some(image) = &snap.image_id {
@@ -309,14 +205,14 @@ pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Snaps
                     .map_err(|e| ApiError::Internal(crate::error::anyhow_chain(&e)))?;
             }
             let change = Change::now(SnapshotEvent::DeleteRequested, actor.clone(), None);
-            apply(state, &snap.id, &change, |old, new| {
+            lifecycle::apply::<Snapshot>(state, &snap.id, &change, |old, new| {
                 new.present = false;
                 new.generation = old.generation.max(1) + u64::from(old.present);
             })
             .await?;
             // Nothing is kept on any host: the image files were the snapshot.
             let gone = Change::now(SnapshotEvent::ObservedGone, "controller", Some("its image was deleted".into()));
-            apply(state, &snap.id, &gone, |_, _| {}).await
+            Ok(lifecycle::apply::<Snapshot>(state, &snap.id, &gone, |_, _| {}).await?)
         }
     }
 }
@@ -329,14 +225,14 @@ pub async fn image_deleted(state: &AppState, image: &kumo_wire::ImageId) -> Resu
     }
     let change = Change::now(SnapshotEvent::DeleteRequested, "controller", Some(format!("image {image} was deleted")));
     ignore_races(
-        apply(state, &snap.id, &change, |old, new| {
+        lifecycle::apply::<Snapshot>(state, &snap.id, &change, |old, new| {
             new.present = false;
             new.generation = old.generation + u64::from(old.present);
         })
         .await,
     )?;
     let gone = Change::now(SnapshotEvent::ObservedGone, "controller", Some(format!("image {image} was deleted")));
-    ignore_races(apply(state, &snap.id, &gone, |_, _| {}).await)
+    ignore_races(lifecycle::apply::<Snapshot>(state, &snap.id, &gone, |_, _| {}).await)
 }
 
 /// Accepts the disk of an instance snapshot from the agent of `host`: staged,
@@ -400,26 +296,17 @@ where
         at: Timestamp::now(),
         reason: None,
     };
-    for _ in 0..CAS_ATTEMPTS {
-        let old = state.db.snapshot(&id).await?.ok_or_else(|| ApiError::not_found("snapshot", id.as_str()))?;
-        let mut new = prepare(state, &old, &change)?;
-        new.stored_bytes = Some(stored.size_bytes);
-        let mut tx = state.db.begin_write().await?;
-        images::complete_image(&mut tx, image_id, &files, Some(virtual_size)).await?;
-        if !commit(&mut tx, &old, &mut new, &change).await? {
-            continue;
-        }
-        tx.commit().await.map_err(DbError::from)?;
-        return Ok(new);
-    }
-    Err(ApiError::Unavailable(format!("snapshot {id} is changing too quickly; try again")))
-}
-
-fn ignore_races(result: Result<SnapshotRecord, ApiError>) -> Result<(), ApiError> {
-    match result {
-        Ok(_) | Err(ApiError::Conflict(_) | ApiError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
+    let size_bytes = stored.size_bytes;
+    // The image's files and the snapshot's `available` are written in one transaction.
+    let created = lifecycle::apply_in_tx::<Snapshot, _>(state, &id, &change, |tx, _, new| {
+        let (files, image_id) = (files.clone(), image_id.clone());
+        Box::pin(async move {
+            new.stored_bytes = Some(size_bytes);
+            images::complete_image(tx, &image_id, &files, Some(virtual_size)).await?;
+            Ok(())
+        })
+    });
+    Ok(created.await?)
 }
 
 /// Applies one of the agent's reports about a snapshot on `host`.
@@ -451,7 +338,7 @@ pub async fn observe(
     let change = Change { event, actor, at, reason };
     let stored = obs.stored_bytes;
     ignore_races(
-        apply(state, &rec.id, &change, |old, new| {
+        lifecycle::apply::<Snapshot>(state, &rec.id, &change, |old, new| {
             new.applied_generation = new.applied_generation.max(applied.min(old.generation));
             if stored.is_some() && event == SnapshotEvent::ObservedCreated {
                 new.stored_bytes = stored;
@@ -459,22 +346,4 @@ pub async fn observe(
         })
         .await,
     )
-}
-
-/// Moves snapshots past their deadline to `error`; returns how many.
-pub async fn watchdog(state: &AppState) -> Result<usize, ApiError> {
-    let now = Timestamp::now();
-    let expired = state.db.snapshots_past_deadline(now).await?;
-    for snap in &expired {
-        let reason = format!(
-            "timed out after {}s while {} on host {}: the agent did not confirm it",
-            state.config.snapshot_deadline_secs,
-            snap.state,
-            snap.host_name.as_deref().unwrap_or("?")
-        );
-        let change =
-            Change { event: SnapshotEvent::DeadlinePassed, actor: "controller".into(), at: now, reason: Some(reason) };
-        ignore_races(apply(state, &snap.id, &change, |_, _| {}).await)?;
-    }
-    Ok(expired.len())
 }

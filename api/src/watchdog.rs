@@ -1,48 +1,14 @@
-//! The controller's watchdogs: transitional states that outlive their deadline
-//! become `error`, and hosts that stop heartbeating become `unreachable` with
-//! their instances `unknown`.
+//! The controller's host watchdog: hosts that stop heartbeating become
+//! `unreachable` with their instances `unknown`. (Transitional states that
+//! outlive their deadline become `error` in `lifecycle::watchdog`.)
 
-use kumo_wire::{InstanceState, LifecycleEvent, Timestamp};
+use kumo_wire::{LifecycleEvent, Timestamp};
 use serde_json::json;
 
 use crate::db::events::NewEvent;
 use crate::error::ApiError;
+use crate::lifecycle::{self, ignore_races, Change, Instance};
 use crate::state::AppState;
-use crate::transition::{self, Change, TransitionError};
-
-fn ignore_lost_races(result: Result<impl Sized, TransitionError>) -> Result<(), ApiError> {
-    match result {
-        Ok(_) | Err(TransitionError::Illegal { .. } | TransitionError::NotFound(_)) => Ok(()),
-        Err(TransitionError::Api(e)) => Err(e),
-    }
-}
-
-/// Moves every instance past its deadline to `error`; returns how many.
-pub async fn expire_deadlines(state: &AppState) -> Result<usize, ApiError> {
-    let now = Timestamp::now();
-    let expired = state.db.instances_past_deadline(now).await?;
-    for rec in &expired {
-        let waited = transition::deadline_secs(&state.config, rec.state).unwrap_or_default();
-        let reason = match (&rec.host_name, rec.state) {
-            (_, InstanceState::Pending) => format!("timed out after {waited}s waiting for the scheduler"),
-            (Some(host), state) => format!(
-                "timed out after {waited}s while {state} on host {host}: the agent did not confirm it {}",
-                rec.desired
-            ),
-            (None, state) => format!("timed out after {waited}s while {state}"),
-        };
-        let change =
-            Change { event: LifecycleEvent::DeadlinePassed, actor: "controller".into(), at: now, reason: Some(reason) };
-        let result = if rec.host_id.is_none() {
-            // Never placed: its launch's volumes, ports and quota are given back too.
-            crate::unplaced::fail(state, &rec.id, &change, |_, _| {}).await
-        } else {
-            transition::apply(state, &rec.id, &change, |_, _| {}).await
-        };
-        ignore_lost_races(result)?;
-    }
-    Ok(expired.len())
-}
 
 /// Marks silent hosts unreachable and their instances unknown; returns how many hosts.
 pub async fn detect_lost_hosts(state: &AppState) -> Result<usize, ApiError> {
@@ -74,7 +40,7 @@ pub async fn detect_lost_hosts(state: &AppState) -> Result<usize, ApiError> {
                     "host {name} stopped reporting (last heartbeat {last}); the instance may still run"
                 )),
             };
-            ignore_lost_races(transition::apply(state, &rec.id, &change, |_, _| {}).await)?;
+            ignore_races(lifecycle::apply::<Instance>(state, &rec.id, &change, |_, _| {}).await)?;
         }
     }
     Ok(lost.len())

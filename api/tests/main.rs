@@ -14,6 +14,7 @@ mod egress;
 mod etag;
 mod first_hour;
 mod fuzz;
+mod lifecycle;
 mod metrics;
 mod networks;
 mod notices;

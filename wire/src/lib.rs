@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod billing;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod inventory;
 pub mod lifecycle;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// What the controller shows as an instance's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::EnumIter)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceState {
     /// Recorded, waiting for the scheduler to place it on a host.
@@ -73,19 +73,55 @@ impl InstanceState {
     }
 
     /// The state after `event`, or why `event` is not allowed in this state.
+    ///
+    /// One arm per event, each naming every state (no wildcard): a new state
+    /// or event does not compile until someone decides where it may happen.
+    /// `every_state_event_pair_matches_the_table` checks each pair.
     pub fn apply(self, event: LifecycleEvent) -> Result<InstanceState, IllegalTransition> {
         use InstanceState as S;
         use LifecycleEvent as E;
-        let next = match (self, event) {
+        let next = match event {
             // The scheduler.
-            (S::Pending, E::Placed) => S::Building,
-            (S::Pending, E::NoValidHost) => S::Error,
-            (S::Error, E::Rescheduled) => S::Pending,
+            E::Placed => match self {
+                S::Pending => Some(S::Building),
+                S::Building
+                | S::Running
+                | S::Stopping
+                | S::Stopped
+                | S::Rebooting
+                | S::Deleting
+                | S::Deleted
+                | S::Error
+                | S::Unknown => None,
+            },
+            E::NoValidHost => match self {
+                S::Pending => Some(S::Error),
+                S::Building
+                | S::Running
+                | S::Stopping
+                | S::Stopped
+                | S::Rebooting
+                | S::Deleting
+                | S::Deleted
+                | S::Error
+                | S::Unknown => None,
+            },
+            E::Rescheduled => match self {
+                S::Error => Some(S::Pending),
+                S::Pending
+                | S::Building
+                | S::Running
+                | S::Stopping
+                | S::Stopped
+                | S::Rebooting
+                | S::Deleting
+                | S::Deleted
+                | S::Unknown => None,
+            },
 
             // Users. Repeating a request that is already being carried out is a no-op.
-            (S::Pending, E::DeleteRequested) => S::Deleted,
-            (S::Deleted, E::DeleteRequested) => S::Deleted,
-            (
+            E::DeleteRequested => match self {
+                S::Pending | S::Deleted => Some(S::Deleted),
                 S::Building
                 | S::Running
                 | S::Stopping
@@ -93,33 +129,58 @@ impl InstanceState {
                 | S::Rebooting
                 | S::Deleting
                 | S::Error
-                | S::Unknown,
-                E::DeleteRequested,
-            ) => S::Deleting,
-            (S::Building | S::Running | S::Rebooting | S::Error | S::Unknown, E::StopRequested) => S::Stopping,
-            (S::Stopping, E::StopRequested) => S::Stopping,
-            (S::Stopped, E::StopRequested) => S::Stopped,
-            (S::Stopped | S::Error | S::Unknown, E::StartRequested) => S::Building,
-            (S::Building, E::StartRequested) => S::Building,
-            (S::Running, E::StartRequested) => S::Running,
-            (S::Running | S::Error | S::Unknown, E::RebootRequested) => S::Rebooting,
-            (S::Rebooting, E::RebootRequested) => S::Rebooting,
+                | S::Unknown => Some(S::Deleting),
+            },
+            E::StopRequested => match self {
+                S::Building | S::Running | S::Rebooting | S::Error | S::Unknown | S::Stopping => Some(S::Stopping),
+                S::Stopped => Some(S::Stopped),
+                S::Pending | S::Deleting | S::Deleted => None,
+            },
+            E::StartRequested => match self {
+                S::Stopped | S::Error | S::Unknown | S::Building => Some(S::Building),
+                S::Running => Some(S::Running),
+                S::Pending | S::Stopping | S::Rebooting | S::Deleting | S::Deleted => None,
+            },
+            E::RebootRequested => match self {
+                S::Running | S::Error | S::Unknown | S::Rebooting => Some(S::Rebooting),
+                S::Pending | S::Building | S::Stopping | S::Stopped | S::Deleting | S::Deleted => None,
+            },
 
             // The agent, reporting on the current generation of the desired state.
-            (S::Building | S::Running | S::Rebooting | S::Error | S::Unknown, E::ObservedRunning) => S::Running,
-            (S::Stopping | S::Stopped | S::Error | S::Unknown, E::ObservedStopped) => S::Stopped,
-            (S::Building | S::Running | S::Rebooting | S::Unknown, E::GuestPoweredOff) => S::Stopped,
-            (S::Building | S::Running | S::Rebooting | S::Unknown, E::HostRebooted) => S::Stopped,
-            (S::Deleting | S::Error | S::Unknown, E::ObservedGone) => S::Deleted,
-            (
-                S::Building | S::Running | S::Stopping | S::Stopped | S::Rebooting | S::Deleting | S::Unknown,
-                E::AgentFailed,
-            ) => S::Error,
-            (S::Error, E::AgentFailed) => S::Error,
+            E::ObservedRunning => match self {
+                S::Building | S::Running | S::Rebooting | S::Error | S::Unknown => Some(S::Running),
+                S::Pending | S::Stopping | S::Stopped | S::Deleting | S::Deleted => None,
+            },
+            E::ObservedStopped => match self {
+                S::Stopping | S::Stopped | S::Error | S::Unknown => Some(S::Stopped),
+                S::Pending | S::Building | S::Running | S::Rebooting | S::Deleting | S::Deleted => None,
+            },
+            E::GuestPoweredOff | E::HostRebooted => match self {
+                S::Building | S::Running | S::Rebooting | S::Unknown => Some(S::Stopped),
+                S::Pending | S::Stopping | S::Stopped | S::Deleting | S::Deleted | S::Error => None,
+            },
+            E::ObservedGone => match self {
+                S::Deleting | S::Error | S::Unknown => Some(S::Deleted),
+                S::Pending | S::Building | S::Running | S::Stopping | S::Stopped | S::Rebooting | S::Deleted => None,
+            },
+            E::AgentFailed => match self {
+                S::Building
+                | S::Running
+                | S::Stopping
+                | S::Stopped
+                | S::Rebooting
+                | S::Deleting
+                | S::Unknown
+                | S::Error => Some(S::Error),
+                S::Pending | S::Deleted => None,
+            },
 
             // The controller's watchdogs.
-            (s, E::DeadlinePassed) if s.is_transitional() => S::Error,
-            (
+            E::DeadlinePassed => match self {
+                S::Pending | S::Building | S::Stopping | S::Rebooting | S::Deleting => Some(S::Error),
+                S::Running | S::Stopped | S::Deleted | S::Error | S::Unknown => None,
+            },
+            E::HostLost => match self {
                 S::Building
                 | S::Running
                 | S::Stopping
@@ -127,13 +188,11 @@ impl InstanceState {
                 | S::Rebooting
                 | S::Deleting
                 | S::Error
-                | S::Unknown,
-                E::HostLost,
-            ) => S::Unknown,
-
-            (from, event) => return Err(IllegalTransition { from, event }),
+                | S::Unknown => Some(S::Unknown),
+                S::Pending | S::Deleted => None,
+            },
         };
-        Ok(next)
+        next.ok_or(IllegalTransition { from: self, event })
     }
 }
 
@@ -156,7 +215,7 @@ impl FromStr for InstanceState {
 }
 
 /// What the tenant wants the instance to be; the agent converges the host to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::EnumIter)]
 #[serde(rename_all = "lowercase")]
 pub enum DesiredPower {
     /// Defined and running.
@@ -197,7 +256,7 @@ impl FromStr for DesiredPower {
 }
 
 /// Everything that can move an instance from one state to another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::EnumIter)]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleEvent {
     /// The scheduler claimed capacity on a host.
@@ -246,29 +305,17 @@ pub struct IllegalTransition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::IntoEnumIterator;
     use InstanceState as S;
     use LifecycleEvent as E;
 
-    const EVENTS: [LifecycleEvent; 15] = [
-        E::Placed,
-        E::NoValidHost,
-        E::Rescheduled,
-        E::StopRequested,
-        E::StartRequested,
-        E::RebootRequested,
-        E::DeleteRequested,
-        E::ObservedRunning,
-        E::ObservedStopped,
-        E::GuestPoweredOff,
-        E::ObservedGone,
-        E::AgentFailed,
-        E::DeadlinePassed,
-        E::HostLost,
-        E::HostRebooted,
-    ];
+    /// Every event, in declaration order: the table's columns.
+    fn events() -> Vec<LifecycleEvent> {
+        E::iter().collect()
+    }
 
     /// The whole table, written out: one row per state, one column per event in
-    /// `EVENTS` order; `-` marks an illegal transition.
+    /// declaration order; `-` marks an illegal transition.
     const TABLE: &str = "
 pending   building error - - - - deleted - - - - - error - -
 building  - - - stopping building - deleting running - stopped - error error unknown stopped
@@ -285,13 +332,16 @@ unknown   - - - stopping building rebooting deleting running stopped stopped del
     #[test]
     fn every_state_event_pair_matches_the_table() {
         let rows: Vec<&str> = TABLE.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(rows.len(), S::ALL.len());
-        for row in rows {
+        let states: Vec<InstanceState> = S::iter().collect();
+        assert_eq!(rows.len(), states.len());
+        let events = events();
+        for (row, state) in rows.into_iter().zip(states) {
             let mut cells = row.split_whitespace();
             let from: InstanceState = cells.next().unwrap().parse().unwrap();
+            assert_eq!(from, state, "rows follow the declaration order");
             let cells: Vec<&str> = cells.collect();
-            assert_eq!(cells.len(), EVENTS.len(), "row for {from}");
-            for (event, cell) in EVENTS.iter().zip(cells) {
+            assert_eq!(cells.len(), events.len(), "row for {from}");
+            for (event, cell) in events.iter().zip(cells) {
                 let got = from.apply(*event).map(|s| s.to_string()).unwrap_or_else(|_| "-".into());
                 assert_eq!(got, cell, "{from} + {event:?}");
             }
@@ -300,14 +350,14 @@ unknown   - - - stopping building rebooting deleting running stopped stopped del
 
     #[test]
     fn only_transitional_states_time_out() {
-        for s in S::ALL {
+        for s in S::iter() {
             assert_eq!(s.apply(E::DeadlinePassed).is_ok(), s.is_transitional(), "{s}");
         }
     }
 
     #[test]
     fn deleted_is_terminal() {
-        for e in EVENTS {
+        for e in E::iter() {
             if e != E::DeleteRequested {
                 assert!(S::Deleted.apply(e).is_err(), "{e:?}");
             }
@@ -316,9 +366,14 @@ unknown   - - - stopping building rebooting deleting running stopped stopped del
 
     #[test]
     fn state_names_round_trip() {
-        for s in S::ALL {
+        assert_eq!(S::ALL.to_vec(), S::iter().collect::<Vec<_>>(), "ALL lists every state in order");
+        for s in S::iter() {
             assert_eq!(s.as_str().parse::<InstanceState>(), Ok(s));
         }
         assert!("exploded".parse::<InstanceState>().is_err());
+        for d in DesiredPower::iter() {
+            assert_eq!(d.as_str().parse::<DesiredPower>(), Ok(d));
+            assert_eq!(serde_json::to_value(d).unwrap(), serde_json::Value::String(d.as_str().into()));
+        }
     }
 }

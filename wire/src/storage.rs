@@ -61,7 +61,7 @@ impl FromStr for VolumeBackendKind {
 // ---------------------------------------------------------------- volume lifecycle
 
 /// What the controller shows as a volume's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::EnumIter)]
 #[serde(rename_all = "kebab-case")]
 pub enum VolumeState {
     /// Recorded and placed; the agent is creating its file.
@@ -85,7 +85,7 @@ pub enum VolumeState {
 }
 
 /// What happens to a volume.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::EnumIter)]
 #[serde(rename_all = "snake_case")]
 pub enum VolumeEvent {
     /// A tenant asked to attach it to an instance.
@@ -155,26 +155,45 @@ impl VolumeState {
         matches!(self, Self::Creating | Self::Attaching | Self::Detaching | Self::Extending | Self::Deleting)
     }
 
-    /// The state after `event`, or why it is not allowed.
+    /// The state after `event`, or why it is not allowed. One arm per event,
+    /// each naming every state (no wildcard); the pair test checks each pair.
     pub fn apply(self, event: VolumeEvent) -> Result<VolumeState, IllegalVolumeTransition> {
         use VolumeEvent as E;
         use VolumeState as S;
-        let next = match (self, event) {
+        let next = match event {
             // Tenants. Repeating a request already being carried out is a no-op.
-            (S::Available | S::Error, E::AttachRequested) => S::Attaching,
-            (S::Attaching, E::AttachRequested) => S::Attaching,
-            (S::InUse | S::Attaching | S::Error, E::DetachRequested) => S::Detaching,
-            (S::Detaching, E::DetachRequested) => S::Detaching,
-            (S::Available | S::InUse | S::Error, E::ExtendRequested) => S::Extending,
+            E::AttachRequested => match self {
+                S::Available | S::Error | S::Attaching => Some(S::Attaching),
+                S::Creating | S::InUse | S::Detaching | S::Extending | S::Deleting | S::Deleted => None,
+            },
+            E::DetachRequested => match self {
+                S::InUse | S::Attaching | S::Error | S::Detaching => Some(S::Detaching),
+                S::Creating | S::Available | S::Extending | S::Deleting | S::Deleted => None,
+            },
+            E::ExtendRequested => match self {
+                S::Available | S::InUse | S::Error => Some(S::Extending),
+                S::Creating | S::Attaching | S::Detaching | S::Extending | S::Deleting | S::Deleted => None,
+            },
             // Attached volumes are refused by the caller with a clearer message first.
-            (S::Available | S::Error | S::Creating, E::DeleteRequested) => S::Deleting,
-            (S::Deleting, E::DeleteRequested) => S::Deleting,
+            E::DeleteRequested => match self {
+                S::Available | S::Error | S::Creating | S::Deleting => Some(S::Deleting),
+                S::Attaching | S::InUse | S::Detaching | S::Extending | S::Deleted => None,
+            },
 
             // The agent, reporting on the current generation.
-            (S::Creating | S::Attaching | S::Extending | S::Error | S::InUse, E::ObservedAttached) => S::InUse,
-            (S::Creating | S::Detaching | S::Extending | S::Error | S::Available, E::ObservedDetached) => S::Available,
-            (S::Deleting | S::Error, E::ObservedGone) => S::Deleted,
-            (
+            E::ObservedAttached => match self {
+                S::Creating | S::Attaching | S::Extending | S::Error | S::InUse => Some(S::InUse),
+                S::Available | S::Detaching | S::Deleting | S::Deleted => None,
+            },
+            E::ObservedDetached => match self {
+                S::Creating | S::Detaching | S::Extending | S::Error | S::Available => Some(S::Available),
+                S::Attaching | S::InUse | S::Deleting | S::Deleted => None,
+            },
+            E::ObservedGone => match self {
+                S::Deleting | S::Error => Some(S::Deleted),
+                S::Creating | S::Available | S::Attaching | S::InUse | S::Detaching | S::Extending | S::Deleted => None,
+            },
+            E::AgentFailed => match self {
                 S::Creating
                 | S::Available
                 | S::Attaching
@@ -182,18 +201,29 @@ impl VolumeState {
                 | S::Detaching
                 | S::Extending
                 | S::Deleting
-                | S::Error,
-                E::AgentFailed,
-            ) => S::Error,
+                | S::Error => Some(S::Error),
+                S::Deleted => None,
+            },
 
             // The controller's watchdog.
-            (s, E::DeadlinePassed) if s.is_transitional() => S::Error,
+            E::DeadlinePassed => match self {
+                S::Creating | S::Attaching | S::Detaching | S::Extending | S::Deleting => Some(S::Error),
+                S::Available | S::InUse | S::Deleted | S::Error => None,
+            },
             // The controller, when the launch that claimed it could not be placed.
-            (S::Attaching, E::LaunchAbandoned) => S::Available,
-
-            (from, event) => return Err(IllegalVolumeTransition { from, event }),
+            E::LaunchAbandoned => match self {
+                S::Attaching => Some(S::Available),
+                S::Creating
+                | S::Available
+                | S::InUse
+                | S::Detaching
+                | S::Extending
+                | S::Deleting
+                | S::Deleted
+                | S::Error => None,
+            },
         };
-        Ok(next)
+        next.ok_or(IllegalVolumeTransition { from: self, event })
     }
 }
 
@@ -244,7 +274,7 @@ impl FromStr for SnapshotKind {
 }
 
 /// What the controller shows as a snapshot's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::EnumIter)]
 #[serde(rename_all = "lowercase")]
 pub enum SnapshotState {
     /// The agent is copying.
@@ -260,7 +290,7 @@ pub enum SnapshotState {
 }
 
 /// What happens to a snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::EnumIter)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotEvent {
     /// The copy is complete (for instance snapshots: the image arrived).
@@ -305,19 +335,34 @@ impl SnapshotState {
         matches!(self, Self::Creating | Self::Deleting)
     }
 
-    /// The state after `event`, or why it is not allowed.
+    /// The state after `event`, or why it is not allowed. One arm per event,
+    /// each naming every state (no wildcard); the pair test checks each pair.
     pub fn apply(self, event: SnapshotEvent) -> Result<SnapshotState, IllegalSnapshotTransition> {
         use SnapshotEvent as E;
         use SnapshotState as S;
-        let next = match (self, event) {
-            (S::Creating, E::ObservedCreated) => S::Available,
-            (S::Creating | S::Available | S::Error | S::Deleting, E::DeleteRequested) => S::Deleting,
-            (S::Deleting | S::Error, E::ObservedGone) => S::Deleted,
-            (S::Creating | S::Deleting | S::Error, E::AgentFailed) => S::Error,
-            (s, E::DeadlinePassed) if s.is_transitional() => S::Error,
-            (from, event) => return Err(IllegalSnapshotTransition { from, event }),
+        let next = match event {
+            E::ObservedCreated => match self {
+                S::Creating => Some(S::Available),
+                S::Available | S::Deleting | S::Deleted | S::Error => None,
+            },
+            E::DeleteRequested => match self {
+                S::Creating | S::Available | S::Error | S::Deleting => Some(S::Deleting),
+                S::Deleted => None,
+            },
+            E::ObservedGone => match self {
+                S::Deleting | S::Error => Some(S::Deleted),
+                S::Creating | S::Available | S::Deleted => None,
+            },
+            E::AgentFailed => match self {
+                S::Creating | S::Deleting | S::Error => Some(S::Error),
+                S::Available | S::Deleted => None,
+            },
+            E::DeadlinePassed => match self {
+                S::Creating | S::Deleting => Some(S::Error),
+                S::Available | S::Deleted | S::Error => None,
+            },
         };
-        Ok(next)
+        next.ok_or(IllegalSnapshotTransition { from: self, event })
     }
 }
 
@@ -711,6 +756,7 @@ impl SetQuotas {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::IntoEnumIterator;
 
     /// The volume lifecycle, written out: every (state, event) pair not listed is illegal.
     const VOLUME_TABLE: &[(VolumeState, VolumeEvent, VolumeState)] = {
@@ -760,23 +806,10 @@ mod tests {
         ]
     };
 
-    const VOLUME_EVENTS: [VolumeEvent; 10] = [
-        VolumeEvent::AttachRequested,
-        VolumeEvent::DetachRequested,
-        VolumeEvent::ExtendRequested,
-        VolumeEvent::DeleteRequested,
-        VolumeEvent::ObservedAttached,
-        VolumeEvent::ObservedDetached,
-        VolumeEvent::ObservedGone,
-        VolumeEvent::AgentFailed,
-        VolumeEvent::DeadlinePassed,
-        VolumeEvent::LaunchAbandoned,
-    ];
-
     #[test]
     fn every_volume_state_and_event_pair_follows_the_table() {
-        for from in VolumeState::ALL {
-            for event in VOLUME_EVENTS {
+        for from in VolumeState::iter() {
+            for event in VolumeEvent::iter() {
                 let want = VOLUME_TABLE.iter().find(|(s, e, _)| *s == from && *e == event).map(|(_, _, to)| *to);
                 assert_eq!(from.apply(event).ok(), want, "{from} + {event:?}");
             }
@@ -787,7 +820,7 @@ mod tests {
     fn in_use_and_deleted_volumes_cannot_be_deleted_and_deleted_is_final() {
         assert!(VolumeState::InUse.apply(VolumeEvent::DeleteRequested).is_err());
         assert!(VolumeState::Attaching.apply(VolumeEvent::DeleteRequested).is_err());
-        for event in VOLUME_EVENTS {
+        for event in VolumeEvent::iter() {
             assert!(VolumeState::Deleted.apply(event).is_err(), "{event:?}");
         }
     }
@@ -813,15 +846,8 @@ mod tests {
 
     #[test]
     fn every_snapshot_state_and_event_pair_follows_the_table() {
-        let events = [
-            SnapshotEvent::ObservedCreated,
-            SnapshotEvent::DeleteRequested,
-            SnapshotEvent::ObservedGone,
-            SnapshotEvent::AgentFailed,
-            SnapshotEvent::DeadlinePassed,
-        ];
-        for from in SnapshotState::ALL {
-            for event in events {
+        for from in SnapshotState::iter() {
+            for event in SnapshotEvent::iter() {
                 let want = SNAPSHOT_TABLE.iter().find(|(s, e, _)| *s == from && *e == event).map(|(_, _, to)| *to);
                 assert_eq!(from.apply(event).ok(), want, "{from} + {event:?}");
             }
@@ -830,12 +856,15 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
+        assert_eq!(VolumeState::ALL.to_vec(), VolumeState::iter().collect::<Vec<_>>());
+        assert_eq!(SnapshotState::ALL.to_vec(), SnapshotState::iter().collect::<Vec<_>>());
         for s in VolumeState::ALL {
             assert_eq!(s.as_str().parse::<VolumeState>(), Ok(s));
             assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.as_str().into()));
         }
         for s in SnapshotState::ALL {
             assert_eq!(s.as_str().parse::<SnapshotState>(), Ok(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.as_str().into()));
         }
         for r in QuotaResource::ALL {
             assert_eq!(r.as_str().parse::<QuotaResource>(), Ok(r));

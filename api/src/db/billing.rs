@@ -15,8 +15,9 @@ use kumo_billing::close::{plan_close, Booked, CloseInput, Line, MeterRow, Recomp
 use kumo_billing::invoice::{InvoiceLine, LineKind};
 use kumo_billing::usage::{meter_for, Level, Meter, Reading};
 use kumo_billing::{Calendar, Currency, ItemKey, PriceList, PriceVersion, Rate};
+use kumo_wire::events::{InstanceStateChanged, SnapshotStateChanged, VolumeStateChanged};
 use kumo_wire::storage::{SnapshotState, VolumeState};
-use kumo_wire::{InstanceState, Timestamp};
+use kumo_wire::Timestamp;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -226,17 +227,22 @@ impl Metered {
         })
     }
 
-    /// The meter a state sets (`None`: keeps the previous one). Storage
-    /// follows the agent like instances do: billed once it confirmed the
-    /// resource, held through transitional states (an extend is billed at
-    /// the new size once the agent confirms it), gone when deleted.
-    fn meter(self, to: &str) -> DbResult<Option<Meter>> {
-        let corrupt = |e: String| DbError::Corrupt(format!("{} event state: {e}", self.kind()));
+    /// The meter an event sets (`None`: keeps the previous one), with the
+    /// size it carries, if any. Instances, volumes and snapshots are read as
+    /// the lifecycle kernel wrote them (`kumo_wire::events`). Storage follows
+    /// the agent like instances do: billed once it confirmed the resource,
+    /// held through transitional states (an extend is billed at the new size
+    /// once the agent confirms it), gone when deleted.
+    fn meter(self, detail: &str) -> DbResult<(Option<Meter>, Option<u64>)> {
+        let corrupt = |e: serde_json::Error| DbError::Corrupt(format!("{} event detail: {e}", self.kind()));
         Ok(match self {
-            Self::Instance => meter_for(to.parse::<InstanceState>().map_err(|e| corrupt(e.to_string()))?),
+            Self::Instance => {
+                let event: InstanceStateChanged = serde_json::from_str(detail).map_err(corrupt)?;
+                (meter_for(event.to), None)
+            }
             Self::Volume => {
-                let state: VolumeState = to.parse().map_err(corrupt)?;
-                match state {
+                let event: VolumeStateChanged = serde_json::from_str(detail).map_err(corrupt)?;
+                let meter = match event.to {
                     VolumeState::Available | VolumeState::InUse => Some(Meter::Running),
                     VolumeState::Deleted => Some(Meter::Gone),
                     // Error keeps the meter: a volume whose extend failed still holds its space.
@@ -246,43 +252,38 @@ impl Metered {
                     | VolumeState::Extending
                     | VolumeState::Deleting
                     | VolumeState::Error => None,
-                }
+                };
+                (meter, Some(event.extra.size_gib))
             }
             Self::Snapshot => {
-                let state: SnapshotState =
-                    serde_json::from_value(serde_json::Value::from(to)).map_err(|e| corrupt(e.to_string()))?;
-                match state {
+                let event: SnapshotStateChanged = serde_json::from_str(detail).map_err(corrupt)?;
+                let meter = match event.to {
                     SnapshotState::Available => Some(Meter::Running),
                     SnapshotState::Deleted => Some(Meter::Gone),
                     SnapshotState::Creating | SnapshotState::Deleting | SnapshotState::Error => None,
-                }
+                };
+                (meter, None)
             }
-            Self::Image => match to {
-                "active" => Some(Meter::Running),
-                "deleted" => Some(Meter::Gone),
-                _ => None,
-            },
-            Self::FloatingIp => match to {
-                "allocated" => Some(Meter::Running),
-                "released" => Some(Meter::Gone),
-                _ => None,
-            },
+            Self::Image | Self::FloatingIp => {
+                let detail: serde_json::Value = serde_json::from_str(detail).map_err(corrupt)?;
+                let meter = match (self, detail.get("to").and_then(|t| t.as_str())) {
+                    (Self::Image, Some("active")) | (Self::FloatingIp, Some("allocated")) => Some(Meter::Running),
+                    (Self::Image, Some("deleted")) | (Self::FloatingIp, Some("released")) => Some(Meter::Gone),
+                    _ => None,
+                };
+                (meter, detail.get("size_gib").and_then(serde_json::Value::as_u64))
+            }
         })
     }
 
     /// The meter an event sets, if any, with its quantity (1, or GiB).
     fn reading(self, row: &AnyRow) -> DbResult<Option<Reading>> {
         let detail: String = row.try_get("detail")?;
-        let detail: serde_json::Value =
-            serde_json::from_str(&detail).map_err(|e| DbError::Corrupt(format!("event detail: {e}")))?;
-        let Some(to) = detail.get("to").and_then(|t| t.as_str()) else { return Ok(None) };
-        let Some(meter) = self.meter(to)? else { return Ok(None) };
-        let quantity = match self {
-            Self::Instance | Self::FloatingIp => 1,
-            _ => match detail.get("size_gib").and_then(serde_json::Value::as_u64) {
-                Some(size) => size,
-                None => super::u64_col(row, "size_gib")?,
-            },
+        let (Some(meter), size) = self.meter(&detail)? else { return Ok(None) };
+        let quantity = match (self, size) {
+            (Self::Instance | Self::FloatingIp, _) => 1,
+            (_, Some(size)) => size,
+            (_, None) => super::u64_col(row, "size_gib")?,
         };
         let (at, seq): (i64, i64) = (row.try_get("at")?, row.try_get("id")?);
         Ok(Some(Reading { at: secs(at), seq, meter, quantity }))

@@ -4,7 +4,7 @@
 //!
 //! Ports live as long as the instance's domain: they are made in the
 //! transaction that records the instance and freed in the one that records
-//! the agent's confirmation that the domain is gone (`transition::commit`),
+//! the agent's confirmation that the domain is gone (`lifecycle::effects`),
 //! so an address is never reused while a guest might still hold it.
 
 pub mod floating_ips;

@@ -1,7 +1,8 @@
 //! Volumes: tenant operations (create, attach, detach, extend, delete), the
-//! agent's reports, the deadline watchdog, and the one path by which a
-//! volume's state changes ([`apply`]: read, [`VolumeState::apply`], write with
-//! compare-and-swap, log an event, give back the host's disk once it is gone).
+//! agent's reports and the detaching of departed instances' volumes. Every
+//! state change goes through the lifecycle kernel (`lifecycle::Volume`: read,
+//! [`VolumeState::apply`], write with compare-and-swap, log the event, give
+//! back the host's disk once it is gone; its watchdog handles deadlines).
 //!
 //! Each operation records the desired state (present, attachment, size) with a
 //! new generation and returns at once; the agent of the volume's host carries
@@ -17,6 +18,7 @@ use serde_json::json;
 use sqlx::{Any, Transaction};
 
 use crate::auth::Caller;
+use crate::config::ControllerConfig;
 use crate::db::events::{self, NewEvent};
 use crate::db::hosts::{claim_capacity, Claim, HostRecord};
 use crate::db::instances::InstanceRecord;
@@ -24,13 +26,9 @@ use crate::db::volumes::{self, VolumeRecord};
 use crate::db::DbError;
 use crate::error::ApiError;
 use crate::instances::validate_name;
+use crate::lifecycle::{self, ignore_races, Change, Volume};
 use crate::quotas;
 use crate::state::AppState;
-
-mod transition;
-
-use transition::deadline;
-pub use transition::{apply, commit, no_edit, prepare, Change};
 
 /// Device names handed out to volumes, in order (vda is the root disk).
 const DEVICES: &str = "bcdefghijklmnopqrstuvwxyz";
@@ -272,7 +270,7 @@ pub async fn create_recorded(
             claimed_gib: if backend == VolumeBackendKind::Local { size_gib } else { 0 },
             state: VolumeState::Creating,
             state_reason: None,
-            state_deadline: deadline(state, VolumeState::Creating, now),
+            state_deadline: lifecycle::deadline_for::<Volume>(&state.config, VolumeState::Creating, now),
             present: true,
             instance_id: instance.as_ref().map(|i| i.id.clone()),
             device: None,
@@ -374,7 +372,7 @@ async fn attach(
     }
     let change = Change::now(VolumeEvent::AttachRequested, caller.actor(), None);
     let instance_id = inst.id.clone();
-    apply(state, &vol.id, &change, move |tx, old, new| {
+    lifecycle::apply_in_tx::<Volume, _>(state, &vol.id, &change, move |tx, old, new| {
         let instance_id = instance_id.clone();
         let host = host.clone();
         Box::pin(async move {
@@ -390,6 +388,7 @@ async fn attach(
         })
     })
     .await
+    .map_err(ApiError::from)
 }
 
 /// Detaches a volume (a tenant's request, or its instance went away).
@@ -406,17 +405,14 @@ pub async fn detach(
         return Err(ApiError::Conflict(format!("volume {} is not attached to any instance", vol.name)));
     }
     let change = Change::now(VolumeEvent::DetachRequested, actor, reason);
-    apply(state, &vol.id, &change, |_, old, new| {
-        Box::pin(async move {
-            if old.instance_id.is_some() {
-                new.instance_id = None;
-                new.device = None;
-                new.generation = old.generation + 1;
-            }
-            Ok(())
-        })
-    })
-    .await
+    let detached = lifecycle::apply::<Volume>(state, &vol.id, &change, |old, new| {
+        if old.instance_id.is_some() {
+            new.instance_id = None;
+            new.device = None;
+            new.generation = old.generation + 1;
+        }
+    });
+    Ok(detached.await?)
 }
 
 async fn extend(state: &AppState, caller: &Caller, vol: VolumeRecord, size_gib: u64) -> Result<VolumeRecord, ApiError> {
@@ -432,7 +428,7 @@ async fn extend(state: &AppState, caller: &Caller, vol: VolumeRecord, size_gib: 
     let ratios = crate::scheduler::policy_of(state).ratios;
     let project = caller.project_id.clone();
     let change = Change::now(VolumeEvent::ExtendRequested, caller.actor(), None);
-    apply(state, &vol.id, &change, move |tx, old, new| {
+    lifecycle::apply_in_tx::<Volume, _>(state, &vol.id, &change, move |tx, old, new| {
         let project = project.clone();
         Box::pin(async move {
             let delta = size_gib.saturating_sub(old.size_gib);
@@ -455,6 +451,7 @@ async fn extend(state: &AppState, caller: &Caller, vol: VolumeRecord, size_gib: 
         })
     })
     .await
+    .map_err(ApiError::from)
 }
 
 /// Deletes a volume: answers at once; the agent frees the space, retrying until it can.
@@ -470,7 +467,7 @@ pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Volum
         return Ok(vol);
     }
     let change = Change::now(VolumeEvent::DeleteRequested, caller.actor(), None);
-    apply(state, &vol.id, &change, |_, old, new| {
+    lifecycle::apply_in_tx::<Volume, _>(state, &vol.id, &change, |_, old, new| {
         Box::pin(async move {
             if old.instance_id.is_some() {
                 return Err(ApiError::Conflict(format!("volume {} was attached meanwhile; detach it first", old.name)));
@@ -483,6 +480,7 @@ pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Volum
         })
     })
     .await
+    .map_err(ApiError::from)
 }
 
 /// Marks the volumes to attach at launch as attaching to `instance`, in the
@@ -504,13 +502,13 @@ pub async fn attach_at_launch(
             )));
         }
         let change = Change::now(VolumeEvent::AttachRequested, actor, None);
-        let mut new = prepare(state, &fresh, &change)?;
+        let mut new = lifecycle::prepare::<Volume>(&state.config, &fresh, &change)?;
         let device = next_device(&used)?;
         used.push(device.clone());
         new.device = Some(device);
         new.instance_id = Some(instance.clone());
         new.generation = fresh.generation + 1;
-        if !commit(tx, &fresh, &mut new, &change).await? {
+        if lifecycle::commit::<Volume>(tx, &state.config, &fresh, &mut new, &change).await?.is_none() {
             return Err(ApiError::Unavailable(format!("volume {} changed meanwhile; try again", fresh.name)));
         }
     }
@@ -523,7 +521,7 @@ pub async fn attach_at_launch(
 /// attach). Returns the volumes' hosts, to wake.
 pub async fn release_unplaced(
     tx: &mut Transaction<'static, Any>,
-    state: &AppState,
+    config: &ControllerConfig,
     instance: &InstanceId,
 ) -> Result<Vec<HostId>, ApiError> {
     let mut hosts = Vec::new();
@@ -533,14 +531,17 @@ pub async fn release_unplaced(
         }
         let reason = Some(format!("instance {instance} could not be placed on any host"));
         let change = Change::now(VolumeEvent::LaunchAbandoned, "scheduler", reason);
-        let mut new = prepare(state, &vol, &change)?;
+        let mut new = lifecycle::prepare::<Volume>(config, &vol, &change)?;
         new.instance_id = None;
         new.device = None;
         new.generation = vol.generation + 1;
-        if !commit(tx, &vol, &mut new, &change).await? {
+        let Some(after) = lifecycle::commit::<Volume>(tx, config, &vol, &mut new, &change).await? else {
             return Err(ApiError::Unavailable(format!("volume {} changed meanwhile; try again", vol.name)));
-        }
-        hosts.extend(vol.host_id);
+        };
+        hosts.extend(after.into_iter().filter_map(|e| match e {
+            lifecycle::Effect::WakeHost(host) => Some(host),
+            _ => None,
+        }));
     }
     Ok(hosts)
 }
@@ -564,13 +565,6 @@ pub fn required_host(vols: &[VolumeRecord]) -> Result<Option<HostId>, ApiError> 
         }
     }
     Ok(required.and_then(|v| v.host_id.clone()))
-}
-
-fn ignore_races(result: Result<VolumeRecord, ApiError>) -> Result<(), ApiError> {
-    match result {
-        Ok(_) | Err(ApiError::Conflict(_) | ApiError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// Detaches every volume attached to `instance` (it is being deleted).
@@ -614,38 +608,21 @@ pub async fn observe(
     let Some((event, reason)) = event else { return Ok(()) };
     let at = crate::reconcile::clamp_observed(&host.host.name, obs.observed_at, rec.updated_at, Timestamp::now());
     let change = Change { event, actor, at, reason };
-    let result = apply(state, &rec.id, &change, move |_, old, new| {
-        Box::pin(async move {
-            new.applied_generation = new.applied_generation.max(applied.min(old.generation));
-            Ok(())
-        })
+    let result = lifecycle::apply::<Volume>(state, &rec.id, &change, move |old, new| {
+        new.applied_generation = new.applied_generation.max(applied.min(old.generation));
     })
     .await;
     ignore_races(result)
 }
 
-/// Moves volumes past their deadline to `error`, and detaches the volumes of
-/// deleted instances; returns how many volumes it touched.
-pub async fn watchdog(state: &AppState) -> Result<usize, ApiError> {
-    let now = Timestamp::now();
-    let expired = state.db.volumes_past_deadline(now).await?;
-    for vol in &expired {
-        let reason = format!(
-            "timed out after {}s while {} on host {}: the agent did not confirm it",
-            state.config.volume_deadline_secs,
-            vol.state,
-            vol.host_name.as_deref().unwrap_or("?")
-        );
-        let change =
-            Change { event: VolumeEvent::DeadlinePassed, actor: "controller".into(), at: now, reason: Some(reason) };
-        ignore_races(apply(state, &vol.id, &change, no_edit).await)?;
-    }
+/// Detaches the volumes of deleted instances; returns how many.
+pub async fn detach_orphans(state: &AppState) -> Result<usize, ApiError> {
     let orphans = state.db.volumes_of_departed_instances().await?;
     for vol in &orphans {
         let reason = vol.instance_id.as_ref().map(|i| format!("instance {i} was deleted"));
         ignore_races(detach(state, vol, "controller", reason).await)?;
     }
-    Ok(expired.len() + orphans.len())
+    Ok(orphans.len())
 }
 
 #[cfg(test)]
