@@ -89,7 +89,7 @@ impl BootWatch {
 
     /// With the desired state known, picks the instances the boot left off:
     /// desired running, generation carried out, domain shut off or gone.
-    pub fn detect(&mut self, desired: &[DesiredInstance], domains: &[DomainInfo], ledger: &Ledger) {
+    pub fn detect(&mut self, desired: &[DesiredInstance], domains: &[DomainInfo], ledger: &Ledger<DesiredInstance>) {
         if self.phase != Phase::Detecting {
             return;
         }

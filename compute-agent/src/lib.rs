@@ -2,12 +2,12 @@
 //! domains to the controller's desired state and reports what it observes.
 //!
 //! Map: [`config`] (settings) → [`agent`] (wiring) runs the [`worker`] (sync
-//! loop), which uses [`client`] (controller HTTP), [`ledger`] (per-instance
-//! bookkeeping), [`observe`] (reports, leak sweeps) and [`converge`] (one
-//! instance's desired state, through [`hypervisor`], [`domain_xml`] and the
-//! storage crate), [`volumes`] and [`snapshots`] (one volume's or snapshot's
-//! desired state, bookkept by [`work_ledger`], serialized per domain by
-//! [`locks`]). [`networking`] plumbs the host's tenant networks (bridges,
+//! loop), which uses [`client`] (controller HTTP), [`ledger`] (the one
+//! bookkeeping of instances, volumes and snapshots), [`observe`] (reports,
+//! leak sweeps) and [`converge`] (one instance's desired state, through
+//! [`hypervisor`], [`domain_xml`] and the storage crate), [`volumes`] and
+//! [`snapshots`] (one volume's or snapshot's desired state, serialized per
+//! domain by [`locks`]). [`networking`] plumbs the host's tenant networks (bridges,
 //! DHCP, metadata, firewall, floating IPs) before instances start.
 //! [`boot`] tells a host reboot from guests that powered off; [`quarantine`]
 //! keeps the local storage files the controller does not list.
@@ -38,7 +38,6 @@ pub mod snapshots;
 pub mod status;
 pub mod tls;
 pub mod volumes;
-pub mod work_ledger;
 pub mod worker;
 
 #[cfg(test)]

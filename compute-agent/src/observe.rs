@@ -16,7 +16,7 @@ use crate::ledger::Ledger;
 pub fn observe(
     desired: &[DesiredInstance],
     domains: &[DomainInfo],
-    ledger: &Ledger,
+    ledger: &Ledger<DesiredInstance>,
     now: Timestamp,
 ) -> (Vec<ObservedInstance>, Vec<String>) {
     let observed = desired
@@ -61,7 +61,7 @@ pub async fn sweep_leaks(
     disks: &dyn InstanceDisks,
     desired: &[DesiredInstance],
     domains: &[DomainInfo],
-    ledger: &Ledger,
+    ledger: &Ledger<DesiredInstance>,
 ) -> Result<Vec<InstanceId>, DiskError> {
     let wanted: HashSet<&InstanceId> = desired.iter().map(|d| &d.id).collect();
     let with_domain: HashSet<&InstanceId> = domains.iter().filter_map(|d| d.instance.as_ref()).collect();

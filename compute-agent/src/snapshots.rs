@@ -25,10 +25,10 @@ use kumo_wire::{InstanceId, SnapshotId, VolumeId};
 
 use crate::domain_xml::{disks_of, domain_name};
 use crate::hypervisor::{Hypervisor, HypervisorError};
+use crate::ledger::Outcome;
 use crate::locks::InstanceLocks;
 use crate::quarantine::Quarantine;
 use crate::volumes::{Backends, VolumeWorkError};
-use crate::work_ledger::Outcome;
 
 /// Why an upload failed (the uploader's own error, boxed).
 pub type UploadError = Box<dyn std::error::Error + Send + Sync>;

@@ -17,9 +17,9 @@ use kumo_wire::{InstanceId, VolumeId};
 
 use crate::domain_xml::{disks_of, domain_name, volume_disk_xml, VolumeDisk};
 use crate::hypervisor::{Hypervisor, HypervisorError};
+use crate::ledger::Outcome;
 use crate::locks::InstanceLocks;
 use crate::quarantine::Quarantine;
-use crate::work_ledger::Outcome;
 
 /// How long a guest may take to let go of a hot-unplugged disk.
 pub const DETACH_TIMEOUT: Duration = Duration::from_secs(60);

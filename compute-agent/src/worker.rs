@@ -34,41 +34,222 @@ use crate::credentials::{self, HostCredentials, SharedCredentials};
 use crate::error_chain;
 use crate::hypervisor::{DomainInfo, Hypervisor};
 use crate::lease_watch::LeaseWatch;
-use crate::ledger::{Ledger, Reason};
+use crate::ledger::{Ledger, Outcome, Reason, Work};
 use crate::networking::{self, Networking};
 use crate::observe::{observe, sweep_leaks};
 use crate::quarantine::Quarantine;
 use crate::snapshots::SnapshotWork;
 use crate::status::StatusHandle;
 use crate::volumes::VolumeWork;
-use crate::work_ledger::{Outcome, WorkLedger};
 
 /// How often leaked instance files are looked for, unless configured otherwise.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// What a task carried out, by kind.
+/// A kind of [`Work`] the sync loop runs tasks for: what its task reports
+/// and how the task shows in traces, metrics and logs.
+trait Job: Work + Send + 'static {
+    /// What a task of this kind reports when it ends well.
+    type Done: Send + 'static;
+    /// The `action` label of the convergence metrics.
+    const KIND: &'static str;
+    /// The span a task runs in.
+    fn span(&self) -> tracing::Span;
+    /// What the ledger keeps of a task that ended well.
+    fn outcome(done: Self::Done) -> Outcome;
+    /// Logs the end of the task that carried out `generation` of `id`.
+    fn log_end(id: &Self::Id, generation: u64, result: &Result<Self::Done, String>);
+}
+
+impl Job for DesiredInstance {
+    /// The power the instance was left in.
+    type Done = ObservedPower;
+    const KIND: &'static str = "instance";
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("converge", instance = %self.id, generation = self.generation, power = %self.power)
+    }
+    fn outcome(_: ObservedPower) -> Outcome {
+        Outcome::Done { stored_bytes: None }
+    }
+    fn log_end(id: &InstanceId, generation: u64, result: &Result<ObservedPower, String>) {
+        match result {
+            Ok(power) => tracing::info!(instance = %id, generation, ?power, "converged"),
+            Err(message) => {
+                tracing::warn!(instance = %id, generation, error = %message, "convergence failed; will retry")
+            }
+        }
+    }
+}
+
+impl Job for DesiredVolume {
+    type Done = Outcome;
+    const KIND: &'static str = "volume";
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("volume", volume = %self.id, generation = self.generation, present = self.present)
+    }
+    fn outcome(done: Outcome) -> Outcome {
+        done
+    }
+    fn log_end(id: &VolumeId, generation: u64, result: &Result<Outcome, String>) {
+        log_storage(Self::KIND, id.as_str(), generation, result);
+    }
+}
+
+impl Job for DesiredSnapshot {
+    type Done = Outcome;
+    const KIND: &'static str = "snapshot";
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("snapshot", snapshot = %self.id, generation = self.generation, present = self.present)
+    }
+    fn outcome(done: Outcome) -> Outcome {
+        done
+    }
+    fn log_end(id: &SnapshotId, generation: u64, result: &Result<Outcome, String>) {
+        log_storage(Self::KIND, id.as_str(), generation, result);
+    }
+}
+
+/// One kind's desired state as last synced, its ledger and its running
+/// tasks. Each kind has its own task set, typed by what its task reports, so
+/// a result cannot be booked to an item of another kind.
 #[derive(Debug)]
-enum TaskResult {
-    Instance(Result<ObservedPower, String>),
-    Storage(Result<Outcome, String>),
+struct Track<J: Job> {
+    desired: Vec<J>,
+    ledger: Ledger<J>,
+    tasks: JoinSet<Result<J::Done, String>>,
+    /// The item and generation of each running task.
+    running: HashMap<tokio::task::Id, (J::Id, u64)>,
 }
 
-/// What a task works on.
-#[derive(Debug, Clone)]
-enum TaskKey {
-    Instance(InstanceId),
-    Volume(VolumeId),
-    Snapshot(SnapshotId),
+impl<J: Job> Default for Track<J> {
+    fn default() -> Self {
+        Self { desired: Vec::new(), ledger: Ledger::default(), tasks: JoinSet::new(), running: HashMap::new() }
+    }
 }
 
-type TaskDone = Result<(tokio::task::Id, TaskResult), tokio::task::JoinError>;
+type Joined<T> = Result<(tokio::task::Id, Result<T, String>), tokio::task::JoinError>;
+
+impl<J: Job> Track<J> {
+    /// Takes the controller's new list and forgets the items no longer in it.
+    fn accept(&mut self, desired: Vec<J>) {
+        self.desired = desired;
+        self.ledger.retain(&self.desired);
+    }
+
+    /// Starts a task (`run`) for each item that is due (see [`Ledger::due`]).
+    fn start_due<F>(
+        &mut self,
+        heal: impl Fn(&J) -> bool,
+        metrics: &Arc<crate::metrics::AgentMetrics>,
+        run: impl Fn(J) -> F,
+    ) where
+        F: std::future::Future<Output = Result<J::Done, String>> + Send + 'static,
+    {
+        for (desired, reason) in self.ledger.due(&self.desired, heal, Instant::now()) {
+            let span = desired.span();
+            if reason == Reason::SelfHeal {
+                tracing::warn!(parent: &span, "the domain of a running instance vanished; re-creating it");
+            }
+            self.ledger.start(desired.id());
+            let key = (desired.id().clone(), desired.generation());
+            let metrics = Arc::clone(metrics);
+            let task = run(desired);
+            let handle = self.tasks.spawn(
+                async move {
+                    let started = Instant::now();
+                    let result = task.await;
+                    metrics.converged(J::KIND, started, result.is_err());
+                    result
+                }
+                .instrument(span),
+            );
+            self.running.insert(handle.id(), key);
+        }
+    }
+
+    /// Books the end of a task into the ledger.
+    fn record(&mut self, done: Joined<J::Done>) {
+        let (task, result) = match done {
+            Ok((task, result)) => (task, result),
+            Err(err) => (err.id(), Err(format!("internal error: the task failed ({err})"))),
+        };
+        let Some((id, generation)) = self.running.remove(&task) else { return };
+        J::log_end(&id, generation, &result);
+        self.ledger.finish(&id, generation, result.map(J::outcome), Instant::now());
+    }
+
+    /// Books every task that has ended.
+    fn record_finished(&mut self) {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            self.record(done);
+        }
+    }
+}
+
+/// The work of every kind.
+#[derive(Debug, Default)]
+struct Tracks {
+    instances: Track<DesiredInstance>,
+    volumes: Track<DesiredVolume>,
+    snapshots: Track<DesiredSnapshot>,
+}
+
+impl Tracks {
+    /// Whether any task runs.
+    fn any_running(&self) -> bool {
+        !(self.instances.tasks.is_empty() && self.volumes.tasks.is_empty() && self.snapshots.tasks.is_empty())
+    }
+
+    /// How many items have a task running.
+    fn busy_count(&self) -> usize {
+        self.instances.ledger.busy_count() + self.volumes.ledger.busy_count() + self.snapshots.ledger.busy_count()
+    }
+
+    /// The next moment a failed or waiting task of any kind becomes due again.
+    fn next_retry(&self, now: Instant) -> Option<Instant> {
+        let (instances, volumes, snapshots) = (&self.instances, &self.volumes, &self.snapshots);
+        let each = [instances.ledger.next_retry(now), volumes.ledger.next_retry(now), snapshots.ledger.next_retry(now)];
+        each.into_iter().flatten().min()
+    }
+
+    /// Books every task that has ended.
+    fn record_finished(&mut self) {
+        self.instances.record_finished();
+        self.volumes.record_finished();
+        self.snapshots.record_finished();
+    }
+
+    /// Waits for the next task of any kind to end and books it; never ends
+    /// while no task runs. Cancel-safe: a task that ended is booked before
+    /// this returns, and one not yet joined stays in its set.
+    async fn record_next(&mut self) {
+        tokio::select! {
+            Some(done) = self.instances.tasks.join_next_with_id(), if !self.instances.tasks.is_empty() => {
+                self.instances.record(done);
+            }
+            Some(done) = self.volumes.tasks.join_next_with_id(), if !self.volumes.tasks.is_empty() => {
+                self.volumes.record(done);
+            }
+            Some(done) = self.snapshots.tasks.join_next_with_id(), if !self.snapshots.tasks.is_empty() => {
+                self.snapshots.record(done);
+            }
+            else => std::future::pending().await,
+        }
+    }
+
+    /// Abandons every running task.
+    fn abort_all(&mut self) {
+        self.instances.tasks.abort_all();
+        self.volumes.tasks.abort_all();
+        self.snapshots.tasks.abort_all();
+    }
+}
 
 /// What ended the wait of a pass.
 enum Wake {
     Shutdown,
-    TaskDone(TaskDone),
+    TaskDone,
     RetryDue,
     Synced(Result<SyncResponse, ClientError>),
 }
@@ -114,17 +295,11 @@ pub struct WorkerParts {
 #[derive(Debug)]
 pub struct SyncWorker {
     parts: WorkerParts,
-    ledger: Ledger,
-    desired: Vec<DesiredInstance>,
-    volume_ledger: WorkLedger<VolumeId>,
-    desired_volumes: Vec<DesiredVolume>,
-    snapshot_ledger: WorkLedger<SnapshotId>,
-    desired_snapshots: Vec<DesiredSnapshot>,
+    /// The desired state, ledger and tasks of instances, volumes and snapshots.
+    work: Tracks,
     known_revision: Option<String>,
     /// Whether `desired` came from the controller during this run (leak sweeps wait for it).
     synced: bool,
-    tasks: JoinSet<TaskResult>,
-    task_ids: HashMap<tokio::task::Id, (TaskKey, u64)>,
     last_sweep: Option<Instant>,
     backoff: Duration,
     networks: Vec<kumo_wire::network::DesiredNetwork>,
@@ -154,16 +329,9 @@ impl SyncWorker {
     pub fn new(parts: WorkerParts) -> Self {
         Self {
             parts,
-            ledger: Ledger::default(),
-            desired: Vec::new(),
-            volume_ledger: WorkLedger::default(),
-            desired_volumes: Vec::new(),
-            snapshot_ledger: WorkLedger::default(),
-            desired_snapshots: Vec::new(),
+            work: Tracks::default(),
             known_revision: None,
             synced: false,
-            tasks: JoinSet::new(),
-            task_ids: HashMap::new(),
             last_sweep: None,
             backoff: BACKOFF_MIN,
             networks: Vec::new(),
@@ -182,15 +350,13 @@ impl SyncWorker {
         while !shutdown.is_cancelled() {
             self.pass(&shutdown).await;
         }
-        self.tasks.abort_all();
+        self.work.abort_all();
         tracing::info!("sync loop stopped; domains left running");
     }
 
     /// One pass: observe, start due work, sync (or back off).
     async fn pass(&mut self, shutdown: &CancellationToken) {
-        while let Some(done) = self.tasks.try_join_next_with_id() {
-            self.record(done);
-        }
+        self.work.record_finished();
         let domains = match self.parts.hypervisor.list_domains().await {
             Ok(domains) => domains,
             Err(err) => return self.fail("cannot observe the host; not syncing", error_chain(&err), shutdown).await,
@@ -204,10 +370,9 @@ impl SyncWorker {
             self.restore_requested().await;
         }
         self.start_due(&domains);
-        self.start_due_storage();
         self.watch_leases(&domains);
         if self.synced {
-            self.parts.boot.detect(&self.desired, &domains, &self.ledger);
+            self.parts.boot.detect(&self.work.instances.desired, &domains, &self.work.instances.ledger);
         }
         let sweep_every = Duration::from_secs(self.parts.config.sweep_interval_secs);
         if self.synced && self.last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
@@ -227,11 +392,7 @@ impl SyncWorker {
         };
         let notices_sent = request.notices.clone();
         let now = Instant::now();
-        let next_retry =
-            [self.ledger.next_retry(now), self.volume_ledger.next_retry(now), self.snapshot_ledger.next_retry(now)]
-                .into_iter()
-                .flatten()
-                .min();
+        let next_retry = self.work.next_retry(now);
         let mut request = request;
         if self.synced && self.syncs_since_inventory >= INVENTORY_EVERY {
             let cfg = &self.parts.config;
@@ -252,14 +413,14 @@ impl SyncWorker {
         let wake = tokio::select! {
             biased;
             () = shutdown.cancelled() => Wake::Shutdown,
-            Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => Wake::TaskDone(done),
+            () = self.work.record_next(), if self.work.any_running() => Wake::TaskDone,
             () = sleep_until(next_retry), if next_retry.is_some() => Wake::RetryDue,
             outcome = self.parts.client.sync(&creds.host_token, &request) => Wake::Synced(outcome),
         };
         match wake {
-            Wake::Shutdown | Wake::RetryDue => {}
-            // The long poll was dropped; the next pass reports the result at once.
-            Wake::TaskDone(done) => self.record(done),
+            // After a task ended (and was booked) the long poll was dropped; the
+            // next pass reports the result at once.
+            Wake::Shutdown | Wake::RetryDue | Wake::TaskDone => {}
             Wake::Synced(Ok(response)) => {
                 self.parts.metrics.synced(sync_started);
                 self.parts.converger.notices().acknowledge(&notices_sent);
@@ -274,7 +435,7 @@ impl SyncWorker {
                         &repairs,
                         &*self.parts.hypervisor,
                         &mut self.parts.networking,
-                        &self.desired,
+                        &self.work.instances.desired,
                     )
                     .await;
                     // The audit waits for the host as it is after the repairs.
@@ -304,13 +465,10 @@ impl SyncWorker {
         self.parts.status.update(|s| s.last_error = Some(format!("{what}: {message}")));
         let delay = self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        let done = tokio::select! {
-            () = shutdown.cancelled() => None,
-            () = tokio::time::sleep(delay) => None,
-            Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => Some(done),
-        };
-        if let Some(done) = done {
-            self.record(done);
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => {}
+            () = self.work.record_next(), if self.work.any_running() => {}
         }
     }
 
@@ -345,22 +503,14 @@ impl SyncWorker {
         let capacity =
             capacity::measure(&*self.parts.hypervisor, cfg.reserved_memory_mib, cfg.disk_gib, &cfg.state_dir).await?;
         let now = Timestamp::now();
-        let (observed, unmanaged_domains) = observe(&self.desired, domains, &self.ledger, now);
+        let instances = &self.work.instances;
+        let (observed, unmanaged_domains) = observe(&instances.desired, domains, &instances.ledger, now);
         self.parts.status.update(|s| {
-            s.tasks_running =
-                self.ledger.busy_count() + self.volume_ledger.busy_count() + self.snapshot_ledger.busy_count();
+            s.tasks_running = self.work.busy_count();
             s.unmanaged_domains.clone_from(&unmanaged_domains);
         });
-        let observed_volumes = self
-            .desired_volumes
-            .iter()
-            .map(|d| observed_work(&self.volume_ledger, &d.id, d.generation, d.applied_generation, now))
-            .collect();
-        let observed_snapshots = self
-            .desired_snapshots
-            .iter()
-            .map(|d| observed_work(&self.snapshot_ledger, &d.id, d.generation, d.applied_generation, now))
-            .collect();
+        let observed_volumes = observed_work(&self.work.volumes, now);
+        let observed_snapshots = observed_work(&self.work.snapshots, now);
         Ok(SyncRequest {
             observed,
             unmanaged_domains,
@@ -384,7 +534,7 @@ impl SyncWorker {
         let warn_after = Duration::from_secs(self.parts.config.dhcp_lease_warning_secs);
         let running: HashSet<&InstanceId> =
             domains.iter().filter(|d| d.power == ObservedPower::Running).filter_map(|d| d.instance.as_ref()).collect();
-        let ledger = &self.ledger;
+        let ledger = &self.work.instances.ledger;
         let settled = |d: &DesiredInstance| {
             d.power == kumo_wire::DesiredPower::Running
                 && ledger.applied(d) >= d.generation
@@ -392,9 +542,10 @@ impl SyncWorker {
                 && running.contains(&d.id)
         };
         let networking = &self.parts.networking;
-        let notices = self.lease_watch.check(&self.desired, settled, Instant::now(), warn_after, |port| {
-            networking.has_lease(&port.network, &port.mac, port.ip)
-        });
+        let notices =
+            self.lease_watch.check(&self.work.instances.desired, settled, Instant::now(), warn_after, |port| {
+                networking.has_lease(&port.network, &port.mac, port.ip)
+            });
         for notice in notices {
             self.parts.converger.notices().push(notice);
         }
@@ -413,18 +564,15 @@ impl SyncWorker {
             tracing::debug!(revision = %response.revision, instances = response.instances.len(), "new desired state");
         }
         self.known_revision = Some(response.revision);
-        self.desired = response.instances;
-        self.desired_volumes = response.volumes;
-        self.desired_snapshots = response.snapshots;
+        self.work.instances.accept(response.instances);
+        self.work.volumes.accept(response.volumes);
+        self.work.snapshots.accept(response.snapshots);
         self.networks = response.networks;
         self.floating_ips = response.floating_ips;
         self.restores = response.restore_quarantined;
-        self.parts.boot.accepted(&self.desired);
+        self.parts.boot.accepted(&self.work.instances.desired);
         self.synced = true;
-        self.ledger.retain(&self.desired);
-        self.volume_ledger.retain(&self.desired_volumes.iter().map(|d| d.id.clone()).collect());
-        self.snapshot_ledger.retain(&self.desired_snapshots.iter().map(|d| d.id.clone()).collect());
-        let count = self.desired.len();
+        let count = self.work.instances.desired.len();
         self.parts.status.update(|s| {
             s.last_sync_at = Some(Timestamp::now());
             s.last_error = None;
@@ -449,7 +597,7 @@ impl SyncWorker {
         }
         let plan = networking::plan(
             &self.networks,
-            &self.desired,
+            &self.work.instances.desired,
             &self.floating_ips,
             self.parts.config.public_interface.as_deref(),
         );
@@ -459,7 +607,7 @@ impl SyncWorker {
         let changes = crate::isolation::notices(
             &isolated_before,
             &self.parts.networking.isolated_ports,
-            &self.desired,
+            &self.work.instances.desired,
             Timestamp::now(),
         );
         for notice in changes {
@@ -473,110 +621,37 @@ impl SyncWorker {
         self.networked = Some((revision, Instant::now()));
     }
 
+    /// Starts the instance, volume and snapshot tasks that are due.
     fn start_due(&mut self, domains: &[DomainInfo]) {
         let with_domain: HashSet<InstanceId> = domains.iter().filter_map(|d| d.instance.clone()).collect();
-        for (desired, reason) in self.ledger.due(&self.desired, &with_domain, Instant::now()) {
-            if reason == Reason::SelfHeal {
-                tracing::warn!(instance = %desired.id, "the domain of a running instance vanished; re-creating it");
-            }
-            self.ledger.start(&desired.id);
-            let span = tracing::info_span!("converge", instance = %desired.id, generation = desired.generation,
-                power = %desired.power);
-            let (id, generation) = (desired.id.clone(), desired.generation);
-            let converger = Arc::clone(&self.parts.converger);
-            let metrics = Arc::clone(&self.parts.metrics);
-            let handle = self.tasks.spawn(
-                async move {
-                    let started = Instant::now();
-                    let result = converger.apply(&desired).await.map_err(|e| error_chain(&e));
-                    metrics.converged("instance", started, result.is_err());
-                    TaskResult::Instance(result)
-                }
-                .instrument(span),
-            );
-            self.task_ids.insert(handle.id(), (TaskKey::Instance(id), generation));
-        }
-    }
-
-    /// Starts the volume and snapshot tasks that are due.
-    fn start_due_storage(&mut self) {
-        let now = Instant::now();
-        let volumes: Vec<_> =
-            self.desired_volumes.iter().map(|d| (d.id.clone(), d.generation, d.applied_generation)).collect();
-        for id in self.volume_ledger.due(&volumes, now) {
-            let Some(desired) = self.desired_volumes.iter().find(|d| d.id == id).cloned() else { continue };
-            self.volume_ledger.start(&id);
-            let span =
-                tracing::info_span!("volume", volume = %id, generation = desired.generation, present = desired.present);
-            let work = Arc::clone(&self.parts.volumes);
-            let metrics = Arc::clone(&self.parts.metrics);
-            let generation = desired.generation;
-            let handle = self.tasks.spawn(
-                async move {
-                    let started = Instant::now();
-                    let result = work.apply(&desired).await.map_err(|e| error_chain(&e));
-                    metrics.converged("volume", started, result.is_err());
-                    TaskResult::Storage(result)
-                }
-                .instrument(span),
-            );
-            self.task_ids.insert(handle.id(), (TaskKey::Volume(id), generation));
-        }
-        let snapshots: Vec<_> =
-            self.desired_snapshots.iter().map(|d| (d.id.clone(), d.generation, d.applied_generation)).collect();
-        for id in self.snapshot_ledger.due(&snapshots, now) {
-            let Some(desired) = self.desired_snapshots.iter().find(|d| d.id == id).cloned() else { continue };
-            self.snapshot_ledger.start(&id);
-            let span = tracing::info_span!("snapshot", snapshot = %id, generation = desired.generation, present = desired.present);
-            let work = Arc::clone(&self.parts.snapshots);
-            let metrics = Arc::clone(&self.parts.metrics);
-            let generation = desired.generation;
-            let handle = self.tasks.spawn(
-                async move {
-                    let started = Instant::now();
-                    let result = work.apply(&desired).await.map_err(|e| error_chain(&e));
-                    metrics.converged("snapshot", started, result.is_err());
-                    TaskResult::Storage(result)
-                }
-                .instrument(span),
-            );
-            self.task_ids.insert(handle.id(), (TaskKey::Snapshot(id), generation));
-        }
-    }
-
-    fn record(&mut self, done: TaskDone) {
-        let (task, result) = match done {
-            Ok((task, result)) => (task, Ok(result)),
-            Err(err) => (err.id(), Err(format!("internal error: the task failed ({err})"))),
-        };
-        let Some((key, generation)) = self.task_ids.remove(&task) else { return };
-        let now = Instant::now();
-        match key {
-            TaskKey::Instance(id) => {
-                let result = match result {
-                    Ok(TaskResult::Instance(r)) => r,
-                    Ok(TaskResult::Storage(_)) => Err("internal error: a task of the wrong kind".to_owned()),
-                    Err(e) => Err(e),
-                };
-                match &result {
-                    Ok(power) => tracing::info!(instance = %id, generation, ?power, "converged"),
-                    Err(message) => {
-                        tracing::warn!(instance = %id, generation, error = %message, "convergence failed; will retry")
-                    }
-                }
-                self.ledger.finish(&id, generation, result.map(drop), now);
-            }
-            TaskKey::Volume(id) => {
-                let result = storage_result(result);
-                log_storage("volume", id.as_str(), generation, &result);
-                self.volume_ledger.finish(&id, generation, result, now);
-            }
-            TaskKey::Snapshot(id) => {
-                let result = storage_result(result);
-                log_storage("snapshot", id.as_str(), generation, &result);
-                self.snapshot_ledger.finish(&id, generation, result, now);
-            }
-        }
+        let metrics = &self.parts.metrics;
+        let converger = &self.parts.converger;
+        self.work.instances.start_due(
+            |d| d.power == kumo_wire::DesiredPower::Running && !with_domain.contains(&d.id),
+            metrics,
+            |desired| {
+                let converger = Arc::clone(converger);
+                async move { converger.apply(&desired).await.map_err(|e| error_chain(&e)) }
+            },
+        );
+        let volumes = &self.parts.volumes;
+        self.work.volumes.start_due(
+            |_| false,
+            metrics,
+            |desired| {
+                let work = Arc::clone(volumes);
+                async move { work.apply(&desired).await.map_err(|e| error_chain(&e)) }
+            },
+        );
+        let snapshots = &self.parts.snapshots;
+        self.work.snapshots.start_due(
+            |_| false,
+            metrics,
+            |desired| {
+                let work = Arc::clone(snapshots);
+                async move { work.apply(&desired).await.map_err(|e| error_chain(&e)) }
+            },
+        );
     }
 
     /// Puts back the quarantine entries an admin asked to restore.
@@ -597,16 +672,18 @@ impl SyncWorker {
 
     /// The periodic pass: report unmanaged domains, remove leaked instance files.
     async fn reconcile(&mut self, domains: &[DomainInfo]) {
-        let (_, unmanaged) = observe(&self.desired, domains, &self.ledger, Timestamp::now());
+        let instances = &self.work.instances;
+        let (_, unmanaged) = observe(&instances.desired, domains, &instances.ledger, Timestamp::now());
         if !unmanaged.is_empty() {
             tracing::info!(domains = ?unmanaged, "domains the controller does not manage (left alone)");
         }
-        if let Err(err) = sweep_leaks(&*self.parts.disks, &self.desired, domains, &self.ledger).await {
+        if let Err(err) = sweep_leaks(&*self.parts.disks, &instances.desired, domains, &instances.ledger).await {
             tracing::warn!(error = %error_chain(&err), "leak sweep failed");
         }
         self.sweep_storage().await;
-        self.parts.converger.cap_console_logs(self.desired.iter().map(|d| &d.id));
-        let keep: HashSet<kumo_wire::ImageId> = self.desired.iter().map(|d| d.spec.image.id.clone()).collect();
+        let desired = &self.work.instances.desired;
+        self.parts.converger.cap_console_logs(desired.iter().map(|d| &d.id));
+        let keep: HashSet<kumo_wire::ImageId> = desired.iter().map(|d| d.spec.image.id.clone()).collect();
         let ttl = Duration::from_secs(self.parts.config.image_cache_ttl_secs);
         if let Err(err) = self.parts.images.evict(&keep, ttl).await {
             tracing::warn!(error = %error_chain(&err), "image cache eviction failed");
@@ -619,15 +696,16 @@ impl SyncWorker {
     /// grace period is over, and removes staged instance snapshots nobody
     /// wants. Shared backends are left alone: other hosts work there too.
     async fn sweep_storage(&mut self) {
-        let volumes: HashSet<&VolumeId> = self.desired_volumes.iter().map(|d| &d.id).collect();
-        let snapshots: HashSet<&SnapshotId> = self.desired_snapshots.iter().map(|d| &d.id).collect();
+        let (volume_work, snapshot_work) = (&self.work.volumes, &self.work.snapshots);
+        let volumes: HashSet<&VolumeId> = volume_work.desired.iter().map(|d| &d.id).collect();
+        let snapshots: HashSet<&SnapshotId> = snapshot_work.desired.iter().map(|d| &d.id).collect();
         let quarantine = &self.parts.quarantine;
         if let Ok(local) = self.parts.volumes.backends().get(VolumeBackendKind::Local) {
             match local.list().await {
                 Ok((leaked_volumes, leaked_snapshots)) => {
                     let now = Timestamp::now();
                     for id in
-                        leaked_volumes.iter().filter(|id| !volumes.contains(id) && !self.volume_ledger.is_busy(id))
+                        leaked_volumes.iter().filter(|id| !volumes.contains(id) && !volume_work.ledger.is_busy(id))
                     {
                         let files = local.volume_files(id);
                         if let Err(e) = quarantine.take(QuarantineKind::Volume, id.as_str(), &files, now).await {
@@ -636,7 +714,7 @@ impl SyncWorker {
                     }
                     for id in leaked_snapshots
                         .iter()
-                        .filter(|id| !snapshots.contains(id) && !self.snapshot_ledger.is_busy(id))
+                        .filter(|id| !snapshots.contains(id) && !snapshot_work.ledger.is_busy(id))
                     {
                         let files = local.snapshot_files(id);
                         if let Err(e) = quarantine.take(QuarantineKind::Snapshot, id.as_str(), &files, now).await {
@@ -650,19 +728,11 @@ impl SyncWorker {
         quarantine.expire(Timestamp::now()).await;
         self.quarantined = quarantine.list().await;
         let staged = self.parts.snapshots.staged().await;
-        for id in staged.iter().filter(|id| !snapshots.contains(id) && !self.snapshot_ledger.is_busy(id)) {
+        for id in staged.iter().filter(|id| !snapshots.contains(id) && !snapshot_work.ledger.is_busy(id)) {
             if let Err(e) = self.parts.snapshots.discard(id).await {
                 tracing::warn!(snapshot = %id, error = %error_chain(&e), "could not remove a staged snapshot");
             }
         }
-    }
-}
-
-fn storage_result(result: Result<TaskResult, String>) -> Result<Outcome, String> {
-    match result {
-        Ok(TaskResult::Storage(r)) => r,
-        Ok(TaskResult::Instance(_)) => Err("internal error: a task of the wrong kind".to_owned()),
-        Err(e) => Err(e),
     }
 }
 
@@ -674,23 +744,23 @@ fn log_storage(kind: &str, id: &str, generation: u64, result: &Result<Outcome, S
     }
 }
 
-/// How the agent left one volume or snapshot.
-fn observed_work<K: Clone + Eq + std::hash::Hash>(
-    ledger: &WorkLedger<K>,
-    id: &K,
-    generation: u64,
-    echo: u64,
-    now: Timestamp,
-) -> ObservedWork<K> {
-    let error = ledger.error(id, generation);
-    ObservedWork {
-        id: id.clone(),
-        applied_generation: ledger.applied(id, echo),
-        error: error.map(|(m, _)| m.to_owned()),
-        failed_generation: error.map(|(_, g)| g),
-        stored_bytes: ledger.stored(id),
-        observed_at: now,
-    }
+/// How the agent left each volume or snapshot the controller lists.
+fn observed_work<J: Job>(track: &Track<J>, now: Timestamp) -> Vec<ObservedWork<J::Id>> {
+    track
+        .desired
+        .iter()
+        .map(|d| {
+            let error = track.ledger.error(d);
+            ObservedWork {
+                id: d.id().clone(),
+                applied_generation: track.ledger.applied(d),
+                error: error.map(|(m, _)| m.to_owned()),
+                failed_generation: error.map(|(_, g)| g),
+                stored_bytes: track.ledger.stored(d.id()),
+                observed_at: now,
+            }
+        })
+        .collect()
 }
 
 async fn sleep_until(at: Option<Instant>) {
