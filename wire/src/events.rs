@@ -4,6 +4,8 @@
 //! same types, so a renamed field fails to compile instead of silently
 //! changing invoices. The JSON is the one the log has always held.
 
+use std::net::Ipv4Addr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::{DesiredPower, InstanceState, LifecycleEvent};
@@ -66,6 +68,52 @@ pub type VolumeStateChanged = StateChanged<VolumeState, VolumeEvent, VolumeDetai
 /// The `detail` of a snapshot's lifecycle event.
 pub type SnapshotStateChanged = StateChanged<SnapshotState, SnapshotEvent, SnapshotDetail>;
 
+/// An image's state as its events record it: the API's `ImageState`, and
+/// `deleted` (an image row is kept, marked deleted, for billing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::EnumIter)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageLogState {
+    /// Waiting for its files.
+    Queued,
+    /// Launchable.
+    Active,
+    /// Deleted.
+    Deleted,
+}
+
+/// The `detail` of an image's `state_changed` event (billing charges private
+/// images per GiB-hour of their files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageStateChanged {
+    /// The state before.
+    pub from: ImageLogState,
+    /// The state after.
+    pub to: ImageLogState,
+    /// What its files take, GiB (rounded up).
+    pub size_gib: u64,
+}
+
+/// A floating IP's state in its events: held by a project, or given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::EnumIter)]
+#[serde(rename_all = "lowercase")]
+pub enum FloatingIpState {
+    /// Allocated to a project (billed from here).
+    Allocated,
+    /// Released (the row is deleted; the events carry everything).
+    Released,
+}
+
+/// The `detail` of a floating IP's `state_changed` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIpStateChanged {
+    /// The state before (`None` at allocation).
+    pub from: Option<FloatingIpState>,
+    /// The state after.
+    pub to: FloatingIpState,
+    /// The address.
+    pub address: Ipv4Addr,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +144,19 @@ mod tests {
         let parsed: SnapshotStateChanged = serde_json::from_value(snapshot.clone()).unwrap();
         assert_eq!(parsed.to, SnapshotState::Available);
         assert_eq!(serde_json::to_value(&parsed).unwrap(), snapshot);
+
+        let image = json!({ "from": "queued", "to": "active", "size_gib": 1 });
+        let parsed: ImageStateChanged = serde_json::from_value(image.clone()).unwrap();
+        assert_eq!((parsed.to, parsed.size_gib), (ImageLogState::Active, 1));
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), image);
+
+        for fip in [
+            json!({ "from": null, "to": "allocated", "address": "203.0.113.5" }),
+            json!({ "from": "allocated", "to": "released", "address": "203.0.113.5" }),
+        ] {
+            let parsed: FloatingIpStateChanged = serde_json::from_value(fip.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&parsed).unwrap(), fip);
+        }
     }
 
     #[test]

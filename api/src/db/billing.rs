@@ -15,7 +15,10 @@ use kumo_billing::close::{plan_close, Booked, CloseInput, Line, MeterRow, Recomp
 use kumo_billing::invoice::{InvoiceLine, LineKind};
 use kumo_billing::usage::{meter_for, Level, Meter, Reading};
 use kumo_billing::{Calendar, Currency, ItemKey, PriceList, PriceVersion, Rate};
-use kumo_wire::events::{InstanceStateChanged, SnapshotStateChanged, VolumeStateChanged};
+use kumo_wire::events::{
+    FloatingIpState, FloatingIpStateChanged, ImageLogState, ImageStateChanged, InstanceStateChanged,
+    SnapshotStateChanged, VolumeStateChanged,
+};
 use kumo_wire::storage::{SnapshotState, VolumeState};
 use kumo_wire::Timestamp;
 use sqlx::any::AnyRow;
@@ -228,8 +231,8 @@ impl Metered {
     }
 
     /// The meter an event sets (`None`: keeps the previous one), with the
-    /// size it carries, if any. Instances, volumes and snapshots are read as
-    /// the lifecycle kernel wrote them (`kumo_wire::events`). Storage follows
+    /// size it carries, if any; every event is read with the type it was
+    /// written with (`kumo_wire::events`). Storage follows
     /// the agent like instances do: billed once it confirmed the resource,
     /// held through transitional states (an extend is billed at the new size
     /// once the agent confirms it), gone when deleted.
@@ -264,14 +267,22 @@ impl Metered {
                 };
                 (meter, None)
             }
-            Self::Image | Self::FloatingIp => {
-                let detail: serde_json::Value = serde_json::from_str(detail).map_err(corrupt)?;
-                let meter = match (self, detail.get("to").and_then(|t| t.as_str())) {
-                    (Self::Image, Some("active")) | (Self::FloatingIp, Some("allocated")) => Some(Meter::Running),
-                    (Self::Image, Some("deleted")) | (Self::FloatingIp, Some("released")) => Some(Meter::Gone),
-                    _ => None,
+            Self::Image => {
+                let event: ImageStateChanged = serde_json::from_str(detail).map_err(corrupt)?;
+                let meter = match event.to {
+                    ImageLogState::Active => Some(Meter::Running),
+                    ImageLogState::Deleted => Some(Meter::Gone),
+                    ImageLogState::Queued => None,
                 };
-                (meter, detail.get("size_gib").and_then(serde_json::Value::as_u64))
+                (meter, Some(event.size_gib))
+            }
+            Self::FloatingIp => {
+                let event: FloatingIpStateChanged = serde_json::from_str(detail).map_err(corrupt)?;
+                let meter = match event.to {
+                    FloatingIpState::Allocated => Some(Meter::Running),
+                    FloatingIpState::Released => Some(Meter::Gone),
+                };
+                (meter, None)
             }
         })
     }

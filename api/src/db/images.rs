@@ -1,6 +1,7 @@
 //! Images and their files.
 
 use kumo_wire::api::{DiskFormat, Image, ImageFile, ImageFileRole, ImageKind, ImageState, Visibility};
+use kumo_wire::events::{ImageLogState, ImageStateChanged};
 use kumo_wire::{ImageId, ProjectId, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -268,14 +269,18 @@ async fn log_image_state(tx: &mut Transaction<'static, Any>, image: &str, to: &s
     }
     let project: Option<ProjectId> = row.try_get::<String, _>("owner_project_id")?.parse().ok();
     let size_gib = u64_col(&row, "bytes")?.div_ceil(1 << 30);
+    let state = |s: &str| {
+        serde_json::from_value::<ImageLogState>(s.into()).map_err(|e| DbError::Corrupt(format!("image state: {e}")))
+    };
+    let detail = ImageStateChanged { from: state(&from)?, to: state(to)?, size_gib };
     let event = super::events::NewEvent {
         project_id: project.as_ref(),
         resource_type: "image",
         resource_id: image,
         at: Timestamp::now(),
         actor: "controller",
-        action: "state_changed",
-        detail: serde_json::json!({ "from": from, "to": to, "size_gib": size_gib }),
+        action: kumo_wire::events::STATE_CHANGED,
+        detail: serde_json::to_value(detail).unwrap_or_default(),
     };
     super::events::append(&mut **tx, &event).await
 }

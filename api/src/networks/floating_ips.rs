@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 
+use kumo_wire::events::{FloatingIpState, FloatingIpStateChanged, STATE_CHANGED};
 use kumo_wire::storage::QuotaResource;
 use kumo_wire::{FloatingIpId, InstanceState, Timestamp};
 use serde_json::json;
@@ -100,8 +101,8 @@ pub async fn allocate_recorded(
             pools.join(", ")
         )));
     }
-    event(&mut tx, caller, &rec, "state_changed", json!({ "from": null, "to": "allocated", "address": rec.address }))
-        .await?;
+    let allocated = FloatingIpStateChanged { from: None, to: FloatingIpState::Allocated, address: rec.address };
+    event(&mut tx, caller, &rec, STATE_CHANGED, serde_json::to_value(allocated).unwrap_or_default()).await?;
     tx.commit().await.map_err(DbError::from)?;
     Ok(rec)
 }
@@ -176,14 +177,12 @@ pub async fn release(state: &AppState, caller: &Caller, key: &str) -> Result<Flo
     if !db::delete_floating(&mut tx, &fip.id).await? {
         return Err(ApiError::not_found("floating IP", key));
     }
-    event(
-        &mut tx,
-        caller,
-        &fip,
-        "state_changed",
-        json!({ "from": "allocated", "to": "released", "address": fip.address }),
-    )
-    .await?;
+    let released = FloatingIpStateChanged {
+        from: Some(FloatingIpState::Allocated),
+        to: FloatingIpState::Released,
+        address: fip.address,
+    };
+    event(&mut tx, caller, &fip, STATE_CHANGED, serde_json::to_value(released).unwrap_or_default()).await?;
     tx.commit().await.map_err(DbError::from)?;
     if let Some(host) = &fip.host_id {
         state.hosts.wake(host);
