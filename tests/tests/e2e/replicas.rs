@@ -104,6 +104,7 @@ fn copies_in(data_dir: &Path, image: &str) -> Vec<PathBuf> {
 }
 
 #[test]
+#[ignore = "issue 19: written but not yet run to completion; run with --ignored"]
 fn two_replicas_behind_haproxy_share_images_wake_ups_and_survive_a_kill() {
     if !enabled() {
         return;
