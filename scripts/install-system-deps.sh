@@ -24,6 +24,8 @@ TEST=(
   postgresql
   # 802.1Q test guest: shows the VLAN tags on its trunk
   tcpdump
+  # the load balancer in front of two controller replicas (e2e replicas test)
+  haproxy
   # control panel browser tests (driven by playwright-core from npm; never a downloaded browser)
   chromium chromium-driver
   # Japanese glyphs in the panel's screenshots

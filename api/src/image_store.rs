@@ -343,6 +343,11 @@ impl ImageFiles {
         Ok(Self { local, copies })
     }
 
+    /// A store in one directory (see [`SharedDirectory`]).
+    pub fn directory(root: impl Into<std::path::PathBuf>) -> Result<Self, ImageStoreError> {
+        Ok(Self { local: FsImageStore::open(root)?, copies: Arc::new(SharedDirectory) })
+    }
+
     /// The local directory store.
     pub fn local(&self) -> &FsImageStore {
         &self.local

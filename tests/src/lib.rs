@@ -125,7 +125,7 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Seconds of silence before a host is unreachable.
     pub host_timeout_secs: Option<u64>,
-    /// More controller settings, as TOML lines.
+    /// More controller settings, as TOML lines (`{ENDPOINT}`: the controller's URL).
     pub controller_extra: String,
     /// More agent settings, as TOML lines.
     pub agent_extra: String,
@@ -168,7 +168,8 @@ impl Stack {
                 tls_dir.display()
             ));
         }
-        api_toml.push_str(&opts.controller_extra);
+        // `{ENDPOINT}` in the extra settings is this controller's URL (a replica's `replica_url`).
+        api_toml.push_str(&opts.controller_extra.replace("{ENDPOINT}", &endpoint));
         let api_config = dir.path().join("controller.toml");
         std::fs::write(&api_config, api_toml)?;
         let api = spawn_api(&api_config, dir.path())?;

@@ -136,7 +136,7 @@ async fn scheduler(postgres: Option<String>) -> Result<()> {
         db: db.clone(),
         config: Arc::new(config),
         keys: Arc::new(TokenKeys::from_secret(b"bench", 60)),
-        images: kumo_storage::FsImageStore::open(dir.path().join("images"))?,
+        images: kumo_api::image_store::ImageFiles::directory(dir.path().join("images"))?,
         join_token: Arc::new(boot.join_check),
         sealer,
         hosts: Arc::new(HostNotifier::default()),

@@ -12,6 +12,7 @@ mod metrics;
 mod networks;
 mod panel;
 mod readme;
+mod replicas;
 mod resilience;
 mod seams;
 mod storage;
