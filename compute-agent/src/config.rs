@@ -236,8 +236,13 @@ fn default_zone() -> String {
 fn default_sync_wait_ms() -> u64 {
     2000
 }
+/// How long one libvirt call may take unless the operator says otherwise.
+pub const DEFAULT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How often leaked instance files are looked for, unless configured otherwise.
+pub const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn default_libvirt_call_timeout_secs() -> u64 {
-    crate::hypervisor::DEFAULT_CALL_TIMEOUT.as_secs()
+    DEFAULT_CALL_TIMEOUT.as_secs()
 }
 
 fn default_shutdown_timeout_secs() -> u64 {
@@ -265,7 +270,7 @@ fn default_quarantine_grace_secs() -> u64 {
     7 * 24 * 3600
 }
 fn default_sweep_interval_secs() -> u64 {
-    crate::worker::RECONCILE_INTERVAL.as_secs()
+    RECONCILE_INTERVAL.as_secs()
 }
 
 /// Settings whose environment variables hold numbers (all others hold strings).

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use kumo_wire::{InstanceId, ProjectId, VolumeId};
+use quick_xml::escape::escape as esc;
 use sha2::{Digest, Sha256};
 
 use crate::config::DomainType;
@@ -110,38 +111,21 @@ pub struct DiskEntry {
     pub source: Option<PathBuf>,
 }
 
-/// The value of attribute `name` in the start tag at the beginning of `tag`.
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let end = tag.find('>').unwrap_or(tag.len());
-    let tag = &tag[..end];
-    ['\'', '"'].into_iter().find_map(|quote| {
-        let key = format!(" {name}={quote}");
-        let start = tag.find(&key)? + key.len();
-        let len = tag[start..].find(quote)?;
-        Some(unesc(&tag[start..start + len]))
-    })
-}
-
-fn unesc(s: &str) -> String {
-    s.replace("&apos;", "'").replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-}
-
-/// The disks of a domain XML as libvirt prints it, in order.
-pub fn disks_of(xml: &str) -> Vec<DiskEntry> {
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find("<disk ") {
-        let body = &rest[start..];
-        let end = body.find("</disk>").unwrap_or(body.len());
-        let disk = &body[..end];
-        let target = disk.find("<target ").and_then(|i| attr(&disk[i..], "dev"));
-        let source = disk.find("<source ").and_then(|i| attr(&disk[i..], "file")).map(PathBuf::from);
-        if let Some(target) = target {
-            out.push(DiskEntry { target, source });
-        }
-        rest = &body[end..];
-    }
-    out
+/// The disks of a domain XML as libvirt prints it, in order: each
+/// `<devices>/<disk>` with a `<target dev>`, and its `<source file>` if it has one.
+pub fn disks_of(xml: &str) -> Result<Vec<DiskEntry>, roxmltree::Error> {
+    let doc = roxmltree::Document::parse(xml)?;
+    let disks = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("disk") && n.parent_element().is_some_and(|p| p.has_tag_name("devices")))
+        .filter_map(|disk| {
+            let child = |name: &str| disk.children().find(|c| c.has_tag_name(name));
+            let target = child("target")?.attribute("dev")?.to_owned();
+            let source = child("source").and_then(|s| s.attribute("file")).map(PathBuf::from);
+            Some(DiskEntry { target, source })
+        })
+        .collect();
+    Ok(disks)
 }
 
 /// The domain name of an instance.
@@ -154,14 +138,10 @@ pub fn instance_of(domain_name: &str) -> Option<InstanceId> {
     domain_name.strip_prefix(DOMAIN_PREFIX)?.parse().ok()
 }
 
-/// The instance id in the agent's metadata element, as libvirt returns it.
+/// The instance id in the agent's metadata element, as libvirt returns it
+/// (the `id` attribute of its root element).
 pub fn instance_of_metadata(metadata_xml: &str) -> Option<InstanceId> {
-    ['"', '\''].into_iter().find_map(|quote| {
-        let key = format!(" id={quote}");
-        let start = metadata_xml.find(&key)? + key.len();
-        let len = metadata_xml[start..].find(quote)?;
-        metadata_xml[start..start + len].parse().ok()
-    })
+    roxmltree::Document::parse(metadata_xml).ok()?.root_element().attribute("id")?.parse().ok()
 }
 
 /// A stable, name-based UUID for an instance's domain, so a redefinition
@@ -176,24 +156,9 @@ pub fn domain_uuid(instance: &InstanceId) -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-/// Escapes text for XML content and attribute values.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
+/// A path as XML text (content or attribute value).
 fn path(p: &Path) -> String {
-    esc(&p.to_string_lossy())
+    esc(p.to_string_lossy()).into_owned()
 }
 
 /// The hostname as it can stand in a kernel command line (no spaces or quotes).
@@ -466,7 +431,8 @@ mod tests {
         "#]]
         .assert_eq(&devices);
         // The cdrom is no virtio disk: volumes keep vdb, vdc, ...
-        assert_eq!(disks_of(&xml).iter().map(|d| d.target.as_str()).collect::<Vec<_>>(), ["vda", "sda"]);
+        let disks = disks_of(&xml).expect("well-formed");
+        assert_eq!(disks.iter().map(|d| d.target.as_str()).collect::<Vec<_>>(), ["vda", "sda"]);
     }
 
     /// Issue 11, item 2: the config drive was a SATA cdrom, and Debian's cloud
@@ -491,9 +457,10 @@ mod tests {
             config_drive: Some(Path::new("/d/cidata.iso")),
         };
         let xml = render(&spec);
-        let cdrom = &xml[xml.find("device='cdrom'").expect("a cdrom")..];
-        let cdrom = &cdrom[..cdrom.find("</disk>").expect("end")];
-        let bus = attr(&cdrom[cdrom.find("<target ").expect("target")..], "bus").expect("bus");
+        let doc = roxmltree::Document::parse(&xml).expect("well-formed");
+        let cdrom = doc.descendants().find(|n| n.attribute("device") == Some("cdrom")).expect("a cdrom");
+        let target = cdrom.children().find(|n| n.has_tag_name("target")).expect("target");
+        let bus = target.attribute("bus").expect("bus").to_owned();
         // Buses whose drivers Debian's cloud kernel ships (and never a vdX name).
         let controller_ok = match bus.as_str() {
             "scsi" => xml.contains("<controller type='scsi' index='0' model='virtio-scsi'/>"),
@@ -558,7 +525,7 @@ mod tests {
         .assert_eq(&volume_disk_xml(&volumes[0]));
         assert_eq!(volume_serial(&volumes[0].id).len(), 20, "virtio-blk serials hold 20 bytes");
         assert_eq!(
-            disks_of(&xml),
+            disks_of(&xml).expect("well-formed"),
             vec![
                 DiskEntry {
                     target: "vda".into(),
@@ -572,11 +539,17 @@ mod tests {
             <source file=\"/a&amp;b.qcow2\" index=\"2\"/>\n<backingStore/>\n<target dev=\"vdc\" bus=\"virtio\"/>\n</disk>\
             <disk type=\"network\"><target dev=\"vdd\"/></disk></devices></domain>";
         assert_eq!(
-            disks_of(live),
+            disks_of(live).expect("well-formed"),
             vec![
                 DiskEntry { target: "vdc".into(), source: Some(PathBuf::from("/a&b.qcow2")) },
                 DiskEntry { target: "vdd".into(), source: None },
             ]
         );
+        // A disk outside `<devices>` is none of the domain's; broken XML is an error, not "no disks".
+        assert_eq!(
+            disks_of("<domainbackup><disks><disk name='vda'><target dev='x'/></disk></disks></domainbackup>"),
+            Ok(vec![])
+        );
+        assert!(disks_of("<domain><devices><disk type='file'><target dev='vda'/>").is_err());
     }
 }

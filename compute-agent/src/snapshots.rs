@@ -160,7 +160,12 @@ impl SnapshotWork {
             Err(HypervisorError::NoSuchDomain(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        Ok(disks_of(&xml).into_iter().find(|d| d.source.as_deref() == Some(path)).map(|d| (domain, d.target)))
+        let disks = disks_of(&xml).map_err(|e| HypervisorError::Call {
+            action: "read the XML",
+            target: domain.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(disks.into_iter().find(|d| d.source.as_deref() == Some(path)).map(|d| (domain, d.target)))
     }
 
     /// Brings the snapshot to `desired`.

@@ -100,7 +100,7 @@ pub struct VolumeWork {
 }
 
 fn target_of(xml: &str, path: &Path) -> Option<String> {
-    disks_of(xml).into_iter().find(|d| d.source.as_deref() == Some(path)).map(|d| d.target)
+    disks_of(xml).unwrap_or_default().into_iter().find(|d| d.source.as_deref() == Some(path)).map(|d| d.target)
 }
 
 impl VolumeWork {

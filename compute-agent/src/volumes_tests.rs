@@ -64,7 +64,7 @@ impl SimulatedDisks {
     }
 
     fn change(map: &Mutex<HashMap<String, Disks>>, name: &str, xml: &str, add: bool) {
-        let disk = disks_of(xml).remove(0);
+        let disk = disks_of(xml).expect("xml").remove(0);
         let mut map = map.lock().expect("lock");
         let disks = map.entry(name.to_owned()).or_default();
         disks.retain(|(t, _)| *t != disk.target);
@@ -87,7 +87,7 @@ impl Hypervisor for SimulatedDisks {
     }
     async fn define(&self, xml: &str) -> Result<(), HypervisorError> {
         self.inner.define(xml).await?;
-        let disks = disks_of(xml).into_iter().map(|d| (d.target, d.source.expect("file"))).collect();
+        let disks = disks_of(xml).expect("xml").into_iter().map(|d| (d.target, d.source.expect("file"))).collect();
         self.config.lock().expect("lock").insert(Self::name_of(xml), disks);
         Ok(())
     }
@@ -144,7 +144,8 @@ impl Hypervisor for SimulatedDisks {
     }
     async fn backup_disk(&self, name: &str, device: &str, target: &Path) -> Result<(), HypervisorError> {
         let xml = self.domain_xml(name, false).await?;
-        let source = disks_of(&xml).into_iter().find(|d| d.target == device).and_then(|d| d.source).expect("disk");
+        let source =
+            disks_of(&xml).expect("xml").into_iter().find(|d| d.target == device).and_then(|d| d.source).expect("disk");
         let out = std::process::Command::new("qemu-img")
             .args(["convert", "-U", "-O", "qcow2"])
             .arg(&source)
@@ -212,7 +213,7 @@ fn volume(id: &VolumeId, generation: u64, size_gib: u64, attach: Option<(&Instan
 
 async fn targets(r: &Rig, instance: &InstanceId, inactive: bool) -> Vec<String> {
     let xml = r.hv.domain_xml(&domain_name(instance), inactive).await.expect("xml");
-    disks_of(&xml).into_iter().map(|d| d.target).collect()
+    disks_of(&xml).expect("xml").into_iter().map(|d| d.target).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -42,8 +42,6 @@ use crate::snapshots::SnapshotWork;
 use crate::status::StatusHandle;
 use crate::volumes::VolumeWork;
 
-/// How often leaked instance files are looked for, unless configured otherwise.
-pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 

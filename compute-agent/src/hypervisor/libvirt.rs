@@ -26,8 +26,7 @@ pub struct LibvirtHypervisor {
     call_timeout: std::time::Duration,
 }
 
-/// How long one libvirt call may take unless the operator says otherwise.
-pub const DEFAULT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+pub use crate::config::DEFAULT_CALL_TIMEOUT;
 
 impl std::fmt::Debug for LibvirtHypervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -248,7 +247,8 @@ impl Hypervisor for LibvirtHypervisor {
             |message: String| HypervisorError::Call { action: "back up a disk of", target: name.to_owned(), message };
         // Every other disk is left out explicitly, or libvirt would back it up too, next to its source.
         let live = self.domain_xml(name, false).await?;
-        let others: Vec<String> = disks_of(&live).into_iter().map(|d| d.target).filter(|t| t != device).collect();
+        let disks = disks_of(&live).map_err(|e| fail(format!("cannot read its XML: {e}")))?;
+        let others: Vec<String> = disks.into_iter().map(|d| d.target).filter(|t| t != device).collect();
         let xml = backup_xml(device, target, &others);
         let xml_path = target.with_extension("backup.xml");
         tokio::fs::write(&xml_path, xml)
@@ -333,7 +333,7 @@ fn impact(live: bool, config: bool) -> Option<u32> {
 
 /// A push-mode backup of `device` into a new qcow2 `target`, every other disk left out.
 pub fn backup_xml(device: &str, target: &Path, others: &[String]) -> String {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('\'', "&apos;").replace('<', "&lt;").replace('>', "&gt;");
+    use quick_xml::escape::escape as esc;
     let mut x = String::from("<domainbackup mode='push'>\n  <disks>\n");
     for other in others {
         x.push_str(&format!("    <disk name='{}' backup='no'/>\n", esc(other)));
@@ -341,7 +341,7 @@ pub fn backup_xml(device: &str, target: &Path, others: &[String]) -> String {
     x.push_str(&format!(
         "    <disk name='{}' backup='yes' type='file'>\n      <target file='{}'/>\n      <driver type='qcow2'/>\n    </disk>\n",
         esc(device),
-        esc(&target.to_string_lossy())
+        esc(target.to_string_lossy())
     ));
     x.push_str("  </disks>\n</domainbackup>\n");
     x
