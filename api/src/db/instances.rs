@@ -110,13 +110,115 @@ impl InstanceRecord {
 
 const SELECT: &str = "SELECT i.*, h.name AS host_name FROM instances i LEFT JOIN hosts h ON h.id = i.host_id";
 
-/// [`SELECT`] for lists: without the placement (every host's verdict), the user data and the
-/// SSH key, which a list never shows and which can be kilobytes a row.
+/// The columns of a list row: [`SELECT`]'s without the placement (every host's verdict), the user
+/// data and the SSH key, which a list never shows and which can be kilobytes a row.
+const LIST_KEYS: [&str; 26] = [
+    "id",
+    "project_id",
+    "name",
+    "flavor_name",
+    "vcpus",
+    "memory_mib",
+    "disk_gib",
+    "image_id",
+    "key_pair_name",
+    "host_id",
+    "required_host_id",
+    "state",
+    "state_reason",
+    "state_deadline_at",
+    "desired",
+    "generation",
+    "applied_generation",
+    "reboot_generation",
+    "created_by",
+    "created_at",
+    "updated_at",
+    "launched_at",
+    "deleted_at",
+    "config_drive",
+    "metadata_options",
+    "host_name",
+];
+
+/// `SELECT` of [`LIST_KEYS`] (without `FROM`).
 const LIST_SELECT: &str = "SELECT i.id, i.project_id, i.name, i.flavor_name, i.vcpus, i.memory_mib, i.disk_gib, \
      i.image_id, i.key_pair_name, i.host_id, i.required_host_id, i.state, i.state_reason, i.state_deadline_at, \
      i.desired, i.generation, i.applied_generation, i.reboot_generation, i.created_by, i.created_at, i.updated_at, \
-     i.launched_at, i.deleted_at, i.config_drive, i.metadata_options, h.name AS host_name \
-     FROM instances i LEFT JOIN hosts h ON h.id = i.host_id";
+     i.launched_at, i.deleted_at, i.config_drive, i.metadata_options, h.name AS host_name";
+
+/// One list row as the database aggregates it ([`LIST_KEYS`]).
+#[derive(serde::Deserialize)]
+struct ListRow {
+    id: String,
+    project_id: String,
+    name: String,
+    flavor_name: String,
+    vcpus: i64,
+    memory_mib: i64,
+    disk_gib: i64,
+    image_id: String,
+    key_pair_name: Option<String>,
+    host_id: Option<String>,
+    required_host_id: Option<String>,
+    state: String,
+    state_reason: Option<String>,
+    state_deadline_at: Option<i64>,
+    desired: String,
+    generation: i64,
+    applied_generation: i64,
+    reboot_generation: Option<i64>,
+    created_by: String,
+    created_at: i64,
+    updated_at: i64,
+    launched_at: Option<i64>,
+    deleted_at: Option<i64>,
+    config_drive: i64,
+    metadata_options: Option<String>,
+    host_name: Option<String>,
+}
+
+impl ListRow {
+    /// The record (without placement, user data or SSH key).
+    fn record(self) -> DbResult<InstanceRecord> {
+        use super::json_rows::{parse, unsigned};
+        let opt_id = |field: &str, v: Option<String>| v.map(|v| parse(field, &v)).transpose();
+        Ok(InstanceRecord {
+            id: parse("id", &self.id)?,
+            project_id: parse("project_id", &self.project_id)?,
+            name: self.name,
+            flavor_name: self.flavor_name,
+            vcpus: unsigned("vcpus", self.vcpus)?,
+            memory_mib: unsigned("memory_mib", self.memory_mib)?,
+            disk_gib: unsigned("disk_gib", self.disk_gib)?,
+            image_id: parse("image_id", &self.image_id)?,
+            key_pair_name: self.key_pair_name,
+            ssh_public_key: None,
+            user_data: None,
+            host_id: opt_id("host_id", self.host_id)?,
+            required_host_id: opt_id("required_host_id", self.required_host_id)?,
+            host_name: self.host_name,
+            state: parse("state", &self.state)?,
+            state_reason: self.state_reason,
+            state_deadline: self.state_deadline_at.map(Timestamp),
+            desired: parse("desired", &self.desired)?,
+            generation: unsigned("generation", self.generation)?,
+            applied_generation: unsigned("applied_generation", self.applied_generation)?,
+            reboot_generation: self.reboot_generation.map(|g| unsigned("reboot_generation", g)).transpose()?,
+            placement: None,
+            created_by: self.created_by,
+            created_at: Timestamp(self.created_at),
+            updated_at: Timestamp(self.updated_at),
+            launched_at: self.launched_at.map(Timestamp),
+            deleted_at: self.deleted_at.map(Timestamp),
+            config_drive: self.config_drive != 0,
+            metadata_options: match self.metadata_options {
+                Some(j) => serde_json::from_str(&j).map_err(|e| DbError::Corrupt(format!("metadata_options: {e}")))?,
+                None => MetadataOptions::default(),
+            },
+        })
+    }
+}
 
 fn opt_u64(row: &AnyRow, col: &str) -> DbResult<Option<u64>> {
     let v: Option<i64> = row.try_get(col)?;
@@ -409,10 +511,12 @@ impl Db {
         row.as_ref().map(record_of).transpose()
     }
 
-    /// One page of a project's instances, newest first (rows without placement, user data or SSH key).
+    /// One page of a project's instances, newest first (rows without placement, user data or SSH key),
+    /// read as one aggregated JSON row ([`super::json_rows`]).
     pub async fn list_instances(&self, project: &ProjectId, f: &InstanceFilter) -> DbResult<Vec<InstanceRecord>> {
         let mut sql = format!(
-            "{LIST_SELECT} WHERE i.project_id = $1 AND (i.state <> 'deleted' OR i.deleted_at IS NULL OR i.deleted_at >= $2)"
+            "{LIST_SELECT}, i.seq FROM instances i LEFT JOIN hosts h ON h.id = i.host_id \
+             WHERE i.project_id = $1 AND (i.state <> 'deleted' OR i.deleted_at IS NULL OR i.deleted_at >= $2)"
         );
         if !f.include_deleted {
             sql.push_str(" AND i.state <> 'deleted'");
@@ -432,6 +536,9 @@ impl Db {
         }
         n += 1;
         sql.push_str(&format!(" ORDER BY i.seq DESC LIMIT ${n}"));
+        let mut keys = LIST_KEYS.to_vec();
+        keys.push("seq");
+        let sql = super::json_rows::aggregate(self.backend(), &keys, &sql, "r.seq DESC");
         let mut q = sqlx::query(&sql).bind(project.as_str()).bind(f.deleted_visible_since.millis());
         if let Some(state) = f.state {
             q = q.bind(state.as_str());
@@ -443,8 +550,8 @@ impl Db {
         if let Some(after) = &f.after {
             q = q.bind(after.clone());
         }
-        let rows = q.bind(i64::from(f.limit)).fetch_all(self.pool()).await?;
-        rows.iter().map(|r| record_with(r, false)).collect()
+        let row = q.bind(i64::from(f.limit)).fetch_one(self.pool()).await?;
+        super::json_rows::rows_of::<ListRow>(&row)?.into_iter().map(ListRow::record).collect()
     }
 
     /// Instances placed on `host` that are not yet confirmed deleted.

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod images;
 pub mod instances;
 pub mod inventories;
+pub mod json_rows;
 pub mod keypairs;
 pub mod networks;
 pub mod quarantine;

@@ -321,32 +321,80 @@ pub async fn release_instance_ports(conn: &mut Conn, instance: &InstanceId) -> D
     Ok(fips)
 }
 
-/// The ports of `instances`, in NIC order, with each port's group names.
+/// The ports of `instances`, in NIC order, with each port's group names: two aggregated
+/// JSON rows ([`super::json_rows`]) for the lot.
 pub async fn ports_of_instances(
     conn: &mut Conn,
+    backend: super::Backend,
     instances: &[&InstanceId],
 ) -> DbResult<Vec<(PortRecord, Vec<String>)>> {
+    use super::json_rows::{aggregate, id_set, ids_param, parse, rows_of, unsigned};
     if instances.is_empty() {
         return Ok(Vec::new());
     }
-    let list = (1..=instances.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
-    let sql = format!("{PORT_SELECT} WHERE p.instance_id IN ({list}) ORDER BY p.instance_id, p.device_index");
-    let mut query = sqlx::query(&sql);
-    for id in instances {
-        query = query.bind(id.as_str());
-    }
-    let ports = query.fetch_all(&mut *conn).await?.iter().map(port_of).collect::<DbResult<Vec<_>>>()?;
-    let sql = format!(
-        "SELECT psg.port_id, g.name FROM port_security_groups psg JOIN security_groups g ON g.id = psg.group_id \
-         JOIN ports p ON p.id = psg.port_id WHERE p.instance_id IN ({list}) ORDER BY g.name"
+    let ids = ids_param(instances.iter().map(|i| i.as_str()));
+    let inner = format!(
+        "SELECT p.id, p.project_id, p.instance_id, p.network_id, n.name AS network_name, p.device_index, p.mac, \
+         p.ip, f.address AS floating_address FROM ports p JOIN networks n ON n.id = p.network_id \
+         LEFT JOIN floating_ips f ON f.port_id = p.id WHERE p.instance_id IN {}",
+        id_set(backend, 1)
     );
-    let mut query = sqlx::query(&sql);
-    for id in instances {
-        query = query.bind(id.as_str());
+    let keys = [
+        "id",
+        "project_id",
+        "instance_id",
+        "network_id",
+        "network_name",
+        "device_index",
+        "mac",
+        "ip",
+        "floating_address",
+    ];
+    let sql = aggregate(backend, &keys, &inner, "r.instance_id, r.device_index");
+    let row = sqlx::query(&sql).bind(&ids).fetch_one(&mut *conn).await?;
+    #[derive(serde::Deserialize)]
+    struct PortRow {
+        id: String,
+        project_id: String,
+        instance_id: String,
+        network_id: String,
+        network_name: String,
+        device_index: i64,
+        mac: String,
+        ip: String,
+        floating_address: Option<String>,
+    }
+    let ports = rows_of::<PortRow>(&row)?
+        .into_iter()
+        .map(|p| {
+            Ok(PortRecord {
+                id: parse("id", &p.id)?,
+                project_id: parse("project_id", &p.project_id)?,
+                instance_id: parse("instance_id", &p.instance_id)?,
+                network_id: parse("network_id", &p.network_id)?,
+                network_name: p.network_name,
+                device_index: unsigned("device_index", p.device_index)?,
+                mac: p.mac,
+                ip: parse("ip", &p.ip)?,
+                floating_ip: p.floating_address.map(|f| parse("address", &f)).transpose()?,
+            })
+        })
+        .collect::<DbResult<Vec<_>>>()?;
+    let inner = format!(
+        "SELECT psg.port_id, g.name FROM port_security_groups psg JOIN security_groups g ON g.id = psg.group_id \
+         JOIN ports p ON p.id = psg.port_id WHERE p.instance_id IN {}",
+        id_set(backend, 1)
+    );
+    let sql = aggregate(backend, &["port_id", "name"], &inner, "r.name");
+    let row = sqlx::query(&sql).bind(&ids).fetch_one(&mut *conn).await?;
+    #[derive(serde::Deserialize)]
+    struct GroupRow {
+        port_id: String,
+        name: String,
     }
     let mut by_port: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
-    for r in &query.fetch_all(&mut *conn).await? {
-        by_port.entry(r.try_get("port_id")?).or_default().push(r.try_get("name")?);
+    for r in rows_of::<GroupRow>(&row)? {
+        by_port.entry(r.port_id).or_default().push(r.name);
     }
     Ok(ports
         .into_iter()

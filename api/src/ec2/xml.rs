@@ -12,6 +12,18 @@ pub const NAMESPACE: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 /// Escapes text for an element body.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    push_escaped(&mut out, s);
+    out
+}
+
+/// Appends `s` to `out`, escaped for an element body.
+fn push_escaped(out: &mut String, s: &str) {
+    let plain =
+        |b: u8| !matches!(b, b'<' | b'>' | b'&' | b'"' | b'\'') && (b >= 0x20 || matches!(b, b'\n' | b'\r' | b'\t'));
+    if s.bytes().all(plain) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '<' => out.push_str("&lt;"),
@@ -24,7 +36,16 @@ pub fn escape(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+}
+
+/// A `fmt::Write` that escapes into a body: values are formatted straight into it.
+struct Escaped<'a>(&'a mut String);
+
+impl Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        push_escaped(self.0, s);
+        Ok(())
+    }
 }
 
 /// EC2's time format: RFC 3339 in UTC with milliseconds.
@@ -49,22 +70,32 @@ impl Xml {
         Self { buf }
     }
 
+    /// Makes room for `bytes` more (a large answer then grows without copies).
+    pub fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes);
+    }
+
     /// Opens an element.
     pub fn open(&mut self, name: &str) -> &mut Self {
-        let _ = write!(self.buf, "<{name}>");
+        self.buf.push('<');
+        self.buf.push_str(name);
+        self.buf.push('>');
         self
     }
 
     /// Closes an element.
     pub fn close(&mut self, name: &str) -> &mut Self {
-        let _ = write!(self.buf, "</{name}>");
+        self.buf.push_str("</");
+        self.buf.push_str(name);
+        self.buf.push('>');
         self
     }
 
-    /// `<name>value</name>`, escaped.
+    /// `<name>value</name>`, escaped (formatted straight into the body).
     pub fn leaf(&mut self, name: &str, value: impl Display) -> &mut Self {
-        let _ = write!(self.buf, "<{name}>{}</{name}>", escape(&value.to_string()));
-        self
+        self.open(name);
+        let _ = write!(Escaped(&mut self.buf), "{value}");
+        self.close(name)
     }
 
     /// A leaf only when there is a value.

@@ -497,7 +497,7 @@ pub async fn views(state: &AppState, recs: &[InstanceRecord]) -> Result<Vec<Inst
     let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
     let mut by_instance: HashMap<_, Vec<_>> = HashMap::new();
     let ids: Vec<&kumo_wire::InstanceId> = recs.iter().map(|r| &r.id).collect();
-    for (port, groups) in db::ports_of_instances(&mut conn, &ids).await? {
+    for (port, groups) in db::ports_of_instances(&mut conn, state.db.backend(), &ids).await? {
         by_instance.entry(port.instance_id.clone()).or_default().push((port, groups));
     }
     Ok(recs.iter().map(|r| with_ports(r, by_instance.get(&r.id).map_or(&[][..], Vec::as_slice))).collect())

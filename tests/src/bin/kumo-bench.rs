@@ -8,7 +8,12 @@
 //! kumo-bench launch [--burst N]           API call -> guest marker, beside the same guest started by libvirt;
 //!                                         the control plane's share (API accepted -> libvirt asked to start),
 //!                                         one at a time and with N (default 50) launches at once
+//! kumo-bench moto [--count N]             DescribeInstances with N (default 100) instances at concurrency 1 and 32,
+//!                                         Kumo beside moto's server (installed in a venv at run time), and the ratio
 //! ```
+//! `moto` installs `moto[server]` ([`MOTO_VERSION`], or `KUMO_BENCH_MOTO_VERSION`) with pip into
+//! `KUMO_BENCH_MOTO_VENV` (default `~/.cache/kumo-bench/moto-venv`) the first time, and runs its
+//! server on loopback only.
 //! Build with `cargo build --release --workspace --bins` and run with
 //! `KUMO_BIN_DIR=target/release` so the processes it starts are release builds.
 
@@ -45,7 +50,17 @@ fn main() -> Result<()> {
             launch(burst)
         }
         Some("ec2") => rt.block_on(ec2_bench()),
-        _ => bail!("usage: kumo-bench scheduler [--postgres URL] | api-reads | ec2 | launch [--burst N]"),
+        Some("moto") => {
+            let count = args
+                .iter()
+                .position(|a| a == "--count")
+                .and_then(|i| args.get(i + 1))
+                .map_or(Ok(100), |n| n.parse())?;
+            rt.block_on(moto_compare(count))
+        }
+        _ => bail!(
+            "usage: kumo-bench scheduler [--postgres URL] | api-reads | ec2 | launch [--burst N] | moto [--count N]"
+        ),
     }
 }
 
@@ -380,6 +395,8 @@ struct Ec2Signer {
     url: String,
     key: String,
     secret: String,
+    /// The credential scope's region (`kumo-1` for Kumo; moto wants a real AWS region).
+    region: String,
 }
 
 impl Ec2Signer {
@@ -402,7 +419,7 @@ impl Ec2Signer {
         let cred = sigv4::Credential {
             access_key_id: self.key.clone(),
             date: amz_date[..8].to_owned(),
-            region: "kumo-1".into(),
+            region: self.region.clone(),
             service: "ec2".into(),
         };
         let req = sigv4::Request { method: "POST", path: "/", query: "", headers: &headers, body: body.as_bytes() };
@@ -435,14 +452,17 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
+/// Times `total` DescribeInstances calls at `concurrency`, prints the figures under `label`
+/// (with `pid`'s CPU time per request) and returns the requests per second.
 async fn describe_load(
     client: &reqwest::Client,
     signer: &Ec2Signer,
+    label: &str,
     pid: u32,
     n: usize,
     concurrency: usize,
     total: usize,
-) -> Result<()> {
+) -> Result<f64> {
     let per_task = total / concurrency;
     let cpu_before = cpu_ticks(pid)?;
     let start = Instant::now();
@@ -469,19 +489,28 @@ async fn describe_load(
     let wall = start.elapsed();
     let cpu_ms = (cpu_ticks(pid)? - cpu_before) as f64 * 10.0;
     all.sort();
+    let rate = all.len() as f64 / wall.as_secs_f64();
     println!(
-        "ec2: DescribeInstances ({n} instances), concurrency {concurrency:>2}: {:>6.1} req/s, p50 {:.1} ms, p99 {:.1} ms, \
-         controller CPU {:.2} ms/request ({} requests)",
-        all.len() as f64 / wall.as_secs_f64(),
+        "{label}: DescribeInstances ({n} instances), concurrency {concurrency:>2}: {rate:>6.1} req/s, p50 {:.1} ms, \
+         p99 {:.1} ms, server CPU {:.2} ms/request ({} requests)",
         percentile(&all, 0.50).as_secs_f64() * 1000.0,
         percentile(&all, 0.99).as_secs_f64() * 1000.0,
         cpu_ms / all.len() as f64,
         all.len()
     );
-    Ok(())
+    Ok(rate)
 }
 
-async fn ec2_bench() -> Result<()> {
+/// A controller with an EC2 access key, a public image and a /20 subnet to launch into.
+struct Ec2Stack {
+    api: Process,
+    signer: Ec2Signer,
+    image_id: String,
+    subnet: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn ec2_stack(client: &reqwest::Client) -> Result<Ec2Stack> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let endpoint = format!("http://127.0.0.1:{port}");
@@ -497,7 +526,6 @@ async fn ec2_bench() -> Result<()> {
     cmd.arg("--config").arg(&config).env("KUMO_LOG", "warn");
     let api = spawn(cmd, &dir.path().join("api.log"))?;
     let pid = api.child.id();
-    let client = reqwest::Client::new();
     wait_up(&client, &endpoint).await?;
     let token = client
         .post(format!("{endpoint}/v1/auth/tokens"))
@@ -555,8 +583,16 @@ async fn ec2_bench() -> Result<()> {
         url: format!("{endpoint}/"),
         key: key["access_key_id"].as_str().context("key")?.into(),
         secret: key["secret_access_key"].as_str().context("secret")?.into(),
+        region: "kumo-1".into(),
     };
 
+    Ok(Ec2Stack { api, signer, image_id, subnet, _dir: dir })
+}
+
+async fn ec2_bench() -> Result<()> {
+    let client = reqwest::Client::new();
+    let Ec2Stack { api, signer, image_id, subnet, _dir } = ec2_stack(&client).await?;
+    let pid = api.child.id();
     // RunInstances latency: one instance per call, each with its own client token.
     let mut lat = Vec::new();
     for n in 0..100 {
@@ -585,8 +621,8 @@ async fn ec2_bench() -> Result<()> {
         percentile(&lat, 0.99).as_secs_f64() * 1000.0,
         lat.len()
     );
-    describe_load(&client, &signer, pid, 100, 1, 300).await?;
-    describe_load(&client, &signer, pid, 100, 32, 1_600).await?;
+    describe_load(&client, &signer, "ec2", pid, 100, 1, 300).await?;
+    describe_load(&client, &signer, "ec2", pid, 100, 32, 1_600).await?;
     for n in 0..9 {
         let token = format!("bulk-{n}");
         signer
@@ -604,8 +640,115 @@ async fn ec2_bench() -> Result<()> {
             )
             .await?;
     }
-    describe_load(&client, &signer, pid, 1_000, 1, 40).await?;
-    describe_load(&client, &signer, pid, 1_000, 32, 320).await?;
+    describe_load(&client, &signer, "ec2", pid, 1_000, 1, 40).await?;
+    describe_load(&client, &signer, "ec2", pid, 1_000, 32, 320).await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ moto
+
+/// The moto release `kumo-bench moto` installs (`KUMO_BENCH_MOTO_VERSION` overrides it).
+const MOTO_VERSION: &str = "5.2.5";
+
+/// A venv with moto's server, made (with pip) the first time.
+fn moto_venv() -> Result<std::path::PathBuf> {
+    let venv = match std::env::var_os("KUMO_BENCH_MOTO_VENV") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => {
+            let home = std::env::var_os("HOME").context("HOME is not set (or set KUMO_BENCH_MOTO_VENV)")?;
+            std::path::PathBuf::from(home).join(".cache/kumo-bench/moto-venv")
+        }
+    };
+    if venv.join("bin/moto_server").exists() {
+        return Ok(venv);
+    }
+    let version = std::env::var("KUMO_BENCH_MOTO_VERSION").unwrap_or_else(|_| MOTO_VERSION.into());
+    println!("moto: installing moto[server]=={version} into {}", venv.display());
+    let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().context("python3 -m venv")?;
+    if !status.success() {
+        bail!("python3 -m venv {} failed (is python3-venv installed?)", venv.display());
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", &format!("moto[server]=={version}")])
+        .status()
+        .context("pip install moto")?;
+    if !status.success() {
+        bail!("pip install moto[server]=={version} failed");
+    }
+    Ok(venv)
+}
+
+/// The text of the first `<tag>` element of `xml`.
+fn first_element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))?;
+    Some(&xml[start..start + end])
+}
+
+/// DescribeInstances with `count` instances, Kumo beside moto's server, on this machine.
+async fn moto_compare(count: usize) -> Result<()> {
+    let venv = moto_venv()?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut cmd = Command::new(venv.join("bin/moto_server"));
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    let moto = spawn(cmd, &dir.path().join("moto.log"))?;
+    let client = reqwest::Client::new();
+    let moto_url = format!("http://127.0.0.1:{port}/");
+    let mut up = false;
+    for _ in 0..300 {
+        if client.get(format!("{moto_url}moto-api/")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !up {
+        bail!("moto's server did not start (see {})", dir.path().join("moto.log").display());
+    }
+    let moto_signer =
+        Ec2Signer { url: moto_url, key: "testing".into(), secret: "testing".into(), region: "us-east-1".into() };
+    let images = moto_signer.call(&client, &[("Action", "DescribeImages"), ("Owner.1", "amazon")]).await?;
+    let ami = first_element(&images, "imageId").context("moto lists no image")?.to_owned();
+    let n = count.to_string();
+    moto_signer
+        .call(
+            &client,
+            &[
+                ("Action", "RunInstances"),
+                ("ImageId", &ami),
+                ("InstanceType", "t2.micro"),
+                ("MinCount", &n),
+                ("MaxCount", &n),
+            ],
+        )
+        .await?;
+
+    let kumo = ec2_stack(&client).await?;
+    kumo.signer
+        .call(
+            &client,
+            &[
+                ("Action", "RunInstances"),
+                ("ImageId", &kumo.image_id),
+                ("InstanceType", "mini"),
+                ("MinCount", &n),
+                ("MaxCount", &n),
+                ("SubnetId", &kumo.subnet),
+            ],
+        )
+        .await?;
+    let (kumo_pid, moto_pid) = (kumo.api.child.id(), moto.child.id());
+    let mut ratios = Vec::new();
+    for (concurrency, kumo_calls, moto_calls) in [(1, 300, 20), (32, 1_600, 64)] {
+        let k = describe_load(&client, &kumo.signer, "kumo", kumo_pid, count, concurrency, kumo_calls).await?;
+        let m = describe_load(&client, &moto_signer, "moto", moto_pid, count, concurrency, moto_calls).await?;
+        ratios.push((concurrency, k / m));
+    }
+    for (concurrency, ratio) in ratios {
+        println!("moto: DescribeInstances ({count} instances), concurrency {concurrency:>2}: Kumo answers {ratio:.1}x the requests per second of moto");
+    }
     Ok(())
 }
 

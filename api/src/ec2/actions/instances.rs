@@ -109,6 +109,8 @@ pub async fn describe_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         Some(rel) => rel,
         None => Related::load(ctx.state, &page.iter().map(|r| &r.id).collect::<Vec<_>>()).await?,
     };
+    // About 4 KiB of XML an instance.
+    x.reserve(page.len() * 4096);
     x.set("reservationSet", page, |x, rec| {
         x.leaf("reservationId", reservation_of(&rec.id))
             .leaf("ownerId", &look.owner)

@@ -3,22 +3,21 @@
 //! its attached volumes (with the device names callers asked for) and its
 //! `ModifyInstanceAttribute` flags. Loaded for a whole page at once: one query
 //! per related table per page (in chunks of [`CHUNK`] ids), never one per
-//! instance. The native list path (`crate::networks::views`) is left alone.
+//! instance. The native list path (`crate::networks::views`) reads ports the same way.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+use super::super::errors::Ec2Result;
+use crate::db::json_rows::{aggregate, id_set, ids_param, parse, rows_of, unsigned};
+use crate::db::DbError;
+use crate::state::AppState;
 use ipnet::Ipv4Net;
 use kumo_wire::storage::VolumeState;
 use kumo_wire::{FloatingIpId, InstanceId, NetworkId, PortId, SecurityGroupId, Timestamp, VolumeId, VpcId};
-use sqlx::Row;
 
-use super::super::errors::Ec2Result;
-use crate::db::{parse_col, u32_col, DbError};
-use crate::state::AppState;
-
-/// Ids bound per query (well under SQLite's and PostgreSQL's parameter limits).
-pub const CHUNK: usize = 400;
+/// Instances per set of queries (the ids are bound as one JSON parameter).
+pub const CHUNK: usize = 1000;
 
 /// One network interface: a Kumo port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,20 +89,9 @@ pub struct Related {
     attrs: HashMap<InstanceId, Attributes>,
 }
 
-fn placeholders(n: usize) -> String {
-    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
-async fn fetch(state: &AppState, sql: &str, ids: &[&InstanceId]) -> Result<Vec<sqlx::any::AnyRow>, DbError> {
-    let mut q = sqlx::query(sql);
-    for id in ids {
-        q = q.bind(id.as_str());
-    }
-    Ok(q.fetch_all(state.db.pool()).await?)
-}
-
 impl Related {
-    /// Loads everything for `ids`: four queries per [`CHUNK`] of ids.
+    /// Loads everything for `ids`: four queries per [`CHUNK`] of ids, each answering one
+    /// aggregated JSON row ([`crate::db::json_rows`]).
     pub async fn load(state: &AppState, ids: &[&InstanceId]) -> Ec2Result<Self> {
         let mut out = Self::default();
         for chunk in ids.chunks(CHUNK) {
@@ -113,84 +101,156 @@ impl Related {
     }
 
     async fn load_chunk(&mut self, state: &AppState, ids: &[&InstanceId]) -> Result<(), DbError> {
-        let list = placeholders(ids.len());
-        let sql = format!(
-            "SELECT p.id, p.instance_id, p.network_id, p.device_index, p.mac, p.ip, p.created_at, n.cidr, \
-             n.vpc_id, f.id AS fip_id, f.address AS fip FROM ports p JOIN networks n ON n.id = p.network_id \
-             LEFT JOIN floating_ips f ON f.port_id = p.id WHERE p.instance_id IN ({list}) \
-             ORDER BY p.instance_id, p.device_index"
-        );
+        let backend = state.db.backend();
+        let set = id_set(backend, 1);
+        let ids = ids_param(ids.iter().map(|i| i.as_str()));
+        let fetch = |inner: String, keys: &'static [&'static str], order: &'static str| {
+            let sql = aggregate(backend, keys, &inner, order);
+            let ids = ids.clone();
+            async move {
+                let row = sqlx::query(&sql).bind(ids).fetch_one(state.db.pool()).await?;
+                Ok::<_, DbError>(row)
+            }
+        };
+        #[derive(serde::Deserialize)]
+        struct NicRow {
+            id: String,
+            instance_id: String,
+            network_id: String,
+            device_index: i64,
+            mac: String,
+            ip: String,
+            created_at: i64,
+            cidr: String,
+            vpc_id: Option<String>,
+            fip_id: Option<String>,
+            fip: Option<String>,
+        }
+        let row = fetch(
+            format!(
+                "SELECT p.id, p.instance_id, p.network_id, p.device_index, p.mac, p.ip, p.created_at, n.cidr, \
+                 n.vpc_id, f.id AS fip_id, f.address AS fip FROM ports p JOIN networks n ON n.id = p.network_id \
+                 LEFT JOIN floating_ips f ON f.port_id = p.id WHERE p.instance_id IN {set}"
+            ),
+            &[
+                "id",
+                "instance_id",
+                "network_id",
+                "device_index",
+                "mac",
+                "ip",
+                "created_at",
+                "cidr",
+                "vpc_id",
+                "fip_id",
+                "fip",
+            ],
+            "r.instance_id, r.device_index",
+        )
+        .await?;
         let mut by_port: HashMap<String, (InstanceId, usize)> = HashMap::new();
-        for row in fetch(state, &sql, ids).await? {
-            let instance: InstanceId = parse_col(&row, "instance_id")?;
-            let fip_id: Option<String> = row.try_get("fip_id")?;
-            let floating = match fip_id {
-                Some(id) => {
-                    Some((id.parse().map_err(|e| DbError::Corrupt(format!("fip_id: {e}")))?, parse_col(&row, "fip")?))
-                }
-                None => None,
+        for r in rows_of::<NicRow>(&row)? {
+            let instance: InstanceId = parse("instance_id", &r.instance_id)?;
+            let floating = match (r.fip_id, r.fip) {
+                (Some(id), Some(ip)) => Some((parse("fip_id", &id)?, parse("fip", &ip)?)),
+                _ => None,
             };
             let nic = Nic {
-                port_id: parse_col(&row, "id")?,
-                network_id: parse_col(&row, "network_id")?,
-                vpc_id: crate::db::parse_opt_col(&row, "vpc_id")?,
-                cidr: parse_col(&row, "cidr")?,
-                device_index: u32_col(&row, "device_index")?,
-                mac: row.try_get("mac")?,
-                ip: parse_col(&row, "ip")?,
-                created_at: Timestamp(row.try_get("created_at")?),
+                port_id: parse("id", &r.id)?,
+                network_id: parse("network_id", &r.network_id)?,
+                vpc_id: r.vpc_id.map(|v| parse("vpc_id", &v)).transpose()?,
+                cidr: parse("cidr", &r.cidr)?,
+                device_index: unsigned("device_index", r.device_index)?,
+                mac: r.mac,
+                ip: parse("ip", &r.ip)?,
+                created_at: Timestamp(r.created_at),
                 floating,
                 groups: Vec::new(),
             };
             let nics = self.nics.entry(instance.clone()).or_default();
-            by_port.insert(nic.port_id.to_string(), (instance, nics.len()));
+            by_port.insert(r.id, (instance, nics.len()));
             nics.push(nic);
         }
-        let sql = format!(
-            "SELECT psg.port_id, g.id, g.name FROM port_security_groups psg \
-             JOIN security_groups g ON g.id = psg.group_id JOIN ports p ON p.id = psg.port_id \
-             WHERE p.instance_id IN ({list}) ORDER BY g.name"
-        );
-        for row in fetch(state, &sql, ids).await? {
-            let port: String = row.try_get("port_id")?;
-            if let Some((inst, n)) = by_port.get(&port) {
+        #[derive(serde::Deserialize)]
+        struct GroupRow {
+            port_id: String,
+            id: String,
+            name: String,
+        }
+        let row = fetch(
+            format!(
+                "SELECT psg.port_id, g.id, g.name FROM port_security_groups psg \
+                 JOIN security_groups g ON g.id = psg.group_id JOIN ports p ON p.id = psg.port_id \
+                 WHERE p.instance_id IN {set}"
+            ),
+            &["port_id", "id", "name"],
+            "r.name",
+        )
+        .await?;
+        for r in rows_of::<GroupRow>(&row)? {
+            if let Some((inst, n)) = by_port.get(&r.port_id) {
                 if let Some(nic) = self.nics.get_mut(inst).and_then(|v| v.get_mut(*n)) {
-                    nic.groups.push((parse_col(&row, "id")?, row.try_get("name")?));
+                    nic.groups.push((parse("group id", &r.id)?, r.name));
                 }
             }
         }
-        let sql = format!(
-            "SELECT v.id, v.instance_id, v.device, v.state, v.updated_at, d.device AS asked FROM volumes v \
-             LEFT JOIN ec2_volume_devices d ON d.volume_id = v.id AND d.instance_id = v.instance_id \
-             WHERE v.instance_id IN ({list}) AND v.deleted_at IS NULL AND v.present = 1 ORDER BY v.device, v.id"
-        );
-        for row in fetch(state, &sql, ids).await? {
-            let state: VolumeState = parse_col(&row, "state")?;
+        #[derive(serde::Deserialize)]
+        struct DiskRow {
+            id: String,
+            instance_id: String,
+            device: Option<String>,
+            state: String,
+            updated_at: i64,
+            asked: Option<String>,
+        }
+        let row = fetch(
+            format!(
+                "SELECT v.id, v.instance_id, v.device, v.state, v.updated_at, d.device AS asked FROM volumes v \
+                 LEFT JOIN ec2_volume_devices d ON d.volume_id = v.id AND d.instance_id = v.instance_id \
+                 WHERE v.instance_id IN {set} AND v.deleted_at IS NULL AND v.present = 1"
+            ),
+            &["id", "instance_id", "device", "state", "updated_at", "asked"],
+            "r.device, r.id",
+        )
+        .await?;
+        for r in rows_of::<DiskRow>(&row)? {
+            let state: VolumeState = parse("state", &r.state)?;
             if matches!(state, VolumeState::Creating | VolumeState::Deleting | VolumeState::Deleted) {
                 continue;
             }
-            let guest: Option<String> = row.try_get("device")?;
-            let asked: Option<String> = row.try_get("asked")?;
-            let device = asked.or(guest.map(|g| format!("/dev/{g}"))).unwrap_or_default();
-            self.disks.entry(parse_col(&row, "instance_id")?).or_default().push(Disk {
-                volume_id: parse_col(&row, "id")?,
+            let device = r.asked.or(r.device.map(|g| format!("/dev/{g}"))).unwrap_or_default();
+            self.disks.entry(parse("instance_id", &r.instance_id)?).or_default().push(Disk {
+                volume_id: parse("id", &r.id)?,
                 device,
                 state,
-                attach_time: Timestamp(row.try_get("updated_at")?),
+                attach_time: Timestamp(r.updated_at),
             });
         }
-        let sql = format!(
-            "SELECT instance_id, disable_api_termination, disable_api_stop, shutdown_behavior, source_dest_check \
-             FROM ec2_instance_attributes WHERE instance_id IN ({list})"
-        );
-        for row in fetch(state, &sql, ids).await? {
+        #[derive(serde::Deserialize)]
+        struct AttrRow {
+            instance_id: String,
+            disable_api_termination: i64,
+            disable_api_stop: i64,
+            shutdown_behavior: String,
+            source_dest_check: i64,
+        }
+        let row = fetch(
+            format!(
+                "SELECT instance_id, disable_api_termination, disable_api_stop, shutdown_behavior, source_dest_check \
+                 FROM ec2_instance_attributes WHERE instance_id IN {set}"
+            ),
+            &["instance_id", "disable_api_termination", "disable_api_stop", "shutdown_behavior", "source_dest_check"],
+            "r.instance_id",
+        )
+        .await?;
+        for r in rows_of::<AttrRow>(&row)? {
             self.attrs.insert(
-                parse_col(&row, "instance_id")?,
+                parse("instance_id", &r.instance_id)?,
                 Attributes {
-                    disable_api_termination: row.try_get::<i64, _>("disable_api_termination")? != 0,
-                    disable_api_stop: row.try_get::<i64, _>("disable_api_stop")? != 0,
-                    shutdown_behavior: row.try_get("shutdown_behavior")?,
-                    source_dest_check: row.try_get::<i64, _>("source_dest_check")? != 0,
+                    disable_api_termination: r.disable_api_termination != 0,
+                    disable_api_stop: r.disable_api_stop != 0,
+                    shutdown_behavior: r.shutdown_behavior,
+                    source_dest_check: r.source_dest_check != 0,
                 },
             );
         }
@@ -248,6 +308,5 @@ mod tests {
         assert_eq!(private_dns_name(Ipv4Addr::new(10, 0, 0, 5), "kumo-1"), "ip-10-0-0-5.kumo-1.compute.internal");
         let net: NetworkId = "net-0123456789abcdef0".parse().unwrap_or_else(|_| NetworkId::generate());
         assert_eq!(subnet_of(&net), format!("subnet-{}", &net.as_str()[4..]));
-        assert_eq!(placeholders(3), "$1, $2, $3");
     }
 }
