@@ -2,6 +2,7 @@
 //! controller, on libvirt's test driver and real qemu-img.
 
 mod fake_controller;
+mod layering;
 mod seams;
 mod tls;
 
