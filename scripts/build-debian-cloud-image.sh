@@ -49,6 +49,8 @@ if [[ -s $IMAGE && -r $STAMP && $(cat "$STAMP") == "$WANT" ]]; then
 fi
 
 start=$(date +%s)
+# Only the image's path goes to stdout; what the tools print goes to stderr.
+exec 3>&1 1>&2
 mkdir -p "$CACHE/debs"
 WORK=$CACHE/work
 ROOT=$WORK/rootfs
@@ -128,6 +130,8 @@ EOF
 cat >"$ROOT/etc/cloud/cloud.cfg.d/50_kumo.cfg" <<'EOF'
 # RSA host keys take long to make under emulation.
 ssh_genkeytypes: [ed25519, ecdsa]
+# minbase has no `locales`: en_US.UTF-8 (the default) fails update-locale.
+locale: C.UTF-8
 EOF
 
 # Networking by systemd-networkd (cloud-init writes its .network files).
@@ -188,4 +192,4 @@ qemu-img convert -f raw -O qcow2 "$WORK/disk.raw" "$IMAGE.tmp"
 mv "$IMAGE.tmp" "$IMAGE"
 echo "$WANT" >"$STAMP"
 log "built $IMAGE ($(du -h "$IMAGE" | cut -f1) on disk, root $used_mib MiB, kernel $KVER) in $(($(date +%s) - start)) s"
-echo "$IMAGE"
+echo "$IMAGE" >&3
