@@ -32,6 +32,9 @@ TEST=(
   fonts-noto-cjk
   # the metrics e2e test scrapes a stack with a real Prometheus server
   prometheus
+  # the Debian cloud image (scripts/build-debian-cloud-image.sh) and its e2e
+  # test, which logs into the guest with ssh
+  debootstrap e2fsprogs dosfstools mtools syslinux syslinux-common fdisk openssh-client
 )
 
 WANT=("$@")
