@@ -34,8 +34,12 @@ export KUMO_TEST_CLOUD_KERNEL_IMAGE_DIR="$WORK/cloud-kernel-image"
 # later runs reuse the image in well under a second). The e2e module
 # cloud_image boots it twice through Kumo (two TCG boots to cloud-init's final
 # stage: about 7 min each on a heavily loaded host, less on an idle one).
-KUMO_TEST_DEBIAN_CLOUD_IMAGE=$(bash scripts/build-debian-cloud-image.sh)
-export KUMO_TEST_DEBIAN_CLOUD_IMAGE
+# Opt-in for now (KUMO_TEST_CLOUD_IMAGE=1): its CI cost is not measured yet,
+# and the whole run must stay well under 90 minutes on 2 cores.
+if [ "${KUMO_TEST_CLOUD_IMAGE:-0}" = 1 ]; then
+    KUMO_TEST_DEBIAN_CLOUD_IMAGE=$(bash scripts/build-debian-cloud-image.sh)
+    export KUMO_TEST_DEBIAN_CLOUD_IMAGE
+fi
 export KUMO_E2E=1
 
 # The control panel's browser test: playwright-core from the lock file, driving /usr/bin/chromium.
