@@ -113,11 +113,15 @@ pub struct DiskEntry {
 
 /// The disks of a domain XML as libvirt prints it, in order: each
 /// `<devices>/<disk>` with a `<target dev>`, and its `<source file>` if it has one.
+/// A device XML (a lone `<disk>`, as given to attach and detach) is its one disk.
 pub fn disks_of(xml: &str) -> Result<Vec<DiskEntry>, roxmltree::Error> {
     let doc = roxmltree::Document::parse(xml)?;
     let disks = doc
         .descendants()
-        .filter(|n| n.has_tag_name("disk") && n.parent_element().is_some_and(|p| p.has_tag_name("devices")))
+        .filter(|n| {
+            n.has_tag_name("disk")
+                && (n.parent_element().is_some_and(|p| p.has_tag_name("devices")) || *n == doc.root_element())
+        })
         .filter_map(|disk| {
             let child = |name: &str| disk.children().find(|c| c.has_tag_name(name));
             let target = child("target")?.attribute("dev")?.to_owned();
