@@ -3,7 +3,6 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::header;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -11,7 +10,6 @@ use kumo_wire::agent::{RegisterRequest, RegisterResponse, SyncRequest, SyncRespo
 use kumo_wire::api::ImageFileRole;
 use kumo_wire::{ImageId, Timestamp};
 use serde_json::json;
-use tokio_util::io::ReaderStream;
 
 use crate::auth::{random_secret, sha256_hex, AgentHost};
 use crate::db::events::NewEvent;
@@ -115,11 +113,7 @@ async fn image_file(
         crate::image_store::ImageFilesError::Store(kumo_storage::ImageStoreError::NotFound { .. }) => not_found(),
         other => ApiError::from(other),
     })?;
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, len)
-        .body(Body::from_stream(ReaderStream::new(file)))
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    super::file_body(file, len)
 }
 
 /// The disk of an instance snapshot, streamed from the agent that took it.

@@ -86,3 +86,12 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(etag::tag))
         .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::track))
 }
+
+/// An image file as a streamed `application/octet-stream` body of `len` bytes.
+pub(crate) fn file_body(file: tokio::fs::File, len: u64) -> Result<axum::response::Response, ApiError> {
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+        .header(axum::http::header::CONTENT_LENGTH, len)
+        .body(axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)))
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}

@@ -1,16 +1,14 @@
 //! `/replica/v1/...`: what controller replicas ask each other (the replicated
 //! image store, see `crate::image_store`). Not part of the public OpenAPI document.
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use kumo_wire::api::ImageFileRole;
 use kumo_wire::ImageId;
 use subtle::ConstantTimeEq;
-use tokio_util::io::ReaderStream;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -41,9 +39,5 @@ async fn peer_file(
         kumo_storage::ImageStoreError::NotFound { .. } => not_found(),
         other => ApiError::Internal(crate::error::anyhow_chain(&other)),
     })?;
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, len)
-        .body(Body::from_stream(ReaderStream::new(file)))
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    super::file_body(file, len)
 }
