@@ -50,12 +50,16 @@ for g in "${WANT[@]}"; do
 done
 
 missing=()
-for p in "${PACKAGES[@]}"; do
-  # "install ok installed" only when fully installed
-  if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]]; then
-    missing+=("$p")
-  fi
-done
+find_missing() {
+  missing=()
+  for p in "${PACKAGES[@]}"; do
+    # "install ok installed" only when fully installed
+    if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]]; then
+      missing+=("$p")
+    fi
+  done
+}
+find_missing
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-system-deps: all ${#PACKAGES[@]} packages (${WANT[*]}) already installed"
@@ -67,7 +71,23 @@ SUDO=()
 [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
-  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-  "${missing[@]}"
+apt_install() {
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
+apt_install "${missing[@]}"
+# A package that was already there can be removed by the install: a machine
+# with qemu-utils from bookworm-backports loses it when apt brings bookworm's
+# qemu-system-x86 (seen on a fresh machine: no qemu-img afterwards). Install
+# whatever is missing now, from the versions apt picks together.
+find_missing
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "install-system-deps: the install removed ${missing[*]}; installing again"
+  apt_install "${missing[@]}"
+  find_missing
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "install-system-deps: ERROR: still missing: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
 echo "install-system-deps: done"
