@@ -165,7 +165,8 @@ for w in $(cat /proc/cmdline); do
     kumo.hostname=*) hn=${w#*=} ;;
   esac
 done
-[ -n "$id" ] || id=$(tr -d ' \n' </sys/class/dmi/id/product_serial 2>/dev/null)
+# Booted from disk (no kernel command line of ours): the SMBIOS baseboard asset tag.
+[ -n "$id" ] || id=$(tr -d ' \n' </sys/class/dmi/id/board_asset_tag 2>/dev/null)
 [ -n "$id" ] || id=unknown
 [ -n "$hn" ] || hn=kumo-guest
 hostname "$hn"

@@ -16,7 +16,7 @@ use kumo_wire::api::{ImageFileRole, ImageKind};
 use kumo_wire::{DesiredPower, ImageId, InstanceId, Timestamp};
 
 use crate::config::DomainType;
-use crate::domain_xml::{domain_name, render, Boot, DomainSpec, Interface, VolumeDisk};
+use crate::domain_xml::{domain_name, domain_uuid, render, Boot, DomainSpec, Interface, VolumeDisk};
 use crate::hypervisor::{Hypervisor, HypervisorError};
 use crate::locks::InstanceLocks;
 use crate::networking::{instance_view, NetworkStatus};
@@ -301,9 +301,15 @@ impl Converger {
             Some((kernel, initrd)) => Boot::Kernel { kernel, initrd },
             None => Boot::Disk,
         };
+        // A domain defined by an older agent keeps the UUID it was given.
+        let uuid = match self.hypervisor.domain(&domain_name(&desired.id)).await? {
+            Some(defined) => defined.uuid,
+            None => domain_uuid(&desired.id),
+        };
         let xml = render(&DomainSpec {
             domain_type: self.domain_type,
             instance: &desired.id,
+            uuid: &uuid,
             project: &spec.project_id,
             generation: desired.generation,
             hostname: &spec.name,

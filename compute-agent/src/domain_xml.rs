@@ -3,6 +3,15 @@
 //! `kumo-<instance-id>`, its UUID is derived from the instance id, and its
 //! `<metadata>` carries the instance id, project and generation under
 //! [`METADATA_NS`].
+//!
+//! The guest's SMBIOS tables carry the EC2 platform signature that stock
+//! cloud-init looks for: its boot-time detector (ds-identify) enables the Ec2
+//! datasource only where the DMI product UUID and product serial both begin
+//! with `ec2` and are equal (AWS's documented check); elsewhere it leaves a
+//! stock image without any datasource unless its cloud.cfg is edited. Kumo's
+//! metadata service answers as EC2's does (IMDSv1 and v2, dated versions), so
+//! the UUID is made to begin with `ec2` and the serial repeats it. The
+//! instance id is in the baseboard asset tag, where AWS's Nitro hosts put it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -39,6 +48,9 @@ pub struct DomainSpec<'a> {
     pub domain_type: DomainType,
     /// The instance.
     pub instance: &'a InstanceId,
+    /// The domain's UUID: [`domain_uuid`] for a new domain, the defined
+    /// domain's own for a redefinition (libvirt refuses to change it).
+    pub uuid: &'a str,
     /// Its project.
     pub project: &'a ProjectId,
     /// The desired-state generation the domain is defined for.
@@ -149,11 +161,14 @@ pub fn instance_of_metadata(metadata_xml: &str) -> Option<InstanceId> {
 }
 
 /// A stable, name-based UUID for an instance's domain, so a redefinition
-/// always matches the existing domain.
+/// always matches the existing domain. It begins with `ec2` (see the module
+/// documentation); the remaining 113 bits come from the instance id.
 pub fn domain_uuid(instance: &InstanceId) -> String {
     let digest = Sha256::digest(format!("kumo-domain:{instance}").as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);
+    b[0] = 0xec;
+    b[1] = 0x20 | (b[1] & 0x0f);
     b[6] = (b[6] & 0x0f) | 0x50; // version 5 (name-based)
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
     let h = hex::encode(b);
@@ -183,7 +198,7 @@ pub fn render(spec: &DomainSpec<'_>) -> String {
     // Writing to a String cannot fail.
     let _ = writeln!(x, "<domain type='{}'>", spec.domain_type.as_str());
     let _ = writeln!(x, "  <name>{}</name>", esc(&domain_name(spec.instance)));
-    let _ = writeln!(x, "  <uuid>{}</uuid>", domain_uuid(spec.instance));
+    let _ = writeln!(x, "  <uuid>{}</uuid>", esc(spec.uuid));
     let _ = writeln!(x, "  <metadata>");
     let _ = writeln!(
         x,
@@ -199,8 +214,11 @@ pub fn render(spec: &DomainSpec<'_>) -> String {
     let _ = writeln!(x, "    <system>");
     let _ = writeln!(x, "      <entry name='manufacturer'>Kumo</entry>");
     let _ = writeln!(x, "      <entry name='product'>Kumo Compute</entry>");
-    let _ = writeln!(x, "      <entry name='serial'>{}</entry>", esc(id));
+    let _ = writeln!(x, "      <entry name='serial'>{}</entry>", esc(spec.uuid));
     let _ = writeln!(x, "    </system>");
+    let _ = writeln!(x, "    <baseBoard>");
+    let _ = writeln!(x, "      <entry name='asset'>{}</entry>", esc(id));
+    let _ = writeln!(x, "    </baseBoard>");
     let _ = writeln!(x, "  </sysinfo>");
     let _ = writeln!(x, "  <os>");
     let _ = writeln!(x, "    <type arch='x86_64' machine='pc'>hvm</type>");
@@ -280,12 +298,80 @@ mod tests {
         ("i-0123456789abcdef0".parse().expect("id"), "prj-00000000000000001".parse().expect("id"))
     }
 
+    /// Issue 11: stock cloud-init's ds-identify finds the Ec2 datasource only
+    /// where DMI's product UUID and product serial both begin with `ec2` and
+    /// are equal (ignoring case); the instance id stays readable in the
+    /// baseboard asset tag (the tiny guest falls back to it).
+    #[test]
+    fn the_guest_carries_the_ec2_platform_signature_cloud_init_looks_for() {
+        for n in 0..200u64 {
+            let instance: InstanceId = format!("i-{n:017x}").parse().expect("id");
+            let uuid = domain_uuid(&instance);
+            assert!(uuid.starts_with("ec2"), "{uuid}");
+            let groups: Vec<usize> = uuid.split('-').map(str::len).collect();
+            assert_eq!(groups, [8, 4, 4, 4, 12], "{uuid}");
+            assert!(uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{uuid}");
+            assert_eq!(uuid, domain_uuid(&instance), "stable");
+        }
+        let (instance, project) = ids();
+        let uuid = domain_uuid(&instance);
+        let xml = render(&DomainSpec {
+            domain_type: DomainType::Qemu,
+            instance: &instance,
+            uuid: &uuid,
+            project: &project,
+            generation: 1,
+            hostname: "h",
+            vcpus: 1,
+            memory_mib: 128,
+            root_disk: Path::new("/d"),
+            console_log: Path::new("/c"),
+            boot: Boot::Disk,
+            volumes: &[],
+            interfaces: &[],
+            config_drive: None,
+        });
+        let doc = roxmltree::Document::parse(&xml).expect("xml");
+        let entry = |section: &str, name: &str| {
+            doc.descendants()
+                .find(|n| n.has_tag_name(section))
+                .and_then(|s| s.children().find(|e| e.attribute("name") == Some(name)))
+                .and_then(|e| e.text())
+                .map(str::to_owned)
+        };
+        let product_uuid = doc.descendants().find(|n| n.has_tag_name("uuid")).and_then(|n| n.text()).expect("uuid");
+        let serial = entry("system", "serial").expect("serial");
+        assert!(product_uuid.to_ascii_lowercase().starts_with("ec2"));
+        assert!(product_uuid.eq_ignore_ascii_case(&serial), "{product_uuid} vs {serial}");
+        assert_eq!(entry("baseBoard", "asset").as_deref(), Some(instance.as_str()));
+        // A redefinition keeps the UUID the domain was defined with.
+        let old = "c418bfe3-38af-5d8b-9728-9c5337e5acc6";
+        let xml = render(&DomainSpec {
+            domain_type: DomainType::Qemu,
+            instance: &instance,
+            uuid: old,
+            project: &project,
+            generation: 2,
+            hostname: "h",
+            vcpus: 1,
+            memory_mib: 128,
+            root_disk: Path::new("/d"),
+            console_log: Path::new("/c"),
+            boot: Boot::Disk,
+            volumes: &[],
+            interfaces: &[],
+            config_drive: None,
+        });
+        assert!(xml.contains(&format!("<uuid>{old}</uuid>")), "{xml}");
+    }
+
     #[test]
     fn kernel_boot_domain_xml() {
         let (instance, project) = ids();
         let spec = DomainSpec {
             domain_type: DomainType::Qemu,
             instance: &instance,
+            uuid: &domain_uuid(&instance),
             project: &project,
             generation: 3,
             hostname: "web 1<&>",
@@ -304,7 +390,7 @@ mod tests {
         expect![[r#"
             <domain type='qemu'>
               <name>kumo-i-0123456789abcdef0</name>
-              <uuid>c418bfe3-38af-5d8b-9728-9c5337e5acc6</uuid>
+              <uuid>ec28bfe3-38af-5d8b-9728-9c5337e5acc6</uuid>
               <metadata>
                 <kumo:instance xmlns:kumo='urn:kumo:domain:1' id='i-0123456789abcdef0' project='prj-00000000000000001' generation='3'/>
               </metadata>
@@ -314,8 +400,11 @@ mod tests {
                 <system>
                   <entry name='manufacturer'>Kumo</entry>
                   <entry name='product'>Kumo Compute</entry>
-                  <entry name='serial'>i-0123456789abcdef0</entry>
+                  <entry name='serial'>ec28bfe3-38af-5d8b-9728-9c5337e5acc6</entry>
                 </system>
+                <baseBoard>
+                  <entry name='asset'>i-0123456789abcdef0</entry>
+                </baseBoard>
               </sysinfo>
               <os>
                 <type arch='x86_64' machine='pc'>hvm</type>
@@ -357,6 +446,7 @@ mod tests {
         let spec = DomainSpec {
             domain_type: DomainType::Kvm,
             instance: &instance,
+            uuid: &domain_uuid(&instance),
             project: &project,
             generation: 1,
             hostname: "db",
@@ -395,6 +485,7 @@ mod tests {
         let spec = DomainSpec {
             domain_type: DomainType::Qemu,
             instance: &instance,
+            uuid: &domain_uuid(&instance),
             project: &project,
             generation: 1,
             hostname: "web",
@@ -448,6 +539,7 @@ mod tests {
         let spec = DomainSpec {
             domain_type: DomainType::Kvm,
             instance: &instance,
+            uuid: &domain_uuid(&instance),
             project: &project,
             generation: 1,
             hostname: "web",
@@ -505,6 +597,7 @@ mod tests {
         let spec = DomainSpec {
             domain_type: DomainType::Qemu,
             instance: &instance,
+            uuid: &domain_uuid(&instance),
             project: &project,
             generation: 1,
             hostname: "db",

@@ -365,6 +365,7 @@ mod tests {
         render(&DomainSpec {
             domain_type: DomainType::Qemu,
             instance,
+            uuid: &crate::domain_xml::domain_uuid(instance),
             project: &project,
             generation: 1,
             hostname: "t",

@@ -1,5 +1,6 @@
 //! Issue 11: a real cloud image, booted through Kumo. A Debian 12 image with
-//! Debian's own cloud-init (scripts/build-debian-cloud-image.sh, named by
+//! Debian's own cloud-init and its stock datasource detection
+//! (scripts/build-debian-cloud-image.sh, named by
 //! `KUMO_TEST_DEBIAN_CLOUD_IMAGE`) boots as a TCG guest twice: once reading
 //! Kumo's metadata service (cloud-init's Ec2 datasource), once reading a
 //! `--config-drive` with the agent's metadata service off (the NoCloud
@@ -252,7 +253,8 @@ fn boot_cloud_image(image: &Path, agent_extra: &str, public: &str, cidr: &str, r
             &ip,
             "cat /var/lib/cloud/data/instance-id; hostname; cat /var/tmp/kumo-user-data; \
              cat /run/cloud-init/.instance-id /var/lib/cloud/instance/datasource 2>/dev/null; \
-             cloud-init status 2>/dev/null | tail -n 1",
+             cloud-init status 2>/dev/null | tail -n 1; \
+             grep -h '^datasource_list' /run/cloud-init/cloud.cfg",
         ) {
             Ok(out) => {
                 answer = Some(out);
@@ -270,6 +272,11 @@ fn boot_cloud_image(image: &Path, agent_extra: &str, public: &str, cidr: &str, r
     assert!(answer.contains(&format!("KUMO-CLOUDIMG-USERDATA ran for {id}")), "{answer}");
     assert!(answer.contains(datasource), "the datasource cloud-init recorded: {answer}");
     assert!(answer.contains("status: done"), "cloud-init status: {answer}");
+    // The image is stock: its own ds-identify chose the datasource (it writes
+    // the list it found to /run/cloud-init/cloud.cfg).
+    let short = datasource.trim_start_matches("DataSource");
+    let found = answer.lines().find(|l| l.starts_with("datasource_list")).unwrap_or_default();
+    assert!(found.contains(short), "ds-identify did not find {short}: {answer}");
 
     s.kumo_ok(&["fip", "disassociate", &fip_id]).unwrap();
     s.kumo_ok(&["fip", "release", &fip_id]).unwrap();
