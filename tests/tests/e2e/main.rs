@@ -15,6 +15,7 @@ mod panel;
 mod readme;
 mod replicas;
 mod resilience;
+mod scenario;
 mod seams;
 mod storage;
 mod tls;
