@@ -23,6 +23,10 @@ use crate::quarantine::Quarantine;
 
 /// How long a guest may take to let go of a hot-unplugged disk.
 pub const DETACH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the unplug request is sent again while the guest holds the disk:
+/// a guest still booting misses the ACPI hotplug event (as it misses a power
+/// button press), and QEMU re-sends the event for a repeated request.
+pub const DETACH_REPEAT: Duration = Duration::from_secs(5);
 
 /// Why a volume could not be converged. The message is what the user sees.
 #[derive(Debug, thiserror::Error)]
@@ -249,16 +253,24 @@ impl VolumeWork {
             let live = plugged.live.is_some();
             self.hypervisor.detach_device(&plugged.domain, &xml, live, plugged.config.is_some()).await?;
             if live {
-                self.wait_released(id, path, &plugged).await?;
+                self.wait_released(id, path, &plugged, &xml).await?;
             }
             tracing::info!(volume = %id, domain = %plugged.domain, live, "volume detached");
         }
         Ok(())
     }
 
-    /// Waits until the running guest has let go of the disk (ACPI hot-unplug needs the guest).
-    async fn wait_released(&self, id: &VolumeId, path: &Path, plugged: &Plugged) -> Result<(), VolumeWorkError> {
+    /// Waits until the running guest has let go of the disk (ACPI hot-unplug
+    /// needs the guest), asking again every [`DETACH_REPEAT`].
+    async fn wait_released(
+        &self,
+        id: &VolumeId,
+        path: &Path,
+        plugged: &Plugged,
+        disk_xml: &str,
+    ) -> Result<(), VolumeWorkError> {
         let deadline = Instant::now() + DETACH_TIMEOUT;
+        let mut next_request = Instant::now() + DETACH_REPEAT;
         loop {
             let still = match self.hypervisor.domain_xml(&plugged.domain, false).await {
                 Ok(xml) => target_of(&xml, path).is_some(),
@@ -275,6 +287,15 @@ impl VolumeWork {
             }
             if Instant::now() >= deadline {
                 return Err(VolumeWorkError::DetachTimeout { volume: id.clone(), instance: plugged.instance.clone() });
+            }
+            if Instant::now() >= next_request {
+                next_request = Instant::now() + DETACH_REPEAT;
+                tracing::info!(volume = %id, domain = %plugged.domain, "the guest still holds the disk; asking again");
+                // The disk may be released between the check and the request:
+                // the next check, not this answer, decides.
+                if let Err(e) = self.hypervisor.detach_device(&plugged.domain, disk_xml, true, false).await {
+                    tracing::debug!(volume = %id, error = %e, "repeated unplug request refused");
+                }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -35,11 +35,19 @@ struct SimulatedDisks {
     log: Mutex<Vec<String>>,
     config: Mutex<HashMap<String, Disks>>,
     live: Mutex<HashMap<String, Disks>>,
+    /// Live unplug requests the "guest" misses (a guest still booting).
+    missed_unplugs: Mutex<u32>,
 }
 
 impl SimulatedDisks {
     fn new(inner: Arc<crate::hypervisor::LibvirtHypervisor>) -> Self {
-        Self { inner, log: Mutex::default(), config: Mutex::default(), live: Mutex::default() }
+        Self {
+            inner,
+            log: Mutex::default(),
+            config: Mutex::default(),
+            live: Mutex::default(),
+            missed_unplugs: Mutex::default(),
+        }
     }
 
     fn log(&self) -> Vec<String> {
@@ -129,7 +137,13 @@ impl Hypervisor for SimulatedDisks {
         Ok(())
     }
     async fn detach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HypervisorError> {
-        if live {
+        let missed = {
+            let mut missed = self.missed_unplugs.lock().expect("lock");
+            let now = live && *missed > 0;
+            *missed = missed.saturating_sub(u32::from(now));
+            now
+        };
+        if live && !missed {
             Self::change(&self.live, name, xml, false);
         }
         if config {
@@ -265,6 +279,26 @@ async fn a_volume_is_created_hot_plugged_grown_unplugged_and_deleted() {
     r.work.apply(&gone).await.expect("delete");
     assert_eq!(targets(&r, &i, true).await, ["vda"]);
     assert_eq!(r.backend.list().await.expect("list"), (vec![], vec![]));
+}
+
+/// Found by the e2e scenario engine: a disk unplugged while the guest was
+/// still booting was never released (the guest missed the one ACPI event), and
+/// the volume went to `error` after a minute. The agent asks again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unplug_request_the_guest_missed_is_sent_again() {
+    let r = rig();
+    let image = r.h.fetcher.kernel_image(1);
+    let i = instance_id(1);
+    r.h.converger.apply(&desired(&i, 1, DesiredPower::Running, &image)).await.expect("run");
+    let v = vol(1);
+    r.work.apply(&volume(&v, 1, 1, None)).await.expect("create");
+    r.work.apply(&volume(&v, 2, 1, Some((&i, "vdb")))).await.expect("attach");
+    *r.hv.missed_unplugs.lock().expect("lock") = 1;
+    r.work.apply(&volume(&v, 3, 1, None)).await.expect("detached on the second request");
+    assert_eq!(targets(&r, &i, false).await, ["vda"]);
+    assert_eq!(targets(&r, &i, true).await, ["vda"]);
+    let requests = r.hv.log().iter().filter(|l| l.starts_with("detach ")).count();
+    assert_eq!(requests, 2, "{:?}", r.hv.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -120,10 +120,7 @@ struct Model {
 
 impl Model {
     fn live(&self, kind: &BTreeMap<String, Resource>, tenant: usize, want: &[Target]) -> Vec<String> {
-        kind.iter()
-            .filter(|(_, r)| r.tenant == tenant && want.contains(&r.target))
-            .map(|(id, _)| id.clone())
-            .collect()
+        kind.iter().filter(|(_, r)| r.tenant == tenant && want.contains(&r.target)).map(|(id, _)| id.clone()).collect()
     }
 }
 
@@ -432,7 +429,8 @@ impl Engine {
         let config_drive = self.rng.gen_bool(0.3);
         let ids: Vec<String> = match via {
             Via::Cli => {
-                let mut args = vec!["instance", "run", "--flavor", "mini", "--image", "tiny", "--user-data", "#!/bin/sh\n"];
+                let mut args =
+                    vec!["instance", "run", "--flavor", "mini", "--image", "tiny", "--user-data", "#!/bin/sh\n"];
                 if let Some(n) = &network {
                     args.extend(["--network", n.as_str()]);
                 }
@@ -478,7 +476,9 @@ impl Engine {
     fn ec2_image(&self, t: usize) -> Result<String> {
         let ec2 = self.tenants[t].ec2.clone();
         let images = self.rt.block_on(
-            ec2.describe_images().filters(aws_sdk_ec2::types::Filter::builder().name("name").values("tiny").build()).send(),
+            ec2.describe_images()
+                .filters(aws_sdk_ec2::types::Filter::builder().name("name").values("tiny").build())
+                .send(),
         )?;
         images.images().first().and_then(|i| i.image_id()).map(str::to_owned).context("no tiny image in EC2")
     }
@@ -734,7 +734,12 @@ impl Engine {
             }
             None => match self.pick(&free) {
                 Some(instance) if self.rng.gen_bool(0.7) => {
-                    self.api(t, "POST", &format!("/v1/floating-ips/{fip}/associate"), Some(json!({"instance": instance})))?;
+                    self.api(
+                        t,
+                        "POST",
+                        &format!("/v1/floating-ips/{fip}/associate"),
+                        Some(json!({"instance": instance})),
+                    )?;
                     if let Some(f) = self.model.fips.get_mut(&fip) {
                         f.instance = Some(instance.clone());
                     }
@@ -795,7 +800,8 @@ impl Engine {
         let kind = self.rng.gen_range(0..5);
         let what = match (kind, self.pick(&others), self.pick(&other_volumes)) {
             (0, Some(id), _) => {
-                let (status, body) = self.raw(t, "POST", &format!("/v1/instances/{id}/actions"), Some(json!({"action": "stop"})))?;
+                let (status, body) =
+                    self.raw(t, "POST", &format!("/v1/instances/{id}/actions"), Some(json!({"action": "stop"})))?;
                 if status != 404 {
                     bail!("t{t} stopping another tenant's {id} answered {status}: {body}");
                 }
