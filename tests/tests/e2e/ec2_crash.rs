@@ -8,7 +8,6 @@
 //! AWS SDK for Rust, retries off so the test decides when to retry.
 
 use std::os::unix::process::ExitStatusExt;
-use std::time::Duration;
 
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
