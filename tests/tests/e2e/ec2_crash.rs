@@ -113,7 +113,7 @@ fn crash_and_retry(opts: Options) {
     let first = rt.block_on(create("vol-crash-1")).unwrap().volume_id().unwrap().to_owned();
     let again = rt.block_on(create("vol-crash-1")).unwrap().volume_id().unwrap().to_owned();
     assert_eq!(first, again);
-    assert_eq!(ids(&s, "volume"), [first.clone()]);
+    assert_eq!(ids(&s, "volume"), [first.as_str()]);
 
     // Killed after the commit, before the answer: the retry answers the committed volume.
     crash_at(&mut s, &rt, "ec2.CreateVolume.committed", create("vol-crash-2"));
