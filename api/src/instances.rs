@@ -270,6 +270,10 @@ pub async fn run_recorded(
         )
         .await?;
     }
+    if let Some(side) = side {
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        crate::db::client_tokens::write_instance_flags(&mut tx, side, &ids).await?;
+    }
     tx.commit().await.map_err(DbError::from)?;
     state.scheduler_wake.notify_one();
     // New members change what rules naming these groups as source resolve to.
@@ -287,6 +291,152 @@ pub async fn run_recorded(
         }
     }
     Ok(records)
+}
+
+/// Why [`set_flavor`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ResizeError {
+    /// The request is wrong or the instance is not stopped (the API's own error).
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The instance's host cannot take the larger flavor (EC2's `InsufficientInstanceCapacity`).
+    #[error("{0}")]
+    NoRoom(String),
+}
+
+impl From<DbError> for ResizeError {
+    fn from(e: DbError) -> Self {
+        Self::Api(e.into())
+    }
+}
+
+impl From<ResizeError> for ApiError {
+    fn from(e: ResizeError) -> Self {
+        match e {
+            ResizeError::Api(e) => e,
+            ResizeError::NoRoom(m) => ApiError::Conflict(m),
+        }
+    }
+}
+
+/// Changes a stopped instance's flavor (EC2's `ModifyInstanceAttribute`
+/// `instanceType`): its vCPUs and memory change, its root disk keeps its size
+/// (as an EBS root volume does on AWS). Only while it is stopped (state and
+/// desired), else `Conflict`; the project's vCPU and RAM quotas and the host's
+/// capacity are checked for the difference in the same transaction, which also
+/// moves the billing meter to the new flavor's price item. The next start
+/// redefines the domain with the new sizes (the agent renders the domain from
+/// the record at every start). An unknown flavor is `Invalid` and changes nothing.
+///
+/// Billing: the meter's item changes at once, so the part of the hours not yet
+/// closed when the flavor changes is charged at the new flavor's price (the
+/// billing core keeps one item per resource).
+pub async fn set_flavor(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    flavor: &str,
+) -> Result<InstanceRecord, ResizeError> {
+    let rec = find(state, caller, id).await?;
+    let flavor = state
+        .db
+        .find_flavor(flavor)
+        .await?
+        .ok_or_else(|| ApiError::Invalid(format!("flavor '{flavor}' does not exist (see `kumo flavor list`)")))?;
+    if rec.state != InstanceState::Stopped || rec.desired != DesiredPower::Stopped {
+        return Err(ApiError::Conflict(format!(
+            "instance {} is {}: its flavor changes only while it is stopped",
+            rec.id, rec.state
+        ))
+        .into());
+    }
+    if flavor.name == rec.flavor_name && flavor.vcpus == rec.vcpus && flavor.memory_mib == rec.memory_mib {
+        return Ok(rec);
+    }
+    let more_vcpus = u64::from(flavor.vcpus.saturating_sub(rec.vcpus));
+    let more_ram = flavor.memory_mib.saturating_sub(rec.memory_mib);
+    let mut tx = state.db.begin_write().await?;
+    crate::quotas::check(
+        &mut tx,
+        &caller.project_id,
+        &[(QuotaResource::Vcpus, more_vcpus), (QuotaResource::RamMib, more_ram)],
+    )
+    .await?;
+    // Compare-and-swap on what the differences were computed from: a start or
+    // another resize in between refuses this one instead of mis-counting.
+    let done = sqlx::query(
+        "UPDATE instances SET flavor_name = $1, vcpus = $2, memory_mib = $3, updated_at = $4 \
+         WHERE id = $5 AND project_id = $6 AND state = 'stopped' AND desired = 'stopped' \
+         AND vcpus = $7 AND memory_mib = $8 AND flavor_name = $9",
+    )
+    .bind(&flavor.name)
+    .bind(i64::from(flavor.vcpus))
+    .bind(i64::try_from(flavor.memory_mib).unwrap_or(i64::MAX))
+    .bind(Timestamp::now().millis())
+    .bind(rec.id.as_str())
+    .bind(caller.project_id.as_str())
+    .bind(i64::from(rec.vcpus))
+    .bind(i64::try_from(rec.memory_mib).unwrap_or(i64::MAX))
+    .bind(&rec.flavor_name)
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::from)?;
+    if done.rows_affected() != 1 {
+        return Err(ApiError::Conflict(format!(
+            "instance {} changed meanwhile: its flavor changes only while it is stopped",
+            rec.id
+        ))
+        .into());
+    }
+    if let Some(host) = &rec.host_id {
+        use crate::db::hosts::{claim_capacity, release_capacity, Claim, Ratios};
+        let less = Claim {
+            vcpus: rec.vcpus.saturating_sub(flavor.vcpus),
+            memory_mib: rec.memory_mib.saturating_sub(flavor.memory_mib),
+            disk_gib: 0,
+        };
+        if less.vcpus > 0 || less.memory_mib > 0 {
+            release_capacity(&mut tx, host, less).await?;
+        }
+        let more = Claim { vcpus: flavor.vcpus.saturating_sub(rec.vcpus), memory_mib: more_ram, disk_gib: 0 };
+        let c = &state.config;
+        let ratios = Ratios { cpu: c.cpu_allocation_ratio, ram: c.ram_allocation_ratio, disk: c.disk_allocation_ratio };
+        if (more.vcpus > 0 || more.memory_mib > 0) && !claim_capacity(&mut tx, host, more, ratios).await? {
+            return Err(ResizeError::NoRoom(format!(
+                "host {} has no room for flavor {} ({} vCPUs, {} MiB): instance {} keeps flavor {}",
+                rec.host_name.as_deref().unwrap_or(host.as_str()),
+                flavor.name,
+                flavor.vcpus,
+                flavor.memory_mib,
+                rec.id,
+                rec.flavor_name
+            )));
+        }
+    }
+    let item = kumo_billing::prices::ItemKey::flavor(&flavor.name)
+        .map_err(|e| ApiError::Invalid(format!("flavor name '{}': {e}", flavor.name)))?;
+    sqlx::query("UPDATE billing_meters SET item = $1 WHERE resource_id = $2 AND resource_type = 'instance'")
+        .bind(item.as_str())
+        .bind(rec.id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::from)?;
+    events::append(
+        &mut *tx,
+        &NewEvent {
+            project_id: Some(&rec.project_id),
+            resource_type: "instance",
+            resource_id: rec.id.as_str(),
+            at: Timestamp::now(),
+            actor: &caller.actor(),
+            action: "flavor_changed",
+            detail: json!({ "from": rec.flavor_name, "to": flavor.name,
+                            "vcpus": flavor.vcpus, "memory_mib": flavor.memory_mib }),
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(find(state, caller, rec.id.as_str()).await?)
 }
 
 /// Replaces a stopped instance's user data (what the metadata service and a

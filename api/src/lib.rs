@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod ec2;
 pub mod error;
+pub mod faults;
 pub mod guards;
 pub mod image_store;
 pub mod image_uploads;

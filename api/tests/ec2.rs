@@ -1638,12 +1638,6 @@ async fn instance_attributes_network_interfaces_rules_and_account_attributes() {
         c.wait_state(&t, &id, "stopped").await;
         ec2.ok(&[("Action", "ModifyInstanceAttribute"), ("InstanceId", &id), ("UserData.Value", &new_data)]).await;
         assert_eq!(attr("userData").await, Some(new_data));
-        ec2.err(
-            &[("Action", "ModifyInstanceAttribute"), ("InstanceId", &id), ("InstanceType.Value", "small")],
-            StatusCode::BAD_REQUEST,
-            "UnsupportedOperation",
-        )
-        .await;
 
         // DescribeNetworkInterfaces: one eni- per port, as the native view has them.
         let (_, native) = c.get(&format!("/v1/instances/{id}"), &t).await;
@@ -1706,6 +1700,131 @@ async fn instance_attributes_network_interfaces_rules_and_account_attributes() {
         assert_eq!(all(&vpcs, "vpcId"), [vpc], "{vpcs}");
         let b = ec2.ok(&[("Action", "DescribeAccountAttributes"), ("AttributeName.1", "max-instances")]).await;
         assert_eq!(first(&b, "attributeValue").as_deref(), Some("10"), "{b}");
+    }
+}
+
+/// `ModifyInstanceAttribute` of `InstanceType`.
+fn resize<'a>(id: &'a str, to: &'a str) -> [(&'a str, &'a str); 3] {
+    [("Action", "ModifyInstanceAttribute"), ("InstanceId", id), ("InstanceType.Value", to)]
+}
+
+/// The host's claimed vCPUs and MiB, as the admin's host list shows them.
+async fn host_use(c: &Cloud) -> (u64, u64) {
+    let (_, hosts) = c.get("/v1/hosts", &c.admin).await;
+    let h = &hosts["items"][0];
+    (h["used_vcpus"].as_u64().unwrap(), h["used_memory_mib"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn modify_instance_type_while_stopped_resizes_the_next_start_and_refuses_otherwise() {
+    for backend in backends() {
+        let c = cloud(backend, |_| {}).await;
+        let t = c.tenant("acme").await;
+        let image = c.kernel_image("tiny").await;
+        let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+        let ec2 = Ec2::new(&c, &t).await;
+        let out = ec2
+            .ok(&[
+                ("Action", "RunInstances"),
+                ("ImageId", &image),
+                ("InstanceType", "mini"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+            ])
+            .await;
+        let id = first(&out, "instanceId").unwrap();
+        c.wait_state(&t, &id, "building").await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &id, "running").await;
+        let attr = || {
+            let (ec2, id) = (&ec2, &id);
+            async move {
+                let b = ec2
+                    .ok(&[("Action", "DescribeInstanceAttribute"), ("InstanceId", id), ("Attribute", "instanceType")])
+                    .await;
+                first(&elements(&b, "instanceType")[0], "value").unwrap()
+            }
+        };
+        assert_eq!(host_use(&c).await, (1, 512));
+
+        // Running: refused as on AWS, nothing changes.
+        let m = resize(&id, "small");
+        ec2.err(&m, StatusCode::BAD_REQUEST, "IncorrectInstanceState").await;
+        assert_eq!(attr().await, "mini");
+        let flavor_path = format!("/v1/instances/{id}/flavor");
+        let (s, b) = c.call(Method::PUT, &flavor_path, Some(&t), Some(serde_json::json!({"flavor": "small"}))).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{b}");
+
+        ec2.ok(&[("Action", "StopInstances"), ("InstanceId.1", &id)]).await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &id, "stopped").await;
+
+        // An unknown type: InvalidInstanceAttributeValue, nothing changes.
+        let m = resize(&id, "gigantic");
+        ec2.err(&m, StatusCode::BAD_REQUEST, "InvalidInstanceAttributeValue").await;
+        let (s, b) = c.call(Method::PUT, &flavor_path, Some(&t), Some(serde_json::json!({"flavor": "gigantic"}))).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+        // A type the host cannot hold (8 GiB on a 4 GiB host): InsufficientInstanceCapacity.
+        let m = resize(&id, "large");
+        ec2.err(&m, StatusCode::BAD_REQUEST, "InsufficientInstanceCapacity").await;
+        // Over the project's vCPU quota: refused, nothing changes.
+        let (s, b) = c
+            .call(Method::PUT, "/v1/projects/acme/quotas", Some(&c.admin), Some(serde_json::json!({"vcpus": 1})))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let m = resize(&id, "medium");
+        ec2.err(&m, StatusCode::BAD_REQUEST, "ResourceLimitExceeded").await;
+        assert_eq!(attr().await, "mini");
+        assert_eq!(host_use(&c).await, (1, 512));
+        let (_, native) = c.get(&format!("/v1/instances/{id}"), &t).await;
+        assert_eq!((native["flavor"].as_str(), native["vcpus"].as_u64()), (Some("mini"), Some(1)), "{native}");
+
+        // DryRun: 412 and nothing changes.
+        let mut m = resize(&id, "medium").to_vec();
+        m.push(("DryRun", "true"));
+        ec2.err(&m, StatusCode::PRECONDITION_FAILED, "DryRunOperation").await;
+        assert_eq!(attr().await, "mini");
+
+        // Within the quota: every view shows the new type, the host's claim follows it.
+        let (s, b) = c
+            .call(Method::PUT, "/v1/projects/acme/quotas", Some(&c.admin), Some(serde_json::json!({"vcpus": 4})))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let m = resize(&id, "medium");
+        let b = ec2.ok(&m).await;
+        assert_eq!(first(&b, "return").as_deref(), Some("true"), "{b}");
+        assert_eq!(attr().await, "medium");
+        let b = ec2.ok(&[("Action", "DescribeInstances"), ("InstanceId.1", &id)]).await;
+        assert_eq!(all(&b, "instanceType"), ["medium"], "{b}");
+        let (_, native) = c.get(&format!("/v1/instances/{id}"), &t).await;
+        assert_eq!(native["flavor"].as_str(), Some("medium"), "{native}");
+        assert_eq!((native["vcpus"].as_u64(), native["memory_mib"].as_u64()), (Some(2), Some(4096)), "{native}");
+        assert_eq!(native["disk_gib"].as_u64(), Some(1), "the root disk keeps its size: {native}");
+        assert_eq!(host_use(&c).await, (2, 4096));
+        let (_, events) = c.get(&format!("/v1/instances/{id}/events"), &t).await;
+        assert!(events.to_string().contains("flavor_changed"), "{events}");
+
+        // The next start hands the agent the new sizes.
+        ec2.ok(&[("Action", "StartInstances"), ("InstanceId.1", &id)]).await;
+        let desired = agent.converge(&c).await;
+        let d = desired.instances.iter().find(|d| d.id.as_str() == id).unwrap();
+        assert_eq!((d.spec.vcpus, d.spec.memory_mib), (2, 4096));
+        c.wait_state(&t, &id, "running").await;
+
+        // Down again to a smaller type gives the difference back to the host.
+        ec2.ok(&[("Action", "StopInstances"), ("InstanceId.1", &id)]).await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &id, "stopped").await;
+        // (through the native API this time)
+        let (s, b) = c.call(Method::PUT, &flavor_path, Some(&t), Some(serde_json::json!({"flavor": "small"}))).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!((b["flavor"].as_str(), b["memory_mib"].as_u64()), (Some("small"), Some(1024)), "{b}");
+        assert_eq!(host_use(&c).await, (1, 1024));
+        // Deleting it releases exactly what it holds now.
+        ec2.ok(&[("Action", "TerminateInstances"), ("InstanceId.1", &id)]).await;
+        agent.converge(&c).await;
+        c.wait_state(&t, &id, "deleted").await;
+        assert_eq!(host_use(&c).await, (0, 0));
     }
 }
 

@@ -335,6 +335,14 @@ pub enum InstanceCommand {
     Start(ActionArgs),
     /// Reboot an instance.
     Reboot(ActionArgs),
+    /// Change a stopped instance's flavor (vCPUs and memory from its next start).
+    Resize {
+        /// Instance id (i-...) or name.
+        id: String,
+        /// The new flavor's name or id.
+        #[arg(long)]
+        flavor: String,
+    },
     /// Delete an instance and its disk.
     Delete(ActionArgs),
     /// Print the serial console log.

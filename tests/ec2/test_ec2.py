@@ -10,6 +10,7 @@ import base64
 import datetime
 import hashlib
 import os
+import subprocess
 import time
 import unittest
 import urllib.error
@@ -286,6 +287,8 @@ class Ec2Scenario(unittest.TestCase):
                         ["DisableApiTermination"]["Value"])
         self.assertEqual(code_of(ec2.terminate_instances, InstanceIds=[ids[0]])[0], "OperationNotPermitted")
         ec2.modify_instance_attribute(InstanceId=ids[0], DisableApiTermination={"Value": False})
+        self.assertEqual(code_of(ec2.modify_instance_attribute, InstanceId=ids[0],
+                                 InstanceType={"Value": "small"})[0], "IncorrectInstanceState")
         self.assertIn({"Key": "Name", "Value": "e2e"}, inst["Tags"])
         # Metadata options: the change answers "pending" with the new values, Describe reads them back.
         self.assertEqual(inst["MetadataOptions"]["HttpTokens"], "optional")
@@ -348,8 +351,22 @@ class Ec2Scenario(unittest.TestCase):
         stopped = ec2.describe_instances(InstanceIds=[ids[0]])["Reservations"][0]["Instances"][0]
         self.assertTrue(stopped["StateTransitionReason"].startswith("User initiated ("), stopped)
         self.assertEqual(stopped["StateReason"]["Code"], "Client.UserInitiatedShutdown")
+        # The instance type changes while stopped (a running one was refused above); an
+        # unknown type changes nothing; the next start runs the guest with the new memory.
+        self.assertEqual(code_of(ec2.modify_instance_attribute, InstanceId=ids[0],
+                                 InstanceType={"Value": "no-such-type"})[0], "InvalidInstanceAttributeValue")
+        ec2.modify_instance_attribute(InstanceId=ids[0], InstanceType={"Value": "small"})
+        self.assertEqual(ec2.describe_instance_attribute(InstanceId=ids[0], Attribute="instanceType")
+                         ["InstanceType"]["Value"], "small")
         ec2.start_instances(InstanceIds=[ids[0]])
         ec2.get_waiter("instance_running").wait(InstanceIds=[ids[0]], WaiterConfig=WAIT)
+        resized = ec2.describe_instances(InstanceIds=[ids[0]])["Reservations"][0]["Instances"][0]
+        self.assertEqual(resized["InstanceType"], "small")
+        dominfo = subprocess.run(["virsh", "-c", "qemu:///system", "dominfo", f"kumo-{ids[0]}"],
+                                 capture_output=True, text=True, check=True).stdout
+        self.assertRegex(dominfo, r"Max memory:\s+1048576 KiB", dominfo)
+        self.assertEqual(ec2.describe_instance_attribute(InstanceId=ids[0], Attribute="instanceType")
+                         ["InstanceType"]["Value"], "small")
         ec2.reboot_instances(InstanceIds=[ids[0]])
         status = ec2.describe_instance_status(InstanceIds=ids)["InstanceStatuses"]
         self.assertEqual(sorted(s["InstanceId"] for s in status), ids)

@@ -248,6 +248,20 @@ impl Stack {
             .context("controller did not come back")
     }
 
+    /// Stops the controller and starts it again with `env` added to its
+    /// environment (e.g. the test-only `KUMO_TEST_FAULT_POINT`); waits until it answers.
+    pub fn respawn_api_with(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        self.api.stop();
+        let mut cmd = Command::new(bin("kumo-api"));
+        cmd.arg("--config").arg(&self.api_config).env("KUMO_LOG", "info,kumo_api=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.api = Process::spawn(cmd, self.dir.path().join("controller.log"))?;
+        wait_http(&format!("{}/healthz", self.endpoint), Duration::from_secs(60), self.ca_cert.as_deref())
+            .context("controller did not come back")
+    }
+
     /// Runs the CLI; returns its output whatever the exit code.
     pub fn kumo(&self, args: &[&str]) -> Result<Output> {
         self.cli(self.dir.path().join("cli.toml")).args(args).output().context("running kumo")

@@ -1,5 +1,5 @@
-//! EC2's idempotency records and launch tags, written in the same transaction
-//! as the resources a call creates.
+//! EC2's idempotency records, launch tags and launch attribute flags, written
+//! in the same transaction as the resources a call creates.
 //!
 //! A creating domain function (`instances::run_recorded`,
 //! `volumes::create_recorded`, `snapshots::create_recorded`,
@@ -40,6 +40,22 @@ pub struct SideRecord {
     pub token: Option<TokenClaim>,
     /// Tags put on every created resource (`TagSpecification`).
     pub tags: Vec<(String, String)>,
+    /// RunInstances' attribute flags for every created instance (rows of
+    /// `ec2_instance_attributes`), so a crash cannot keep the instances and lose them.
+    pub instance_flags: Option<InstanceFlags>,
+}
+
+/// The EC2 attribute flags of an instance (`ec2_instance_attributes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceFlags {
+    /// TerminateInstances is refused.
+    pub disable_api_termination: bool,
+    /// StopInstances is refused.
+    pub disable_api_stop: bool,
+    /// `stop` or `terminate`.
+    pub shutdown_behavior: String,
+    /// Shown only.
+    pub source_dest_check: bool,
 }
 
 /// A recorded call: its fingerprint and the ids it created, in order.
@@ -68,6 +84,7 @@ pub async fn write(conn: &mut Conn, side: &SideRecord, ids: &[&str]) -> DbResult
         .bind(Timestamp::now().millis())
         .execute(&mut *conn)
         .await?;
+        crate::faults::point(format!("ec2.{}.token_claimed", t.action));
     }
     for id in ids {
         for (k, v) in &side.tags {
@@ -85,6 +102,26 @@ pub async fn write(conn: &mut Conn, side: &SideRecord, ids: &[&str]) -> DbResult
                 .execute(&mut *conn)
                 .await?;
         }
+    }
+    Ok(())
+}
+
+/// Writes RunInstances' attribute flags for `ids` in the caller's
+/// transaction, after the instances rows (the table references them).
+pub async fn write_instance_flags(conn: &mut Conn, side: &SideRecord, ids: &[&str]) -> DbResult<()> {
+    let Some(f) = &side.instance_flags else { return Ok(()) };
+    for id in ids {
+        sqlx::query(
+            "INSERT INTO ec2_instance_attributes (instance_id, disable_api_termination, disable_api_stop, \
+             shutdown_behavior, source_dest_check) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(*id)
+        .bind(i64::from(f.disable_api_termination))
+        .bind(i64::from(f.disable_api_stop))
+        .bind(&f.shutdown_behavior)
+        .bind(i64::from(f.source_dest_check))
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_instances, run_instances))
         .routes(routes!(show_instance, delete_instance))
         .routes(routes!(instance_action))
+        .routes(routes!(set_flavor))
         .routes(routes!(console_output))
         .routes(routes!(instance_events))
 }
@@ -104,6 +105,31 @@ async fn instance_action(
 ) -> ApiResult<(StatusCode, Json<Instance>)> {
     let rec = instances::act(&state, &caller, &id, action).await?;
     Ok((StatusCode::ACCEPTED, Json(crate::networks::view(&state, &rec).await?)))
+}
+
+/// `PUT /v1/instances/{id}/flavor`: a stopped instance's new flavor.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetFlavor {
+    /// Flavor name or id.
+    pub flavor: String,
+}
+
+/// Changes a stopped instance's flavor: its vCPUs and memory from the next
+/// start (the root disk keeps its size). 409 unless it is stopped or when its
+/// host cannot hold the new flavor; 422 for an unknown flavor; quotas apply.
+#[utoipa::path(put, path = "/v1/instances/{id}/flavor", tag = "instances", request_body = SetFlavor,
+    params(("id" = String, Path, description = "Instance id or name")),
+    responses((status = 200, body = Instance), (status = 404, body = kumo_wire::ErrorBody),
+        (status = 409, body = kumo_wire::ErrorBody), (status = 422, body = kumo_wire::ErrorBody)))]
+async fn set_flavor(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetFlavor>,
+) -> ApiResult<Json<Instance>> {
+    let rec = instances::set_flavor(&state, &caller, &id, &req.flavor).await?;
+    Ok(Json(crate::networks::view(&state, &rec).await?))
 }
 
 /// Deletes an instance: domain, disk and console log go; the record stays visible as `deleted` for a while.

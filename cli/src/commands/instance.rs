@@ -37,6 +37,11 @@ pub async fn dispatch(ctx: &Ctx, command: InstanceCommand) -> Result<(), Error> 
         InstanceCommand::Stop(args) => action(ctx, args, InstanceAction::Stop).await,
         InstanceCommand::Start(args) => action(ctx, args, InstanceAction::Start).await,
         InstanceCommand::Reboot(args) => action(ctx, args, InstanceAction::Reboot).await,
+        InstanceCommand::Resize { id, flavor } => {
+            let body = serde_json::json!({ "flavor": flavor });
+            let reply: Reply<Instance> = ctx.client()?.put(&["v1", "instances", &id, "flavor"], &body).await?;
+            ctx.show(&reply, render::instance)
+        }
         InstanceCommand::Delete(args) => delete(ctx, args).await,
         InstanceCommand::Console(args) => console(ctx, args).await,
         InstanceCommand::Events { id } => {

@@ -103,6 +103,7 @@ fn router(seen: Shared) -> Router {
         .route("/v1/instances", post(run_instances).get(list_instances))
         .route("/v1/instances/{id}", get(show_instance))
         .route("/v1/instances/{id}/actions", post(instance_action))
+        .route("/v1/instances/{id}/flavor", put(set_flavor))
         .route("/v1/instances/{id}/console", get(console))
         .route("/v1/volumes", get(list_volumes))
         .route("/v1/volumes/{volume}", get(show_volume))
@@ -261,6 +262,32 @@ async fn instance_action(
     let instance = seen.instances[n].0.clone();
     seen.actions.push((instance.id.to_string(), action["action"].as_str().unwrap_or_default().to_owned()));
     (StatusCode::ACCEPTED, Json(instance)).into_response()
+}
+
+/// `PUT /v1/instances/{id}/flavor`: refused unless the instance is stopped, as the controller does.
+async fn set_flavor(
+    State(seen): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    if let Some(denied) = unauthorized(&headers) {
+        return denied;
+    }
+    let mut seen = seen.lock().expect("lock");
+    let n = match resolve(&seen, &id) {
+        Ok(n) => n,
+        Err(e) => return e,
+    };
+    let stopped = seen.actions.iter().any(|(i, a)| *i == seen.instances[n].0.id.to_string() && a == "stop");
+    if !stopped {
+        let msg =
+            format!("instance {} is running: its flavor changes only while it is stopped", seen.instances[n].0.id);
+        return (StatusCode::CONFLICT, Json(serde_json::json!({"code": "conflict", "message": msg}))).into_response();
+    }
+    let instance = &mut seen.instances[n].0;
+    instance.flavor = body["flavor"].as_str().unwrap_or_default().to_owned();
+    (StatusCode::OK, Json(instance.clone())).into_response()
 }
 
 /// Nothing printed for the first two fetches, then the tiny image's ready line.

@@ -186,3 +186,15 @@ fn console_without_output_says_so() {
     assert!(out.stderr.contains("no console output yet: web is "), "{out:#?}");
     assert!(out.stderr.contains("has printed nothing so far"), "{out:#?}");
 }
+
+#[test]
+fn instance_resize_changes_the_flavor_of_a_stopped_instance_and_shows_the_refusal() {
+    let env = Env::logged_in();
+    env.kumo(&["instance", "run", "--flavor", "small", "db1"]).ok();
+    let refused = env.kumo(&["instance", "resize", "db1", "--flavor", "medium"]);
+    assert!(refused.failed().contains("its flavor changes only while it is stopped (conflict)"), "{refused:#?}");
+    env.kumo(&["instance", "stop", "db1"]).ok();
+    let out = env.kumo(&["instance", "resize", "db1", "--flavor", "medium", "-o", "json"]);
+    let shown: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(shown["flavor"], "medium", "{shown}");
+}

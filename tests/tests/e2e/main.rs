@@ -7,6 +7,7 @@ mod audit;
 mod billing;
 mod cloud_image;
 mod ec2;
+mod ec2_crash;
 mod ec2_sdk;
 mod lifecycle;
 mod metrics;

@@ -3,7 +3,8 @@
 //! `instanceInitiatedShutdownBehavior`, `sourceDestCheck`) live in
 //! `ec2_instance_attributes` (migration 0008); TerminateInstances and
 //! StopInstances honour the first two. `userData` changes through
-//! [`crate::instances::set_user_data`] (stopped instances only, as on AWS).
+//! [`crate::instances::set_user_data`] and `instanceType` through
+//! [`crate::instances::set_flavor`] (stopped instances only, as on AWS).
 
 use base64::Engine;
 use kumo_wire::InstanceId;
@@ -16,6 +17,7 @@ use super::related::{Attributes, Related};
 use super::{dry_run, Ctx};
 use crate::db::DbError;
 use crate::error::ApiError;
+use crate::instances::ResizeError;
 use crate::state::AppState;
 
 /// Validates `stop`/`terminate`.
@@ -189,9 +191,28 @@ pub async fn modify_instance_attribute(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<
             return Ok(());
         }
         "instanceType" => {
-            return Err(Ec2Error::unsupported(
-                "Kumo cannot change the instance type of an existing instance yet; launch a new one",
-            ))
+            let name = raw.trim();
+            if ctx.state.db.find_flavor(name).await?.is_none() {
+                return Err(Ec2Error::client(
+                    "InvalidInstanceAttributeValue",
+                    format!("The instance type '{name}' does not exist (see DescribeInstanceTypes)"),
+                ));
+            }
+            if rec.state != kumo_wire::InstanceState::Stopped || rec.desired != kumo_wire::DesiredPower::Stopped {
+                return Err(Ec2Error::client(
+                    "IncorrectInstanceState",
+                    format!("The instance '{}' is not in the 'stopped' state.", rec.id),
+                ));
+            }
+            dry_run(ctx)?;
+            crate::instances::set_flavor(ctx.state, &ctx.caller, rec.id.as_str(), name).await.map_err(|e| match e {
+                ResizeError::NoRoom(m) => Ec2Error::client("InsufficientInstanceCapacity", m),
+                ResizeError::Api(ApiError::Conflict(m)) => Ec2Error::client("IncorrectInstanceState", m),
+                ResizeError::Api(ApiError::Invalid(m)) => Ec2Error::client("InvalidInstanceAttributeValue", m),
+                ResizeError::Api(other) => other.into(),
+            })?;
+            x.leaf("return", true);
+            return Ok(());
         }
         other => {
             return Err(Ec2Error::invalid_value(format!("Value ({other}) for parameter attribute is invalid")));

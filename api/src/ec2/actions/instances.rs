@@ -333,8 +333,13 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     }
     let mut metadata_options = kumo_wire::network::MetadataOptions::default();
     super::metadata_options::apply(p, "MetadataOptions.", &mut metadata_options)?;
-    let side = side_record(ctx, ACTION, "instance")?;
-    let attrs = launch_attributes(ctx)?;
+    let mut side = side_record(ctx, ACTION, "instance")?;
+    side.instance_flags = launch_attributes(ctx)?.map(|a| crate::db::client_tokens::InstanceFlags {
+        disable_api_termination: a.disable_api_termination,
+        disable_api_stop: a.disable_api_stop,
+        shutdown_behavior: a.shutdown_behavior,
+        source_dest_check: a.source_dest_check,
+    });
     dry_run(ctx)?;
     let name = format!("ec2-{}", &InstanceId::generate().as_str()[2..12]);
     let req = RunInstances {
@@ -352,7 +357,10 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         metadata_options: Some(metadata_options),
     };
     let rows = match crate::instances::run_recorded(ctx.state, &ctx.caller, req, Some(&side)).await {
-        Ok(rows) => rows,
+        Ok(rows) => {
+            crate::faults::point(format!("ec2.{ACTION}.committed"));
+            rows
+        }
         Err(e) => {
             // A concurrent twin with the same token committed first.
             if let Some(ids) = replayed(ctx, ACTION).await? {
@@ -367,11 +375,6 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
             });
         }
     };
-    if let Some(attrs) = attrs {
-        for rec in &rows {
-            super::attributes::store(ctx.state, &rec.id, &attrs).await?;
-        }
-    }
     let token = side.token.as_ref().map(|t| t.token.as_str());
     write_reservation(ctx, x, &rows, token).await
 }

@@ -205,7 +205,7 @@ pub fn side_record(ctx: &Ctx<'_>, action: &'static str, resource_type: &str) -> 
         Some(t) => Some(TokenClaim { token: t.to_owned(), action, fingerprint: fingerprint(ctx) }),
         None => None,
     };
-    Ok(SideRecord { project_id: Some(ctx.caller.project_id.clone()), token, tags: new_tags })
+    Ok(SideRecord { project_id: Some(ctx.caller.project_id.clone()), token, tags: new_tags, instance_flags: None })
 }
 
 /// The ids an earlier call with this request's `ClientToken` created, or

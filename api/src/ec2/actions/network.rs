@@ -469,6 +469,7 @@ pub async fn allocate_address(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     dry_run(ctx)?;
     match floating_ips::allocate_recorded(ctx.state, &ctx.caller, None, Some(&side)).await {
         Ok(f) => {
+            crate::faults::point(format!("ec2.{ACTION}.committed"));
             x.leaf("publicIp", f.address).leaf("domain", "vpc").leaf("allocationId", &f.id);
             Ok(())
         }

@@ -203,6 +203,7 @@ pub async fn create_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     };
     match crate::volumes::create_recorded(ctx.state, &ctx.caller, req, Some(&side)).await {
         Ok(v) => {
+            crate::faults::point(format!("ec2.{ACTION}.committed"));
             write_volume(x, &v, zone, &side.tags, &AskedDevices::new());
             Ok(())
         }
@@ -408,6 +409,7 @@ pub async fn create_snapshot(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     };
     match crate::snapshots::create_recorded(ctx.state, &ctx.caller, req, Some(&side)).await {
         Ok(s) => {
+            crate::faults::point(format!("ec2.{ACTION}.committed"));
             write_snapshot(x, &s, &owner_id(ctx), description, &side.tags);
             Ok(())
         }
