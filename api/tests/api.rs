@@ -359,6 +359,28 @@ async fn silent_hosts_turn_instances_unknown_until_they_report_again() {
     assert_eq!(host["status"], "up");
 }
 
+/// Found by the test-driver scenario: a stopped instance whose host went
+/// silent must come back `stopped` when the host reports again.
+#[tokio::test]
+async fn a_stopped_instance_on_a_silent_host_is_stopped_again_when_it_reports() {
+    let c = cloud("sqlite", |cfg| cfg.host_timeout_secs = 1).await;
+    let t = c.tenant("acme").await;
+    c.kernel_image("tiny").await;
+    let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+    let id = c.run(&t, "db", "mini").await["id"].as_str().unwrap().to_owned();
+    c.wait_state(&t, &id, "building").await;
+    agent.converge(&c).await;
+    c.wait_state(&t, &id, "running").await;
+    let (s, b) = c.post(&format!("/v1/instances/{id}/actions"), &t, json!({"action": "stop"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    agent.converge(&c).await;
+    c.wait_state(&t, &id, "stopped").await;
+    c.wait_state(&t, &id, "unknown").await;
+    agent.converge(&c).await;
+    let back = c.wait_state(&t, &id, "stopped").await;
+    assert_eq!(back["desired"], "stopped", "{back}");
+}
+
 #[tokio::test]
 async fn transitional_states_time_out_into_error() {
     let c = cloud("sqlite", |cfg| cfg.building_deadline_secs = 1).await;

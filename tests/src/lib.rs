@@ -116,6 +116,8 @@ pub struct Stack {
     agent_config: PathBuf,
     api_config: PathBuf,
     instances: Vec<String>,
+    /// With [`Options::test_driver_host`]: the agent's network namespace.
+    netns: Option<String>,
 }
 
 /// Extra controller settings (TOML lines).
@@ -132,6 +134,12 @@ pub struct Options {
     /// Serve the controller and the agent over TLS with a CA and certificates
     /// made by `kumo_api::tls::generate` (in `<dir>/tls`).
     pub tls: bool,
+    /// A host without guests: the agent runs on libvirt's test driver, in a
+    /// network namespace this stack creates (joined to the host by a veth
+    /// pair that carries only controller<->agent traffic), so its bridges,
+    /// dnsmasq, nftables and metadata listener are real but touch nothing of
+    /// the machine's own networking. Thousands of steps take minutes.
+    pub test_driver_host: bool,
 }
 
 impl Stack {
@@ -149,10 +157,17 @@ impl Stack {
         } else {
             ("http", None)
         };
-        let endpoint = format!("{scheme}://127.0.0.1:{api_port}");
+        let host_name = format!("e2e-{}", &kumo_wire::HostId::generate().as_str()[5..13]);
+        let (netns, api_ip, agent_ip) = if opts.test_driver_host {
+            let (ns, api_ip, agent_ip) = test_driver_namespace(&host_name)?;
+            (Some(ns), api_ip, agent_ip)
+        } else {
+            (None, "127.0.0.1".to_owned(), "127.0.0.1".to_owned())
+        };
+        let endpoint = format!("{scheme}://{api_ip}:{api_port}");
         let data = dir.path().join("controller");
         let mut api_toml = format!(
-            "listen = '127.0.0.1:{api_port}'\ndata_dir = '{}'\nadmin_password = 'e2e-admin-pass'\njoin_token = 'e2e-join'\n\
+            "listen = '{api_ip}:{api_port}'\ndata_dir = '{}'\nadmin_password = 'e2e-admin-pass'\njoin_token = 'e2e-join'\n\
              stopping_deadline_secs = 120\nrebooting_deadline_secs = 120\n",
             data.display()
         );
@@ -176,7 +191,6 @@ impl Stack {
         wait_http(&format!("{endpoint}/healthz"), Duration::from_secs(60), ca_cert.as_deref())
             .context("controller did not come up")?;
 
-        let host_name = format!("e2e-{}", &kumo_wire::HostId::generate().as_str()[5..13]);
         let nft_table = format!("ke2e{}", &host_name[4..]);
         let mut nft_line =
             if opts.agent_extra.contains("nft_table") { String::new() } else { format!("nft_table = '{nft_table}'\n") };
@@ -188,11 +202,22 @@ impl Stack {
         }
         let agent_state = dir.path().join("agent");
         let agent_config = dir.path().join("agent.toml");
+        let libvirt_uri = if netns.is_some() {
+            let node = dir.path().join("test-node.xml");
+            std::fs::write(
+                &node,
+                "<node>\n  <cpu><mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets>\
+                 <cores>16</cores><threads>1</threads></cpu>\n  <memory>33554432</memory>\n</node>\n",
+            )?;
+            format!("test://{}", node.display())
+        } else {
+            "qemu:///system".to_owned()
+        };
         std::fs::write(
             &agent_config,
             format!(
                 "controller_url = '{endpoint}'\njoin_token = 'e2e-join'\nname = '{host_name}'\n\
-                 listen = '127.0.0.1:{agent_port}'\nlibvirt_uri = 'qemu:///system'\ndomain_type = 'qemu'\n\
+                 listen = '{agent_ip}:{agent_port}'\nlibvirt_uri = '{libvirt_uri}'\ndomain_type = 'qemu'\n\
                  state_dir = '{}'\nshutdown_timeout_secs = 30\ndisk_gib = 50\n{nft_line}{}",
                 agent_state.display(),
                 opts.agent_extra
@@ -210,6 +235,7 @@ impl Stack {
             agent_config,
             api_config,
             instances: Vec::new(),
+            netns,
         };
         stack.start_agent()?;
         stack.kumo_ok(&[
@@ -230,7 +256,15 @@ impl Stack {
 
     /// Starts (or restarts) the agent process.
     pub fn start_agent(&mut self) -> Result<()> {
-        let mut cmd = Command::new(bin("kumo-agent"));
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the agent: the child's PID is the agent's.
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(bin("kumo-agent"));
+                cmd
+            }
+            None => Command::new(bin("kumo-agent")),
+        };
         cmd.arg("--config")
             .arg(&self.agent_config)
             .env("RUST_LOG", "info,kumo_agent=debug")
@@ -470,7 +504,38 @@ impl Drop for Stack {
             let _ = Command::new("virsh").args(["-c", "qemu:///system", "undefine", &name]).output();
         }
         self.remove_networking();
+        if let Some(ns) = &self.netns {
+            // Its bridges, nftables and the veth's far end go with it.
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
     }
+}
+
+/// Creates network namespace `kumo-<host>` and a veth pair joining it to the
+/// host on a /30 of 10.253.0.0/16 picked from the host name; returns the
+/// namespace and the host's and the namespace's addresses.
+fn test_driver_namespace(host_name: &str) -> Result<(String, String, String)> {
+    let tag = &host_name[4..];
+    let ns = format!("kumo-{tag}");
+    let (outer, inner) = (format!("kvo{tag}"), format!("kvi{tag}"));
+    let n = u32::from_str_radix(&tag[..4], 16).unwrap_or(0) % 16_384;
+    let (third, fourth) = (n / 64, (n % 64) * 4);
+    let (api_ip, agent_ip) = (format!("10.253.{third}.{}", fourth + 1), format!("10.253.{third}.{}", fourth + 2));
+    let run = |args: &[&str]| -> Result<()> {
+        let out = Command::new(args[0]).args(&args[1..]).output()?;
+        if !out.status.success() {
+            bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    run(&["ip", "netns", "add", &ns])?;
+    run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+    run(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &ns])?;
+    run(&["ip", "addr", "add", &format!("{api_ip}/30"), "dev", &outer])?;
+    run(&["ip", "link", "set", &outer, "up"])?;
+    run(&["ip", "-n", &ns, "addr", "add", &format!("{agent_ip}/30"), "dev", &inner])?;
+    run(&["ip", "-n", &ns, "link", "set", &inner, "up"])?;
+    Ok((ns, api_ip, agent_ip))
 }
 
 impl Stack {

@@ -43,6 +43,10 @@ const MAX_LIVE: usize = 4;
 const MAX_VOLUMES: usize = 3;
 /// Seconds of agent silence before its host is unreachable.
 const HOST_TIMEOUT: u64 = 6;
+/// How long after a fault a refused or failed change is still its
+/// consequence (a launch while the host is still unreachable fails with "no
+/// host can take it", as it should).
+const FAULT_SHADOW: Duration = Duration::from_secs(30);
 
 /// The interface a step goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +94,8 @@ struct Resource {
     since: Instant,
     /// Faults injected when the last change was asked for.
     faults_at: u32,
+    /// Whether it was asked for soon after a fault (within [`FAULT_SHADOW`]).
+    after_fault: bool,
     /// Instances: their volumes; volumes: their instance.
     links: Vec<String>,
     /// Instances: the network they were launched on (None: the default).
@@ -132,8 +138,12 @@ struct Engine {
     model: Model,
     steps: Vec<String>,
     faults: u32,
+    /// When the last fault was injected.
+    last_fault: Option<Instant>,
     refused: u32,
     seed: u64,
+    /// Real TCG guests (false: libvirt's test driver, nothing boots).
+    guests: bool,
 }
 
 fn ec2_client(endpoint: &str, id: &str, secret: &str) -> Client {
@@ -160,8 +170,12 @@ fn ids_of(listing: &Value) -> Vec<String> {
 }
 
 impl Engine {
-    fn new(seed: u64) -> Result<Self> {
-        let s = Stack::start(Options { host_timeout_secs: Some(HOST_TIMEOUT), ..Options::default() })?;
+    fn new(seed: u64, guests: bool) -> Result<Self> {
+        let s = Stack::start(Options {
+            host_timeout_secs: Some(HOST_TIMEOUT),
+            test_driver_host: !guests,
+            ..Options::default()
+        })?;
         s.register_tiny_image()?;
         s.kumo_ok(&["network", "create", "scn-public", "--cidr", "203.0.113.64/27", "--external"])?;
         s.login_as("alice", "scn-a")?;
@@ -188,8 +202,10 @@ impl Engine {
             model: Model::default(),
             steps: Vec::new(),
             faults: 0,
+            last_fault: None,
             refused: 0,
             seed,
+            guests,
         })
     }
 
@@ -242,8 +258,13 @@ impl Engine {
         ALL_VIAS[self.rng.gen_range(0..3)]
     }
 
+    fn in_fault_shadow(&self) -> bool {
+        self.last_fault.is_some_and(|at| at.elapsed() < FAULT_SHADOW)
+    }
+
     fn mark(&mut self, kind: Kind, id: &str, target: Target) {
         let faults = self.faults;
+        let after_fault = self.in_fault_shadow();
         let r = match kind {
             Kind::Instance => self.model.instances.get_mut(id),
             Kind::Volume => self.model.volumes.get_mut(id),
@@ -252,6 +273,7 @@ impl Engine {
             r.target = target;
             r.since = Instant::now();
             r.faults_at = faults;
+            r.after_fault = after_fault;
         }
     }
 
@@ -261,6 +283,7 @@ impl Engine {
             target,
             since: Instant::now(),
             faults_at: self.faults,
+            after_fault: self.in_fault_shadow(),
             links: Vec::new(),
             network: None,
             fip: None,
@@ -300,7 +323,7 @@ impl Engine {
                 if reason.trim().is_empty() {
                     bail!("{id} is in error without a reason: {body}");
                 }
-                if self.faults == r.faults_at {
+                if self.faults == r.faults_at && !r.after_fault {
                     bail!("{id} went to error with no fault to explain it: {reason}");
                 }
                 eprintln!("scenario: {id} in error after a fault ({reason}); deleting it");
@@ -367,6 +390,9 @@ impl Engine {
     /// yet), as on any cloud.
     fn wait_booted(&mut self, id: &str) -> Result<()> {
         self.settle(Kind::Instance, id)?;
+        if !self.guests {
+            return Ok(());
+        }
         let Some(r) = self.model.instances.get(id).cloned() else { return Ok(()) };
         if r.target != Target::Running {
             return Ok(());
@@ -407,7 +433,9 @@ impl Engine {
             18..=27 => self.power(t),
             28..=35 => self.delete_instance(t),
             36..=43 => self.volume_create(t),
-            44..=53 => self.volume_attach_or_detach(t),
+            // libvirt's test driver cannot hot-plug disks.
+            44..=53 if self.guests => self.volume_attach_or_detach(t),
+            44..=53 => self.volume_create(t),
             54..=58 => self.volume_delete(t),
             59..=64 => self.rule(t),
             65..=72 => self.fip(t),
@@ -485,7 +513,7 @@ impl Engine {
 
     fn power(&mut self, t: usize) -> Result<()> {
         let candidates = self.model.live(&self.model.instances, t, &[Target::Running, Target::Stopped]);
-        let Some(id) = self.pick(&candidates) else { return self.run(t) };
+        let Some(id) = self.pick(&candidates) else { return self.bad(t) };
         // A power action during a boot would make the boot count ambiguous.
         self.wait_booted(&id)?;
         let Some(current) = self.model.instances.get(&id).map(|r| r.target) else { return Ok(()) };
@@ -523,7 +551,7 @@ impl Engine {
 
     fn delete_instance(&mut self, t: usize) -> Result<()> {
         let candidates = self.model.live(&self.model.instances, t, &[Target::Running, Target::Stopped]);
-        let Some(id) = self.pick(&candidates) else { return self.run(t) };
+        let Some(id) = self.pick(&candidates) else { return self.bad(t) };
         self.settle(Kind::Instance, &id)?;
         let Some(r) = self.model.instances.get(&id).cloned() else { return Ok(()) };
         // Volumes are detached first (AWS's DeleteOnTermination=false volumes outlive it).
@@ -570,7 +598,7 @@ impl Engine {
     fn volume_create(&mut self, t: usize) -> Result<()> {
         let live = self.model.volumes.values().filter(|r| r.target != Target::Gone).count();
         if live >= MAX_VOLUMES {
-            return self.volume_attach_or_detach(t);
+            return if self.guests { self.volume_attach_or_detach(t) } else { self.volume_delete(t) };
         }
         let via = self.via();
         let name = format!("scn-vol-{}", self.steps.len());
@@ -624,7 +652,7 @@ impl Engine {
             return Ok(());
         }
         let (Some(vol), Some(instance)) = (self.pick(&available), self.pick(&instances)) else {
-            return self.volume_create(t);
+            return self.bad(t);
         };
         self.settle(Kind::Volume, &vol)?;
         self.wait_booted(&instance)?;
@@ -659,7 +687,7 @@ impl Engine {
 
     fn volume_delete(&mut self, t: usize) -> Result<()> {
         let available = self.model.live(&self.model.volumes, t, &[Target::Available]);
-        let Some(vol) = self.pick(&available) else { return self.volume_create(t) };
+        let Some(vol) = self.pick(&available) else { return self.bad(t) };
         self.settle(Kind::Volume, &vol)?;
         if !self.model.volumes.contains_key(&vol) {
             return Ok(());
@@ -868,6 +896,7 @@ impl Engine {
                 self.log(format!("FAULT agent frozen for {} s", HOST_TIMEOUT + 4));
             }
         }
+        self.last_fault = Some(Instant::now());
         Ok(())
     }
 
@@ -919,6 +948,9 @@ impl Engine {
         self.settle_all()?;
         self.check_views()?;
         for (id, r) in self.model.instances.clone() {
+            if !self.guests {
+                break;
+            }
             match r.target {
                 Target::Running => {
                     self.wait_booted(&id)?;
@@ -967,9 +999,9 @@ enum Kind {
     Volume,
 }
 
-fn run_seed(seed: u64, steps: usize) {
+fn run_seed(seed: u64, steps: usize, guests: bool) {
     let started = Instant::now();
-    let mut engine = Engine::new(seed).unwrap();
+    let mut engine = Engine::new(seed, guests).unwrap();
     let result = (|| -> Result<()> {
         for _ in 0..steps {
             engine.step()?;
@@ -980,8 +1012,9 @@ fn run_seed(seed: u64, steps: usize) {
     if let Err(err) = result {
         panic!("{}", engine.report(&err));
     }
+    let host = if guests { "real guests" } else { "test-driver host" };
     eprintln!(
-        "FIGURE scenario seed {seed}: {} operations ({} refused requests), {} faults injected, 0 invariant \
+        "FIGURE scenario ({host}) seed {seed}: {} operations ({} refused requests), {} faults injected, 0 invariant \
          violations, audit clean, {:.0?}",
         engine.steps.len(),
         engine.refused,
@@ -990,14 +1023,35 @@ fn run_seed(seed: u64, steps: usize) {
     );
 }
 
+/// `KUMO_SCENARIO_STEPS` and `KUMO_SCENARIO_SEED`, or the defaults given.
+fn steps_and_seed(default_steps: usize, default_seed: u64) -> (usize, u64) {
+    let steps = std::env::var("KUMO_SCENARIO_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_steps);
+    let seed = std::env::var("KUMO_SCENARIO_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default_seed);
+    (steps, seed)
+}
+
 #[test]
 fn a_seeded_scenario_through_cli_native_and_ec2_with_faults_converges_and_audits_clean() {
     if !enabled() {
         return;
     }
-    let steps = std::env::var("KUMO_SCENARIO_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
-    match std::env::var("KUMO_SCENARIO_SEED").ok().and_then(|s| s.parse().ok()) {
-        Some(seed) => run_seed(seed, steps),
-        None => run_seed(20261203, steps),
+    let (steps, seed) = steps_and_seed(30, 20261203);
+    run_seed(seed, steps, true);
+}
+
+/// The same engine on a host without guests (libvirt's test driver, the
+/// agent's real bridges, dnsmasq, nftables and metadata listener in a
+/// namespace of the test's own): many more steps in the same time. Not yet in
+/// the suite: its first runs found two open defects (issue 11's note): a
+/// SQLite write waiting out the 10 s busy timeout (a 500 to an EC2 caller),
+/// and a stopped instance left `unknown` after its agent was frozen and the
+/// controller killed right after. Run it with `--ignored`.
+#[test]
+#[ignore = "finds two open defects (issue 11's closing note); run with --ignored"]
+fn a_longer_seeded_scenario_on_a_test_driver_host_converges_and_audits_clean() {
+    if !enabled() {
+        return;
     }
+    let (steps, seed) = steps_and_seed(150, 20261204);
+    run_seed(seed, steps, false);
 }
