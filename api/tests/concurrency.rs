@@ -87,7 +87,9 @@ async fn every_worker_on_two_replicas_at_once_does_each_thing_exactly_once() {
             c.billing_close_grace_secs = 0;
             c.billing_close_interval_secs = 1;
             c.building_deadline_secs = 3;
-            c.host_timeout_secs = 5;
+            // Long enough that the silent host is still placed on (its
+            // registration is its last heartbeat) on a loaded machine.
+            c.host_timeout_secs = 10;
             c.image_store = ImageStoreKind::Replicated;
             c.replica_url = Some(url);
             c.image_copies = 2;
@@ -160,7 +162,7 @@ async fn every_worker_on_two_replicas_at_once_does_each_thing_exactly_once() {
     };
     let started = std::time::Instant::now();
     let mut deleted = false;
-    while started.elapsed() < std::time::Duration::from_secs(12) {
+    while started.elapsed() < std::time::Duration::from_secs(14) {
         tokio::join!(units(sa.clone()), units(sb.clone()));
         // The steady host runs what it is given; after a while its instances are deleted.
         steady.converge(&a).await;
