@@ -133,6 +133,8 @@ pub struct Replicated {
     http: reqwest::Client,
     /// One fetch per file at a time in this process.
     fetching: Mutex<HashMap<FileKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// The replicas this one has noticed are gone (each is logged once, until it comes back).
+    gone: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Replicated {
@@ -180,12 +182,45 @@ impl Replicated {
         };
         let http = http.build().map_err(|e| ImageFilesError::Setup(e.to_string()))?;
         db.replica_alive(&me, &url, now_ms()).await?;
-        Ok(Self { db: db.clone(), me, url, copies: config.image_copies, token, http, fetching: Mutex::default() })
+        Ok(Self {
+            db: db.clone(),
+            me,
+            url,
+            copies: config.image_copies,
+            token,
+            http,
+            fetching: Mutex::default(),
+            gone: Mutex::default(),
+        })
     }
 
     /// This replica's id.
     pub fn id(&self) -> &str {
         &self.me
+    }
+
+    /// Notices the replicas that stopped heartbeating (logged once each, and
+    /// once more when one comes back); returns them.
+    pub async fn notice_gone(&self, alive_since_ms: i64) -> Result<Vec<String>, ImageFilesError> {
+        let gone = self.db.gone_replicas(alive_since_ms).await?;
+        let ids: std::collections::HashSet<String> = gone.iter().map(|g| g.replica_id.clone()).collect();
+        let mut known = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        for g in gone.iter().filter(|g| !known.contains(&g.replica_id)) {
+            let silent_s = (now_ms() - g.last_seen_ms) / 1000;
+            tracing::warn!(
+                replica = %g.replica_id,
+                url = %g.url,
+                silent_s,
+                "a controller replica is gone: its image file copies no longer count; copying them again from the others"
+            );
+        }
+        for back in known.difference(&ids) {
+            tracing::info!(replica = %back, "a controller replica is back");
+        }
+        *known = ids;
+        let mut out: Vec<String> = known.iter().cloned().collect();
+        out.sort();
+        Ok(out)
     }
 
     fn lock_of(&self, key: FileKey) -> Arc<tokio::sync::Mutex<()>> {
@@ -310,9 +345,16 @@ impl FileCopies for Replicated {
         let now = now_ms();
         self.db.replica_alive(&self.me, &self.url, now).await?;
         let alive_since = now - i64::try_from(REPLICA_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+        self.notice_gone(alive_since).await?;
         let mut fetched = 0;
         for (image, role) in self.db.under_replicated(&self.me, self.copies, alive_since, 8).await? {
-            match self.ensure_local(local, &image, role).await {
+            // Claimed first, so replicas running this at once never copy a file beyond `copies`.
+            if !self.db.claim_copy(&image, role, &self.me, self.copies, alive_since, now).await? {
+                continue;
+            }
+            let copied = self.ensure_local(local, &image, role).await;
+            self.db.release_copy_claim(&image, role, &self.me).await?;
+            match copied {
                 Ok(()) => fetched += 1,
                 Err(e) => tracing::warn!(%image, role = role.as_str(), "cannot replicate: {e}"),
             }

@@ -167,7 +167,8 @@ where
 pub async fn finish_deregistered(state: &AppState) -> Result<usize, ApiError> {
     let mut done = 0;
     for id in state.db.deregistered_unused_images().await? {
-        if state.db.delete_image_unless_used(&id).await? {
+        // Claimed: of replicas sweeping at once, one deletes it (and logs it).
+        if state.db.delete_image_claimed(&id).await? == crate::db::images::ImageDeletion::Deleted {
             state.images.delete_image(&id).await.map_err(|e| ApiError::Internal(anyhow_chain(&e)))?;
             crate::snapshots::image_deleted(state, &id).await?;
             tracing::info!(image = %id, "deleted a deregistered image its last instance no longer uses");

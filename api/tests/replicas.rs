@@ -284,3 +284,125 @@ async fn a_change_through_one_replica_wakes_the_agents_polling_the_other() {
     let desired = woken(poll).await;
     assert_eq!(desired["instances"][0]["power"], json!("stopped"), "{desired:#}");
 }
+
+/// A replica that is gone (its heartbeat stopped, its server too) is
+/// noticed, its copies stop counting, and the replication worker copies its
+/// files again from the survivors until `image_copies` live replicas hold them.
+#[tokio::test]
+async fn a_gone_replicas_files_are_copied_again_from_the_survivors() {
+    for backend in backends() {
+        // Three replicas; their own workers keep one copy (so they stay out
+        // of the way), the passes below are run with image_copies = 2.
+        let (la, url_a) = listener().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = fresh_db_url(backend, dir.path()).await;
+        let a = cloud_on(dir, db_url.clone(), replicated(url_a, 1)).await;
+        serve(&a, la);
+        let (lb, url_b) = listener().await;
+        let b = cloud_on(replica_dir(&a), db_url.clone(), replicated(url_b.clone(), 1)).await;
+        let b_server = tokio::spawn(kumo_api::tls::serve(lb, b.router.clone(), None, std::future::pending()));
+        let (lc, url_c) = listener().await;
+        let c = cloud_on(replica_dir(&a), db_url, replicated(url_c, 1)).await;
+        serve(&c, lc);
+        let two = |cloud: &Cloud| {
+            let state = cloud.controller.state.clone();
+            async move {
+                let mut config = (*state.config).clone();
+                config.image_copies = 2;
+                kumo_api::image_store::Replicated::join(&state.db, &state.sealer, &config).await.unwrap()
+            }
+        };
+        let (a2, b2, c2) = (two(&a).await, two(&b).await, two(&c).await);
+
+        let image = a.kernel_image("k1").await;
+        let id: ImageId = image.parse().unwrap();
+        let has = |cloud: &Cloud| {
+            [ImageFileRole::Kernel, ImageFileRole::Initrd]
+                .iter()
+                .all(|r| cloud.controller.state.images.file_path(&id, *r).exists())
+        };
+        b2.maintain(b.controller.state.images.local()).await.unwrap();
+        assert!(has(&b), "{backend}: B took the second copies");
+        c2.maintain(c.controller.state.images.local()).await.unwrap();
+        assert!(!has(&c), "{backend}: two live copies are enough");
+
+        // B goes: its server and workers stop, and its last heartbeat ages
+        // past the timeout (as a minute of silence would).
+        let b_id = b2.id().to_owned();
+        b_server.abort();
+        drop(b2);
+        let Cloud { controller: b_controller, .. } = b;
+        b_controller.stop().await;
+        let db = &a.controller.state.db;
+        let timeout = i64::try_from(kumo_api::image_store::REPLICA_TIMEOUT.as_millis()).unwrap();
+        let now = kumo_wire::Timestamp::now().0;
+        db.replica_alive(&b_id, &url_b, now - timeout - 1_000).await.unwrap();
+
+        // Noticed by the survivors; C copies the files from A.
+        let alive_since = now - timeout;
+        assert_eq!(c2.notice_gone(alive_since).await.unwrap(), vec![b_id.clone()], "{backend}");
+        assert_eq!(c2.maintain(c.controller.state.images.local()).await.unwrap(), 2, "{backend}: kernel and initrd");
+        assert!(has(&c), "{backend}: C holds copies now");
+        for (role, bytes) in [(ImageFileRole::Kernel, &b"kernel bytes"[..]), (ImageFileRole::Initrd, b"initrd bytes")] {
+            let kept = std::fs::read(c.controller.state.images.file_path(&id, role)).unwrap();
+            assert_eq!(kept, bytes, "{backend}");
+            let holders: Vec<String> = db
+                .peer_copies(&id, role, &sha256(bytes), "nobody")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|p| p.replica_id)
+                .collect();
+            assert_eq!(holders.len(), 3, "{backend}: A, C and the gone B are recorded: {holders:?}");
+        }
+        // Two live copies again: neither survivor has anything left to do.
+        assert_eq!(a2.maintain(a.controller.state.images.local()).await.unwrap(), 0, "{backend}");
+        assert_eq!(c2.maintain(c.controller.state.images.local()).await.unwrap(), 0, "{backend}");
+        // B comes back (heartbeats again): no longer gone.
+        db.replica_alive(&b_id, &url_b, kumo_wire::Timestamp::now().0).await.unwrap();
+        assert!(c2.notice_gone(alive_since).await.unwrap().is_empty(), "{backend}");
+    }
+}
+
+/// Replicas running the replication worker at once claim each copy in the
+/// database first: a file on one of three replicas, wanted on two, is copied
+/// by exactly one of the other two.
+#[tokio::test]
+async fn replicas_copying_at_once_stop_at_image_copies() {
+    for backend in backends() {
+        let (la, url_a) = listener().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = fresh_db_url(backend, dir.path()).await;
+        let a = cloud_on(dir, db_url.clone(), replicated(url_a, 1)).await;
+        serve(&a, la);
+        let (lb, url_b) = listener().await;
+        let b = cloud_on(replica_dir(&a), db_url.clone(), replicated(url_b, 1)).await;
+        serve(&b, lb);
+        let (lc, url_c) = listener().await;
+        let c = cloud_on(replica_dir(&a), db_url, replicated(url_c, 1)).await;
+        serve(&c, lc);
+        let mut joined = Vec::new();
+        for cloud in [&b, &c] {
+            let state = &cloud.controller.state;
+            let mut config = (*state.config).clone();
+            config.image_copies = 2;
+            joined.push(kumo_api::image_store::Replicated::join(&state.db, &state.sealer, &config).await.unwrap());
+        }
+        let image = a.kernel_image("k1").await;
+        let id: ImageId = image.parse().unwrap();
+        let (nb, nc) = tokio::join!(
+            joined[0].maintain(b.controller.state.images.local()),
+            joined[1].maintain(c.controller.state.images.local())
+        );
+        assert_eq!(nb.unwrap() + nc.unwrap(), 2, "{backend}: kernel and initrd, once each");
+        for role in [ImageFileRole::Kernel, ImageFileRole::Initrd] {
+            let bytes = format!("{} bytes", role.as_str());
+            let holders =
+                a.controller.state.db.peer_copies(&id, role, &sha256(bytes.as_bytes()), "nobody").await.unwrap();
+            assert_eq!(holders.len(), 2, "{backend}: {role:?} on exactly two replicas: {holders:?}");
+        }
+        // Nothing left to do for either.
+        assert_eq!(joined[0].maintain(b.controller.state.images.local()).await.unwrap(), 0, "{backend}");
+        assert_eq!(joined[1].maintain(c.controller.state.images.local()).await.unwrap(), 0, "{backend}");
+    }
+}

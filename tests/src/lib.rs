@@ -273,6 +273,21 @@ impl Stack {
         Ok(())
     }
 
+    /// Restarts the agent (same state directory, so same host) with settings
+    /// overridden through its `KUMO_AGENT_*` environment, e.g. other controller URLs.
+    pub fn restart_agent_with_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        if let Some(agent) = &mut self.agent {
+            agent.stop();
+        }
+        let mut cmd = Command::new(bin("kumo-agent"));
+        cmd.arg("--config").arg(&self.agent_config).env("KUMO_LOG", "info,kumo_agent=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.agent = Some(Process::spawn(cmd, self.dir.path().join("agent.log"))?);
+        Ok(())
+    }
+
     /// Stops the controller, runs `while_down`, and starts it again.
     pub fn restart_api(&mut self, while_down: impl FnOnce(&Self)) -> Result<()> {
         self.api.stop();

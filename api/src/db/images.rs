@@ -24,6 +24,17 @@ fn state_of(raw: &str) -> DbResult<ImageState> {
     }
 }
 
+/// What [`Db::delete_image_claimed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageDeletion {
+    /// This call deleted the image.
+    Deleted,
+    /// An instance that is not deleted uses it: nothing changed.
+    InUse,
+    /// It was deleted already (or never existed): nothing changed.
+    AlreadyGone,
+}
+
 impl Db {
     async fn image_of(&self, row: &AnyRow) -> DbResult<Image> {
         let id: ImageId = parse_col(row, "id")?;
@@ -192,12 +203,27 @@ impl Db {
         Ok(())
     }
 
-    /// Deletes an image unless an instance that is not deleted uses it; `Ok(false)` means in use.
+    /// Deletes an image unless an instance that is not deleted uses it; `Ok(false)` means in use
+    /// (an image deleted already counts as deleted).
     pub async fn delete_image_unless_used(&self, id: &ImageId) -> DbResult<bool> {
+        Ok(self.delete_image_claimed(id).await? != ImageDeletion::InUse)
+    }
+
+    /// Deletes an image unless an instance that is not deleted uses it, and
+    /// says whether this call deleted it: of callers racing (two replicas'
+    /// sweeps), one gets [`ImageDeletion::Deleted`], the others
+    /// [`ImageDeletion::AlreadyGone`], and the image's `deleted` event is logged once.
+    pub async fn delete_image_claimed(&self, id: &ImageId) -> DbResult<ImageDeletion> {
         let mut tx = self.begin_write().await?;
         // The image's row lock first: a launch holding it (see [`lock_active`])
         // has committed its instance before the count below runs.
-        sqlx::query("UPDATE images SET state = state WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+        let locked = sqlx::query("UPDATE images SET state = state WHERE id = $1 AND state <> 'deleted'")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if locked.rows_affected() == 0 {
+            return Ok(ImageDeletion::AlreadyGone);
+        }
         // Deleted instances keep naming their image for history, so images are
         // soft-deleted: the row stays, the files and every listing lose it.
         let used = sqlx::query("SELECT COUNT(*) AS n FROM instances WHERE image_id = $1 AND state <> 'deleted'")
@@ -205,13 +231,13 @@ impl Db {
             .fetch_one(&mut *tx)
             .await?;
         if used.try_get::<i64, _>("n")? > 0 {
-            return Ok(false);
+            return Ok(ImageDeletion::InUse);
         }
         log_image_state(&mut tx, id.as_str(), "deleted").await?;
         sqlx::query("DELETE FROM image_files WHERE image_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
         sqlx::query("UPDATE images SET state = 'deleted' WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(ImageDeletion::Deleted)
     }
 
     /// Deregisters an image that instances still use (EC2's DeregisterImage):

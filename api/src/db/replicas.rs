@@ -33,6 +33,26 @@ impl Db {
         Ok(())
     }
 
+    /// The replicas silent since before `alive_since_ms` (gone: their copies
+    /// no longer count towards `image_copies`), the longest silent first.
+    pub async fn gone_replicas(&self, alive_since_ms: i64) -> DbResult<Vec<PeerCopy>> {
+        let rows = sqlx::query(
+            "SELECT id, url, last_seen_ms FROM controller_replicas WHERE last_seen_ms < $1 ORDER BY last_seen_ms, id",
+        )
+        .bind(alive_since_ms)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PeerCopy {
+                    replica_id: r.try_get("id")?,
+                    url: r.try_get("url")?,
+                    last_seen_ms: r.try_get("last_seen_ms")?,
+                })
+            })
+            .collect()
+    }
+
     /// Records that `replica` holds a copy of a file with this checksum.
     pub async fn record_copy(
         &self,
@@ -59,10 +79,81 @@ impl Db {
         Ok(())
     }
 
-    /// Forgets every copy of an image's files (the image is gone).
+    /// Forgets every copy of an image's files, and the claims to copy them (the image is gone).
     pub async fn forget_copies(&self, image: &ImageId) -> DbResult<()> {
-        sqlx::query("DELETE FROM image_file_copies WHERE image_id = $1")
+        for table in ["image_file_copies", "image_file_fetches"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE image_id = $1"))
+                .bind(image.as_str())
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Claims the copying of a file to `me` for the replication worker: granted
+    /// when `me` holds no good copy and the good copies on replicas alive since
+    /// `alive_since_ms`, with the other live replicas' claims, are fewer than
+    /// `copies`. The file's row is locked meanwhile (PostgreSQL `FOR UPDATE`;
+    /// SQLite's write transaction), so concurrent claims are decided one at a time.
+    pub async fn claim_copy(
+        &self,
+        image: &ImageId,
+        role: ImageFileRole,
+        me: &str,
+        copies: u32,
+        alive_since_ms: i64,
+        now_ms: i64,
+    ) -> DbResult<bool> {
+        let lock = if self.backend() == super::Backend::Postgres { " FOR UPDATE" } else { "" };
+        let mut tx = self.begin_write().await?;
+        let file = sqlx::query(&format!("SELECT sha256 FROM image_files WHERE image_id = $1 AND role = $2{lock}"))
             .bind(image.as_str())
+            .bind(role.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(file) = file else { return Ok(false) };
+        let sha256: String = file.try_get("sha256")?;
+        let row = sqlx::query(
+            "SELECT \
+               (SELECT COUNT(*) FROM image_file_copies c WHERE c.image_id = $1 AND c.role = $2 \
+                  AND c.replica_id = $3 AND c.sha256 = $4) AS mine, \
+               (SELECT COUNT(*) FROM image_file_copies c JOIN controller_replicas r ON r.id = c.replica_id \
+                  WHERE c.image_id = $1 AND c.role = $2 AND c.sha256 = $4 AND r.last_seen_ms >= $5) AS live, \
+               (SELECT COUNT(*) FROM image_file_fetches f JOIN controller_replicas r ON r.id = f.replica_id \
+                  WHERE f.image_id = $1 AND f.role = $2 AND f.replica_id <> $3 AND r.last_seen_ms >= $5) AS claimed",
+        )
+        .bind(image.as_str())
+        .bind(role.as_str())
+        .bind(me)
+        .bind(&sha256)
+        .bind(alive_since_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (mine, live, claimed): (i64, i64, i64) =
+            (row.try_get("mine")?, row.try_get("live")?, row.try_get("claimed")?);
+        if mine > 0 || live + claimed >= i64::from(copies) {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO image_file_fetches (image_id, role, replica_id, claimed_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (image_id, role, replica_id) DO UPDATE SET claimed_ms = excluded.claimed_ms",
+        )
+        .bind(image.as_str())
+        .bind(role.as_str())
+        .bind(me)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends `me`'s claim to copy a file (see [`Db::claim_copy`]).
+    pub async fn release_copy_claim(&self, image: &ImageId, role: ImageFileRole, me: &str) -> DbResult<()> {
+        sqlx::query("DELETE FROM image_file_fetches WHERE image_id = $1 AND role = $2 AND replica_id = $3")
+            .bind(image.as_str())
+            .bind(role.as_str())
+            .bind(me)
             .execute(self.pool())
             .await?;
         Ok(())

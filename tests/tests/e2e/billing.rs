@@ -8,7 +8,7 @@ use kumo_tests::{enabled, Options, Stack};
 use serde_json::Value;
 
 /// The seconds the agent confirmed the instance running, from its events.
-fn running_seconds(s: &Stack, id: &str) -> i64 {
+pub(crate) fn running_seconds(s: &Stack, id: &str) -> i64 {
     let events = s.kumo_json(&["instance", "events", id]).unwrap();
     let mut since = None;
     let mut total = 0;
