@@ -274,6 +274,29 @@ async fn a_full_network_refuses_the_launch_and_ports_are_freed_when_the_agent_co
     }
 }
 
+/// Found by the scenario engine: a fresh project's `default` group was a 404
+/// by name until something listed the groups or launched (it is made on first
+/// use); `kumo sg rule add default ...` as a project's first step failed.
+#[tokio::test]
+async fn a_fresh_projects_default_group_exists_by_name() {
+    let c = cloud("sqlite", |_| {}).await;
+    let t = c.tenant("acme").await;
+    let (s, group) = c.get("/v1/security-groups/default", &t).await;
+    assert_eq!(s, StatusCode::OK, "{group}");
+    assert_eq!(group["name"], "default");
+    let (s, b) = c
+        .post(
+            "/v1/security-groups/default/rules",
+            &t,
+            json!({"protocol": "tcp", "ports": {"first": 22, "last": 22}, "cidr": "10.0.0.0/8"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["id"], group["id"], "the same group: {b}");
+    // Another name is still a 404.
+    assert_eq!(c.get("/v1/security-groups/defaults", &t).await.0, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn security_groups_and_rules_with_every_bad_input_refused() {
     for backend in backends() {

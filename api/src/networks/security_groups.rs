@@ -68,10 +68,19 @@ pub async fn default_group(state: &AppState, caller: &Caller) -> Result<GroupRec
     }
 }
 
-/// A group of the caller's project by id or name; 404 otherwise.
+/// A group of the caller's project by id or name; 404 otherwise. The
+/// project's `default` group always exists (as on AWS): it is made here if
+/// nothing made it yet.
 pub async fn find(state: &AppState, caller: &Caller, key: &str) -> Result<GroupRecord, ApiError> {
     let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
-    db::find_group(&mut conn, &caller.project_id, key).await?.ok_or_else(|| ApiError::not_found("security group", key))
+    match db::find_group(&mut conn, &caller.project_id, key).await? {
+        Some(group) => Ok(group),
+        None if key == DEFAULT_NAME => {
+            drop(conn);
+            default_group(state, caller).await
+        }
+        None => Err(ApiError::not_found("security group", key)),
+    }
 }
 
 /// The caller's groups (the default one included, made if needed).
