@@ -94,13 +94,16 @@ enum Scratch {
 impl Scratch {
     async fn remove(self, db: Db) {
         db.pool().close().await;
-        if let Scratch::Postgres { admin, name } = self {
-            use sqlx::Connection;
-            let mut admin = sqlx::AnyConnection::connect(&admin).await.expect("postgres");
-            sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await
-                .expect("drop database");
+        match self {
+            Scratch::Sqlite(dir) => dir.close().expect("remove the temp dir"),
+            Scratch::Postgres { admin, name } => {
+                use sqlx::Connection;
+                let mut admin = sqlx::AnyConnection::connect(&admin).await.expect("postgres");
+                sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("drop database");
+            }
         }
     }
 }
