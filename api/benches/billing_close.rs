@@ -3,7 +3,8 @@
 //! a real database. SQLite by default; PostgreSQL when `KUMO_BENCH_POSTGRES_URL`
 //! names a server (a fresh database is created on it).
 //!
-//! `cargo bench -p kumo-api --bench billing_close`
+//! `cargo bench -p kumo-api --bench billing_close` (`KUMO_BENCH_CLOSE_ONLY=1`: only the two
+//! closes, without the month of ledger lines and its invoice).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,24 @@ const INVOICE_RESOURCES: usize = 1_000;
 /// 2026-11-01T00:00:00Z.
 const NOV_1: i64 = 1_793_491_200;
 const FLAVORS: [&str; 4] = ["mini", "small", "medium", "large"];
+
+/// Marks the start of a phase. It does nothing, but callgrind can cut its counts at it:
+/// `valgrind --tool=callgrind --dump-before='*billing_close*phase*' <this bench>` writes one
+/// part per phase, each with every thread's instructions (SQLite's worker threads included).
+#[inline(never)]
+fn phase(name: &str) {
+    std::hint::black_box(name);
+}
+
+/// This process's CPU time (user and system) so far, in milliseconds: less noisy than the
+/// wall clock on a shared machine (PostgreSQL's own work is not in it).
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command (which may hold spaces) start after its closing ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 a second here).
+    (fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()) * 10
+}
 
 fn placeholders(rows: usize, cols: usize) -> String {
     (0..rows)
@@ -44,7 +63,9 @@ fn instance(n: usize) -> String {
     format!("i-{n:017x}")
 }
 
-async fn db() -> (Db, Option<tempfile::TempDir>, &'static str) {
+/// The database to bench on, what keeps it (a temp dir, or the PostgreSQL database to drop
+/// at the end) and its name.
+async fn db() -> (Db, Scratch, &'static str) {
     match std::env::var("KUMO_BENCH_POSTGRES_URL") {
         Ok(base) => {
             use sqlx::Connection;
@@ -53,12 +74,36 @@ async fn db() -> (Db, Option<tempfile::TempDir>, &'static str) {
             let mut admin = sqlx::AnyConnection::connect(&base).await.expect("postgres");
             sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
             let (prefix, _) = base.rsplit_once('/').expect("url has a database");
-            (Db::connect(&format!("{prefix}/{name}"), 8).await.expect("connect"), None, "PostgreSQL")
+            let db = Db::connect(&format!("{prefix}/{name}"), 8).await.expect("connect");
+            (db, Scratch::Postgres { admin: base, name }, "PostgreSQL")
         }
         Err(_) => {
             let dir = tempfile::tempdir().expect("tempdir");
             let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
-            (Db::connect(&url, 8).await.expect("connect"), Some(dir), "SQLite")
+            (Db::connect(&url, 8).await.expect("connect"), Scratch::Sqlite(dir), "SQLite")
+        }
+    }
+}
+
+/// Where a bench's database lives, removed by [`Scratch::remove`].
+enum Scratch {
+    Sqlite(tempfile::TempDir),
+    Postgres { admin: String, name: String },
+}
+
+impl Scratch {
+    async fn remove(self, db: Db) {
+        db.pool().close().await;
+        match self {
+            Scratch::Sqlite(dir) => dir.close().expect("remove the temp dir"),
+            Scratch::Postgres { admin, name } => {
+                use sqlx::Connection;
+                let mut admin = sqlx::AnyConnection::connect(&admin).await.expect("postgres");
+                sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("drop database");
+            }
         }
     }
 }
@@ -126,7 +171,9 @@ async fn seed(db: &Db, hour: i64) {
                 .bind(now + (*n as i64 % 3600) * 1000)
                 .bind("agent:bench")
                 .bind("state_changed")
-                .bind(r#"{"from":"building","to":"running"}"#);
+                .bind(
+                    r#"{"event":"observed_running","from":"building","to":"running","desired":"running","generation":1,"reason":null}"#,
+                );
         }
         q.execute(&mut *tx).await.unwrap();
     }
@@ -181,7 +228,7 @@ async fn seed_month(db: &Db, project_id: &str, month_start: i64) -> usize {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let (db, _dir, backend) = db().await;
+    let (db, scratch, backend) = db().await;
     let hour = NOV_1 + 10 * 3600;
     let started = Instant::now();
     seed(&db, hour).await;
@@ -200,25 +247,36 @@ async fn main() {
         charge_stopped: false,
     }));
 
-    let started = Instant::now();
+    phase("close first hour");
+    let (started, cpu) = (Instant::now(), cpu_ms());
     let first = db.close_billing_hour(hour, &settings, &prices).await.unwrap().expect("closed");
     println!(
-        "[{backend}] close_hour, first hour ({} resources appear from events): {} lines, {} meters in {:.3} s",
+        "[{backend}] close_hour, first hour ({} resources appear from events): {} lines, {} meters in {:.3} s \
+         ({} ms of this process's CPU)",
         RESOURCES,
         first.lines,
         first.meters,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        cpu_ms() - cpu
     );
-    let started = Instant::now();
+    phase("close steady hour");
+    let (started, cpu) = (Instant::now(), cpu_ms());
     let steady = db.close_billing_hour(hour + 3600, &settings, &prices).await.unwrap().expect("closed");
     println!(
-        "[{backend}] close_hour, steady state ({} metered resources, no events): {} lines in {:.3} s",
+        "[{backend}] close_hour, steady state ({} metered resources, no events): {} lines in {:.3} s \
+         ({} ms of this process's CPU)",
         RESOURCES,
         steady.lines,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        cpu_ms() - cpu
     );
+    phase("invoice");
     let again = db.close_billing_hour(hour + 3600, &settings, &prices).await.unwrap();
     assert!(again.is_none(), "a closed hour cannot close twice");
+    if std::env::var_os("KUMO_BENCH_CLOSE_ONLY").is_some() {
+        scratch.remove(db).await;
+        return;
+    }
 
     let big = project(0);
     let started = Instant::now();
@@ -240,4 +298,5 @@ async fn main() {
         started.elapsed().as_secs_f64(),
         csv.len()
     );
+    scratch.remove(db).await;
 }

@@ -99,6 +99,54 @@ pub fn judge(hosts: &[Host], claim: Claim, policy: &Policy, now: Timestamp) -> J
     Judgement { ranked, rejected }
 }
 
+/// Brings `j` (a [`judge`]ment of `hosts` for `claim`) up to date after host `i` changed, by
+/// weighing that host alone: the result is what judging every host again would give.
+fn rejudge(j: &mut Judgement, hosts: &[Host], i: usize, claim: Claim, policy: &Policy, now: Timestamp) {
+    if let Some(at) = j.ranked.iter().position(|(h, _)| *h == i) {
+        j.ranked.remove(at);
+    } else if let Ok(at) = j.rejected.binary_search_by_key(&i, |(h, _)| *h) {
+        j.rejected.remove(at);
+    }
+    match weigh(&hosts[i], claim, policy, now) {
+        Ok(weight) => {
+            // `judge`'s order: best weight first, equal weights by host index.
+            let at = j.ranked.partition_point(|(h, w)| w.total_cmp(&weight).then(i.cmp(h)).is_gt());
+            j.ranked.insert(at, (i, weight));
+        }
+        Err(reason) => {
+            let at = j.rejected.partition_point(|(h, _)| *h < i);
+            j.rejected.insert(at, (i, reason));
+        }
+    }
+}
+
+/// The judgements of one scheduling round, one per distinct claim, kept up to date as the
+/// round places instances: a placement changes one host, so only that host is weighed again
+/// ([`rejudge`]) instead of every host for every instance.
+#[derive(Default)]
+struct Judgements(Vec<(Claim, Judgement)>);
+
+impl Judgements {
+    /// The judgement of `hosts` (as they are now) for `claim`.
+    fn of(&mut self, hosts: &[Host], claim: Claim, policy: &Policy, now: Timestamp) -> &Judgement {
+        let at = match self.0.iter().position(|(c, _)| *c == claim) {
+            Some(at) => at,
+            None => {
+                self.0.push((claim, judge(hosts, claim, policy, now)));
+                self.0.len() - 1
+            }
+        };
+        &self.0[at].1
+    }
+
+    /// Host `i` changed (an instance was placed on it).
+    fn host_changed(&mut self, hosts: &[Host], i: usize, policy: &Policy, now: Timestamp) {
+        for (claim, j) in &mut self.0 {
+            rejudge(j, hosts, i, *claim, policy, now);
+        }
+    }
+}
+
 /// The kind of a rejection: its text up to the first ':' (e.g. `not enough memory`).
 fn kind_of(reason: &str) -> &str {
     reason.split([':', '(']).next().unwrap_or(reason).trim()
@@ -124,15 +172,6 @@ impl Line<'_> {
         matches!(self, Line::Chosen(..) | Line::Fits(..))
     }
 
-    /// What the summary of omitted hosts counts this line as.
-    fn kind(&self) -> &str {
-        match self {
-            Line::Chosen(..) | Line::Fits(..) => "fit",
-            Line::Lost(_) => LOST,
-            Line::Rejected(_, reason) => kind_of(reason),
-        }
-    }
-
     fn verdict(&self, hosts: &[Host]) -> HostVerdict {
         let (i, accepted, reason) = match *self {
             Line::Chosen(i, w) => (i, true, format!("chosen; weight {w:.3}")),
@@ -150,34 +189,40 @@ const LOST: &str = "lost the race for its last free capacity";
 /// The verdict lines kept with a placement: the chosen host, the best
 /// alternatives, then rejections, at most [`MAX_VERDICTS`], and a summary of the rest.
 /// `lost` are hosts that fit but whose capacity another request claimed first.
-/// Only the kept lines are written out, so a thousand hosts cost a thousand counts, not strings.
+/// Only the kept lines are written out; the others are only counted, so a thousand
+/// hosts cost a thousand counts, not a thousand strings or a list of them.
 pub fn explain(
     hosts: &[Host],
     j: &Judgement,
     chosen: Option<usize>,
     lost: &[usize],
 ) -> (Vec<HostVerdict>, Option<String>) {
-    let mut lines: Vec<Line> = Vec::with_capacity(j.ranked.len() + j.rejected.len());
-    if let Some(c) = chosen {
-        let weight = j.ranked.iter().find(|(i, _)| *i == c).map_or(0.0, |(_, w)| *w);
-        lines.push(Line::Chosen(c, weight));
-    }
-    for &(i, weight) in &j.ranked {
-        if Some(i) == chosen {
-            continue;
-        }
-        lines.push(if lost.contains(&i) { Line::Lost(i) } else { Line::Fits(i, weight) });
-    }
-    lines.extend(j.rejected.iter().map(|(i, reason)| Line::Rejected(*i, reason.as_str())));
+    let is_lost = |i: usize| Some(i) != chosen && lost.contains(&i);
+    let chosen_line = chosen.map(|c| Line::Chosen(c, j.ranked.iter().find(|(i, _)| *i == c).map_or(0.0, |(_, w)| *w)));
+    // The lines in order: the chosen host, the others that fit (best first; those that lost a
+    // race say so), then the rejections (in host order).
+    let lines = chosen_line
+        .into_iter()
+        .chain(j.ranked.iter().filter(|(i, _)| Some(*i) != chosen).map(|&(i, w)| {
+            if is_lost(i) {
+                Line::Lost(i)
+            } else {
+                Line::Fits(i, w)
+            }
+        }))
+        .chain(j.rejected.iter().map(|(i, reason)| Line::Rejected(*i, reason.as_str())));
     // Keep the chosen host, then as many alternatives and rejections as fit, alternatives first
     // but never crowding out every rejection.
-    let alternatives = lines.iter().filter(|l| l.accepted()).count();
+    let chosen_ranked = chosen.is_some_and(|c| j.ranked.iter().any(|(i, _)| *i == c));
+    let n_lost = j.ranked.iter().filter(|(i, _)| is_lost(*i)).count();
+    let alternatives = usize::from(chosen.is_some()) + j.ranked.len() - usize::from(chosen_ranked) - n_lost;
     let keep_rejected = j.rejected.len().min(MAX_VERDICTS / 2).max(MAX_VERDICTS.saturating_sub(alternatives));
     let keep_accepted = MAX_VERDICTS.saturating_sub(keep_rejected.min(j.rejected.len()));
     let mut kept = Vec::new();
+    let (mut n_acc, mut n_rej) = (0, 0);
+    let (mut fit_dropped, mut lost_dropped) = (0, 0);
     let mut dropped: Vec<(&str, usize)> = Vec::new();
-    let (mut n_acc, mut n_rej, mut n_dropped) = (0, 0, 0);
-    for line in &lines {
+    for line in lines {
         let keep = if line.accepted() {
             n_acc += 1;
             n_acc <= keep_accepted
@@ -187,17 +232,30 @@ pub fn explain(
         };
         if keep {
             kept.push(line.verdict(hosts));
-        } else {
-            n_dropped += 1;
-            let kind = line.kind();
-            match dropped.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, n)) => *n += 1,
-                None => dropped.push((kind, 1)),
-            }
+            continue;
+        }
+        match line {
+            Line::Chosen(..) | Line::Fits(..) => fit_dropped += 1,
+            Line::Lost(_) => lost_dropped += 1,
+            Line::Rejected(_, reason) => count(&mut dropped, kind_of(reason), 1),
         }
     }
+    count(&mut dropped, "fit", fit_dropped);
+    count(&mut dropped, LOST, lost_dropped);
+    let n_dropped: usize = dropped.iter().map(|(_, n)| n).sum();
     let omitted = (n_dropped > 0).then(|| format!("{n_dropped} more hosts: {}", tally(dropped)));
     (kept, omitted)
+}
+
+/// Adds `n` to the count of `kind` (a kind counted 0 times is left out).
+fn count<'a>(counts: &mut Vec<(&'a str, usize)>, kind: &'a str, n: usize) {
+    if n == 0 {
+        return;
+    }
+    match counts.iter_mut().find(|(k, _)| *k == kind) {
+        Some((_, total)) => *total += n,
+        None => counts.push((kind, n)),
+    }
 }
 
 /// Sums up why nothing fits: every host by name when there are few, else by kind.
@@ -281,26 +339,30 @@ pub async fn schedule_pending(state: &AppState, batch: u32) -> Result<usize, Api
         if todo.is_empty() {
             break;
         }
-        let mut hosts: Vec<Host> = state.db.list_hosts().await?.into_iter().map(|r| r.host).collect();
+        let mut hosts = state.db.hosts_to_schedule().await?;
         let now = Timestamp::now();
         let change = Change { event: LifecycleEvent::Placed, actor: "scheduler".into(), at: now, reason: None };
         let mut planned = Vec::new();
         let mut unplaceable = Vec::new();
+        let mut judgements = Judgements::default();
         for candidate in todo.drain(..) {
             let old = &candidate.old;
             let claim = Claim { vcpus: old.vcpus, memory_mib: old.memory_mib, disk_gib: old.disk_gib };
-            let mut judgement = judge(&hosts, claim, &policy, now);
+            let mut pinned = None;
+            let mut judgement = judgements.of(&hosts, claim, &policy, now);
             if let Some(required) = &old.required_host_id {
-                pin_to_host(&hosts, &mut judgement, required);
+                let mut j = judgement.clone();
+                pin_to_host(&hosts, &mut j, required);
+                judgement = pinned.insert(j);
             }
             let lost: Vec<usize> =
                 candidate.lost.iter().filter_map(|id| hosts.iter().position(|h| h.id == *id)).collect();
             let Some(i) = judgement.ranked.iter().map(|(i, _)| *i).find(|i| !lost.contains(i)) else {
-                unplaceable.push((candidate, judgement, lost));
+                unplaceable.push((candidate, judgement.clone(), lost));
                 continue;
             };
             let Ok(mut new) = lifecycle::prepare::<Instance>(&state.config, old, &change) else { continue };
-            let (verdicts, omitted) = explain(&hosts, &judgement, Some(i), &lost);
+            let (verdicts, omitted) = explain(&hosts, judgement, Some(i), &lost);
             let host = &mut hosts[i];
             new.host_id = Some(host.id.clone());
             new.placement = Some(Placement {
@@ -314,6 +376,7 @@ pub async fn schedule_pending(state: &AppState, batch: u32) -> Result<usize, Api
             host.used_vcpus += claim.vcpus;
             host.used_memory_mib += claim.memory_mib;
             host.used_disk_gib += claim.disk_gib;
+            judgements.host_changed(&hosts, i, &policy, now);
             planned.push(Planned { candidate, new, host: i, claim });
         }
         let (placed, refused) = commit_placements(state, &hosts, &policy, planned, &change).await?;
@@ -364,7 +427,7 @@ async fn commit_placements(
         p.new.updated_at = lifecycle::updated_at_after(p.candidate.old.updated_at);
     }
     let pairs: Vec<(&InstanceRecord, &InstanceRecord)> = writes.iter().map(|p| (&p.candidate.old, &p.new)).collect();
-    let saved = save_many(&mut tx, &pairs).await?;
+    let saved = save_many(&mut tx, state.db.backend(), &pairs).await?;
     // Those someone else changed meanwhile (deleted, placed by another controller) give their claim back.
     for p in writes.iter().filter(|p| !saved.contains(&p.new.id)) {
         release_capacity(&mut tx, &hosts[p.host].id, p.claim).await?;
@@ -372,10 +435,10 @@ async fn commit_placements(
     let writes: Vec<&Planned> = writes.iter().filter(|p| saved.contains(&p.new.id)).collect();
     let events: Vec<_> =
         writes.iter().map(|p| lifecycle::event_of::<Instance>(&p.candidate.old, &p.new, change)).collect();
-    append_many(&mut tx, &events).await?;
+    append_many(&mut tx, state.db.backend(), &events).await?;
     // Shared volumes attached at launch are served by the instance's host.
     let follow: Vec<_> = writes.iter().map(|p| (&p.new.id, &hosts[p.host].id)).collect();
-    crate::db::volumes::follow_instances(&mut tx, &follow).await?;
+    crate::db::volumes::follow_instances(&mut tx, state.db.backend(), &follow).await?;
     tx.commit().await.map_err(DbError::from)?;
     for p in &writes {
         lifecycle::effects::after_commit(state, &Instance::effects(&p.candidate.old, &p.new));
@@ -530,6 +593,54 @@ mod tests {
             reason,
             "no host can take it: 994 hosts not enough memory (e.g. h0005); 6 hosts disabled by an operator (e.g. h0000)"
         );
+    }
+
+    /// The round's cached judgements, brought up to date host by host, always equal judging
+    /// every host again: with hosts filling up, full hosts rejected, equal weights kept in
+    /// host order, and two claims at once.
+    #[test]
+    fn judgements_kept_up_to_date_equal_judging_afresh() {
+        let mut hosts: Vec<Host> = (0..12).map(|i| host(&format!("h{i:02}"), 2, 4096, 0, 0)).collect();
+        hosts[3].enabled = false;
+        hosts[5].used_memory_mib = 2048;
+        let big = Claim { vcpus: 2, memory_mib: 2048, disk_gib: 10 };
+        for strategy in [Strategy::Spread, Strategy::Pack] {
+            let policy = policy(strategy);
+            let mut hosts = hosts.clone();
+            let mut cache = Judgements::default();
+            for n in 0..100 {
+                let claim = if n % 3 == 0 { big } else { SMALL };
+                let fresh = judge(&hosts, claim, &policy, NOW);
+                assert_eq!(*cache.of(&hosts, claim, &policy, NOW), fresh, "{strategy:?}, placement {n}");
+                let Some(&(i, _)) = fresh.ranked.first() else { continue };
+                hosts[i].used_vcpus += claim.vcpus;
+                hosts[i].used_memory_mib += claim.memory_mib;
+                cache.host_changed(&hosts, i, &policy, NOW);
+            }
+            for claim in [SMALL, big] {
+                assert_eq!(*cache.of(&hosts, claim, &policy, NOW), judge(&hosts, claim, &policy, NOW));
+            }
+            assert!(judge(&hosts, SMALL, &policy, NOW).ranked.is_empty(), "the loop filled every host");
+        }
+    }
+
+    /// `explain` keeps the same lines and summary as writing every line out would: the chosen
+    /// host, alternatives, lost races and rejections, with the rest counted by kind.
+    #[test]
+    fn explanations_count_what_they_leave_out() {
+        let mut hosts: Vec<Host> = (0..30).map(|i| host(&format!("h{i:02}"), 4, 8192, 0, 0)).collect();
+        for h in hosts.iter_mut().take(12) {
+            h.used_memory_mib = 8000;
+        }
+        let j = judge(&hosts, SMALL, &policy(Strategy::Spread), NOW);
+        let chosen = j.ranked[0].0;
+        let lost = [j.ranked[1].0, j.ranked[2].0];
+        let (verdicts, omitted) = explain(&hosts, &j, Some(chosen), &lost);
+        assert_eq!(verdicts.len(), MAX_VERDICTS);
+        assert_eq!(verdicts[0].host, hosts[chosen].name);
+        assert_eq!(verdicts.iter().filter(|v| v.reason == LOST).count(), 2);
+        assert_eq!(verdicts.iter().filter(|v| v.reason.starts_with("not enough memory")).count(), 8);
+        assert_eq!(omitted.as_deref(), Some("10 more hosts: 6 fit, 4 not enough memory"));
     }
 
     #[test]

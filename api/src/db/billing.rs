@@ -623,46 +623,76 @@ impl Db {
         .bind(ms(hour))
         .fetch_all(&mut *tx)
         .await?;
-        let mut recompute = Vec::with_capacity(late_rows.len());
-        let mut late: HashSet<String> = HashSet::new();
+        // Each late resource's whole history and what the ledger holds for it, in one query per
+        // metered kind and one for the ledger (not two per resource).
+        let backend = self.backend();
+        let mut earliest: HashMap<String, (Metered, i64)> = HashMap::new();
         for row in &late_rows {
-            let id: String = row.try_get("resource_id")?;
             let kind: String = row.try_get("resource_type")?;
             let Some(metered) = Metered::of(&kind) else { continue };
             let from = cal.month_start(secs(row.try_get("earliest")?));
-            let history_rows =
-                sqlx::query(&format!("{} AND e.resource_id = $1 AND e.id <= $2 ORDER BY e.id", metered.events_sql()))
-                    .bind(id.clone())
-                    .bind(max_id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let Some(first) = history_rows.first() else { continue };
-            let resource = metered.resource(first)?;
-            let mut history = Vec::with_capacity(history_rows.len());
-            for r in &history_rows {
-                history.extend(metered.reading(r)?);
+            earliest.insert(row.try_get("resource_id")?, (metered, from));
+        }
+        let mut histories: HashMap<String, (Resource, Vec<Reading>)> = HashMap::new();
+        for metered in METERED {
+            let ids: Vec<&str> =
+                earliest.iter().filter(|(_, (m, _))| *m == metered).map(|(id, _)| id.as_str()).collect();
+            if ids.is_empty() {
+                continue;
             }
-            let booked = sqlx::query(
-                "SELECT usage_hour, CAST(SUM(seconds) AS BIGINT) AS seconds, CAST(SUM(unit_seconds) AS BIGINT) AS unit_seconds, \
-                 CAST(SUM(uncapped) AS BIGINT) AS uncapped, CAST(SUM(amount) AS BIGINT) AS amount FROM billing_lines \
-                 WHERE resource_id = $1 AND usage_hour >= $2 AND usage_hour < $3 GROUP BY usage_hour",
-            )
-            .bind(id.clone())
-            .bind(ms(from))
-            .bind(ms(hour))
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(Booked {
-                    usage_hour: secs(r.try_get("usage_hour")?),
+            let sql = format!(
+                "{} AND e.resource_id IN {} AND e.id <= $2 ORDER BY e.id",
+                metered.events_sql(),
+                super::json_rows::id_set(backend, 1)
+            );
+            let rows =
+                sqlx::query(&sql).bind(super::json_rows::ids_param(ids)).bind(max_id).fetch_all(&mut *tx).await?;
+            for r in &rows {
+                let id: String = r.try_get("resource_id")?;
+                let entry = match histories.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert((metered.resource(r)?, Vec::new())),
+                };
+                entry.1.extend(metered.reading(r)?);
+            }
+        }
+        let mut booked: HashMap<String, Vec<Booked>> = HashMap::new();
+        if let Some(first) = earliest.values().map(|(_, from)| *from).min() {
+            let sql = format!(
+                "SELECT resource_id, usage_hour, CAST(SUM(seconds) AS BIGINT) AS seconds, \
+                 CAST(SUM(unit_seconds) AS BIGINT) AS unit_seconds, CAST(SUM(uncapped) AS BIGINT) AS uncapped, \
+                 CAST(SUM(amount) AS BIGINT) AS amount FROM billing_lines \
+                 WHERE resource_id IN {} AND usage_hour >= $2 AND usage_hour < $3 GROUP BY resource_id, usage_hour",
+                super::json_rows::id_set(backend, 1)
+            );
+            let rows = sqlx::query(&sql)
+                .bind(super::json_rows::ids_param(earliest.keys().map(String::as_str)))
+                .bind(ms(first))
+                .bind(ms(hour))
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in &rows {
+                let id: String = r.try_get("resource_id")?;
+                let usage_hour = secs(r.try_get("usage_hour")?);
+                // Each resource from its own month start, as if asked for it alone.
+                if earliest.get(&id).is_some_and(|(_, from)| usage_hour < *from) {
+                    continue;
+                }
+                booked.entry(id).or_default().push(Booked {
+                    usage_hour,
                     seconds: r.try_get("seconds")?,
                     unit_seconds: r.try_get("unit_seconds")?,
                     uncapped: r.try_get("uncapped")?,
                     amount: r.try_get("amount")?,
-                })
-            })
-            .collect::<DbResult<Vec<Booked>>>()?;
+                });
+            }
+        }
+        let mut recompute = Vec::with_capacity(histories.len());
+        let mut late: HashSet<String> = HashSet::new();
+        for (id, (resource, history)) in histories {
+            let Some(&(_, from)) = earliest.get(&id) else { continue };
+            let mut booked = booked.remove(&id).unwrap_or_default();
+            booked.sort_by_key(|b| b.usage_hour);
             late.insert(id);
             recompute.push(Recompute { resource, history, from, booked });
         }

@@ -49,32 +49,46 @@ where
     Ok(())
 }
 
-/// Appends many events in one statement per 500, in `tx`.
-pub async fn append_many(tx: &mut sqlx::Transaction<'static, Any>, events: &[NewEvent<'_>]) -> DbResult<()> {
-    for chunk in events.chunks(500) {
-        let values = (0..chunk.len())
-            .map(|r| {
-                let n = r * 7;
-                format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7)
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO events (project_id, resource_type, resource_id, at, actor, action, detail) VALUES {values}"
-        );
-        let mut q = sqlx::query(&sql);
-        for e in chunk {
-            q = q
-                .bind(e.project_id.map(|p| p.as_str().to_owned()))
-                .bind(e.resource_type)
-                .bind(e.resource_id)
-                .bind(e.at.millis())
-                .bind(e.actor)
-                .bind(e.action)
-                .bind(e.detail.to_string());
-        }
-        q.execute(&mut **tx).await?;
+/// Appends many events in one statement (the rows bound as one JSON parameter, see
+/// [`super::json_table`]), in `tx`, in the order given (their ids follow it).
+pub async fn append_many(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    backend: super::Backend,
+    events: &[NewEvent<'_>],
+) -> DbResult<()> {
+    use super::Col::{Int, Text};
+    if events.is_empty() {
+        return Ok(());
     }
+    let columns = [
+        ("project_id", Text),
+        ("resource_type", Text),
+        ("resource_id", Text),
+        ("at", Int),
+        ("actor", Text),
+        ("action", Text),
+        ("detail", Text),
+    ];
+    let sql = format!(
+        "INSERT INTO events (project_id, resource_type, resource_id, at, actor, action, detail) \
+         SELECT project_id, resource_type, resource_id, at, actor, action, detail FROM ({}) AS c ORDER BY n",
+        super::json_table(backend, 1, &columns)
+    );
+    let rows: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.project_id.map(ProjectId::as_str),
+                e.resource_type,
+                e.resource_id,
+                e.at.millis(),
+                e.actor,
+                e.action,
+                e.detail.to_string(),
+            )
+        })
+        .collect();
+    sqlx::query(&sql).bind(super::json_param(&rows)?).execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -223,6 +223,14 @@ impl Db {
         rows.iter().map(host_of).collect()
     }
 
+    /// Every host, by name, as the scheduler weighs them: without the count of instances
+    /// (`instances` is 0), which it does not use and which costs a count per host.
+    pub async fn hosts_to_schedule(&self) -> DbResult<Vec<Host>> {
+        let rows =
+            sqlx::query("SELECT h.*, 0 AS n_instances FROM hosts h ORDER BY h.name").fetch_all(self.pool()).await?;
+        rows.iter().map(|row| host_of(row).map(|r| r.host)).collect()
+    }
+
     /// A host by id or name.
     pub async fn find_host(&self, id_or_name: &str) -> DbResult<Option<HostRecord>> {
         let row = sqlx::query(&format!("SELECT {HOST_COLUMNS} FROM hosts h WHERE h.id = $1 OR h.name = $1"))
@@ -304,47 +312,42 @@ pub async fn claim_capacities(
     ratios: Ratios,
 ) -> DbResult<std::collections::HashSet<HostId>> {
     let mut granted = std::collections::HashSet::new();
+    if claims.is_empty() {
+        return Ok(granted);
+    }
     let mut claims: Vec<&(HostId, Claim)> = claims.iter().collect();
     // One lock order for every claimer, so two controllers' batches never deadlock on PostgreSQL.
     claims.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-    for chunk in claims.chunks(CLAIM_ROWS) {
-        if backend == super::Backend::Postgres {
-            let list = (1..=chunk.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
-            let sql = format!("SELECT id FROM hosts WHERE id IN ({list}) ORDER BY id FOR UPDATE");
-            let mut lock = sqlx::query(&sql);
-            for (host, _) in chunk {
-                lock = lock.bind(host.as_str());
-            }
-            lock.fetch_all(&mut **tx).await?;
-        }
-        let sql = format!(
-            "UPDATE hosts SET used_vcpus = hosts.used_vcpus + c.vcpus, \
-             used_memory_mib = hosts.used_memory_mib + c.memory_mib, used_disk_gib = hosts.used_disk_gib + c.disk_gib \
-             FROM ({}) AS c \
-             WHERE hosts.id = c.id AND hosts.enabled = 1 AND hosts.status = 'up' \
-             AND hosts.used_vcpus + c.vcpus <= hosts.vcpus * $1 \
-             AND hosts.used_memory_mib + c.memory_mib <= hosts.memory_mib * $2 \
-             AND hosts.used_disk_gib + c.disk_gib <= hosts.disk_gib * $3 \
-             RETURNING hosts.id",
-            super::bound_rows(4, &["id", "vcpus", "memory_mib", "disk_gib"], chunk.len())
-        );
-        let mut q = sqlx::query(&sql).bind(ratios.cpu).bind(ratios.ram).bind(ratios.disk);
-        for (host, claim) in chunk {
-            q = q
-                .bind(host.as_str())
-                .bind(i64::from(claim.vcpus))
-                .bind(i64_of(claim.memory_mib))
-                .bind(i64_of(claim.disk_gib));
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            granted.insert(parse_col(&row, "id")?);
-        }
+    if backend == super::Backend::Postgres {
+        let sql =
+            format!("SELECT id FROM hosts WHERE id IN {} ORDER BY id FOR UPDATE", super::json_rows::id_set(backend, 1));
+        sqlx::query(&sql)
+            .bind(super::json_rows::ids_param(claims.iter().map(|(h, _)| h.as_str())))
+            .fetch_all(&mut **tx)
+            .await?;
+    }
+    use super::Col::{Int, Text};
+    let sql = format!(
+        "UPDATE hosts SET used_vcpus = hosts.used_vcpus + c.vcpus, \
+         used_memory_mib = hosts.used_memory_mib + c.memory_mib, used_disk_gib = hosts.used_disk_gib + c.disk_gib \
+         FROM ({}) AS c \
+         WHERE hosts.id = c.id AND hosts.enabled = 1 AND hosts.status = 'up' \
+         AND hosts.used_vcpus + c.vcpus <= hosts.vcpus * $2 \
+         AND hosts.used_memory_mib + c.memory_mib <= hosts.memory_mib * $3 \
+         AND hosts.used_disk_gib + c.disk_gib <= hosts.disk_gib * $4 \
+         RETURNING hosts.id",
+        super::json_table(backend, 1, &[("id", Text), ("vcpus", Int), ("memory_mib", Int), ("disk_gib", Int)])
+    );
+    let rows: Vec<(&str, i64, i64, i64)> = claims
+        .iter()
+        .map(|(host, c)| (host.as_str(), i64::from(c.vcpus), i64_of(c.memory_mib), i64_of(c.disk_gib)))
+        .collect();
+    let q = sqlx::query(&sql).bind(super::json_param(&rows)?).bind(ratios.cpu).bind(ratios.ram).bind(ratios.disk);
+    for row in q.fetch_all(&mut **tx).await? {
+        granted.insert(parse_col(&row, "id")?);
     }
     Ok(granted)
 }
-
-/// Hosts per multi-row claim statement (4 bound values each).
-const CLAIM_ROWS: usize = 500;
 
 /// Gives back what an instance claimed, in `tx`.
 pub async fn release_capacity(tx: &mut Transaction<'static, Any>, host: &HostId, claim: Claim) -> DbResult<()> {

@@ -408,78 +408,80 @@ pub async fn save(tx: &mut Transaction<'static, Any>, old: &InstanceRecord, new:
     Ok(done.rows_affected() == 1)
 }
 
-/// [`save`] for many instances in one statement per [`SAVE_ROWS`]: writes each `new` over its
-/// `old` with the same compare-and-swap, and returns the ids of those written (the others
-/// changed meanwhile).
+/// [`save`] for many instances in one statement (the rows bound as one JSON parameter, see
+/// [`super::json_table`]): writes each `new` over its `old` with the same compare-and-swap,
+/// and returns the ids of those written (the others changed meanwhile).
 pub async fn save_many(
     tx: &mut Transaction<'static, Any>,
+    backend: super::Backend,
     changes: &[(&InstanceRecord, &InstanceRecord)],
 ) -> DbResult<std::collections::HashSet<InstanceId>> {
-    const COLUMNS: [&str; 18] = [
-        "id",
-        "host_id",
-        "state",
-        "state_reason",
-        "state_deadline_at",
-        "desired",
-        "generation",
-        "applied_generation",
-        "reboot_generation",
-        "placement",
-        "updated_at",
-        "launched_at",
-        "deleted_at",
-        "old_state",
-        "old_generation",
-        "old_applied_generation",
-        "old_host_id",
-        "old_updated_at",
+    use super::Col::{Int, Text};
+    const COLUMNS: [(&str, super::Col); 18] = [
+        ("id", Text),
+        ("host_id", Text),
+        ("state", Text),
+        ("state_reason", Text),
+        ("state_deadline_at", Int),
+        ("desired", Text),
+        ("generation", Int),
+        ("applied_generation", Int),
+        ("reboot_generation", Int),
+        ("placement", Text),
+        ("updated_at", Int),
+        ("launched_at", Int),
+        ("deleted_at", Int),
+        ("old_state", Text),
+        ("old_generation", Int),
+        ("old_applied_generation", Int),
+        ("old_host_id", Text),
+        ("old_updated_at", Int),
     ];
     let mut saved = std::collections::HashSet::new();
-    for chunk in changes.chunks(SAVE_ROWS) {
-        let sql = format!(
-            "UPDATE instances SET host_id = c.host_id, state = c.state, state_reason = c.state_reason, \
-             state_deadline_at = c.state_deadline_at, desired = c.desired, generation = c.generation, \
-             applied_generation = c.applied_generation, reboot_generation = c.reboot_generation, \
-             placement = c.placement, updated_at = c.updated_at, launched_at = c.launched_at, deleted_at = c.deleted_at \
-             FROM ({}) AS c \
-             WHERE instances.id = c.id AND instances.state = c.old_state AND instances.generation = c.old_generation \
-             AND instances.applied_generation = c.old_applied_generation \
-             AND COALESCE(instances.host_id, '') = c.old_host_id AND instances.updated_at = c.old_updated_at \
-             RETURNING instances.id",
-            super::bound_rows(1, &COLUMNS, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for (old, new) in chunk {
-            q = q
-                .bind(new.id.as_str())
-                .bind(new.host_id.as_ref().map(|h| h.as_str().to_owned()))
-                .bind(new.state.as_str())
-                .bind(new.state_reason.clone())
-                .bind(new.state_deadline.map(Timestamp::millis))
-                .bind(new.desired.as_str())
-                .bind(i64_of(new.generation))
-                .bind(i64_of(new.applied_generation))
-                .bind(new.reboot_generation.map(i64_of))
-                .bind(placement_json(&new.placement)?)
-                .bind(new.updated_at.millis())
-                .bind(new.launched_at.map(Timestamp::millis))
-                .bind(new.deleted_at.map(Timestamp::millis))
-                .bind(old.state.as_str())
-                .bind(i64_of(old.generation))
-                .bind(i64_of(old.applied_generation))
-                .bind(old.host_id.as_ref().map(|h| h.as_str().to_owned()).unwrap_or_default())
-                .bind(old.updated_at.millis());
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            saved.insert(parse_col(&row, "id")?);
-        }
+    if changes.is_empty() {
+        return Ok(saved);
+    }
+    let sql = format!(
+        "UPDATE instances SET host_id = c.host_id, state = c.state, state_reason = c.state_reason, \
+         state_deadline_at = c.state_deadline_at, desired = c.desired, generation = c.generation, \
+         applied_generation = c.applied_generation, reboot_generation = c.reboot_generation, \
+         placement = c.placement, updated_at = c.updated_at, launched_at = c.launched_at, deleted_at = c.deleted_at \
+         FROM ({}) AS c \
+         WHERE instances.id = c.id AND instances.state = c.old_state AND instances.generation = c.old_generation \
+         AND instances.applied_generation = c.old_applied_generation \
+         AND COALESCE(instances.host_id, '') = c.old_host_id AND instances.updated_at = c.old_updated_at \
+         RETURNING instances.id",
+        super::json_table(backend, 1, &COLUMNS)
+    );
+    let mut rows = Vec::with_capacity(changes.len());
+    for (old, new) in changes {
+        rows.push(serde_json::json!([
+            new.id.as_str(),
+            new.host_id.as_ref().map(HostId::as_str),
+            new.state.as_str(),
+            new.state_reason.as_deref(),
+            new.state_deadline.map(Timestamp::millis),
+            new.desired.as_str(),
+            i64_of(new.generation),
+            i64_of(new.applied_generation),
+            new.reboot_generation.map(i64_of),
+            placement_json(&new.placement)?,
+            new.updated_at.millis(),
+            new.launched_at.map(Timestamp::millis),
+            new.deleted_at.map(Timestamp::millis),
+            old.state.as_str(),
+            i64_of(old.generation),
+            i64_of(old.applied_generation),
+            old.host_id.as_ref().map_or("", HostId::as_str),
+            old.updated_at.millis(),
+        ]));
+    }
+    let q = sqlx::query(&sql).bind(super::json_param(&rows)?);
+    for row in q.fetch_all(&mut **tx).await? {
+        saved.insert(parse_col(&row, "id")?);
     }
     Ok(saved)
 }
-
-/// Instances per multi-row [`save_many`] statement (18 bound values each).
-const SAVE_ROWS: usize = 200;
 
 impl Db {
     /// An instance of `project` (another project's id is simply not found).

@@ -197,26 +197,50 @@ pub(crate) fn u32_col(row: &AnyRow, col: &str) -> DbResult<u32> {
     u32::try_from(v).map_err(|_| DbError::Corrupt(format!("{col} out of range")))
 }
 
-/// `rows` groups of `width` placeholders numbered from `$first`, as
-/// `SELECT $1 AS a, $2 AS b UNION ALL SELECT $3, $4`: a derived table of bound rows
-/// that SQLite and PostgreSQL both read (SQLite names no columns of `VALUES`).
-pub(crate) fn bound_rows(first: usize, columns: &[&str], rows: usize) -> String {
-    let mut sql = String::new();
-    let mut n = first;
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "SELECT " } else { " UNION ALL SELECT " });
-        for (c, name) in columns.iter().enumerate() {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${n}"));
-            if row == 0 {
-                sql.push_str(&format!(" AS {name}"));
-            }
-            n += 1;
+/// The SQL type of a column of a [`json_table`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Col {
+    /// Text (or `NULL`).
+    Text,
+    /// A 64-bit integer (or `NULL`).
+    Int,
+}
+
+/// A derived table of many rows bound as one parameter, `$param`: a JSON array of arrays
+/// (serialize a slice of tuples with [`json_param`]), each inner array's cells in `columns`
+/// order, read as columns of those names, plus `n`, the row's position (for `ORDER BY n`).
+///
+/// One parameter instead of one placeholder per cell: SQLite looks each placeholder up by
+/// name when binding, in time that grows with the count (a 200-row statement of 18 columns
+/// spent more in `sqlite3_bind_parameter_name` than in running), and both servers parse a
+/// long `UNION ALL` of bound rows statement by statement; `json_each` on SQLite and
+/// `jsonb_array_elements` on PostgreSQL read the rows in C. PostgreSQL parses the text once
+/// into `jsonb`, whose `->>` indexes an array directly (on `json` every `->>` parses the row
+/// again up to its cell: 500 placements took 72 ms instead of 17 ms).
+pub(crate) fn json_table(backend: Backend, param: usize, columns: &[(&str, Col)]) -> String {
+    let cells: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ty))| match (backend, ty) {
+            (Backend::Sqlite, _) | (Backend::Postgres, Col::Text) => format!("value->>{i} AS {name}"),
+            (Backend::Postgres, Col::Int) => format!("CAST(value->>{i} AS BIGINT) AS {name}"),
+        })
+        .collect();
+    let cells = cells.join(", ");
+    match backend {
+        Backend::Sqlite => format!("SELECT {cells}, key AS n FROM json_each(${param})"),
+        Backend::Postgres => {
+            format!(
+                "SELECT {cells}, n FROM jsonb_array_elements(CAST(${param} AS JSONB)) WITH ORDINALITY AS r(value, n)"
+            )
         }
     }
-    sql
+}
+
+/// The value to bind for a [`json_table`]: `rows` (tuples, each in the table's column order)
+/// as one JSON text.
+pub(crate) fn json_param<T: serde::Serialize>(rows: &[T]) -> DbResult<String> {
+    serde_json::to_string(rows).map_err(|e| DbError::Corrupt(format!("encoding bound rows: {e}")))
 }
 
 /// A `u64` as the signed integer both backends store.

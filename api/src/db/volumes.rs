@@ -202,22 +202,28 @@ pub async fn follow_instance(tx: &mut Transaction<'static, Any>, instance: &Inst
 
 /// [`follow_instance`] for many placed instances: one query finds those with shared volumes
 /// (usually none), and only theirs are moved.
-pub async fn follow_instances(tx: &mut Transaction<'static, Any>, placed: &[(&InstanceId, &HostId)]) -> DbResult<()> {
-    for chunk in placed.chunks(500) {
-        let list = (1..=chunk.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
-        let sql = format!(
-            "SELECT DISTINCT instance_id FROM volumes WHERE instance_id IN ({list}) \
-             AND backend = 'shared' AND present = 1 AND deleted_at IS NULL"
-        );
-        let mut q = sqlx::query(&sql);
-        for (instance, _) in chunk {
-            q = q.bind(instance.as_str());
-        }
-        let with_volumes: Vec<String> =
-            q.fetch_all(&mut **tx).await?.iter().map(|r| r.try_get("instance_id")).collect::<Result<_, _>>()?;
-        for (instance, host) in chunk.iter().filter(|(i, _)| with_volumes.iter().any(|v| v == i.as_str())) {
-            follow_instance(tx, instance, host).await?;
-        }
+pub async fn follow_instances(
+    tx: &mut Transaction<'static, Any>,
+    backend: super::Backend,
+    placed: &[(&InstanceId, &HostId)],
+) -> DbResult<()> {
+    if placed.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT DISTINCT instance_id FROM volumes WHERE instance_id IN {} \
+         AND backend = 'shared' AND present = 1 AND deleted_at IS NULL",
+        super::json_rows::id_set(backend, 1)
+    );
+    let with_volumes: Vec<String> = sqlx::query(&sql)
+        .bind(super::json_rows::ids_param(placed.iter().map(|(i, _)| i.as_str())))
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("instance_id"))
+        .collect::<Result<_, _>>()?;
+    for (instance, host) in placed.iter().filter(|(i, _)| with_volumes.iter().any(|v| v == i.as_str())) {
+        follow_instance(tx, instance, host).await?;
     }
     Ok(())
 }
