@@ -131,6 +131,17 @@ impl<'a> Ec2<'a> {
         (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
+    /// The same access key, signing requests to another controller replica.
+    pub(crate) fn through<'b>(&self, cloud: &'b Cloud) -> Ec2<'b> {
+        Ec2 {
+            cloud,
+            key: self.key.clone(),
+            secret: self.secret.clone(),
+            region: self.region.clone(),
+            service: self.service.clone(),
+        }
+    }
+
     pub(crate) async fn call(&self, params: &[(&str, &str)]) -> (StatusCode, String) {
         self.call_at(params, 0, &self.secret.clone()).await
     }

@@ -574,3 +574,31 @@ async fn the_dashboard_counts_no_deleted_instances() {
         assert!(!list.body.contains(&gone), "{backend}: the list hides it too");
     }
 }
+
+/// Issue 19: whatever one replica issued, every replica accepts: the API's
+/// bearer tokens, the panel's session cookie and CSRF token (a form posted
+/// to the other replica), and EC2 signatures with an access key made on the
+/// first (its secret sealed with the shared key file).
+#[tokio::test]
+async fn tokens_sessions_csrf_and_ec2_signatures_are_accepted_by_every_replica() {
+    for backend in common::backends() {
+        let a = cloud(backend, |_| {}).await;
+        let b = common::cloud_on(common::replica_dir(&a), a.db_url.clone(), |_| {}).await;
+        let t = a.tenant("acme").await;
+        let (s, page) = b.get("/v1/instances", &t).await;
+        assert_eq!(s, StatusCode::OK, "{backend}: a token from A at B: {page}");
+
+        let mut browser = Browser::login(&a, "acme-user", "password-123").await;
+        let p = browser.get(&b, "/ui/security-groups").await;
+        assert_eq!(p.status, StatusCode::OK, "{backend}: A's session at B: {:?} {}", p.location, p.body);
+        let p = browser.post(&b, "/ui/security-groups", &[("name", "made-at-b"), ("description", "x")]).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{backend}: A's CSRF token at B: {}", p.body);
+        let (_, groups) = a.get("/v1/security-groups", &t).await;
+        assert!(groups["items"].as_array().unwrap().iter().any(|g| g["name"] == "made-at-b"), "{groups}");
+
+        let at_a = crate::ec2::Ec2::new(&a, &t).await;
+        let at_b = at_a.through(&b);
+        let xml = at_b.ok(&[("Action", "DescribeSecurityGroups")]).await;
+        assert!(xml.contains("made-at-b"), "{backend}: A's access key signing at B: {xml}");
+    }
+}
