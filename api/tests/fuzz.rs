@@ -441,6 +441,18 @@ fn panel_form_bodies_never_fail_the_controller() {
         (c, cookie, csrf, routes)
     });
 
+    // A valid form with the session's CSRF token gets past the check into its handler.
+    rt.block_on(async {
+        let valid = Request::builder()
+            .method(Method::POST)
+            .uri("/ui/security-groups")
+            .header(header::COOKIE, &cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("name=before-the-fuzz&description=x&csrf={csrf}")))
+            .unwrap();
+        let (status, body) = send(&c, valid).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "a valid form: {body}");
+    });
     let seen = std::cell::RefCell::new(std::collections::BTreeMap::<u16, u32>::new());
     let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
     let result = runner.run(&form(), |f| {
@@ -475,11 +487,12 @@ fn panel_form_bodies_never_fail_the_controller() {
     if let Err(e) = result {
         panic!("a form body failed the controller: {e}");
     }
-    // Forms got past the CSRF check into the handlers (redirects and 200 pages
-    // with a message), and bad ones were refused.
+    // Bad forms were refused (whether a random one also happened to be valid is
+    // chance: the suite once drew 986 cases without one; the valid form before
+    // the fuzz shows forms reach their handlers), and the session still works.
     let seen = seen.into_inner();
     eprintln!("panel answers by status: {seen:?}");
-    assert!(seen.keys().any(|s| (200..400).contains(s)) && seen.keys().any(|s| (400..500).contains(s)), "{seen:?}");
+    assert!(seen.keys().any(|s| (400..500).contains(s)), "{seen:?}");
     rt.block_on(async {
         let page = Request::builder().uri("/ui/").header(header::COOKIE, &cookie).body(Body::empty()).unwrap();
         assert_eq!(send(&c, page).await.0, StatusCode::OK, "the session still works");

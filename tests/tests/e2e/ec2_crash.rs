@@ -10,25 +10,11 @@
 use std::os::unix::process::ExitStatusExt;
 
 use aws_sdk_ec2::config::retry::RetryConfig;
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::Client;
 use kumo_tests::{enabled, Options, Stack};
 
 fn client(endpoint: &str, id: &str, secret: &str) -> Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let conf = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("kumo-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(id, secret, None, None, "kumo-e2e"))
-        .retry_config(RetryConfig::disabled())
-        .http_client(http)
-        .build();
-    Client::from_conf(conf)
+    Client::from_conf(crate::ec2_sdk::config(endpoint, id, secret).retry_config(RetryConfig::disabled()).build())
 }
 
 /// Ids of every instance (`what` = "instance") or volume of the project, deleted ones too.

@@ -15,7 +15,10 @@ use kumo_tests::{enabled, Options, Stack};
 const PUBLIC_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl sdk@kumo";
 const WAIT: Duration = Duration::from_secs(600);
 
-fn client(endpoint: &str, id: &str, secret: &str) -> Client {
+/// The SDK's configuration for a stack: only the endpoint, static credentials
+/// and the region differ from a program talking to AWS. Also used by the
+/// scenario engine and the crash tests.
+pub(crate) fn config(endpoint: &str, id: &str, secret: &str) -> aws_sdk_ec2::config::Builder {
     // smithy's hyper client over rustls/ring: the SDK's own default HTTPS client
     // would build aws-lc (see tests/Cargo.toml).
     let http = aws_smithy_http_client::Builder::new()
@@ -23,14 +26,17 @@ fn client(endpoint: &str, id: &str, secret: &str) -> Client {
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
         ))
         .build_https();
-    let conf = aws_sdk_ec2::Config::builder()
+    aws_sdk_ec2::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("kumo-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new(id, secret, None, None, "kumo-e2e"))
         .http_client(http)
-        .build();
-    Client::from_conf(conf)
+}
+
+/// A client with the SDK's default retries.
+pub(crate) fn client(endpoint: &str, id: &str, secret: &str) -> Client {
+    Client::from_conf(config(endpoint, id, secret).build())
 }
 
 fn filter(name: &str, value: &str) -> Filter {

@@ -25,7 +25,6 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::InstanceType;
 use aws_sdk_ec2::Client;
@@ -146,22 +145,6 @@ struct Engine {
     guests: bool,
 }
 
-fn ec2_client(endpoint: &str, id: &str, secret: &str) -> Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let conf = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("kumo-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(id, secret, None, None, "kumo-scenario"))
-        .http_client(http)
-        .build();
-    Client::from_conf(conf)
-}
-
 fn ids_of(listing: &Value) -> Vec<String> {
     listing["items"]
         .as_array()
@@ -192,7 +175,10 @@ impl Engine {
                 key["access_key_id"].as_str().context("access key id")?,
                 key["secret_access_key"].as_str().context("secret")?,
             );
-            tenants.push(Tenant { user: user.to_owned(), ec2: ec2_client(&format!("{}/", s.endpoint), id, secret) });
+            tenants.push(Tenant {
+                user: user.to_owned(),
+                ec2: crate::ec2_sdk::client(&format!("{}/", s.endpoint), id, secret),
+            });
         }
         Ok(Self {
             s,
