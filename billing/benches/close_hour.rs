@@ -38,7 +38,14 @@ fn main() {
         .map(|n| MeterRow {
             resource: resource(n),
             level: Level { meter: if n % 7 == 0 { Meter::Stopped } else { Meter::Running }, quantity: 1 },
-            totals: Totals { day_start: NOV_1, day: (n % 90) as i64, month_start: NOV_1, month: (n % 1700) as i64 },
+            totals: Totals {
+                day_start: NOV_1,
+                day: (n % 90) as i64,
+                month_start: NOV_1,
+                month: (n % 1700) as i64,
+                // The same month in exact units (minor units × hour seconds × rate scale).
+                month_exact: (n % 1700) as i64 * 3600 * kumo_billing::money::RATE_SCALE,
+            },
         })
         .collect();
     let readings: Vec<(Resource, Reading)> = (0..RESOURCES)

@@ -948,10 +948,8 @@ impl Engine {
                         bail!("{id} is running by the API but {:?} in libvirt", self.s.domstate(&id));
                     }
                 }
-                Target::Stopped => {
-                    if self.s.domstate(&id).as_deref() != Some("shut off") {
-                        bail!("{id} is stopped by the API but {:?} in libvirt", self.s.domstate(&id));
-                    }
+                Target::Stopped if self.s.domstate(&id).as_deref() != Some("shut off") => {
+                    bail!("{id} is stopped by the API but {:?} in libvirt", self.s.domstate(&id));
                 }
                 _ => {}
             }
