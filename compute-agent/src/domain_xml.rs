@@ -315,7 +315,7 @@ mod tests {
         }
         let (instance, project) = ids();
         let uuid = domain_uuid(&instance);
-        let xml = render(&DomainSpec {
+        let spec = DomainSpec {
             domain_type: DomainType::Qemu,
             instance: &instance,
             uuid: &uuid,
@@ -330,7 +330,8 @@ mod tests {
             volumes: &[],
             interfaces: &[],
             config_drive: None,
-        });
+        };
+        let xml = render(&spec);
         let doc = roxmltree::Document::parse(&xml).expect("xml");
         let entry = |section: &str, name: &str| {
             doc.descendants()
@@ -346,22 +347,7 @@ mod tests {
         assert_eq!(entry("baseBoard", "asset").as_deref(), Some(instance.as_str()));
         // A redefinition keeps the UUID the domain was defined with.
         let old = "c418bfe3-38af-5d8b-9728-9c5337e5acc6";
-        let xml = render(&DomainSpec {
-            domain_type: DomainType::Qemu,
-            instance: &instance,
-            uuid: old,
-            project: &project,
-            generation: 2,
-            hostname: "h",
-            vcpus: 1,
-            memory_mib: 128,
-            root_disk: Path::new("/d"),
-            console_log: Path::new("/c"),
-            boot: Boot::Disk,
-            volumes: &[],
-            interfaces: &[],
-            config_drive: None,
-        });
+        let xml = render(&DomainSpec { uuid: old, generation: 2, ..spec });
         assert!(xml.contains(&format!("<uuid>{old}</uuid>")), "{xml}");
     }
 
