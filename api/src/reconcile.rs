@@ -41,7 +41,13 @@ pub fn event_for(desired: DesiredPower, power: ObservedPower) -> Option<(Lifecyc
         (DesiredPower::Running | DesiredPower::Stopped, ObservedPower::Crashed) => {
             Some((LifecycleEvent::AgentFailed, Some("the guest crashed")))
         }
-        (DesiredPower::Stopped, ObservedPower::Shutoff) => Some((LifecycleEvent::ObservedStopped, None)),
+        // A stopped instance needs no domain: one that vanished from the host
+        // (libvirt's state lost, an operator's `virsh undefine`) is still
+        // stopped, and starting it defines it again. Without this an instance
+        // marked `unknown` while its host was silent would stay `unknown`.
+        (DesiredPower::Stopped, ObservedPower::Shutoff | ObservedPower::Absent) => {
+            Some((LifecycleEvent::ObservedStopped, None))
+        }
         (DesiredPower::Deleted, ObservedPower::Absent) => Some((LifecycleEvent::ObservedGone, None)),
         _ => None,
     }
@@ -565,6 +571,7 @@ mod tests {
             (D::Running, P::Paused, None),
             (D::Running, P::Crashed, Some(LifecycleEvent::AgentFailed)),
             (D::Stopped, P::Shutoff, Some(LifecycleEvent::ObservedStopped)),
+            (D::Stopped, P::Absent, Some(LifecycleEvent::ObservedStopped)),
             (D::Stopped, P::Running, None),
             (D::Deleted, P::Absent, Some(LifecycleEvent::ObservedGone)),
             (D::Deleted, P::Running, None),

@@ -381,6 +381,43 @@ async fn a_stopped_instance_on_a_silent_host_is_stopped_again_when_it_reports() 
     assert_eq!(back["desired"], "stopped", "{back}");
 }
 
+/// Found by the test-driver scenario: the agent restarted while the host was
+/// silent and the stopped instance's domain was gone from libvirt (the test
+/// driver forgets its domains; on a real host an operator's `virsh undefine`
+/// does it). The agent reports it absent; it is stopped, not `unknown` for good.
+#[tokio::test]
+async fn a_stopped_instance_whose_domain_vanished_while_its_host_was_silent_is_stopped() {
+    let c = cloud("sqlite", |cfg| cfg.host_timeout_secs = 1).await;
+    let t = c.tenant("acme").await;
+    c.kernel_image("tiny").await;
+    let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
+    let id = c.run(&t, "db", "mini").await["id"].as_str().unwrap().to_owned();
+    c.wait_state(&t, &id, "building").await;
+    agent.converge(&c).await;
+    c.wait_state(&t, &id, "running").await;
+    let (s, b) = c.post(&format!("/v1/instances/{id}/actions"), &t, json!({"action": "stop"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    agent.converge(&c).await;
+    c.wait_state(&t, &id, "stopped").await;
+    c.wait_state(&t, &id, "unknown").await;
+    let desired = agent.sync(&c, vec![]).await;
+    let generation = desired.instances.iter().find(|d| d.id.as_str() == id).expect("desired").generation;
+    let absent = ObservedInstance {
+        id: id.parse().unwrap(),
+        power: ObservedPower::Absent,
+        applied_generation: generation,
+        error: None,
+        failed_generation: None,
+        observed_at: Timestamp::now(),
+    };
+    agent.sync(&c, vec![absent]).await;
+    let back = c.wait_state(&t, &id, "stopped").await;
+    assert_eq!(back["desired"], "stopped", "{back}");
+    let desired = agent.sync(&c, vec![]).await;
+    let again = desired.instances.iter().find(|d| d.id.as_str() == id).expect("desired").generation;
+    assert_eq!(again, generation, "reading it stopped asks the agent for nothing new");
+}
+
 #[tokio::test]
 async fn transitional_states_time_out_into_error() {
     let c = cloud("sqlite", |cfg| cfg.building_deadline_secs = 1).await;

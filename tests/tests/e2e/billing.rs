@@ -9,7 +9,18 @@ use serde_json::Value;
 
 /// The seconds the agent confirmed the instance running, from its events.
 pub(crate) fn running_seconds(s: &Stack, id: &str) -> i64 {
-    let events = s.kumo_json(&["instance", "events", id]).unwrap();
+    running_seconds_in(&s.kumo_json(&["instance", "events", id]).unwrap())
+}
+
+/// The seconds an instance's events (`kumo instance events -o json`) show it
+/// running: from `running` to `stopped`, `deleted`, `error` or `unknown`.
+pub(crate) fn running_seconds_in(events: &Value) -> i64 {
+    running_seconds_until(events, i64::MIN)
+}
+
+/// [`running_seconds_in`], with a run still going at `now` (seconds since
+/// the epoch) counted up to `now` (`i64::MIN`: not counted).
+pub(crate) fn running_seconds_until(events: &Value, now: i64) -> i64 {
     let mut since = None;
     let mut total = 0;
     for e in events["items"].as_array().unwrap().iter().filter(|e| e["action"] == "state_changed") {
@@ -20,7 +31,7 @@ pub(crate) fn running_seconds(s: &Stack, id: &str) -> i64 {
             _ => {}
         }
     }
-    total
+    total + since.filter(|_| now != i64::MIN).map_or(0, |s| (now - s).max(0))
 }
 
 fn billing(opts: Options) {

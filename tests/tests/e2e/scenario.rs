@@ -42,6 +42,9 @@ const MAX_LIVE: usize = 4;
 const MAX_VOLUMES: usize = 3;
 /// Seconds of agent silence before its host is unreachable.
 const HOST_TIMEOUT: u64 = 6;
+/// Billing hours are this many seconds long here, so the bill can be checked
+/// against the instances' histories at the end.
+const BILLING_HOUR_SECS: i64 = 2;
 /// How long after a fault a refused or failed change is still its
 /// consequence (a launch while the host is still unreachable fails with "no
 /// host can take it", as it should).
@@ -121,6 +124,14 @@ struct Model {
     networks: BTreeMap<String, usize>,
     /// Security-group rule ids per tenant (in its `default` group).
     rules: BTreeMap<String, usize>,
+    /// Volume snapshots.
+    snapshots: BTreeMap<String, Resource>,
+    /// Key pair name -> tenant (names are per project, so the key is (tenant, name)).
+    keypairs: BTreeMap<(usize, String), ()>,
+    /// Uploaded (private) image id -> tenant.
+    images: BTreeMap<String, usize>,
+    /// Every instance ever launched -> its tenant (for the bill at the end).
+    ever: BTreeMap<String, usize>,
 }
 
 impl Model {
@@ -143,6 +154,10 @@ struct Engine {
     seed: u64,
     /// Real TCG guests (false: libvirt's test driver, nothing boots).
     guests: bool,
+    /// Whether restarting libvirtd is one of the faults
+    /// (`KUMO_SCENARIO_LIBVIRTD_RESTART=1`; off by default because the
+    /// suite's other tests share the one libvirtd).
+    libvirtd_restarts: bool,
 }
 
 fn ids_of(listing: &Value) -> Vec<String> {
@@ -157,6 +172,9 @@ impl Engine {
         let s = Stack::start(Options {
             host_timeout_secs: Some(HOST_TIMEOUT),
             test_driver_host: !guests,
+            controller_extra: format!(
+                "billing_hour_secs = {BILLING_HOUR_SECS}\nbilling_close_grace_secs = 0\nbilling_close_interval_secs = 1\n"
+            ),
             ..Options::default()
         })?;
         s.register_tiny_image()?;
@@ -192,6 +210,7 @@ impl Engine {
             refused: 0,
             seed,
             guests,
+            libvirtd_restarts: guests && std::env::var("KUMO_SCENARIO_LIBVIRTD_RESTART").is_ok_and(|v| v == "1"),
         })
     }
 
@@ -205,6 +224,19 @@ impl Engine {
         } else {
             self.s.kumo_json_as(self.user(t), args)
         }
+    }
+
+    /// Runs the CLI as tenant `t` for its exit code (commands that print no JSON).
+    fn cli_ok(&self, t: usize, args: &[&str]) -> Result<()> {
+        let out = self.cli_raw(t, args)?;
+        if !out.status.success() {
+            bail!(
+                "kumo {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// The CLI's output as tenant `t`, whatever its exit code.
@@ -254,6 +286,7 @@ impl Engine {
         let r = match kind {
             Kind::Instance => self.model.instances.get_mut(id),
             Kind::Volume => self.model.volumes.get_mut(id),
+            Kind::Snapshot => self.model.snapshots.get_mut(id),
         };
         if let Some(r) = r {
             r.target = target;
@@ -279,10 +312,7 @@ impl Engine {
 
     /// The resource's current state as its owner reads it (`deleted` when gone).
     fn state(&self, kind: Kind, id: &str, tenant: usize) -> Result<(String, Value)> {
-        let path = match kind {
-            Kind::Instance => format!("/v1/instances/{id}"),
-            Kind::Volume => format!("/v1/volumes/{id}"),
-        };
+        let path = kind.path(id);
         let (status, body) = self.raw(tenant, "GET", &path, None)?;
         match status {
             200 => Ok((body["state"].as_str().unwrap_or_default().to_owned(), body)),
@@ -323,10 +353,16 @@ impl Engine {
         }
     }
 
+    /// Whether the resource is in the model and not on its way out.
+    fn alive(&self, kind: Kind, id: &str) -> bool {
+        self.resource(kind, id).is_some_and(|r| r.target != Target::Gone)
+    }
+
     fn resource(&self, kind: Kind, id: &str) -> Option<&Resource> {
         match kind {
             Kind::Instance => self.model.instances.get(id),
             Kind::Volume => self.model.volumes.get(id),
+            Kind::Snapshot => self.model.snapshots.get(id),
         }
     }
 
@@ -343,14 +379,14 @@ impl Engine {
             Kind::Volume => {
                 self.model.volumes.remove(id);
             }
+            Kind::Snapshot => {
+                self.model.snapshots.remove(id);
+            }
         }
     }
 
     fn forget_after_error(&mut self, kind: Kind, id: &str, r: &Resource) -> Result<()> {
-        let path = match kind {
-            Kind::Instance => format!("/v1/instances/{id}"),
-            Kind::Volume => format!("/v1/volumes/{id}"),
-        };
+        let path = kind.path(id);
         let _ = self.raw(r.tenant, "DELETE", &path, None)?;
         self.mark(kind, id, Target::Gone);
         if let Some(res) = self.resource(kind, id) {
@@ -402,6 +438,10 @@ impl Engine {
         for id in volumes {
             self.settle(Kind::Volume, &id)?;
         }
+        let snapshots: Vec<String> = self.model.snapshots.keys().cloned().collect();
+        for id in snapshots {
+            self.settle(Kind::Snapshot, &id)?;
+        }
         Ok(())
     }
 
@@ -415,18 +455,21 @@ impl Engine {
         let t = self.rng.gen_range(0..3);
         let roll = self.rng.gen_range(0..100);
         match roll {
-            0..=17 => self.run(t),
-            18..=27 => self.power(t),
-            28..=35 => self.delete_instance(t),
-            36..=43 => self.volume_create(t),
+            0..=15 => self.run(t),
+            16..=24 => self.power(t),
+            25..=31 => self.delete_instance(t),
+            32..=37 => self.volume_create(t),
             // libvirt's test driver cannot hot-plug disks.
-            44..=53 if self.guests => self.volume_attach_or_detach(t),
-            44..=53 => self.volume_create(t),
-            54..=58 => self.volume_delete(t),
-            59..=64 => self.rule(t),
-            65..=72 => self.fip(t),
-            73..=77 => self.network(t),
-            78..=91 => self.bad(t),
+            38..=45 if self.guests => self.volume_attach_or_detach(t),
+            38..=45 => self.volume_create(t),
+            46..=49 => self.volume_delete(t),
+            50..=54 => self.rule(t),
+            55..=60 => self.fip(t),
+            61..=64 => self.network(t),
+            65..=68 => self.snapshot(t),
+            69..=71 => self.image(t),
+            72..=74 => self.keypair(t),
+            75..=90 => self.bad(t),
             _ => self.fault(),
         }
     }
@@ -441,12 +484,20 @@ impl Engine {
         let nets: Vec<String> = self.model.networks.iter().filter(|(_, o)| **o == t).map(|(n, _)| n.clone()).collect();
         let network = if self.rng.gen_bool(0.4) { self.pick(&nets) } else { None };
         let config_drive = self.rng.gen_bool(0.3);
+        // Two at once (EC2's MinCount = MaxCount = 2) while there is room.
+        let count = if via == Via::Ec2 && live + 2 <= MAX_LIVE && self.rng.gen_bool(0.3) { 2 } else { 1 };
+        let keys: Vec<String> =
+            self.model.keypairs.keys().filter(|(owner, _)| *owner == t).map(|(_, name)| name.clone()).collect();
+        let key = if self.rng.gen_bool(0.5) { self.pick(&keys) } else { None };
         let ids: Vec<String> = match via {
             Via::Cli => {
                 let mut args =
                     vec!["instance", "run", "--flavor", "mini", "--image", "tiny", "--user-data", "#!/bin/sh\n"];
                 if let Some(n) = &network {
                     args.extend(["--network", n.as_str()]);
+                }
+                if let Some(k) = &key {
+                    args.extend(["--key-pair", k.as_str()]);
                 }
                 if config_drive {
                     args.push("--config-drive");
@@ -466,24 +517,26 @@ impl Engine {
                     ec2.run_instances()
                         .image_id(image)
                         .instance_type(InstanceType::from("mini"))
-                        .min_count(1)
-                        .max_count(1)
+                        .min_count(count)
+                        .max_count(count)
+                        .set_key_name(key.clone())
                         .send(),
                 )?;
                 out.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect()
             }
         };
-        if ids.is_empty() {
-            bail!("the launch answered no instance");
+        if ids.len() != count as usize {
+            bail!("a launch of {count} answered {ids:?}");
         }
         for id in &ids {
             self.s.track(id);
+            self.model.ever.insert(id.clone(), t);
             let mut r = self.new_resource(t, Target::Running);
             r.boots = 1;
             r.network = if via == Via::Ec2 { None } else { network.clone() };
             self.model.instances.insert(id.clone(), r);
         }
-        self.log(format!("t{t} {via:?} run {ids:?} network={network:?} config_drive={config_drive}"));
+        self.log(format!("t{t} {via:?} run {ids:?} network={network:?} config_drive={config_drive} key={key:?}"));
         Ok(())
     }
 
@@ -502,7 +555,10 @@ impl Engine {
         let Some(id) = self.pick(&candidates) else { return self.bad(t) };
         // A power action during a boot would make the boot count ambiguous.
         self.wait_booted(&id)?;
-        let Some(current) = self.model.instances.get(&id).map(|r| r.target) else { return Ok(()) };
+        // Settling may have found it in `error` after a fault and deleted it.
+        let Some(current) = self.model.instances.get(&id).map(|r| r.target).filter(|t| *t != Target::Gone) else {
+            return Ok(());
+        };
         let via = self.via();
         let (action, target) = match current {
             Target::Running if self.rng.gen_bool(0.3) => ("reboot", Target::Running),
@@ -539,7 +595,9 @@ impl Engine {
         let candidates = self.model.live(&self.model.instances, t, &[Target::Running, Target::Stopped]);
         let Some(id) = self.pick(&candidates) else { return self.bad(t) };
         self.settle(Kind::Instance, &id)?;
-        let Some(r) = self.model.instances.get(&id).cloned() else { return Ok(()) };
+        let Some(r) = self.model.instances.get(&id).filter(|r| r.target != Target::Gone).cloned() else {
+            return Ok(());
+        };
         // Volumes are detached first (AWS's DeleteOnTermination=false volumes outlive it).
         if !r.links.is_empty() {
             self.wait_booted(&id)?;
@@ -588,20 +646,34 @@ impl Engine {
         }
         let via = self.via();
         let name = format!("scn-vol-{}", self.steps.len());
-        let id = match via {
-            Via::Cli => self.cli(t, &["volume", "create", &name, "--size", "1"])?["id"].as_str().map(str::to_owned),
-            Via::Native => self.api(t, "POST", "/v1/volumes", Some(json!({"name": name, "size_gib": 1})))?["id"]
-                .as_str()
-                .map(str::to_owned),
-            Via::Ec2 => {
-                let ec2 = self.tenants[t].ec2.clone();
-                let zone = self.rt.block_on(ec2.describe_availability_zones().send())?;
-                let zone = zone.availability_zones().first().and_then(|z| z.zone_name()).context("a zone")?.to_owned();
-                let out = self.rt.block_on(ec2.create_volume().availability_zone(zone).size(1).send())?;
-                out.volume_id().map(str::to_owned)
+        let created = (|| -> Result<Option<String>> {
+            Ok(match via {
+                Via::Cli => self.cli(t, &["volume", "create", &name, "--size", "1"])?["id"].as_str().map(str::to_owned),
+                Via::Native => self.api(t, "POST", "/v1/volumes", Some(json!({"name": name, "size_gib": 1})))?["id"]
+                    .as_str()
+                    .map(str::to_owned),
+                Via::Ec2 => {
+                    let ec2 = self.tenants[t].ec2.clone();
+                    let zone = self.rt.block_on(ec2.describe_availability_zones().send())?;
+                    let zone =
+                        zone.availability_zones().first().and_then(|z| z.zone_name()).context("a zone")?.to_owned();
+                    let out = self.rt.block_on(ec2.create_volume().availability_zone(zone).size(1).send())?;
+                    out.volume_id().map(str::to_owned)
+                }
+            })
+        })();
+        // A local volume needs a reachable host at once: right after a fault
+        // the host may still be unreachable, and the create is refused (the
+        // views then prove it made nothing).
+        let created = match created {
+            Err(err) if self.in_fault_shadow() => {
+                self.refused += 1;
+                self.log(format!("t{t} {via:?} volume create refused after a fault: {err:#}"));
+                return Ok(());
             }
+            other => other?,
         };
-        let id = id.context("the volume create answered no id")?;
+        let id = created.context("the volume create answered no id")?;
         self.model.volumes.insert(id.clone(), self.new_resource(t, Target::Available));
         self.log(format!("t{t} {via:?} volume create {id}"));
         Ok(())
@@ -642,7 +714,7 @@ impl Engine {
         };
         self.settle(Kind::Volume, &vol)?;
         self.wait_booted(&instance)?;
-        if !self.model.instances.contains_key(&instance) || !self.model.volumes.contains_key(&vol) {
+        if !self.alive(Kind::Instance, &instance) || !self.alive(Kind::Volume, &vol) {
             return Ok(());
         }
         match via {
@@ -675,7 +747,7 @@ impl Engine {
         let available = self.model.live(&self.model.volumes, t, &[Target::Available]);
         let Some(vol) = self.pick(&available) else { return self.bad(t) };
         self.settle(Kind::Volume, &vol)?;
-        if !self.model.volumes.contains_key(&vol) {
+        if !self.alive(Kind::Volume, &vol) {
             return Ok(());
         }
         let via = self.via();
@@ -706,10 +778,12 @@ impl Engine {
             .as_array()
             .map(|r| r.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect())
             .unwrap_or_default();
-        let group = self.cli(
-            t,
-            &["sg", "rule", "add", "default", "--protocol", "tcp", "--port", &port.to_string(), "--cidr", "10.0.0.0/8"],
-        )?;
+        // From an address block, or from the group's own members (a source-group rule).
+        let source = if self.rng.gen_bool(0.3) { ["--source-group", "default"] } else { ["--cidr", "10.0.0.0/8"] };
+        let port = port.to_string();
+        let mut args = vec!["sg", "rule", "add", "default", "--protocol", "tcp", "--port", &port];
+        args.extend(source);
+        let group = self.cli(t, &args)?;
         let added: Vec<String> = group["rules"]
             .as_array()
             .map(|r| r.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect())
@@ -717,7 +791,7 @@ impl Engine {
         let new: Vec<&String> = added.iter().filter(|r| !before.contains(r)).collect();
         let [rule] = new.as_slice() else { bail!("adding one rule added {new:?}: {group}") };
         self.model.rules.insert((*rule).clone(), t);
-        self.log(format!("t{t} Cli rule add tcp/{port} {rule}"));
+        self.log(format!("t{t} Cli rule add tcp/{port} {} {rule}", source.join(" ")));
         Ok(())
     }
 
@@ -794,6 +868,121 @@ impl Engine {
         Ok(())
     }
 
+    /// Takes a snapshot of one of the tenant's volumes, or deletes one of its snapshots.
+    fn snapshot(&mut self, t: usize) -> Result<()> {
+        let mine = self.model.live(&self.model.snapshots, t, &[Target::Available]);
+        // On the test driver nothing attaches, so only available volumes exist there anyway.
+        let volumes = self.model.live(&self.model.volumes, t, &[Target::Available, Target::InUse]);
+        let via = self.via();
+        if mine.len() < 2 && !volumes.is_empty() && (mine.is_empty() || self.rng.gen_bool(0.5)) {
+            let Some(vol) = self.pick(&volumes) else { return Ok(()) };
+            self.settle(Kind::Volume, &vol)?;
+            if !self.alive(Kind::Volume, &vol) {
+                return Ok(());
+            }
+            let name = format!("scn-snap-{}", self.steps.len());
+            let id = match via {
+                Via::Ec2 => {
+                    let ec2 = self.tenants[t].ec2.clone();
+                    let out = self.rt.block_on(ec2.create_snapshot().volume_id(&vol).send())?;
+                    out.snapshot_id().map(str::to_owned)
+                }
+                _ => self.cli(t, &["snapshot", "create", &name, "--volume", &vol])?["id"].as_str().map(str::to_owned),
+            };
+            let id = id.context("the snapshot create answered no id")?;
+            self.model.snapshots.insert(id.clone(), self.new_resource(t, Target::Available));
+            self.log(format!("t{t} {via:?} snapshot {vol} as {id}"));
+            return Ok(());
+        }
+        let Some(snap) = self.pick(&mine) else { return self.bad(t) };
+        self.settle(Kind::Snapshot, &snap)?;
+        if !self.alive(Kind::Snapshot, &snap) {
+            return Ok(());
+        }
+        match via {
+            Via::Ec2 => {
+                let ec2 = self.tenants[t].ec2.clone();
+                self.rt.block_on(ec2.delete_snapshot().snapshot_id(&snap).send())?;
+            }
+            Via::Native => drop(self.api(t, "DELETE", &Kind::Snapshot.path(&snap), None)?),
+            Via::Cli => self.cli_ok(t, &["snapshot", "delete", &snap])?,
+        }
+        self.mark(Kind::Snapshot, &snap, Target::Gone);
+        self.log(format!("t{t} {via:?} snapshot delete {snap}"));
+        Ok(())
+    }
+
+    /// Uploads a small disk image (private to the tenant's project), or deletes one.
+    fn image(&mut self, t: usize) -> Result<()> {
+        let mine: Vec<String> = self.model.images.iter().filter(|(_, o)| **o == t).map(|(i, _)| i.clone()).collect();
+        if mine.len() < 2 && (mine.is_empty() || self.rng.gen_bool(0.5)) {
+            let file = self.s.dir.path().join("scn-disk.qcow2");
+            if !file.exists() {
+                let out = std::process::Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2"])
+                    .arg(&file)
+                    .arg("16M")
+                    .output()?;
+                if !out.status.success() {
+                    bail!("qemu-img create: {}", String::from_utf8_lossy(&out.stderr));
+                }
+            }
+            let name = format!("scn-img-{}", self.steps.len());
+            let file = file.to_string_lossy().into_owned();
+            let out = self.cli(t, &["image", "upload", "--name", &name, &file])?;
+            let id = out["id"].as_str().with_context(|| format!("image upload answered {out}"))?.to_owned();
+            self.model.images.insert(id.clone(), t);
+            self.log(format!("t{t} Cli image upload {name} as {id}"));
+            return Ok(());
+        }
+        let Some(image) = self.pick(&mine) else { return self.bad(t) };
+        let via = self.via();
+        match via {
+            Via::Ec2 => {
+                let ec2 = self.tenants[t].ec2.clone();
+                self.rt.block_on(ec2.deregister_image().image_id(&image).send())?;
+            }
+            _ => self.cli_ok(t, &["image", "delete", &image])?,
+        }
+        self.model.images.remove(&image);
+        self.log(format!("t{t} {via:?} image delete {image}"));
+        Ok(())
+    }
+
+    /// Creates a key pair with a name AWS allows (mixed case, '_' and '.'), or deletes one.
+    fn keypair(&mut self, t: usize) -> Result<()> {
+        let mine: Vec<String> =
+            self.model.keypairs.keys().filter(|(owner, _)| *owner == t).map(|(_, n)| n.clone()).collect();
+        let via = if self.rng.gen_bool(0.5) { Via::Ec2 } else { Via::Cli };
+        if mine.len() < 2 && (mine.is_empty() || self.rng.gen_bool(0.5)) {
+            let name = format!("Scn_Key.{}", self.steps.len());
+            match via {
+                Via::Ec2 => {
+                    let ec2 = self.tenants[t].ec2.clone();
+                    let out = self.rt.block_on(ec2.create_key_pair().key_name(&name).send())?;
+                    if !out.key_material().is_some_and(|k| k.contains("PRIVATE KEY")) {
+                        bail!("CreateKeyPair {name} answered no private key");
+                    }
+                }
+                _ => drop(self.cli(t, &["keypair", "create", &name])?),
+            }
+            self.model.keypairs.insert((t, name.clone()), ());
+            self.log(format!("t{t} {via:?} keypair create {name}"));
+            return Ok(());
+        }
+        let Some(name) = self.pick(&mine) else { return self.bad(t) };
+        match via {
+            Via::Ec2 => {
+                let ec2 = self.tenants[t].ec2.clone();
+                self.rt.block_on(ec2.delete_key_pair().key_name(&name).send())?;
+            }
+            _ => self.cli_ok(t, &["keypair", "delete", &name])?,
+        }
+        self.model.keypairs.remove(&(t, name.clone()));
+        self.log(format!("t{t} {via:?} keypair delete {name}"));
+        Ok(())
+    }
+
     /// A request that must be refused and change nothing: another tenant's
     /// resource through each interface, or bad input.
     fn bad(&mut self, t: usize) -> Result<()> {
@@ -860,7 +1049,8 @@ impl Engine {
 
     fn fault(&mut self) -> Result<()> {
         self.faults += 1;
-        match self.rng.gen_range(0..3) {
+        let kinds = if self.libvirtd_restarts { 4 } else { 3 };
+        match self.rng.gen_range(0..kinds) {
             0 => {
                 let agent = self.s.agent.as_mut().context("no agent")?;
                 agent.signal("KILL")?;
@@ -873,6 +1063,10 @@ impl Engine {
                 let _ = self.s.api.child.wait();
                 self.s.restart_api(|_| {})?;
                 self.log("FAULT kill -9 the controller, start it again".into());
+            }
+            3 => {
+                restart_libvirtd()?;
+                self.log("FAULT libvirtd stopped and started again".into());
             }
             _ => {
                 let agent = self.s.agent.as_ref().context("no agent")?;
@@ -913,6 +1107,7 @@ impl Engine {
                     bail!("t{t} does not list its volume {id}");
                 }
             }
+            self.check_other_views(t)?;
             let ec2 = self.tenants[t].ec2.clone();
             let described = self.rt.block_on(ec2.describe_instances().send())?;
             for inst in described.reservations().iter().flat_map(|r| r.instances()) {
@@ -925,6 +1120,54 @@ impl Engine {
                     bail!("t{t} sees {id} ({state}) through EC2, which is not its own or should be gone");
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Snapshots, images and key pairs: each tenant sees its own (native and
+    /// EC2) and never another's.
+    fn check_other_views(&mut self, t: usize) -> Result<()> {
+        let snapshots = ids_of(&self.api(t, "GET", "/v1/snapshots?limit=1000", None)?);
+        for id in &snapshots {
+            if self.model.snapshots.get(id).map(|r| r.tenant) != Some(t) {
+                bail!("t{t} lists snapshot {id}, which is not its own or should be gone");
+            }
+        }
+        let mine_live = self.model.live(&self.model.snapshots, t, &[Target::Available]);
+        if let Some(missing) = mine_live.iter().find(|id| !snapshots.contains(id)) {
+            bail!("t{t} does not list its snapshot {missing}");
+        }
+        let ec2 = self.tenants[t].ec2.clone();
+        let described = self.rt.block_on(ec2.describe_snapshots().owner_ids("self").send())?;
+        for snap in described.snapshots() {
+            let id = snap.snapshot_id().unwrap_or_default();
+            if self.model.snapshots.get(id).map(|r| r.tenant) != Some(t) {
+                bail!("t{t} sees snapshot {id} through EC2, which is not its own or should be gone");
+            }
+        }
+        let images = ids_of(&self.api(t, "GET", "/v1/images?limit=1000", None)?);
+        for (id, owner) in &self.model.images {
+            match (*owner == t, images.contains(id)) {
+                (true, false) => bail!("t{t} does not list its image {id}"),
+                (false, true) => bail!("t{t} lists t{owner}'s private image {id}"),
+                _ => {}
+            }
+        }
+        let mut want: Vec<String> =
+            self.model.keypairs.keys().filter(|(owner, _)| *owner == t).map(|(_, n)| n.clone()).collect();
+        want.sort();
+        let listed = self.api(t, "GET", "/v1/keypairs?limit=1000", None)?;
+        let mut native: Vec<String> = listed["items"]
+            .as_array()
+            .map(|k| k.iter().filter_map(|k| k["name"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        native.sort();
+        let pairs = self.rt.block_on(ec2.describe_key_pairs().send())?;
+        let mut through_ec2: Vec<String> =
+            pairs.key_pairs().iter().filter_map(|k| k.key_name().map(str::to_owned)).collect();
+        through_ec2.sort();
+        if native != want || through_ec2 != want {
+            bail!("t{t}'s key pairs are {want:?}; native lists {native:?}, EC2 {through_ec2:?}");
         }
         Ok(())
     }
@@ -967,6 +1210,59 @@ impl Engine {
         bail!("the audit never came clean: {last}")
     }
 
+    /// The bill agrees with the histories: once the hours after the last
+    /// change closed, every instance that no longer runs was billed exactly
+    /// the seconds its events show it running (unknown and stopped time is
+    /// free), a running one no more than it ran, and no tenant's usage shows
+    /// another tenant's resource.
+    fn check_bill(&mut self) -> Result<()> {
+        std::thread::sleep(Duration::from_secs(2 * BILLING_HOUR_SECS as u64 + 1));
+        self.s.kumo_ok(&["billing", "close"])?;
+        for t in 0..self.tenants.len() {
+            let usage = self.cli(t, &["billing", "usage"])?;
+            let rows = usage["resources"].as_array().context("usage resources")?.clone();
+            for row in &rows {
+                let id = row["resource_id"].as_str().unwrap_or_default();
+                let owner = self.model.ever.get(id).copied().or_else(|| {
+                    [&self.model.volumes, &self.model.snapshots].iter().find_map(|m| m.get(id).map(|r| r.tenant))
+                });
+                if owner.is_some_and(|o| o != t) {
+                    bail!("t{t}'s usage shows another tenant's resource: {row}");
+                }
+            }
+            let mine: Vec<String> = self.model.ever.iter().filter(|(_, o)| **o == t).map(|(i, _)| i.clone()).collect();
+            for id in mine {
+                let events = self.cli(t, &["instance", "events", &id])?;
+                let now = kumo_wire::Timestamp::now().millis().div_euclid(1000);
+                let ran = crate::billing::running_seconds_until(&events, now);
+                let billed = rows
+                    .iter()
+                    .filter(|r| r["resource_id"] == id.as_str() && r["item"] == "flavor:mini")
+                    .map(|r| r["usage_hours"].as_str().unwrap_or("0").parse::<f64>().unwrap_or(f64::NAN))
+                    .sum::<f64>()
+                    * BILLING_HOUR_SECS as f64;
+                let still_running = self.model.instances.get(&id).is_some_and(|r| r.target == Target::Running);
+                let agrees =
+                    if still_running { billed <= ran as f64 + 1e-9 } else { (billed - ran as f64).abs() < 1e-9 };
+                if !agrees {
+                    let history: Vec<String> = events["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|e| e["action"] == "state_changed")
+                        .map(|e| format!("{} {}->{}", e["at"], e["detail"]["from"], e["detail"]["to"]))
+                        .collect();
+                    let lines: Vec<&Value> = rows.iter().filter(|r| r["resource_id"] == id.as_str()).collect();
+                    bail!(
+                        "t{t}'s {id} ran {ran} s by its events and was billed {billed} s (running now: \
+                         {still_running})\nevents: {history:#?}\nusage: {lines:#?}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn report(&self, err: &anyhow::Error) -> String {
         let mut out = format!("scenario seed {} failed after {} steps: {err:#}\nsteps:\n", self.seed, self.steps.len());
         for (n, s) in self.steps.iter().enumerate() {
@@ -981,6 +1277,18 @@ impl Engine {
 enum Kind {
     Instance,
     Volume,
+    Snapshot,
+}
+
+impl Kind {
+    /// The native API's path of one resource of this kind.
+    fn path(self, id: &str) -> String {
+        match self {
+            Kind::Instance => format!("/v1/instances/{id}"),
+            Kind::Volume => format!("/v1/volumes/{id}"),
+            Kind::Snapshot => format!("/v1/snapshots/{id}"),
+        }
+    }
 }
 
 fn run_seed(seed: u64, steps: usize, guests: bool) {
@@ -991,7 +1299,8 @@ fn run_seed(seed: u64, steps: usize, guests: bool) {
             engine.step()?;
             engine.check_views()?;
         }
-        engine.check_end()
+        engine.check_end()?;
+        engine.check_bill()
     })();
     if let Err(err) = result {
         panic!("{}", engine.report(&err));
@@ -1005,6 +1314,33 @@ fn run_seed(seed: u64, steps: usize, guests: bool) {
         engine.faults,
         started.elapsed()
     );
+}
+
+/// Stops the host's libvirtd (SIGTERM, by the PID in its pid file) and starts
+/// it again with `scripts/start-libvirt.sh`; its guests keep running.
+fn restart_libvirtd() -> Result<()> {
+    let pid: i32 = std::fs::read_to_string("/run/libvirtd.pid")?.trim().parse()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() != "libvirtd" {
+        bail!("/run/libvirtd.pid names {pid}, which is {comm:?}, not libvirtd");
+    }
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    if !status.success() {
+        bail!("kill -TERM {pid} failed");
+    }
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("libvirtd {pid} did not stop within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/start-libvirt.sh");
+    let out = std::process::Command::new("bash").arg(script).output()?;
+    if !out.status.success() {
+        bail!("{script}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }
 
 /// `KUMO_SCENARIO_STEPS` and `KUMO_SCENARIO_SEED`, or the defaults given.
