@@ -82,6 +82,15 @@ pub enum ConvergeError {
 }
 
 /// Carries out desired states with a hypervisor, a disk store and an image cache.
+
+/// Whether an instance whose domain vanished from the host (libvirt's state
+/// lost, an operator's `virsh undefine`) is defined again: a running one is
+/// rebuilt and started, a stopped one defined shut off, so the host matches
+/// the desired state (and `kumo admin audit`) either way.
+pub fn rebuilds_without_domain(desired: &DesiredInstance) -> bool {
+    matches!(desired.power, DesiredPower::Running | DesiredPower::Stopped)
+}
+
 pub struct Converger {
     hypervisor: Arc<dyn Hypervisor>,
     disks: Arc<dyn InstanceDisks>,

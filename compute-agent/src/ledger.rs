@@ -257,7 +257,7 @@ mod tests {
 
     /// The worker's rule for instances: rebuild a running one whose domain is gone.
     fn heal_without_domain(d: &DesiredInstance) -> bool {
-        d.power == DesiredPower::Running
+        crate::converge::rebuilds_without_domain(d)
     }
 
     fn heal_with_domain(_: &DesiredInstance) -> bool {
@@ -310,13 +310,15 @@ mod tests {
     }
 
     #[test]
-    fn a_vanished_running_domain_is_rebuilt_but_a_stopped_one_is_not() {
+    fn a_vanished_domain_is_rebuilt_whether_running_or_stopped_but_not_when_deleted() {
         let ledger = Ledger::default();
         let now = Instant::now();
         let running = one(3, 3, DesiredPower::Running);
         assert_eq!(ledger.due(&[running], heal_without_domain, now)[0].1, Reason::SelfHeal);
         let stopped = one(3, 3, DesiredPower::Stopped);
-        assert!(ledger.due(&[stopped], heal_without_domain, now).is_empty());
+        assert_eq!(ledger.due(&[stopped], heal_without_domain, now)[0].1, Reason::SelfHeal);
+        let deleted = one(3, 3, DesiredPower::Deleted);
+        assert!(ledger.due(&[deleted], heal_without_domain, now).is_empty());
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl<J: Job> Track<J> {
         for (desired, reason) in self.ledger.due(&self.desired, heal, Instant::now()) {
             let span = desired.span();
             if reason == Reason::SelfHeal {
-                tracing::warn!(parent: &span, "the domain of a running instance vanished; re-creating it");
+                tracing::warn!(parent: &span, "the domain of an instance vanished; re-creating it");
             }
             self.ledger.start(desired.id());
             let key = (desired.id().clone(), desired.generation());
@@ -625,7 +625,7 @@ impl SyncWorker {
         let metrics = &self.parts.metrics;
         let converger = &self.parts.converger;
         self.work.instances.start_due(
-            |d| d.power == kumo_wire::DesiredPower::Running && !with_domain.contains(&d.id),
+            |d| crate::converge::rebuilds_without_domain(d) && !with_domain.contains(&d.id),
             metrics,
             |desired| {
                 let converger = Arc::clone(converger);

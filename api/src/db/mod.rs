@@ -26,7 +26,10 @@ pub mod snapshots;
 pub mod volumes;
 pub mod vpcs;
 
+use std::panic::Location;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -83,6 +86,9 @@ pub type DbResult<T> = Result<T, DbError>;
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite: where and when the latest write transaction took the write
+    /// lock, named when a writer waited out the busy timeout.
+    last_writer: Arc<Mutex<Option<(&'static Location<'static>, Instant)>>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -120,7 +126,7 @@ impl Db {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await.map_err(DbError::Migrate)?;
-        Ok(Self { pool, backend })
+        Ok(Self { pool, backend, last_writer: Arc::default() })
     }
 
     /// The pool, for single statements.
@@ -133,13 +139,37 @@ impl Db {
         self.backend
     }
 
-    /// A transaction that will write.
-    pub async fn begin_write(&self) -> DbResult<Transaction<'static, Any>> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
-        Ok(tx)
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// once; a writer that waited out the busy timeout logs where the latest
+    /// write transaction began (a transaction held too long is a bug).
+    #[track_caller]
+    pub fn begin_write(&self) -> impl std::future::Future<Output = DbResult<Transaction<'static, Any>>> + Send + '_ {
+        let caller = Location::caller();
+        async move {
+            match self.backend {
+                Backend::Postgres => Ok(self.pool.begin().await?),
+                Backend::Sqlite => match self.pool.begin_with("BEGIN IMMEDIATE").await {
+                    Ok(tx) => {
+                        *self.last_writer.lock().unwrap_or_else(|e| e.into_inner()) = Some((caller, Instant::now()));
+                        Ok(tx)
+                    }
+                    Err(e) => {
+                        if e.as_database_error().is_some_and(|d| d.message().contains("locked")) {
+                            let last = *self.last_writer.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Some((at, since)) = last {
+                                tracing::error!(
+                                    waiting = %caller,
+                                    holder = %at,
+                                    held_ms = since.elapsed().as_millis() as u64,
+                                    "SQLite's write lock was busy past the timeout; the latest write transaction began at the holder"
+                                );
+                            }
+                        }
+                        Err(e.into())
+                    }
+                },
+            }
+        }
     }
 
     /// Reads a setting.

@@ -547,7 +547,6 @@ async fn ec2_stack(client: &reqwest::Client) -> Result<Ec2Stack> {
     let mut cmd = Command::new(bin("kumo-api"));
     cmd.arg("--config").arg(&config).env("KUMO_LOG", "warn");
     let api = spawn(cmd, &dir.path().join("api.log"))?;
-    let pid = api.child.id();
     wait_up(&client, &endpoint).await?;
     let token = client
         .post(format!("{endpoint}/v1/auth/tokens"))

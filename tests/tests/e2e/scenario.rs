@@ -822,6 +822,11 @@ impl Engine {
             }
             None => match self.pick(&free) {
                 Some(instance) if self.rng.gen_bool(0.7) => {
+                    // A launch right after a fault may have failed (`error`, its ports freed).
+                    self.settle(Kind::Instance, &instance)?;
+                    if !self.alive(Kind::Instance, &instance) {
+                        return Ok(());
+                    }
                     self.api(
                         t,
                         "POST",
