@@ -61,6 +61,10 @@ pub struct FleetOptions {
     /// More agent settings for every host, as TOML lines. `{LOCAL}` is the
     /// host's fabric address, `{PEERS}` a TOML array of the other hosts'.
     pub agent_extra: String,
+    /// Tenant networks cross hosts in VXLAN over the fabric (`vxlan_local` =
+    /// the host's fabric address, `vxlan_peers` = the other hosts'); without
+    /// it every host's networks are host-local.
+    pub vxlan: bool,
 }
 
 /// A controller and several hosts; derefs to the controller's [`Stack`] for
@@ -100,11 +104,14 @@ impl Fleet {
         let stack = Stack::start(Options { controller_only_on: Some(fabric.ip(1).to_string()), ..opts.stack.clone() })?;
         let mut fleet = Self { hosts: Vec::new(), stack, fabric };
         let addresses: Vec<Ipv4Addr> = (1..=opts.hosts).map(|n| fleet.fabric.host_ip(n)).collect();
+        let mut agent_extra = opts.agent_extra.clone();
+        if opts.vxlan {
+            agent_extra.push_str("vxlan_local = '{LOCAL}'\nvxlan_peers = {PEERS}\n");
+        }
         for n in 1..=opts.hosts {
             let local = addresses[n - 1];
             let peers: Vec<String> = addresses.iter().filter(|a| **a != local).map(|a| format!("'{a}'")).collect();
-            let extra = opts
-                .agent_extra
+            let extra = agent_extra
                 .replace("{LOCAL}", &local.to_string())
                 .replace("{PEERS}", &format!("[{}]", peers.join(", ")));
             let host = FleetHost::start(&fleet.fabric, n, &fleet.stack.endpoint, &extra)?;
@@ -174,7 +181,8 @@ impl Fabric {
         std::fs::create_dir_all(&record)?;
         std::fs::write(record.join("owner"), std::process::id().to_string())?;
         let fabric = Self { bridge: format!("kfb{tag}"), tag, third_octet, record };
-        sh(&["ip", "link", "add", &fabric.bridge, "type", "bridge"])?;
+        // The fabric carries VXLAN: the tenants' 1500 bytes plus 50.
+        sh(&["ip", "link", "add", &fabric.bridge, "mtu", "1550", "type", "bridge"])?;
         sh(&["ip", "addr", "add", &format!("{}/24", fabric.ip(1)), "dev", &fabric.bridge])?;
         sh(&["ip", "link", "set", &fabric.bridge, "up"])?;
         Ok(fabric)
@@ -244,7 +252,8 @@ impl FleetHost {
         sh(&["ip", "netns", "add", &netns])?;
         sh(&["ip", "-n", &netns, "link", "set", "lo", "up"])?;
         sh(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &netns])?;
-        sh(&["ip", "link", "set", &outer, "master", &fabric.bridge, "up"])?;
+        sh(&["ip", "link", "set", &outer, "mtu", "1550", "master", &fabric.bridge, "up"])?;
+        sh(&["ip", "-n", &netns, "link", "set", &inner, "mtu", "1550"])?;
         sh(&["ip", "-n", &netns, "addr", "add", &format!("{address}/24"), "dev", &inner])?;
         sh(&["ip", "-n", &netns, "link", "set", &inner, "up"])?;
 

@@ -129,3 +129,89 @@ fn two_hosts_spread_skip_a_disabled_one_and_outlive_a_dead_one() {
     assert!(skipped["reason"].as_str().unwrap_or_default().starts_with("unreachable"), "{skipped}");
     eprintln!("FIGURE two-host fleet test wall time: {:?}", started.elapsed());
 }
+
+/// Runs a `mini` instance on `--network lan` whose user data is `script`;
+/// returns (id, fixed IP).
+fn run_with_script(f: &mut Fleet, user: Option<&str>, name: &str, script: &str) -> Result<(String, String)> {
+    let file = f.dir.path().join(format!("{name}.user-data"));
+    std::fs::write(&file, script)?;
+    let file = file.to_string_lossy().into_owned();
+    let id = run(f, user, name, &["--network", "lan", "--user-data-file", &file])?;
+    let inst = match user {
+        None => f.instance(&id)?,
+        Some(user) => f.kumo_json_as(user, &["instance", "show", &id])?,
+    };
+    let ip = inst["addresses"][0]["ip"].as_str().with_context(|| format!("no address in {inst}"))?.to_owned();
+    Ok((id, ip))
+}
+
+/// A guest script: ping `target` up to `tries` times, print whether it answered.
+fn ping_script(target: &str, tries: u32) -> String {
+    format!(
+        "#!/bin/sh\nfor i in $(seq 1 {tries}); do\n  if ping -c 1 -W 2 {target} >/dev/null 2>&1; then echo PEER-REACHABLE {target}; exit 0; fi\n  sleep 1\ndone\necho PEER-UNREACHABLE {target}\nexit 1\n"
+    )
+}
+
+/// The console of an instance of `user` (None: the admin) once it shows `needle`.
+fn wait_console_as(f: &Fleet, user: Option<&str>, id: &str, needle: &str) -> Result<String> {
+    let mut last = String::new();
+    f.wait_until(BOOT, &format!("'{needle}' on the console of {id}"), |s| {
+        last = match user {
+            None => s.console(id)?,
+            Some(user) => String::from_utf8_lossy(&s.kumo_as(user, &["instance", "console", id])?.stdout).into_owned(),
+        };
+        Ok(last.contains(needle))
+    })
+    .with_context(|| format!("console of {id}:\n{last}"))?;
+    Ok(last)
+}
+
+#[test]
+fn a_network_spans_two_hosts_in_vxlan_and_another_project_stays_out() {
+    if !enabled() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let mut f = Fleet::start(FleetOptions { hosts: 2, vxlan: true, ..FleetOptions::default() }).unwrap();
+    f.register_tiny_image().unwrap();
+    f.kumo_ok(&["network", "create", "lan", "--cidr", "10.77.1.0/24"]).unwrap();
+
+    // A boots first; spread puts B on the other host; B pings A across the fabric.
+    let (a, a_ip) = run_with_script(&mut f, None, "peer-a", "#!/bin/sh\necho up\n").unwrap();
+    let a_host = wait_state(&f, &a, "running", BOOT).unwrap()["host_name"].as_str().unwrap().to_owned();
+    let (b, _) = run_with_script(&mut f, None, "peer-b", &ping_script(&a_ip, 30)).unwrap();
+    let b_host = wait_state(&f, &b, "running", BOOT).unwrap()["host_name"].as_str().unwrap().to_owned();
+    assert_ne!(a_host, b_host, "A and B must run on two hosts for this test to mean anything");
+    let console = wait_console_as(&f, None, &b, "KUMO-USERDATA-EXIT").unwrap();
+    assert!(
+        console.contains(&format!("KUMO-USERDATA: PEER-REACHABLE {a_ip}")),
+        "B on {b_host} reaches A on {a_host}: {console}"
+    );
+    // The frames crossed in VXLAN: B's host learned A's MAC behind A's host's underlay address.
+    let a_mac = f.instance(&a).unwrap()["addresses"][0]["mac"].as_str().unwrap_or_default().to_owned();
+    let vni = f.kumo_json(&["network", "show", "lan"]).unwrap()["vlan_id"].as_u64().unwrap();
+    let fdb = f.host(&b_host).unwrap().exec(&["bridge", "fdb", "show", "dev", &format!("kvx{vni}")]).unwrap();
+    let a_underlay = f.host(&a_host).unwrap().address.to_string();
+    assert!(
+        fdb.lines().any(|l| l.starts_with(&a_mac) && l.contains(&format!("dst {a_underlay}"))),
+        "A's MAC {a_mac} behind {a_underlay} in B's host's VXLAN FDB:\n{fdb}"
+    );
+
+    // Another project, the same CIDR (so C takes A's address; it pings B's),
+    // on A's host: C cannot reach B on the other host.
+    let b_ip = f.instance(&b).unwrap()["addresses"][0]["ip"].as_str().unwrap().to_owned();
+    f.login_as("carol", "other").unwrap();
+    f.kumo_json_as("carol", &["network", "create", "lan", "--cidr", "10.77.1.0/24"]).unwrap();
+    f.kumo_ok(&["host", "disable", &b_host]).unwrap();
+    // C proves its own network works (its gateway answers), then tries B.
+    let c_script =
+        format!("#!/bin/sh\nping -c 2 -W 2 10.77.1.1 >/dev/null && echo GATEWAY-OK\n{}", &ping_script(&b_ip, 8)[10..]);
+    let (c, c_ip) = run_with_script(&mut f, Some("carol"), "other-c", &c_script).unwrap();
+    assert_ne!(c_ip, b_ip);
+    let console = wait_console_as(&f, Some("carol"), &c, "KUMO-USERDATA-EXIT").unwrap();
+    assert_eq!(f.host(&a_host).unwrap().domstate(&c).as_deref(), Some("running"), "C runs on A's host");
+    assert!(console.contains("KUMO-USERDATA: GATEWAY-OK"), "C's own network works: {console}");
+    assert!(console.contains(&format!("KUMO-USERDATA: PEER-UNREACHABLE {b_ip}")), "C must not reach B: {console}");
+    f.kumo_ok(&["host", "enable", &b_host]).unwrap();
+    eprintln!("FIGURE VXLAN two-host network test wall time: {:?}", started.elapsed());
+}
