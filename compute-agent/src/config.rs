@@ -542,6 +542,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.trunk_interface.as_deref(), Some("eth1"));
+        assert_eq!((c.public_interface.as_deref(), c.nft_table.as_str(), c.metadata), (Some("pub0"), "kumo_t1", false));
         let c = load_text(
             &format!("{MINIMAL}vxlan_local = \"192.0.2.1\"\n"),
             &[("KUMO_AGENT_VXLAN_PEERS", "192.0.2.2, 192.0.2.3")],
@@ -549,7 +550,6 @@ mod tests {
         .expect("valid");
         assert_eq!(c.vxlan_local, Some(std::net::Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(c.vxlan_peers, [std::net::Ipv4Addr::new(192, 0, 2, 2), std::net::Ipv4Addr::new(192, 0, 2, 3)]);
-        assert_eq!((c.public_interface.as_deref(), c.nft_table.as_str(), c.metadata), (Some("pub0"), "kumo_t1", false));
     }
 
     #[test]

@@ -26,7 +26,12 @@
 //!   (outbound from a private IP that has a floating IP; inbound only when
 //!   DNAT'd). From tenant bridges the host accepts only DHCP (udp 67),
 //!   the metadata service (169.254.169.254 tcp 80), ICMP echo to the bridge's
-//!   gateway and replies to its own traffic.
+//!   gateway and replies to its own traffic. With an uplink
+//!   ([`FirewallState::spans_hosts`]: 802.1Q trunk or VXLAN) a network's
+//!   other ports may live on other hosts: unicast from a source, or to a
+//!   destination, that is no port of this host passes the per-bridge
+//!   outbound and inbound dispatch (it came over, or leaves by, the uplink;
+//!   its own host filters it), broadcast and multicast IP stays dropped.
 //! - `ip <table>`: floating IPs as 1:1 NAT: DNAT address -> private IP in
 //!   prerouting and output, SNAT private IP -> address in postrouting out of
 //!   `public_interface`. Before conntrack (priority raw), every packet from a
