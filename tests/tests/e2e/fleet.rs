@@ -43,7 +43,7 @@ fn verdict<'a>(inst: &'a Value, host: &str) -> Option<&'a Value> {
 }
 
 #[test]
-fn two_hosts_spread_skip_a_disabled_one_and_outlive_a_dead_one() {
+fn two_hosts_spread_pin_local_volumes_skip_a_disabled_one_and_outlive_a_dead_one() {
     if !enabled() {
         return;
     }
@@ -85,6 +85,25 @@ fn two_hosts_spread_skip_a_disabled_one_and_outlive_a_dead_one() {
     for id in [&a, &b] {
         f.wait_console(id, &format!("KUMO-READY instance-id={id} "), BOOT).unwrap();
     }
+
+    // A local volume pins its instance to the volume's host; the other host
+    // is rejected with that reason.
+    let vol = f.kumo_json(&["volume", "create", "pinned-data", "--size", "1", "--wait"]).unwrap();
+    let vol_host = vol["host_name"].as_str().unwrap_or_else(|| panic!("a local volume has a host: {vol}")).to_owned();
+    let other_host = if vol_host == h1 { h2.clone() } else { h1.clone() };
+    let e = run(&mut f, None, "pinned", &["--volume", "pinned-data", "--wait"]).unwrap();
+    let e_inst = f.instance(&e).unwrap();
+    assert_eq!(e_inst["state"], "running", "{e_inst}");
+    assert_eq!(e_inst["host_name"], vol_host.as_str(), "the instance follows its local volume");
+    let rejected = verdict(&e_inst, &other_host).unwrap_or_else(|| panic!("no verdict for {other_host}: {e_inst}"));
+    assert_eq!(rejected["accepted"], false, "{rejected}");
+    assert_eq!(
+        rejected["reason"],
+        format!("not the host of the instance's local volumes ({vol_host})").as_str(),
+        "{rejected}"
+    );
+    assert_eq!(f.kumo_json(&["volume", "show", "pinned-data"]).unwrap()["state"], "in-use");
+    assert_eq!(f.host(&vol_host).unwrap().domstate(&e).as_deref(), Some("running"));
 
     // A disabled host is skipped, and the placement says why.
     f.kumo_ok(&["host", "disable", a_host]).unwrap();
