@@ -234,3 +234,53 @@ fn a_network_spans_two_hosts_in_vxlan_and_another_project_stays_out() {
     f.kumo_ok(&["host", "enable", &b_host]).unwrap();
     eprintln!("FIGURE VXLAN two-host network test wall time: {:?}", started.elapsed());
 }
+
+#[test]
+fn three_hosts_are_separate_machines_and_leave_nothing_behind() {
+    if !enabled() {
+        return;
+    }
+    let f = Fleet::start(FleetOptions { hosts: 3, ..FleetOptions::default() }).unwrap();
+    let tag = f.tag().to_owned();
+    let mut uuids = Vec::new();
+    let mut daemons = Vec::new();
+    for host in &f.hosts {
+        // Its own libvirtd: its own hostname and host UUID, no other host's domains.
+        assert_eq!(host.virsh(&["hostname"]).unwrap().trim(), host.name);
+        let caps = host.virsh(&["capabilities"]).unwrap();
+        let uuid = caps.split("<uuid>").nth(1).and_then(|r| r.split("</uuid>").next()).unwrap().to_owned();
+        uuids.push(uuid);
+        assert_eq!(host.virsh(&["list", "--all", "--name"]).unwrap().trim(), "", "a fresh libvirtd has no domains");
+        // Its agent and libvirtd live in its namespace.
+        let in_ns = std::process::Command::new("ip").args(["netns", "pids", &host.netns]).output().unwrap();
+        let in_ns: Vec<String> = String::from_utf8_lossy(&in_ns.stdout).split_whitespace().map(str::to_owned).collect();
+        let comms: Vec<String> = in_ns
+            .iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim().to_owned())
+            .collect();
+        for daemon in ["libvirtd", "virtlogd", "kumo-agent"] {
+            assert!(comms.iter().any(|c| c == daemon), "{daemon} in {}: {comms:?}", host.netns);
+        }
+        daemons.extend(in_ns);
+    }
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(uuids.len(), 3, "three distinct host UUIDs");
+    let hosts = f.kumo_json(&["host", "list"]).unwrap();
+    let up = hosts["items"].as_array().unwrap().iter().filter(|h| h["status"] == "up").count();
+    assert_eq!(up, 3, "{hosts}");
+
+    drop(f);
+    let namespaces =
+        String::from_utf8_lossy(&std::process::Command::new("ip").args(["netns", "list"]).output().unwrap().stdout)
+            .into_owned();
+    assert!(!namespaces.contains(&format!("kfl-{tag}-")), "namespaces left: {namespaces}");
+    let links =
+        String::from_utf8_lossy(&std::process::Command::new("ip").args(["-o", "link"]).output().unwrap().stdout)
+            .into_owned();
+    assert!(!links.contains(&format!("kfb{tag}")) && !links.contains(&format!("kfo{tag}")), "links left: {links}");
+    for pid in daemons {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} of the fleet left running");
+    }
+    assert!(!std::path::Path::new(&format!("/run/kumo-fleet/{tag}")).exists(), "the fleet's record left");
+}
