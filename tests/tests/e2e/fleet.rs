@@ -261,7 +261,7 @@ fn three_hosts_are_separate_machines_and_leave_nothing_behind() {
         for daemon in ["libvirtd", "virtlogd", "kumo-agent"] {
             assert!(comms.iter().any(|c| c == daemon), "{daemon} in {}: {comms:?}", host.netns);
         }
-        daemons.extend(in_ns);
+        daemons.extend(in_ns.iter().map(|p| (p.clone(), start_time(p))));
     }
     uuids.sort();
     uuids.dedup();
@@ -279,8 +279,22 @@ fn three_hosts_are_separate_machines_and_leave_nothing_behind() {
         String::from_utf8_lossy(&std::process::Command::new("ip").args(["-o", "link"]).output().unwrap().stdout)
             .into_owned();
     assert!(!links.contains(&format!("kfb{tag}")) && !links.contains(&format!("kfo{tag}")), "links left: {links}");
-    for pid in daemons {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} of the fleet left running");
+    for (pid, started) in daemons {
+        // The same PID with the same start time (PIDs are reused).
+        assert!(
+            started.is_none() || start_time(&pid) != started,
+            "process {pid} of the fleet left running: {:?}",
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        );
     }
     assert!(!std::path::Path::new(&format!("/run/kumo-fleet/{tag}")).exists(), "the fleet's record left");
+}
+
+/// A process's start time (field 22 of /proc/PID/stat), None once it has
+/// ended (gone, or a zombie its parent, here init for daemons, has not reaped yet).
+fn start_time(pid: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name's closing parenthesis: state (field 3), ..., start time (field 22).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    (fields.first() != Some(&"Z")).then(|| fields.get(19).map(|s| (*s).to_owned())).flatten()
 }
