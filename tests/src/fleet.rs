@@ -447,7 +447,8 @@ fn remove_namespace(ns: &str) {
 }
 
 /// Removes what fleets whose test process died left: their namespaces
-/// (`kfl-<tag>-<n>`, with every process inside) and fabric bridge (`kfb<tag>`).
+/// (`kfl-<tag>-<n>`, with every process inside), fabric bridge (`kfb<tag>`)
+/// and host directories.
 fn reap_dead_fleets() {
     let Ok(entries) = std::fs::read_dir(REGISTRY) else { return };
     for entry in entries.flatten() {
@@ -468,6 +469,14 @@ fn reap_dead_fleets() {
             }
         }
         let _ = sh(&["ip", "link", "del", &format!("kfb{tag}")]);
+        // The hosts' directories (`/var/tmp/kumo-fl<tag>h<n>-*`: libvirt state, agent state, logs).
+        if let Ok(dirs) = std::fs::read_dir("/var/tmp") {
+            for dir in dirs.flatten() {
+                if dir.file_name().to_string_lossy().starts_with(&format!("kumo-fl{tag}h")) {
+                    let _ = std::fs::remove_dir_all(dir.path());
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(entry.path());
     }
 }
