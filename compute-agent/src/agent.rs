@@ -123,6 +123,9 @@ impl Agent {
             NetworkingConfig {
                 state_dir: state_dir.join("network"),
                 trunk_interface: config.trunk_interface.clone(),
+                vxlan: config
+                    .vxlan_local
+                    .map(|local| kumo_network::VxlanConfig::new(local, config.vxlan_peers.clone())),
                 public_interface: config.public_interface.clone(),
                 nft_table: config.nft_table.clone(),
                 metadata: config.metadata,

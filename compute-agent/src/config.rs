@@ -182,6 +182,16 @@ pub struct AgentConfig {
     /// Unset: host-local bridges only (one host, no uplink).
     #[serde(default)]
     pub trunk_interface: Option<String>,
+    /// This host's underlay address: set, tenant networks reach the other
+    /// hosts in VXLAN from it (VNI = the network's VLAN id) instead of over an
+    /// 802.1Q trunk (at most one of the two). The underlay must carry 1550-byte
+    /// frames (the tenants' 1500 plus VXLAN's 50).
+    #[serde(default)]
+    pub vxlan_local: Option<std::net::Ipv4Addr>,
+    /// The other hosts' underlay addresses: every network's flooded frames
+    /// (broadcast, unknown unicast, multicast) are copied to each.
+    #[serde(default)]
+    pub vxlan_peers: Vec<std::net::Ipv4Addr>,
     /// The interface facing the public network: floating IPs are added to it
     /// as /32 addresses and 1:1 NAT'd to their instances. Unset: no floating IPs.
     #[serde(default)]
@@ -311,6 +321,8 @@ const FIELDS: &[&str] = &[
     "sweep_interval_secs",
     "image_cache_ttl_secs",
     "trunk_interface",
+    "vxlan_local",
+    "vxlan_peers",
     "public_interface",
     "nft_table",
     "metadata",
@@ -339,7 +351,7 @@ impl AgentConfig {
             let value = if NUMERIC.contains(&key.as_str()) {
                 let n: i64 = value.trim().parse().map_err(|_| ConfigError::NotANumber { var, value })?;
                 toml::Value::Integer(n)
-            } else if key == "controller_urls" {
+            } else if key == "controller_urls" || key == "vxlan_peers" {
                 // A comma-separated list.
                 let urls = value.split(',').map(str::trim).filter(|u| !u.is_empty());
                 toml::Value::Array(urls.map(|u| toml::Value::String(u.to_owned())).collect())
@@ -396,6 +408,23 @@ impl AgentConfig {
                     "{key} '{name}' is not an interface name (1-15 characters of a-z A-Z 0-9 _ - .)"
                 )));
             }
+        }
+        match (&self.trunk_interface, self.vxlan_local) {
+            (Some(trunk), Some(local)) => {
+                return Err(ConfigError::Value(format!(
+                    "trunk_interface '{trunk}' and vxlan_local {local} are both set: tenant networks cross hosts \
+                     either over an 802.1Q trunk or in VXLAN, choose one"
+                )));
+            }
+            (_, None) if !self.vxlan_peers.is_empty() => {
+                return Err(ConfigError::Value(
+                    "vxlan_peers is set but vxlan_local is not (this host's underlay address)".to_owned(),
+                ));
+            }
+            (_, Some(local)) if self.vxlan_peers.contains(&local) => {
+                return Err(ConfigError::Value(format!("vxlan_peers lists this host's own vxlan_local {local}")));
+            }
+            _ => {}
         }
         if !interface_ok(&self.nft_table) {
             return Err(ConfigError::Value(format!(
@@ -514,6 +543,13 @@ mod tests {
         .expect("valid");
         assert_eq!(c.trunk_interface.as_deref(), Some("eth1"));
         assert_eq!((c.public_interface.as_deref(), c.nft_table.as_str(), c.metadata), (Some("pub0"), "kumo_t1", false));
+        let c = load_text(
+            &format!("{MINIMAL}vxlan_local = \"192.0.2.1\"\n"),
+            &[("KUMO_AGENT_VXLAN_PEERS", "192.0.2.2, 192.0.2.3")],
+        )
+        .expect("valid");
+        assert_eq!(c.vxlan_local, Some(std::net::Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(c.vxlan_peers, [std::net::Ipv4Addr::new(192, 0, 2, 2), std::net::Ipv4Addr::new(192, 0, 2, 3)]);
     }
 
     #[test]
@@ -588,6 +624,18 @@ mod tests {
                 "public_interface 'a-very-long-interface' is not an interface name",
             ),
             (&format!("{MINIMAL}nft_table = \"\"\n"), &[], "nft_table '' is not a usable table name"),
+            (
+                &format!("{MINIMAL}trunk_interface = \"eth1\"\nvxlan_local = \"192.0.2.1\"\n"),
+                &[],
+                "trunk_interface 'eth1' and vxlan_local 192.0.2.1 are both set",
+            ),
+            (&format!("{MINIMAL}vxlan_peers = [\"192.0.2.2\"]\n"), &[], "vxlan_peers is set but vxlan_local is not"),
+            (
+                &format!("{MINIMAL}vxlan_local = \"192.0.2.1\"\n"),
+                &[("KUMO_AGENT_VXLAN_PEERS", "192.0.2.2,192.0.2.1")],
+                "vxlan_peers lists this host's own vxlan_local 192.0.2.1",
+            ),
+            (&format!("{MINIMAL}vxlan_local = \"eth0\"\n"), &[], "invalid IPv4 address syntax"),
         ];
         for (text, vars, expected) in cases {
             let err = load_text(text, vars).expect_err(expected);

@@ -162,6 +162,8 @@ pub struct NetworkingConfig {
     pub state_dir: PathBuf,
     /// The trunk NIC, if any.
     pub trunk_interface: Option<String>,
+    /// The VXLAN transport, if any (exclusive with `trunk_interface`).
+    pub vxlan: Option<kumo_network::VxlanConfig>,
     /// The public interface for floating IPs, if any.
     pub public_interface: Option<String>,
     /// The nftables table name.
@@ -231,9 +233,10 @@ impl Networking {
     /// Opens netlink; nothing on the host changes until [`converge`](Self::converge).
     pub async fn new(config: NetworkingConfig, status: NetworkStatus) -> Result<Self, NetworkingError> {
         std::fs::create_dir_all(&config.state_dir).map_err(|e| NetworkingError::State(config.state_dir.clone(), e))?;
-        let datapath = Datapath::connect(DatapathConfig { trunk: config.trunk_interface.clone() })
-            .await?
-            .with_reserved(config.reserved.clone());
+        let datapath =
+            Datapath::connect(DatapathConfig { trunk: config.trunk_interface.clone(), vxlan: config.vxlan.clone() })
+                .await?
+                .with_reserved(config.reserved.clone());
         let dhcp = Dhcp::new(config.state_dir.join("dhcp"));
         let firewall = Firewall::new(&config.nft_table);
         Ok(Self {
@@ -301,6 +304,7 @@ impl Networking {
         }
         // The firewall covers the usable networks only.
         let mut firewall = plan.firewall.clone();
+        firewall.spans_hosts = self.config.trunk_interface.is_some() || self.config.vxlan.is_some();
         let usable: BTreeSet<&str> =
             status.values().filter_map(|s| s.as_ref().ok()).map(|(_, bridge)| bridge.as_str()).collect();
         firewall.bridges.retain(|b| usable.contains(b.name.as_str()));

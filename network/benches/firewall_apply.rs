@@ -61,7 +61,14 @@ fn state() -> FirewallState {
             bridge: p.bridge.clone(),
         })
         .collect();
-    FirewallState { bridges, ports, floating_ips, public_interface: Some("kpub0".into()), isolated_taps: vec![] }
+    FirewallState {
+        bridges,
+        ports,
+        floating_ips,
+        public_interface: Some("kpub0".into()),
+        isolated_taps: vec![],
+        spans_hosts: false,
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

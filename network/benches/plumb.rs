@@ -36,7 +36,7 @@ fn main() {
     ns.enter();
     let state = tempfile::tempdir().expect("tempdir");
     runtime().block_on(async {
-        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let dp = Datapath::connect(DatapathConfig::default()).await.expect("connect");
         let dhcp = Dhcp::new(state.path().to_owned());
         let nets: Vec<DesiredNetwork> = (0..count)
             .map(|i| DesiredNetwork {

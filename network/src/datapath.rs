@@ -1,7 +1,21 @@
-//! The host datapath over rtnetlink: one Linux bridge per tenant network and,
-//! on a host with a trunk NIC, an 802.1Q VLAN link on that trunk enslaved to
-//! the bridge. Kumo's links are recognised by name (`kbr…`, `kvlan…`), so an
-//! agent that restarts adopts what it finds instead of duplicating it.
+//! The host datapath over rtnetlink: one Linux bridge per tenant network and
+//! how it reaches the same network on other hosts (the **transport**): none
+//! (host-local bridges), an 802.1Q VLAN link on a trunk NIC enslaved to the
+//! bridge, or a VXLAN link (VNI = the network's VLAN id) enslaved to the
+//! bridge whose broadcast, unknown-unicast and multicast frames are copied to
+//! every peer host's underlay address (head-end replication: one all-zero
+//! FDB entry per peer; the VXLAN link learns where remote MACs live from
+//! what it receives). Kumo's links are recognised by name (`kbr…`, `kvlan…`,
+//! `kvx…`), so an agent that restarts adopts what it finds instead of
+//! duplicating it.
+//!
+//! With VXLAN every host's bridge of a network holds the same gateway
+//! address, so the bridges share one MAC too ([`anycast_gateway_mac`]): a
+//! guest's ARP for its gateway may be answered by any host, always with the
+//! MAC that each host's bridge takes as its own, so a guest's routed and
+//! metadata traffic is always served by the host it runs on (a distributed
+//! anycast gateway). DHCP stays local as well: each host's dnsmasq answers
+//! only the MACs of its own ports (`--dhcp-ignore=tag:!known`).
 //!
 //! Tenant networks stay out of the host's main routing table, so two
 //! projects' networks may use the same CIDR on one host and no tenant prefix
@@ -29,16 +43,30 @@ use std::path::Path;
 use futures::TryStreamExt;
 use kumo_wire::network::{DesiredNetwork, MAX_VLAN_ID, METADATA_ADDRESS, MIN_VLAN_ID};
 use kumo_wire::{NetworkId, PortId};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVlan, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use rtnetlink::{Handle, IpVersion, LinkBridge, LinkUnspec, LinkVlan, RouteMessageBuilder};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{Handle, IpVersion, LinkBridge, LinkUnspec, LinkVlan, LinkVxlan, RouteMessageBuilder};
 
 /// Prefix of the bridges Kumo owns (`kbr` + the network id's first 12 hex digits).
 pub const BRIDGE_PREFIX: &str = "kbr";
 /// Prefix of the VLAN links Kumo owns (`kvlan` + the VLAN id).
 pub const VLAN_LINK_PREFIX: &str = "kvlan";
+/// Prefix of the VXLAN links Kumo owns (`kvx` + the VNI).
+pub const VXLAN_LINK_PREFIX: &str = "kvx";
+/// The IANA VXLAN port, the default of [`VxlanConfig::port`].
+pub const VXLAN_PORT: u16 = 4789;
+/// The MTU of a VXLAN link: the tenant's 1500 bytes; the underlay must carry
+/// 50 bytes more (VXLAN over IPv4), e.g. MTU 1550 or jumbo frames.
+pub const VXLAN_MTU: u32 = 1500;
 /// Prefix of instance taps (created by libvirt from the domain XML).
 pub const TAP_PREFIX: &str = "ktap";
 /// Hex digits of the network id kept in a bridge's name (15-char IFNAMSIZ limit).
@@ -63,12 +91,35 @@ fn is_kumo_table(table: u32) -> bool {
     (route_table(1)..=route_table(u16::MAX)).contains(&table)
 }
 
-/// How this host connects tenant networks to other hosts.
+/// How this host connects tenant networks to other hosts. At most one of
+/// `trunk` and `vxlan`; neither = host-local bridges only (a single host).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DatapathConfig {
     /// The operator's trunk NIC carrying 802.1Q-tagged tenant traffic between
-    /// hosts; `None` = host-local bridges only (a single host, no uplink).
+    /// hosts.
     pub trunk: Option<String>,
+    /// Tenant traffic in VXLAN over the hosts' underlay (IP) network.
+    pub vxlan: Option<VxlanConfig>,
+}
+
+/// The VXLAN transport: each network's VNI is its VLAN id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanConfig {
+    /// This host's underlay address (the tunnels' source); it must be an
+    /// address of this host.
+    pub local: Ipv4Addr,
+    /// The other hosts' underlay addresses: flooded frames of every network
+    /// are copied to each.
+    pub peers: Vec<Ipv4Addr>,
+    /// The UDP port ([`VXLAN_PORT`]).
+    pub port: u16,
+}
+
+impl VxlanConfig {
+    /// `local` with `peers` on the IANA port.
+    pub fn new(local: Ipv4Addr, peers: Vec<Ipv4Addr>) -> Self {
+        Self { local, peers, port: VXLAN_PORT }
+    }
 }
 
 /// What `ensure_network` plumbed for one network.
@@ -78,6 +129,8 @@ pub struct NetworkLinks {
     pub bridge: String,
     /// The 802.1Q link on the trunk enslaved to the bridge (trunk mode only).
     pub vlan_link: Option<String>,
+    /// The VXLAN link enslaved to the bridge (VXLAN mode only).
+    pub vxlan_link: Option<String>,
     /// The network's route id on this host: its table is
     /// [`route_table`]`(route_id)`, so is the firewall mark of its packets,
     /// and its conntrack zone is `route_id`.
@@ -96,6 +149,8 @@ pub struct PlumbedNetwork {
     pub network: Option<NetworkId>,
     /// The VLAN link enslaved to the bridge, if any.
     pub vlan_link: Option<String>,
+    /// The VXLAN link enslaved to the bridge, if any.
+    pub vxlan_link: Option<String>,
     /// The routing table Kumo's rules for this bridge point to, if any.
     pub route_table: Option<u32>,
 }
@@ -129,6 +184,23 @@ pub enum DatapathError {
         vlan_id: u16,
         /// The configured trunk.
         trunk: String,
+    },
+    /// Both transports are configured.
+    #[error("both a trunk ({trunk}) and VXLAN are configured; choose one transport for tenant networks")]
+    TwoTransports {
+        /// The configured trunk.
+        trunk: String,
+    },
+    /// The VXLAN source address is not an address of this host.
+    #[error(
+        "network {network} needs a VXLAN link from underlay address {local}, which no interface of \
+         this host holds; nothing was created: set the agent's vxlan_local to one of this host's addresses"
+    )]
+    VxlanLocalMissing {
+        /// The network that was refused.
+        network: NetworkId,
+        /// The configured source address.
+        local: Ipv4Addr,
     },
     /// The configured trunk NIC does not exist.
     #[error("trunk interface {trunk} does not exist on this host; nothing was created for network {network}")]
@@ -223,6 +295,21 @@ pub fn tap_name(port: &PortId) -> String {
     format!("{TAP_PREFIX}{}", &hex[..TAP_ID_DIGITS.min(hex.len())])
 }
 
+/// The VXLAN link of VNI `vni`, e.g. `kvx100`.
+pub fn vxlan_link_name(vni: u16) -> String {
+    format!("{VXLAN_LINK_PREFIX}{vni}")
+}
+
+/// The MAC every host's bridge of network `id` takes in VXLAN mode: locally
+/// administered `02:6b:75` ("ku") and three bytes of the id's SHA-256, so all
+/// hosts agree without talking (networks are separate L2 segments, so two
+/// networks sharing it would not matter).
+pub fn anycast_gateway_mac(id: &NetworkId) -> [u8; 6] {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(id.as_str().as_bytes());
+    [0x02, 0x6b, 0x75, digest[0], digest[1], digest[2]]
+}
+
 /// The 802.1Q link for `vlan_id` on the trunk, e.g. `kvlan100`.
 pub fn vlan_link_name(vlan_id: u16) -> String {
     format!("{VLAN_LINK_PREFIX}{vlan_id}")
@@ -251,6 +338,11 @@ struct Link {
     name: String,
     kind: Option<InfoKind>,
     vlan_id: Option<u16>,
+    /// The VNI of a VXLAN link, its source address and UDP port.
+    vxlan: Option<(u32, Option<Ipv4Addr>, Option<u16>)>,
+    /// The link-layer address.
+    mac: Option<Vec<u8>>,
+    mtu: Option<u32>,
     /// The lower device (`link`) of a VLAN link.
     lower: Option<u32>,
     controller: Option<u32>,
@@ -267,6 +359,9 @@ impl Link {
             name: String::new(),
             kind: None,
             vlan_id: None,
+            vxlan: None,
+            mac: None,
+            mtu: None,
             lower: None,
             controller: None,
             alias: None,
@@ -280,10 +375,24 @@ impl Link {
                 LinkAttribute::Controller(c) => link.controller = Some(*c),
                 LinkAttribute::Link(l) => link.lower = Some(*l),
                 LinkAttribute::Group(g) => link.group = *g,
+                LinkAttribute::Address(mac) => link.mac = Some(mac.clone()),
+                LinkAttribute::Mtu(mtu) => link.mtu = Some(*mtu),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
                             LinkInfo::Kind(kind) => link.kind = Some(kind.clone()),
+                            LinkInfo::Data(InfoData::Vxlan(vxlan)) => {
+                                let (mut vni, mut local, mut port) = (None, None, None);
+                                for v in vxlan {
+                                    match v {
+                                        InfoVxlan::Id(id) => vni = Some(*id),
+                                        InfoVxlan::Local(ip) => local = Some(*ip),
+                                        InfoVxlan::Port(p) => port = Some(*p),
+                                        _ => {}
+                                    }
+                                }
+                                link.vxlan = vni.map(|vni| (vni, local, port));
+                            }
                             LinkInfo::Data(InfoData::Vlan(vlan)) => {
                                 for v in vlan {
                                     if let InfoVlan::Id(id) = v {
@@ -344,7 +453,10 @@ impl Datapath {
         let name_of = |index: u32| links.iter().find(|l| l.index == index).map(|l| l.name.as_str());
         let kumo = |index: u32| {
             name_of(index).is_some_and(|n| {
-                n.starts_with(BRIDGE_PREFIX) || n.starts_with(VLAN_LINK_PREFIX) || n.starts_with(TAP_PREFIX)
+                n.starts_with(BRIDGE_PREFIX)
+                    || n.starts_with(VLAN_LINK_PREFIX)
+                    || n.starts_with(VXLAN_LINK_PREFIX)
+                    || n.starts_with(TAP_PREFIX)
             })
         };
         let addresses: Vec<AddressMessage> =
@@ -451,6 +563,14 @@ impl Datapath {
                 cidr: net.cidr,
             });
         }
+        if let (Some(trunk), Some(_)) = (&self.config.trunk, &self.config.vxlan) {
+            return Err(DatapathError::TwoTransports { trunk: trunk.clone() });
+        }
+        if let Some(vxlan) = &self.config.vxlan {
+            if !self.holds_address(vxlan.local).await? {
+                return Err(DatapathError::VxlanLocalMissing { network: net.id.clone(), local: vxlan.local });
+            }
+        }
         let trunk = match &self.config.trunk {
             None => None,
             Some(trunk) => {
@@ -481,7 +601,144 @@ impl Datapath {
             None => None,
             Some(trunk) => Some(self.ensure_vlan_link(&trunk, &bridge, net.vlan_id).await?),
         };
-        Ok(NetworkLinks { bridge: bridge.name, vlan_link, route_id })
+        let vxlan_link = match &self.config.vxlan {
+            None => None,
+            Some(vxlan) => Some(self.ensure_vxlan_link(vxlan, &bridge, net).await?),
+        };
+        Ok(NetworkLinks { bridge: bridge.name, vlan_link, vxlan_link, route_id })
+    }
+
+    /// Whether an interface of this host holds `ip`.
+    async fn holds_address(&self, ip: Ipv4Addr) -> Result<bool, DatapathError> {
+        let addresses: Vec<AddressMessage> =
+            self.handle.address().get().execute().try_collect().await.map_err(nl("list addresses"))?;
+        Ok(addresses.iter().any(|msg| {
+            msg.attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(a)) | AddressAttribute::Address(IpAddr::V4(a)) if *a == ip))
+        }))
+    }
+
+    /// The VXLAN link of the network (VNI = its VLAN id) from `cfg.local`,
+    /// enslaved to the bridge, MTU [`VXLAN_MTU`], up, with exactly one
+    /// flooding entry per peer; the bridge takes the network's
+    /// [`anycast_gateway_mac`]. A link of Kumo's name with another VNI is a
+    /// conflict; one with another source or port (the configuration changed)
+    /// is made again.
+    async fn ensure_vxlan_link(
+        &self,
+        cfg: &VxlanConfig,
+        bridge: &Link,
+        net: &DesiredNetwork,
+    ) -> Result<String, DatapathError> {
+        let mac = anycast_gateway_mac(&net.id).to_vec();
+        if bridge.mac.as_deref() != Some(mac.as_slice()) {
+            let msg = LinkUnspec::new_with_index(bridge.index).address(mac).build();
+            self.handle.link().set(msg).execute().await.map_err(nl(format!("set the MAC of {}", bridge.name)))?;
+        }
+        let vni = u32::from(net.vlan_id);
+        let name = vxlan_link_name(net.vlan_id);
+        let mut existing = self.link(&name).await?;
+        if let Some(link) = &existing {
+            match link.vxlan {
+                Some((id, _, _)) if link.kind == Some(InfoKind::Vxlan) && id == vni => {
+                    if link.vxlan != Some((vni, Some(cfg.local), Some(cfg.port))) {
+                        self.delete(link).await?;
+                        existing = None;
+                    }
+                }
+                _ => {
+                    return Err(DatapathError::Conflict {
+                        name,
+                        problem: format!("it is not a VXLAN link with VNI {vni}"),
+                    });
+                }
+            }
+        }
+        let link = match existing {
+            Some(link) => link,
+            None => {
+                let msg = LinkVxlan::new(&name, vni)
+                    .local(cfg.local)
+                    .port(cfg.port)
+                    .learning(true)
+                    .mtu(VXLAN_MTU)
+                    .controller(bridge.index)
+                    .up()
+                    .build();
+                match self.handle.link().add(msg).execute().await {
+                    Ok(()) => {}
+                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_eexist() => {}
+                    Err(e) => return Err(nl(format!("create VXLAN link {name} from {}", cfg.local))(e)),
+                }
+                self.link(&name).await?.ok_or_else(|| DatapathError::Conflict {
+                    name: name.clone(),
+                    problem: "vanished right after it was created".into(),
+                })?
+            }
+        };
+        if link.controller != Some(bridge.index) || !link.up || link.mtu != Some(VXLAN_MTU) {
+            let msg = LinkUnspec::new_with_index(link.index).controller(bridge.index).mtu(VXLAN_MTU).up().build();
+            self.handle.link().set(msg).execute().await.map_err(nl(format!("enslave {name} to {}", bridge.name)))?;
+        }
+        self.ensure_flood_list(&link, &cfg.peers).await?;
+        Ok(name)
+    }
+
+    /// The VXLAN link's all-zero FDB entries (where flooded frames go) are
+    /// exactly `peers`.
+    async fn ensure_flood_list(&self, link: &Link, peers: &[Ipv4Addr]) -> Result<(), DatapathError> {
+        let mut dump = self.handle.neighbours().get();
+        dump.message_mut().header.family = AddressFamily::Bridge;
+        dump.message_mut().header.ifindex = link.index;
+        let entries: Vec<NeighbourMessage> =
+            dump.execute().try_collect().await.map_err(nl(format!("list the FDB of {}", link.name)))?;
+        let mut present = Vec::new();
+        for msg in entries.into_iter().filter(|m| m.header.ifindex == link.index) {
+            let zero = msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, NeighbourAttribute::LinkLocalAddress(l) if l.iter().all(|b| *b == 0)));
+            let dst = msg.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                // The library parses addresses by the message's family, and
+                // an FDB entry's family is AF_BRIDGE.
+                NeighbourAttribute::Destination(NeighbourAddress::Other(raw)) => {
+                    <[u8; 4]>::try_from(raw.as_slice()).ok().map(Ipv4Addr::from)
+                }
+                _ => None,
+            });
+            match dst {
+                Some(dst) if zero && peers.contains(&dst) && !present.contains(&dst) => present.push(dst),
+                Some(stale) if zero => {
+                    match self.handle.neighbours().del(flood_entry(link.index, stale)).execute().await {
+                        Ok(()) => {}
+                        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enoent() => {}
+                        Err(e) => return Err(nl(format!("remove a flooding entry of {}", link.name))(e)),
+                    }
+                }
+                _ => {}
+            }
+        }
+        for peer in peers.iter().filter(|p| !present.contains(p)) {
+            // `bridge fdb append 00:00:00:00:00:00 dev <link> dst <peer>`: several
+            // entries share the all-zero MAC, which needs NLM_F_APPEND (the
+            // library's request sends EXCL or REPLACE).
+            let msg = flood_entry(link.index, *peer);
+            let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(msg));
+            req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
+            let what = format!("add flooding entry {peer} to {}", link.name);
+            let mut handle = self.handle.clone();
+            let mut answers = handle.request(req).map_err(nl(what.clone()))?;
+            while let Some(answer) = futures::StreamExt::next(&mut answers).await {
+                if let NetlinkPayload::Error(e) = answer.payload {
+                    if e.raw_code() != -libc_eexist() {
+                        return Err(nl(what)(rtnetlink::Error::NetlinkError(e)));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn ensure_bridge(&self, net: &DesiredNetwork) -> Result<Link, DatapathError> {
@@ -787,7 +1044,9 @@ impl Datapath {
         };
         check_owner(bridge, id)?;
         self.remove_routing(&name).await?;
-        for vlan in links.iter().filter(|l| is_kumo_vlan_port(l, bridge.index)) {
+        let uplinks =
+            links.iter().filter(|l| is_kumo_vlan_port(l, bridge.index) || is_kumo_vxlan_port(l, bridge.index));
+        for vlan in uplinks {
             self.delete(vlan).await?;
         }
         self.delete(bridge).await
@@ -820,6 +1079,7 @@ impl Datapath {
                     .and_then(|a| a.parse::<NetworkId>().ok())
                     .filter(|id| bridge_name(id) == bridge.name);
                 let vlan_link = links.iter().find(|l| is_kumo_vlan_port(l, bridge.index)).map(|l| l.name.clone());
+                let vxlan_link = links.iter().find(|l| is_kumo_vxlan_port(l, bridge.index)).map(|l| l.name.clone());
                 let route_table =
                     rules.iter().find(|r| r.selector == Some(Selector::Iif(bridge.name.clone()))).map(|r| r.table);
                 Some(PlumbedNetwork {
@@ -827,6 +1087,7 @@ impl Datapath {
                     id_prefix: id_prefix.to_owned(),
                     network,
                     vlan_link,
+                    vxlan_link,
                     route_table,
                 })
             })
@@ -834,6 +1095,18 @@ impl Datapath {
         found.sort_by(|a, b| a.bridge.cmp(&b.bridge));
         Ok(found)
     }
+}
+
+/// The FDB entry `00:00:00:00:00:00 dst <peer> self permanent` of VXLAN link `index`.
+fn flood_entry(index: u32, peer: Ipv4Addr) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = index;
+    msg.header.state = NeighbourState::Permanent;
+    msg.header.flags = NeighbourFlags::Own;
+    msg.attributes.push(NeighbourAttribute::LinkLocalAddress(vec![0; 6]));
+    msg.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(peer)));
+    msg
 }
 
 /// A bridge's name carries only 12 of the id's 17 hex digits; its alias holds
@@ -853,6 +1126,12 @@ fn is_kumo_vlan_port(link: &Link, bridge_index: u32) -> bool {
     link.controller == Some(bridge_index)
         && link.kind == Some(InfoKind::Vlan)
         && link.name.starts_with(VLAN_LINK_PREFIX)
+}
+
+fn is_kumo_vxlan_port(link: &Link, bridge_index: u32) -> bool {
+    link.controller == Some(bridge_index)
+        && link.kind == Some(InfoKind::Vxlan)
+        && link.name.starts_with(VXLAN_LINK_PREFIX)
 }
 
 /// What one of Kumo's rules selects on.
@@ -978,8 +1257,19 @@ mod tests {
         let port: PortId = "eni-fedcba98765432100".parse().expect("id");
         assert_eq!(tap_name(&port), "ktapfedcba98765");
         assert_eq!(vlan_link_name(4094), "kvlan4094");
-        for name in [bridge_name(&net), tap_name(&port), vlan_link_name(4094)] {
+        assert_eq!(vxlan_link_name(4094), "kvx4094");
+        for name in [bridge_name(&net), tap_name(&port), vlan_link_name(4094), vxlan_link_name(4094)] {
             assert!(name.len() <= 15, "{name}");
         }
+    }
+
+    #[test]
+    fn the_anycast_gateway_mac_is_local_unicast_and_per_network() {
+        let a: NetworkId = "net-0123456789abcdef0".parse().expect("id");
+        let b: NetworkId = "net-0123456789abcdef1".parse().expect("id");
+        let mac = anycast_gateway_mac(&a);
+        assert_eq!(mac, anycast_gateway_mac(&a), "every host derives the same MAC");
+        assert_eq!(mac[0] & 0x03, 0x02, "locally administered unicast");
+        assert_ne!(mac, anycast_gateway_mac(&b));
     }
 }

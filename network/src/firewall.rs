@@ -26,7 +26,12 @@
 //!   (outbound from a private IP that has a floating IP; inbound only when
 //!   DNAT'd). From tenant bridges the host accepts only DHCP (udp 67),
 //!   the metadata service (169.254.169.254 tcp 80), ICMP echo to the bridge's
-//!   gateway and replies to its own traffic.
+//!   gateway and replies to its own traffic. With an uplink
+//!   ([`FirewallState::spans_hosts`]: 802.1Q trunk or VXLAN) a network's
+//!   other ports may live on other hosts: unicast from a source, or to a
+//!   destination, that is no port of this host passes the per-bridge
+//!   outbound and inbound dispatch (it came over, or leaves by, the uplink;
+//!   its own host filters it), broadcast and multicast IP stays dropped.
 //! - `ip <table>`: floating IPs as 1:1 NAT: DNAT address -> private IP in
 //!   prerouting and output, SNAT private IP -> address in postrouting out of
 //!   `public_interface`. Before conntrack (priority raw), every packet from a
@@ -194,6 +199,14 @@ pub struct FirewallState {
     /// Taps whose every frame is dropped: ports left out because their own
     /// rules could not be applied (see [`Firewall::apply_isolating`]).
     pub isolated_taps: Vec<String>,
+    /// The tenant bridges have an uplink (802.1Q trunk or VXLAN), so a
+    /// network's other ports may be on other hosts: unicast from an address
+    /// that is no port of this host, or to one, crosses the uplink and passes
+    /// here (its own host filters its outbound and inbound traffic; a local
+    /// tap cannot send from such an address, the `bridge` table pins it);
+    /// broadcast and multicast IP to or from such addresses stay dropped.
+    /// Without an uplink such traffic has nowhere to come from or go and is dropped.
+    pub spans_hosts: bool,
 }
 
 /// Kumo's nftables tables on this host. Clones share the record of what was
@@ -766,7 +779,13 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
         if !map.is_empty() {
             c.rules.push(format!("ip daddr vmap {{ {} }}", map.join(", ")));
         }
-        c.rules.push("drop".to_owned());
+        if state.spans_hosts {
+            // To a port on another host.
+            c.rules.push("meta pkttype { broadcast, multicast } drop".to_owned());
+            c.rules.push("return".to_owned());
+        } else {
+            c.rules.push("drop".to_owned());
+        }
         chains.push(c);
     }
     for p in &ports {
@@ -795,7 +814,13 @@ fn render(state: &FirewallState) -> Result<Vec<ChainSpec>, FirewallError> {
         if !map.is_empty() {
             c.rules.push(format!("ip saddr vmap {{ {} }}", map.join(", ")));
         }
-        c.rules.push("drop".to_owned());
+        if state.spans_hosts {
+            // From a port on another host (filtered there on its way out).
+            c.rules.push("meta pkttype { broadcast, multicast } drop".to_owned());
+            c.rules.push("return".to_owned());
+        } else {
+            c.rules.push("drop".to_owned());
+        }
         chains.push(c);
     }
     for p in &ports {
@@ -875,6 +900,7 @@ mod tests {
             floating_ips: vec![],
             public_interface: None,
             isolated_taps: vec![],
+            spans_hosts: false,
         }
     }
 
@@ -1041,5 +1067,24 @@ mod tests {
             add rule ip kumo raw_output oifname "kbr000000000001" ct zone set 100 accept
             add rule ip kumo raw_output ip daddr 203.0.113.5 meta mark set 0x6b750064 ct zone set 100
             add rule ip kumo raw_output accept"#]].assert_eq(&without_hashes);
+    }
+
+    #[test]
+    fn bridges_with_an_uplink_pass_unicast_of_other_hosts_ports() {
+        let chain_rules = |s: &FirewallState, chain: &str| -> Vec<String> {
+            let chains = render(s).unwrap();
+            let c = chains.iter().find(|c| c.name == chain).unwrap();
+            c.rules.clone()
+        };
+        let mut s = state();
+        for chain in ["in_kbr000000000001", "eg_kbr000000000001"] {
+            assert_eq!(chain_rules(&s, chain).last().map(String::as_str), Some("drop"), "host-local: {chain}");
+        }
+        s.spans_hosts = true;
+        for chain in ["in_kbr000000000001", "eg_kbr000000000001"] {
+            let rules = chain_rules(&s, chain);
+            let tail: Vec<&str> = rules.iter().rev().take(2).rev().map(String::as_str).collect();
+            assert_eq!(tail, ["meta pkttype { broadcast, multicast } drop", "return"], "with an uplink: {chain}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Tenant networks on a host: the datapath (bridges and 802.1Q links over
-//! rtnetlink), DHCP (one supervised dnsmasq per network), security groups and
+//! Tenant networks on a host: the datapath (bridges and 802.1Q or VXLAN links
+//! over rtnetlink), DHCP (one supervised dnsmasq per network), security groups and
 //! floating IPs (nftables), the EC2-style metadata service and the NoCloud
 //! config drive. The controller decides; this crate only makes a host match.
 
@@ -12,8 +12,9 @@ pub mod metadata;
 pub mod nft_inventory;
 
 pub use datapath::{
-    bridge_name, kernel_supports_vlan, route_table, tap_name, vlan_link_name, Datapath, DatapathConfig, DatapathError,
-    NetworkLinks, PlumbedNetwork, ROUTE_BASE, RULE_PRIORITY,
+    anycast_gateway_mac, bridge_name, kernel_supports_vlan, route_table, tap_name, vlan_link_name, vxlan_link_name,
+    Datapath, DatapathConfig, DatapathError, NetworkLinks, PlumbedNetwork, VxlanConfig, ROUTE_BASE, RULE_PRIORITY,
+    VXLAN_PORT,
 };
 pub use dhcp::{Dhcp, DhcpError, DhcpHost, Lease};
 

@@ -40,7 +40,7 @@ fn host_local_network_is_idempotent_and_removed_cleanly() {
     let ns = TestNetns::new("");
     ns.enter();
     runtime().block_on(async {
-        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let dp = Datapath::connect(DatapathConfig::default()).await.expect("connect");
         let net = network(100);
         let first = dp.ensure_network(&net).await.expect("ensure");
         let second = dp.ensure_network(&net).await.expect("ensure again");
@@ -58,7 +58,7 @@ fn host_local_network_is_idempotent_and_removed_cleanly() {
         // A second network, then the listing (adoption after an agent restart: a new handle).
         let other = network(200);
         let other_links = dp.ensure_network(&other).await.expect("ensure other");
-        let restarted = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let restarted = Datapath::connect(DatapathConfig::default()).await.expect("connect");
         let plumbed = restarted.plumbed_networks().await.expect("list");
         assert_eq!(plumbed.len(), 2, "{plumbed:?}");
         for (id, links) in [(&net.id, &first), (&other.id, &other_links)] {
@@ -93,7 +93,7 @@ fn networks_sharing_a_bridge_name_prefix_are_not_merged() {
     let ns = TestNetns::new("");
     ns.enter();
     runtime().block_on(async {
-        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let dp = Datapath::connect(DatapathConfig::default()).await.expect("connect");
         let mut first = network(100);
         first.id = "net-abcdef012345aaaaa".parse().expect("id");
         let mut second = network(200);
@@ -117,7 +117,7 @@ fn bad_networks_are_refused_before_anything_is_created() {
     let ns = TestNetns::new("");
     ns.enter();
     runtime().block_on(async {
-        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let dp = Datapath::connect(DatapathConfig::default()).await.expect("connect");
         let mut bad_vlan = network(4095);
         let err = dp.ensure_network(&bad_vlan).await.expect_err("vlan 4095");
         assert!(matches!(err, DatapathError::InvalidVlanId { vlan_id: 4095, .. }), "{err}");
@@ -132,7 +132,9 @@ fn bad_networks_are_refused_before_anything_is_created() {
         bad_gw.gateway = "10.20.30.0".parse().expect("ip");
         assert!(matches!(dp.ensure_network(&bad_gw).await, Err(DatapathError::InvalidGateway { .. })));
 
-        let trunked = Datapath::connect(DatapathConfig { trunk: Some("kumo-no-such".into()) }).await.expect("connect");
+        let trunked = Datapath::connect(DatapathConfig { trunk: Some("kumo-no-such".into()), ..Default::default() })
+            .await
+            .expect("connect");
         let err = trunked.ensure_network(&network(100)).await.expect_err("missing trunk or no 802.1Q");
         assert!(matches!(err, DatapathError::TrunkNotFound { .. } | DatapathError::VlanUnsupported { .. }), "{err}");
         assert!(dp.plumbed_networks().await.expect("list").is_empty());
@@ -149,7 +151,9 @@ fn trunk_mode_follows_the_kernels_8021q_support() {
     ns.enter();
     ns.ip(&["link", "add", "ktrunk0", "type", "veth", "peer", "name", "ktrunk0p"]);
     runtime().block_on(async {
-        let dp = Datapath::connect(DatapathConfig { trunk: Some("ktrunk0".into()) }).await.expect("connect");
+        let dp = Datapath::connect(DatapathConfig { trunk: Some("ktrunk0".into()), ..Default::default() })
+            .await
+            .expect("connect");
         let net = network(100);
         let result = dp.ensure_network(&net).await;
         if kernel_supports_vlan() {
@@ -189,7 +193,7 @@ fn network_overlapping_a_host_address_route_or_reserved_range_is_refused() {
     ns.ip(&["route", "add", "10.88.0.0/16", "via", "10.20.30.254", "dev", "kmgmt0"]);
     runtime().block_on(async {
         let controller: ipnet::Ipv4Net = "192.0.2.10/32".parse().expect("cidr");
-        let dp = Datapath::connect(DatapathConfig { trunk: None })
+        let dp = Datapath::connect(DatapathConfig::default())
             .await
             .expect("connect")
             .with_reserved(vec![(controller, "the controller's address 192.0.2.10".into())]);

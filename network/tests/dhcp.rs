@@ -95,7 +95,7 @@ fn dnsmasq_leases_fixed_ips_to_known_macs_only_and_is_adopted() {
     let other = DhcpHost { mac: OTHER_MAC.into(), ip: "10.77.0.20".parse().expect("ip"), hostname: "vm-two".into() };
 
     runtime().block_on(async {
-        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let dp = Datapath::connect(DatapathConfig::default()).await.expect("connect");
         let bridge = dp.ensure_network(&net).await.expect("bridge").bridge;
         let dhcp = Dhcp::new(state.path().to_owned());
         let _guard = StopOnDrop(dhcp.clone(), net.id.clone());
@@ -204,7 +204,7 @@ fn a_reused_address_goes_to_the_new_mac_at_once() {
     let new = DhcpHost { mac: OTHER_MAC.into(), ip: reused, hostname: "new".into() };
 
     runtime().block_on(async {
-        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let dp = Datapath::connect(DatapathConfig::default()).await.expect("connect");
         let bridge = dp.ensure_network(&net).await.expect("bridge").bridge;
         let dhcp = Dhcp::new(state.path().to_owned());
         let _guard = StopOnDrop(dhcp.clone(), net.id.clone());
@@ -259,7 +259,7 @@ fn the_dnsmasq_log_is_capped_and_dnsmasq_keeps_logging() {
     };
     let known = DhcpHost { mac: KNOWN_MAC.into(), ip: "10.76.0.10".parse().expect("ip"), hostname: "vm-one".into() };
     runtime().block_on(async {
-        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.expect("connect");
+        let dp = Datapath::connect(DatapathConfig::default()).await.expect("connect");
         let bridge = dp.ensure_network(&net).await.expect("bridge").bridge;
         let dhcp = Dhcp::new(state.path().to_owned());
         let _guard = StopOnDrop(dhcp.clone(), net.id.clone());

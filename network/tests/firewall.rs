@@ -122,6 +122,7 @@ impl Topo {
             floating_ips: vec![],
             public_interface: Some(PUB.into()),
             isolated_taps: vec![],
+            spans_hosts: false,
         }
     }
 

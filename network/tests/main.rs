@@ -12,3 +12,4 @@ mod metadata;
 mod metadata_hops;
 mod overlap;
 mod vlan_in_guest;
+mod vxlan;

@@ -97,7 +97,7 @@ fn same_cidr_networks_on_one_host_each_get_only_their_own_traffic() {
     let links = {
         let nets = nets.clone();
         host.block_on(move || async move {
-            let dp = Datapath::connect(DatapathConfig { trunk: None }).await.unwrap();
+            let dp = Datapath::connect(DatapathConfig::default()).await.unwrap();
             let mut links = Vec::new();
             for net in &nets {
                 links.push(dp.ensure_network(net).await.expect("same CIDR as another Kumo network"));
@@ -237,7 +237,7 @@ fn same_cidr_networks_serve_dhcp_and_metadata_and_are_removed_cleanly() {
     let macs = ["52:54:00:aa:09:01", "52:54:00:aa:09:02"];
     let main_before = ip_out(&server.name, &["route", "show", "table", "main"]);
     runtime().block_on(async {
-        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.unwrap();
+        let dp = Datapath::connect(DatapathConfig::default()).await.unwrap();
         let dhcp = Dhcp::new(state.path().to_owned());
         let metadata = MetadataService::new();
         let mut bridges = Vec::new();
@@ -254,7 +254,7 @@ fn same_cidr_networks_serve_dhcp_and_metadata_and_are_removed_cleanly() {
             bridges.push(bridge);
         }
         // Agent restart: a new handle re-ensures; nothing is duplicated.
-        let restarted = Datapath::connect(DatapathConfig { trunk: None }).await.unwrap();
+        let restarted = Datapath::connect(DatapathConfig::default()).await.unwrap();
         let rules_before = kumo_rules(&server.name);
         for (net, id) in nets.iter().zip(&ids) {
             // A rule deleted and re-added would move behind the other network's.
@@ -330,7 +330,7 @@ fn an_older_bridge_is_converted_and_stray_rules_are_removed() {
     ns.ip(&["addr", "add", "10.9.0.1/24", "dev", &bridge]);
     assert!(ip_out(&ns.name, &["route", "show", "table", "main"]).contains(CIDR));
     runtime().block_on(async {
-        let dp = Datapath::connect(DatapathConfig { trunk: None }).await.unwrap();
+        let dp = Datapath::connect(DatapathConfig::default()).await.unwrap();
         dp.ensure_network(&net).await.unwrap();
         assert!(!ip_out(&ns.name, &["route", "show", "table", "main"]).contains("10.9.0."));
         assert_eq!(kumo_rules(&ns.name).len(), 3);

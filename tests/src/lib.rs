@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+pub mod fleet;
+
 /// Whether the end-to-end tests should run (`scripts/test.sh` sets this after
 /// starting libvirtd and building the tiny image).
 pub fn enabled() -> bool {
@@ -140,6 +142,9 @@ pub struct Options {
     /// dnsmasq, nftables and metadata listener are real but touch nothing of
     /// the machine's own networking. Thousands of steps take minutes.
     pub test_driver_host: bool,
+    /// Start only the controller, listening on this address instead of
+    /// loopback; the hosts come from elsewhere (see [`fleet::Fleet`]).
+    pub controller_only_on: Option<String>,
 }
 
 impl Stack {
@@ -158,7 +163,9 @@ impl Stack {
             ("http", None)
         };
         let host_name = format!("e2e-{}", &kumo_wire::HostId::generate().as_str()[5..13]);
-        let (netns, api_ip, agent_ip) = if opts.test_driver_host {
+        let (netns, api_ip, agent_ip) = if let Some(ip) = &opts.controller_only_on {
+            (None, ip.clone(), ip.clone())
+        } else if opts.test_driver_host {
             let (ns, api_ip, agent_ip) = test_driver_namespace(&host_name)?;
             (Some(ns), api_ip, agent_ip)
         } else {
@@ -237,7 +244,9 @@ impl Stack {
             instances: Vec::new(),
             netns,
         };
-        stack.start_agent()?;
+        if opts.controller_only_on.is_none() {
+            stack.start_agent()?;
+        }
         stack.kumo_ok(&[
             "login",
             "--endpoint",
@@ -247,6 +256,9 @@ impl Stack {
             "--password",
             "e2e-admin-pass",
         ])?;
+        if opts.controller_only_on.is_some() {
+            return Ok(stack);
+        }
         stack.wait_until(Duration::from_secs(60), "the host to register", |s| {
             let hosts = s.kumo_json(&["host", "list"])?;
             Ok(hosts["items"].as_array().is_some_and(|h| h.iter().any(|h| h["name"] == s.host_name.as_str())))

@@ -56,7 +56,9 @@ enum Command {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let datapath = Datapath::connect(DatapathConfig { trunk: args.trunk }).await.context("connect to rtnetlink")?;
+    let datapath = Datapath::connect(DatapathConfig { trunk: args.trunk, ..Default::default() })
+        .await
+        .context("connect to rtnetlink")?;
     match args.command {
         Command::Ensure { network, vlan, cidr, gateway } => {
             let net = DesiredNetwork { id: network, vlan_id: vlan, cidr, gateway, dns_servers: vec![] };

@@ -9,6 +9,7 @@ mod cloud_image;
 mod ec2;
 mod ec2_crash;
 mod ec2_sdk;
+mod fleet;
 mod lifecycle;
 mod metrics;
 mod networks;
