@@ -63,7 +63,8 @@ pub async fn report(state: &AppState, project: &ProjectId) -> Result<ProjectQuot
     Ok(ProjectQuotas {
         project_id: project.clone(),
         quotas: QuotaResource::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .map(|resource| {
                 let (limit, overridden) = limits.get(&resource).copied().unwrap_or((resource.builtin_default(), false));
                 QuotaUsage { resource, limit, in_use: usage.get(&resource).copied().unwrap_or(0), overridden }

@@ -205,7 +205,8 @@ pub async fn effective_limits(
     let defaults = limits_of(&mut *conn, DEFAULT_SCOPE).await?;
     let own = limits_of(&mut *conn, project.as_str()).await?;
     Ok(QuotaResource::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .map(|r| match own.get(&r) {
             Some(v) => (r, (*v, true)),
             None => (r, (defaults.get(&r).copied().unwrap_or_else(|| r.builtin_default()), false)),
@@ -246,7 +247,8 @@ impl Db {
     pub async fn quota_defaults(&self) -> DbResult<BTreeMap<QuotaResource, i64>> {
         let set = limits_of(self.pool(), DEFAULT_SCOPE).await?;
         Ok(QuotaResource::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .map(|r| (r, set.get(&r).copied().unwrap_or_else(|| r.builtin_default())))
             .collect())
     }
