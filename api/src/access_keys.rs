@@ -143,7 +143,7 @@ pub async fn delete(db: &Db, caller: &Caller, id: &str) -> Result<(), ApiError> 
         .await
         .map_err(DbError::from)?;
     if done.rows_affected() == 0 {
-        return Err(ApiError::not_found("access key", id));
+        return Err(ApiError::not_found(crate::error::Kind::AccessKey, id));
     }
     Ok(())
 }

@@ -260,7 +260,7 @@ pub async fn project_for(state: &AppState, caller: &Caller, project: &str) -> Re
     let found = state.db.find_project(project).await?;
     match found {
         Some(p) if p.id == caller.project_id || caller.role == kumo_wire::api::Role::Admin => Ok(p.id),
-        _ => Err(ApiError::not_found("project", project)),
+        _ => Err(ApiError::not_found(crate::error::Kind::Project, project)),
     }
 }
 

@@ -126,7 +126,7 @@ pub async fn bootstrap(db: &Db, config: &ControllerConfig) -> Result<Bootstrappe
         new_admin_password = Some(password);
         // The operator's own project is not limited; tenants get the defaults.
         let unlimited: Vec<_> =
-            kumo_wire::storage::QuotaResource::ALL.map(|r| (r, kumo_wire::storage::UNLIMITED)).to_vec();
+            kumo_wire::storage::QuotaResource::ALL.iter().map(|&r| (r, kumo_wire::storage::UNLIMITED)).collect();
         let mut tx = db.begin_write().await?;
         crate::db::quotas::set_limits(&mut tx, project.id.as_str(), &unlimited, &[]).await?;
         tx.commit().await.map_err(DbError::from)?;

@@ -61,9 +61,7 @@ pub enum ImageFilesError {
 impl From<ImageFilesError> for ApiError {
     fn from(e: ImageFilesError) -> Self {
         match e {
-            ImageFilesError::Store(ImageStoreError::NotFound { image, role }) => {
-                ApiError::NotFound(format!("image file {image}/{role} is not in the store"))
-            }
+            ImageFilesError::Store(e) => e.into(),
             ImageFilesError::Db(e) => e.into(),
             e @ ImageFilesError::NoGoodCopy { .. } => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(crate::error::anyhow_chain(&other)),

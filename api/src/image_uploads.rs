@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use futures::Stream;
-use kumo_storage::{ImageStoreError, Staged};
+use kumo_storage::Staged;
 use kumo_wire::api::{DiskFormat, Image, ImageFileRole, ImageKind, UploadImageQuery, Visibility};
 use kumo_wire::storage::QuotaResource;
 use kumo_wire::ImageId;
@@ -28,17 +28,6 @@ pub fn validate_image_name(name: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Invalid(format!("image name '{name}' is invalid: use 1-128 of letters, digits, '-', '_', '.'")))
-    }
-}
-
-/// The API error for a failed store write.
-pub fn store_error(e: ImageStoreError) -> ApiError {
-    match e {
-        ImageStoreError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
-        ImageStoreError::UploadInterrupted(_) => {
-            ApiError::BadRequest(format!("{}; nothing was kept, upload the whole file again", anyhow_chain(&e)))
-        }
-        other => ApiError::Internal(anyhow_chain(&other)),
     }
 }
 
@@ -66,7 +55,7 @@ pub async fn stage_and_inspect<S>(
 where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
 {
-    let staged = state.images.stage(image, role, body, state.config.max_image_bytes).await.map_err(store_error)?;
+    let staged = state.images.stage(image, role, body, state.config.max_image_bytes).await.map_err(ApiError::from)?;
     if staged.stored.size_bytes == 0 {
         state.images.discard(staged).await;
         return Err(ApiError::Invalid(format!("the {} file is empty", role.as_str())));
@@ -169,7 +158,7 @@ pub async fn finish_deregistered(state: &AppState) -> Result<usize, ApiError> {
     for id in state.db.deregistered_unused_images().await? {
         // Claimed: of replicas sweeping at once, one deletes it (and logs it).
         if state.db.delete_image_claimed(&id).await? == crate::db::images::ImageDeletion::Deleted {
-            state.images.delete_image(&id).await.map_err(|e| ApiError::Internal(anyhow_chain(&e)))?;
+            state.images.delete_image(&id).await.map_err(ApiError::from)?;
             crate::snapshots::image_deleted(state, &id).await?;
             tracing::info!(image = %id, "deleted a deregistered image its last instance no longer uses");
             done += 1;
@@ -184,12 +173,12 @@ pub async fn finish_deregistered(state: &AppState) -> Result<usize, ApiError> {
 pub async fn sweep_store(state: &AppState) -> Result<usize, ApiError> {
     let now = std::time::SystemTime::now();
     let mut removed = finish_deregistered(state).await?;
-    for (id, modified) in state.images.list().await.map_err(|e| ApiError::Internal(anyhow_chain(&e)))? {
+    for (id, modified) in state.images.list().await.map_err(ApiError::from)? {
         if now.duration_since(modified).unwrap_or_default() < ORPHAN_GRACE {
             continue;
         }
         if state.db.image_by_id(&id).await?.is_none() {
-            state.images.delete_image(&id).await.map_err(|e| ApiError::Internal(anyhow_chain(&e)))?;
+            state.images.delete_image(&id).await.map_err(ApiError::from)?;
             tracing::warn!(image = %id, "removed image files that belong to no image");
             removed += 1;
         }

@@ -17,68 +17,6 @@ use crate::state::AppState;
 /// Largest accepted user data, in bytes.
 pub const MAX_USER_DATA: usize = 64 * 1024;
 
-/// Checks a resource name: 1-63 of `a-z 0-9 -`, starting with a letter, not ending with `-`.
-pub fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid(format!(
-            "{kind} name '{}' is invalid: use 1-{MAX_NAME_LEN} lowercase letters, digits and '-', \
-             starting with a letter and not ending with '-'",
-            name.chars().take(80).collect::<String>()
-        )))
-    }
-}
-
-/// The longest key pair or security group name, as on AWS.
-pub const MAX_AWS_NAME_LEN: usize = 255;
-
-/// Characters a security group name may hold besides ASCII letters and digits (AWS's set).
-const GROUP_NAME_EXTRA: &str = " ._-:/()#,@[]+=&;{}!$*";
-
-/// Checks a key pair name as AWS does: 1-255 printable ASCII characters
-/// (mixed case, digits first, `MyKey_2024`, UUIDs).
-pub fn validate_key_pair_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_AWS_NAME_LEN
-        && name.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-        && name.trim() == name;
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid(format!(
-            "key pair name '{}' is invalid: use 1-{MAX_AWS_NAME_LEN} printable ASCII characters, \
-             without spaces at either end",
-            name.chars().take(80).collect::<String>()
-        )))
-    }
-}
-
-/// Checks a security group name as AWS does: 1-255 of ASCII letters, digits,
-/// spaces and `._-:/()#,@[]+=&;{}!$*`, not starting with `sg-` (ids do).
-pub fn validate_group_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_AWS_NAME_LEN
-        && !name.starts_with("sg-")
-        && name.trim() == name
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || GROUP_NAME_EXTRA.contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid(format!(
-            "security group name '{}' is invalid: use 1-{MAX_AWS_NAME_LEN} of ASCII letters, digits, spaces and \
-             {}, not starting with 'sg-'",
-            name.chars().take(80).collect::<String>(),
-            GROUP_NAME_EXTRA.trim()
-        )))
-    }
-}
-
 /// Checks metadata options: the hop limit is 1-64, as on EC2.
 pub fn validate_metadata_options(o: &kumo_wire::network::MetadataOptions) -> Result<(), ApiError> {
     let (lo, hi) = kumo_wire::network::HOP_LIMIT_RANGE;
@@ -108,7 +46,7 @@ pub async fn run_recorded(
     if count == 0 || count > MAX_RUN_COUNT {
         return Err(ApiError::Invalid(format!("count must be between 1 and {MAX_RUN_COUNT}, not {count}")));
     }
-    validate_name("instance", &req.name)?;
+    crate::names::validate_name("instance", &req.name)?;
     if count > 1 && req.name.len() + 1 + count.to_string().len() > MAX_NAME_LEN {
         return Err(ApiError::Invalid(format!("instance name '{}' is too long to number {count} instances", req.name)));
     }
@@ -498,11 +436,11 @@ pub async fn find(state: &AppState, caller: &Caller, key: &str) -> Result<Instan
             .db
             .instance_in_project(&caller.project_id, &id)
             .await?
-            .ok_or_else(|| ApiError::not_found("instance", key));
+            .ok_or_else(|| ApiError::not_found(crate::error::Kind::Instance, key));
     }
     let mut found = state.db.instances_named(&caller.project_id, key).await?;
     match found.len() {
-        0 => Err(ApiError::not_found("instance", key)),
+        0 => Err(ApiError::not_found(crate::error::Kind::Instance, key)),
         1 => Ok(found.remove(0)),
         _ => Err(ambiguous(key, &found)),
     }
@@ -678,36 +616,4 @@ pub async fn network_cut_off(state: &AppState, id: &InstanceId) -> Result<Option
     }
     let cut: Vec<String> = last.into_values().flatten().collect();
     Ok((!cut.is_empty()).then(|| cut.join("; ")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_hostname_rules() {
-        for good in ["web", "web-1", "a", &"a".repeat(63)] {
-            assert!(validate_name("instance", good).is_ok(), "{good}");
-        }
-        for bad in ["", "Web", "1web", "web-", "web_1", "wéb", &"a".repeat(64)] {
-            assert!(validate_name("instance", bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn key_pair_and_group_names_follow_aws() {
-        let long = "k".repeat(255);
-        for good in ["MyKey_2024", "2024-key", "0b7e5c2a-7f0e-4c55-9f0e-2d3c4b5a6978", "my key", long.as_str()] {
-            assert!(validate_key_pair_name(good).is_ok(), "{good}");
-        }
-        for bad in ["", " lead", "trail ", "tab\tkey", "ключ", &"k".repeat(256)] {
-            assert!(validate_key_pair_name(bad).is_err(), "{bad}");
-        }
-        for good in ["Web Servers", "1st._-:/()#,@[]+=&;{}!$*", "MyGroup", long.as_str()] {
-            assert!(validate_group_name(good).is_ok(), "{good}");
-        }
-        for bad in ["", "sg-123", "no%percent", "no\"quote", "naïve", " lead", &"g".repeat(256)] {
-            assert!(validate_group_name(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -175,7 +175,7 @@ pub fn allowed(allow: &[ipnet::IpNet], peer: Option<IpAddr>) -> bool {
 /// off (404) and `metrics_allowed_cidrs` restricts who may read it (403).
 pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     if !state.config.metrics {
-        return Err(ApiError::NotFound("metrics are turned off (metrics = false)".into()));
+        return Err(ApiError::NoEndpoint("metrics are turned off (metrics = false)".into()));
     }
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     if !allowed(&state.config.metrics_allow_list(), peer) {

@@ -14,28 +14,7 @@ use crate::state::AppState;
 /// The largest limit an admin may set.
 const MAX_LIMIT: i64 = 1_000_000_000;
 
-/// Why a request would exceed `resource`: names the quota, the limit, the use and the ask.
-pub fn exceeded_message(resource: QuotaResource, limit: i64, in_use: u64, asked: u64) -> String {
-    let unit = resource.unit();
-    format!(
-        "quota exceeded for {resource}: this request needs {asked}{unit} more, the project uses {in_use}{unit} \
-         of its limit of {limit}{unit} (an admin can raise it with `kumo quota set`)"
-    )
-}
-
-/// The first quota that `asks` would exceed, given `limits` and `usage`.
-pub fn first_excess(
-    asks: &[(QuotaResource, u64)],
-    limit_of: impl Fn(QuotaResource) -> i64,
-    used_of: impl Fn(QuotaResource) -> u64,
-) -> Option<String> {
-    asks.iter().filter(|(_, asked)| *asked > 0).find_map(|&(resource, asked)| {
-        let limit = limit_of(resource);
-        let used = used_of(resource);
-        let over = limit != UNLIMITED && used.saturating_add(asked) > u64::try_from(limit.max(0)).unwrap_or(0);
-        over.then(|| exceeded_message(resource, limit, used, asked))
-    })
-}
+pub use crate::db::quotas::{first_excess, QuotaExcess};
 
 /// Locks `project`'s quotas in `tx` and refuses if `asks` would exceed one.
 pub async fn check(
@@ -58,7 +37,7 @@ pub async fn check_rules_in_group(
     let limits = quotas::effective_limits(tx, project).await?;
     let limit = limits.get(&QuotaResource::RulesPerGroup).map_or(UNLIMITED, |(v, _)| *v);
     match first_excess(&[(QuotaResource::RulesPerGroup, 1)], |_| limit, |_| rules_now) {
-        Some(message) => Err(ApiError::QuotaExceeded(message.replace("the project uses", "the group has"))),
+        Some(excess) => Err(ApiError::QuotaExceeded(excess)),
         None => Ok(()),
     }
 }
@@ -84,7 +63,8 @@ pub async fn report(state: &AppState, project: &ProjectId) -> Result<ProjectQuot
     Ok(ProjectQuotas {
         project_id: project.clone(),
         quotas: QuotaResource::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .map(|resource| {
                 let (limit, overridden) = limits.get(&resource).copied().unwrap_or((resource.builtin_default(), false));
                 QuotaUsage { resource, limit, in_use: usage.get(&resource).copied().unwrap_or(0), overridden }
@@ -134,7 +114,7 @@ mod tests {
     use QuotaResource as R;
 
     fn check(asks: &[(QuotaResource, u64)], limit: i64, used: u64) -> Option<String> {
-        first_excess(asks, |_| limit, |_| used)
+        first_excess(asks, |_| limit, |_| used).map(|e| e.to_string())
     }
 
     #[test]

@@ -22,8 +22,8 @@ use crate::db::images;
 use crate::db::snapshots::{self, SnapshotRecord};
 use crate::db::DbError;
 use crate::error::ApiError;
-use crate::instances::validate_name;
 use crate::lifecycle::{self, ignore_races, Change, Snapshot};
+use crate::names::validate_name;
 use crate::quotas;
 use crate::state::AppState;
 
@@ -33,7 +33,7 @@ pub async fn find(state: &AppState, caller: &Caller, id_or_name: &str) -> Result
         .db
         .snapshot_in_project(&caller.project_id, id_or_name)
         .await?
-        .ok_or_else(|| ApiError::not_found("snapshot", id_or_name))
+        .ok_or_else(|| ApiError::not_found(crate::error::Kind::Snapshot, id_or_name))
 }
 
 /// Takes a snapshot of a volume, or of an instance into a new image.
@@ -116,10 +116,13 @@ pub async fn create_recorded(
     quotas::check(&mut tx, &caller.project_id, &[(QuotaResource::Snapshots, 1)]).await?;
     if let Some(image) = &source_image {
         if images::project_has_image_named(&mut tx, &caller.project_id, &req.name).await? {
-            return Err(ApiError::Conflict(format!(
+            return Err(ApiError::duplicate(
+                crate::error::Kind::Image,
+                format!(
                 "an image named '{}' already exists in this project; an instance snapshot becomes an image of its name",
                 req.name
-            )));
+            ),
+            ));
         }
         let id = kumo_wire::ImageId::generate();
         images::insert_image_in(
@@ -135,9 +138,10 @@ pub async fn create_recorded(
         rec.image_id = Some(id);
     }
     snapshots::insert(&mut tx, &rec).await.map_err(|e| match e {
-        DbError::Duplicate => {
-            ApiError::Conflict(format!("a snapshot named '{}' already exists in this project", rec.name))
-        }
+        DbError::Duplicate => ApiError::duplicate(
+            crate::error::Kind::Snapshot,
+            format!("a snapshot named '{}' already exists in this project", rec.name),
+        ),
         other => other.into(),
     })?;
     events::append(
@@ -175,10 +179,13 @@ pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Snaps
         SnapshotKind::Volume => {
             let mut tx = state.db.begin_write().await?;
             if snapshots::feeds_a_new_volume(&mut tx, &snap.id).await? {
-                return Err(ApiError::Conflict(format!(
-                    "snapshot {} is being copied into a new volume; delete it once that volume is available",
-                    snap.name
-                )));
+                return Err(ApiError::in_use(
+                    crate::error::Kind::Snapshot,
+                    format!(
+                        "snapshot {} is being copied into a new volume; delete it once that volume is available",
+                        snap.name
+                    ),
+                ));
             }
             drop(tx);
             let change = Change::now(SnapshotEvent::DeleteRequested, actor, None);
@@ -193,16 +200,12 @@ pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Snaps
         SnapshotKind::Instance => {
             if let Some(image) = &snap.image_id {
                 if !state.db.delete_image_unless_used(image).await? {
-                    return Err(ApiError::Conflict(format!(
-                        "snapshot {}'s image {image} is used by instances; delete them first",
-                        snap.name
-                    )));
+                    return Err(ApiError::in_use(
+                        crate::error::Kind::Snapshot,
+                        format!("snapshot {}'s image {image} is used by instances; delete them first", snap.name),
+                    ));
                 }
-                state
-                    .images
-                    .delete_image(image)
-                    .await
-                    .map_err(|e| ApiError::Internal(crate::error::anyhow_chain(&e)))?;
+                state.images.delete_image(image).await.map_err(ApiError::from)?;
             }
             let change = Change::now(SnapshotEvent::DeleteRequested, actor.clone(), None);
             lifecycle::apply::<Snapshot>(state, &snap.id, &change, |old, new| {
@@ -247,10 +250,12 @@ pub async fn accept_upload<S>(
 where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
 {
-    let id: SnapshotId = id.parse().map_err(|_| ApiError::not_found("snapshot", id))?;
-    let snap = state.db.snapshot(&id).await?.ok_or_else(|| ApiError::not_found("snapshot", id.as_str()))?;
+    let id: SnapshotId = id.parse().map_err(|_| ApiError::not_found(crate::error::Kind::Snapshot, id))?;
+    let snap =
+        state.db.snapshot(&id).await?.ok_or_else(|| ApiError::not_found(crate::error::Kind::Snapshot, id.as_str()))?;
     if snap.kind != SnapshotKind::Instance || snap.host_id.as_ref() != Some(&host.host.id) {
-        return Err(ApiError::NotFound(format!("snapshot {id} is not an instance snapshot taken by this host")));
+        // Not an instance snapshot this host took: as if it did not exist.
+        return Err(ApiError::not_found(crate::error::Kind::Snapshot, id.as_str()));
     }
     if snap.state != SnapshotState::Creating || !snap.present {
         return Err(ApiError::Conflict(format!("snapshot {id} is {}; it takes no upload", snap.state)));
@@ -258,35 +263,38 @@ where
     let (Some(image_id), Some(instance_id)) = (&snap.image_id, &snap.instance_id) else {
         return Err(ApiError::Internal(format!("instance snapshot {id} has no image or instance")));
     };
-    let image = state.db.image_by_id(image_id).await?.ok_or_else(|| ApiError::not_found("image", image_id.as_str()))?;
+    let image = state
+        .db
+        .image_by_id(image_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(crate::error::Kind::Image, image_id.as_str()))?;
     if image.state != ImageState::Queued {
         return Err(ApiError::Conflict(format!("image {image_id} already has its files")));
     }
-    let inst =
-        state.db.instance(instance_id).await?.ok_or_else(|| ApiError::not_found("instance", instance_id.as_str()))?;
+    let inst = state
+        .db
+        .instance(instance_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(crate::error::Kind::Instance, instance_id.as_str()))?;
     let staged =
         crate::image_uploads::stage_and_inspect(state, image_id, ImageFileRole::Disk, body, Some(DiskFormat::Qcow2))
             .await?;
     let (stored, virtual_size) = (staged.0.stored.clone(), staged.1);
-    state.images.commit(staged.0).await.map_err(|e| ApiError::Internal(crate::error::anyhow_chain(&e)))?;
+    state.images.commit(staged.0).await.map_err(ApiError::from)?;
     let mut files = vec![(ImageFileRole::Disk, stored.size_bytes, stored.sha256)];
     if image.kind == ImageKind::Kernel {
         let source = state
             .db
             .image_by_id(&inst.image_id)
             .await?
-            .ok_or_else(|| ApiError::not_found("image", inst.image_id.as_str()))?;
+            .ok_or_else(|| ApiError::not_found(crate::error::Kind::Image, inst.image_id.as_str()))?;
         for role in [ImageFileRole::Kernel, ImageFileRole::Initrd] {
             let file = source
                 .files
                 .iter()
                 .find(|f| f.role == role)
                 .ok_or_else(|| ApiError::Internal(format!("image {} has no {} file", source.id, role.as_str())))?;
-            state
-                .images
-                .copy_file(&source.id, image_id, role)
-                .await
-                .map_err(|e| ApiError::Internal(crate::error::anyhow_chain(&e)))?;
+            state.images.copy_file(&source.id, image_id, role).await.map_err(ApiError::from)?;
             files.push((role, file.size_bytes, file.sha256.clone()));
         }
     }

@@ -77,7 +77,7 @@ impl SharedCredentials {
     pub fn agent_token_matches(&self, token: &str) -> bool {
         let Some(creds) = self.get() else { return false };
         let (a, b) = (creds.agent_token.as_bytes(), token.as_bytes());
-        !a.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        !a.is_empty() && bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
     }
 }
 

@@ -59,9 +59,10 @@ pub fn csrf_token(key: &[u8], jwt: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Compares in time independent of where the strings differ.
+/// Compares in time independent of where the strings differ (`subtle`).
 pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -70,10 +71,10 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
 }
 
 /// Whether the browser reached us over TLS (directly or through a proxy).
@@ -84,8 +85,14 @@ pub fn over_tls(headers: &HeaderMap) -> bool {
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict (no other site's page can
 /// make the browser send it), path /ui, Secure over TLS.
 pub fn set_cookie(name: &str, value: &str, max_age_secs: i64, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{name}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{secure}", max_age_secs.max(0))
+    cookie::Cookie::build((name, value))
+        .path("/ui")
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .max_age(cookie::time::Duration::seconds(max_age_secs.max(0)))
+        .secure(secure)
+        .build()
+        .to_string()
 }
 
 /// A logged-in browser: its JWT, still unexpired.
@@ -230,8 +237,8 @@ mod tests {
 
     #[test]
     fn session_cookie_attributes() {
-        assert_eq!(set_cookie("s", "v", 3600, false), "s=v; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=3600");
-        assert_eq!(set_cookie("s", "", -5, true), "s=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0; Secure");
+        assert_eq!(set_cookie("s", "v", 3600, false), "s=v; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=3600");
+        assert_eq!(set_cookie("s", "", -5, true), "s=; HttpOnly; SameSite=Strict; Secure; Path=/ui; Max-Age=0");
         let mut h = HeaderMap::new();
         assert!(!over_tls(&h));
         h.insert("x-forwarded-proto", "HTTPS".parse().unwrap());

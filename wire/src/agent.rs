@@ -154,8 +154,11 @@ pub struct HostReboot {
 }
 
 /// What a quarantined file was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum QuarantineKind {
     /// A local volume.
     Volume,
@@ -166,10 +169,7 @@ pub enum QuarantineKind {
 impl QuarantineKind {
     /// The lowercase name, as stored and shown.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Volume => "volume",
-            Self::Snapshot => "snapshot",
-        }
+        self.into()
     }
 }
 

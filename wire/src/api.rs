@@ -18,8 +18,11 @@ pub const MAX_NAME_LEN: usize = 63;
 // ---------------------------------------------------------------- identity
 
 /// What a user may do: members act inside their project, admins also run the cloud.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     /// Operator: flavors, hosts, public images, projects and users.
     Admin,
@@ -30,10 +33,7 @@ pub enum Role {
 impl Role {
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Member => "member",
-        }
+        self.into()
     }
 }
 
@@ -193,8 +193,11 @@ pub struct CreateFlavor {
 // ---------------------------------------------------------------- images
 
 /// How an image boots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ImageKind {
     /// A bootable disk image (qcow2 or raw).
     Disk,
@@ -222,10 +225,7 @@ impl ImageKind {
 
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Disk => "disk",
-            Self::Kernel => "kernel",
-        }
+        self.into()
     }
 }
 
@@ -241,8 +241,11 @@ impl FromStr for ImageKind {
 }
 
 /// Format of a disk image file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum DiskFormat {
     /// QEMU copy-on-write v2.
     Qcow2,
@@ -253,10 +256,7 @@ pub enum DiskFormat {
 impl DiskFormat {
     /// The lowercase name (as qemu-img spells it).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Qcow2 => "qcow2",
-            Self::Raw => "raw",
-        }
+        self.into()
     }
 }
 
@@ -272,8 +272,23 @@ impl FromStr for DiskFormat {
 }
 
 /// One file of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ImageFileRole {
     /// The disk image of a `disk` image.
     Disk,
@@ -286,11 +301,7 @@ pub enum ImageFileRole {
 impl ImageFileRole {
     /// The lowercase name, also the last path segment of upload and download URLs.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Disk => "disk",
-            Self::Kernel => "kernel",
-            Self::Initrd => "initrd",
-        }
+        self.into()
     }
 }
 
@@ -307,8 +318,11 @@ impl FromStr for ImageFileRole {
 }
 
 /// Who can see an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Visibility {
     /// Every project (only admins may publish).
     Public,
@@ -319,10 +333,7 @@ pub enum Visibility {
 impl Visibility {
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Public => "public",
-            Self::Private => "private",
-        }
+        self.into()
     }
 }
 

@@ -126,8 +126,23 @@ pub struct InventoryNftTable {
 }
 
 /// Which way a resource and the host disagree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum DifferenceKind {
     /// On the host, but the controller does not want it there.
     Orphan,
@@ -142,12 +157,7 @@ pub enum DifferenceKind {
 impl DifferenceKind {
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Orphan => "orphan",
-            Self::Missing => "missing",
-            Self::Different => "different",
-            Self::Unaudited => "unaudited",
-        }
+        self.into()
     }
 }
 

@@ -11,8 +11,22 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// What the controller shows as an instance's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::EnumIter)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum InstanceState {
     /// Recorded, waiting for the scheduler to place it on a host.
     Pending,
@@ -38,33 +52,11 @@ pub enum InstanceState {
 
 impl InstanceState {
     /// Every state, in declaration order (for exhaustive tests and docs).
-    pub const ALL: [InstanceState; 10] = [
-        Self::Pending,
-        Self::Building,
-        Self::Running,
-        Self::Stopping,
-        Self::Stopped,
-        Self::Rebooting,
-        Self::Deleting,
-        Self::Deleted,
-        Self::Error,
-        Self::Unknown,
-    ];
+    pub const ALL: &'static [InstanceState] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The state's lowercase name, as stored and shown.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Building => "building",
-            Self::Running => "running",
-            Self::Stopping => "stopping",
-            Self::Stopped => "stopped",
-            Self::Rebooting => "rebooting",
-            Self::Deleting => "deleting",
-            Self::Deleted => "deleted",
-            Self::Error => "error",
-            Self::Unknown => "unknown",
-        }
+        self.into()
     }
 
     /// Transitional states carry a deadline after which they become `error`.
@@ -210,13 +202,27 @@ pub struct UnknownState(pub String);
 impl FromStr for InstanceState {
     type Err = UnknownState;
     fn from_str(s: &str) -> Result<Self, UnknownState> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| UnknownState(s.to_owned()))
+        Self::ALL.iter().copied().find(|st| st.as_str() == s).ok_or_else(|| UnknownState(s.to_owned()))
     }
 }
 
 /// What the tenant wants the instance to be; the agent converges the host to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::EnumIter)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum DesiredPower {
     /// Defined and running.
     Running,
@@ -229,11 +235,7 @@ pub enum DesiredPower {
 impl DesiredPower {
     /// The lowercase name, as stored and shown.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Stopped => "stopped",
-            Self::Deleted => "deleted",
-        }
+        self.into()
     }
 }
 

@@ -68,8 +68,11 @@ pub struct DesiredPort {
 }
 
 /// IP protocols a security-group rule can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Protocol {
     /// TCP (ports apply).
     Tcp,
@@ -84,12 +87,7 @@ pub enum Protocol {
 impl Protocol {
     /// The lowercase name, as in the API.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-            Self::Icmp => "icmp",
-            Self::Any => "any",
-        }
+        self.into()
     }
 
     /// Whether rules of this protocol carry a port range.
@@ -137,8 +135,22 @@ pub struct EgressRule {
 
 /// Which traffic a security-group rule allows: inbound to the group's ports
 /// (from its CIDR or group) or outbound from them (to its CIDR or group).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Direction {
     /// Inbound (the default, and every rule made before egress rules).
     #[default]
@@ -150,10 +162,7 @@ pub enum Direction {
 impl Direction {
     /// `ingress` or `egress`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ingress => "ingress",
-            Self::Egress => "egress",
-        }
+        self.into()
     }
 }
 
@@ -213,8 +222,22 @@ pub struct InstanceMetadata {
 
 /// EC2's `HttpTokens`: whether the metadata service serves requests without an
 /// IMDSv2 session token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum HttpTokens {
     /// IMDSv1 and IMDSv2 (EC2's default).
     #[default]
@@ -224,8 +247,11 @@ pub enum HttpTokens {
 }
 
 /// `enabled` or `disabled`, as EC2 spells its metadata switches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Switch {
     /// On.
     Enabled,
@@ -236,20 +262,14 @@ pub enum Switch {
 impl Switch {
     /// `enabled` or `disabled`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Enabled => "enabled",
-            Self::Disabled => "disabled",
-        }
+        self.into()
     }
 }
 
 impl HttpTokens {
     /// `optional` or `required`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Optional => "optional",
-            Self::Required => "required",
-        }
+        self.into()
     }
 }
 

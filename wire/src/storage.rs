@@ -22,8 +22,23 @@ pub const MAX_VOLUME_GIB: u64 = 16 * 1024;
 // ---------------------------------------------------------------- backends
 
 /// Where a volume's bytes live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum VolumeBackendKind {
     /// A file on one compute host: attaches only to instances on that host.
     Local,
@@ -34,10 +49,7 @@ pub enum VolumeBackendKind {
 impl VolumeBackendKind {
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Shared => "shared",
-        }
+        self.into()
     }
 }
 
@@ -61,8 +73,22 @@ impl FromStr for VolumeBackendKind {
 // ---------------------------------------------------------------- volume lifecycle
 
 /// What the controller shows as a volume's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::EnumIter)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum VolumeState {
     /// Recorded and placed; the agent is creating its file.
     Creating,
@@ -123,31 +149,11 @@ pub struct IllegalVolumeTransition {
 
 impl VolumeState {
     /// Every state, in declaration order.
-    pub const ALL: [VolumeState; 9] = [
-        Self::Creating,
-        Self::Available,
-        Self::Attaching,
-        Self::InUse,
-        Self::Detaching,
-        Self::Extending,
-        Self::Deleting,
-        Self::Deleted,
-        Self::Error,
-    ];
+    pub const ALL: &'static [VolumeState] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The state's name, as stored and shown.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Creating => "creating",
-            Self::Available => "available",
-            Self::Attaching => "attaching",
-            Self::InUse => "in-use",
-            Self::Detaching => "detaching",
-            Self::Extending => "extending",
-            Self::Deleting => "deleting",
-            Self::Deleted => "deleted",
-            Self::Error => "error",
-        }
+        self.into()
     }
 
     /// Transitional states carry a deadline after which they become `error`.
@@ -236,15 +242,18 @@ impl fmt::Display for VolumeState {
 impl FromStr for VolumeState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown volume state '{s}'"))
+        Self::ALL.iter().copied().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown volume state '{s}'"))
     }
 }
 
 // ---------------------------------------------------------------- snapshot lifecycle
 
 /// What was copied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum SnapshotKind {
     /// A volume; new volumes can be made from it.
     Volume,
@@ -255,10 +264,7 @@ pub enum SnapshotKind {
 impl SnapshotKind {
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Volume => "volume",
-            Self::Instance => "instance",
-        }
+        self.into()
     }
 }
 
@@ -274,8 +280,22 @@ impl FromStr for SnapshotKind {
 }
 
 /// What the controller shows as a snapshot's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, strum::EnumIter)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum SnapshotState {
     /// The agent is copying.
     Creating,
@@ -317,17 +337,11 @@ pub struct IllegalSnapshotTransition {
 
 impl SnapshotState {
     /// Every state, in declaration order.
-    pub const ALL: [SnapshotState; 5] = [Self::Creating, Self::Available, Self::Deleting, Self::Deleted, Self::Error];
+    pub const ALL: &'static [SnapshotState] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Creating => "creating",
-            Self::Available => "available",
-            Self::Deleting => "deleting",
-            Self::Deleted => "deleted",
-            Self::Error => "error",
-        }
+        self.into()
     }
 
     /// Transitional states carry a deadline after which they become `error`.
@@ -375,7 +389,7 @@ impl fmt::Display for SnapshotState {
 impl FromStr for SnapshotState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown snapshot state '{s}'"))
+        Self::ALL.iter().copied().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown snapshot state '{s}'"))
     }
 }
 
@@ -524,8 +538,23 @@ pub struct CreateSnapshot {
 // ---------------------------------------------------------------- quotas
 
 /// What a quota limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum QuotaResource {
     /// Instances not yet deleted.
     Instances,
@@ -559,41 +588,11 @@ pub enum QuotaResource {
 
 impl QuotaResource {
     /// Every resource, in display order.
-    pub const ALL: [QuotaResource; 14] = [
-        Self::Instances,
-        Self::Vcpus,
-        Self::RamMib,
-        Self::Volumes,
-        Self::VolumeGib,
-        Self::Snapshots,
-        Self::FloatingIps,
-        Self::Networks,
-        Self::Vpcs,
-        Self::SecurityGroups,
-        Self::RulesPerGroup,
-        Self::KeyPairs,
-        Self::Images,
-        Self::ImageGib,
-    ];
+    pub const ALL: &'static [QuotaResource] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The snake_case name, as stored and shown.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Instances => "instances",
-            Self::Vcpus => "vcpus",
-            Self::RamMib => "ram_mib",
-            Self::Volumes => "volumes",
-            Self::VolumeGib => "volume_gib",
-            Self::Snapshots => "snapshots",
-            Self::FloatingIps => "floating_ips",
-            Self::Networks => "networks",
-            Self::Vpcs => "vpcs",
-            Self::SecurityGroups => "security_groups",
-            Self::RulesPerGroup => "rules_per_group",
-            Self::KeyPairs => "key_pairs",
-            Self::Images => "images",
-            Self::ImageGib => "image_gib",
-        }
+        self.into()
     }
 
     /// The built-in default limit (OpenStack's defaults).
@@ -635,7 +634,7 @@ impl fmt::Display for QuotaResource {
 impl FromStr for QuotaResource {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+        Self::ALL.iter().copied().find(|r| r.as_str() == s).ok_or_else(|| {
             let names: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
             format!("unknown quota '{s}' (expected one of {})", names.join(", "))
         })
@@ -858,15 +857,15 @@ mod tests {
     fn names_round_trip() {
         assert_eq!(VolumeState::ALL.to_vec(), VolumeState::iter().collect::<Vec<_>>());
         assert_eq!(SnapshotState::ALL.to_vec(), SnapshotState::iter().collect::<Vec<_>>());
-        for s in VolumeState::ALL {
+        for &s in VolumeState::ALL {
             assert_eq!(s.as_str().parse::<VolumeState>(), Ok(s));
             assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.as_str().into()));
         }
-        for s in SnapshotState::ALL {
+        for &s in SnapshotState::ALL {
             assert_eq!(s.as_str().parse::<SnapshotState>(), Ok(s));
             assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.as_str().into()));
         }
-        for r in QuotaResource::ALL {
+        for &r in QuotaResource::ALL {
             assert_eq!(r.as_str().parse::<QuotaResource>(), Ok(r));
             assert_eq!(serde_json::to_value(r).unwrap(), serde_json::Value::String(r.as_str().into()));
         }

@@ -335,7 +335,8 @@ enum Col {
 /// parameter (`json_each`), because SQLite binds `$N` parameters in time that
 /// grows with their count (20,000 rows: 0.09 s at 25 rows per statement, 2.6 s
 /// at 1,000). PostgreSQL: multi-row `VALUES` of 200 rows, faster there than
-/// casting JSON.
+/// casting JSON. (Not `sqlx::QueryBuilder::push_values`: over the `Any`
+/// driver it writes `?` placeholders, which PostgreSQL refuses.)
 async fn bulk_write<T: serde::Serialize>(
     tx: &mut Transaction<'static, Any>,
     backend: Backend,

@@ -66,7 +66,7 @@ pub enum DbError {
     Query(#[source] sqlx::Error),
     /// The write would exceed one of the project's quotas (checked in its transaction).
     #[error("{0}")]
-    QuotaExceeded(String),
+    QuotaExceeded(quotas::QuotaExcess),
 }
 
 impl From<sqlx::Error> for DbError {

@@ -19,6 +19,51 @@ use super::{Db, DbError, DbResult};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
+/// Which quota a request would exceed, and by how much ([`ApiError::QuotaExceeded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaExcess {
+    /// The quota.
+    pub quota: kumo_wire::storage::QuotaResource,
+    /// What is in use now (the project's, or for `RulesPerGroup` the group's).
+    pub used: u64,
+    /// The limit.
+    pub limit: i64,
+    /// What the request asked for on top.
+    pub asked: u64,
+}
+
+impl std::fmt::Display for QuotaExcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { quota, used, limit, asked } = self;
+        let unit = quota.unit();
+        let holder = if *quota == kumo_wire::storage::QuotaResource::RulesPerGroup {
+            "the group has"
+        } else {
+            "the project uses"
+        };
+        write!(
+            f,
+            "quota exceeded for {quota}: this request needs {asked}{unit} more, {holder} {used}{unit} \
+             of its limit of {limit}{unit} (an admin can raise it with `kumo quota set`)"
+        )
+    }
+}
+
+/// The first quota that `asks` would exceed, given `limits` and `usage`.
+pub fn first_excess(
+    asks: &[(QuotaResource, u64)],
+    limit_of: impl Fn(QuotaResource) -> i64,
+    used_of: impl Fn(QuotaResource) -> u64,
+) -> Option<QuotaExcess> {
+    asks.iter().filter(|(_, asked)| *asked > 0).find_map(|&(quota, asked)| {
+        let limit = limit_of(quota);
+        let used = used_of(quota);
+        let over = limit != kumo_wire::storage::UNLIMITED
+            && used.saturating_add(asked) > u64::try_from(limit.max(0)).unwrap_or(0);
+        over.then_some(QuotaExcess { quota, used, limit, asked })
+    })
+}
+
 /// Locks `project`'s quotas in `tx` and refuses with [`DbError::QuotaExceeded`]
 /// if `asks` would exceed one (for writes made by the database layer itself).
 pub async fn check_in(
@@ -30,8 +75,8 @@ pub async fn check_in(
     let limits = effective_limits(tx, project).await?;
     let used = usage(tx, project).await?;
     let limit_of = |r| limits.get(&r).map_or(kumo_wire::storage::UNLIMITED, |(v, _)| *v);
-    match crate::quotas::first_excess(asks, limit_of, |r| used.get(&r).copied().unwrap_or(0)) {
-        Some(message) => Err(DbError::QuotaExceeded(message)),
+    match first_excess(asks, limit_of, |r| used.get(&r).copied().unwrap_or(0)) {
+        Some(excess) => Err(DbError::QuotaExceeded(excess)),
         None => Ok(()),
     }
 }
@@ -160,7 +205,8 @@ pub async fn effective_limits(
     let defaults = limits_of(&mut *conn, DEFAULT_SCOPE).await?;
     let own = limits_of(&mut *conn, project.as_str()).await?;
     Ok(QuotaResource::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .map(|r| match own.get(&r) {
             Some(v) => (r, (*v, true)),
             None => (r, (defaults.get(&r).copied().unwrap_or_else(|| r.builtin_default()), false)),
@@ -201,7 +247,8 @@ impl Db {
     pub async fn quota_defaults(&self) -> DbResult<BTreeMap<QuotaResource, i64>> {
         let set = limits_of(self.pool(), DEFAULT_SCOPE).await?;
         Ok(QuotaResource::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .map(|r| (r, set.get(&r).copied().unwrap_or_else(|| r.builtin_default())))
             .collect())
     }

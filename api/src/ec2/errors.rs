@@ -3,7 +3,9 @@
 
 use axum::http::StatusCode;
 
-use crate::error::ApiError;
+use kumo_wire::storage::QuotaResource;
+
+use crate::error::{ApiError, Kind, Pool};
 
 /// One EC2 error: a code from EC2's list, its HTTP status, a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,29 +79,24 @@ impl Ec2Error {
 }
 
 impl From<ApiError> for Ec2Error {
-    /// Maps a native error. A `NotFound` from a domain function names its kind
-    /// first (`instance 'i-…' not found`), which picks EC2's code.
+    /// The one map from the controller's errors to EC2's codes: the typed
+    /// variants pick the code by kind, pool or quota; no message is read.
     fn from(e: ApiError) -> Self {
+        let message = e.to_string();
         match e {
-            ApiError::BadRequest(m) | ApiError::Invalid(m) => Self::invalid_value(m),
+            ApiError::NotFound { kind, .. } => Self::client(not_found_code(kind), message),
+            ApiError::Illegal { kind: Kind::Instance, .. } => Self::client("IncorrectInstanceState", message),
+            ApiError::Illegal { .. } => Self::client("IncorrectState", message),
+            ApiError::Duplicate { kind, .. } => Self::client(duplicate_code(kind), message),
+            ApiError::InUse { kind, .. } => Self::client(in_use_code(kind), message),
+            ApiError::Protected { .. } => Self::client("CannotDelete", message),
+            ApiError::QuotaExceeded(excess) => Self::client(quota_code(excess.quota), message),
+            ApiError::Exhausted { pool, .. } => Self::client(exhausted_code(pool), message),
+            ApiError::BadRequest(m) | ApiError::Invalid(m) | ApiError::TooLarge(m) => Self::invalid_value(m),
             ApiError::Unauthorized(m) => Self::auth_failure(m),
             ApiError::Forbidden(m) => Self { code: "UnauthorizedOperation", status: StatusCode::FORBIDDEN, message: m },
-            ApiError::NotFound(m) => {
-                let code = [
-                    ("instance ", "InvalidInstanceID.NotFound"),
-                    ("volume ", "InvalidVolume.NotFound"),
-                    ("snapshot ", "InvalidSnapshot.NotFound"),
-                    ("image ", "InvalidAMIID.NotFound"),
-                    ("key pair ", "InvalidKeyPair.NotFound"),
-                ]
-                .iter()
-                .find(|(prefix, _)| m.starts_with(prefix))
-                .map_or("InvalidParameterValue", |(_, code)| code);
-                Self::client(code, m)
-            }
+            ApiError::NoEndpoint(m) => Self::invalid_value(m),
             ApiError::Conflict(m) => Self::client("IncorrectState", m),
-            ApiError::QuotaExceeded(m) => Self::client("ResourceLimitExceeded", m),
-            ApiError::TooLarge(m) => Self::invalid_value(m),
             ApiError::TooManyRequests(m, _) => {
                 Self { code: "RequestLimitExceeded", status: StatusCode::SERVICE_UNAVAILABLE, message: m }
             }
@@ -115,6 +112,69 @@ impl From<ApiError> for Ec2Error {
                 }
             }
         }
+    }
+}
+
+/// `<Kind>.NotFound` for a resource that is not there.
+fn not_found_code(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Instance => "InvalidInstanceID.NotFound",
+        Kind::Volume => "InvalidVolume.NotFound",
+        Kind::Snapshot => "InvalidSnapshot.NotFound",
+        Kind::Image => "InvalidAMIID.NotFound",
+        Kind::KeyPair => "InvalidKeyPair.NotFound",
+        Kind::SecurityGroup | Kind::SecurityGroupRule => "InvalidGroup.NotFound",
+        Kind::FloatingIp => "InvalidAllocationID.NotFound",
+        Kind::Network => "InvalidSubnetID.NotFound",
+        Kind::ImageFile | Kind::Project | Kind::AccessKey | Kind::Flavor | Kind::Host | Kind::QuarantineEntry => {
+            "InvalidParameterValue"
+        }
+    }
+}
+
+/// The code for a name that is taken.
+fn duplicate_code(kind: Kind) -> &'static str {
+    match kind {
+        Kind::SecurityGroup => "InvalidGroup.Duplicate",
+        Kind::SecurityGroupRule => "InvalidPermission.Duplicate",
+        Kind::Image => "InvalidAMIName.Duplicate",
+        Kind::KeyPair => "InvalidKeyPair.Duplicate",
+        _ => "IncorrectState",
+    }
+}
+
+/// The code for a resource that something still uses.
+fn in_use_code(kind: Kind) -> &'static str {
+    match kind {
+        Kind::SecurityGroup | Kind::Network => "DependencyViolation",
+        Kind::Snapshot => "InvalidSnapshot.InUse",
+        Kind::FloatingIp => "InvalidIPAddress.InUse",
+        _ => "IncorrectState",
+    }
+}
+
+/// The `...LimitExceeded` code of a quota.
+fn quota_code(quota: QuotaResource) -> &'static str {
+    match quota {
+        QuotaResource::Instances | QuotaResource::Vcpus | QuotaResource::RamMib => "InstanceLimitExceeded",
+        QuotaResource::Volumes | QuotaResource::VolumeGib => "VolumeLimitExceeded",
+        QuotaResource::Snapshots => "SnapshotLimitExceeded",
+        QuotaResource::FloatingIps => "AddressLimitExceeded",
+        QuotaResource::Networks => "SubnetLimitExceeded",
+        QuotaResource::Vpcs => "VpcLimitExceeded",
+        QuotaResource::SecurityGroups => "SecurityGroupLimitExceeded",
+        QuotaResource::RulesPerGroup => "RulesPerSecurityGroupLimitExceeded",
+        QuotaResource::KeyPairs | QuotaResource::Images | QuotaResource::ImageGib => "ResourceLimitExceeded",
+    }
+}
+
+/// The code for a pool that ran dry.
+fn exhausted_code(pool: Pool) -> &'static str {
+    match pool {
+        Pool::NetworkAddresses => "InsufficientFreeAddressesInSubnet",
+        Pool::FloatingIps => "AddressLimitExceeded",
+        Pool::HostCapacity => "InsufficientInstanceCapacity",
+        Pool::VlanTags => "InsufficientCapacity",
     }
 }
 

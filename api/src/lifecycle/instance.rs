@@ -35,6 +35,7 @@ fn describe(event: LifecycleEvent) -> &'static str {
 
 impl Kind for Instance {
     const NAME: &'static str = "instance";
+    const KIND: crate::error::Kind = crate::error::Kind::Instance;
     const DEADLINE_PASSED: LifecycleEvent = LifecycleEvent::DeadlinePassed;
     type Id = InstanceId;
     type State = InstanceState;
@@ -68,8 +69,8 @@ impl Kind for Instance {
             | InstanceState::Unknown => None,
         }
     }
-    fn illegal(old: &InstanceRecord, event: LifecycleEvent) -> String {
-        format!("instance is {}: cannot {}", old.state, describe(event))
+    fn illegal(_old: &InstanceRecord, event: LifecycleEvent) -> (Option<String>, String) {
+        (None, describe(event).to_string())
     }
 
     fn desired(rec: &InstanceRecord) -> Self::Desired {

@@ -50,6 +50,8 @@ pub struct Common<'a, S> {
 pub trait Kind: Sized + Send + Sync + 'static {
     /// The `resource_type` of its events and its name in messages.
     const NAME: &'static str;
+    /// Its kind in errors.
+    const KIND: crate::error::Kind;
     /// The event that a state outliving its deadline sends.
     const DEADLINE_PASSED: Self::Event;
     /// Its id.
@@ -72,8 +74,9 @@ pub trait Kind: Sized + Send + Sync + 'static {
     fn is_deleted(state: Self::State) -> bool;
     /// How long `state` may last, if it is transitional.
     fn deadline_secs(config: &ControllerConfig, state: Self::State) -> Option<u64>;
-    /// The 409 message for an event the table refuses.
-    fn illegal(old: &Self::Record, event: Self::Event) -> String;
+    /// How the 409 for an event the table refuses names the resource (its
+    /// name, if messages show one) and the event (in words).
+    fn illegal(old: &Self::Record, event: Self::Event) -> (Option<String>, String);
 
     /// Its id.
     fn id(rec: &Self::Record) -> &Self::Id;
@@ -205,13 +208,13 @@ pub enum TransitionError {
     #[error("{kind} '{id}' not found")]
     NotFound {
         /// Its kind.
-        kind: &'static str,
+        kind: crate::error::Kind,
         /// The id asked for.
         id: String,
     },
-    /// The lifecycle forbids it (the message names the state and the attempt).
-    #[error("{0}")]
-    Illegal(String),
+    /// The lifecycle forbids it ([`ApiError::Illegal`]).
+    #[error(transparent)]
+    Illegal(ApiError),
     /// The database failed, the row kept changing under us, or the caller's edit refused.
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -226,8 +229,8 @@ impl From<DbError> for TransitionError {
 impl From<TransitionError> for ApiError {
     fn from(e: TransitionError) -> Self {
         match e {
-            TransitionError::NotFound { kind, id } => ApiError::not_found(kind, &id),
-            TransitionError::Illegal(message) => ApiError::Conflict(message),
+            TransitionError::NotFound { kind, id } => ApiError::NotFound { kind, id },
+            TransitionError::Illegal(e) => e,
             TransitionError::Api(e) => e,
         }
     }
@@ -237,7 +240,8 @@ impl From<TransitionError> for ApiError {
 /// someone else moved it first (the next pass sees the new state).
 pub fn ignore_races<T>(result: Result<T, impl Into<ApiError>>) -> Result<(), ApiError> {
     match result.map_err(Into::into) {
-        Ok(_) | Err(ApiError::Conflict(_) | ApiError::NotFound(_)) => Ok(()),
+        Ok(_) => Ok(()),
+        Err(e) if e.is_race() => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -255,7 +259,10 @@ pub fn prepare<K: Kind>(
     change: &Change<K::Event>,
 ) -> Result<K::Record, TransitionError> {
     let from = K::state(old);
-    let next = K::next(from, change.event).ok_or_else(|| TransitionError::Illegal(K::illegal(old, change.event)))?;
+    let next = K::next(from, change.event).ok_or_else(|| {
+        let (name, event) = K::illegal(old, change.event);
+        TransitionError::Illegal(ApiError::Illegal { kind: K::KIND, name, from: from.to_string(), event })
+    })?;
     let mut new = old.clone();
     {
         let c = K::common(&mut new);
@@ -376,7 +383,7 @@ async fn run<K: Kind>(
     for _ in 0..CAS_ATTEMPTS {
         let old = K::load(&state.db, id)
             .await?
-            .ok_or_else(|| TransitionError::NotFound { kind: K::NAME, id: id.to_string() })?;
+            .ok_or_else(|| TransitionError::NotFound { kind: K::KIND, id: id.to_string() })?;
         let mut new = prepare::<K>(&state.config, &old, change)?;
         edit(&old, &mut new);
         if tx_edit.is_none() && new == old {

@@ -15,6 +15,7 @@ pub struct Snapshot;
 
 impl Kind for Snapshot {
     const NAME: &'static str = "snapshot";
+    const KIND: crate::error::Kind = crate::error::Kind::Snapshot;
     const DEADLINE_PASSED: SnapshotEvent = SnapshotEvent::DeadlinePassed;
     type Id = SnapshotId;
     type State = SnapshotState;
@@ -37,8 +38,8 @@ impl Kind for Snapshot {
     fn deadline_secs(config: &ControllerConfig, state: SnapshotState) -> Option<u64> {
         state.is_transitional().then_some(config.snapshot_deadline_secs)
     }
-    fn illegal(old: &SnapshotRecord, event: SnapshotEvent) -> String {
-        format!("snapshot {} is {}: cannot apply {event:?}", old.name, old.state)
+    fn illegal(old: &SnapshotRecord, event: SnapshotEvent) -> (Option<String>, String) {
+        (Some(old.name.clone()), format!("apply {event:?}"))
     }
 
     fn desired(rec: &SnapshotRecord) -> bool {

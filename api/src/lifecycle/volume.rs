@@ -32,6 +32,7 @@ fn describe(event: VolumeEvent) -> &'static str {
 
 impl Kind for Volume {
     const NAME: &'static str = "volume";
+    const KIND: crate::error::Kind = crate::error::Kind::Volume;
     const DEADLINE_PASSED: VolumeEvent = VolumeEvent::DeadlinePassed;
     type Id = VolumeId;
     type State = VolumeState;
@@ -54,8 +55,8 @@ impl Kind for Volume {
     fn deadline_secs(config: &ControllerConfig, state: VolumeState) -> Option<u64> {
         state.is_transitional().then_some(config.volume_deadline_secs)
     }
-    fn illegal(old: &VolumeRecord, event: VolumeEvent) -> String {
-        format!("volume {} is {}: cannot {}", old.name, old.state, describe(event))
+    fn illegal(old: &VolumeRecord, event: VolumeEvent) -> (Option<String>, String) {
+        (Some(old.name.clone()), describe(event).to_string())
     }
 
     fn desired(rec: &VolumeRecord) -> Self::Desired {

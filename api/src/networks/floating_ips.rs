@@ -23,7 +23,9 @@ use super::ipam;
 /// A floating IP of the caller's project by id or address; 404 otherwise.
 pub async fn find(state: &AppState, caller: &Caller, key: &str) -> Result<FloatingIpRecord, ApiError> {
     let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
-    db::find_floating(&mut conn, &caller.project_id, key).await?.ok_or_else(|| ApiError::not_found("floating IP", key))
+    db::find_floating(&mut conn, &caller.project_id, key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(crate::error::Kind::FloatingIp, key))
 }
 
 /// The caller's floating IPs.
@@ -64,8 +66,9 @@ pub async fn allocate_recorded(
         }
     }
     if externals.is_empty() {
-        return Err(ApiError::Conflict(
-            "no external network is configured: an admin creates one with `kumo network create NAME --external`".into(),
+        return Err(ApiError::exhausted(
+            crate::error::Pool::FloatingIps,
+            "no external network is configured: an admin creates one with `kumo network create NAME --external`",
         ));
     }
     let mut rec = FloatingIpRecord {
@@ -96,10 +99,10 @@ pub async fn allocate_recorded(
     }
     if !stored {
         let pools: Vec<String> = externals.iter().map(|n| format!("{} ({})", n.name, n.cidr)).collect();
-        return Err(ApiError::Conflict(format!(
-            "the floating IP pool is exhausted: {} has no free address",
-            pools.join(", ")
-        )));
+        return Err(ApiError::exhausted(
+            crate::error::Pool::FloatingIps,
+            format!("the floating IP pool is exhausted: {} has no free address", pools.join(", ")),
+        ));
     }
     let allocated = FloatingIpStateChanged { from: None, to: FloatingIpState::Allocated, address: rec.address };
     event(&mut tx, caller, &rec, STATE_CHANGED, serde_json::to_value(allocated).unwrap_or_default()).await?;
@@ -175,7 +178,7 @@ pub async fn release(state: &AppState, caller: &Caller, key: &str) -> Result<Flo
             .await?;
     }
     if !db::delete_floating(&mut tx, &fip.id).await? {
-        return Err(ApiError::not_found("floating IP", key));
+        return Err(ApiError::not_found(crate::error::Kind::FloatingIp, key));
     }
     let released = FloatingIpStateChanged {
         from: Some(FloatingIpState::Allocated),

@@ -30,7 +30,7 @@ use crate::db::instances::InstanceRecord;
 use crate::db::networks::{self as db, GroupRecord, NetworkRecord, NewPort};
 use crate::db::DbError;
 use crate::error::ApiError;
-use crate::instances::validate_name;
+use crate::names::validate_name;
 use crate::state::AppState;
 
 /// The longest prefix a network may have: a /29 leaves 5 addresses for instances.
@@ -162,7 +162,10 @@ async fn insert_in(
     let project_networks = db::project_networks(tx, &new.project_id).await?;
     for other in &project_networks {
         if other.name == new.name {
-            return Err(ApiError::Conflict(format!("network '{}' already exists", new.name)));
+            return Err(ApiError::duplicate(
+                crate::error::Kind::Network,
+                format!("network '{}' already exists", new.name),
+            ));
         }
         // A default network's subnet follows its VLAN id; candidates are checked below.
         if !new.is_default && overlaps(other.cidr, new.cidr) {
@@ -229,14 +232,17 @@ async fn insert_in(
                 }
             }
             if !stored && reserved_skipped > 0 {
-                return Err(ApiError::Conflict(format!(
-                    "no free VLAN tag of {pool_first}-{pool_last} gives a default network (10.<hi>.<lo>.0/24 from \
+                return Err(ApiError::exhausted(
+                    crate::error::Pool::VlanTags,
+                    format!(
+                        "no free VLAN tag of {pool_first}-{pool_last} gives a default network (10.<hi>.<lo>.0/24 from \
                      the tag) outside the reserved ranges ({reserved_skipped} skipped): create a network with \
                      --cidr and launch with --network"
-                )));
+                    ),
+                ));
             }
             if !stored {
-                return Err(ApiError::Conflict(format!(
+                return Err(ApiError::exhausted(crate::error::Pool::VlanTags, format!(
                     "the VLAN pool {pool_first}-{pool_last} is exhausted: every tag is in use (an admin can widen vlan_range)"
                 )));
             }
@@ -286,7 +292,9 @@ async fn insert_in(
 /// A network of the caller's project by id or name; 404 otherwise.
 pub async fn find(state: &AppState, caller: &Caller, key: &str) -> Result<NetworkRecord, ApiError> {
     let mut conn = state.db.pool().acquire().await.map_err(DbError::from)?;
-    db::find_network(&mut conn, &caller.project_id, key).await?.ok_or_else(|| ApiError::not_found("network", key))
+    db::find_network(&mut conn, &caller.project_id, key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(crate::error::Kind::Network, key))
 }
 
 /// The caller's networks.
@@ -302,15 +310,15 @@ pub async fn delete(state: &AppState, caller: &Caller, key: &str) -> Result<Netw
     if !db::delete_network(&mut tx, &rec.id).await? {
         let now = db::find_network(&mut tx, &caller.project_id, rec.id.as_str()).await?;
         return Err(match now {
-            Some(n) if n.port_count > 0 => ApiError::Conflict(format!(
-                "network '{}' still has {} port(s): delete the instances on it first",
-                n.name, n.port_count
-            )),
-            Some(n) => ApiError::Conflict(format!(
-                "network '{}' still has floating IPs allocated from it: release them first",
-                n.name
-            )),
-            None => ApiError::not_found("network", key),
+            Some(n) if n.port_count > 0 => ApiError::in_use(
+                crate::error::Kind::Network,
+                format!("network '{}' still has {} port(s): delete the instances on it first", n.name, n.port_count),
+            ),
+            Some(n) => ApiError::in_use(
+                crate::error::Kind::Network,
+                format!("network '{}' still has floating IPs allocated from it: release them first", n.name),
+            ),
+            None => ApiError::not_found(crate::error::Kind::Network, key),
         });
     }
     // A VPC made with the network goes with it (a CreateVpc one stays).
@@ -404,10 +412,12 @@ pub async fn default_network(state: &AppState, caller: &Caller) -> Result<Networ
         vpc_id: None,
         actor: caller.actor(),
     };
+    let explain =
+        |why: String| format!("cannot make the project's default network ({why}); name a network with --network");
     insert(state, new).await.map_err(|e| match e {
-        ApiError::Conflict(why) => ApiError::Conflict(format!(
-            "cannot make the project's default network ({why}); name a network with --network"
-        )),
+        ApiError::Conflict(why) => ApiError::Conflict(explain(why)),
+        ApiError::Duplicate { kind, message } => ApiError::Duplicate { kind, message: explain(message) },
+        ApiError::Exhausted { pool, message } => ApiError::Exhausted { pool, message: explain(message) },
         other => other,
     })
 }
@@ -452,10 +462,10 @@ pub async fn allocate_ports(
             }
         }
         if placed.is_none() {
-            return Err(ApiError::Conflict(format!(
-                "network '{}' ({}) has no free addresses left",
-                net.name, net.cidr
-            )));
+            return Err(ApiError::exhausted(
+                crate::error::Pool::NetworkAddresses,
+                format!("network '{}' ({}) has no free addresses left", net.name, net.cidr),
+            ));
         }
         for g in groups {
             db::add_port_to_group(tx, &id, &g.id).await?;

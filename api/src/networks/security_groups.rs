@@ -79,7 +79,7 @@ pub async fn find(state: &AppState, caller: &Caller, key: &str) -> Result<GroupR
             drop(conn);
             default_group(state, caller).await
         }
-        None => Err(ApiError::not_found("security group", key)),
+        None => Err(ApiError::not_found(crate::error::Kind::SecurityGroup, key)),
     }
 }
 
@@ -92,9 +92,12 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<GroupRecord>,
 
 /// `POST /v1/security-groups`.
 pub async fn create(state: &AppState, caller: &Caller, req: CreateSecurityGroup) -> Result<GroupRecord, ApiError> {
-    crate::instances::validate_group_name(&req.name)?;
+    crate::names::validate_group_name(&req.name)?;
     if req.name == DEFAULT_NAME {
-        return Err(ApiError::Conflict("'default' is the name of the project's default group".into()));
+        return Err(ApiError::duplicate(
+            crate::error::Kind::SecurityGroup,
+            "'default' is the name of the project's default group",
+        ));
     }
     if req.description.len() > 255 {
         return Err(ApiError::Invalid("description is longer than 255 bytes".into()));
@@ -113,7 +116,10 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateSecurityGroup)
     let mut tx = state.db.begin_write().await?;
     crate::quotas::check(&mut tx, &caller.project_id, &[(QuotaResource::SecurityGroups, 1)]).await?;
     if !db::insert_group(&mut tx, &rec).await? {
-        return Err(ApiError::Conflict(format!("security group '{}' already exists", rec.name)));
+        return Err(ApiError::duplicate(
+            crate::error::Kind::SecurityGroup,
+            format!("security group '{}' already exists", rec.name),
+        ));
     }
     db::insert_rule(&mut tx, &NewRule::default_egress(&rec.id, rec.created_at)).await?;
     event(&mut tx, caller, &rec, "created", json!({ "name": rec.name })).await?;
@@ -126,22 +132,28 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateSecurityGroup)
 pub async fn delete(state: &AppState, caller: &Caller, key: &str) -> Result<GroupRecord, ApiError> {
     let rec = find(state, caller, key).await?;
     if rec.is_default {
-        return Err(ApiError::Conflict("the default security group cannot be deleted".into()));
+        return Err(ApiError::Protected {
+            kind: crate::error::Kind::SecurityGroup,
+            message: "the default security group cannot be deleted".into(),
+        });
     }
     let mut tx = state.db.begin_write().await?;
     let referring = db::groups_referring_to(&mut tx, &rec.id).await?;
     if !referring.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "security group '{}' is the source of rules in {}: remove those rules first",
-            rec.name,
-            referring.join(", ")
-        )));
+        return Err(ApiError::in_use(
+            crate::error::Kind::SecurityGroup,
+            format!(
+                "security group '{}' is the source of rules in {}: remove those rules first",
+                rec.name,
+                referring.join(", ")
+            ),
+        ));
     }
     if !db::delete_group(&mut tx, &rec.id).await? {
-        return Err(ApiError::Conflict(format!(
-            "security group '{}' is used by ports: delete their instances first",
-            rec.name
-        )));
+        return Err(ApiError::in_use(
+            crate::error::Kind::SecurityGroup,
+            format!("security group '{}' is used by ports: delete their instances first", rec.name),
+        ));
     }
     event(&mut tx, caller, &rec, "deleted", json!({ "name": rec.name })).await?;
     tx.commit().await.map_err(DbError::from)?;
@@ -195,11 +207,10 @@ pub async fn add_rule(state: &AppState, caller: &Caller, key: &str, req: AddRule
             && r.source_group_id == source_group_id
     });
     if duplicate {
-        return Err(ApiError::Conflict(format!(
-            "security group '{}' already has this {} rule",
-            group.name,
-            req.direction.as_str()
-        )));
+        return Err(ApiError::duplicate(
+            crate::error::Kind::SecurityGroupRule,
+            format!("security group '{}' already has this {} rule", group.name, req.direction.as_str()),
+        ));
     }
     let rule = NewRule {
         id: SecurityGroupRuleId::generate(),
@@ -226,10 +237,11 @@ pub async fn add_rule(state: &AppState, caller: &Caller, key: &str, req: AddRule
 /// `DELETE /v1/security-groups/{id}/rules/{rule}`.
 pub async fn remove_rule(state: &AppState, caller: &Caller, key: &str, rule: &str) -> Result<GroupRecord, ApiError> {
     let group = find(state, caller, key).await?;
-    let rule_id: SecurityGroupRuleId = rule.parse().map_err(|_| ApiError::not_found("security group rule", rule))?;
+    let rule_id: SecurityGroupRuleId =
+        rule.parse().map_err(|_| ApiError::not_found(crate::error::Kind::SecurityGroupRule, rule))?;
     let mut tx = state.db.begin_write().await?;
     if !db::delete_rule(&mut tx, &group.id, &rule_id).await? {
-        return Err(ApiError::not_found("security group rule", rule));
+        return Err(ApiError::not_found(crate::error::Kind::SecurityGroupRule, rule));
     }
     event(&mut tx, caller, &group, "rule_removed", json!({ "rule": rule_id })).await?;
     let hosts = db::hosts_affected_by_group(&mut tx, &group.id).await?;

@@ -117,7 +117,7 @@ pub async fn create(state: &AppState, caller: &Caller, cidr: Ipv4Net) -> Result<
     let mut tx = state.db.begin_write().await?;
     db::lock_project(&mut tx, &rec.project_id).await?;
     crate::quotas::check(&mut tx, &rec.project_id, &[(QuotaResource::Vpcs, 1)]).await.map_err(|e| match e {
-        ApiError::QuotaExceeded(m) => VpcError::VpcLimit(m),
+        ApiError::QuotaExceeded(excess) => VpcError::VpcLimit(excess.to_string()),
         other => other.into(),
     })?;
     if !vdb::insert_vpc(&mut tx, &rec).await? {
@@ -276,7 +276,7 @@ pub async fn create_subnet(
         actor: caller.actor(),
     };
     let rec = super::insert_in(state, &mut tx, &reserved, new, Some(id)).await.map_err(|e| match e {
-        ApiError::QuotaExceeded(m) => VpcError::SubnetLimit(m),
+        ApiError::QuotaExceeded(excess) => VpcError::SubnetLimit(excess.to_string()),
         other => other.into(),
     })?;
     tx.commit().await.map_err(DbError::from)?;

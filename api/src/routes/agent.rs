@@ -105,7 +105,7 @@ async fn image_file(
     AgentHost(_host): AgentHost,
     Path((id, role)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let not_found = || ApiError::not_found("image file", &format!("{id}/{role}"));
+    let not_found = || ApiError::not_found(crate::error::Kind::ImageFile, &format!("{id}/{role}"));
     let id: ImageId = id.parse().map_err(|_| not_found())?;
     let role: ImageFileRole = role.parse().map_err(|_| not_found())?;
     state.db.image_by_id(&id).await?.ok_or_else(not_found)?;

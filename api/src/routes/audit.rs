@@ -108,7 +108,9 @@ async fn repair(
 
 async fn hosts_of(state: &AppState, host: Option<&str>) -> ApiResult<Vec<HostRecord>> {
     Ok(match host {
-        Some(h) => vec![state.db.find_host(h).await?.ok_or_else(|| ApiError::not_found("host", h))?],
+        Some(h) => {
+            vec![state.db.find_host(h).await?.ok_or_else(|| ApiError::not_found(crate::error::Kind::Host, h))?]
+        }
         None => state.db.list_hosts().await?,
     })
 }

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::db::DbError;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
-use crate::instances::validate_name;
+use crate::names::validate_name;
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -64,7 +64,8 @@ async fn delete_flavor(
     Path(flavor): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    let found = state.db.find_flavor(&flavor).await?.ok_or_else(|| ApiError::not_found("flavor", &flavor))?;
+    let found =
+        state.db.find_flavor(&flavor).await?.ok_or_else(|| ApiError::not_found(crate::error::Kind::Flavor, &flavor))?;
     state.db.delete_flavor(&found.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

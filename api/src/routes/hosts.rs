@@ -50,13 +50,13 @@ fn with_ratios(state: &AppState, mut host: Host) -> Host {
     responses((status = 200, body = Host), (status = 404, body = kumo_wire::ErrorBody)))]
 async fn show_host(State(state): State<AppState>, caller: Caller, Path(host): Path<String>) -> ApiResult<Json<Host>> {
     caller.require_admin()?;
-    let found = state.db.find_host(&host).await?.ok_or_else(|| ApiError::not_found("host", &host))?;
+    let found = state.db.find_host(&host).await?.ok_or_else(|| ApiError::not_found(crate::error::Kind::Host, &host))?;
     Ok(Json(with_ratios(&state, found.host)))
 }
 
 async fn set_enabled(state: &AppState, caller: &Caller, host: &str, enabled: bool) -> ApiResult<Json<Host>> {
     caller.require_admin()?;
-    let found = state.db.find_host(host).await?.ok_or_else(|| ApiError::not_found("host", host))?;
+    let found = state.db.find_host(host).await?.ok_or_else(|| ApiError::not_found(crate::error::Kind::Host, host))?;
     state.db.set_host_enabled(&found.host.id, enabled).await?;
     state
         .db
@@ -73,7 +73,7 @@ async fn set_enabled(state: &AppState, caller: &Caller, host: &str, enabled: boo
     if enabled {
         state.scheduler_wake.notify_one();
     }
-    Ok(Json(state.db.find_host(host).await?.ok_or_else(|| ApiError::not_found("host", host))?.host))
+    Ok(Json(state.db.find_host(host).await?.ok_or_else(|| ApiError::not_found(crate::error::Kind::Host, host))?.host))
 }
 
 /// Stops the scheduler from placing new instances on a host; running ones stay.
@@ -97,7 +97,7 @@ async fn approve_enrolment(
     Path(host): Path<String>,
 ) -> ApiResult<Json<Host>> {
     caller.require_admin()?;
-    let found = state.db.find_host(&host).await?.ok_or_else(|| ApiError::not_found("host", &host))?;
+    let found = state.db.find_host(&host).await?.ok_or_else(|| ApiError::not_found(crate::error::Kind::Host, &host))?;
     state.db.approve_reenrolment(&found.host.id).await?;
     Ok(Json(found.host))
 }

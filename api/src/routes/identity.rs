@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 use crate::auth::{hash_password, verify_password, Caller};
 use crate::db::DbError;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
-use crate::instances::validate_name;
 use crate::login_limit::{PeerAddr, Throttled};
+use crate::names::validate_name;
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -122,12 +122,16 @@ async fn set_project_settings(
     ApiJson(req): ApiJson<ProjectSettings>,
 ) -> ApiResult<Json<Project>> {
     caller.require_admin()?;
-    let project = state.db.find_project(&id).await?.ok_or_else(|| ApiError::not_found("project", &id))?;
+    let project =
+        state.db.find_project(&id).await?.ok_or_else(|| ApiError::not_found(crate::error::Kind::Project, &id))?;
     if let Some(unique) = req.unique_instance_names {
         state.db.set_unique_instance_names(&project.id, unique).await?;
     }
-    let project =
-        state.db.find_project(project.id.as_str()).await?.ok_or_else(|| ApiError::not_found("project", &id))?;
+    let project = state
+        .db
+        .find_project(project.id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found(crate::error::Kind::Project, &id))?;
     Ok(Json(project))
 }
 

@@ -31,7 +31,11 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 async fn find(state: &AppState, caller: &Caller, image: &str) -> ApiResult<Image> {
-    state.db.find_image(&caller.project_id, image).await?.ok_or_else(|| ApiError::not_found("image", image))
+    state
+        .db
+        .find_image(&caller.project_id, image)
+        .await?
+        .ok_or_else(|| ApiError::not_found(crate::error::Kind::Image, image))
 }
 
 fn may_modify(caller: &Caller, image: &Image) -> ApiResult<()> {
@@ -79,7 +83,10 @@ async fn create_image(
         .await?
         .is_some_and(|i| i.owner_project_id == caller.project_id)
     {
-        return Err(ApiError::Conflict(format!("image '{}' already exists in this project", req.name)));
+        return Err(ApiError::duplicate(
+            crate::error::Kind::Image,
+            format!("image '{}' already exists in this project", req.name),
+        ));
     }
     let image = state.db.insert_image(&caller.project_id, &req.name, req.kind, req.disk_format, visibility).await?;
     Ok((StatusCode::CREATED, Json(image)))
@@ -109,9 +116,12 @@ async fn delete_image(
     let found = find(&state, &caller, &image).await?;
     may_modify(&caller, &found)?;
     if !state.db.delete_image_unless_used(&found.id).await? {
-        return Err(ApiError::Conflict(format!("image '{}' is in use by instances; delete them first", found.name)));
+        return Err(ApiError::in_use(
+            crate::error::Kind::Image,
+            format!("image '{}' is in use by instances; delete them first", found.name),
+        ));
     }
-    state.images.delete_image(&found.id).await.map_err(|e| ApiError::Internal(crate::error::anyhow_chain(&e)))?;
+    state.images.delete_image(&found.id).await.map_err(ApiError::from)?;
     crate::snapshots::image_deleted(&state, &found.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

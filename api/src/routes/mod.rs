@@ -78,7 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agent::routes())
         .merge(replica::routes())
         .merge(crate::ec2::routes())
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .fallback(|| async { ApiError::NoEndpoint("no such endpoint".into()) })
         .with_state(state);
     // `/` is the EC2 Query API's; a plain browser visit there is sent to the panel (see `ec2::handle`).
     let panel = kumo_web_ui::routes(api.clone());

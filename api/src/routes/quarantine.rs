@@ -33,7 +33,9 @@ struct HostFilter {
 async fn host_of(state: &AppState, host: Option<&str>) -> ApiResult<Option<kumo_wire::HostId>> {
     match host {
         None => Ok(None),
-        Some(h) => Ok(Some(state.db.find_host(h).await?.ok_or_else(|| ApiError::not_found("host", h))?.host.id)),
+        Some(h) => Ok(Some(
+            state.db.find_host(h).await?.ok_or_else(|| ApiError::not_found(crate::error::Kind::Host, h))?.host.id,
+        )),
     }
 }
 
@@ -68,7 +70,7 @@ async fn restore_quarantined(
     let mut found = state.db.quarantine_entries(&id).await?;
     found.retain(|e| host.as_ref().is_none_or(|h| &e.host_id == h));
     let entry = match found.len() {
-        0 => return Err(ApiError::not_found("quarantine entry", &id)),
+        0 => return Err(ApiError::not_found(crate::error::Kind::QuarantineEntry, &id)),
         1 => found.remove(0),
         _ => {
             return Err(ApiError::Conflict(format!(

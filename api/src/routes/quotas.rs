@@ -49,7 +49,12 @@ async fn set_defaults(
 
 async fn project_of(state: &AppState, caller: &Caller, project: &str) -> ApiResult<kumo_wire::ProjectId> {
     caller.require_admin()?;
-    Ok(state.db.find_project(project).await?.ok_or_else(|| ApiError::not_found("project", project))?.id)
+    Ok(state
+        .db
+        .find_project(project)
+        .await?
+        .ok_or_else(|| ApiError::not_found(crate::error::Kind::Project, project))?
+        .id)
 }
 
 /// A project's quotas and what is in use (admin).

@@ -26,18 +26,18 @@ async fn peer_file(
     Path((id, role)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let Some(token) = state.images.peer_token() else {
-        return Err(ApiError::NotFound("no such endpoint (image_store is not replicated)".into()));
+        return Err(ApiError::NoEndpoint("no such endpoint (image_store is not replicated)".into()));
     };
     let presented = crate::auth::bearer_in(&headers)?;
     if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
         return Err(ApiError::Unauthorized("wrong replica token".into()));
     }
-    let not_found = || ApiError::not_found("image file", &format!("{id}/{role}"));
+    let not_found = || ApiError::not_found(crate::error::Kind::ImageFile, &format!("{id}/{role}"));
     let id: ImageId = id.parse().map_err(|_| not_found())?;
     let role: ImageFileRole = role.parse().map_err(|_| not_found())?;
     let (file, len) = state.images.open_local(&id, role).await.map_err(|e| match e {
         kumo_storage::ImageStoreError::NotFound { .. } => not_found(),
-        other => ApiError::Internal(crate::error::anyhow_chain(&other)),
+        other => ApiError::from(other),
     })?;
     super::file_body(file, len)
 }

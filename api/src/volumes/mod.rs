@@ -25,8 +25,8 @@ use crate::db::instances::InstanceRecord;
 use crate::db::volumes::{self, VolumeRecord};
 use crate::db::DbError;
 use crate::error::ApiError;
-use crate::instances::validate_name;
 use crate::lifecycle::{self, ignore_races, Change, Volume};
+use crate::names::validate_name;
 use crate::quotas;
 use crate::state::AppState;
 
@@ -39,7 +39,7 @@ pub async fn find(state: &AppState, caller: &Caller, id_or_name: &str) -> Result
         .db
         .volume_in_project(&caller.project_id, id_or_name)
         .await?
-        .ok_or_else(|| ApiError::not_found("volume", id_or_name))
+        .ok_or_else(|| ApiError::not_found(crate::error::Kind::Volume, id_or_name))
 }
 
 /// The first device name not in `used`.
@@ -494,7 +494,9 @@ pub async fn attach_at_launch(
 ) -> Result<(), ApiError> {
     let mut used = Vec::new();
     for vol in vols {
-        let fresh = volumes::get(tx, &vol.id).await?.ok_or_else(|| ApiError::not_found("volume", vol.id.as_str()))?;
+        let fresh = volumes::get(tx, &vol.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(crate::error::Kind::Volume, vol.id.as_str()))?;
         if fresh.instance_id.is_some() || fresh.state != VolumeState::Available {
             return Err(ApiError::Conflict(format!(
                 "volume {} is {}; only available volumes attach at launch",

@@ -209,6 +209,10 @@ pub async fn modify_instance_attribute(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<
                 ResizeError::NoRoom(m) => Ec2Error::client("InsufficientInstanceCapacity", m),
                 ResizeError::Api(ApiError::Conflict(m)) => Ec2Error::client("IncorrectInstanceState", m),
                 ResizeError::Api(ApiError::Invalid(m)) => Ec2Error::client("InvalidInstanceAttributeValue", m),
+                // A resize makes no new instance: not `InstanceLimitExceeded`.
+                ResizeError::Api(e @ ApiError::QuotaExceeded(_)) => {
+                    Ec2Error::client("ResourceLimitExceeded", e.to_string())
+                }
                 ResizeError::Api(other) => other.into(),
             })?;
             x.leaf("return", true);

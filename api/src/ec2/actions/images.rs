@@ -102,13 +102,14 @@ pub async fn describe_images(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
 pub async fn create_image(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let inst = find_instance(ctx, ctx.params.required("InstanceId")?).await?;
     let name = ctx.params.required("Name")?;
-    crate::instances::validate_name("image", name).map_err(Ec2Error::from)?;
+    crate::names::validate_name("image", name).map_err(Ec2Error::from)?;
     let tags = ctx.params.tag_specifications("image")?;
     tags::validate(&tags)?;
     dry_run(ctx)?;
     let req = CreateSnapshot { name: name.to_owned(), volume: None, instance: Some(inst.id.to_string()) };
     let snap = crate::snapshots::create(ctx.state, &ctx.caller, req).await.map_err(|e| match e {
-        ApiError::Conflict(m) if m.contains("image named") => Ec2Error::client("InvalidAMIName.Duplicate", m),
+        // The image takes the snapshot's name: either name taken is the image's.
+        e @ ApiError::Duplicate { .. } => Ec2Error::client("InvalidAMIName.Duplicate", e.to_string()),
         ApiError::Conflict(m) => Ec2Error::client("IncorrectInstanceState", m),
         other => other.into(),
     })?;
@@ -140,7 +141,7 @@ pub async fn deregister_image(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         x.leaf("return", true);
         return Ok(());
     }
-    ctx.state.images.delete_image(&image.id).await.map_err(|e| ApiError::Internal(crate::error::anyhow_chain(&e)))?;
+    ctx.state.images.delete_image(&image.id).await.map_err(ApiError::from)?;
     crate::snapshots::image_deleted(ctx.state, &image.id).await?;
     tags::forget(&ctx.state.db, &ctx.caller.project_id, image.id.as_str()).await?;
     x.leaf("return", true);

@@ -366,13 +366,7 @@ pub async fn run_instances(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
             if let Some(ids) = replayed(ctx, ACTION).await? {
                 return write_recorded(ctx, x, &ids).await;
             }
-            return Err(match e {
-                ApiError::QuotaExceeded(m) => Ec2Error::client("InstanceLimitExceeded", m),
-                ApiError::Conflict(m) if m.contains("no free addresses") => {
-                    Ec2Error::client("InsufficientFreeAddressesInSubnet", m)
-                }
-                other => other.into(),
-            });
+            return Err(e.into());
         }
     };
     let token = side.token.as_ref().map(|t| t.token.as_str());

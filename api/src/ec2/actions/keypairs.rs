@@ -3,16 +3,15 @@
 //! which follow AWS's rules (1-255 printable ASCII characters).
 
 use kumo_wire::api::KeyPair;
-use ssh_key::{Algorithm, LineEnding, PrivateKey};
 
 use super::super::errors::{Ec2Error, Ec2Result};
 use super::super::xml::{time, Xml};
 use super::{dry_run, tags, Ctx};
 use crate::db::DbError;
-use crate::routes::keypairs::parse_public_key;
+use crate::keys::{generate, parse_public_key};
 
 fn check_name(name: &str) -> Ec2Result<()> {
-    crate::instances::validate_key_pair_name(name).map_err(Ec2Error::from)
+    crate::names::validate_key_pair_name(name).map_err(Ec2Error::from)
 }
 
 async fn store(ctx: &Ctx<'_>, name: &str, public_line: &str) -> Ec2Result<KeyPair> {
@@ -52,10 +51,7 @@ pub async fn create_key_pair(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
             )))
         }
     }
-    let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)
-        .map_err(|e| Ec2Error::from(crate::error::ApiError::Internal(format!("key generation: {e}"))))?;
-    let public = key.public_key().to_openssh().map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
-    let private = key.to_openssh(LineEnding::LF).map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
+    let (public, private) = generate()?;
     let kp = store(ctx, name, &public).await?;
     x.leaf("keyName", &kp.name)
         .leaf("keyFingerprint", &kp.fingerprint)

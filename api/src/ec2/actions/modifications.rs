@@ -69,7 +69,9 @@ pub async fn modify_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let v = crate::volumes::act(ctx.state, &ctx.caller, v.id.as_str(), VolumeAction::Extend { size_gib: size })
         .await
         .map_err(|e| match e {
-        ApiError::Conflict(m) => Ec2Error::client("IncorrectModificationState", m),
+        e @ (ApiError::Conflict(_) | ApiError::Illegal { .. }) => {
+            Ec2Error::client("IncorrectModificationState", e.to_string())
+        }
         other => other.into(),
     })?;
     let m = Modification { volume_id: v.id.to_string(), original, target: size, start: Timestamp::now() };

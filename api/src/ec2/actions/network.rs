@@ -24,15 +24,11 @@ pub fn network_id_of(ec2_id: &str, prefix: &str) -> Option<String> {
     ec2_id.strip_prefix(prefix).and_then(|h| h.strip_prefix('-')).map(|h| format!("net-{h}"))
 }
 
+/// Maps an error of the security group and floating IP modules: a conflict
+/// the typed variants do not name is a bad value here.
 fn net_error(e: ApiError) -> Ec2Error {
     match e {
-        ApiError::NotFound(m) if m.starts_with("security group") => Ec2Error::client("InvalidGroup.NotFound", m),
-        ApiError::NotFound(m) if m.starts_with("floating") => Ec2Error::client("InvalidAllocationID.NotFound", m),
-        ApiError::Conflict(m) if m.contains("in use") || m.contains("ports") => {
-            Ec2Error::client("DependencyViolation", m)
-        }
         ApiError::Conflict(m) => Ec2Error::client("InvalidParameterValue", m),
-        ApiError::QuotaExceeded(m) => Ec2Error::client("AddressLimitExceeded", m),
         other => other.into(),
     }
 }
@@ -84,7 +80,6 @@ pub async fn delete_security_group(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> 
     let g = group_param(ctx, &ctx.params).await?;
     dry_run(ctx)?;
     security_groups::delete(ctx.state, &ctx.caller, g.id.as_str()).await.map_err(|e| match e {
-        ApiError::Conflict(m) if m.contains("default") => Ec2Error::client("CannotDelete", m),
         ApiError::Conflict(m) => Ec2Error::client("DependencyViolation", m),
         other => net_error(other),
     })?;
@@ -262,10 +257,7 @@ async fn authorize(ctx: &Ctx<'_>, x: &mut Xml, direction: Direction) -> Ec2Resul
     }
     dry_run(ctx)?;
     for r in rules {
-        security_groups::add_rule(ctx.state, &ctx.caller, g.id.as_str(), r).await.map_err(|e| match e {
-            ApiError::QuotaExceeded(m) => Ec2Error::client("RulesPerSecurityGroupLimitExceeded", m),
-            other => net_error(other),
-        })?;
+        security_groups::add_rule(ctx.state, &ctx.caller, g.id.as_str(), r).await.map_err(net_error)?;
     }
     x.leaf("return", true);
     Ok(())

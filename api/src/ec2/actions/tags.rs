@@ -50,13 +50,27 @@ pub async fn all_of_project(db: &Db, project: &kumo_wire::ProjectId) -> DbResult
     Ok(out)
 }
 
-/// Sets tags in `tx` (replacing the values of keys already there).
+/// Sets tags in `tx` (replacing the values of keys already there);
+/// `TagLimitExceeded` if `resource` would then carry more than [`MAX_TAGS`].
 pub async fn put(
     tx: &mut Transaction<'static, Any>,
     project: &kumo_wire::ProjectId,
     resource: &str,
     tags: &[(String, String)],
-) -> DbResult<()> {
+) -> Ec2Result<()> {
+    if put_counting(tx, project, resource, tags).await? > MAX_TAGS {
+        return Err(Ec2Error::client("TagLimitExceeded", format!("{resource} would carry over {MAX_TAGS} tags")));
+    }
+    Ok(())
+}
+
+/// Sets tags in `tx`; how many `resource` carries then.
+async fn put_counting(
+    tx: &mut Transaction<'static, Any>,
+    project: &kumo_wire::ProjectId,
+    resource: &str,
+    tags: &[(String, String)],
+) -> DbResult<usize> {
     for (k, v) in tags {
         sqlx::query("DELETE FROM tags WHERE project_id = $1 AND resource_id = $2 AND tag_key = $3")
             .bind(project.as_str())
@@ -78,10 +92,7 @@ pub async fn put(
         .fetch_one(&mut **tx)
         .await?
         .try_get("n")?;
-    if usize::try_from(count).unwrap_or(usize::MAX) > MAX_TAGS {
-        return Err(DbError::Corrupt(format!("over {MAX_TAGS} tags")));
-    }
-    Ok(())
+    Ok(usize::try_from(count).unwrap_or(usize::MAX))
 }
 
 /// Checks tag keys and values the way EC2 does.
@@ -188,12 +199,7 @@ pub async fn create_tags(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     dry_run(ctx)?;
     let mut tx = ctx.state.db.begin_write().await?;
     for id in &ids {
-        match put(&mut tx, &ctx.caller.project_id, id, &tags).await {
-            Err(DbError::Corrupt(m)) if m.contains("tags") => {
-                return Err(Ec2Error::client("TagLimitExceeded", format!("{id} would carry {m}")));
-            }
-            other => other?,
-        }
+        put(&mut tx, &ctx.caller.project_id, id, &tags).await?;
     }
     tx.commit().await.map_err(DbError::from)?;
     x.leaf("return", true);

@@ -209,10 +209,7 @@ pub async fn create_volume(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         }
         Err(e) => match replayed(ctx, ACTION).await? {
             Some(ids) => write_created_volume(ctx, x, zone, &ids).await,
-            None => Err(match e {
-                ApiError::QuotaExceeded(m) => Ec2Error::client("VolumeLimitExceeded", m),
-                other => other.into(),
-            }),
+            None => Err(e.into()),
         },
     }
 }
@@ -415,10 +412,7 @@ pub async fn create_snapshot(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
         }
         Err(e) => match replayed(ctx, ACTION).await? {
             Some(ids) => write_created_snapshot(ctx, x, &ids).await,
-            None => Err(match e {
-                ApiError::QuotaExceeded(m) => Ec2Error::client("SnapshotLimitExceeded", m),
-                other => volume_error(other),
-            }),
+            None => Err(volume_error(e)),
         },
     }
 }
@@ -483,7 +477,9 @@ pub async fn delete_snapshot(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     let s = find_snapshot(ctx, ctx.params.required("SnapshotId")?).await?;
     dry_run(ctx)?;
     crate::snapshots::delete(ctx.state, &ctx.caller, s.id.as_str()).await.map_err(|e| match e {
-        ApiError::Conflict(m) => Ec2Error::client("InvalidSnapshot.InUse", m),
+        e @ (ApiError::Conflict(_) | ApiError::Illegal { .. }) => {
+            Ec2Error::client("InvalidSnapshot.InUse", e.to_string())
+        }
         other => other.into(),
     })?;
     tags::forget(&ctx.state.db, &ctx.caller.project_id, s.id.as_str()).await?;

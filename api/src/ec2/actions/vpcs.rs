@@ -213,7 +213,7 @@ pub async fn delete_subnet(ctx: &Ctx<'_>, x: &mut Xml) -> Ec2Result<()> {
     dry_run(ctx)?;
     crate::networks::delete(ctx.state, &ctx.caller, n.id.as_str()).await.map_err(|e| match e {
         ApiError::Conflict(m) => Ec2Error::client("DependencyViolation", m),
-        ApiError::NotFound(_) => {
+        ApiError::NotFound { .. } => {
             Ec2Error::client("InvalidSubnetID.NotFound", format!("The subnet ID '{raw}' does not exist"))
         }
         other => other.into(),
