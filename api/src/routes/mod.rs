@@ -83,8 +83,28 @@ pub fn router(state: AppState) -> Router {
     // `/` is the EC2 Query API's; a plain browser visit there is sent to the panel (see `ec2::handle`).
     let panel = kumo_web_ui::routes(api.clone());
     api.merge(panel)
+        .layer(axum::middleware::from_fn(run_to_completion))
         .layer(axum::middleware::from_fn(etag::tag))
         .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::track))
+}
+
+/// Runs each request's handler in a task of its own, so that a client that
+/// disconnects or times out (an agent killed mid-sync, a CLI interrupted)
+/// does not cancel the handler halfway through: a future dropped inside a
+/// database transaction could leave it half done, and on SQLite an abandoned
+/// write transaction holds the one write lock. The handler finishes, the
+/// answer is discarded.
+pub(crate) async fn run_to_completion(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "a request's handler panicked");
+            axum::response::IntoResponse::into_response(ApiError::Internal("the request's handler failed".into()))
+        }
+    }
 }
 
 /// How much of a file each read of a streamed file body takes.
@@ -99,4 +119,36 @@ pub(crate) fn file_body(file: tokio::fs::File, len: u64) -> Result<axum::respons
         // 4 KiB, which capped a 450 MB image at about 80 MB/s (debug build).
         .body(axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, FILE_CHUNK)))
         .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    /// A request whose caller goes away (its future dropped, as hyper drops
+    /// it when the client disconnects) still runs its handler to the end.
+    #[tokio::test]
+    async fn a_handler_finishes_when_its_caller_goes_away() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&finished);
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                post(move || async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    flag.store(true, Ordering::SeqCst);
+                }),
+            )
+            .layer(axum::middleware::from_fn(super::run_to_completion));
+        let req = axum::http::Request::post("/slow").body(axum::body::Body::empty()).unwrap();
+        let cut = tokio::time::timeout(Duration::from_millis(20), app.oneshot(req)).await;
+        assert!(cut.is_err(), "the caller gave up before the handler finished");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(finished.load(Ordering::SeqCst), "the handler was cancelled with its caller");
+    }
 }
