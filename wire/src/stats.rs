@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::{HostId, InstanceId, Timestamp};
+use crate::{InstanceId, Timestamp};
 
 /// Path of the statistics report on the controller (bearer: the host token).
 pub const STATS_PATH: &str = "/agent/v1/stats";
@@ -153,19 +153,4 @@ pub struct MetricPoint {
     /// Hosts: the one-minute load average.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load1: Option<f64>,
-}
-
-/// A host's newest load figures, for the hosts list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct HostLoad {
-    /// The host.
-    pub host_id: HostId,
-    /// The minute the figures are of.
-    pub at: Timestamp,
-    /// Host CPU use, percent.
-    pub cpu_percent: Option<f64>,
-    /// One-minute load average.
-    pub load1: Option<f64>,
-    /// Memory in use, MiB.
-    pub memory_used_mib: Option<f64>,
 }

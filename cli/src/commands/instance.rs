@@ -44,6 +44,7 @@ pub async fn dispatch(ctx: &Ctx, command: InstanceCommand) -> Result<(), Error> 
         }
         InstanceCommand::Delete(args) => delete(ctx, args).await,
         InstanceCommand::Console(args) => console(ctx, args).await,
+        InstanceCommand::Metrics(args) => metrics(ctx, &["v1", "instances", &args.id, "metrics"], &args).await,
         InstanceCommand::Events { id } => {
             let reply: Reply<Listing<Event>> = ctx.client()?.get(&["v1", "instances", &id, "events"], &()).await?;
             ctx.show_list(&reply, reply.value.items.is_empty(), "No events.", |l| render::events(&l.items))
@@ -452,4 +453,18 @@ mod tests {
         assert!(read_user_data(dir.path()).is_err(), "a folder was accepted");
         assert!(check_user_data_len("x".repeat(65_537), "--user-data").is_err());
     }
+}
+
+/// `kumo instance metrics` and `kumo host metrics`: the history at `path`.
+pub(crate) async fn metrics(ctx: &Ctx, path: &[&str], args: &crate::args::MetricsArgs) -> Result<(), Error> {
+    let query = kumo_wire::stats::MetricsQuery { since: Some(args.since.clone()), step: args.step };
+    let reply: Reply<kumo_wire::stats::MetricsSeries> = ctx.client()?.get(path, &query).await?;
+    if !ctx.json() && reply.value.points.is_empty() {
+        output::note(&format!(
+            "No measurements since {}: statistics arrive from the host's agent every few seconds while {} runs.",
+            reply.value.since, args.id
+        ));
+        return Ok(());
+    }
+    ctx.show(&reply, |s| crate::metrics_view::metrics(s, args.rows))
 }
