@@ -18,5 +18,6 @@ mod replicas;
 mod resilience;
 mod scenario;
 mod seams;
+mod stats;
 mod storage;
 mod tls;
