@@ -33,7 +33,8 @@ async fn report(
 ) -> ApiResult<StatusCode> {
     let done = crate::stats::ingest(&state, &host.host.id, &report, Timestamp::now()).await?;
     if done.refused > 0 {
-        tracing::warn!(host = %host.host.name, refused = done.refused, "statistics of instances not placed on the reporting host were ignored");
+        // Debug: a host shared by several stacks (tests) samples the others' guests too.
+        tracing::debug!(host = %host.host.name, refused = done.refused, "statistics of instances not placed on the reporting host were ignored");
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -21,8 +21,9 @@ fn a_real_guest_builds_a_cpu_and_network_history() {
     let mut s =
         Stack::start(Options { agent_extra: "stats_interval_secs = 2\n".into(), ..Options::default() }).unwrap();
     s.register_tiny_image().unwrap();
-    let ran =
-        s.kumo_json(&["instance", "run", "--flavor", "mini", "--wait-ready", "--timeout", "240", "stats1"]).unwrap();
+    let ran = s
+        .kumo_json(&["instance", "run", "--flavor", "mini", "--wait", "--wait-ready", "--timeout", "240", "stats1"])
+        .unwrap();
     let inst = ran.get("instances").and_then(|i| i.get(0)).cloned().unwrap_or(ran.clone());
     let inst = if inst.is_array() { inst[0].clone() } else { inst };
     let id = inst["id"].as_str().unwrap_or_else(|| panic!("no id in {ran}")).to_owned();
