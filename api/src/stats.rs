@@ -345,10 +345,10 @@ pub fn window(q: &MetricsQuery, now: Timestamp) -> Result<Window, ApiError> {
     }
     let back = now.millis() - since.millis();
     let step = q.step.unwrap_or(if back <= 24 * 3_600_000 { MINUTE } else { HOUR });
-    if step == 0 || step % MINUTE != 0 || step > 86_400 {
+    if step == 0 || step / MINUTE * MINUTE != step || step > 86_400 {
         return Err(ApiError::BadRequest(format!("step {step} must be a multiple of 60 seconds, at most 86400")));
     }
-    let rows = if step % HOUR == 0 { HOUR } else { MINUTE };
+    let rows = if step / HOUR * HOUR == step { HOUR } else { MINUTE };
     let kept = if rows == MINUTE { MINUTE_RETENTION } else { HOUR_RETENTION };
     if back > kept {
         let what = if rows == MINUTE {

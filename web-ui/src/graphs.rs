@@ -53,6 +53,9 @@ fn hhmm(t: Timestamp) -> String {
     s.get(5..16).map(|d| d.replace('T', " ")).unwrap_or(s)
 }
 
+/// What one line of a chart reads from a point.
+type Measure = fn(&MetricPoint) -> Option<f64>;
+
 /// One line chart from `since` to `until`, one line per `(legend, value)`;
 /// a line breaks where points are missing (more than two steps apart).
 pub fn line_chart(
@@ -60,7 +63,7 @@ pub fn line_chart(
     unit: Unit,
     series: &MetricsSeries,
     until: Timestamp,
-    lines: &[(&str, fn(&MetricPoint) -> Option<f64>)],
+    lines: &[(&str, Measure)],
 ) -> String {
     let since = series.since.millis();
     let span = (until.millis() - since).max(1) as f64;

@@ -396,6 +396,20 @@ fn too_big(what: &str, len: u64) -> Error {
     Error::Invalid(format!("{what} is {len} bytes; user data is limited to {MAX_USER_DATA_BYTES} bytes (64 KiB)"))
 }
 
+/// `kumo instance metrics` and `kumo host metrics`: the history at `path`.
+pub(crate) async fn metrics(ctx: &Ctx, path: &[&str], args: &crate::args::MetricsArgs) -> Result<(), Error> {
+    let query = kumo_wire::stats::MetricsQuery { since: Some(args.since.clone()), step: args.step };
+    let reply: Reply<kumo_wire::stats::MetricsSeries> = ctx.client()?.get(path, &query).await?;
+    if !ctx.json() && reply.value.points.is_empty() {
+        output::note(&format!(
+            "No measurements since {}: statistics arrive from the host's agent every few seconds while {} runs.",
+            reply.value.since, args.id
+        ));
+        return Ok(());
+    }
+    ctx.show(&reply, |s| crate::metrics_view::metrics(s, args.rows))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,18 +467,4 @@ mod tests {
         assert!(read_user_data(dir.path()).is_err(), "a folder was accepted");
         assert!(check_user_data_len("x".repeat(65_537), "--user-data").is_err());
     }
-}
-
-/// `kumo instance metrics` and `kumo host metrics`: the history at `path`.
-pub(crate) async fn metrics(ctx: &Ctx, path: &[&str], args: &crate::args::MetricsArgs) -> Result<(), Error> {
-    let query = kumo_wire::stats::MetricsQuery { since: Some(args.since.clone()), step: args.step };
-    let reply: Reply<kumo_wire::stats::MetricsSeries> = ctx.client()?.get(path, &query).await?;
-    if !ctx.json() && reply.value.points.is_empty() {
-        output::note(&format!(
-            "No measurements since {}: statistics arrive from the host's agent every few seconds while {} runs.",
-            reply.value.since, args.id
-        ));
-        return Ok(());
-    }
-    ctx.show(&reply, |s| crate::metrics_view::metrics(s, args.rows))
 }
