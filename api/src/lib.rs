@@ -33,6 +33,7 @@ pub mod scheduler;
 pub mod sealing;
 pub mod snapshots;
 pub mod state;
+pub mod stats;
 pub mod tls;
 pub mod unplaced;
 pub mod volumes;
@@ -175,6 +176,13 @@ impl Controller {
                 rx.clone(),
                 s.clone(),
                 |s| async move { image_uploads::sweep_store(&s).await.map(|_| 0) },
+            ),
+            workers::spawn_with(
+                "stats-prune",
+                workers::every(secs(600), secs(600)),
+                rx.clone(),
+                s.clone(),
+                |s| async move { stats::prune(&s, kumo_wire::Timestamp::now()).await.map(|_| 0) },
             ),
             workers::spawn_with(
                 "billing",

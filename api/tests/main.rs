@@ -25,5 +25,6 @@ mod replicas;
 mod scenario;
 mod seams;
 mod secrets;
+mod stats;
 mod storage;
 mod tls;

@@ -347,6 +347,8 @@ pub enum InstanceCommand {
     Delete(ActionArgs),
     /// Print the serial console log.
     Console(ConsoleArgs),
+    /// Show measured CPU, memory, disk and network rates: a table and sparklines.
+    Metrics(MetricsArgs),
     /// Show an instance's event log.
     Events {
         /// Instance id (i-...) or name.
@@ -444,6 +446,22 @@ pub struct ConsoleArgs {
     /// Keep printing new output every second until interrupted.
     #[arg(long, short = 'f')]
     pub follow: bool,
+}
+
+/// `kumo instance metrics` and `kumo host metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Instance id (i-...) or name; host name or id.
+    pub id: String,
+    /// Where the history starts: a span back from now (90m, 24h, 30d) or an RFC 3339 time.
+    #[arg(long, default_value = "1h")]
+    pub since: String,
+    /// Seconds per point (a multiple of 60; default: 60 up to a day back, 3600 beyond).
+    #[arg(long)]
+    pub step: Option<u64>,
+    /// How many of the newest points the table shows (the sparklines show all).
+    #[arg(long, default_value_t = 10)]
+    pub rows: usize,
 }
 
 /// `kumo image ...`.
@@ -787,6 +805,8 @@ pub enum HostCommand {
         /// Host name.
         name: String,
     },
+    /// Show a host's measured CPU use, load and memory.
+    Metrics(MetricsArgs),
     /// Let a host whose agent lost its state enrol again with the join token
     /// (once); the host's current token stops working at once.
     ApproveEnrolment {
@@ -1034,6 +1054,16 @@ mod tests {
         assert_eq!((list.name.as_deref(), list.limit, list.all), (Some("web"), Some(10), true));
         assert_eq!(parse_err(&["instance", "list", "--state", "sleeping"]), ErrorKind::ValueValidation);
         parse_ok(&["instance", "list", "--all", "--after", "c"]);
+    }
+
+    #[test]
+    fn metrics_flags() {
+        let cli = parse_ok(&["instance", "metrics", ID, "--since", "24h", "--step", "300"]);
+        let Command::Instance(InstanceCommand::Metrics(m)) = cli.command else { panic!("not metrics") };
+        assert_eq!((m.since.as_str(), m.step, m.rows), ("24h", Some(300), 10));
+        let cli = parse_ok(&["host", "metrics", "h1"]);
+        let Command::Host(HostCommand::Metrics(m)) = cli.command else { panic!("not host metrics") };
+        assert_eq!((m.id.as_str(), m.since.as_str(), m.step), ("h1", "1h", None));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod metrics_view;
 pub mod output;
 pub mod render;
 pub mod wait;

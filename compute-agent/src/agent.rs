@@ -67,6 +67,7 @@ pub struct Agent {
     local_addr: SocketAddr,
     router: axum::Router,
     worker: SyncWorker,
+    stats: crate::stats::StatsReporter,
 }
 
 impl Agent {
@@ -182,6 +183,12 @@ impl Agent {
         });
         let agent_url =
             config.advertise_url.clone().unwrap_or_else(|| format!("{}://{local_addr}", config.listen_scheme()));
+        let stats = crate::stats::StatsReporter::new(
+            hypervisor.clone(),
+            client.clone(),
+            creds.clone(),
+            std::time::Duration::from_secs(config.stats_interval_secs),
+        );
         let worker = SyncWorker::new(WorkerParts {
             config,
             agent_url,
@@ -200,7 +207,7 @@ impl Agent {
             boot,
             metrics,
         });
-        Ok(Self { listener, tls, local_addr, router, worker })
+        Ok(Self { listener, tls, local_addr, router, worker, stats })
     }
 
     /// The address the agent's HTTP server listens on.
@@ -234,7 +241,10 @@ impl Agent {
                 tokio::spawn(server)
             }
         };
+        let stats = tokio::spawn(self.stats.run(shutdown.clone()));
         self.worker.run(shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = stats.await;
         shutdown.cancel();
         match server.await {
             Ok(result) => result.map_err(AgentError::Serve),

@@ -191,6 +191,19 @@ impl ControllerClient {
         self.post_json(SYNC_PATH, Some(host_token), req, timeout).await
     }
 
+    /// Reports one round of statistics samples (`stats.rs`).
+    pub async fn report_stats(
+        &self,
+        host_token: &str,
+        report: &kumo_wire::stats::StatsReport,
+    ) -> Result<(), ClientError> {
+        self.request(kumo_wire::stats::STATS_PATH, |http, url| {
+            Ok(http.post(url).json(report).timeout(REQUEST_SLACK).bearer_auth(host_token))
+        })
+        .await
+        .map(drop)
+    }
+
     /// Starts downloading one image file.
     pub async fn image_file(
         &self,

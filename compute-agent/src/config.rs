@@ -219,6 +219,10 @@ pub struct AgentConfig {
     /// this agent did not create are never deleted.
     #[serde(default = "default_quarantine_grace_secs")]
     pub quarantine_grace_secs: u64,
+    /// How often (seconds) the agent samples its running instances' and the
+    /// host's counters and reports them to the controller (`stats.rs`); 0: never.
+    #[serde(default = "default_stats_interval_secs")]
+    pub stats_interval_secs: u64,
 }
 
 fn default_name() -> String {
@@ -279,6 +283,9 @@ fn default_boot_id_path() -> PathBuf {
 fn default_quarantine_grace_secs() -> u64 {
     7 * 24 * 3600
 }
+fn default_stats_interval_secs() -> u64 {
+    15
+}
 fn default_sweep_interval_secs() -> u64 {
     RECONCILE_INTERVAL.as_secs()
 }
@@ -293,6 +300,7 @@ const NUMERIC: &[&str] = &[
     "sweep_interval_secs",
     "image_cache_ttl_secs",
     "quarantine_grace_secs",
+    "stats_interval_secs",
 ];
 /// Settings whose environment variables hold `true` or `false`.
 const BOOLEAN: &[&str] = &["metadata"];
@@ -329,6 +337,7 @@ const FIELDS: &[&str] = &[
     "dhcp_lease_warning_secs",
     "boot_id_path",
     "quarantine_grace_secs",
+    "stats_interval_secs",
 ];
 
 impl AgentConfig {

@@ -35,6 +35,7 @@ pub mod notices;
 pub mod observe;
 pub mod quarantine;
 pub mod snapshots;
+pub mod stats;
 pub mod status;
 pub mod tls;
 pub mod volumes;

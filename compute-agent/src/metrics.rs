@@ -209,6 +209,9 @@ impl Hypervisor for MeteredHypervisor {
     async fn domain_xml(&self, name: &str, inactive: bool) -> Result<String, HypervisorError> {
         timed!(self, "domain_xml", self.inner.domain_xml(name, inactive))
     }
+    async fn sample_domains(&self) -> Result<Vec<kumo_wire::stats::InstanceSample>, HypervisorError> {
+        timed!(self, "sample_domains", self.inner.sample_domains())
+    }
     async fn attach_device(&self, name: &str, xml: &str, live: bool, config: bool) -> Result<(), HypervisorError> {
         timed!(self, "attach_device", self.inner.attach_device(name, xml, live, config))
     }

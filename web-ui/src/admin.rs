@@ -57,6 +57,7 @@ fn admin(posted: Posted) -> Result<(Session, FormData), PanelError> {
 
 async fn hosts_page(panel: &Panel, s: &Session, status: StatusCode, error: Option<String>) -> PageResult {
     let hosts: Listing<Host> = panel.api.get_all(&s.token, "/v1/hosts").await?;
+    let loads = host_loads(panel, s, &hosts.items).await?;
     let now = Timestamp::now().millis();
     let rows: Vec<Value> = hosts
         .items
@@ -67,13 +68,40 @@ async fn hosts_page(panel: &Panel, s: &Session, status: StatusCode, error: Optio
             v["free_vcpus"] = json!(i64::from(h.vcpus) - i64::from(h.used_vcpus));
             v["free_memory_mib"] = json!(h.memory_mib as i64 - h.used_memory_mib as i64);
             v["free_disk_gib"] = json!(h.disk_gib as i64 - h.used_disk_gib as i64);
+            if let Some((load, spark)) = loads.get(h.id.as_str()) {
+                v["load"] = json!(load);
+                v["load_spark"] = json!(spark);
+            }
             v
         })
         .collect();
     Ok(with_status(status, page("admin_hosts.html", "admin", s, json!({"hosts": rows, "error": error}))))
 }
 
-/// Hosts with capacity used and free, heartbeat age, enable/disable.
+/// Each host's newest CPU %, load and memory (its last hour of minute
+/// points) and a CPU sparkline of that hour; hosts without points are left out.
+async fn host_loads(
+    panel: &Panel,
+    s: &Session,
+    hosts: &[Host],
+) -> Result<std::collections::HashMap<String, (String, String)>, PanelError> {
+    let mut out = std::collections::HashMap::new();
+    for h in hosts {
+        let path = format!("/v1/hosts/{}/metrics?since=1h&step=60", enc(h.id.as_str()));
+        let Ok(series) = panel.api.get::<kumo_wire::stats::MetricsSeries>(&s.token, &path).await else { continue };
+        let Some(last) = series.points.last() else { continue };
+        let text = format!(
+            "{} % · {} · {} MiB",
+            last.cpu_percent.map_or_else(|| "-".to_owned(), |c| format!("{c:.0}")),
+            last.load1.map_or_else(|| "-".to_owned(), |l| format!("{l:.2}")),
+            last.memory_used_mib.map_or_else(|| "-".to_owned(), |m| format!("{m:.0}")),
+        );
+        out.insert(h.id.as_str().to_owned(), (text, crate::graphs::sparkline(&series, Timestamp::now())));
+    }
+    Ok(out)
+}
+
+/// Hosts with capacity used and free, heartbeat age, load, enable/disable.
 pub async fn hosts(State(panel): State<Panel>, AdminSession(s): AdminSession) -> PageResult {
     hosts_page(&panel, &s, StatusCode::OK, None).await
 }

@@ -11,6 +11,7 @@
 mod admin;
 mod client;
 mod error;
+mod graphs;
 pub mod i18n;
 mod net;
 mod pages;
@@ -61,6 +62,7 @@ pub fn routes(api: Router) -> Router {
         .route("/ui/instances/new", get(pages::launch_form))
         .route("/ui/instances/{id}", get(pages::instance))
         .route("/ui/instances/{id}/live.json", get(pages::instance_live))
+        .route("/ui/instances/{id}/graphs", get(pages::instance_graphs))
         .route("/ui/instances/{id}/action", post(pages::instance_action))
         .route("/ui/instances/{id}/snapshot", post(pages::instance_snapshot))
         .route("/ui/estimate.json", get(pages::estimate))

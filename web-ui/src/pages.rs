@@ -333,14 +333,24 @@ pub async fn estimate(State(panel): State<Panel>, s: Session, Query(q): Query<Es
     }
 }
 
-async fn instance_page(panel: &Panel, s: &Session, id: &str, status: StatusCode, error: Option<String>) -> PageResult {
+async fn instance_page(
+    panel: &Panel,
+    s: &Session,
+    id: &str,
+    range: &str,
+    status: StatusCode,
+    error: Option<String>,
+) -> PageResult {
     let instance: Instance = panel.api.get(&s.token, &format!("/v1/instances/{}", enc(id))).await?;
     let events: Listing<Event> = panel.api.get(&s.token, &format!("/v1/instances/{}/events", enc(id))).await?;
     let volumes: Listing<Volume> = panel.api.get_all(&s.token, "/v1/volumes").await?;
     let volumes: Vec<Volume> =
         volumes.items.into_iter().filter(|v| v.attached_to.as_ref().is_some_and(|a| a.as_str() == id)).collect();
     let console = console_text(panel, s, id).await?;
-    let ctx = json!({"i": instance, "events": events.items, "volumes": volumes, "console": console, "error": error});
+    let graphs = graphs_html(panel, s, id, range).await?;
+    let ranges: Vec<&str> = crate::graphs::RANGES.iter().map(|(n, ..)| *n).collect();
+    let ctx = json!({"i": instance, "events": events.items, "volumes": volumes, "console": console, "error": error,
+        "graphs": graphs, "range": crate::graphs::range(range).0, "ranges": ranges});
     Ok(with_status(status, page("instance.html", "instances", s, ctx)))
 }
 
@@ -355,9 +365,60 @@ async fn console_text(panel: &Panel, s: &Session, id: &str) -> Result<String, Pa
     }
 }
 
-/// One instance: state and reason, volumes, console, events, actions.
-pub async fn instance(State(panel): State<Panel>, s: Session, Path(id): Path<String>) -> PageResult {
-    instance_page(&panel, &s, &id, StatusCode::OK, None).await
+/// `?range=hour|day|month` of the instance page's graphs.
+#[derive(Debug, Deserialize)]
+pub struct GraphParams {
+    range: Option<String>,
+}
+
+/// One instance: state and reason, graphs, volumes, console, events, actions.
+pub async fn instance(
+    State(panel): State<Panel>,
+    s: Session,
+    Path(id): Path<String>,
+    Query(q): Query<GraphParams>,
+) -> PageResult {
+    instance_page(&panel, &s, &id, q.range.as_deref().unwrap_or("hour"), StatusCode::OK, None).await
+}
+
+/// The graphs of the instance page over `range`, as inline SVG: from the
+/// instance's `/metrics`, or a note on why there are none.
+async fn graphs_html(panel: &Panel, s: &Session, id: &str, range: &str) -> Result<String, PanelError> {
+    let (_, since, step) = crate::graphs::range(range);
+    let path = format!("/v1/instances/{}/metrics?since={since}&step={step}", enc(id));
+    let series = match panel.api.get::<kumo_wire::stats::MetricsSeries>(&s.token, &path).await {
+        Ok(series) => series,
+        Err(f) if f.status == StatusCode::UNAUTHORIZED => return Err(PanelError::Expired),
+        Err(f) if f.status == StatusCode::NOT_FOUND => return Err(f.into()),
+        Err(f) => return Ok(format!("<p class=\"hint\">{}</p>", tera::escape_html(&f.message))),
+    };
+    let t = crate::i18n::t;
+    let (cpu, disk, net, read, write, rx, tx) = (
+        t("graph_cpu"),
+        t("graph_disk"),
+        t("graph_net"),
+        t("graph_read"),
+        t("graph_write"),
+        t("graph_in"),
+        t("graph_out"),
+    );
+    let labels =
+        crate::graphs::Labels { cpu: &cpu, disk: &disk, net: &net, read: &read, write: &write, rx: &rx, tx: &tx };
+    let mut html = crate::graphs::instance_graphs(&series, Timestamp::now(), &labels);
+    if series.points.is_empty() {
+        html.insert_str(0, &format!("<p class=\"hint\">{}</p>", tera::escape_html(&t("graph_none"))));
+    }
+    Ok(html)
+}
+
+/// The instance page's graphs alone, for its live refresh.
+pub async fn instance_graphs(
+    State(panel): State<Panel>,
+    s: Session,
+    Path(id): Path<String>,
+    Query(q): Query<GraphParams>,
+) -> Result<axum::response::Html<String>, PanelError> {
+    Ok(axum::response::Html(graphs_html(&panel, &s, &id, q.range.as_deref().unwrap_or("hour")).await?))
 }
 
 /// State and console of one instance, for the detail page's live refresh.
@@ -386,7 +447,7 @@ pub async fn instance_action(
         other => return Err(PanelError::BadForm(format!("unknown action '{other}'"))),
     };
     redirect_or_refused(result, &format!("/ui/instances/{}", enc(&id)), |status, msg| {
-        instance_page(&panel, &s, &id, status, Some(msg))
+        instance_page(&panel, &s, &id, "hour", status, Some(msg))
     })
     .await
 }
@@ -401,7 +462,7 @@ pub async fn instance_snapshot(
     redirect_or_refused(
         panel.api.send::<_, Snapshot>(Some(&s.token), Method::POST, "/v1/snapshots", &body).await,
         "/ui/snapshots",
-        |status, msg| instance_page(&panel, &s, &id, status, Some(msg)),
+        |status, msg| instance_page(&panel, &s, &id, "hour", status, Some(msg)),
     )
     .await
 }

@@ -195,6 +195,7 @@ mod tests {
             "input": {"networks": [], "security_groups": []},
         });
         let more = serde_json::json!({
+            "graphs": "<svg></svg>", "range": "hour", "ranges": ["hour", "day"],
             "fips": [], "hosts": [], "projects": [], "snapshots": [], "users": [], "months": [], "chart": "",
             "prices": {"currency": "JPY", "items": [], "prices": []},
             "selected": "prj-1", "defaults": [{"resource": "instances", "limit": 10}], "invoice": {"tax_rate_percent": "10", "month": "2026-10", "status": "closed", "lines": [], "subtotal": "0", "tax": "0", "total": "0", "currency": "JPY"},

@@ -65,6 +65,29 @@
     }, 2000);
   }
 
+  // Instance page: redraw the graphs (server-drawn SVG) every 15 s and on a range switch.
+  var graphs = document.getElementById("graphs");
+  if (graphs) {
+    var of = graphs.getAttribute("data-graphs-of");
+    var redraw = function () {
+      var range = graphs.getAttribute("data-range");
+      fetch("/ui/instances/" + encodeURIComponent(of) + "/graphs?range=" + encodeURIComponent(range), { credentials: "same-origin" })
+        .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.text(); })
+        .then(function (html) { graphs.innerHTML = html; })
+        .catch(function () {});
+    };
+    document.querySelectorAll("[data-range]").forEach(function (a) {
+      if (a === graphs) return;
+      a.addEventListener("click", function (ev) {
+        ev.preventDefault();
+        graphs.setAttribute("data-range", a.getAttribute("data-range"));
+        document.querySelectorAll(".ranges a").forEach(function (b) { b.className = b === a ? "active" : ""; });
+        redraw();
+      });
+    });
+    setInterval(redraw, 15000);
+  }
+
   // Launch form: price of the chosen flavor from the billing API.
   var flavor = document.getElementById("flavor");
   var out = document.getElementById("estimate");

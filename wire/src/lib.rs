@@ -14,6 +14,7 @@ pub mod ids;
 pub mod inventory;
 pub mod lifecycle;
 pub mod network;
+pub mod stats;
 pub mod storage;
 pub mod time;
 

@@ -23,6 +23,7 @@ pub mod quarantine;
 pub mod quotas;
 pub mod replicas;
 pub mod snapshots;
+pub mod stats;
 pub mod volumes;
 pub mod vpcs;
 

@@ -16,6 +16,7 @@ mod quarantine;
 mod quotas;
 mod replica;
 mod snapshots;
+mod stats;
 mod volumes;
 
 use axum::routing::get;
@@ -62,6 +63,7 @@ pub fn native() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(quotas::routes())
         .merge(access_keys::routes())
         .merge(networks::routes())
+        .merge(stats::routes())
         .split_for_parts()
 }
 
@@ -76,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(crate::metrics::serve))
         .merge(agent::routes())
+        .merge(stats::agent_routes())
         .merge(replica::routes())
         .merge(crate::ec2::routes())
         .fallback(|| async { ApiError::NoEndpoint("no such endpoint".into()) })

@@ -52,6 +52,9 @@ pub async fn host(ctx: &Ctx, command: HostCommand) -> Result<(), Error> {
         HostCommand::Show { name } => client.get(&["v1", "hosts", &name], &()).await?,
         HostCommand::Disable { name } => client.post_empty(&["v1", "hosts", &name, "disable"]).await?,
         HostCommand::Enable { name } => client.post_empty(&["v1", "hosts", &name, "enable"]).await?,
+        HostCommand::Metrics(args) => {
+            return super::instance::metrics(ctx, &["v1", "hosts", &args.id, "metrics"], &args).await;
+        }
         HostCommand::ApproveEnrolment { name } => {
             let reply: Reply<Host> = client.post_empty(&["v1", "hosts", &name, "approve-enrolment"]).await?;
             return ctx.show(&reply, |h| {

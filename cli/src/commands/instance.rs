@@ -44,6 +44,7 @@ pub async fn dispatch(ctx: &Ctx, command: InstanceCommand) -> Result<(), Error> 
         }
         InstanceCommand::Delete(args) => delete(ctx, args).await,
         InstanceCommand::Console(args) => console(ctx, args).await,
+        InstanceCommand::Metrics(args) => metrics(ctx, &["v1", "instances", &args.id, "metrics"], &args).await,
         InstanceCommand::Events { id } => {
             let reply: Reply<Listing<Event>> = ctx.client()?.get(&["v1", "instances", &id, "events"], &()).await?;
             ctx.show_list(&reply, reply.value.items.is_empty(), "No events.", |l| render::events(&l.items))
@@ -393,6 +394,20 @@ fn check_user_data_len(text: String, what: &str) -> Result<String, Error> {
 
 fn too_big(what: &str, len: u64) -> Error {
     Error::Invalid(format!("{what} is {len} bytes; user data is limited to {MAX_USER_DATA_BYTES} bytes (64 KiB)"))
+}
+
+/// `kumo instance metrics` and `kumo host metrics`: the history at `path`.
+pub(crate) async fn metrics(ctx: &Ctx, path: &[&str], args: &crate::args::MetricsArgs) -> Result<(), Error> {
+    let query = kumo_wire::stats::MetricsQuery { since: Some(args.since.clone()), step: args.step };
+    let reply: Reply<kumo_wire::stats::MetricsSeries> = ctx.client()?.get(path, &query).await?;
+    if !ctx.json() && reply.value.points.is_empty() {
+        output::note(&format!(
+            "No measurements since {}: statistics arrive from the host's agent every few seconds while {} runs.",
+            reply.value.since, args.id
+        ));
+        return Ok(());
+    }
+    ctx.show(&reply, |s| crate::metrics_view::metrics(s, args.rows))
 }
 
 #[cfg(test)]

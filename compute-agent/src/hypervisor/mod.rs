@@ -4,9 +4,11 @@
 //! libvirt's `test:///` driver instead of a hand-written mock.
 
 mod libvirt;
+mod sample;
 
 use async_trait::async_trait;
 use kumo_wire::agent::ObservedPower;
+use kumo_wire::stats::InstanceSample;
 use kumo_wire::InstanceId;
 
 pub use libvirt::{test_node_uri, LibvirtHypervisor, DEFAULT_CALL_TIMEOUT};
@@ -109,4 +111,10 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// (libvirt's push-mode backup: QEMU copies each block before the guest
     /// overwrites it). Returns once the copy is complete.
     async fn backup_disk(&self, name: &str, device: &str, target: &std::path::Path) -> Result<(), HypervisorError>;
+    /// Cumulative counters (CPU time, memory, disks, NICs) of every running
+    /// domain that belongs to a Kumo instance, for the statistics reports
+    /// (`stats.rs`). A hypervisor that keeps no statistics reports none.
+    async fn sample_domains(&self) -> Result<Vec<InstanceSample>, HypervisorError> {
+        Ok(Vec::new())
+    }
 }

@@ -19,5 +19,6 @@ mod replicas;
 mod resilience;
 mod scenario;
 mod seams;
+mod stats;
 mod storage;
 mod tls;

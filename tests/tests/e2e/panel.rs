@@ -29,6 +29,7 @@ fn the_panel_in_a_real_browser() {
     let mut s = Stack::start(Options {
         controller_extra: "billing_hour_secs = 2\nbilling_close_grace_secs = 0\nbilling_close_interval_secs = 1\n"
             .into(),
+        agent_extra: "stats_interval_secs = 2\n".into(),
         ..Options::default()
     })
     .unwrap();
@@ -61,6 +62,7 @@ fn the_panel_in_a_real_browser() {
         "dashboard",
         "launch-error",
         "instance",
+        "instance-graphs",
         "instances",
         "instances-ja",
         "billing",

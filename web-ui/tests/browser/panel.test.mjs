@@ -108,6 +108,16 @@ try {
   await shot(page, "instance");
   step("console shows KUMO-READY");
 
+  // Graphs of the guest's measured activity appear and are redrawn without a reload.
+  check((await page.locator("#graphs svg.graph").count()) === 3, "the instance page draws CPU, disk and network graphs");
+  await page.waitForFunction(() => [...document.querySelectorAll("#graphs svg.graph")].some((g) => Number(g.getAttribute("data-points")) > 0 && /L/.test(g.querySelector("path.line").getAttribute("d"))), null, { timeout: 120000 });
+  check(navs() === 0, "the graphs filled in without a reload");
+  await page.click('.ranges a[data-range="day"]');
+  await page.waitForFunction(() => document.getElementById("graphs").getAttribute("data-range") === "day" && document.querySelector("#graphs svg.graph"), null, { timeout: 20000 });
+  check(navs() === 0, "switching the range redraws in place");
+  await shot(page, "instance-graphs");
+  step("graphs show the guest's activity");
+
   // A form posted without its CSRF token is refused and changes nothing.
   const refused = await page.evaluate(async (id) => {
     const r = await fetch(`/ui/instances/${id}/action`, {
@@ -147,6 +157,10 @@ try {
   for (const [path, name] of [["/ui/admin/hosts", "admin-hosts"], ["/ui/images", "images"], ["/ui/keypairs", "keypairs"], ["/ui/", "dashboard-after"]]) {
     const r = await page.goto(`${URL}${path}`);
     check(r.status() === 200, `${path} answers 200, got ${r.status()}`);
+    if (name === "admin-hosts") {
+      const load = await page.textContent("td.load");
+      check(/%/.test(load) && (await page.locator("td.load svg.spark").count()) >= 1, `the hosts page shows each host's load, got ${load}`);
+    }
     await shot(page, name);
   }
 
