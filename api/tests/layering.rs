@@ -42,6 +42,7 @@ const LAYERS: &[&str] = &[
     "reconcile",
     "watchdog",
     "billing",
+    "stats",
     "bootstrap",
     "ec2",
     "guards",

@@ -4,12 +4,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use kumo_wire::stats::MetricPoint;
 use kumo_wire::{HostId, InstanceId, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{Db, DbResult};
-use crate::stats::Delta;
 
 /// A subject's previous sample, as stored.
 #[derive(Debug, Clone)]
@@ -191,5 +191,112 @@ impl Db {
             .await?
             .rows_affected();
         Ok(gone)
+    }
+}
+
+/// Increases of one subject over some time, summed: the unit of the history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Milliseconds the increases span.
+    pub covered_ms: i64,
+    /// Samples the gauges sum over.
+    pub samples: i64,
+    /// CPU used: nanoseconds (instances) or busy ticks (hosts).
+    pub cpu_used: i64,
+    /// CPU available over the same time, in the same unit.
+    pub cpu_capacity: i64,
+    /// Memory in use, KiB, summed over `samples`.
+    pub memory_used_kib: i64,
+    /// One-minute load average in thousandths, summed over `samples` (hosts).
+    pub load1_milli: i64,
+    /// Disk bytes read.
+    pub disk_read_bytes: i64,
+    /// Disk bytes written.
+    pub disk_write_bytes: i64,
+    /// Disk read requests.
+    pub disk_read_ops: i64,
+    /// Disk write requests.
+    pub disk_write_ops: i64,
+    /// Bytes into the guest.
+    pub net_rx_bytes: i64,
+    /// Bytes out of the guest.
+    pub net_tx_bytes: i64,
+    /// Packets into the guest.
+    pub net_rx_packets: i64,
+    /// Packets out of the guest.
+    pub net_tx_packets: i64,
+}
+
+impl Delta {
+    /// The fields in column order (`db::stats`).
+    pub fn cells(&self) -> [i64; 14] {
+        [
+            self.covered_ms,
+            self.samples,
+            self.cpu_used,
+            self.cpu_capacity,
+            self.memory_used_kib,
+            self.load1_milli,
+            self.disk_read_bytes,
+            self.disk_write_bytes,
+            self.disk_read_ops,
+            self.disk_write_ops,
+            self.net_rx_bytes,
+            self.net_tx_bytes,
+            self.net_rx_packets,
+            self.net_tx_packets,
+        ]
+    }
+
+    /// The inverse of [`Delta::cells`].
+    pub fn from_cells(c: [i64; 14]) -> Self {
+        Self {
+            covered_ms: c[0],
+            samples: c[1],
+            cpu_used: c[2],
+            cpu_capacity: c[3],
+            memory_used_kib: c[4],
+            load1_milli: c[5],
+            disk_read_bytes: c[6],
+            disk_write_bytes: c[7],
+            disk_read_ops: c[8],
+            disk_write_ops: c[9],
+            net_rx_bytes: c[10],
+            net_tx_bytes: c[11],
+            net_rx_packets: c[12],
+            net_tx_packets: c[13],
+        }
+    }
+
+    /// Both summed.
+    pub fn add(&mut self, other: &Self) {
+        let mut cells = self.cells();
+        for (a, b) in cells.iter_mut().zip(other.cells()) {
+            *a = a.saturating_add(b);
+        }
+        *self = Self::from_cells(cells);
+    }
+
+    /// Averages over the time covered, as one point of a series starting `at`.
+    pub fn point(&self, at: Timestamp) -> MetricPoint {
+        let secs = self.covered_ms as f64 / 1000.0;
+        let per_sec = |v: i64| if secs > 0.0 { v as f64 / secs } else { 0.0 };
+        let mean = |v: i64| (self.samples > 0).then(|| v as f64 / self.samples as f64);
+        MetricPoint {
+            at,
+            covered_secs: secs,
+            cpu_percent: (self.cpu_capacity > 0)
+                .then(|| (self.cpu_used as f64 * 100.0 / self.cpu_capacity as f64).clamp(0.0, 100.0)),
+            memory_used_mib: mean(self.memory_used_kib).map(|kib| kib / 1024.0),
+            disk_read_bps: per_sec(self.disk_read_bytes),
+            disk_write_bps: per_sec(self.disk_write_bytes),
+            disk_read_iops: per_sec(self.disk_read_ops),
+            disk_write_iops: per_sec(self.disk_write_ops),
+            net_rx_bps: per_sec(self.net_rx_bytes),
+            net_tx_bps: per_sec(self.net_tx_bytes),
+            net_rx_pps: per_sec(self.net_rx_packets),
+            net_tx_pps: per_sec(self.net_tx_packets),
+            load1: None,
+        }
     }
 }

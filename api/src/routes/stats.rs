@@ -68,6 +68,6 @@ async fn host_metrics(
     ApiQuery(q): ApiQuery<MetricsQuery>,
 ) -> ApiResult<Json<MetricsSeries>> {
     caller.require_admin()?;
-    let found = state.db.find_host(&host).await?.ok_or_else(|| ApiError::not_found("host", &host))?;
+    let found = state.db.find_host(&host).await?.ok_or_else(|| ApiError::not_found(crate::error::Kind::Host, &host))?;
     Ok(Json(crate::stats::series(&state, found.host.id.as_str(), true, &q, Timestamp::now()).await?))
 }
