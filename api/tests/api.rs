@@ -359,10 +359,9 @@ async fn silent_hosts_turn_instances_unknown_until_they_report_again() {
     assert_eq!(host["status"], "up");
 }
 
-/// Found by the test-driver scenario: a stopped instance whose host went
-/// silent must come back `stopped` when the host reports again.
-#[tokio::test]
-async fn a_stopped_instance_on_a_silent_host_is_stopped_again_when_it_reports() {
+/// A stopped instance on a host that then went silent (`unknown`): the
+/// cloud, the tenant's token, the host's fake agent and the instance id.
+async fn stopped_then_unknown() -> (common::Cloud, String, FakeAgent, String) {
     let c = cloud("sqlite", |cfg| cfg.host_timeout_secs = 1).await;
     let t = c.tenant("acme").await;
     c.kernel_image("tiny").await;
@@ -376,6 +375,14 @@ async fn a_stopped_instance_on_a_silent_host_is_stopped_again_when_it_reports() 
     agent.converge(&c).await;
     c.wait_state(&t, &id, "stopped").await;
     c.wait_state(&t, &id, "unknown").await;
+    (c, t, agent, id)
+}
+
+/// Found by the test-driver scenario: a stopped instance whose host went
+/// silent must come back `stopped` when the host reports again.
+#[tokio::test]
+async fn a_stopped_instance_on_a_silent_host_is_stopped_again_when_it_reports() {
+    let (c, t, agent, id) = stopped_then_unknown().await;
     agent.converge(&c).await;
     let back = c.wait_state(&t, &id, "stopped").await;
     assert_eq!(back["desired"], "stopped", "{back}");
@@ -387,19 +394,7 @@ async fn a_stopped_instance_on_a_silent_host_is_stopped_again_when_it_reports() 
 /// does it). The agent reports it absent; it is stopped, not `unknown` for good.
 #[tokio::test]
 async fn a_stopped_instance_whose_domain_vanished_while_its_host_was_silent_is_stopped() {
-    let c = cloud("sqlite", |cfg| cfg.host_timeout_secs = 1).await;
-    let t = c.tenant("acme").await;
-    c.kernel_image("tiny").await;
-    let agent = FakeAgent::register(&c, "host-a", CAPACITY).await;
-    let id = c.run(&t, "db", "mini").await["id"].as_str().unwrap().to_owned();
-    c.wait_state(&t, &id, "building").await;
-    agent.converge(&c).await;
-    c.wait_state(&t, &id, "running").await;
-    let (s, b) = c.post(&format!("/v1/instances/{id}/actions"), &t, json!({"action": "stop"})).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    agent.converge(&c).await;
-    c.wait_state(&t, &id, "stopped").await;
-    c.wait_state(&t, &id, "unknown").await;
+    let (c, t, agent, id) = stopped_then_unknown().await;
     let desired = agent.sync(&c, vec![]).await;
     let generation = desired.instances.iter().find(|d| d.id.as_str() == id).expect("desired").generation;
     let absent = ObservedInstance {
