@@ -15,12 +15,12 @@ pub(crate) fn running_seconds(s: &Stack, id: &str) -> i64 {
 /// The seconds an instance's events (`kumo instance events -o json`) show it
 /// running: from `running` to `stopped`, `deleted`, `error` or `unknown`.
 pub(crate) fn running_seconds_in(events: &Value) -> i64 {
-    running_seconds_until(events, i64::MIN)
+    running_seconds_until(events, None)
 }
 
 /// [`running_seconds_in`], with a run still going at `now` (seconds since
-/// the epoch) counted up to `now` (`i64::MIN`: not counted).
-pub(crate) fn running_seconds_until(events: &Value, now: i64) -> i64 {
+/// the epoch) counted up to `now` (`None`: not counted).
+pub(crate) fn running_seconds_until(events: &Value, now: Option<i64>) -> i64 {
     let mut since = None;
     let mut total = 0;
     for e in events["items"].as_array().unwrap().iter().filter(|e| e["action"] == "state_changed") {
@@ -31,7 +31,7 @@ pub(crate) fn running_seconds_until(events: &Value, now: i64) -> i64 {
             _ => {}
         }
     }
-    total + since.filter(|_| now != i64::MIN).map_or(0, |s| (now - s).max(0))
+    total + since.zip(now).map_or(0, |(since, now)| (now - since).max(0))
 }
 
 fn billing(opts: Options) {

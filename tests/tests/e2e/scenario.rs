@@ -132,6 +132,9 @@ struct Model {
     images: BTreeMap<String, usize>,
     /// Every instance ever launched -> its tenant (for the bill at the end).
     ever: BTreeMap<String, usize>,
+    /// Every billed resource ever made (instances, volumes, snapshots,
+    /// images, floating IPs) -> its tenant: no tenant's bill may list another's.
+    owners: BTreeMap<String, usize>,
 }
 
 impl Model {
@@ -531,6 +534,7 @@ impl Engine {
         for id in &ids {
             self.s.track(id);
             self.model.ever.insert(id.clone(), t);
+            self.model.owners.insert(id.clone(), t);
             let mut r = self.new_resource(t, Target::Running);
             r.boots = 1;
             r.network = if via == Via::Ec2 { None } else { network.clone() };
@@ -675,6 +679,7 @@ impl Engine {
         };
         let id = created.context("the volume create answered no id")?;
         self.model.volumes.insert(id.clone(), self.new_resource(t, Target::Available));
+        self.model.owners.insert(id.clone(), t);
         self.log(format!("t{t} {via:?} volume create {id}"));
         Ok(())
     }
@@ -806,6 +811,7 @@ impl Engine {
             let out = self.cli(t, &["fip", "allocate", "--network", "scn-public"])?;
             let id = out["id"].as_str().context("fip id")?.to_owned();
             self.model.fips.insert(id.clone(), Fip { tenant: t, instance: None });
+            self.model.owners.insert(id.clone(), t);
             self.log(format!("t{t} Cli fip allocate {id}"));
             return Ok(());
         };
@@ -896,6 +902,7 @@ impl Engine {
             };
             let id = id.context("the snapshot create answered no id")?;
             self.model.snapshots.insert(id.clone(), self.new_resource(t, Target::Available));
+            self.model.owners.insert(id.clone(), t);
             self.log(format!("t{t} {via:?} snapshot {vol} as {id}"));
             return Ok(());
         }
@@ -937,6 +944,7 @@ impl Engine {
             let out = self.cli(t, &["image", "upload", "--name", &name, &file])?;
             let id = out["id"].as_str().with_context(|| format!("image upload answered {out}"))?.to_owned();
             self.model.images.insert(id.clone(), t);
+            self.model.owners.insert(id.clone(), t);
             self.log(format!("t{t} Cli image upload {name} as {id}"));
             return Ok(());
         }
@@ -1228,10 +1236,7 @@ impl Engine {
             let rows = usage["resources"].as_array().context("usage resources")?.clone();
             for row in &rows {
                 let id = row["resource_id"].as_str().unwrap_or_default();
-                let owner = self.model.ever.get(id).copied().or_else(|| {
-                    [&self.model.volumes, &self.model.snapshots].iter().find_map(|m| m.get(id).map(|r| r.tenant))
-                });
-                if owner.is_some_and(|o| o != t) {
+                if self.model.owners.get(id).is_some_and(|o| *o != t) {
                     bail!("t{t}'s usage shows another tenant's resource: {row}");
                 }
             }
@@ -1239,7 +1244,7 @@ impl Engine {
             for id in mine {
                 let events = self.cli(t, &["instance", "events", &id])?;
                 let now = kumo_wire::Timestamp::now().millis().div_euclid(1000);
-                let ran = crate::billing::running_seconds_until(&events, now);
+                let ran = crate::billing::running_seconds_until(&events, Some(now));
                 let billed = rows
                     .iter()
                     .filter(|r| r["resource_id"] == id.as_str() && r["item"] == "flavor:mini")
